@@ -1,0 +1,173 @@
+"""The ``edgediff`` command line: parses arguments and calls library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edgediff import __version__
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line with exit code 2."""
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgediff", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgediff {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("instance", help="write a random instance (SPEC D.1 JSON)")
+    p.add_argument("--users", type=_positive_int, required=True, help="number of users I")
+    p.add_argument("--gpus", type=_positive_int, default=8, help="edge GPUs G (default 8)")
+    p.add_argument("--bmax", type=_non_negative_int, default=20, help="max granted users B_max (default 20)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+
+    p = sub.add_parser("solve", help="decide one instance with a policy (SPEC D.2)")
+    p.add_argument("file", type=Path, help="instance JSON (SPEC D.1)")
+    p.add_argument("--policy", default="exact", help="exact, ga, milp, b1, b2, b3 (default exact)")
+    p.add_argument("--latency-model", choices=["paper", "timeline"], default="paper")
+    p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
+    p.add_argument("--time-limit", type=float, help="solver time limit in seconds (milp)")
+    p.add_argument("--json", action="store_true", help="print the SPEC D.2 JSON object")
+
+    p = sub.add_parser("compare", help="compare policies on random instances")
+    p.add_argument("--users", type=_int_list, default=[4, 8, 12, 16, 20], help="user counts, e.g. 4,8,12")
+    p.add_argument("--gpus", type=_positive_int, default=8)
+    p.add_argument("--bmax", type=_non_negative_int, default=20)
+    p.add_argument("--cases", type=_positive_int, default=100, help="instances per user count")
+    p.add_argument("--policies", type=_name_list, default=["exact", "ga", "milp", "b1", "b2", "b3"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="directory for compare.csv")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    p = sub.add_parser("demo", help="a 20-user window on the paper defaults, every policy")
+    p.add_argument("--users", type=_positive_int, default=20)
+    p.add_argument("--gpus", type=_positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _cmd_instance(args) -> None:
+    from edgediff.core.generator import random_instance
+    from edgediff.core.instance import dumps_instance
+
+    text = dumps_instance(random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax)) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text)
+        except OSError as err:
+            raise UsageError(f"cannot write {str(args.output)!r}: {err.strerror}") from None
+
+
+def _cmd_solve(args) -> None:
+    from edgediff.core.instance import load_instance
+    from edgediff.core.model import evaluate
+    from edgediff.offload.policies import make_policy
+    from edgediff.offload.report import decision_report, format_decision
+
+    policy = make_policy(args.policy, seed=args.seed, time_limit=args.time_limit)
+    instance = load_instance(args.file)
+    decision = policy.decide(instance)
+    report = decision_report(
+        instance, args.policy, decision, evaluate(instance, decision, args.latency_model), policy.last_decision_time_s
+    )
+    print(json.dumps(report) if args.json else format_decision(report))
+
+
+def _cmd_compare(args) -> None:
+    from dataclasses import asdict
+
+    from edgediff.offload.compare import compare, write_csv
+    from edgediff.offload.policies import REGISTRY, UnknownPolicy
+    from edgediff.offload.report import format_table
+
+    for name in args.policies:
+        if name not in REGISTRY:
+            raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(REGISTRY)}")
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"cannot create {str(args.out)!r}: {err.strerror}") from None
+    rows = compare(args.users, args.gpus, args.cases, args.policies, seed=args.seed, B_max=args.bmax)
+    if args.out is not None:
+        write_csv(rows, args.out / "compare.csv")
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows]))
+        return
+    for users in args.users:
+        print(f"\n{users} users, G = {args.gpus}, {args.cases} cases")
+        print(format_table(
+            ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
+            [[r.policy, r.mean_objective, r.mean_score, r.mean_decision_time_s * 1000] for r in rows if r.users == users],
+        ))
+    if args.out is not None:
+        print(f"\nwrote {args.out / 'compare.csv'}")
+
+
+def _cmd_demo(args) -> None:
+    from edgediff.offload.demo import run_demo
+
+    print(run_demo(args.users, args.gpus, args.seed))
+
+
+COMMANDS = {"instance": _cmd_instance, "solve": _cmd_solve, "compare": _cmd_compare, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from edgediff.core.instance import InstanceError
+    from edgediff.core.model import DecisionError
+    from edgediff.offload.policies import UnknownPolicy
+
+    try:
+        COMMANDS[args.command](args)
+    except (UsageError, InstanceError, UnknownPolicy, DecisionError) as err:
+        print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+    return 0

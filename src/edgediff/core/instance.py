@@ -1,0 +1,242 @@
+"""Offloading instances: one decision window of SPEC A.1, the file format of SPEC D.1.
+
+The JSON schema is validated with pydantic at the edge of the program; inside, an
+:class:`Instance` is a frozen dataclass holding one NumPy array per user attribute, so
+every model function is vectorized over users.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgediff.core.pai import PaiCurve
+from edgediff.core.profiles import DEFAULT_EDGE
+
+PROMPT_BITS = 216
+INTERMEDIATE_BITS = 4_400_000
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class InstanceError(ValueError):
+    """An instance file or dictionary is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class _GpuSchema(_Strict):
+    k: NonNegativeFloat
+    h: FiniteFloat
+
+
+class _LinkSchema(_Strict):
+    eta: PositiveFloat = 10.0
+    W_max: PositiveFloat = 1e6
+
+
+class _PaiSchema(_Strict):
+    a: PositiveFloat = 0.0413
+    b: FiniteFloat = 71.44
+
+
+class _UserSchema(_Strict):
+    id: Annotated[str, Field(min_length=1)]
+    k: NonNegativeFloat
+    h: FiniteFloat
+    alpha: PositiveFloat
+    request_time: NonNegativeFloat
+    prompt_bits: NonNegativeFloat = PROMPT_BITS
+    intermediate_bits: NonNegativeFloat = INTERMEDIATE_BITS
+
+    @model_validator(mode="after")
+    def _positive_step_latency(self):
+        if self.k + self.h <= 0:
+            raise ValueError("local step latency k + h must be positive")
+        return self
+
+
+class _InstanceSchema(_Strict):
+    N: Annotated[int, Field(ge=1)] = 200
+    N_hat: Annotated[int, Field(ge=0)] = 80
+    B_max: Annotated[int, Field(ge=0)] = 20
+    G: Annotated[int, Field(ge=1)] = 8
+    K: PositiveFloat = 1.0
+    edge: _GpuSchema = _GpuSchema(k=DEFAULT_EDGE.k, h=DEFAULT_EDGE.h)
+    link: _LinkSchema = _LinkSchema()
+    pai: _PaiSchema = _PaiSchema()
+    users: Annotated[list[_UserSchema], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.N_hat > self.N:
+            raise _FieldError("N_hat", f"must be <= N ({self.N}), got {self.N_hat}")
+        if self.edge.k / self.G + self.edge.h <= 0:
+            raise _FieldError("edge.h", "edge step latency k/G + h must be positive at batch size 1")
+        seen: set[str] = set()
+        for i, user in enumerate(self.users):
+            if user.id in seen:
+                raise _FieldError(f"users.{i}.id", f"duplicate id {user.id!r}")
+            seen.add(user.id)
+            if user.request_time >= self.K:
+                raise _FieldError(f"users.{i}.request_time", f"must be < K ({self.K}), got {user.request_time}")
+        return self
+
+
+class _FieldError(ValueError):
+    def __init__(self, field_path: str, message: str):
+        super().__init__(f"{field_path}: {message}")
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    ctx_error = first.get("ctx", {}).get("error")
+    if isinstance(ctx_error, _FieldError):
+        return str(ctx_error)  # already names its own field
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{path or 'instance'}: {msg}"
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """One decision window: the edge, the link, the PAI curve and the requesting users."""
+
+    ids: tuple[str, ...]
+    k: np.ndarray  # user GPU slope, s per step per batch member
+    h: np.ndarray  # user GPU intercept, s
+    alpha: np.ndarray  # emphasis on quality, > 0
+    request_time: np.ndarray  # k_i in [0, K), s
+    prompt_bits: np.ndarray
+    intermediate_bits: np.ndarray
+    N: int = 200
+    N_hat: int = 80
+    B_max: int = 20
+    G: int = 8
+    K: float = 1.0
+    edge_k: float = DEFAULT_EDGE.k
+    edge_h: float = DEFAULT_EDGE.h
+    eta: float = 10.0
+    W_max: float = 1e6
+    pai: PaiCurve = field(default_factory=PaiCurve)
+
+    def __post_init__(self):
+        for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
+            arr = np.asarray(getattr(self, name), dtype=float)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.ids)
+
+    @property
+    def local_step_latency(self) -> np.ndarray:
+        """``L_i(1) = k_i + h_i`` for every user."""
+        return self.k + self.h
+
+    @property
+    def waiting_latency(self) -> np.ndarray:
+        """``l_R,i = K - k_i``: a request waits for the end of its window."""
+        return self.K - self.request_time
+
+    @property
+    def payload_bits(self) -> np.ndarray:
+        """``s_p,i + s_m,i``: the prompt up and the intermediate latent down."""
+        return self.prompt_bits + self.intermediate_bits
+
+    @property
+    def max_granted(self) -> int:
+        return min(self.B_max, self.num_users)
+
+    # --- conversion -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: object) -> Instance:
+        """Validate a SPEC D.1 dictionary; raises :class:`InstanceError` naming the field."""
+        try:
+            s = _InstanceSchema.model_validate(data)
+        except ValidationError as err:
+            raise InstanceError(_describe(err)) from None
+        users = s.users
+        return cls(
+            ids=tuple(u.id for u in users),
+            k=[u.k for u in users],
+            h=[u.h for u in users],
+            alpha=[u.alpha for u in users],
+            request_time=[u.request_time for u in users],
+            prompt_bits=[u.prompt_bits for u in users],
+            intermediate_bits=[u.intermediate_bits for u in users],
+            N=s.N,
+            N_hat=s.N_hat,
+            B_max=s.B_max,
+            G=s.G,
+            K=s.K,
+            edge_k=s.edge.k,
+            edge_h=s.edge.h,
+            eta=s.link.eta,
+            W_max=s.link.W_max,
+            pai=PaiCurve(a=s.pai.a, b=s.pai.b),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "N": self.N,
+            "N_hat": self.N_hat,
+            "B_max": self.B_max,
+            "G": self.G,
+            "K": self.K,
+            "edge": {"k": self.edge_k, "h": self.edge_h},
+            "link": {"eta": self.eta, "W_max": self.W_max},
+            "pai": {"a": self.pai.a, "b": self.pai.b},
+            "users": [
+                {
+                    "id": self.ids[i],
+                    "k": float(self.k[i]),
+                    "h": float(self.h[i]),
+                    "alpha": float(self.alpha[i]),
+                    "request_time": float(self.request_time[i]),
+                    "prompt_bits": float(self.prompt_bits[i]),
+                    "intermediate_bits": float(self.intermediate_bits[i]),
+                }
+                for i in range(self.num_users)
+            ],
+        }
+
+    def validated(self) -> Instance:
+        """Re-validate an instance built in code (e.g. by the generator)."""
+        return Instance.from_dict(self.to_dict())
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read and validate a SPEC D.1 JSON file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InstanceError(f"cannot read instance file {str(path)!r}: {err.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InstanceError(f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    return Instance.from_dict(data)
+
+
+def save_instance(instance: Instance, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(instance.to_dict(), indent=2) + "\n")
+
+
+def dumps_instance(instance: Instance) -> str:
+    return json.dumps(instance.to_dict(), indent=2)
+
+
+__all__ = ["Instance", "InstanceError", "load_instance", "save_instance", "dumps_instance"]

@@ -1,0 +1,13 @@
+"""The shared wireless link (SPEC A.1): granted users split ``W_max`` equally."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def transmission_latency(payload_bits, granted_count, eta: float, w_max: float):
+    """``l_T(i, b) = (s_p,i + s_m,i) * b / (eta * W_max)``: uplink prompt + downlink latent.
+
+    ``payload_bits`` is ``s_p + s_m`` per user; broadcasts against ``granted_count``.
+    """
+    return np.asarray(payload_bits, dtype=float) * np.asarray(granted_count, dtype=float) / (eta * w_max)

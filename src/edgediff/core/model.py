@@ -1,0 +1,121 @@
+"""Decisions and their value under the two latency models of SPEC A.1.
+
+A decision grants or denies each user and gives each a split point ``n``: steps
+``N..n+1`` run at the edge (``N - n`` offloaded steps), steps ``n..1`` locally.
+
+* ``paper``: the fixed-batch model of eqs. (9)-(10): every offloaded step of every
+  granted user costs ``L_e(b, G)`` with ``b`` the number of granted users.
+* ``timeline``: what a batch executor really does: the batch shrinks as members reach
+  their split points, so user i's edge part is ``sum_{s=1..m_i} L_e(b_s, G)`` with
+  ``b_s = #{granted j : m_j >= s}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from edgediff.core.instance import Instance
+from edgediff.core.link import transmission_latency
+from edgediff.core.profiles import edge_step_latency
+
+LatencyModel = Literal["paper", "timeline"]
+LATENCY_MODELS: tuple[str, ...] = ("paper", "timeline")
+
+
+class DecisionError(ValueError):
+    """A decision violates a constraint of (P1)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """Grant vector ``x`` and split points ``n`` for every user of an instance."""
+
+    granted: np.ndarray  # bool, shape (I,)
+    split: np.ndarray  # int, shape (I,); N for denied users
+
+    def __post_init__(self):
+        object.__setattr__(self, "granted", np.asarray(self.granted, dtype=bool))
+        object.__setattr__(self, "split", np.asarray(self.split, dtype=np.int64))
+
+    @property
+    def granted_count(self) -> int:
+        return int(self.granted.sum())
+
+    @classmethod
+    def all_local(cls, instance: Instance) -> Decision:
+        return cls(np.zeros(instance.num_users, bool), np.full(instance.num_users, instance.N))
+
+    def offloaded_steps(self, instance: Instance) -> np.ndarray:
+        return instance.N - self.split
+
+
+def check_decision(instance: Instance, decision: Decision) -> None:
+    """Raise :class:`DecisionError` unless the decision satisfies constraints C1-C4."""
+    n, g = decision.split, decision.granted
+    if n.shape != (instance.num_users,) or g.shape != (instance.num_users,):
+        raise DecisionError("decision does not have one entry per user")
+    if decision.granted_count > instance.B_max:
+        raise DecisionError(f"{decision.granted_count} users granted, B_max is {instance.B_max}")
+    if np.any((n < instance.N_hat) | (n > instance.N)):
+        raise DecisionError(f"split points must lie in [N_hat, N] = [{instance.N_hat}, {instance.N}]")
+    if np.any(~g & (n != instance.N)):
+        raise DecisionError("a denied user must have split N (all steps local)")
+
+
+def denied_latency(instance: Instance) -> np.ndarray:
+    """``L_i = l_R,i + N L_i(1)``: the latency of every user if denied."""
+    return instance.waiting_latency + instance.N * instance.local_step_latency
+
+
+def edge_latency_timeline(offloaded: np.ndarray, gpus: int, k_e: float, h_e: float) -> np.ndarray:
+    """Edge compute time of each batch member when the batch shrinks as members leave.
+
+    ``offloaded`` holds ``m_j`` for the granted users; returns ``sum_{s<=m_j} L_e(b_s, G)``.
+    """
+    offloaded = np.asarray(offloaded, dtype=np.int64)
+    if offloaded.size == 0:
+        return np.zeros(0)
+    longest = int(offloaded.max())
+    # b_s = #{j : m_j >= s} for s = 1..longest, from a histogram of m.
+    leaving_after = np.bincount(offloaded, minlength=longest + 1)  # members with m_j == s
+    batch = offloaded.size - np.cumsum(leaving_after)[:-1]  # b_s for s = 1..longest
+    elapsed = np.concatenate(([0.0], np.cumsum(edge_step_latency(batch, gpus, k_e, h_e))))
+    return elapsed[offloaded]
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """Per-user outcome of a decision under one latency model."""
+
+    latency: np.ndarray
+    pai: np.ndarray
+    utility: np.ndarray
+    latency_model: str
+
+    @property
+    def objective(self) -> float:
+        """(P1): ``sum_i alpha_i F(n_i) - L_i``."""
+        return float(self.utility.sum())
+
+
+def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel = "paper") -> Evaluation:
+    """Latency, PAI and utility ``alpha F(n) - L`` of every user under ``latency_model``."""
+    check_decision(instance, decision)
+    if latency_model not in LATENCY_MODELS:
+        raise ValueError(f"unknown latency model {latency_model!r}; choose from {', '.join(LATENCY_MODELS)}")
+    g, n = decision.granted, decision.split
+    b = decision.granted_count
+    offloaded = instance.N - n
+    latency = instance.waiting_latency + n * instance.local_step_latency
+    if b:
+        if latency_model == "paper":
+            edge = offloaded[g] * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
+        else:
+            edge = edge_latency_timeline(offloaded[g], instance.G, instance.edge_k, instance.edge_h)
+        tx = transmission_latency(instance.payload_bits[g], b, instance.eta, instance.W_max)
+        latency[g] += edge + tx
+    pai = instance.pai(n)
+    return Evaluation(latency=latency, pai=pai, utility=instance.alpha * pai - latency, latency_model=latency_model)

@@ -1,0 +1,5 @@
+"""Part A: per-window request handling (grant/deny) and split points (SPEC A.3).
+
+Every policy takes an :class:`~edgediff.core.instance.Instance` and returns a
+:class:`~edgediff.core.model.Decision`; see :mod:`edgediff.offload.policies`.
+"""

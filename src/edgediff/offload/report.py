@@ -1,0 +1,63 @@
+"""Decisions as the SPEC D.2 JSON object and as readable tables."""
+
+from __future__ import annotations
+
+from edgediff.core.instance import Instance
+from edgediff.core.model import Decision, Evaluation
+
+
+def decision_report(
+    instance: Instance, policy: str, decision: Decision, evaluation: Evaluation, decision_time_s: float
+) -> dict:
+    """The SPEC D.2 object: keys are a contract, add but never rename."""
+    offloaded = decision.offloaded_steps(instance)
+    return {
+        "policy": policy,
+        "latency_model": evaluation.latency_model,
+        "objective": evaluation.objective,
+        "granted": decision.granted_count,
+        "decision_time_s": decision_time_s,
+        "users": [
+            {
+                "id": instance.ids[i],
+                "granted": bool(decision.granted[i]),
+                "split": int(decision.split[i]),
+                "offloaded_steps": int(offloaded[i]),
+                "latency": float(evaluation.latency[i]),
+                "pai": float(evaluation.pai[i]),
+                "utility": float(evaluation.utility[i]),
+            }
+            for i in range(instance.num_users)
+        ],
+    }
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """Right-aligned plain-text table; floats with 4 significant decimals."""
+    def cell(v):
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+        return str(v)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[c]) for r in text)) if text else len(h) for c, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in text]
+    return "\n".join(lines)
+
+
+def format_decision(report: dict) -> str:
+    head = (
+        f"policy {report['policy']} ({report['latency_model']} latency model): objective "
+        f"{report['objective']:.4f}, {report['granted']}/{len(report['users'])} granted, "
+        f"decided in {report['decision_time_s'] * 1000:.2f} ms"
+    )
+    keys = ["id", "granted", "split", "offloaded_steps", "latency", "pai", "utility"]
+    table = format_table(
+        ["id", "granted", "split", "offloaded", "latency_s", "pai", "utility"],
+        [[u[k] for k in keys] for u in report["users"]],
+    )
+    return f"{head}\n{table}"

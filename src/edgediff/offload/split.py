@@ -1,0 +1,70 @@
+"""The inner problem (P2): each granted user's best split point for a given batch size.
+
+With ``b`` granted users, user i's granted utility as a function of its split ``n`` is
+``O(n) = alpha F(n) - d n + const`` with ``d = L_i(1) - L_e(b, G)`` the time saved per
+offloaded step. ``O'(n) = alpha a F(n)(1 - F(n)) - d``, and ``F(1 - F) = d / (alpha a)``
+has the closed-form roots ``F = (1 +- sqrt(1 - 4 d / (alpha a))) / 2``, i.e.
+``n = b_F + logit(F) / a``. ``O`` therefore decreases up to the smaller root, increases
+up to the larger root ``n+`` and decreases after it, so over the integers of
+``[N_hat, N]`` its maximum is at ``N_hat``, ``N``, ``floor(n+)`` or ``ceil(n+)`` (clipped).
+This holds whether or not ``N_hat > b_F`` (the paper's concavity condition), and needs
+no numerical root finding (the paper uses SciPy's solver because it missed the closed form).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgediff.core.instance import Instance
+from edgediff.core.link import transmission_latency
+from edgediff.core.model import Decision
+from edgediff.core.profiles import edge_step_latency
+
+
+def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Best split and granted utility of every user for every batch size.
+
+    Returns ``(split, utility)``, both shaped ``(num_users, len(batch_sizes))``:
+    ``utility = alpha F(n) - (l_R + l_T(b) + (N - n) L_e(b, G) + n L_i(1))`` at the best ``n``.
+    """
+    b = np.atleast_1d(np.asarray(batch_sizes, dtype=float))[None, :]
+    alpha = instance.alpha[:, None]
+    local = instance.local_step_latency[:, None]
+    edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
+    saving = local - edge  # d: time saved per offloaded step
+    pai = instance.pai
+
+    q = saving / (alpha * pai.a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        upper_root = pai.inverse(0.5 * (1.0 + np.sqrt(1.0 - 4.0 * q)))
+    # d <= 0: O increases everywhere (best at N); q >= 1/4: O decreases everywhere (N_hat).
+    upper_root = np.where(saving <= 0, instance.N, np.where(q >= 0.25, instance.N_hat, upper_root))
+    upper_root = np.clip(np.nan_to_num(upper_root, nan=instance.N_hat), instance.N_hat, instance.N)
+
+    # Candidates ordered so that ties keep more steps local.
+    candidates = np.stack(
+        np.broadcast_arrays(
+            float(instance.N), np.ceil(upper_root), np.floor(upper_root), float(instance.N_hat)
+        )
+    )
+    value = alpha * pai(candidates) - saving * candidates  # O(n) up to a constant
+    best = np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
+
+    latency = (
+        instance.waiting_latency[:, None]
+        + transmission_latency(instance.payload_bits[:, None], b, instance.eta, instance.W_max)
+        + (instance.N - best) * edge
+        + best * local
+    )
+    return best.astype(np.int64), alpha * pai(best) - latency
+
+
+def optimize_splits(instance: Instance, granted) -> Decision:
+    """Best splits for a given grant vector (the inner solver as a library call)."""
+    granted = np.asarray(granted, dtype=bool)
+    split = np.full(instance.num_users, instance.N, dtype=np.int64)
+    count = int(granted.sum())
+    if count:
+        best, _ = best_splits(instance, [count])
+        split[granted] = best[granted, 0]
+    return Decision(granted, split)

@@ -1,0 +1,116 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgediff.cli import main
+
+DEFAULT_ROW = {"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_instance_then_solve_json(tmp_path, capsys):
+    path = tmp_path / "inst.json"
+    assert main(["instance", "--users", "6", "--gpus", "4", "--bmax", "3", "--seed", "9", "-o", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert len(data["users"]) == 6 and data["G"] == 4 and data["B_max"] == 3
+    assert main(["solve", str(path), "--policy", "exact", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"policy", "latency_model", "objective", "granted", "decision_time_s", "users"}
+    assert out["policy"] == "exact" and out["latency_model"] == "paper"
+    assert set(out["users"][0]) == {"id", "granted", "split", "offloaded_steps", "latency", "pai", "utility"}
+    assert out["objective"] == pytest.approx(sum(u["utility"] for u in out["users"]))
+    assert out["granted"] == sum(u["granted"] for u in out["users"]) <= 3
+    for u in out["users"]:
+        assert u["split"] + u["offloaded_steps"] == 200
+
+
+def test_solve_timeline_and_table(tmp_path, capsys):
+    path = tmp_path / "inst.json"
+    main(["instance", "--users", "8", "--gpus", "8", "--seed", "1", "-o", str(path)])
+    capsys.readouterr()
+    assert main(["solve", str(path), "--policy", "b1", "--latency-model", "timeline", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_model"] == "timeline"
+    assert main(["solve", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "policy exact" in text and "offloaded" in text
+
+
+def test_instance_to_stdout_is_seeded(capsys):
+    main(["instance", "--users", "3", "--gpus", "2", "--seed", "4"])
+    first = capsys.readouterr().out
+    main(["instance", "--users", "3", "--gpus", "2", "--seed", "4"])
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ({"users": [dict(DEFAULT_ROW, alpha=-2)]}, "users.0.alpha"),
+        ({"users": [dict(DEFAULT_ROW, k=float("inf"))]}, "users.0.k"),
+        ({"users": []}, "users"),
+        ({"G": 8}, "users"),
+        ({"users": [DEFAULT_ROW, DEFAULT_ROW]}, "users.1.id"),
+        ({"N_hat": 250, "users": [DEFAULT_ROW]}, "N_hat"),
+    ],
+)
+def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    result = run_cli("solve", str(path), "--json")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["solve", "missing.json"], ["solve", "{f}", "--policy", "nope"],
+                                  ["instance", "--users", "0", "--seed", "1"], ["compare", "--users", "a,b"]])
+def test_bad_arguments_exit_2(tmp_path, args):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"users": [DEFAULT_ROW]}))
+    result = run_cli(*[a.format(f=path) for a in args])
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_compare_writes_csv_and_json(tmp_path, capsys):
+    args = ["compare", "--users", "4,6", "--gpus", "8", "--cases", "3", "--policies", "exact,ga,b2", "--seed", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
+    assert list(rows[0]) == ["users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s"]
+    assert [(r["users"], r["policy"]) for r in rows] == [(u, p) for u in ("4", "6") for p in ("exact", "ga", "b2")]
+    exact = [r for r in rows if r["policy"] == "exact"]
+    assert all(float(r["mean_score"]) == pytest.approx(1.0) for r in exact)
+    for r in rows:
+        best = next(e for e in exact if e["users"] == r["users"])
+        assert float(r["mean_objective"]) <= float(best["mean_objective"]) + 1e-9
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert [(str(r["users"]), r["policy"]) for r in as_json] == [(r["users"], r["policy"]) for r in rows]
+    assert as_json[0]["mean_objective"] == pytest.approx(float(rows[0]["mean_objective"]))
+
+
+def test_demo_prints_every_policy(capsys):
+    assert main(["demo", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "The optimal decision (exact)" in out
+    for name in ("exact", "ga", "milp", "b1", "b2", "b3"):
+        assert f"\n{name.rjust(6)}  " in out
+
+
+def test_import_stays_light():
+    code = (
+        "import sys, edgediff, edgediff.core.generator, edgediff.offload.policies as p, edgediff.cli\n"
+        "inst = edgediff.core.generator.random_instance(5, 8, seed=0)\n"
+        "p.make_policy('exact').decide(inst)\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'fastapi', 'scipy.optimize') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
