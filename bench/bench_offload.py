@@ -1,0 +1,56 @@
+"""Offloading benchmark (issue 2): prints the figures, asserts nothing about wall time.
+
+    python bench/bench_offload.py [--cases 100] [--seed 0]
+
+1. ``exact`` decision time for 20, 100 and 1,000 users (targets: <= 2, 10, 100 ms),
+   median and max over repeated decisions on different instances (G = 8, B_max = 20).
+2. For 20 users over ``--cases`` instances: normalized score and decision time of
+   ``ga`` and ``milp`` (and ``exact`` for reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from edgediff.core.generator import random_instance
+from edgediff.offload.compare import compare
+from edgediff.offload.exact import solve_exact
+
+TARGET_MS = {20: 2.0, 100: 10.0, 1000: 100.0}
+
+
+def time_exact(users: int, repeats: int, seed: int) -> np.ndarray:
+    instances = [random_instance(users, 8, seed=seed + r) for r in range(repeats)]
+    solve_exact(instances[0])  # warm-up
+    out = np.empty(repeats)
+    for r, inst in enumerate(instances):
+        start = time.perf_counter()
+        solve_exact(inst)
+        out[r] = time.perf_counter() - start
+    return out * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    print("exact decision time (G = 8, B_max = 20)")
+    print(f"{'users':>6} {'median_ms':>10} {'max_ms':>8} {'target_ms':>10}  met")
+    for users, target in TARGET_MS.items():
+        ms = time_exact(users, 50, args.seed)
+        print(f"{users:>6} {np.median(ms):>10.3f} {ms.max():>8.3f} {target:>10.1f}  {'yes' if np.median(ms) <= target else 'NO'}")
+
+    print(f"\n20 users, G = 8, {args.cases} cases (score: 1 = exact, 0 = all local)")
+    rows = compare([20], 8, args.cases, ["exact", "ga", "milp"], seed=args.seed)
+    print(f"{'policy':>6} {'mean_score':>11} {'mean_objective':>15} {'mean_decision_ms':>17}")
+    for r in rows:
+        print(f"{r.policy:>6} {r.mean_score:>11.4f} {r.mean_objective:>15.3f} {r.mean_decision_time_s * 1000:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()
