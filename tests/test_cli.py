@@ -70,7 +70,8 @@ def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
 
 
 @pytest.mark.parametrize("args", [["solve", "missing.json"], ["solve", "{f}", "--policy", "nope"],
-                                  ["instance", "--users", "0", "--seed", "1"], ["compare", "--users", "a,b"]])
+                                  ["instance", "--users", "0", "--seed", "1"], ["compare", "--users", "a,b"],
+                                  ["solve", "{f}", "--time-limit", "-1"], ["compare", "--policies", "exact,zzz"]])
 def test_bad_arguments_exit_2(tmp_path, args):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"users": [DEFAULT_ROW]}))

@@ -26,27 +26,28 @@ def _int_list(text: str) -> list[int]:
 
 
 def _name_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(convert, minimum, *, strict: bool = False):
+    """An argparse type: a finite number ``>= minimum`` (``> minimum`` when strict)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_positive_int = _number(int, 1)
+_non_negative_int = _number(int, 0)
+_positive_float = _number(float, 0.0, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="exact", help="exact, ga, milp, b1, b2, b3 (default exact)")
     p.add_argument("--latency-model", choices=["paper", "timeline"], default="paper")
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
-    p.add_argument("--time-limit", type=float, help="solver time limit in seconds (milp)")
+    p.add_argument("--time-limit", type=_positive_float, help="solver time limit in seconds (milp)")
     p.add_argument("--json", action="store_true", help="print the SPEC D.2 JSON object")
 
     p = sub.add_parser("compare", help="compare policies on random instances")
@@ -161,13 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from edgediff.core.instance import InstanceError
     from edgediff.core.model import DecisionError
-    from edgediff.offload.policies import UnknownPolicy
+    from edgediff.offload.policies import SolverError, UnknownPolicy
 
     try:
         COMMANDS[args.command](args)
     except (UsageError, InstanceError, UnknownPolicy, DecisionError) as err:
         print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except SolverError as err:  # not the user's fault: exit 1, still one line
+        print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
     return 0

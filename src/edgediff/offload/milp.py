@@ -20,10 +20,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
 from edgediff.core.model import Decision
-
-
-class MilpTimeout(RuntimeError):
-    """HiGHS stopped at its time limit without a feasible grant vector."""
+from edgediff.offload.policies import SolverError
 
 
 def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
@@ -56,6 +53,6 @@ def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
     options = {} if time_limit is None else {"time_limit": float(time_limit)}
     result = milp(cost, constraints=constraints, integrality=integrality, bounds=Bounds(0, 1), options=options)
     if result.x is None:
-        raise MilpTimeout(f"HiGHS found no solution: {result.message}")
+        raise SolverError(f"HiGHS found no solution: {result.message}")
     granted = result.x[:num_users] > 0.5
     return Decision(granted, np.where(granted, instance.N_hat, instance.N))

@@ -39,7 +39,11 @@ POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
 class UnknownPolicy(ValueError):
-    pass
+    """The policy name is not registered."""
+
+
+class SolverError(RuntimeError):
+    """A policy could not produce a decision (e.g. a solver's time limit ran out)."""
 
 
 @dataclass
