@@ -57,11 +57,13 @@ def test_instance_to_stdout_is_seeded(capsys):
         ({"G": 8}, "users"),
         ({"users": [DEFAULT_ROW, DEFAULT_ROW]}, "users.1.id"),
         ({"N_hat": 250, "users": [DEFAULT_ROW]}, "N_hat"),
+        ('{"users": [', "not valid JSON"),
+        ("[1, 2]", "instance"),
     ],
 )
 def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(content))
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
     result = run_cli("solve", str(path), "--json")
     assert result.returncode == 2
     assert result.stdout == ""
@@ -69,9 +71,17 @@ def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["solve", "missing.json"], ["solve", "{f}", "--policy", "nope"],
-                                  ["instance", "--users", "0", "--seed", "1"], ["compare", "--users", "a,b"],
-                                  ["solve", "{f}", "--time-limit", "-1"], ["compare", "--policies", "exact,zzz"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["solve", "missing.json"],
+        ["solve", "{f}", "--policy", "nope"],
+        ["instance", "--users", "0", "--seed", "1"],
+        ["compare", "--users", "a,b"],
+        ["solve", "{f}", "--time-limit", "-1"],
+        ["compare", "--policies", "exact,zzz"],
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, args):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"users": [DEFAULT_ROW]}))

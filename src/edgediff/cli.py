@@ -34,14 +34,18 @@ def _name_list(text: str) -> list[str]:
 
 def _number(convert, minimum, *, strict: bool = False):
     """An argparse type: a finite number ``>= minimum`` (``> minimum`` when strict)."""
+
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if convert is int else 'a number'}, got {text!r}"
+            ) from None
         if value != value or value in (float("inf"), float("-inf")) or value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
         return value
+
     return parse
 
 
@@ -140,10 +144,16 @@ def _cmd_compare(args) -> None:
         return
     for users in args.users:
         print(f"\n{users} users, G = {args.gpus}, {args.cases} cases")
-        print(format_table(
-            ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
-            [[r.policy, r.mean_objective, r.mean_score, r.mean_decision_time_s * 1000] for r in rows if r.users == users],
-        ))
+        print(
+            format_table(
+                ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
+                [
+                    [r.policy, r.mean_objective, r.mean_score, r.mean_decision_time_s * 1000]
+                    for r in rows
+                    if r.users == users
+                ],
+            )
+        )
     if args.out is not None:
         print(f"\nwrote {args.out / 'compare.csv'}")
 

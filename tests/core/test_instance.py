@@ -8,8 +8,12 @@ from edgediff.core.instance import Instance, InstanceError, load_instance, save_
 
 
 def minimal():
-    return {"users": [{"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3},
-                      {"id": "b", "k": 0.2, "h": -0.05, "alpha": 5.0, "request_time": 0.9}]}
+    return {
+        "users": [
+            {"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3},
+            {"id": "b", "k": 0.2, "h": -0.05, "alpha": 5.0, "request_time": 0.9},
+        ]
+    }
 
 
 def test_defaults_follow_the_paper():

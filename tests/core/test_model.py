@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 from edgediff.core.generator import random_instance
 from edgediff.core.model import Decision, DecisionError, edge_latency_timeline, evaluate
 from edgediff.core.profiles import PRESETS, PROFILE_TABLE, edge_step_latency
-
 from reference import objective, user_latencies
 
 
@@ -19,7 +18,12 @@ def random_decision(inst, rng):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 12), gpus=st.integers(1, 16), model=st.sampled_from(["paper", "timeline"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    users=st.integers(1, 12),
+    gpus=st.integers(1, 16),
+    model=st.sampled_from(["paper", "timeline"]),
+)
 def test_evaluate_matches_loop_reference(seed, users, gpus, model):
     rng = np.random.default_rng(seed)
     inst = random_instance(users, gpus, seed=seed, B_max=int(rng.integers(0, 21)))

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from edgediff.core.generator import random_instance
 from edgediff.core.model import evaluate
 from edgediff.offload.exact import solve_exact
-
 from reference import objective
 
 

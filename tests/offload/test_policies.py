@@ -9,7 +9,6 @@ from edgediff.core.generator import random_instance
 from edgediff.core.model import Decision, evaluate
 from edgediff.offload.baselines import first_come
 from edgediff.offload.policies import POLICY_NAMES, UnknownPolicy, make_policy
-
 from reference import objective
 
 

@@ -20,6 +20,7 @@ def alpha_interval(local_step_latency, gpus: int, pai: PaiCurve, n_hat: int, n: 
     ``lo = D(20) / (a F(N_hat)(1 - F(N_hat)))``, ``hi = 0.05 D(1) / (a F(N)(1 - F(N)))``
     with ``D(b) = max(L_i(1) - L_e(b, G), 0)``; ``hi`` is raised to ``lo`` where smaller.
     """
+
     def saving(b):
         return np.maximum(local_step_latency - edge_step_latency(b, gpus, edge.k, edge.h), 0.0)
 

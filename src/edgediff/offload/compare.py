@@ -65,7 +65,9 @@ def compare(
     users, policies = list(users), list(policies)
     solvers = {name: make_policy(name, seed=seed) for name in dict.fromkeys([*policies, *SCORE_REFERENCES])}
     rows: list[CompareRow] = []
-    bar = tqdm(total=len(users) * cases, desc="compare", unit="case", disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=len(users) * cases, desc="compare", unit="case", disable=None if progress is None else not progress
+    )
     for num_users in users:
         objective = {name: np.empty(cases) for name in solvers}
         elapsed = {name: np.empty(cases) for name in solvers}
@@ -79,8 +81,9 @@ def compare(
             bar.update()
         scores = {n: normalized_score(objective[n], objective["exact"], objective["b3"]) for n in policies}
         rows += [
-            CompareRow(num_users, gpus, n, cases, float(objective[n].mean()), float(scores[n].mean()),
-                       float(elapsed[n].mean()))
+            CompareRow(
+                num_users, gpus, n, cases, float(objective[n].mean()), float(scores[n].mean()), float(elapsed[n].mean())
+            )
             for n in policies
         ]
     bar.close()

@@ -21,15 +21,26 @@ def run_demo(users: int = 20, gpus: int = 8, seed: int = 0) -> str:
     exact_decision, exact_eval, exact_time = results["exact"]
     best, all_local = exact_eval.objective, results["b3"][1].objective
     rows = [
-        [name, ev.objective, float(normalized_score(ev.objective, best, all_local)), d.granted_count,
-         float(ev.latency.mean()), float(ev.pai.mean()), t * 1000]
+        [
+            name,
+            ev.objective,
+            float(normalized_score(ev.objective, best, all_local)),
+            d.granted_count,
+            float(ev.latency.mean()),
+            float(ev.pai.mean()),
+            t * 1000,
+        ]
         for name, (d, ev, t) in results.items()
     ]
-    return "\n\n".join([
-        f"edgediff demo: {users} users, G = {gpus} edge GPUs, B_max = {instance.B_max}, "
-        f"N = {instance.N}, N_hat = {instance.N_hat}, seed {seed} (paper defaults, SPEC A.2)",
-        "The optimal decision (exact):\n"
-        + format_decision(decision_report(instance, "exact", exact_decision, exact_eval, exact_time)),
-        "All policies on this window (score: 1 = optimal, 0 = all local):\n"
-        + format_table(["policy", "objective", "score", "granted", "mean_latency_s", "mean_pai", "decision_ms"], rows),
-    ])
+    return "\n\n".join(
+        [
+            f"edgediff demo: {users} users, G = {gpus} edge GPUs, B_max = {instance.B_max}, "
+            f"N = {instance.N}, N_hat = {instance.N_hat}, seed {seed} (paper defaults, SPEC A.2)",
+            "The optimal decision (exact):\n"
+            + format_decision(decision_report(instance, "exact", exact_decision, exact_eval, exact_time)),
+            "All policies on this window (score: 1 = optimal, 0 = all local):\n"
+            + format_table(
+                ["policy", "objective", "score", "granted", "mean_latency_s", "mean_pai", "decision_ms"], rows
+            ),
+        ]
+    )

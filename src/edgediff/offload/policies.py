@@ -28,7 +28,8 @@ REGISTRY: dict[str, PolicySpec] = {
     "exact": PolicySpec("edgediff.offload.exact:solve_exact", "provable optimum (paper latency model)"),
     "ga": PolicySpec("edgediff.offload.ga:solve_ga", "genetic algorithm, 100 x 200, split optimized", ("seed",)),
     "milp": PolicySpec(
-        "edgediff.offload.milp:solve_milp", "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)",
+        "edgediff.offload.milp:solve_milp",
+        "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)",
         ("time_limit",),
     ),
     "b1": PolicySpec("edgediff.offload.baselines:solve_b1", "first come up to B_max, split optimized"),

@@ -34,6 +34,7 @@ def decision_report(
 
 def format_table(headers: list[str], rows: list[list]) -> str:
     """Right-aligned plain-text table; floats with 4 significant decimals."""
+
     def cell(v):
         if isinstance(v, bool):
             return "yes" if v else "no"

@@ -43,9 +43,7 @@ def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray
 
     # Candidates ordered so that ties keep more steps local.
     candidates = np.stack(
-        np.broadcast_arrays(
-            float(instance.N), np.ceil(upper_root), np.floor(upper_root), float(instance.N_hat)
-        )
+        np.broadcast_arrays(float(instance.N), np.ceil(upper_root), np.floor(upper_root), float(instance.N_hat))
     )
     value = alpha * pai(candidates) - saving * candidates  # O(n) up to a constant
     best = np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
