@@ -67,9 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
-    p = sub.add_parser("solve", help="decide one instance with a policy (SPEC D.2)")
+    from edgediff.offload.policies import REGISTRY
+
+    policies = "\n".join(f"  {name:<6} {spec.summary}" for name, spec in REGISTRY.items())
+    p = sub.add_parser(
+        "solve",
+        help="decide one instance with a policy (SPEC D.2)",
+        epilog=f"policies:\n{policies}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("file", type=Path, help="instance JSON (SPEC D.1)")
-    p.add_argument("--policy", default="exact", help="exact, ga, milp, b1, b2, b3 (default exact)")
+    p.add_argument("--policy", default="exact", help="a policy name below (default exact)")
     p.add_argument("--latency-model", choices=["paper", "timeline"], default="paper")
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
     p.add_argument("--time-limit", type=_positive_float, help="solver time limit in seconds (milp)")
