@@ -104,7 +104,7 @@ def _cmd_instance(args) -> None:
     from edgediff.core.generator import random_instance
     from edgediff.core.instance import dumps_instance
 
-    text = dumps_instance(random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax)) + "\n"
+    text = dumps_instance(random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax))
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -1,6 +1,7 @@
 import numpy as np
 
 from edgediff.core.generator import alpha_interval, random_instance
+from edgediff.core.instance import Instance
 from edgediff.core.pai import PaiCurve
 from edgediff.core.profiles import PROFILE_TABLE, USER_ROWS
 
@@ -26,4 +27,4 @@ def test_users_come_from_the_published_profiles_and_alpha_interval():
 
 def test_generated_instances_pass_file_validation():
     inst = random_instance(20, 16, seed=2)
-    assert inst.validated().to_dict() == inst.to_dict()
+    assert Instance.from_dict(inst.to_dict()).to_dict() == inst.to_dict()

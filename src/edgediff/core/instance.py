@@ -31,7 +31,7 @@ class InstanceError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _GpuSchema(_Strict):
@@ -213,10 +213,6 @@ class Instance:
             ],
         }
 
-    def validated(self) -> Instance:
-        """Re-validate an instance built in code (e.g. by the generator)."""
-        return Instance.from_dict(self.to_dict())
-
 
 def load_instance(path: str | Path) -> Instance:
     """Read and validate a SPEC D.1 JSON file."""
@@ -231,12 +227,12 @@ def load_instance(path: str | Path) -> Instance:
     return Instance.from_dict(data)
 
 
-def save_instance(instance: Instance, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(instance.to_dict(), indent=2) + "\n")
-
-
 def dumps_instance(instance: Instance) -> str:
-    return json.dumps(instance.to_dict(), indent=2)
+    return json.dumps(instance.to_dict(), indent=2) + "\n"
+
+
+def save_instance(instance: Instance, path: str | Path) -> None:
+    Path(path).write_text(dumps_instance(instance))
 
 
 __all__ = ["Instance", "InstanceError", "load_instance", "save_instance", "dumps_instance"]
