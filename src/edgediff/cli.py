@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _number(convert, minimum, *, strict: bool = False):
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if convert is int else 'a number'}, got {text!r}"
             ) from None
-        if value != value or value in (float("inf"), float("-inf")) or value < minimum or (strict and value == minimum):
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, got {text}")
         return value
 
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
+    from edgediff.core.model import LATENCY_MODELS
     from edgediff.offload.policies import REGISTRY
 
     policies = "\n".join(f"  {name:<6} {spec.summary}" for name, spec in REGISTRY.items())
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", type=Path, help="instance JSON (SPEC D.1)")
     p.add_argument("--policy", default="exact", help="a policy name below (default exact)")
-    p.add_argument("--latency-model", choices=["paper", "timeline"], default="paper")
+    p.add_argument("--latency-model", choices=LATENCY_MODELS, default="paper")
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
     p.add_argument("--time-limit", type=_positive_float, help="solver time limit in seconds (milp)")
     p.add_argument("--json", action="store_true", help="print the SPEC D.2 JSON object")
@@ -133,12 +135,11 @@ def _cmd_compare(args) -> None:
     from dataclasses import asdict
 
     from edgediff.offload.compare import compare, write_csv
-    from edgediff.offload.policies import REGISTRY, UnknownPolicy
+    from edgediff.offload.policies import policy_spec
     from edgediff.offload.report import format_table
 
-    for name in args.policies:
-        if name not in REGISTRY:
-            raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(REGISTRY)}")
+    for name in args.policies:  # fail before any work
+        policy_spec(name)
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)

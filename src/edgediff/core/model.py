@@ -108,7 +108,7 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
         raise ValueError(f"unknown latency model {latency_model!r}; choose from {', '.join(LATENCY_MODELS)}")
     g, n = decision.granted, decision.split
     b = decision.granted_count
-    offloaded = instance.N - n
+    offloaded = decision.offloaded_steps(instance)
     latency = instance.waiting_latency + n * instance.local_step_latency
     if b:
         if latency_model == "paper":

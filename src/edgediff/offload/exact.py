@@ -28,6 +28,14 @@ def gain_table(instance: Instance) -> tuple[np.ndarray, np.ndarray]:
     return split, granted_utility - denied_utility(instance)[:, None]
 
 
+def decision_from_table(instance: Instance, granted: np.ndarray, split: np.ndarray) -> Decision:
+    """The decision granting ``granted``, each with its best split for that batch size."""
+    b = int(granted.sum())
+    if b == 0:
+        return Decision.all_local(instance)
+    return Decision(granted, np.where(granted, split[:, b - 1], instance.N))
+
+
 def solve_exact(instance: Instance) -> Decision:
     num_users = instance.num_users
     if instance.max_granted == 0:
@@ -43,5 +51,4 @@ def solve_exact(instance: Instance) -> Decision:
     chosen = order[: col + 1, col]
     granted = np.zeros(num_users, bool)
     granted[chosen] = True
-    final_split = np.where(granted, split[:, col], instance.N)
-    return Decision(granted, final_split)
+    return decision_from_table(instance, granted, split)

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
-from edgediff.offload.exact import gain_table
+from edgediff.offload.exact import decision_from_table, gain_table
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,4 @@ def solve_ga(instance: Instance, seed: int = 0, config: GaConfig = GaConfig()) -
         children[: config.elites] = pop[elites]
         pop, fit = children, fitness(children)
 
-    best = pop[int(fit.argmax())]
-    b = int(best.sum())
-    if b == 0:
-        return Decision.all_local(instance)
-    return Decision(best, np.where(best, split[:, b - 1], instance.N))
+    return decision_from_table(instance, pop[int(fit.argmax())], split)

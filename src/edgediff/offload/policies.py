@@ -63,12 +63,17 @@ class Policy:
         return decision
 
 
-def make_policy(name: str, *, seed: int | None = None, time_limit: float | None = None) -> Policy:
-    """Build a registered policy; options it does not take are ignored."""
+def policy_spec(name: str) -> PolicySpec:
+    """The registered spec of ``name``; raises :class:`UnknownPolicy` naming the choices."""
     try:
-        spec = REGISTRY[name]
+        return REGISTRY[name]
     except KeyError:
         raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
+
+
+def make_policy(name: str, *, seed: int | None = None, time_limit: float | None = None) -> Policy:
+    """Build a registered policy; options it does not take are ignored."""
+    spec = policy_spec(name)
     module, func = spec.target.split(":")
     solve = getattr(importlib.import_module(module), func)
     given = {"seed": seed, "time_limit": time_limit}

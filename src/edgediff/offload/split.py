@@ -39,7 +39,7 @@ def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray
         upper_root = pai.inverse(0.5 * (1.0 + np.sqrt(1.0 - 4.0 * q)))
     # d <= 0: O increases everywhere (best at N); q >= 1/4: O decreases everywhere (N_hat).
     upper_root = np.where(saving <= 0, instance.N, np.where(q >= 0.25, instance.N_hat, upper_root))
-    upper_root = np.clip(np.nan_to_num(upper_root, nan=instance.N_hat), instance.N_hat, instance.N)
+    upper_root = np.clip(upper_root, instance.N_hat, instance.N)
 
     # Candidates ordered so that ties keep more steps local.
     candidates = np.stack(
