@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-model", choices=LATENCY_MODELS, default="paper")
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
     p.add_argument("--time-limit", type=_positive_float, help="solver time limit in seconds (milp)")
+    p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print the SPEC D.2 JSON object")
 
     p = sub.add_parser("compare", help="compare policies on random instances")
@@ -92,8 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=_positive_int, default=100, help="instances per user count")
     p.add_argument("--policies", type=_name_list, default=["exact", "ga", "milp", "b1", "b2", "b3"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     p.add_argument("--out", type=Path, help="directory for compare.csv")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    p = sub.add_parser("train-dqn", help="train the PER-DQN policy and write a checkpoint")
+    p.add_argument("--scope", choices=["general", "gpu", "specific"], default="general")
+    p.add_argument("--gpus", type=_positive_int, default=8, help="G of the gpu and specific scopes (default 8)")
+    p.add_argument("--users", type=_positive_int, default=20, help="users of the specific scope (default 20)")
+    p.add_argument("--episodes", type=_positive_int, default=20000)
+    p.add_argument("--preset", choices=["paper", "tuned"], default="tuned", help="hyper-parameters (default tuned)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=_positive_int, help="episodes between held-out evaluations (default E/20)")
+    p.add_argument("--held-out", type=_positive_int, default=100, help="held-out instances (default 100)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the checkpoint and learning curve")
 
     p = sub.add_parser("demo", help="a 20-user window on the paper defaults, every policy")
     p.add_argument("--users", type=_positive_int, default=20)
@@ -122,7 +135,7 @@ def _cmd_solve(args) -> None:
     from edgediff.offload.policies import make_policy
     from edgediff.offload.report import decision_report, format_decision
 
-    policy = make_policy(args.policy, seed=args.seed, time_limit=args.time_limit)
+    policy = make_policy(args.policy, seed=args.seed, time_limit=args.time_limit, checkpoint=args.checkpoint)
     instance = load_instance(args.file)
     decision = policy.decide(instance)
     report = decision_report(
@@ -141,11 +154,10 @@ def _cmd_compare(args) -> None:
     for name in args.policies:  # fail before any work
         policy_spec(name)
     if args.out is not None:
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UsageError(f"cannot create {str(args.out)!r}: {err.strerror}") from None
-    rows = compare(args.users, args.gpus, args.cases, args.policies, seed=args.seed, B_max=args.bmax)
+        _make_directory(args.out)
+    rows = compare(
+        args.users, args.gpus, args.cases, args.policies, seed=args.seed, B_max=args.bmax, checkpoint=args.checkpoint
+    )
     if args.out is not None:
         write_csv(rows, args.out / "compare.csv")
     if args.json:
@@ -167,13 +179,44 @@ def _cmd_compare(args) -> None:
         print(f"\nwrote {args.out / 'compare.csv'}")
 
 
+def _cmd_train_dqn(args) -> None:
+    from edgediff.offload.dqn.session import train_to_directory
+
+    _make_directory(args.out)
+    summary = train_to_directory(
+        args.out,
+        scope=args.scope,
+        gpus=args.gpus,
+        users=args.users,
+        episodes=args.episodes,
+        preset=args.preset,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        held_out=args.held_out,
+    )
+    print(json.dumps(summary, indent=2))
+
+
+def _make_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create {str(path)!r}: {err.strerror}") from None
+
+
 def _cmd_demo(args) -> None:
     from edgediff.offload.demo import run_demo
 
     print(run_demo(args.users, args.gpus, args.seed))
 
 
-COMMANDS = {"instance": _cmd_instance, "solve": _cmd_solve, "compare": _cmd_compare, "demo": _cmd_demo}
+COMMANDS = {
+    "instance": _cmd_instance,
+    "solve": _cmd_solve,
+    "compare": _cmd_compare,
+    "train-dqn": _cmd_train_dqn,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     from edgediff.core.instance import InstanceError
     from edgediff.core.model import DecisionError
-    from edgediff.offload.policies import SolverError, UnknownPolicy
+    from edgediff.offload.policies import CheckpointError, SolverError, UnknownPolicy
 
     try:
         COMMANDS[args.command](args)
-    except (UsageError, InstanceError, UnknownPolicy, DecisionError) as err:
+    except (UsageError, InstanceError, UnknownPolicy, DecisionError, CheckpointError) as err:
         print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
         return 2
     except SolverError as err:  # not the user's fault: exit 1, still one line

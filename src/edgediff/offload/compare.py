@@ -57,13 +57,17 @@ def compare(
     *,
     seed: int = 0,
     B_max: int = 20,
+    checkpoint: str | None = None,
     progress: bool | None = None,
 ) -> list[CompareRow]:
     """Mean objective, normalized score and decision time of each policy per user count."""
     from tqdm.auto import tqdm
 
     users, policies = list(users), list(policies)
-    solvers = {name: make_policy(name, seed=seed) for name in dict.fromkeys([*policies, *SCORE_REFERENCES])}
+    solvers = {
+        name: make_policy(name, seed=seed, checkpoint=checkpoint)
+        for name in dict.fromkeys([*policies, *SCORE_REFERENCES])
+    }
     rows: list[CompareRow] = []
     bar = tqdm(
         total=len(users) * cases, desc="compare", unit="case", disable=None if progress is None else not progress

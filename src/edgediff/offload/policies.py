@@ -2,8 +2,8 @@
 
 Policies are registered by module path and imported only when made, so choosing
 ``exact`` never imports SciPy's MILP code, and a learned policy (``dqn``, a later
-issue) can bring torch without burdening the others: register it in ``REGISTRY`` with
-its module path, and give its factory the options it needs (e.g. a checkpoint).
+issue) can bring torch without burdening the others: ``dqn`` is registered by module path
+and takes a ``checkpoint`` option (default: the checkpoint shipped in the package).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ REGISTRY: dict[str, PolicySpec] = {
         "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)",
         ("time_limit",),
     ),
+    "dqn": PolicySpec(
+        "edgediff.offload.dqn.policy:solve_dqn",
+        "paper's DRL-convex hybrid (PER-DQN), shipped general-scope checkpoint",
+        ("checkpoint",),
+    ),
     "b1": PolicySpec("edgediff.offload.baselines:solve_b1", "first come up to B_max, split optimized"),
     "b2": PolicySpec("edgediff.offload.baselines:solve_b2", "first come up to B_max, split N_hat"),
     "b3": PolicySpec("edgediff.offload.baselines:solve_b3", "all local"),
@@ -41,6 +46,10 @@ POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 class UnknownPolicy(ValueError):
     """The policy name is not registered."""
+
+
+class CheckpointError(ValueError):
+    """A learned policy's checkpoint is missing, malformed or cannot take the instance."""
 
 
 class SolverError(RuntimeError):
@@ -71,11 +80,13 @@ def policy_spec(name: str) -> PolicySpec:
         raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
 
 
-def make_policy(name: str, *, seed: int | None = None, time_limit: float | None = None) -> Policy:
+def make_policy(
+    name: str, *, seed: int | None = None, time_limit: float | None = None, checkpoint: str | None = None
+) -> Policy:
     """Build a registered policy; options it does not take are ignored."""
     spec = policy_spec(name)
     module, func = spec.target.split(":")
     solve = getattr(importlib.import_module(module), func)
-    given = {"seed": seed, "time_limit": time_limit}
+    given = {"seed": seed, "time_limit": time_limit, "checkpoint": checkpoint}
     options = {k: given[k] for k in spec.options if given[k] is not None}
     return Policy(name, solve, options)

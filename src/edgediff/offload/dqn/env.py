@@ -1,0 +1,293 @@
+"""The paper's MDP for request handling (Sec. V-C-1) as a Gymnasium environment.
+
+One episode decides one window: users are handled one per step in their given order; the
+action grants (1) or denies (0) the current user's request. The state is the paper's:
+
+- a local sub-state ``[alpha_i, L_i(1), k_i; o_i]`` per user (``k_i`` the request time),
+  with the four-valued indicator ``o_i`` (0 pending, 1 current, 2 granted, 3 denied),
+  cyclically shifted so the current user comes first and padded to ``max_users`` with
+  denied all-zero users;
+- a global sub-state ``[B_max, k_e/G, h_e; pending, granted, denied]``.
+
+The episode ends when every user is handled or when ``B_max`` users are granted (the rest
+are denied: constraint-aware termination). The split point of each granted user is solved
+inside the environment (closed form of ``offload.split`` for the current batch size), and
+the reward back-propagation of eq. (21) makes the rewards of an episode add up to its
+objective: each non-final step earns ``alpha_t F(n_t)`` (with ``n_t`` the split at the
+batch size reached so far, or ``N`` if denied), the final step the objective of the final
+decision minus everything earned before. All rewards are multiplied by ``reward_scale``.
+
+``EpisodeBatch`` is the vectorized core (many episodes at once, used by training and the
+policy); ``OffloadEnv`` is the Gymnasium face of one episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from edgediff.core.generator import random_instance
+from edgediff.core.instance import Instance
+from edgediff.offload.exact import denied_utility, gain_table
+
+PENDING, CURRENT, GRANTED, DENIED = 0, 1, 2, 3
+NUM_INDICATORS = 4
+LOCAL_FEATURES = 3  # alpha, L_i(1), request time
+GLOBAL_FEATURES = 6  # B_max, k_e/G, h_e, pending, granted, denied
+SCOPES = ("general", "gpu", "specific")
+STATE_SCALINGS = ("raw", "unit")
+REWARDS = ("paper", "marginal")
+FEATURES = ("paper", "convex")
+
+# "unit" state scaling divides each feature by a typical magnitude under the paper's
+# distribution (alpha up to ~70, L_i(1) 0.12-0.31 s, k_e/G up to 36 ms, h_e ~14 ms).
+_LOCAL_UNIT = np.array([50.0, 0.3, 1.0])
+_EDGE_UNIT = np.array([0.05, 0.02])
+_GAIN_UNIT = 10.0
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def feature_counts(features: str) -> tuple[int, int]:
+    """``(local, global)`` feature counts besides the indicator; ``convex`` adds one each."""
+    extra = int(features == "convex")
+    return LOCAL_FEATURES + extra, GLOBAL_FEATURES + extra
+
+
+def observation_size(max_users: int, features: str = "paper") -> int:
+    local, glob = feature_counts(features)
+    return max_users * (local + 1) + glob
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    """Which instances episodes are drawn from (the paper's three applicability scopes).
+
+    ``general``: random G in ``gpus_range``, random user count in ``users_range``;
+    ``gpu``: G fixed at ``gpus``, random user count; ``specific``: the one instance
+    ``random_instance(users, gpus, seed=instance_seed)``.
+    """
+
+    scope: str = "general"
+    gpus: int = 8
+    users: int = 20
+    users_range: tuple[int, int] = (4, 20)
+    gpus_range: tuple[int, int] = (1, 16)
+    B_max: int = 20
+    instance_seed: int = 0
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        lo, hi = self.users_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"users_range must satisfy 1 <= lo <= hi, got {self.users_range}")
+        if not 1 <= self.gpus_range[0] <= self.gpus_range[1]:
+            raise ValueError(f"gpus_range must satisfy 1 <= lo <= hi, got {self.gpus_range}")
+        if self.gpus < 1 or self.users < 1 or self.B_max < 1:
+            raise ValueError("gpus, users and B_max must be >= 1")
+
+    @property
+    def max_users(self) -> int:
+        return self.users if self.scope == "specific" else self.users_range[1]
+
+    def sample(self, rng: np.random.Generator) -> Instance:
+        if self.scope == "specific":
+            return random_instance(self.users, self.gpus, seed=self.instance_seed, B_max=self.B_max)
+        users = int(rng.integers(self.users_range[0], self.users_range[1] + 1))
+        gpus = self.gpus if self.scope == "gpu" else int(rng.integers(self.gpus_range[0], self.gpus_range[1] + 1))
+        return random_instance(users, gpus, seed=rng, B_max=self.B_max)
+
+
+class EpisodeBatch:
+    """``size`` episodes of the MDP stepped together with NumPy; each slot resets on its own.
+
+    Per slot it keeps the instance's tables: ``gain[i, b-1]`` (granted minus denied utility
+    at batch size ``b``), ``pai_value[i, b-1] = alpha_i F(n_i(b))``, the denied utility and
+    ``alpha_i F(N)``; every step is then a table lookup.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        max_users: int,
+        *,
+        reward_scale: float = 0.1,
+        state_scaling: str = "raw",
+        reward: str = "paper",
+        features: str = "paper",
+    ):
+        _check_choice("state_scaling", state_scaling, STATE_SCALINGS)
+        _check_choice("reward", reward, REWARDS)
+        _check_choice("features", features, FEATURES)
+        self.size, self.max_users = size, max_users
+        self.reward_scale = reward_scale
+        self.state_scaling, self.reward, self.features = state_scaling, reward, features
+        E, M = size, max_users
+        self.instances: list[Instance | None] = [None] * E
+        self.static = np.zeros((E, M, LOCAL_FEATURES))
+        self.edge = np.zeros((E, 2))  # k_e / G, h_e
+        self.num_users = np.ones(E, np.int64)
+        self.B_max = np.ones(E, np.int64)
+        self.gain = np.zeros((E, M, M))
+        self.pai_value = np.zeros((E, M, M))
+        self.denied_value = np.zeros((E, M))
+        self.denied_pai = np.zeros((E, M))
+        self.split = np.zeros((E, M, M), np.int64)
+        self.indicator = np.full((E, M), DENIED, np.int64)
+        self.current = np.zeros(E, np.int64)
+        self.granted = np.zeros(E, np.int64)
+        self.earned = np.zeros(E)  # unscaled rewards of the episode so far
+        self.value = np.zeros(E)  # sum of the granted users' gains at the current batch size
+        self.granted_gain = np.zeros((E, M))  # the same sum at every batch size b (column b - 1)
+
+    def reset_slot(self, slot: int, instance: Instance) -> None:
+        users, M = instance.num_users, self.max_users
+        if users > M:
+            raise ValueError(f"instance has {users} users; this environment handles at most {M}")
+        if instance.max_granted < 1:
+            raise ValueError("B_max must be >= 1 for an episode (B_max = 0 is all-local)")
+        split, gain = gain_table(instance)
+        B = split.shape[1]
+        self.instances[slot] = instance
+        self.static[slot] = 0.0
+        self.static[slot, :users] = np.stack([instance.alpha, instance.local_step_latency, instance.request_time], 1)
+        self.edge[slot] = instance.edge_k / instance.G, instance.edge_h
+        self.num_users[slot], self.B_max[slot] = users, instance.max_granted
+        self.gain[slot], self.pai_value[slot], self.split[slot] = 0.0, 0.0, instance.N
+        self.gain[slot, :users, :B] = gain
+        self.split[slot, :users, :B] = split
+        self.pai_value[slot, :users, :B] = instance.alpha[:, None] * instance.pai(split)
+        self.denied_value[slot] = 0.0
+        self.denied_value[slot, :users] = denied_utility(instance)
+        self.denied_pai[slot] = 0.0
+        self.denied_pai[slot, :users] = instance.alpha * instance.pai(instance.N)
+        self.indicator[slot] = DENIED
+        self.indicator[slot, :users] = PENDING
+        self.indicator[slot, 0] = CURRENT
+        self.current[slot] = self.granted[slot] = 0
+        self.earned[slot] = self.value[slot] = 0.0
+        self.granted_gain[slot] = 0.0
+
+    def observe(self, slots=None) -> np.ndarray:
+        """Observations (float32, ``(len(slots), observation_size)``), current user first."""
+        slots = np.arange(self.size) if slots is None else np.asarray(slots)
+        M = self.max_users
+        n = self.num_users[slots, None]
+        position = np.arange(M)[None, :]
+        users = np.where(position < n, (self.current[slots, None] + position) % n, position)
+        rows = slots[:, None]
+        static = self.static[rows, users]
+        indicator = self.indicator[rows, users]
+        handled = np.minimum(self.current[slots], n[:, 0])
+        granted = self.granted[slots]
+        edge = self.edge[slots]
+        unit = self.state_scaling == "unit"
+        if unit:
+            static, edge = static / _LOCAL_UNIT, edge / _EDGE_UNIT
+        count_unit = float(M) if unit else 1.0
+        local = [static]
+        glob = [self.B_max[slots] / count_unit, edge, (n[:, 0] - handled) / count_unit, granted / count_unit]
+        glob.append((handled - granted) / count_unit)
+        if self.features == "convex":
+            # What the convex inner problem knows: each user's gain if granted into a batch
+            # one larger than now, and how much granting the current user changes the value.
+            gain_unit = _GAIN_UNIT if unit else 1.0
+            joining = np.minimum(granted, M - 1)[:, None]
+            local.append(self.gain[rows, users, joining][..., None] / gain_unit)
+            glob.append(self._grant_change(slots) / gain_unit)
+        local.append(indicator[..., None])
+        local = np.concatenate(local, axis=2).reshape(len(slots), -1)
+        return np.concatenate([local, np.column_stack(glob)], axis=1).astype(np.float32)
+
+    def _grant_change(self, slots) -> np.ndarray:
+        """Change of the value if the current user of each slot were granted now."""
+        b = self.granted[slots]
+        joining = np.minimum(b, self.max_users - 1)
+        user = self.current[slots] % self.num_users[slots]
+        after = self.granted_gain[slots, joining] + self.gain[slots, user, joining]
+        return np.where(b < self.B_max[slots], after - self.value[slots], 0.0)
+
+    def step(self, actions, slots=None) -> tuple[np.ndarray, np.ndarray]:
+        """Apply one action to each of ``slots`` (default all); returns ``(rewards, done)``.
+
+        A slot that is done must be reset before it is stepped again.
+        """
+        slots = np.arange(self.size) if slots is None else np.asarray(slots)
+        grant = np.asarray(actions).astype(bool)
+        change = np.where(grant, self._grant_change(slots), 0.0)
+        user = self.current[slots]
+        self.indicator[slots, user] = np.where(grant, GRANTED, DENIED)
+        self.granted[slots] += grant
+        self.value[slots] += change
+        self.granted_gain[slots[grant]] += self.gain[slots[grant], user[grant]]
+        batch = np.maximum(self.granted[slots], 1)
+        step_reward = np.where(grant, self.pai_value[slots, user, batch - 1], self.denied_pai[slots, user])
+        self.current[slots] += 1
+        done = (self.current[slots] >= self.num_users[slots]) | (self.granted[slots] >= self.B_max[slots])
+
+        if self.reward == "marginal":
+            reward = change  # sums to the objective minus the all-local objective
+        else:
+            reward = step_reward.copy()  # eq. (21)
+            if done.any():
+                reward[done] = self.objective(slots[done]) - self.earned[slots[done]]
+        final, running = slots[done], slots[~done]
+        if final.size:
+            self.indicator[final] = np.where(self.indicator[final] == GRANTED, GRANTED, DENIED)
+        self.earned[running] += step_reward[~done]
+        self.indicator[running, self.current[running]] = CURRENT
+        return reward * self.reward_scale, done
+
+    def objective(self, slots) -> np.ndarray:
+        """Objective of the decision in each slot: every user not granted counts as denied."""
+        slots = np.asarray(slots)
+        granted = self.indicator[slots] == GRANTED
+        batch = np.maximum(self.granted[slots], 1)
+        gain = self.gain[slots[:, None], np.arange(self.max_users)[None, :], (batch - 1)[:, None]]
+        return self.denied_value[slots].sum(1) + np.where(granted, gain, 0.0).sum(1)
+
+    def all_local_objective(self, slots) -> np.ndarray:
+        return self.denied_value[np.asarray(slots)].sum(1)
+
+    def granted_users(self, slot: int) -> np.ndarray:
+        return self.indicator[slot, : self.num_users[slot]] == GRANTED
+
+
+class OffloadEnv(gym.Env):
+    """One window per episode (registered as ``edgediff/Offload-v0``).
+
+    ``reset(seed=..., options={"instance": inst})`` runs a given instance; otherwise the
+    instance is drawn from the scope with the environment's ``np_random``. At the end of an
+    episode ``info`` holds ``objective`` (unscaled) and ``granted`` (bool per user).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scope: ScopeConfig | None = None, **mdp_options):
+        """``mdp_options``: ``reward_scale``, ``state_scaling``, ``reward``, ``features`` of
+        :class:`EpisodeBatch` (defaults: the paper's)."""
+        self.scope = scope or ScopeConfig()
+        self.batch = EpisodeBatch(1, self.scope.max_users, **mdp_options)
+        size = observation_size(self.scope.max_users, self.batch.features)
+        big = np.finfo(np.float32).max
+        self.observation_space = gym.spaces.Box(-big, big, (size,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        instance = (options or {}).get("instance") or self.scope.sample(self.np_random)
+        self.batch.reset_slot(0, instance)
+        return self.batch.observe()[0], {"num_users": instance.num_users, "gpus": instance.G}
+
+    def step(self, action):
+        reward, done = self.batch.step(np.array([int(action)]))
+        info = {}
+        if done[0]:
+            info = {"objective": float(self.batch.objective([0])[0]), "granted": self.batch.granted_users(0)}
+        return self.batch.observe()[0], float(reward[0]), bool(done[0]), False, info
