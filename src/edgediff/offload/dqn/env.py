@@ -129,11 +129,10 @@ class EpisodeBatch:
         self.reward_scale = reward_scale
         self.state_scaling, self.reward, self.features = state_scaling, reward, features
         E, M = size, max_users
-        self.instances: list[Instance | None] = [None] * E
         self.static = np.zeros((E, M, LOCAL_FEATURES))
         self.edge = np.zeros((E, 2))  # k_e / G, h_e
         self.num_users = np.ones(E, np.int64)
-        self.B_max = np.ones(E, np.int64)
+        self.B_max = np.ones(E, np.int64)  # capped at the user count (the same constraint)
         self.gain = np.zeros((E, M, M))
         self.pai_value = np.zeros((E, M, M))
         self.denied_value = np.zeros((E, M))
@@ -154,7 +153,6 @@ class EpisodeBatch:
             raise ValueError("B_max must be >= 1 for an episode (B_max = 0 is all-local)")
         split, gain = gain_table(instance)
         B = split.shape[1]
-        self.instances[slot] = instance
         self.static[slot] = 0.0
         self.static[slot, :users] = np.stack([instance.alpha, instance.local_step_latency, instance.request_time], 1)
         self.edge[slot] = instance.edge_k / instance.G, instance.edge_h
