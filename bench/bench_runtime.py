@@ -1,0 +1,80 @@
+"""Runtime benchmark: batched-executor throughput against the bare UNet, and a generation.
+
+For each batch size b, the executor's denoising steps per second (b members, guidance on,
+so the UNet sees 2b rows) is compared with the bare UNet forward on the same 2b rows (the
+ideal: no scheduler updates, no batching bookkeeping). Target (issue 6): >= 90 % of ideal
+at b >= 4. Then the fitted L(b) = k*b + h and the wall time of a 50-step generation.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_runtime.py [--model tiny|PATH] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from edgediff.runtime.calibrate import CalibrationConfig, fit_linear, time_steps
+from edgediff.runtime.models import ModelSpec, load_model
+from edgediff.runtime.request import GenerationRequest
+from edgediff.runtime.split import generate
+
+
+def unet_step_s(model, batch: int, repeats: int, warmup: int) -> float:
+    """Median seconds of a bare UNet forward with 2*batch rows (guided batch of ``batch``)."""
+    side = model.image_size // model.vae_scale_factor
+    generator = torch.Generator("cpu").manual_seed(0)
+    x = torch.randn((2 * batch, model.latent_channels, side, side), generator=generator).to(
+        model.device, model.torch_dtype()
+    )
+    embeds = model.encode_prompt(["bench"] * (2 * batch))
+    t = torch.full((2 * batch,), 500, device=model.device)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if model.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.unet(x, t, encoder_hidden_states=embeds)
+            if model.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", default="1,2,4,8,16,32")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    batches = tuple(int(b) for b in args.batches.split(","))
+    model = load_model(ModelSpec(args.model, device=args.device))
+    config = CalibrationConfig(batches=batches, repeats=args.repeats, warmup=2)
+    print(f"model {model.name}, device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"{'batch':>5} {'executor s/step':>16} {'unet s/step':>12} {'exec steps/s':>13} {'ideal steps/s':>14} {'ratio':>6}")
+    executor_s = []
+    for b in batches:
+        ex = time_steps(model, b, config)
+        ideal = unet_step_s(model, b, args.repeats, 2)
+        executor_s.append(ex)
+        print(f"{b:>5} {ex:>16.5f} {ideal:>12.5f} {b / ex:>13.1f} {b / ideal:>14.1f} {ideal / ex:>6.1%}")
+    k, h, r2 = fit_linear(batches, executor_s)
+    print(f"fit L(b) = k*b + h: k = {k * 1000:.3f} ms, h = {h * 1000:.3f} ms, R^2 = {r2:.4f}")
+    request = GenerationRequest("a photo of a dog", steps=50, seed=0)
+    generate(request, model, split=25)  # warm-up
+    start = time.perf_counter()
+    result = generate(request, model, split=25)
+    total = time.perf_counter() - start
+    print(
+        f"50-step generation (25 edge + 25 local, payload {result.payload_bits} bits): "
+        f"{total:.3f} s (edge {result.edge_s:.3f} s, local + decode {result.local_s:.3f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
