@@ -254,8 +254,10 @@ def _cmd_generate(args) -> None:
         Image.fromarray(result.image).save(args.out)
     except OSError as err:
         raise UsageError(f"cannot write {str(args.out)!r}: {err.strerror or err}") from None
-    where = "all local" if result.offloaded_steps == 0 else (
-        f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits"
+    where = (
+        "all local"
+        if result.offloaded_steps == 0
+        else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
     )
     print(
         f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "

@@ -85,7 +85,9 @@ def time_steps(model: DiffusionModel, batch: int, config: CalibrationConfig) -> 
     steps = config.warmup + config.repeats
     executor = BatchedExecutor(model)
     for i in range(batch):
-        request = GenerationRequest(f"calibration prompt {i}", steps=steps, seed=i, guidance_scale=config.guidance_scale)
+        request = GenerationRequest(
+            f"calibration prompt {i}", steps=steps, seed=i, guidance_scale=config.guidance_scale
+        )
         executor.add(i, request, 0)
     for _ in range(config.warmup):
         executor.step()

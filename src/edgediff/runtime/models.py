@@ -98,7 +98,9 @@ class DiffusionModel:
 
         class_name = class_name or self.scheduler_class
         if class_name not in RESUMABLE_SCHEDULERS:
-            raise ModelLoadError(f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}")
+            raise ModelLoadError(
+                f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}"
+            )
         return getattr(diffusers, class_name).from_config(self.scheduler_config if config is None else config)
 
     def encode_prompt(self, prompts: list[str]):
@@ -184,7 +186,8 @@ def _load_directory(path: Path):
         raise ModelLoadError(
             f"{str(path)!r} is not a text-to-image pipeline: model_index.json lacks {', '.join(missing)}"
         )
-    parts = {name: _load_component(path, name, *index[name]) for name in COMPONENTS}
+    classes = {name: _component_class(path, name, *index[name]) for name in COMPONENTS}  # check all first
+    parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     if not isinstance(parts["unet"], UNet2DConditionModel):
@@ -206,14 +209,20 @@ def _component_entry(entry) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) and e for e in entry)
 
 
-def _load_component(path: Path, name: str, library: str, class_name: str):
+def _component_class(path: Path, name: str, library: str, class_name: str):
     # Only the two libraries a text-to-image pipeline is made of: model_index.json must not
     # be able to import arbitrary modules.
     if library not in ("diffusers", "transformers"):
-        raise ModelLoadError(f"{str(path)!r}: {name} comes from library {library!r}; expected diffusers or transformers")
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} comes from library {library!r}, expected diffusers or transformers"
+        )
     cls = getattr(importlib.import_module(library), class_name, None)
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise ModelLoadError(f"{str(path)!r}: unknown {name} class {library}.{class_name}")
+    return cls
+
+
+def _load_component(path: Path, name: str, cls):
     folder = path / name
     if not folder.is_dir():
         raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
