@@ -33,7 +33,7 @@ class CalibrationConfig:
     steps, and the guidance scale of the timed requests (guidance doubles the UNet rows)."""
 
     batches: tuple[int, ...] = DEFAULT_BATCHES
-    repeats: int = 5
+    repeats: int = 7
     warmup: int = 2
     guidance_scale: float = 7.5
 
@@ -79,34 +79,59 @@ def fit_linear(batches, latency) -> tuple[float, float, float]:
     return float(k), float(h), r2
 
 
-def time_steps(model: DiffusionModel, batch: int, config: CalibrationConfig) -> float:
-    """Median seconds of one batched executor step with ``batch`` members (distinct prompts
-    and seeds, so nothing is shared across rows)."""
-    steps = config.warmup + config.repeats
+def _filled_executor(model: DiffusionModel, batch: int, config: CalibrationConfig) -> BatchedExecutor:
+    # distinct prompts and seeds, so nothing is shared across rows; enough steps for all rounds
     executor = BatchedExecutor(model)
     for i in range(batch):
         request = GenerationRequest(
-            f"calibration prompt {i}", steps=steps, seed=i, guidance_scale=config.guidance_scale
+            f"calibration prompt {i}",
+            steps=config.warmup + config.repeats,
+            seed=i,
+            guidance_scale=config.guidance_scale,
         )
         executor.add(i, request, 0)
     for _ in range(config.warmup):
         executor.step()
-    times = []
+    return executor
+
+
+def _timed_step(model: DiffusionModel, executor: BatchedExecutor) -> float:
+    import torch
+
+    cuda = model.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    executor.step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_steps(model: DiffusionModel, batch: int, config: CalibrationConfig) -> float:
+    """Median seconds of one batched executor step with ``batch`` members."""
+    executor = _filled_executor(model, batch, config)
+    return float(np.median([_timed_step(model, executor) for _ in range(config.repeats)]))
+
+
+def time_batches(model: DiffusionModel, config: CalibrationConfig) -> list[float]:
+    """Median step seconds for every batch size, timed round-robin (one step of each size
+    per round) so that a burst of load from other processes hits all sizes alike."""
+    executors = {b: _filled_executor(model, b, config) for b in config.batches}
+    samples = {b: [] for b in config.batches}
     for _ in range(config.repeats):
-        start = time.perf_counter()
-        executor.step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for b, executor in executors.items():
+            samples[b].append(_timed_step(model, executor))
+    return [float(np.median(samples[b])) for b in config.batches]
 
 
 def calibrate(model: DiffusionModel, config: CalibrationConfig = CalibrationConfig()) -> Profile:
     """Time every batch size in ``config`` on ``model`` and fit the profile."""
     import torch
 
-    latency = []
-    for batch in config.batches:
-        latency.append(time_steps(model, batch, config))
-        log.info("batch %d: %.4f s per step", batch, latency[-1])
+    latency = time_batches(model, config)
+    for batch, seconds in zip(config.batches, latency):
+        log.info("batch %d: %.4f s per step", batch, seconds)
     k, h, r2 = fit_linear(config.batches, latency)
     device = model.device if model.device != "cpu" else f"cpu ({platform.processor() or platform.machine()})"
     if model.device.startswith("cuda"):
