@@ -17,14 +17,16 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from edgediff.runtime.calibrate import CalibrationConfig, fit_linear, time_steps
+from edgediff.runtime.calibrate import CalibrationConfig, filled_executor, fit_linear, time_steps, timed_step
 from edgediff.runtime.models import ModelSpec, load_model
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
 
 
-def unet_step_s(model, batch: int, repeats: int, warmup: int) -> float:
-    """Median seconds of a bare UNet forward with 2*batch rows (guided batch of ``batch``)."""
+def paired_step_s(model, batch: int, config: CalibrationConfig) -> tuple[float, float]:
+    """Median seconds of an executor step with ``batch`` guided members and of a bare UNet
+    forward on 2*batch rows (the ideal), timed alternately so both see the same load."""
+    executor = filled_executor(model, batch, config)
     side = model.image_size // model.vae_scale_factor
     generator = torch.Generator("cpu").manual_seed(0)
     x = torch.randn((2 * batch, model.latent_channels, side, side), generator=generator).to(
@@ -32,18 +34,29 @@ def unet_step_s(model, batch: int, repeats: int, warmup: int) -> float:
     )
     embeds = model.encode_prompt(["bench"] * (2 * batch))
     t = torch.full((2 * batch,), 500, device=model.device)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if model.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+
+    def unet_forward():
+        with torch.inference_mode():
             model.unet(x, t, encoder_hidden_states=embeds)
-            if model.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return float(np.median(times))
+
+    for _ in range(2):
+        unet_forward()
+    executor_s, unet_s = [], []
+    for _ in range(config.repeats):
+        executor_s.append(timed_step(model, executor))
+        unet_s.append(_timed(model, unet_forward))
+    return float(np.median(executor_s)), float(np.median(unet_s))
+
+
+def _timed(model, fn) -> float:
+    cuda = model.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def bookkeeping_s(model, batch: int, config: CalibrationConfig) -> float:
@@ -78,14 +91,16 @@ def main() -> None:
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, (5, 16, 12, 13, 14, 6, 12))))
     executor_s = []
     for b in batches:
-        ex = time_steps(model, b, config)
-        ideal = unet_step_s(model, b, args.repeats, 2)
+        ex, ideal = paired_step_s(model, b, config)
         overhead = bookkeeping_s(model, b, config)
         executor_s.append(ex)
         print(
             f"{b:>5} {ex:>16.5f} {ideal:>12.5f} {b / ex:>13.1f} {b / ideal:>14.1f} {ideal / ex:>6.1%} {overhead:>12.5f}"
         )
-    print("ratio = ideal/executor time (noisy on a shared CPU); bookkeeping = executor step with a no-op UNet")
+    print(
+        "ratio = ideal/executor time, timed alternately (still noisy on a shared CPU); "
+        "bookkeeping = executor step with a no-op UNet"
+    )
     k, h, r2 = fit_linear(batches, executor_s)
     print(f"fit L(b) = k*b + h: k = {k * 1000:.3f} ms, h = {h * 1000:.3f} ms, R^2 = {r2:.4f}")
     request = GenerationRequest("a photo of a dog", steps=50, seed=0)

@@ -79,7 +79,7 @@ def fit_linear(batches, latency) -> tuple[float, float, float]:
     return float(k), float(h), r2
 
 
-def _filled_executor(model: DiffusionModel, batch: int, config: CalibrationConfig) -> BatchedExecutor:
+def filled_executor(model: DiffusionModel, batch: int, config: CalibrationConfig) -> BatchedExecutor:
     # distinct prompts and seeds, so nothing is shared across rows; enough steps for all rounds
     executor = BatchedExecutor(model)
     for i in range(batch):
@@ -95,7 +95,7 @@ def _filled_executor(model: DiffusionModel, batch: int, config: CalibrationConfi
     return executor
 
 
-def _timed_step(model: DiffusionModel, executor: BatchedExecutor) -> float:
+def timed_step(model: DiffusionModel, executor: BatchedExecutor) -> float:
     import torch
 
     cuda = model.device.startswith("cuda")
@@ -110,18 +110,18 @@ def _timed_step(model: DiffusionModel, executor: BatchedExecutor) -> float:
 
 def time_steps(model: DiffusionModel, batch: int, config: CalibrationConfig) -> float:
     """Median seconds of one batched executor step with ``batch`` members."""
-    executor = _filled_executor(model, batch, config)
-    return float(np.median([_timed_step(model, executor) for _ in range(config.repeats)]))
+    executor = filled_executor(model, batch, config)
+    return float(np.median([timed_step(model, executor) for _ in range(config.repeats)]))
 
 
 def time_batches(model: DiffusionModel, config: CalibrationConfig) -> list[float]:
     """Median step seconds for every batch size, timed round-robin (one step of each size
     per round) so that a burst of load from other processes hits all sizes alike."""
-    executors = {b: _filled_executor(model, b, config) for b in config.batches}
+    executors = {b: filled_executor(model, b, config) for b in config.batches}
     samples = {b: [] for b in config.batches}
     for _ in range(config.repeats):
         for b, executor in executors.items():
-            samples[b].append(_timed_step(model, executor))
+            samples[b].append(timed_step(model, executor))
     return [float(np.median(samples[b])) for b in config.batches]
 
 
