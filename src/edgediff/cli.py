@@ -112,6 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=_positive_int, default=20)
     p.add_argument("--gpus", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
+
+    # Part C runtime (docs/runtime.md); torch/diffusers are imported inside the handlers.
+    p = sub.add_parser("calibrate", help="time batched denoising steps and fit L(b) = k*b + h")
+    p.add_argument("--model", default="tiny", help="'tiny' (embedded, default) or a diffusers pipeline directory")
+    p.add_argument("--batches", type=_int_list, default=[1, 2, 4, 8, 16], help="batch sizes (default 1,2,4,8,16)")
+    p.add_argument("--repeats", type=_positive_int, default=7, help="timed steps per batch size (median; 7)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", type=Path, help="write the profile JSON here")
+    p.add_argument("--json", action="store_true", help="print the profile JSON")
+
+    p = sub.add_parser("generate", help="generate an image, split between an edge model and a local model")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--model", default="tiny", help="the device's model: 'tiny' (default) or a pipeline directory")
+    p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
+    p.add_argument("--split", type=_non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
+    p.add_argument("--steps", type=_positive_int, default=50, help="denoising steps N (default 50)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--guidance-scale", type=_number(float, 0.0), default=7.5, help="> 1 enables guidance (7.5)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--payload-dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     return parser
 
 
@@ -210,12 +232,84 @@ def _cmd_demo(args) -> None:
     print(run_demo(args.users, args.gpus, args.seed))
 
 
+def _cmd_calibrate(args) -> None:
+    from edgediff.runtime.calibrate import CalibrationConfig, calibrate
+    from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
+
+    try:
+        config = CalibrationConfig(batches=tuple(args.batches), repeats=args.repeats)
+        model = load_model(ModelSpec(args.model, device=args.device))
+    except (ValueError, ModelLoadError) as err:
+        raise UsageError(str(err)) from None
+    profile = calibrate(model, config)
+    if args.out is not None:
+        try:
+            profile.save(args.out)
+        except OSError as err:
+            raise UsageError(f"cannot write {str(args.out)!r}: {err.strerror}") from None
+    if args.json:
+        print(json.dumps(profile.to_dict()))
+        return
+    print(f"model {profile.model}, device {profile.device}, {profile.threads} threads, guidance {profile.guidance}")
+    for b, seconds in zip(profile.batches, profile.step_latency_s):
+        print(f"  batch {b:>3}: {seconds * 1000:9.3f} ms per step")
+    print(f"L(b) = k*b + h: k = {profile.k:.6g} s, h = {profile.h:.6g} s, R^2 = {profile.r2:.4f}")
+    if args.out is not None:
+        print(f"wrote {args.out}")
+
+
+def _cmd_generate(args) -> None:
+    if args.split is not None and args.split > args.steps:
+        raise UsageError(f"--split must be in [0, --steps = {args.steps}], got {args.split}")
+    if args.out.suffix.lower() != ".png":
+        raise UsageError(f"--out must name a .png file, got {str(args.out)!r}")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"--out directory {str(args.out.parent)!r} does not exist")
+    from PIL import Image
+
+    from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
+    from edgediff.runtime.payload import PayloadError
+    from edgediff.runtime.request import GenerationRequest, RequestError
+    from edgediff.runtime.split import generate
+
+    try:
+        request = GenerationRequest(
+            args.prompt,
+            steps=args.steps,
+            seed=args.seed,
+            guidance_scale=args.guidance_scale,
+            negative_prompt=args.negative_prompt,
+        )
+        model = load_model(ModelSpec(args.model, device=args.device))
+        edge_model = model
+        if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
+            edge_model = load_model(ModelSpec(args.edge_model, device=args.device))
+        result = generate(request, model, args.split, edge_model, args.payload_dtype)
+    except (ModelLoadError, RequestError, PayloadError) as err:
+        raise UsageError(str(err)) from None
+    try:
+        Image.fromarray(result.image).save(args.out)
+    except OSError as err:
+        raise UsageError(f"cannot write {str(args.out)!r}: {err.strerror or err}") from None
+    where = (
+        "all local"
+        if result.offloaded_steps == 0
+        else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
+    )
+    print(
+        f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
+        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s"
+    )
+
+
 COMMANDS = {
     "instance": _cmd_instance,
     "solve": _cmd_solve,
     "compare": _cmd_compare,
     "train-dqn": _cmd_train_dqn,
     "demo": _cmd_demo,
+    "calibrate": _cmd_calibrate,
+    "generate": _cmd_generate,
 }
 
 

@@ -1,0 +1,161 @@
+"""The batched denoising executor: many requests, one UNet forward per step.
+
+Members of a batch may sit at different timesteps (each row of the UNet batch gets its own
+timestep), use guidance or not (a guided member contributes an unconditional and a
+conditional row), join at any time — from noise or from an intermediate :class:`LatentState`
+(e.g. a cached latent) — and leave as soon as they reach their split point, so the batch
+shrinks as in the paper's Fig. 2. Every member owns its scheduler instance: diffusers
+schedulers keep per-request state (``step_index``), and the scheduler update is cheap next to
+the UNet. The same executor runs a single request, so split and unsplit runs, edge and
+device, share one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from edgediff.runtime.models import DiffusionModel
+from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
+
+log = logging.getLogger(__name__)
+
+
+def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentState:
+    """Pure noise for ``request`` (split ``N``): drawn on the CPU from ``request.seed`` so the
+    same seed gives the same noise on every machine, scaled by the scheduler's sigma."""
+    import torch
+
+    size = model.image_size if request.size is None else request.size
+    multiple = model.vae_scale_factor * 2 ** (len(model.unet.config.block_out_channels) - 1)
+    if size % multiple:
+        raise RequestError(f"size must be a multiple of {multiple} for model {model.name!r}, got {size}")
+    scheduler = model.new_scheduler()
+    scheduler.set_timesteps(request.steps)
+    generator = torch.Generator("cpu").manual_seed(request.seed)
+    side = size // model.vae_scale_factor
+    noise = torch.randn((1, model.latent_channels, side, side), generator=generator, dtype=torch.float32)
+    latent = (noise * scheduler.init_noise_sigma).to(model.device, model.torch_dtype())
+    return LatentState(latent, request, request.steps, model.scheduler_class, model.scheduler_config)
+
+
+@dataclass(eq=False)
+class _Member:
+    key: object
+    state: LatentState
+    stop: int  # leave when state.split reaches this
+    scheduler: object
+    embeds: object  # (2, tokens, hidden) [uncond, cond] when guided, else (1, tokens, hidden)
+    latent: object = field(repr=False)
+
+    @property
+    def position(self) -> int:  # index of the next timestep in scheduler.timesteps
+        return self.state.steps - self.state.split
+
+
+class BatchedExecutor:
+    """Runs members' denoising steps on ``model`` as one batch per step.
+
+    ``add`` a member with its stop split; call ``step`` (one batched UNet forward for all
+    active members; returns the members that reached their stop) or ``run`` (until empty).
+    """
+
+    def __init__(self, model: DiffusionModel):
+        self.model = model
+        self._members: dict[object, _Member] = {}
+        self._done: list[tuple[object, LatentState]] = []
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @property
+    def active(self) -> list:
+        return list(self._members)
+
+    def add(self, key, request: GenerationRequest, stop: int, start: LatentState | None = None) -> None:
+        """Add member ``key`` that runs until its split is ``stop`` (``stop`` = 0: to the end).
+
+        ``start`` is the state to continue from (default: the request's initial noise); its
+        prompt may differ from ``request``'s (a cached latent of a similar prompt), but its
+        step count must match. The denoising continues on ``start``'s scheduler schedule.
+        """
+        import torch
+
+        if key in self._members:
+            raise RequestError(f"member {key!r} is already in the batch")
+        state = initial_state(self.model, request) if start is None else start
+        if state.steps != request.steps:
+            raise RequestError(f"start state has {state.steps} steps, request has {request.steps}")
+        if isinstance(stop, bool) or not isinstance(stop, int) or not 0 <= stop <= state.split:
+            raise RequestError(f"stop split must be an integer in [0, {state.split}], got {stop!r}")
+        if state.latent.shape[1] != self.model.latent_channels:
+            raise RequestError(
+                f"latent has {state.latent.shape[1]} channels, model {self.model.name!r} "
+                f"expects {self.model.latent_channels}"
+            )
+        if state.request is not request:
+            state = LatentState(state.latent, request, state.split, state.scheduler_class, state.scheduler_config)
+        if state.split == stop:
+            self._done.append((key, state))
+            return
+        scheduler = self.model.new_scheduler(state.scheduler_class, state.scheduler_config)
+        scheduler.set_timesteps(request.steps)
+        if hasattr(scheduler, "set_begin_index"):  # step_index-based schedulers resume here
+            scheduler.set_begin_index(request.steps - state.split)
+        prompts = [request.negative_prompt, request.prompt] if request.guided else [request.prompt]
+        embeds = self.model.encode_prompt(prompts)
+        latent = state.latent.to(self.model.device, self.model.torch_dtype())
+        with torch.inference_mode():
+            latent = latent.clone()
+        self._members[key] = _Member(key, state, stop, scheduler, embeds, latent)
+
+    def step(self) -> list[tuple[object, LatentState]]:
+        """One denoising step for every active member, batched; returns ``(key, state)`` of
+        the members that reached their stop split (and of members added already there)."""
+        import torch
+
+        finished, self._done = self._done, []
+        members = list(self._members.values())
+        if not members:
+            return finished
+        rows, timesteps, embeds = [], [], []
+        with torch.inference_mode():
+            for m in members:
+                t = m.scheduler.timesteps[m.position]
+                x = m.scheduler.scale_model_input(m.latent, t)
+                copies = 2 if m.state.request.guided else 1
+                rows.append(x.expand(copies, *x.shape[1:]))
+                timesteps.append(t.reshape(1).expand(copies))
+                embeds.append(m.embeds)
+            noise = self.model.unet(
+                torch.cat(rows),
+                torch.cat(timesteps).to(self.model.device),
+                encoder_hidden_states=torch.cat(embeds),
+            ).sample
+            row = 0
+            for m in members:
+                request = m.state.request
+                if request.guided:
+                    uncond, cond = noise[row : row + 1], noise[row + 1 : row + 2]
+                    eps = uncond + request.guidance_scale * (cond - uncond)
+                    row += 2
+                else:
+                    eps = noise[row : row + 1]
+                    row += 1
+                t = m.scheduler.timesteps[m.position]
+                m.latent = m.scheduler.step(eps, t, m.latent).prev_sample
+                m.state = LatentState(
+                    m.latent, request, m.state.split - 1, m.state.scheduler_class, m.state.scheduler_config
+                )
+                if m.state.split == m.stop:
+                    del self._members[m.key]
+                    finished.append((m.key, m.state))
+        return finished
+
+    def run(self) -> dict:
+        """Step until every member has left; ``{key: final state}``."""
+        results = dict(self._done)
+        self._done = []
+        while self._members:
+            results.update(self.step())
+        return results

@@ -1,0 +1,89 @@
+"""What a split request is made of: the generation request and an intermediate latent state.
+
+Step convention (SPEC A.1): a request has ``N`` denoising steps, numbered N (first) down to
+1 (last). A state with split ``n`` has run steps N..n+1 (``N - n`` steps done) and has
+steps n..1 left; ``n = N`` is pure noise, ``n = 0`` is a finished latent ready to decode.
+Step number ``s`` uses the scheduler's timestep at position ``N - s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+class RequestError(ValueError):
+    """A generation request or state is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One text-to-image request. ``guidance_scale > 1`` turns on classifier-free guidance
+    (as in diffusers); ``size`` ``None`` means the model's native image size."""
+
+    prompt: str
+    steps: int = 50
+    seed: int = 0
+    guidance_scale: float = 7.5
+    negative_prompt: str = ""
+    size: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.prompt, str):
+            raise RequestError("prompt must be a string")
+        if not isinstance(self.negative_prompt, str):
+            raise RequestError("negative_prompt must be a string")
+        if not _is_int(self.steps) or self.steps < 1:
+            raise RequestError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise RequestError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+        if isinstance(self.guidance_scale, bool) or not isinstance(self.guidance_scale, (int, float)):
+            raise RequestError(f"guidance_scale must be a number, got {self.guidance_scale!r}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise RequestError(f"guidance_scale must be finite and >= 0, got {self.guidance_scale!r}")
+        if self.size is not None and (not _is_int(self.size) or self.size < 1):
+            raise RequestError(f"size must be a positive integer, got {self.size!r}")
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatentState:
+    """A request's latent after ``request.steps - split`` denoising steps, plus everything a
+    device needs to continue: the request (prompt, guidance, seed) and the exact scheduler
+    (class and config) that produced the timestep schedule."""
+
+    latent: object = field(repr=False)  # torch.Tensor (1, C, h, w)
+    request: GenerationRequest
+    split: int
+    scheduler_class: str
+    scheduler_config: dict = field(repr=False)
+
+    def __post_init__(self):
+        if not _is_int(self.split) or not 0 <= self.split <= self.request.steps:
+            raise RequestError(f"split must be an integer in [0, {self.request.steps}], got {self.split!r}")
+        shape = tuple(getattr(self.latent, "shape", ()))
+        if len(shape) != 4 or shape[0] != 1:
+            raise RequestError(f"latent must have shape (1, C, h, w), got {shape}")
+
+    @property
+    def steps(self) -> int:
+        """``N``, the request's total number of denoising steps."""
+        return self.request.steps
+
+    @property
+    def steps_done(self) -> int:
+        return self.request.steps - self.split
+
+    @property
+    def finished(self) -> bool:
+        return self.split == 0
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,82 @@
+"""Split inference as library calls (paper Sec. III-C, SPEC A.1 step convention).
+
+``run_edge`` runs steps N..n+1 of a request with the cluster-wide model and returns the
+intermediate :class:`LatentState`; ``run_local`` runs steps n..1 with the device's own model
+(re-encoding the prompt with its own text encoder); ``finish`` also decodes the image.
+``generate`` chains them in one process, passing the latent through the payload bytes the
+way a server would. With one model on both sides and the same seed the split result is bit
+for bit the unsplit one: both halves run through the same single-member executor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from edgediff.runtime.executor import BatchedExecutor, initial_state
+from edgediff.runtime.models import DiffusionModel
+from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
+
+
+def run_edge(
+    model: DiffusionModel, request: GenerationRequest, split: int, start: LatentState | None = None
+) -> LatentState:
+    """Steps N..split+1 of ``request`` on ``model`` (from ``start`` if given, e.g. a cached
+    latent); returns the state with ``split`` steps left."""
+    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= request.steps:
+        raise RequestError(f"split must be an integer in [0, {request.steps}], got {split!r}")
+    executor = BatchedExecutor(model)
+    executor.add("edge", request, split, start)
+    return executor.run()["edge"]
+
+
+def run_local(model: DiffusionModel, state: LatentState) -> LatentState:
+    """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished state."""
+    executor = BatchedExecutor(model)
+    executor.add("local", state.request, 0, state)
+    return executor.run()["local"]
+
+
+def finish(model: DiffusionModel, state: LatentState):
+    """Run the remaining steps and decode: a uint8 RGB image ``(H, W, 3)``."""
+    return model.decode(run_local(model, state).latent)[0]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """An image and how it was made (times in seconds; ``payload_bits`` 0 when all local)."""
+
+    image: object  # uint8 NumPy array (H, W, 3)
+    split: int
+    steps: int
+    payload_bits: int
+    edge_s: float
+    local_s: float
+
+    @property
+    def offloaded_steps(self) -> int:
+        return self.steps - self.split
+
+
+def generate(
+    request: GenerationRequest,
+    model: DiffusionModel,
+    split: int | None = None,
+    edge_model: DiffusionModel | None = None,
+    payload_dtype: str = "float32",
+) -> GenerationResult:
+    """One request in-process: steps N..split+1 on ``edge_model`` (default ``model``), the
+    latent encoded to payload bytes and decoded, steps split..1 on ``model``, then decoded.
+    ``split`` ``None`` or ``N`` runs everything locally."""
+    from edgediff.runtime.payload import decode_latent, encode_latent
+
+    split = request.steps if split is None else split
+    start = time.perf_counter()
+    if split == request.steps:
+        state, bits = initial_state(model, request), 0
+    else:
+        payload = encode_latent(run_edge(edge_model or model, request, split), dtype=payload_dtype)
+        state, bits = decode_latent(payload), 8 * len(payload)
+    edge_s = time.perf_counter() - start
+    image = finish(model, state)
+    return GenerationResult(image, split, request.steps, bits, edge_s, time.perf_counter() - start - edge_s)

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
+from edgediff.runtime.request import GenerationRequest
+from edgediff.runtime.split import run_edge, run_local
+from edgediff.runtime.tiny import TinyConfig
+
+
+def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    again = load_model("tiny")
+    assert torch.equal(torch.rand(3), expected)
+    for a, b in zip(tiny.unet.parameters(), again.unet.parameters()):
+        assert torch.equal(a, b)
+    other = load_model(ModelSpec("tiny", tiny=TinyConfig(seed=1)))
+    assert not torch.equal(next(other.unet.parameters()), next(tiny.unet.parameters()))
+    assert tiny.image_size == 64 and tiny.latent_channels == 4 and tiny.vae_scale_factor == 4
+
+
+def test_tiny_tokenizer_is_local_and_encodes_prompts(tiny):
+    ids = tiny.tokenizer(["a dog"]).input_ids[0]
+    assert ids[0] == 0 and ids[-1] == 1 and len(ids) == 2 + len("adog")
+    embeds = tiny.encode_prompt(["a dog", "a cat"])
+    assert embeds.shape == (2, 64, 32) and not torch.equal(embeds[0], embeds[1])
+
+
+def test_saved_tiny_loads_as_a_pipeline_directory(tiny, tmp_path):
+    tiny.save(tmp_path / "pipe")
+    loaded = load_model(tmp_path / "pipe")
+    assert loaded.name == str(tmp_path / "pipe") and loaded.scheduler_class == "DDIMScheduler"
+    request = GenerationRequest("a dog", steps=3, seed=1)
+    assert torch.equal(run_edge(loaded, request, 0).latent, run_edge(tiny, request, 0).latent)
+    # the loaded model as the device side of a split with the embedded model at the edge
+    assert torch.equal(run_local(loaded, run_edge(tiny, request, 2)).latent, run_edge(tiny, request, 0).latent)
+
+
+def test_multistep_scheduler_is_swapped_for_ddim_and_euler_resumes_exactly(tiny, tmp_path):
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    tiny.save(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe/model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "PNDMScheduler"]
+    (tmp_path / "pipe/model_index.json").write_text(json.dumps(index))
+    PNDMScheduler.from_config(tiny.scheduler_config).save_pretrained(tmp_path / "pipe/scheduler")
+    assert load_model(tmp_path / "pipe").scheduler_class == "DDIMScheduler"
+
+    index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
+    (tmp_path / "pipe/model_index.json").write_text(json.dumps(index))
+    EulerDiscreteScheduler.from_config(tiny.scheduler_config).save_pretrained(tmp_path / "pipe/scheduler")
+    euler = load_model(tmp_path / "pipe")
+    assert euler.scheduler_class == "EulerDiscreteScheduler"
+    request = GenerationRequest("a dog", steps=5, seed=1)
+    unsplit = run_edge(euler, request, 0).latent
+    assert torch.equal(run_local(euler, run_edge(euler, request, 3)).latent, unsplit)
+    assert not torch.equal(unsplit, run_edge(tiny, request, 0).latent)
+
+
+def write_index(path, index):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model_index.json").write_text(index if isinstance(index, str) else json.dumps(index))
+    return path
+
+
+FULL_INDEX = {
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "DDIMScheduler"],
+}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: p, "no model_index.json"),
+        (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "not a directory"),
+        (lambda p: write_index(p / "m", "{not json"), "not valid JSON"),
+        (lambda p: write_index(p / "m", "[1]"), "not a JSON object"),
+        (lambda p: write_index(p / "m", {"unet": ["diffusers", "UNet2DModel"]}), "lacks vae, text_encoder"),
+        (lambda p: write_index(p / "m", dict(FULL_INDEX, vae=["os", "system"])), "library 'os'"),
+        (lambda p: write_index(p / "m", dict(FULL_INDEX, vae=["diffusers", "Nope"])), "unknown vae class"),
+        (lambda p: write_index(p / "m", FULL_INDEX), "no unet/ folder"),
+    ],
+)
+def test_not_a_pipeline_directory_gives_clear_error(tmp_path, make, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(make(tmp_path))
+
+
+def test_broken_component_and_wrong_unet_named(tiny, tmp_path):
+    tiny.save(tmp_path / "pipe")
+    (tmp_path / "pipe/vae/config.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="cannot load vae"):
+        load_model(tmp_path / "pipe")
+    with pytest.raises(ModelLoadError, match="dtype"):
+        ModelSpec("tiny", dtype="int8")
