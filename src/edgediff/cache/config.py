@@ -45,7 +45,7 @@ class CacheConfig:
     # Lyapunov
     V: float = 1800.0
     L_bar: float = 28.0  # long-term latency target (s); see docs/caching-model.md
-    value_horizon_slots: float = 100.0  # H, the future-value horizon of a cached entry
+    value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
 
     def __post_init__(self) -> None:
         for f in fields(self):

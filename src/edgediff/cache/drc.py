@@ -119,7 +119,7 @@ class DrcPolicy(CachePolicy):
             h = h @ w + b
             if i < len(self._weights) - 1:
                 h = np.maximum(h, 0.0)
-        return 1.0 / (1.0 + np.exp(-h))
+        return 0.5 * (1.0 + np.tanh(0.5 * h))  # the sigmoid, without overflow
 
     # ------------------------------------------------------------------ decide
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
