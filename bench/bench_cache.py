@@ -40,15 +40,24 @@ def main() -> None:
             wall = time.perf_counter() - start
             rows[policy].append(res.summary() | {"wall_s": wall})
             if policy == "drc":
-                print(f"drc, {cfg.slots} slots x {cfg.users} users, seed {seed}: {wall:.1f} s wall "
-                      f"(target <= 120 s), {len(res.losses)} training steps")  # fmt: skip
+                print(
+                    f"drc, {cfg.slots} slots x {cfg.users} users, seed {seed}: {wall:.1f} s wall "
+                    f"(target <= 120 s), {len(res.losses)} training steps"
+                )
     mean = {p: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "policy"} for p, rs in rows.items()}
     print(f"\npaper defaults, {cfg.slots} slots, seeds {args.seeds} (means over seeds)")
     head = ["policy", "resp_s", "p95_s", "hit_rate", "saved_s", "mean_Q", "decide_ms", "wall_s"]
     print("".join(f"{h:>11}" for h in head))
     for p, m in mean.items():
-        vals = [m["mean_response_time_s"], m["p95_response_time_s"], m["hit_rate"], m["time_saved_per_request_s"],
-                m["mean_queue"], m["decision_time_ms"], m["wall_s"]]  # fmt: skip
+        vals = [
+            m["mean_response_time_s"],
+            m["p95_response_time_s"],
+            m["hit_rate"],
+            m["time_saved_per_request_s"],
+            m["mean_queue"],
+            m["decision_time_ms"],
+            m["wall_s"],
+        ]
         print(f"{p:>11}" + "".join(f"{v:>11.4f}" for v in vals))
     if "drc" in mean:
         d = mean["drc"]["mean_response_time_s"]
@@ -61,8 +70,10 @@ def main() -> None:
             print(f"oo decision time / drc decision time: {speed:.2f}x (target >= 10x)")
         if "dnn" in mean:
             sd, sn = mean["drc"]["time_saved_per_request_s"], mean["dnn"]["time_saved_per_request_s"]
-            print(f"time per request, drc vs dnn: {100 * (d / mean['dnn']['mean_response_time_s'] - 1):+.2f} %; "
-                  f"time saved per request {sd:.3f} s vs {sn:.3f} s")  # fmt: skip
+            print(
+                f"time per request, drc vs dnn: {100 * (d / mean['dnn']['mean_response_time_s'] - 1):+.2f} %; "
+                f"time saved per request {sd:.3f} s vs {sn:.3f} s"
+            )
 
 
 if __name__ == "__main__":

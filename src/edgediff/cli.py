@@ -230,8 +230,12 @@ def _cmd_cache_sim(args) -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        print("\n".join(f"{key:<26} {value:.4f}" if isinstance(value, float) else f"{key:<26} {value}"
-                        for key, value in result.items()))
+        print(
+            "\n".join(
+                f"{key:<26} {value:.4f}" if isinstance(value, float) else f"{key:<26} {value}"
+                for key, value in result.items()
+            )
+        )
 
 
 def _cmd_reproduce(args) -> None:

@@ -6,18 +6,67 @@ import pytest
 
 from edgediff.cli import main
 
-KEYS = {"policy", "mean_response_time_s", "p95_response_time_s", "hit_rate", "time_saved_per_request_s",
-        "mean_queue", "decision_time_ms"}  # fmt: skip
+KEYS = {
+    "policy",
+    "mean_response_time_s",
+    "p95_response_time_s",
+    "hit_rate",
+    "time_saved_per_request_s",
+    "mean_queue",
+    "decision_time_ms",
+}
 
 
 def test_cache_sim_json(capsys):
-    assert main(["cache-sim", "--policy", "lru", "--slots", "120", "--users", "6", "--capacity-gb", "0.01",
-                 "--reusable-steps", "5", "--V", "1000", "--seed", "3", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "cache-sim",
+                "--policy",
+                "lru",
+                "--slots",
+                "120",
+                "--users",
+                "6",
+                "--capacity-gb",
+                "0.01",
+                "--reusable-steps",
+                "5",
+                "--V",
+                "1000",
+                "--seed",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == KEYS and out["policy"] == "lru"
     assert out["time_saved_per_request_s"] > 0
-    assert main(["cache-sim", "--policy", "lru", "--slots", "120", "--users", "6", "--capacity-gb", "0.01",
-                 "--reusable-steps", "5", "--V", "1000", "--seed", "3", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "cache-sim",
+                "--policy",
+                "lru",
+                "--slots",
+                "120",
+                "--users",
+                "6",
+                "--capacity-gb",
+                "0.01",
+                "--reusable-steps",
+                "5",
+                "--V",
+                "1000",
+                "--seed",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert {k: v for k, v in again.items() if k != "decision_time_ms"} == {
         k: v for k, v in out.items() if k != "decision_time_ms"
@@ -43,16 +92,21 @@ def test_cache_sim_text(capsys):
     ],
 )
 def test_cache_sim_bad_input_exit_2(args, message):
-    proc = subprocess.run([sys.executable, "-m", "edgediff", "cache-sim", *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgediff", "cache-sim", *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("edgediff cache-sim: error:")
 
 
 def test_reproduce_unknown_figure_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "edgediff", "reproduce", "cache-fig7", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgediff", "reproduce", "cache-fig7", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown figure 'cache-fig7'" in proc.stderr
 
 

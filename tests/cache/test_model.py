@@ -30,8 +30,17 @@ def random_slot(cfg, catalog, rng, n):
     usable[:, 0] = False
     cached = np.maximum.accumulate(np.where(usable, np.arange(s1), 0), axis=1)
     floor = float(rng.choice([0.0, 1e-3]))
-    return Slot(0, np.arange(n), cls, rng.uniform(0.5e9, 1.5e9, n), rng.uniform(1e6, 2e6, n), cached,
-                entry_value(cfg, catalog, cls[:, None], np.arange(s1)[None, :]), floor, float(rng.uniform(0, 3000)))  # fmt: skip
+    return Slot(
+        0,
+        np.arange(n),
+        cls,
+        rng.uniform(0.5e9, 1.5e9, n),
+        rng.uniform(1e6, 2e6, n),
+        cached,
+        entry_value(cfg, catalog, cls[:, None], np.arange(s1)[None, :]),
+        floor,
+        float(rng.uniform(0, 3000)),
+    )
 
 
 def ps_event_simulation(work_seconds):
@@ -97,8 +106,17 @@ def test_processor_sharing_matches_event_simulation():
 
 def test_latency_all_local_and_hit():
     cfg = CacheConfig()
-    slot = Slot(0, np.arange(2), np.array([0, 1]), np.array([1e9, 1e9]), np.array([2e6, 2e6]),
-                np.array([[0] * 7, [0, 1, 2, 3, 4, 5, 6]]), np.zeros((2, 7)), 0.0, 0.0)  # fmt: skip
+    slot = Slot(
+        0,
+        np.arange(2),
+        np.array([0, 1]),
+        np.array([1e9, 1e9]),
+        np.array([2e6, 2e6]),
+        np.array([[0] * 7, [0, 1, 2, 3, 4, 5, 6]]),
+        np.zeros((2, 7)),
+        0.0,
+        0.0,
+    )
     lat = latencies(cfg, slot, np.array([0, 6]), np.array([False, False]))
     assert lat[0] == pytest.approx(20 * 1.5)  # all local: S w / f
     assert lat[1] == pytest.approx(4e6 / 2e6 + 14 * 1.5)  # full hit: no edge compute
@@ -125,9 +143,17 @@ def test_oo_is_the_per_slot_optimum(seed):
 
 @pytest.mark.parametrize(
     "change",
-    [{"users": 0}, {"reusable_steps": 21}, {"p_req": 1.5}, {"capacity_bytes": -1.0}, {"V": float("nan")},
-     {"f_min": 2e9}, {"slots": 2.5}, {"nope": 1}],
-)  # fmt: skip
+    [
+        {"users": 0},
+        {"reusable_steps": 21},
+        {"p_req": 1.5},
+        {"capacity_bytes": -1.0},
+        {"V": float("nan")},
+        {"f_min": 2e9},
+        {"slots": 2.5},
+        {"nope": 1},
+    ],
+)
 def test_config_validation(change):
     with pytest.raises(CacheConfigError):
         CacheConfig().with_(**change)

@@ -24,8 +24,15 @@ def test_every_policy_runs_and_respects_capacity(policy):
     cfg = CacheConfig(slots=150, capacity_bytes=20 * 500e3)  # 20 entries: the cache fills and evicts
     res = simulate(cfg, policy, seed=1)
     s = res.summary()
-    assert set(s) == {"policy", "mean_response_time_s", "p95_response_time_s", "hit_rate",
-                      "time_saved_per_request_s", "mean_queue", "decision_time_ms"}  # fmt: skip
+    assert set(s) == {
+        "policy",
+        "mean_response_time_s",
+        "p95_response_time_s",
+        "hit_rate",
+        "time_saved_per_request_s",
+        "mean_queue",
+        "decision_time_ms",
+    }
     assert res.max_cache_bytes <= cfg.capacity_bytes
     assert 0.0 <= s["hit_rate"] <= 1.0 and s["p95_response_time_s"] >= s["mean_response_time_s"] * 0.5
     if policy == "ncldc":

@@ -70,7 +70,11 @@ class CacheConfig:
         for name in ("sigma_topic", "theta_min"):
             if getattr(self, name) > 1:
                 raise CacheConfigError(f"{name} must be <= 1, got {getattr(self, name)}")
-        for lo, hi in (("f_min", "f_max"), ("bandwidth_min_hz", "bandwidth_max_hz"), ("distance_min_m", "distance_max_m")):
+        for lo, hi in (
+            ("f_min", "f_max"),
+            ("bandwidth_min_hz", "bandwidth_max_hz"),
+            ("distance_min_m", "distance_max_m"),
+        ):
             if getattr(self, lo) > getattr(self, hi):
                 raise CacheConfigError(f"{lo} must be <= {hi}")
 

@@ -55,9 +55,12 @@ class Actor(nn.Module):
     def __init__(self, n_in: int, n_out: int, hidden: tuple[int, int], std: float, generator: torch.Generator):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(n_in, hidden[0]), nn.ReLU(), nn.Linear(hidden[0], hidden[1]), nn.ReLU(),
+            nn.Linear(n_in, hidden[0]),
+            nn.ReLU(),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.ReLU(),
             nn.Linear(hidden[1], n_out),
-        )  # fmt: skip
+        )
         with torch.no_grad():
             for layer in self.net:
                 if isinstance(layer, nn.Linear):

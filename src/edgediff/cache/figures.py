@@ -71,7 +71,12 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
     fig.savefig(png, dpi=110)
     plt.close(fig)
     csv_path = _write_csv(out_dir / f"{name}.csv", rows)
-    lines = [f"# {name}: {title}", "", f"{cfgs[0].slots} slots per run, seed {seed}, every policy on the same requests.", ""]
+    lines = [
+        f"# {name}: {title}",
+        "",
+        f"{cfgs[0].slots} slots per run, seed {seed}, every policy on the same requests.",
+        "",
+    ]
     lines.append(f"| {param} | policy | response time (s) | hit rate | saved/request (s) | mean Q | decision (ms) |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -83,7 +88,9 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
         at = {r["policy"]: r for r in rows if r[param] == value}
         cut = 1 - at["drc"]["mean_response_time_s"] / at["ncldc"]["mean_response_time_s"]
         gap = at["drc"]["mean_response_time_s"] / at["oo"]["mean_response_time_s"] - 1
-        lines.append(f"\n{param} = {value}: drc cuts response time by {100 * cut:.2f} % vs ncldc; {100 * gap:+.2f} % vs oo.")
+        lines.append(
+            f"\n{param} = {value}: drc cuts response time by {100 * cut:.2f} % vs ncldc; {100 * gap:+.2f} % vs oo."
+        )
     md = out_dir / f"{name}.md"
     md.write_text("\n".join(lines) + "\n")
     return [png, csv_path, md]
@@ -100,16 +107,32 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     s_star = [5, 7, 9] if quick else [5, 6, 7, 8, 9]
     base = _base(quick).with_(users=20)
     cfgs = [base.with_(reusable_steps=s) for s in s_star]
-    return _sweep("cache-fig9", out_dir, "reusable_steps", "maximum reusable step S*", s_star, cfgs, seed,
-                  "Impact of the maximum reusable step (20 users)")  # fmt: skip
+    return _sweep(
+        "cache-fig9",
+        out_dir,
+        "reusable_steps",
+        "maximum reusable step S*",
+        s_star,
+        cfgs,
+        seed,
+        "Impact of the maximum reusable step (20 users)",
+    )
 
 
 def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
     gb = [1, 3, 5] if quick else [1, 2, 3, 4, 5]
     base = _base(quick)
     cfgs = [base.with_(capacity_bytes=g * 1e9) for g in gb]
-    return _sweep("cache-fig10", out_dir, "capacity_gb", "edge cache capacity (GB)", gb, cfgs, seed,
-                  "Impact of the cache capacity")  # fmt: skip
+    return _sweep(
+        "cache-fig10",
+        out_dir,
+        "capacity_gb",
+        "edge cache capacity (GB)",
+        gb,
+        cfgs,
+        seed,
+        "Impact of the cache capacity",
+    )
 
 
 def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
@@ -146,8 +169,14 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     rows = []
     for V in values:
         res = simulate(base.with_(V=float(V)), "drc", seed, env=env)
-        rows.append({"V": V, "mean_queue": float(res.queue.mean()), "system_cost": float(res.penalty.mean()),
-                     "mean_response_time_s": float(res.latency.mean())})  # fmt: skip
+        rows.append(
+            {
+                "V": V,
+                "mean_queue": float(res.queue.mean()),
+                "system_cost": float(res.penalty.mean()),
+                "mean_response_time_s": float(res.latency.mean()),
+            }
+        )
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(values, [r["mean_queue"] for r in rows], "o-", color="tab:blue", label="queue backlog Q")
@@ -164,11 +193,17 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     fig.savefig(png, dpi=110)
     plt.close(fig)
     csv_path = _write_csv(out_dir / "cache-fig6.csv", rows)
-    lines = ["# cache-fig6: impact of V on DRC", "", "System cost = time-average per-slot penalty "
-             "(latency sum minus the future value of what was stored).", "",
-             "| V | mean Q | system cost (s) | response time (s) |", "| --- | --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {r['V']} | {r['mean_queue']:.2f} | {r['system_cost']:.3f} | {r['mean_response_time_s']:.3f} |"
-              for r in rows]  # fmt: skip
+    lines = [
+        "# cache-fig6: impact of V on DRC",
+        "",
+        "System cost = time-average per-slot penalty (latency sum minus the future value of what was stored).",
+        "",
+        "| V | mean Q | system cost (s) | response time (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['V']} | {r['mean_queue']:.2f} | {r['system_cost']:.3f} | {r['mean_response_time_s']:.3f} |" for r in rows
+    ]
     md = out_dir / "cache-fig6.md"
     md.write_text("\n".join(lines) + "\n")
     return [png, csv_path, md]

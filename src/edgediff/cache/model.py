@@ -123,8 +123,9 @@ class Slot:
 def edge_work(slot: Slot, m: np.ndarray) -> np.ndarray:
     """Steps the edge computes per request: from the best usable cached step up to ``m``."""
     m = np.asarray(m)
-    j = np.take_along_axis(np.broadcast_to(slot.cached_step, m.shape + (slot.cached_step.shape[-1],)),
-                           m[..., None], axis=-1)[..., 0]
+    j = np.take_along_axis(
+        np.broadcast_to(slot.cached_step, m.shape + (slot.cached_step.shape[-1],)), m[..., None], axis=-1
+    )[..., 0]
     return m - j
 
 
@@ -163,8 +164,9 @@ def latency_weight(cfg: CacheConfig, slot: Slot) -> float:
 
 def future_value(cfg: CacheConfig, slot: Slot, m: np.ndarray, store: np.ndarray) -> np.ndarray:
     """``FV = H * sum over stored entries of (value - value_floor)`` (seconds), per candidate."""
-    v = np.take_along_axis(np.broadcast_to(slot.value, np.shape(m) + (slot.value.shape[-1],)),
-                           np.asarray(m)[..., None], axis=-1)[..., 0]
+    v = np.take_along_axis(
+        np.broadcast_to(slot.value, np.shape(m) + (slot.value.shape[-1],)), np.asarray(m)[..., None], axis=-1
+    )[..., 0]
     return cfg.value_horizon_slots * (store * (v - slot.value_floor)).sum(axis=-1)
 
 
