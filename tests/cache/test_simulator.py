@@ -68,3 +68,9 @@ def test_larger_V_lower_cost_larger_queue():
 def test_unknown_policy():
     with pytest.raises(UnknownCachePolicy, match="choose from"):
         make_cache_policy("fifo", SHORT)
+
+
+@pytest.mark.parametrize("policy", ["oo", "lru"])
+def test_zero_capacity_stores_nothing(policy):
+    res = simulate(CacheConfig(slots=80, capacity_bytes=0.0), policy, seed=2)
+    assert res.stores == 0 and not res.hit.any() and res.max_cache_bytes == 0

@@ -167,7 +167,7 @@ def future_value(cfg: CacheConfig, slot: Slot, m: np.ndarray, store: np.ndarray)
     v = np.take_along_axis(
         np.broadcast_to(slot.value, np.shape(m) + (slot.value.shape[-1],)), np.asarray(m)[..., None], axis=-1
     )[..., 0]
-    return cfg.value_horizon_slots * (store * (v - slot.value_floor)).sum(axis=-1)
+    return cfg.value_horizon_slots * (np.where(store, v - slot.value_floor, 0.0)).sum(axis=-1)
 
 
 def best_store(cfg: CacheConfig, slot: Slot, m: np.ndarray) -> np.ndarray:

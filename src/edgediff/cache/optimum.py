@@ -36,7 +36,7 @@ def level_costs(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
     tx = (cfg.output_bytes * BITS_PER_BYTE / slot.rate)[:, None]
     local = (cfg.steps - steps) * cfg.cycles_per_step / slot.f_local[:, None]
     lat = np.where(steps > 0, tx + store * cfg.write_cost_s, 0.0) + local
-    fv = cfg.value_horizon_slots * store * (slot.value - slot.value_floor)
+    fv = cfg.value_horizon_slots * np.where(store, slot.value - slot.value_floor, 0.0)
     option = alpha * lat - cfg.V * fv
     cost = np.full((n, s1), np.inf)
     best = np.zeros((n, s1), dtype=np.int64)

@@ -78,7 +78,7 @@ class ClassicCache(CachePolicy):
         local = (cfg.steps - steps[None, :]) * cfg.cycles_per_step / slot.f_local[:, None]
         estimate = np.where(steps[None, :] > 0, edge + tx + write, 0.0) + local
         m = estimate.argmin(axis=1)
-        return m, storable(slot, m)
+        return m, storable(slot, m) & (cfg.capacity_entries > 0)
 
 
 def make_cache_policy(name: str, cfg: CacheConfig, *, seed: int = 0, **options) -> CachePolicy:

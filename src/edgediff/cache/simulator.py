@@ -113,7 +113,7 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
         j = slot.cached_step[np.arange(users.size), m]
         hit = (m > 0) & (j > 0)
         v = slot.value[np.arange(users.size), m]
-        penalty[t] = lat.sum() - cfg.value_horizon_slots * (store * (v - slot.value_floor)).sum()
+        penalty[t] = lat.sum() - cfg.value_horizon_slots * np.where(store, v - slot.value_floor, 0.0).sum()
         for r in np.flatnonzero(hit):
             cache.touch(int(cls[r]), int(j[r]), t)
         for r in np.flatnonzero(store):

@@ -52,7 +52,12 @@ class EdgeCache:
         return int((self.capacity_bytes - self.bytes_used) // self.cfg.output_bytes)
 
     def value_floor(self, n_new: int) -> float:
-        """Value rate a store displaces: 0 while ``n_new`` outputs still fit, else the lowest."""
+        """Value rate a store displaces: 0 while ``n_new`` outputs still fit, else the lowest.
+
+        A cache that holds nothing at all (zero capacity) makes every store worthless: inf.
+        """
+        if self.valid.size == 0:
+            return float("inf")
         if self.free_entries() >= n_new or not self.valid.any():
             return 0.0
         return float(self.value[self.valid].min())
