@@ -134,6 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    # --- Part B: caching (issue 5) and the figure registry
+    from edgediff.cache.policies import REGISTRY as CACHE_REGISTRY
+    from edgediff.reproduce import REGISTRY as FIGURES
+
+    cache_policies = "\n".join(f"  {name:<6} {summary}" for name, (_, summary) in CACHE_REGISTRY.items())
+    p = sub.add_parser(
+        "cache-sim",
+        help="simulate intermediate-output caching for T slots (SPEC B)",
+        epilog=f"policies:\n{cache_policies}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--policy", required=True, help="a policy name below")
+    p.add_argument("--users", type=_positive_int, default=10, help="users U (default 10)")
+    p.add_argument("--slots", type=_positive_int, default=10_000, help="time slots T (default 10000)")
+    p.add_argument("--capacity-gb", type=_number(float, 0.0), default=3.0, help="edge cache capacity in GB (default 3)")
+    p.add_argument("--reusable-steps", type=_positive_int, default=6, help="reusable bound S* (default 6)")
+    p.add_argument("--V", type=_number(float, 0.0), default=1800.0, help="Lyapunov control parameter (default 1800)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    figures = "\n".join(f"  {name:<12} {spec.summary}" for name, spec in FIGURES.items())
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper figure (PNG, CSV, Markdown summary)",
+        epilog=f"figures:\n{figures}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="a figure name below")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer slots and points)")
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -302,6 +333,51 @@ def _cmd_generate(args) -> None:
     )
 
 
+def _cmd_cache_sim(args) -> None:
+    from edgediff.cache.config import CacheConfig, CacheConfigError
+    from edgediff.cache.policies import UnknownCachePolicy, make_cache_policy
+
+    try:
+        cfg = CacheConfig(
+            users=args.users,
+            slots=args.slots,
+            capacity_bytes=args.capacity_gb * 1e9,
+            reusable_steps=args.reusable_steps,
+            V=args.V,
+        )
+        if args.policy not in ("drc", "dnn"):  # fail before any work (drc/dnn load torch when run)
+            make_cache_policy(args.policy, cfg, seed=args.seed)
+    except (CacheConfigError, UnknownCachePolicy) as err:
+        raise UsageError(str(err).replace("reusable_steps", "--reusable-steps")) from None
+    from edgediff.cache.simulator import simulate
+
+    result = simulate(cfg, args.policy, args.seed).summary()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            "\n".join(
+                f"{key:<26} {value:.4f}" if isinstance(value, float) else f"{key:<26} {value}"
+                for key, value in result.items()
+            )
+        )
+
+
+def _cmd_reproduce(args) -> None:
+    from edgediff.reproduce import UnknownFigure, figure_spec, reproduce
+
+    try:
+        figure_spec(args.name)
+    except UnknownFigure as err:
+        raise UsageError(str(err)) from None
+    try:
+        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed)
+    except OSError as err:
+        raise UsageError(f"cannot write to {str(args.out)!r}: {err.strerror}") from None
+    for path in paths:
+        print(path)
+
+
 COMMANDS = {
     "instance": _cmd_instance,
     "solve": _cmd_solve,
@@ -310,6 +386,8 @@ COMMANDS = {
     "demo": _cmd_demo,
     "calibrate": _cmd_calibrate,
     "generate": _cmd_generate,
+    "cache-sim": _cmd_cache_sim,
+    "reproduce": _cmd_reproduce,
 }
 
 

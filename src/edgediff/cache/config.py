@@ -1,0 +1,97 @@
+"""Part B parameters (SPEC B.1) as one frozen dataclass, validated when it is built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+
+class CacheConfigError(ValueError):
+    """A Part B parameter is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    # load and catalog
+    users: int = 10  # U
+    slots: int = 10_000  # T
+    p_req: float = 0.5  # request probability per user and slot
+    classes: int = 20_000  # C
+    topics: int = 500
+    zipf_s: float = 0.9
+    # diffusion
+    steps: int = 20  # S
+    reusable_steps: int = 6  # S*
+    sigma_topic: float = 0.85
+    theta_min: float = 0.8
+    # compute (cycles, Hz)
+    cycles_per_step: float = 1.5e9  # w
+    f_es: float = 20e9
+    f_min: float = 0.5e9
+    f_max: float = 1.5e9
+    # channel
+    tx_power_w: float = 50.0
+    noise_w: float = 1e-13
+    bandwidth_min_hz: float = 80e3
+    bandwidth_max_hz: float = 100e3
+    g0: float = 1e-3
+    pathloss_exp: float = 3.0
+    distance_min_m: float = 50.0
+    distance_max_m: float = 200.0
+    # cache
+    output_bytes: float = 500e3  # D
+    capacity_bytes: float = 3e9  # D_e
+    write_cost_s: float = 0.05  # c * D / f_e, eq. (13)
+    # Lyapunov
+    V: float = 1800.0
+    L_bar: float = 28.0  # long-term latency target (s); see docs/caching-model.md
+    value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CacheConfigError(f"{f.name} must be a finite number, got {value!r}")
+            if f.type == "int" and not isinstance(value, int):
+                raise CacheConfigError(f"{f.name} must be an integer, got {value!r}")
+        positive = [f.name for f in fields(self) if f.name not in ("V", "L_bar", "write_cost_s", "capacity_bytes")]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise CacheConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("V", "L_bar", "write_cost_s", "capacity_bytes"):
+            if getattr(self, name) < 0:
+                raise CacheConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.p_req > 1:
+            raise CacheConfigError(f"p_req must be <= 1, got {self.p_req}")
+        if not 1 <= self.reusable_steps <= self.steps:
+            raise CacheConfigError(f"reusable_steps must be in [1, steps={self.steps}], got {self.reusable_steps}")
+        if self.topics > self.classes:
+            raise CacheConfigError(f"topics must be <= classes ({self.classes}), got {self.topics}")
+        for name in ("sigma_topic", "theta_min"):
+            if getattr(self, name) > 1:
+                raise CacheConfigError(f"{name} must be <= 1, got {getattr(self, name)}")
+        for lo, hi in (
+            ("f_min", "f_max"),
+            ("bandwidth_min_hz", "bandwidth_max_hz"),
+            ("distance_min_m", "distance_max_m"),
+        ):
+            if getattr(self, lo) > getattr(self, hi):
+                raise CacheConfigError(f"{lo} must be <= {hi}")
+
+    @property
+    def capacity_entries(self) -> int:
+        """How many intermediate outputs fit in the byte capacity."""
+        return int(self.capacity_bytes // self.output_bytes)
+
+    @property
+    def request_rate(self) -> float:
+        """Expected requests per slot, U * p_req."""
+        return self.users * self.p_req
+
+    def with_(self, **changes) -> CacheConfig:
+        """A validated copy with some fields changed (unknown names are an error)."""
+        names = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in names:
+                raise CacheConfigError(f"unknown parameter {key!r}")
+        return replace(self, **changes)

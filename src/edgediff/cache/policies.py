@@ -1,0 +1,90 @@
+"""Caching policies behind one interface: ``make_cache_policy(name, cfg).decide(slot)``.
+
+A policy returns, for the slot's ``n`` requests, the stop steps ``m`` (ints in 0..S*) and
+the store flags; it names the eviction rule its cache uses, and may ``learn`` from what it
+decided. Policies are registered by module path and imported when made, so only ``drc`` and
+``dnn`` load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from edgediff.cache.config import CacheConfig
+from edgediff.cache.model import BITS_PER_BYTE, Slot, storable
+
+REGISTRY: dict[str, tuple[str, str]] = {
+    "drc": ("edgediff.cache.drc:DrcPolicy", "DROO-style actor, K quantized candidates, model-based critic"),
+    "oo": ("edgediff.cache.optimum:OnlineOptimal", "exact per-slot optimum of the drift-plus-penalty objective"),
+    "dnn": ("edgediff.cache.drc:DnnPolicy", "the actor alone: one rounded candidate"),
+    "ncldc": ("edgediff.cache.policies:NoCacheLocal", "no cache, every step local"),
+    "lru": ("edgediff.cache.policies:ClassicCache", "cache every new output, evict least recently used"),
+    "lfu": ("edgediff.cache.policies:ClassicCache", "cache every new output, evict least frequently used"),
+    "lcbfu": ("edgediff.cache.policies:ClassicCache", "NIRVANA: evict least computationally beneficial x used"),
+}
+CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
+
+
+class UnknownCachePolicy(ValueError):
+    """The caching policy name is not registered."""
+
+
+class CachePolicy:
+    """Base: subclasses set ``eviction`` and implement ``decide``."""
+
+    eviction = "value"
+    uses_cache = True
+
+    def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
+        self.name, self.cfg, self.seed = name, cfg, seed
+
+    def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def learn(self, slot: Slot, m: np.ndarray, store: np.ndarray) -> None:
+        """Online learning hook; most policies do not learn."""
+
+
+class NoCacheLocal(CachePolicy):
+    """NCLDC: all denoising steps on the device, nothing cached."""
+
+    uses_cache = False
+
+    def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(slot.n, dtype=np.int64), np.zeros(slot.n, dtype=bool)
+
+
+class ClassicCache(CachePolicy):
+    """A standard cache replacement rule with greedy per-request offloading.
+
+    Each request picks the stop step that minimizes its own latency estimate, assuming the
+    edge is shared equally by all ``n`` requests of the slot; every output the edge newly
+    computes is cached (always admit), and the rule (LRU, LFU, LCBFU) picks evictions.
+    """
+
+    def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
+        super().__init__(name, cfg, seed)
+        self.eviction = name
+
+    def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        steps = np.arange(cfg.reusable_steps + 1)
+        work = steps[None, :] - slot.cached_step
+        edge = work * cfg.cycles_per_step * slot.n / cfg.f_es
+        tx = (cfg.output_bytes * BITS_PER_BYTE / slot.rate)[:, None]
+        write = (work > 0) * cfg.write_cost_s
+        local = (cfg.steps - steps[None, :]) * cfg.cycles_per_step / slot.f_local[:, None]
+        estimate = np.where(steps[None, :] > 0, edge + tx + write, 0.0) + local
+        m = estimate.argmin(axis=1)
+        return m, storable(slot, m) & (cfg.capacity_entries > 0)
+
+
+def make_cache_policy(name: str, cfg: CacheConfig, *, seed: int = 0, **options) -> CachePolicy:
+    try:
+        target = REGISTRY[name][0]
+    except KeyError:
+        raise UnknownCachePolicy(f"unknown policy {name!r}; choose from {', '.join(CACHE_POLICIES)}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(name, cfg, seed=seed, **options)

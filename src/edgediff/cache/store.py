@@ -1,0 +1,127 @@
+"""The edge cache: intermediate outputs keyed by (class, step) under a byte capacity.
+
+Eviction rules: ``value`` (lowest estimated future value first; DRC, DNN, OO), ``lru``
+(least recently used), ``lfu`` (least frequently used, then least recent) and ``lcbfu``
+(NIRVANA: least computationally beneficial and frequently used, i.e. the lowest
+``uses * cached steps``, then least recent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgediff.cache.config import CacheConfig
+from edgediff.cache.model import Catalog, entry_value, topic_reusable_steps
+
+EVICTION_RULES = ("value", "lru", "lfu", "lcbfu")
+
+
+class EdgeCache:
+    def __init__(self, cfg: CacheConfig, catalog: Catalog, rule: str) -> None:
+        if rule not in EVICTION_RULES:
+            raise ValueError(f"unknown eviction rule {rule!r}")
+        self.cfg, self.catalog, self.rule = cfg, catalog, rule
+        cap = cfg.capacity_entries
+        self.capacity_bytes = cfg.capacity_bytes
+        self.valid = np.zeros(cap, dtype=bool)
+        self.cls = np.zeros(cap, dtype=np.int64)
+        self.step = np.zeros(cap, dtype=np.int64)
+        self.size = np.zeros(cap)
+        self.value = np.zeros(cap)
+        self.last_used = np.zeros(cap, dtype=np.int64)
+        self.uses = np.zeros(cap, dtype=np.int64)
+        self.key_index: dict[tuple[int, int], int] = {}
+        self.topic_index: dict[tuple[int, int], set[int]] = {}
+        s1 = cfg.reusable_steps + 1
+        self.class_steps = np.zeros((cfg.classes, s1), dtype=bool)
+        self.topic_count = np.zeros((cfg.topics, s1), dtype=np.int64)
+        self.topic_ok = topic_reusable_steps(cfg)
+        self.writes = 0
+        self._bytes = 0.0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def bytes_used(self) -> float:
+        return self._bytes
+
+    @property
+    def entries(self) -> int:
+        return int(self.valid.sum())
+
+    def free_entries(self) -> int:
+        return int((self.capacity_bytes - self.bytes_used) // self.cfg.output_bytes)
+
+    def value_floor(self, n_new: int) -> float:
+        """Value rate a store displaces: 0 while ``n_new`` outputs still fit, else the lowest.
+
+        A cache that holds nothing at all (zero capacity) makes every store worthless: inf.
+        """
+        if self.valid.size == 0:
+            return float("inf")
+        if self.free_entries() >= n_new or not self.valid.any():
+            return 0.0
+        return float(self.value[self.valid].min())
+
+    def cached_steps(self, cls: np.ndarray) -> np.ndarray:
+        """``J[r, m]``: the best usable cached step <= m for each request class (0: none)."""
+        cls = np.asarray(cls, dtype=np.int64)
+        usable = self.class_steps[cls] | ((self.topic_count[self.catalog.topic[cls]] > 0) & self.topic_ok)
+        steps = np.where(usable, np.arange(usable.shape[-1]), 0)
+        return np.maximum.accumulate(steps, axis=-1)
+
+    # ------------------------------------------------------------------ updates
+    def touch(self, cls: int, step: int, t: int) -> None:
+        """Record a hit on the entry that serves class ``cls`` at ``step``."""
+        idx = self.key_index.get((cls, step))
+        if idx is None:
+            idx = min(self.topic_index[(int(self.catalog.topic[cls]), step)])
+        self.last_used[idx] = t
+        self.uses[idx] += 1
+
+    def _evict_one(self) -> None:
+        idx = np.flatnonzero(self.valid)
+        if self.rule == "value":
+            keys = (self.last_used[idx], self.value[idx])
+        elif self.rule == "lru":
+            keys = (self.last_used[idx],)
+        elif self.rule == "lfu":
+            keys = (self.last_used[idx], self.uses[idx])
+        else:  # lcbfu
+            keys = (self.last_used[idx], self.uses[idx] * self.step[idx])
+        self._remove(int(idx[np.lexsort(keys)[0]]))
+
+    def _remove(self, i: int) -> None:
+        c, s = int(self.cls[i]), int(self.step[i])
+        self.valid[i] = False
+        self._bytes -= self.size[i]
+        del self.key_index[(c, s)]
+        self.class_steps[c, s] = False
+        if self.topic_ok[s]:
+            tp = int(self.catalog.topic[c])
+            self.topic_count[tp, s] -= 1
+            self.topic_index[(tp, s)].discard(i)
+
+    def insert(self, cls: int, step: int, t: int) -> bool:
+        """Store the output of class ``cls`` at ``step``, evicting by the rule if needed."""
+        cls, step = int(cls), int(step)
+        if (cls, step) in self.key_index or self.valid.size == 0:
+            return False
+        size = self.cfg.output_bytes
+        while self.bytes_used + size > self.capacity_bytes and self.valid.any():
+            self._evict_one()
+        if self.bytes_used + size > self.capacity_bytes:
+            return False
+        i = int(np.flatnonzero(~self.valid)[0])
+        self.valid[i] = True
+        self.cls[i], self.step[i], self.size[i] = cls, step, size
+        self._bytes += size
+        self.value[i] = float(entry_value(self.cfg, self.catalog, np.array(cls), np.array(step)))
+        self.last_used[i], self.uses[i] = t, 0
+        self.key_index[(cls, step)] = i
+        self.class_steps[cls, step] = True
+        if self.topic_ok[step]:
+            tp = int(self.catalog.topic[cls])
+            self.topic_count[tp, step] += 1
+            self.topic_index.setdefault((tp, step), set()).add(i)
+        self.writes += 1
+        return True

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from edgediff.cache.config import CacheConfig
+from edgediff.cache.policies import CACHE_POLICIES, UnknownCachePolicy, make_cache_policy
+from edgediff.cache.simulator import make_environment, simulate
+
+SHORT = CacheConfig(slots=200)
+
+
+@pytest.mark.parametrize("policy", ["oo", "lru", "drc"])
+def test_same_seed_same_results(policy):
+    a = simulate(SHORT, policy, seed=7)
+    b = simulate(SHORT, policy, seed=7)
+    assert a.summary() | {"decision_time_ms": 0} == b.summary() | {"decision_time_ms": 0}
+    np.testing.assert_array_equal(a.latency, b.latency)
+    assert a.losses == b.losses
+    c = simulate(SHORT, policy, seed=8)
+    assert c.summary()["mean_response_time_s"] != a.summary()["mean_response_time_s"]
+
+
+@pytest.mark.parametrize("policy", CACHE_POLICIES)
+def test_every_policy_runs_and_respects_capacity(policy):
+    cfg = CacheConfig(slots=150, capacity_bytes=20 * 500e3)  # 20 entries: the cache fills and evicts
+    res = simulate(cfg, policy, seed=1)
+    s = res.summary()
+    assert set(s) == {
+        "policy",
+        "mean_response_time_s",
+        "p95_response_time_s",
+        "hit_rate",
+        "time_saved_per_request_s",
+        "mean_queue",
+        "decision_time_ms",
+    }
+    assert res.max_cache_bytes <= cfg.capacity_bytes
+    assert 0.0 <= s["hit_rate"] <= 1.0 and s["p95_response_time_s"] >= s["mean_response_time_s"] * 0.5
+    if policy == "ncldc":
+        assert s["hit_rate"] == 0 and s["time_saved_per_request_s"] == 0
+    if policy in ("lru", "lfu", "lcbfu", "oo"):
+        assert res.stores > 20  # it had to evict to keep storing
+
+
+def test_eviction_rules_differ_when_capacity_binds():
+    cfg = CacheConfig(slots=400, capacity_bytes=50 * 500e3)
+    env = make_environment(cfg, 3)
+    rates = {p: simulate(cfg, p, 3, env=env).summary()["hit_rate"] for p in ("lru", "lfu", "lcbfu")}
+    assert len(set(rates.values())) > 1
+
+
+def test_caching_beats_no_cache_and_oo_beats_dnn():
+    env = make_environment(SHORT, 2)
+    t = {p: simulate(SHORT, p, 2, env=env).summary()["mean_response_time_s"] for p in ("ncldc", "oo", "dnn")}
+    assert t["oo"] < 0.9 * t["ncldc"]
+    assert t["oo"] < t["dnn"]
+
+
+def test_larger_V_lower_cost_larger_queue():
+    # a tight latency target so the queue is active on a short run
+    cfg = CacheConfig(slots=300, L_bar=26.0)
+    env = make_environment(cfg, 3)
+    small = simulate(cfg.with_(V=1.0), "oo", 3, env=env)
+    large = simulate(cfg.with_(V=1800.0), "oo", 3, env=env)
+    assert large.penalty.mean() < small.penalty.mean()
+    assert large.queue.mean() > small.queue.mean()
+
+
+def test_unknown_policy():
+    with pytest.raises(UnknownCachePolicy, match="choose from"):
+        make_cache_policy("fifo", SHORT)
+
+
+@pytest.mark.parametrize("policy", ["oo", "lru"])
+def test_zero_capacity_stores_nothing(policy):
+    res = simulate(CacheConfig(slots=80, capacity_bytes=0.0), policy, seed=2)
+    assert res.stores == 0 and not res.hit.any() and res.max_cache_bytes == 0
