@@ -144,6 +144,7 @@ class EpisodeBatch:
         self.earned = np.zeros(E)  # unscaled rewards of the episode so far
         self.value = np.zeros(E)  # sum of the granted users' gains at the current batch size
         self.granted_gain = np.zeros((E, M))  # the same sum at every batch size b (column b - 1)
+        self.grant_change = np.zeros(E)  # value change if the current user were granted now
 
     def reset_slot(self, slot: int, instance: Instance) -> None:
         users, M = instance.num_users, self.max_users
@@ -171,40 +172,42 @@ class EpisodeBatch:
         self.current[slot] = self.granted[slot] = 0
         self.earned[slot] = self.value[slot] = 0.0
         self.granted_gain[slot] = 0.0
+        self.grant_change[slot] = self._grant_change(np.array([slot]))[0]
 
     def observe(self, slots=None) -> np.ndarray:
         """Observations (float32, ``(len(slots), observation_size)``), current user first."""
         slots = np.arange(self.size) if slots is None else np.asarray(slots)
-        M = self.max_users
+        M, (nl, ng) = self.max_users, feature_counts(self.features)
         n = self.num_users[slots, None]
         position = np.arange(M)[None, :]
         users = np.where(position < n, (self.current[slots, None] + position) % n, position)
         rows = slots[:, None]
-        static = self.static[rows, users]
-        indicator = self.indicator[rows, users]
+        unit = self.state_scaling == "unit"
+        count_unit = float(M) if unit else 1.0
         handled = np.minimum(self.current[slots], n[:, 0])
         granted = self.granted[slots]
-        edge = self.edge[slots]
-        unit = self.state_scaling == "unit"
-        if unit:
-            static, edge = static / _LOCAL_UNIT, edge / _EDGE_UNIT
-        count_unit = float(M) if unit else 1.0
-        local = [static]
-        glob = [self.B_max[slots] / count_unit, edge, (n[:, 0] - handled) / count_unit, granted / count_unit]
-        glob.append((handled - granted) / count_unit)
+
+        obs = np.empty((len(slots), M * (nl + 1) + ng), np.float32)
+        local = obs[:, : M * (nl + 1)].reshape(len(slots), M, nl + 1)
+        local[..., :LOCAL_FEATURES] = self.static[rows, users] / _LOCAL_UNIT if unit else self.static[rows, users]
+        local[..., nl] = self.indicator[rows, users]
+        glob = obs[:, M * (nl + 1) :]
+        glob[:, 0] = self.B_max[slots] / count_unit
+        glob[:, 1:3] = self.edge[slots] / _EDGE_UNIT if unit else self.edge[slots]
+        glob[:, 3] = (n[:, 0] - handled) / count_unit
+        glob[:, 4] = granted / count_unit
+        glob[:, 5] = (handled - granted) / count_unit
         if self.features == "convex":
             # What the convex inner problem knows: each user's gain if granted into a batch
             # one larger than now, and how much granting the current user changes the value.
             gain_unit = _GAIN_UNIT if unit else 1.0
-            joining = np.minimum(granted, M - 1)[:, None]
-            local.append(self.gain[rows, users, joining][..., None] / gain_unit)
-            glob.append(self._grant_change(slots) / gain_unit)
-        local.append(indicator[..., None])
-        local = np.concatenate(local, axis=2).reshape(len(slots), -1)
-        return np.concatenate([local, np.column_stack(glob)], axis=1).astype(np.float32)
+            local[..., LOCAL_FEATURES] = self.gain[rows, users, np.minimum(granted, M - 1)[:, None]] / gain_unit
+            glob[:, 6] = self.grant_change[slots] / gain_unit
+        return obs
 
     def _grant_change(self, slots) -> np.ndarray:
-        """Change of the value if the current user of each slot were granted now."""
+        """Change of the value if the current user of each slot were granted now (kept in
+        ``grant_change``, refreshed whenever a slot moves to its next user)."""
         b = self.granted[slots]
         joining = np.minimum(b, self.max_users - 1)
         user = self.current[slots] % self.num_users[slots]
@@ -218,7 +221,7 @@ class EpisodeBatch:
         """
         slots = np.arange(self.size) if slots is None else np.asarray(slots)
         grant = np.asarray(actions).astype(bool)
-        change = np.where(grant, self._grant_change(slots), 0.0)
+        change = np.where(grant, self.grant_change[slots], 0.0)
         user = self.current[slots]
         self.indicator[slots, user] = np.where(grant, GRANTED, DENIED)
         self.granted[slots] += grant
@@ -240,6 +243,7 @@ class EpisodeBatch:
             self.indicator[final] = np.where(self.indicator[final] == GRANTED, GRANTED, DENIED)
         self.earned[running] += step_reward[~done]
         self.indicator[running, self.current[running]] = CURRENT
+        self.grant_change[running] = self._grant_change(running)
         return reward * self.reward_scale, done
 
     def objective(self, slots) -> np.ndarray:
