@@ -85,8 +85,11 @@ def make_policy(
 ) -> Policy:
     """Build a registered policy; options it does not take are ignored."""
     spec = policy_spec(name)
-    module, func = spec.target.split(":")
-    solve = getattr(importlib.import_module(module), func)
+    module_name, func = spec.target.split(":")
+    module = importlib.import_module(module_name)
     given = {"seed": seed, "time_limit": time_limit, "checkpoint": checkpoint}
     options = {k: given[k] for k in spec.options if given[k] is not None}
-    return Policy(name, solve, options)
+    prepare = getattr(module, "prepare", None)  # e.g. load a checkpoint now, not in the first timed decision
+    if prepare is not None:
+        prepare(**options)
+    return Policy(name, getattr(module, func), options)

@@ -55,6 +55,11 @@ def _load(checkpoint: str | None) -> tuple[NumpyQ, DqnConfig]:
     return NumpyQ(network), config
 
 
+def prepare(checkpoint: str | None = None) -> None:
+    """Load (and cache) the checkpoint, so that a bad one fails before any decision."""
+    _load(None if checkpoint is None else str(checkpoint))
+
+
 def solve_dqn(instance: Instance, checkpoint: str | None = None) -> Decision:
     q_function, config = _load(None if checkpoint is None else str(checkpoint))
     if instance.max_granted == 0:
