@@ -16,7 +16,7 @@ from edgediff.core.model import Decision
 from edgediff.offload.dqn.checkpoint import load_checkpoint
 from edgediff.offload.dqn.env import EpisodeBatch
 from edgediff.offload.dqn.network import QNetwork
-from edgediff.offload.dqn.train import DqnConfig
+from edgediff.offload.dqn.train import DqnConfig, greedy_rollout
 from edgediff.offload.exact import decision_from_table
 from edgediff.offload.policies import CheckpointError
 
@@ -70,7 +70,5 @@ def solve_dqn(instance: Instance, checkpoint: str | None = None) -> Decision:
         )
     batch = EpisodeBatch(1, q_function.max_users, **config.mdp_options)
     batch.reset_slot(0, instance)
-    slot, done = np.zeros(1, np.int64), False
-    while not done:
-        done = batch.step(q_function(batch.observe(slot)).argmax(axis=1), slot)[1][0]
+    greedy_rollout(q_function, batch)
     return decision_from_table(instance, batch.granted_users(0), batch.split[0, : instance.num_users])

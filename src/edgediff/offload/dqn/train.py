@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,15 +88,24 @@ def select_actions(q: torch.Tensor, epsilon: float, temperature: float, rng: np.
     return np.where(explore, rng.integers(0, 2, len(probs)), actions)
 
 
-def greedy_rollout(network: QNetwork, batch: EpisodeBatch) -> np.ndarray:
-    """Run every slot's episode to its end with ``argmax Q``; returns the objectives."""
+def greedy_rollout(q_values: Callable[[np.ndarray], np.ndarray], batch: EpisodeBatch) -> np.ndarray:
+    """Run every slot's episode to its end with ``argmax Q``; returns the objectives.
+
+    ``q_values`` maps observations to Q-values (NumPy in, NumPy out).
+    """
     active = np.arange(batch.size)
     while active.size:
-        with torch.inference_mode():
-            q = network(torch.from_numpy(batch.observe(active)))
-        _, done = batch.step(q.argmax(dim=1).numpy(), active)
+        _, done = batch.step(q_values(batch.observe(active)).argmax(axis=1), active)
         active = active[~done]
     return batch.objective(np.arange(batch.size))
+
+
+def numpy_q(network: QNetwork) -> Callable[[np.ndarray], np.ndarray]:
+    def q_values(obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(obs)).numpy()
+
+    return q_values
 
 
 @dataclass
@@ -122,7 +132,7 @@ class HeldOut:
         for slot, instance in enumerate(self.instances):
             batch.reset_slot(slot, instance)
         network.eval()
-        objective = greedy_rollout(network, batch)
+        objective = greedy_rollout(numpy_q(network), batch)
         network.train()
         return float(normalized_score(objective, self.exact, self.all_local).mean()), float(objective.mean())
 
