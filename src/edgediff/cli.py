@@ -273,6 +273,12 @@ def _cmd_calibrate(args) -> None:
     except (ValueError, ModelLoadError) as err:
         raise UsageError(str(err)) from None
     profile = calibrate(model, config)
+    if profile.k < 0:
+        print(
+            f"edgediff calibrate: warning: fitted k = {profile.k:.3g} s < 0 (timings too noisy); "
+            "rerun with more --repeats on an idle machine before using this profile",
+            file=sys.stderr,
+        )
     if args.out is not None:
         try:
             profile.save(args.out)
