@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgediff.core.model import LATENCY_MODELS
     from edgediff.offload.policies import REGISTRY
 
-    policies = "\n".join(f"  {name:<6} {spec.summary}" for name, spec in REGISTRY.items())
+    policies = "\n".join(f"  {name:<8} {spec.summary}" for name, spec in REGISTRY.items())
     p = sub.add_parser(
         "solve",
         help="decide one instance with a policy (SPEC D.2)",
