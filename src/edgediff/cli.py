@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer slots and points)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, help="local processes for sweeps (default: one per CPU)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
     return parser
 
 
@@ -370,16 +372,20 @@ def _cmd_cache_sim(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from edgediff.reproduce import UnknownFigure, figure_spec, reproduce
+    from edgediff.offload.sweep import SweepError
+    from edgediff.reproduce import UnknownFigure, figure_names, reproduce
 
     try:
-        figure_spec(args.name)
+        figure_names(args.name)
     except UnknownFigure as err:
         raise UsageError(str(err)) from None
+    logging.getLogger("edgediff").setLevel(logging.INFO)  # long runs show which figure and step they are on
     try:
-        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed)
+        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, workers=args.workers, ray=args.ray)
     except OSError as err:
         raise UsageError(f"cannot write to {str(args.out)!r}: {err.strerror}") from None
+    except SweepError as err:
+        raise UsageError(str(err)) from None
     for path in paths:
         print(path)
 
