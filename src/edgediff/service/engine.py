@@ -68,7 +68,7 @@ class Job:
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
-    capture_step: int = 0  # steps done at which the edge stores this member's latent (0: none)
+    capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
     reason: str | None = None
     payload: bytes | None = field(default=None, repr=False)
     decided_at: float | None = None
@@ -392,11 +392,9 @@ class EdgeEngine:
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
-            if reach > job.cache_hit_step:
-                job.capture_step = reach
-        first_stop = steps - job.capture_step if job.capture_step else job.split
+            job.capture_steps = set(range(job.cache_hit_step + 1, reach + 1))
         try:
-            executor.add(job.id, job.request, first_stop, start)
+            executor.add(job.id, job.request, job.split, start)
         except Exception as err:
             self._mark_decided(job, index)
             self._finish(job, "failed", f"edge could not start: {err}")
@@ -430,24 +428,33 @@ class EdgeEngine:
             self.stats.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
+        if self.cache.enabled:
+            try:
+                for key in executor.active:
+                    self._capture(self.get(key), executor.state(key))
+            except Exception:  # a cache failure costs reuse, never a request
+                log.exception("latent cache insert failed")
         for key, state in left:
             job = self.get(key)
             if job is None or job.terminal:
                 continue
             try:
-                if job.capture_step and state.steps_done == job.capture_step:
-                    if self.cache.insert(job.embedding, state, job.capture_step, job.request.prompt):
-                        self.metrics.cache_bytes.set(self.cache.bytes_used)
-                        self.metrics.cache_entries.set(len(self.cache))
-                    if state.split != job.split:  # rejoin the batch for the rest of its edge steps
-                        executor.add(job.id, job.request, job.split, state)
-                        continue
+                self._capture(job, state)
                 job.payload = encode_latent(state)
                 self._finish(job, "done")
             except Exception as err:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
         return executor
+
+    def _capture(self, job: Job | None, state) -> None:
+        """Store ``state`` in the cache if it is one of the member's reusable steps."""
+        if job is None or state.steps_done not in job.capture_steps:
+            return
+        job.capture_steps.discard(state.steps_done)
+        if self.cache.insert(job.embedding, state, state.steps_done, job.request.prompt):
+            self.metrics.cache_bytes.set(self.cache.bytes_used)
+            self.metrics.cache_entries.set(len(self.cache))
 
     # ------------------------------------------------------------------ state changes
     def _signal(self, event: asyncio.Event | None) -> None:
