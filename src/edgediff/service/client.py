@@ -156,7 +156,18 @@ class RemoteResult:
         return int(self.status.get("cache_hit_step") or 0)
 
 
-def generate_remote(
+@dataclass(frozen=True)
+class EdgeAnswer:
+    """What the edge gave: the state to finish from (the edge's latent, or the request's
+    noise when denied or failed), the final status, and the wall time since submitting."""
+
+    state: object  # LatentState
+    status: dict
+    payload_bits: int
+    elapsed_s: float
+
+
+def request_edge(
     client: EdgeClient,
     request,
     model,
@@ -164,12 +175,10 @@ def generate_remote(
     alpha: float,
     profile: tuple[float, float] | None = None,
     preset: str | None = None,
-) -> RemoteResult:
-    """Submit ``request`` (a ``GenerationRequest``), receive the decision and the latent, finish
-    on ``model`` (the device's), decode. Denied or failed at the edge: everything local."""
+) -> EdgeAnswer:
+    """Submit ``request`` (a ``GenerationRequest``) and wait for the decision and the latent."""
     from edgediff.runtime.executor import initial_state
     from edgediff.runtime.payload import decode_latent
-    from edgediff.runtime.split import finish
 
     start = time.perf_counter()
     submitted = client.submit(
@@ -195,16 +204,34 @@ def generate_remote(
         if final["status"] == "failed":
             log.warning("edge failed request %s (%s); generating locally", submitted["id"], final.get("reason"))
         state = initial_state(model, request)
+    bits = 0 if payload is None else 8 * len(payload)
+    return EdgeAnswer(state, final, bits, time.perf_counter() - start)
+
+
+def generate_remote(
+    client: EdgeClient,
+    request,
+    model,
+    *,
+    alpha: float,
+    profile: tuple[float, float] | None = None,
+    preset: str | None = None,
+) -> RemoteResult:
+    """Submit ``request`` (a ``GenerationRequest``), receive the decision and the latent, finish
+    on ``model`` (the device's), decode. Denied or failed at the edge: everything local."""
+    from edgediff.runtime.split import finish
+
+    answer = request_edge(client, request, model, alpha=alpha, profile=profile, preset=preset)
     local_start = time.perf_counter()
-    image = finish(model, state)
-    end = time.perf_counter()
+    image = finish(model, answer.state)
+    local_s = time.perf_counter() - local_start
     return RemoteResult(
         image=image,
-        status=final,
-        split=state.split,
+        status=answer.status,
+        split=answer.state.split,
         steps=request.steps,
-        payload_bits=0 if payload is None else 8 * len(payload),
-        predicted_latency_s=final.get("predicted_latency_s"),
-        measured_latency_s=end - start,
-        local_s=end - local_start,
+        payload_bits=answer.payload_bits,
+        predicted_latency_s=answer.status.get("predicted_latency_s"),
+        measured_latency_s=answer.elapsed_s + local_s,
+        local_s=local_s,
     )

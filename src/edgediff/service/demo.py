@@ -1,11 +1,13 @@
 """The service half of ``edgediff demo``: the edge in-process on a loopback port, one window
 of 8 simulated users, decisions, predicted vs measured latency, the images as a PNG grid.
 
-The users' devices are this machine's CPU slowed down: user ``i`` declares the profile
-``s_i * (k, h)`` of the ``tiny`` model calibrated here and, after finishing its steps,
-waits ``(s_i - 1)`` times its measured local compute time, so that what it measures is what
-a device ``s_i`` times slower would. The edge is the same CPU running the batched executor,
-calibrated at start-up (G = 1), so the comparison is like for like.
+The users' devices are this machine's CPU slowed down: user ``i`` declares the per-step
+latency ``s_i * L(1)`` of the ``tiny`` model calibrated here. Its measured latency is the
+wall time from submitting to holding the edge's answer (decision, latent: measured over
+HTTP, window wait included) plus ``s_i`` times the wall time of its local steps and decoding,
+run one user at a time on this CPU (eight simulated devices would otherwise share its two
+cores). The edge is the same CPU running the batched executor, calibrated at start-up
+(G = 1), so predicted and measured are like for like.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float 
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
     from edgediff.runtime.models import load_model
     from edgediff.runtime.request import GenerationRequest
-    from edgediff.service.client import EdgeClient, generate_remote
+    from edgediff.runtime.split import finish
+    from edgediff.service.client import EdgeClient, request_edge
     from edgediff.service.config import ServiceConfig
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import ServiceThread
@@ -66,21 +69,26 @@ def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float 
     engine = EdgeEngine(config, model=model)
     gate = threading.Barrier(len(SLOWDOWNS))
 
+    device_lock = threading.Lock()
+
     def user(i: int, url: str):
         s = SLOWDOWNS[i]
         request = GenerationRequest(PROMPTS[i], steps=steps, seed=seed + i)
         with EdgeClient(url) as client:
             gate.wait()  # everyone asks within the same window
-            result = generate_remote(client, request, model, alpha=float(alphas[i]), profile=(s * local_step, 0.0))
-        time.sleep((s - 1.0) * result.local_s)  # the device is s times slower than this CPU
-        return result, result.measured_latency_s + (s - 1.0) * result.local_s
+            answer = request_edge(client, request, model, alpha=float(alphas[i]), profile=(s * local_step, 0.0))
+        with device_lock:  # one simulated device at a time on this CPU
+            start = time.perf_counter()
+            image = finish(model, answer.state)
+            local_s = time.perf_counter() - start
+        return answer, image, answer.elapsed_s + s * local_s
 
     with ServiceThread(engine) as service:
         with ThreadPoolExecutor(len(SLOWDOWNS)) as pool:
             outcomes = list(pool.map(lambda i: user(i, service.url), range(len(SLOWDOWNS))))
     rows = []
-    for i, (result, measured) in enumerate(outcomes):
-        st = result.status
+    for i, (answer, _, measured) in enumerate(outcomes):
+        st = answer.status
         rows.append(
             [
                 f"u{i}",
@@ -94,8 +102,8 @@ def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float 
                 measured,
             ]
         )
-    image_grid([r.image for r, _ in outcomes]).save(out)
-    windows = sorted({r.status["window"] for r, _ in outcomes})
+    image_grid([image for _, image, _ in outcomes]).save(out)
+    windows = sorted({a.status["window"] for a, _, _ in outcomes})
     head = (
         f"edgediff service demo: tiny model on this CPU, edge L(b) = {engine.edge_k * 1000:.2f} b + "
         f"{engine.edge_h * 1000:.2f} ms per step (calibrated, G = 1), device L(1) = {local_step * 1000:.2f} ms, "

@@ -30,7 +30,7 @@ class ServiceMetrics:
             "edgediff_decision_seconds", "Wall time of one window's policy decision", buckets=STEP_BUCKETS, registry=r
         )
         self.cache_hits = Counter("edgediff_cache_hits", "Granted requests started from a cached latent", registry=r)
-        self.cache_misses = Counter("edgediff_cache_misses", "Granted requests with no usable cached latent", registry=r)
+        self.cache_misses = Counter("edgediff_cache_misses", "Granted requests with no usable latent", registry=r)
         self.cache_bytes = Gauge("edgediff_cache_bytes", "Bytes held by the latent cache", registry=r)
         self.cache_entries = Gauge("edgediff_cache_entries", "Entries in the latent cache", registry=r)
         self.queue_depth = Gauge("edgediff_queue_depth", "Requests waiting for the next window", registry=r)
