@@ -23,6 +23,7 @@ from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgediff import __version__
 from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
@@ -122,6 +123,10 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     app.state.engine = engine
     max_wait = engine.config.max_wait_s
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
         return JSONResponse({"error": describe_validation(exc.errors())}, status_code=422)
@@ -133,7 +138,12 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         "/v1/requests",
         status_code=202,
         response_model=JobStatus,
-        responses={**_ERRORS, 413: {"model": ErrorBody}, 503: {"model": ErrorBody, "description": "queue full"}},
+        responses={
+            **_ERRORS,
+            400: {"model": ErrorBody, "description": "body is not decodable"},
+            413: {"model": ErrorBody, "description": "body too large"},
+            503: {"model": ErrorBody, "description": "queue full or draining (see Retry-After)"},
+        },
     )
     async def submit(body: SubmitRequest):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
