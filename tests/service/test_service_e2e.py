@@ -78,7 +78,8 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
         own = generate(second, tiny, split=b.split).image
         assert not np.array_equal(b.image, own)
         # an unrelated prompt misses
-        c = generate_remote(client, GenerationRequest("zebra 123", steps=20, seed=3), tiny, alpha=5.0, profile=SLOW_DEVICE)
+        unrelated = GenerationRequest("zebra 123", steps=20, seed=3)
+        c = generate_remote(client, unrelated, tiny, alpha=5.0, profile=SLOW_DEVICE)
         assert c.status["cache_hit_step"] == 0
         metrics = client.http.get("/metrics").text
     assert "edgediff_cache_hits_total 1.0" in metrics

@@ -66,7 +66,8 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     assert engine.stats.accepted == 0
     # still serving
     with EdgeClient(service.url) as client:
-        assert client.status(client.submit("ok", alpha=1.0, profile=(0.2, 0.0), steps=3)["id"], wait=30)["status"] == "done"
+        job = client.submit("ok", alpha=1.0, profile=(0.2, 0.0), steps=3)["id"]
+        assert client.status(job, wait=30)["status"] == "done"
 
 
 def test_full_queue_answers_503_with_retry_after_and_drains(start_service):

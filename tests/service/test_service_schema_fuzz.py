@@ -36,7 +36,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=int(os.environ.get("EDGEDIFF_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=int(os.environ.get("EDGEDIFF_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
 def test_no_server_errors_and_responses_match_the_schema(case, fuzz_service):
     response = case.call(base_url=fuzz_service.url, timeout=30)
     assert response.status_code < 500, response.text

@@ -320,16 +320,6 @@ class EdgeEngine:
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        if self.cache.enabled:
-            try:
-                vectors = self.embedder.encode([j.request.prompt for j in jobs])
-                for job, vector in zip(jobs, vectors):
-                    job.embedding = vector
-            except Exception as err:  # a broken embedder must not take the window down: no cache this time
-                log.exception("prompt embedding failed")
-                for job in jobs:
-                    job.embedding = None
-                log.warning("window %d runs without the cache: %s", index, err)
         remaining = cfg.b_max
         groups: dict[int, list[Job]] = {}
         for job in jobs:
@@ -365,20 +355,36 @@ class EdgeEngine:
                     self._finish(job, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
             remaining -= decision.granted_count
+            admitted = []
             for i, job in enumerate(group):
                 job.granted = bool(decision.granted[i])
                 job.split = int(decision.split[i])
                 job.predicted_latency_s = float(outcome.latency[i])
                 job.predicted_pai = float(outcome.pai[i])
                 if job.granted:
-                    executor = self._admit(executor, job, index)
-                else:
+                    admitted.append(job)
+                else:  # answered now: the device runs everything
                     self._mark_decided(job, index)
                     self._finish(job, "denied")
+            self._embed(admitted, index)
+            for job in admitted:
+                executor = self._admit(executor, job, index)
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
+
+    def _embed(self, jobs: list[Job], index: int) -> None:
+        """Prompt embeddings of the granted requests (only they touch the cache)."""
+        if not self.cache.enabled or not jobs:
+            return
+        try:
+            for job, vector in zip(jobs, self.embedder.encode([j.request.prompt for j in jobs])):
+                job.embedding = vector
+        except Exception as err:  # a broken embedder must not take the window down: no cache this time
+            log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
+            for job in jobs:
+                job.embedding = None
 
     def _admit(self, executor, job: Job, index: int):
         steps, offloaded = job.steps, job.steps - job.split
