@@ -6,8 +6,8 @@ start-up, default cache with the real prompt embedder); ``--clients`` asyncio cl
 each send ``--requests`` requests one after another (closed loop): submit, then one long
 poll on the latent (200: granted, the latent; 409: denied, "run locally"). End-to-end
 latency = submit to holding the edge's answer (the latent, or the "run locally"
-decision); the device's own local steps are not run here (they would run on the users' devices, not on this host). Prompts come from a
-pool with Zipf popularity, so the latent cache sees repeats; device profiles are the paper's
+decision); the device's own local steps are not run here (they would run on the users'
+devices, not on this host). Prompts come from a pool with Zipf popularity, so the latent cache sees repeats; device profiles are the paper's
 user rows 3..10 with random α.
 
 Edge throughput = member-steps per second of edge busy time; the ideal is the executor's
