@@ -2,13 +2,14 @@
 accounted for, end-to-end latency percentiles, edge throughput against the executor's ideal.
 
 The service runs as ``edgediff serve`` in a subprocess (tiny model, edge calibrated at
-start-up, default cache with the real prompt embedder); ``--clients`` asyncio clients (100)
+start-up, default cache with the real prompt embedder). ``--clients`` asyncio clients (100)
 each send ``--requests`` requests one after another (closed loop): submit, then one long
-poll on the latent (200: granted, the latent; 409: denied, "run locally"). End-to-end
-latency = submit to holding the edge's answer (the latent, or the "run locally"
-decision); the device's own local steps are not run here (they would run on the users'
-devices, not on this host). Prompts come from a pool with Zipf popularity, so the latent cache sees repeats; device profiles are the paper's
-user rows 3..10 with random α.
+poll on the latent (200: granted, the latent; 409: denied, "run locally").
+
+End-to-end latency = submit to holding the edge's answer (the latent, or the "run locally"
+decision). The device's own local steps are not run here: they would run on the users'
+devices, not on this host. Prompts come from a pool with Zipf popularity, so the latent
+cache sees repeats; device profiles are the paper's user rows 3..10 with random alpha.
 
 Edge throughput = member-steps per second of edge busy time; the ideal is the executor's
 calibrated ``L(b) = k b + h`` summed over the batches the edge really ran (what the same
@@ -35,8 +36,23 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = [f"row{r}" for r in range(3, 11)]
-SUBJECTS = ["a red fox", "a lighthouse", "a bowl of ramen", "a castle", "a sailboat", "a city street", "sunflowers",
-            "an astronaut", "a mountain lake", "a vintage car", "a robot", "a cat", "a dog", "a forest", "a desert"]
+SUBJECTS = [
+    "a red fox",
+    "a lighthouse",
+    "a bowl of ramen",
+    "a castle",
+    "a sailboat",
+    "a city street",
+    "sunflowers",
+    "an astronaut",
+    "a mountain lake",
+    "a vintage car",
+    "a robot",
+    "a cat",
+    "a dog",
+    "a forest",
+    "a desert",
+]
 STYLES = ["at dusk", "in the snow", "oil painting", "watercolor", "photograph"]
 
 
@@ -94,8 +110,10 @@ async def load(url: str, args) -> tuple[list, float]:
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         start = time.perf_counter()
         await asyncio.gather(
-            *(one_client(http, i, args, prompts, weights, np.random.default_rng([args.seed, i]), records)
-              for i in range(args.clients))
+            *(
+                one_client(http, i, args, prompts, weights, np.random.default_rng([args.seed, i]), records)
+                for i in range(args.clients)
+            )
         )
         wall = time.perf_counter() - start
     return records, wall
@@ -114,8 +132,20 @@ def main() -> int:
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), "--window", str(args.window),
-               "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgediff",
+        "serve",
+        "--port",
+        str(port),
+        "--window",
+        str(args.window),
+        "--bmax",
+        str(args.bmax),
+        "--cache-gb",
+        str(args.cache_gb),
+    ]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -166,38 +196,61 @@ def main() -> int:
     def pct(a, q):
         return f"{np.percentile(a, q):.3f}" if len(a) else "n/a"
 
-    print(f"edgediff service load: {args.clients} concurrent clients x {args.requests} requests = {total}, "
-          f"N = {args.steps}, window {args.window} s, B_max {args.bmax}, loopback, model {info['model']}")
+    print(
+        f"edgediff service load: {args.clients} concurrent clients x {args.requests} requests = {total}, "
+        f"N = {args.steps}, window {args.window} s, B_max {args.bmax}, loopback, model {info['model']}"
+    )
     print(f"edge profile (calibrated at start-up): L(b) = {profile['k'] * 1000:.2f} b + {profile['h'] * 1000:.2f} ms")
-    print(f"wall time {wall:.1f} s; submitted {len(records)}, errors {len(errors)}, 503 retries "
-          f"{sum(r['retries'] for r in records)}")
+    print(
+        f"wall time {wall:.1f} s; submitted {len(records)}, errors {len(errors)}, 503 retries "
+        f"{sum(r['retries'] for r in records)}"
+    )
     accounted = len(ids) == total and all(s in ("done", "denied", "failed") for s in final)
-    print(f"accounted: {len(ids)} ids, terminal states {dict(terminal)} (server), every request terminal: "
-          f"{accounted}; failed {terminal['failed']}")
-    print(f"end-to-end latency (submit -> edge answer), s: p50 {pct(latency, 50)}, p99 {pct(latency, 99)}, "
-          f"max {latency.max():.3f}" if len(latency) else "no latencies")
-    print(f"  granted ({len(granted)}): p50 {pct(granted, 50)}, p99 {pct(granted, 99)}; "
-          f"denied ({len(denied)}): p50 {pct(denied, 50)}, p99 {pct(denied, 99)}")
+    print(
+        f"accounted: {len(ids)} ids, terminal states {dict(terminal)} (server), every request terminal: "
+        f"{accounted}; failed {terminal['failed']}"
+    )
+    print(
+        f"end-to-end latency (submit -> edge answer), s: p50 {pct(latency, 50)}, p99 {pct(latency, 99)}, "
+        f"max {latency.max():.3f}"
+        if len(latency)
+        else "no latencies"
+    )
+    print(
+        f"  granted ({len(granted)}): p50 {pct(granted, 50)}, p99 {pct(granted, 99)}; "
+        f"denied ({len(denied)}): p50 {pct(denied, 50)}, p99 {pct(denied, 99)}"
+    )
     queued = np.array([r["status"]["queued_s"] for r in ok])
     edge = np.array([r["status"]["edge_s"] for r in ok if r["status"]["edge_s"] is not None])
-    print(f"server side, s: arrival -> decision p50 {pct(queued, 50)}, p99 {pct(queued, 99)}; "
-          f"decision -> latent (granted) p50 {pct(edge, 50)}, p99 {pct(edge, 99)}")
+    print(
+        f"server side, s: arrival -> decision p50 {pct(queued, 50)}, p99 {pct(queued, 99)}; "
+        f"decision -> latent (granted) p50 {pct(edge, 50)}, p99 {pct(edge, 99)}"
+    )
     submit = np.array([r["submit_s"] for r in ok])
     print(f"client side, s: submit -> 202 p50 {pct(submit, 50)}, p99 {pct(submit, 99)}")
     print(f"cache hits {hits} of {len(granted)} granted")
     busy, ideal, steps, member_steps = stats["busy_s"], stats["ideal_s"], stats["steps"], stats["member_steps"]
     if steps:
-        print(f"edge: {stats['windows']} windows, {steps} batched steps, mean batch {member_steps / steps:.2f}, "
-              f"{member_steps} member-steps in {busy:.2f} s busy = {member_steps / busy:.1f} member-steps/s; "
-              f"executor ideal (calibrated L(b) over the same batches) {member_steps / ideal:.1f} member-steps/s; "
-              f"ratio {ideal / busy:.1%}; edge busy {busy / wall:.1%} of wall time")
-    sums = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-            if line.startswith(("edgediff_decision_seconds_sum", "edgediff_decision_seconds_count"))}
+        print(
+            f"edge: {stats['windows']} windows, {steps} batched steps, mean batch {member_steps / steps:.2f}, "
+            f"{member_steps} member-steps in {busy:.2f} s busy = {member_steps / busy:.1f} member-steps/s; "
+            f"executor ideal (calibrated L(b) over the same batches) {member_steps / ideal:.1f} member-steps/s; "
+            f"ratio {ideal / busy:.1%}; edge busy {busy / wall:.1%} of wall time"
+        )
+    sums = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith(("edgediff_decision_seconds_sum", "edgediff_decision_seconds_count"))
+    }
     if sums.get("edgediff_decision_seconds_count"):
-        print(f"window decisions (policy + prompt embeddings of the granted): mean "
-              f"{sums['edgediff_decision_seconds_sum'] / sums['edgediff_decision_seconds_count'] * 1000:.1f} ms")
-    print(f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s, service process "
-          f"{child.ru_utime + child.ru_stime:.1f} s (this host has {os.cpu_count()} cores, shared)")
+        print(
+            f"window decisions (policy + prompt embeddings of the granted): mean "
+            f"{sums['edgediff_decision_seconds_sum'] / sums['edgediff_decision_seconds_count'] * 1000:.1f} ms"
+        )
+    print(
+        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s, service process "
+        f"{child.ru_utime + child.ru_stime:.1f} s (this host has {os.cpu_count()} cores, shared)"
+    )
     for r in errors[:5]:
         print("error:", r["error"])
     return 0 if not errors and accounted else 1

@@ -25,11 +25,21 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "EDGEDIFF_FUZZ_EXAMPLES": str(args.examples)}
     start = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
-               str(ROOT / "tests/service/test_service_schema_fuzz.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        str(ROOT / "tests/service/test_service_schema_fuzz.py"),
+    ]
     result = subprocess.run(command, env=env, cwd=ROOT)
-    print(f"schema fuzz: {args.examples} examples per operation, {time.perf_counter() - start:.1f} s, "
-          f"{'no 5xx and every response matches the schema' if result.returncode == 0 else 'FAILURES (see above)'}")
+    print(
+        f"schema fuzz: {args.examples} examples per operation, {time.perf_counter() - start:.1f} s, "
+        f"{'no 5xx and every response matches the schema' if result.returncode == 0 else 'FAILURES (see above)'}"
+    )
     return result.returncode
 
 

@@ -49,8 +49,24 @@ def test_generate_server_option_errors(tmp_path, capsys, extra, message):
 
 def test_generate_unreachable_server_and_profile_without_server(tmp_path, capsys):
     out = str(tmp_path / "a.png")
-    assert main(["generate", "--prompt", "x", "--steps", "2", "--server", "http://127.0.0.1:9", "--preset", "row3",
-                 "--out", out]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--prompt",
+                "x",
+                "--steps",
+                "2",
+                "--server",
+                "http://127.0.0.1:9",
+                "--preset",
+                "row3",
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
     assert "cannot reach the edge service" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "--preset", "row3", "--out", out]) == 2
     assert "need --server" in capsys.readouterr().err

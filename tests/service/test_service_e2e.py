@@ -113,8 +113,14 @@ def test_metrics_health_info_and_openapi(start_service, tiny):
         schema = client.http.get("/openapi.json").json()
     names = [line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
     assert names and all(n.startswith("edgediff_") for n in names)
-    for name in ("edgediff_requests_total", "edgediff_grants_total", "edgediff_batch_size_count",
-                 "edgediff_step_latency_seconds_count", "edgediff_cache_hits_total", "edgediff_cache_bytes"):
+    for name in (
+        "edgediff_requests_total",
+        "edgediff_grants_total",
+        "edgediff_batch_size_count",
+        "edgediff_step_latency_seconds_count",
+        "edgediff_cache_hits_total",
+        "edgediff_cache_bytes",
+    ):
         assert name in names
     assert 'edgediff_requests_total{outcome="done"} 1.0' in text
     assert health.status_code == 200 and health.json()["status"] == "ok"

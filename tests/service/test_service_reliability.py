@@ -88,8 +88,10 @@ def test_disconnecting_clients_do_not_break_the_window(start_service):
     service, engine = start_service(cache_gb=0, window_s=0.5)
     # 1. a client that sends half a body and hangs up
     with socket.create_connection(("127.0.0.1", service.port)) as sock:
-        sock.sendall(b"POST /v1/requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 500\r\n\r\n{\"prompt\": ")
+        sock.sendall(
+            b"POST /v1/requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500\r\n\r\n{"prompt": '
+        )
     # 2. a client that submits, then gives up while long-polling
     with EdgeClient(service.url) as client:
         gone = client.submit("abandoned", alpha=2.0, profile=(0.2, 0.01), steps=6)["id"]
@@ -131,8 +133,22 @@ def _free_port() -> int:
 def test_sigterm_drains_then_stops(tmp_path):
     port, journal = _free_port(), tmp_path / "journal.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), "--window", "5", "--cache-gb", "0",
-               "--edge-profile", "0.01,0.004", "--journal", str(journal)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgediff",
+        "serve",
+        "--port",
+        str(port),
+        "--window",
+        "5",
+        "--cache-gb",
+        "0",
+        "--edge-profile",
+        "0.01,0.004",
+        "--journal",
+        str(journal),
+    ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"

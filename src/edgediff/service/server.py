@@ -51,8 +51,8 @@ def serve(engine: EdgeEngine, host: str = "127.0.0.1", port: int = 8000, gracefu
 class ServiceThread:
     """The service in a background thread on ``host`` and a free port (``port=0``)::
 
-        with ServiceThread(engine) as service:
-            EdgeClient(service.url) ...
+    with ServiceThread(engine) as service:
+        EdgeClient(service.url) ...
     """
 
     def __init__(self, engine: EdgeEngine, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 5.0):
