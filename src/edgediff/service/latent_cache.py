@@ -13,17 +13,26 @@ similarity. Capacity is in bytes (latent + embedding); eviction ``lcbfu`` (NIRVA
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 
+@functools.lru_cache(maxsize=256)
+def _thresholds(reusable_steps: int, theta_min: float) -> np.ndarray:
+    from edgediff.cache.config import CacheConfig
+    from edgediff.cache.model import theta as part_b_theta
+
+    # Part B's own rule, for a request whose reusable bound is S* (its step count does not enter)
+    return part_b_theta(CacheConfig(steps=reusable_steps, reusable_steps=reusable_steps, theta_min=theta_min))
+
+
 def theta(step: int, reusable_steps: int, theta_min: float) -> float:
-    """Similarity a cached latent ``step`` steps in needs (SPEC B.1; 1 at ``S*``)."""
-    if reusable_steps <= 1:
-        return 1.0
-    return theta_min + (1.0 - theta_min) * (step - 1) / (reusable_steps - 1)
+    """Similarity a cached latent ``step`` steps in needs: SPEC B.1's ``theta(m)``, from
+    ``theta_min`` at step 1 to 1 at ``S*`` (:func:`edgediff.cache.model.theta`)."""
+    return float(_thresholds(int(reusable_steps), float(theta_min))[step])
 
 
 @dataclass(eq=False)
