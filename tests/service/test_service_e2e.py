@@ -128,9 +128,24 @@ def test_metrics_health_info_and_openapi(start_service, tiny):
     assert "/v1/requests" in schema["paths"] and "SubmitRequest" in schema["components"]["schemas"]
 
 
-@pytest.mark.parametrize("policy", ["b1", "b3"])
+@pytest.mark.parametrize("policy", ["b1", "b3", "dqn", "ga"])
 def test_other_policies(start_service, tiny, policy):
     service, engine = start_service(cache_gb=0, policy=policy)
     with EdgeClient(service.url) as client:
-        status = client.status(client.submit("y", alpha=5.0, profile=SLOW_DEVICE, steps=5)["id"], wait=30)
-    assert status["status"] == ("denied" if policy == "b3" else "done")
+        ids = [client.submit(f"y{i}", alpha=5.0, profile=SLOW_DEVICE, steps=10, seed=i)["id"] for i in range(3)]
+        statuses = [client.status(i, wait=30) for i in ids]
+    assert all(s["status"] in ("done", "denied") for s in statuses)
+    if policy == "b3":
+        assert all(s["status"] == "denied" for s in statuses)
+    else:  # a slow device and a fast edge: every policy offloads someone
+        assert any(s["status"] == "done" for s in statuses)
+
+
+def test_client_retries_a_full_queue(start_service):
+    service, engine = start_service(cache_gb=0, queue_limit=1, window_s=0.3)
+    with EdgeClient(service.url, max_retry_wait_s=0.5) as client:
+        first = client.submit("a", alpha=1.0, profile=SLOW_DEVICE, steps=3)
+        second = client.submit("b", alpha=1.0, profile=SLOW_DEVICE, steps=3)  # 503 until the window takes "a"
+        assert client.rejections >= 1
+        assert client.status(first["id"], wait=30)["status"] == "done"
+        assert client.status(second["id"], wait=30)["status"] == "done"
