@@ -149,3 +149,16 @@ def test_client_retries_a_full_queue(start_service):
         assert client.rejections >= 1
         assert client.status(first["id"], wait=30)["status"] == "done"
         assert client.status(second["id"], wait=30)["status"] == "done"
+
+
+def test_each_latent_is_published_the_step_its_member_leaves(start_service):
+    service, engine = start_service(cache_gb=0, window_s=0.3)
+    with EdgeClient(service.url) as client:
+        # same device, different emphasis on quality: the high-alpha user keeps more steps local
+        ids = [client.submit("p", alpha=alpha, profile=SLOW_DEVICE, steps=30, seed=1)["id"] for alpha in (0.5, 40.0)]
+        low, high = (client.status(i, wait=30) for i in ids)
+    assert low["window"] == high["window"] and low["status"] == high["status"] == "done"
+    assert low["offloaded_steps"] > high["offloaded_steps"] > 0
+    jobs = {j.id: j for j in engine.jobs()}
+    assert jobs[high["id"]].finished_at < jobs[low["id"]].finished_at  # left the batch first, published first
+    assert high["edge_s"] < low["edge_s"]
