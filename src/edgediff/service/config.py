@@ -40,7 +40,7 @@ class ServiceConfig:
     queue_limit: int = 256
     max_body_bytes: int = 16_384
     max_wait_s: float = 60.0
-    record_limit: int = 10_000
+    record_limit: int = 2_000  # finished requests kept (with their latent) for retrieval by id
     drain_timeout_s: float = 120.0
     edge_profile: tuple[float, float] | None = None
     journal: Path | None = None
