@@ -175,3 +175,16 @@ def test_sigterm_drains_then_stops(tmp_path):
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(ids)
     assert all(r["status"] == "done" for r in records)
+
+
+def test_finished_records_are_bounded(start_service):
+    service, engine = start_service(cache_gb=0, record_limit=2, window_s=0.1)
+    with EdgeClient(service.url) as client:
+        ids = []
+        for i in range(4):
+            ids.append(client.submit(f"r{i}", alpha=1.0, profile=(0.0001, 0.0001), steps=2)["id"])
+            assert client.status(ids[-1], wait=30)["status"] == "denied"
+        assert len(engine.jobs()) <= 3  # the newest, plus at most record_limit finished ones
+        with pytest.raises(Exception, match="unknown request id"):
+            client.status(ids[0])
+    assert engine.stats.terminal["denied"] == 4
