@@ -283,6 +283,7 @@ def main() -> int:
             f"window decisions (policy + prompt embeddings of the granted): mean "
             f"{sums['edgediff_decision_seconds_sum'] / sums['edgediff_decision_seconds_count'] * 1000:.1f} ms"
         )
+    print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(
         f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s, service process "
         f"{child.ru_utime + child.ru_stime:.1f} s (this host has {os.cpu_count()} cores, shared)"
