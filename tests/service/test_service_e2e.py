@@ -162,3 +162,16 @@ def test_each_latent_is_published_the_step_its_member_leaves(start_service):
     jobs = {j.id: j for j in engine.jobs()}
     assert jobs[high["id"]].finished_at < jobs[low["id"]].finished_at  # left the batch first, published first
     assert high["edge_s"] < low["edge_s"]
+
+
+def test_step_counts_are_decided_separately_and_share_b_max(start_service):
+    service, engine = start_service(cache_gb=0, b_max=1, window_s=0.5)
+    with EdgeClient(service.url) as client:
+        ids = [client.submit(f"q{n}", alpha=1.0, profile=SLOW_DEVICE, steps=n)["id"] for n in (6, 6, 10, 10)]
+        statuses = [client.status(i, wait=30) for i in ids]
+    assert len({s["window"] for s in statuses}) == 1
+    assert sum(s["granted"] for s in statuses) == 1  # B_max is per window, not per step count
+    assert all(s["status"] in ("done", "denied") for s in statuses)
+    assert [s["steps"] for s in statuses] == [6, 6, 10, 10]
+    for s in statuses:
+        assert s["split"] == s["steps"] if not s["granted"] else round(0.4 * s["steps"]) <= s["split"] < s["steps"]
