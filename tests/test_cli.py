@@ -109,7 +109,7 @@ def test_compare_writes_csv_and_json(tmp_path, capsys):
 
 
 def test_demo_prints_every_policy(capsys):
-    assert main(["demo", "--seed", "2"]) == 0
+    assert main(["demo", "--seed", "2", "--no-service"]) == 0
     out = capsys.readouterr().out
     assert "The optimal decision (exact)" in out
     for name in ("exact", "ga", "milp", "b1", "b2", "b3", "timeline"):

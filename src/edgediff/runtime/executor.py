@@ -109,6 +109,10 @@ class BatchedExecutor:
             latent = latent.clone()
         self._members[key] = _Member(key, state, stop, scheduler, embeds, latent)
 
+    def state(self, key) -> LatentState:
+        """The current state of active member ``key`` (e.g. for the edge's latent cache)."""
+        return self._members[key].state
+
     def step(self) -> list[tuple[object, LatentState]]:
         """One denoising step for every active member, batched; returns ``(key, state)`` of
         the members that reached their stop split (and of members added already there)."""

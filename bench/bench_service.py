@@ -1,0 +1,297 @@
+"""Load benchmark of the edge service on loopback: many concurrent clients, every request
+accounted for, end-to-end latency percentiles, edge throughput against the executor's ideal.
+
+The service runs as ``edgediff serve`` in a subprocess (tiny model, edge calibrated at
+start-up, default cache with the real prompt embedder). ``--clients`` asyncio clients (100),
+each on its own keep-alive connection (a minimal HTTP/1.1 client, see ``RawHttp``), send
+``--requests`` requests each, one after another (closed loop): submit, then one long poll on
+the latent (200: granted, the latent; 409: denied, "run locally").
+
+End-to-end latency = submit to holding the edge's answer (the latent, or the "run locally"
+decision). The device's own local steps are not run here: they would run on the users'
+devices, not on this host. Prompts come from a pool with Zipf popularity, so the latent
+cache sees repeats; device profiles are the paper's user rows 3..10 with random alpha.
+
+Edge throughput = member-steps per second of edge busy time; the ideal is the executor's
+calibrated ``L(b) = k b + h`` summed over the batches the edge really ran (what the same
+steps cost in the calibration's steady state), so the ratio shows the service's overhead
+(HTTP, decisions, payload encoding, cache) on top of the executor.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_service.py [--clients 100] [--requests 2] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = [f"row{r}" for r in range(3, 11)]
+SUBJECTS = [
+    "a red fox",
+    "a lighthouse",
+    "a bowl of ramen",
+    "a castle",
+    "a sailboat",
+    "a city street",
+    "sunflowers",
+    "an astronaut",
+    "a mountain lake",
+    "a vintage car",
+    "a robot",
+    "a cat",
+    "a dog",
+    "a forest",
+    "a desert",
+]
+STYLES = ["at dusk", "in the snow", "oil painting", "watercolor", "photograph"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection per simulated device, written on asyncio streams:
+    httpx's per-call overhead (~15 ms of CPU here) would otherwise be what this 2-core host
+    measures. Enough HTTP for this service: Content-Length bodies, no chunking."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, dict, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            key, _, value = line.decode().partition(":")
+            headers[key.strip().lower()] = value.strip()
+        payload = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection") == "close":
+            await self.close()
+        return status, headers, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def one_client(url: str, index: int, args, prompts, weights, rng, records: list) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    http = RawHttp(host, int(port))
+    for r in range(args.requests):
+        prompt = prompts[rng.choice(len(prompts), p=weights)]
+        body = {
+            "prompt": prompt,
+            "steps": args.steps,
+            "seed": index * 1000 + r,
+            "alpha": float(rng.uniform(0.5, 4.0)),
+            "preset": PRESETS[rng.integers(len(PRESETS))],
+        }
+        record = {"client": index, "error": None, "retries": 0}
+        start = time.perf_counter()
+        try:
+            while True:
+                status, headers, answer = await http.request("POST", "/v1/requests", json.dumps(body).encode())
+                if status != 503:
+                    break
+                record["retries"] += 1
+                await asyncio.sleep(float(headers.get("retry-after", 1)))
+            if status != 202:
+                raise RuntimeError(f"submit answered {status}: {answer[:200]!r}")
+            record["submit_s"] = time.perf_counter() - start
+            job = json.loads(answer)["id"]
+            record["id"] = job
+            # one long poll on the latent: 200 = granted (the latent), 409 = denied/failed (the status)
+            while True:
+                status, headers, answer = await http.request("GET", f"/v1/requests/{job}/latent?wait=20")
+                if status != 202:
+                    break
+            if status == 200:
+                record["payload_bytes"] = len(answer)
+            elif status != 409:
+                raise RuntimeError(f"latent answered {status}: {answer[:200]!r}")
+            record["latency_s"] = time.perf_counter() - start
+        except Exception as err:  # counted, never hidden
+            record["error"] = f"{type(err).__name__}: {err}"
+        records.append(record)
+    await http.close()
+
+
+async def load(url: str, args) -> tuple[list, float]:
+    prompts = [f"{s} {t}" for s in SUBJECTS for t in STYLES]
+    weights = 1.0 / np.arange(1, len(prompts) + 1) ** 0.9
+    weights /= weights.sum()
+    records: list = []
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(
+            one_client(url, i, args, prompts, weights, np.random.default_rng([args.seed, i]), records)
+            for i in range(args.clients)
+        )
+    )
+    return records, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=2, help="requests per client, one after another (2)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--window", type=float, default=0.5)
+    parser.add_argument("--bmax", type=int, default=20)
+    parser.add_argument("--cache-gb", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    command = [
+        sys.executable,
+        "-m",
+        "edgediff",
+        "serve",
+        "--port",
+        str(port),
+        "--window",
+        str(args.window),
+        "--bmax",
+        str(args.bmax),
+        "--cache-gb",
+        str(args.cache_gb),
+    ]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                print(server.stderr.read(), file=sys.stderr)
+                return 1
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("service did not start")
+            time.sleep(0.2)
+        info = httpx.get(f"{url}/v1/info").json()
+        records, wall = asyncio.run(load(url, args))
+        after = httpx.get(f"{url}/v1/info").json()
+        metrics = httpx.get(f"{url}/metrics").text
+        ids = [r["id"] for r in records if "id" in r]
+        with httpx.Client(base_url=url) as http:  # after the load: each request's final record
+            for r in records:
+                if "id" in r:
+                    r["status"] = http.get(f"/v1/requests/{r['id']}").json()
+        final = [r["status"]["status"] for r in records if "status" in r]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = args.clients * args.requests
+    errors = [r for r in records if r["error"]]
+    ok = [r for r in records if not r["error"]]
+    latency = np.array([r["latency_s"] for r in ok])
+    granted = np.array([r["latency_s"] for r in ok if r["status"]["granted"]])
+    denied = np.array([r["latency_s"] for r in ok if r["status"]["granted"] is False])
+    stats = after["stats"]
+    terminal = stats["terminal"]
+    hits = sum(1 for r in ok if r["status"]["cache_hit_step"])
+    profile = info["edge_profile"]
+
+    def pct(a, q):
+        return f"{np.percentile(a, q):.3f}" if len(a) else "n/a"
+
+    print(
+        f"edgediff service load: {args.clients} concurrent clients x {args.requests} requests = {total}, "
+        f"N = {args.steps}, window {args.window} s, B_max {args.bmax}, loopback, model {info['model']}"
+    )
+    print(f"edge profile (calibrated at start-up): L(b) = {profile['k'] * 1000:.2f} b + {profile['h'] * 1000:.2f} ms")
+    print(
+        f"wall time {wall:.1f} s; submitted {len(records)}, errors {len(errors)}, 503 retries "
+        f"{sum(r['retries'] for r in records)}"
+    )
+    accounted = len(ids) == total and all(s in ("done", "denied", "failed") for s in final)
+    print(
+        f"accounted: {len(ids)} ids, terminal states {dict(terminal)} (server), every request terminal: "
+        f"{accounted}; failed {terminal['failed']}"
+    )
+    print(
+        f"end-to-end latency (submit -> edge answer), s: p50 {pct(latency, 50)}, p99 {pct(latency, 99)}, "
+        f"max {latency.max():.3f}"
+        if len(latency)
+        else "no latencies"
+    )
+    print(
+        f"  granted ({len(granted)}): p50 {pct(granted, 50)}, p99 {pct(granted, 99)}; "
+        f"denied ({len(denied)}): p50 {pct(denied, 50)}, p99 {pct(denied, 99)}"
+    )
+    queued = np.array([r["status"]["queued_s"] for r in ok])
+    edge = np.array([r["status"]["edge_s"] for r in ok if r["status"]["edge_s"] is not None])
+    print(
+        f"server side, s: arrival -> decision p50 {pct(queued, 50)}, p99 {pct(queued, 99)}; "
+        f"decision -> latent (granted) p50 {pct(edge, 50)}, p99 {pct(edge, 99)}"
+    )
+    submit = np.array([r["submit_s"] for r in ok])
+    print(f"client side, s: submit -> 202 p50 {pct(submit, 50)}, p99 {pct(submit, 99)}")
+    print(f"cache hits {hits} of {len(granted)} granted")
+    busy, ideal, steps, member_steps = stats["busy_s"], stats["ideal_s"], stats["steps"], stats["member_steps"]
+    if steps:
+        print(
+            f"edge: {stats['windows']} windows, {steps} batched steps, mean batch {member_steps / steps:.2f}, "
+            f"{member_steps} member-steps in {busy:.2f} s busy = {member_steps / busy:.1f} member-steps/s; "
+            f"executor ideal (calibrated L(b) over the same batches) {member_steps / ideal:.1f} member-steps/s; "
+            f"ratio {ideal / busy:.1%}; edge busy {busy / wall:.1%} of wall time"
+        )
+    sums = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith(("edgediff_decision_seconds_sum", "edgediff_decision_seconds_count"))
+    }
+    if sums.get("edgediff_decision_seconds_count"):
+        print(
+            f"window decisions (policy + prompt embeddings of the granted): mean "
+            f"{sums['edgediff_decision_seconds_sum'] / sums['edgediff_decision_seconds_count'] * 1000:.1f} ms"
+        )
+    print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s, service process "
+        f"{child.ru_utime + child.ru_stime:.1f} s (this host has {os.cpu_count()} cores, shared)"
+    )
+    for r in errors[:5]:
+        print("error:", r["error"])
+    return 0 if not errors and accounted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The HTTP face of the edge (FastAPI): routes, validation errors, the body-size limit.
+
+Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
+
+* ``POST /v1/requests`` -> 202 with the request's status (``queued``); 422 naming the field
+  of a bad body, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is full
+  or the service is draining.
+* ``GET /v1/requests/{id}?wait=S&until=decided|finished`` -> the status, after waiting up to
+  ``S`` seconds for the decision or the end.
+* ``GET /v1/requests/{id}/latent?wait=S`` -> the intermediate latent (safetensors payload,
+  ``application/octet-stream``) once ``done``; 409 when denied (run locally) or failed; 202
+  with the status if it is not ready within ``S`` seconds.
+* ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET /healthz``,
+  ``GET /metrics`` (Prometheus text format).
+"""
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edgediff import __version__
+from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
+from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
+
+log = logging.getLogger(__name__)
+
+_ERRORS = {
+    404: {"model": ErrorBody, "description": "unknown request id"},
+    422: {"model": ErrorBody, "description": "invalid input; the message names the field"},
+}
+
+
+def describe_validation(errors) -> str:
+    """One line naming the first bad field, e.g. ``body.alpha: Input should be greater than 0``."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+class BodyLimit:
+    """Reads a POST/PUT/PATCH body up to ``max_bytes`` before the app sees it: larger bodies
+    get 413 (the declared Content-Length is checked first), a client that disconnects
+    mid-body is dropped without reaching the app."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._reject(scope, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                log.info("client disconnected while sending its body")
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._reject(scope, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope, send):
+        response = JSONResponse({"error": f"request body is larger than {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, None, send)
+
+
+async def _wait(event: asyncio.Event | None, seconds: float) -> None:
+    if event is None or seconds <= 0 or event.is_set():
+        return
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def create_app(engine: EdgeEngine) -> FastAPI:
+    """The FastAPI app; its lifespan starts the engine (loading the model) and drains it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(engine.start, loop)
+        try:
+            yield
+        finally:
+            log.info("draining the edge")
+            await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(
+        title="edgediff edge service",
+        version=__version__,
+        description="Edge-device collaborative diffusion serving (SPEC Part C): submit a request, "
+        "receive the decision and the intermediate latent, finish the denoising on the device.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
+    app.state.engine = engine
+    max_wait = engine.config.max_wait_s
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        return JSONResponse({"error": describe_validation(exc.errors())}, status_code=422)
+
+    def _unknown(job_id: str) -> JSONResponse:
+        return JSONResponse({"error": f"unknown request id {job_id!r}"}, status_code=404)
+
+    @app.post(
+        "/v1/requests",
+        status_code=202,
+        response_model=JobStatus,
+        responses={
+            **_ERRORS,
+            400: {"model": ErrorBody, "description": "body is not decodable"},
+            413: {"model": ErrorBody, "description": "body too large"},
+            503: {"model": ErrorBody, "description": "queue full or draining (see Retry-After)"},
+        },
+    )
+    async def submit(body: SubmitRequest):
+        """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
+        try:
+            job = engine.submit(body)
+        except QueueFull as err:
+            return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": str(err.retry_after)})
+        except ShuttingDown as err:
+            retry = str(max(1, round(engine.config.window_s)))
+            return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": retry})
+        return JSONResponse(job.to_status(), status_code=202, headers={"Location": f"/v1/requests/{job.id}"})
+
+    @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
+    async def status(
+        job_id: str,
+        wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0,
+        until: Literal["decided", "finished"] = "finished",
+    ):
+        """The request's status, after waiting up to ``wait`` seconds for its decision or its end."""
+        job = engine.get(job_id)
+        if job is None:
+            return _unknown(job_id)
+        await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
+        return job.to_status()
+
+    @app.get(
+        "/v1/requests/{job_id}/latent",
+        response_class=Response,
+        responses={
+            **_ERRORS,
+            200: {"content": {"application/octet-stream": {}}, "description": "safetensors latent payload"},
+            202: {"model": JobStatus, "description": "not ready yet"},
+            409: {"model": JobStatus, "description": "denied (run locally) or failed"},
+        },
+    )
+    async def latent(job_id: str, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0):
+        """The intermediate latent of a granted request, once the edge has run its steps."""
+        job = engine.get(job_id)
+        if job is None:
+            return _unknown(job_id)
+        await _wait(job.async_finished, wait)
+        if job.status == "done" and job.payload is not None:
+            return Response(
+                job.payload,
+                media_type="application/octet-stream",
+                headers={"X-Edgediff-Split": str(job.split), "X-Edgediff-Cache-Hit-Step": str(job.cache_hit_step)},
+            )
+        return JSONResponse(job.to_status(), status_code=409 if job.terminal else 202)
+
+    @app.get("/v1/info")
+    async def info():
+        """Model, edge profile, policy, window, cache and counters."""
+        return engine.info()
+
+    @app.get("/healthz", responses={503: {"description": "draining"}})
+    async def healthz():
+        """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
+        if engine.closing:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return {"status": "ok", "queued": engine.info()["stats"]["queued"]}
+
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def metrics():
+        """Prometheus metrics, names prefixed ``edgediff_``."""
+        engine.metrics.cache_bytes.set(engine.cache.bytes_used)
+        engine.metrics.cache_entries.set(len(engine.cache))
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

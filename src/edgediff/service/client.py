@@ -1,0 +1,237 @@
+"""The device side: submit a request to the edge, receive the decision and the latent, finish
+the remaining steps with the device's own model.
+
+``EdgeClient`` is the HTTP API in Python (httpx; retries a 503 after its ``Retry-After``);
+``generate_remote`` is the whole round trip, what ``edgediff generate --server URL`` runs.
+A denied request ("run locally"), or one the edge failed, is generated entirely on the
+device from the same seed, so the user always gets an image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_S = 20.0
+
+
+class ServiceError(RuntimeError):
+    """The service refused a request (4xx) or could not be reached; the message says why."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+
+
+class EdgeClient:
+    """``EdgeClient(url)``: ``submit``, ``status``, ``wait_decision``, ``fetch_latent``."""
+
+    def __init__(self, url: str, timeout: float = 60.0, retries: int = 20, max_retry_wait_s: float = 5.0):
+        self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S))
+        self.rejections = 0  # 503s seen (queue full), each retried
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> EdgeClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise ServiceError(f"cannot reach the edge service at {self.url}: {err}") from None
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        alpha: float,
+        profile: tuple[float, float] | None = None,
+        preset: str | None = None,
+        steps: int = 50,
+        seed: int = 0,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+    ) -> dict:
+        """Queue a request; returns its status (``queued``). A full queue (503) is retried after
+        ``Retry-After`` up to ``retries`` times; any other refusal raises :class:`ServiceError`."""
+        body = {
+            "prompt": prompt,
+            "steps": steps,
+            "seed": seed,
+            "alpha": alpha,
+            "guidance_scale": guidance_scale,
+            "negative_prompt": negative_prompt,
+        }
+        if profile is not None:
+            body["profile"] = {"k": profile[0], "h": profile[1]}
+        if preset is not None:
+            body["preset"] = preset
+        for attempt in range(self.retries + 1):
+            response = self._call("POST", "/v1/requests", json=body)
+            if response.status_code == 202:
+                return response.json()
+            if response.status_code == 503 and attempt < self.retries:
+                self.rejections += 1
+                wait = min(float(response.headers.get("Retry-After", 1)), self.max_retry_wait_s)
+                log.info("edge queue full; retrying in %.1f s", wait)
+                time.sleep(wait)
+                continue
+            raise ServiceError(f"edge refused the request: {_error_text(response)}", response.status_code)
+        raise AssertionError("unreachable")
+
+    def status(self, job_id: str, wait: float = 0.0, until: str = "finished") -> dict:
+        response = self._call("GET", f"/v1/requests/{job_id}", params={"wait": wait, "until": until})
+        if response.status_code != 200:
+            raise ServiceError(_error_text(response), response.status_code)
+        return response.json()
+
+    def wait_decision(self, job_id: str, timeout: float = 120.0) -> dict:
+        """Long-poll until the edge has decided (or failed) the request."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            status = self.status(job_id, wait=max(0.0, min(LONG_POLL_S, remaining)), until="decided")
+            if status["status"] != "queued":
+                return status
+            if remaining <= 0:
+                raise ServiceError(f"no decision for request {job_id} within {timeout} s")
+
+    def fetch_latent(self, job_id: str, timeout: float = 300.0) -> tuple[bytes | None, dict | None]:
+        """Long-poll for the latent: ``(payload, None)`` when done, ``(None, status)`` when the
+        request was denied or failed (the device then runs everything)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            wait = max(0.0, min(LONG_POLL_S, remaining))
+            response = self._call("GET", f"/v1/requests/{job_id}/latent", params={"wait": wait})
+            if response.status_code == 200:
+                return response.content, None
+            if response.status_code == 409:
+                return None, response.json()
+            if response.status_code != 202:
+                raise ServiceError(_error_text(response), response.status_code)
+            if remaining <= 0:
+                raise ServiceError(f"no latent for request {job_id} within {timeout} s")
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """An image made with the edge's help, the edge's answer and the latency it predicted
+    (timeline model) against what the device measured (submit to decoded image)."""
+
+    image: object  # uint8 (H, W, 3)
+    status: dict  # the request's final status from the edge
+    split: int  # steps n..1 ran on the device
+    steps: int
+    payload_bits: int
+    predicted_latency_s: float | None
+    measured_latency_s: float
+    local_s: float
+
+    @property
+    def granted(self) -> bool:
+        return self.payload_bits > 0
+
+    @property
+    def cache_hit_step(self) -> int:
+        return int(self.status.get("cache_hit_step") or 0)
+
+
+@dataclass(frozen=True)
+class EdgeAnswer:
+    """What the edge gave: the state to finish from (the edge's latent, or the request's
+    noise when denied or failed), the final status, and the wall time since submitting."""
+
+    state: object  # LatentState
+    status: dict
+    payload_bits: int
+    elapsed_s: float
+
+
+def request_edge(
+    client: EdgeClient,
+    request,
+    model,
+    *,
+    alpha: float,
+    profile: tuple[float, float] | None = None,
+    preset: str | None = None,
+) -> EdgeAnswer:
+    """Submit ``request`` (a ``GenerationRequest``) and wait for the decision and the latent."""
+    from edgediff.runtime.executor import initial_state
+    from edgediff.runtime.payload import decode_latent
+
+    start = time.perf_counter()
+    submitted = client.submit(
+        request.prompt,
+        alpha=alpha,
+        profile=profile,
+        preset=preset,
+        steps=request.steps,
+        seed=request.seed,
+        guidance_scale=request.guidance_scale,
+        negative_prompt=request.negative_prompt,
+    )
+    decision = client.wait_decision(submitted["id"])
+    payload, final = (None, decision)
+    if decision["status"] in ("running", "done"):
+        payload, final = client.fetch_latent(submitted["id"])
+    if payload is not None:
+        final = client.status(submitted["id"])
+        state = decode_latent(payload)
+        if state.request != request:
+            raise ServiceError(f"the edge returned a latent for another request: {state.request}")
+    else:
+        if final["status"] == "failed":
+            log.warning("edge failed request %s (%s); generating locally", submitted["id"], final.get("reason"))
+        state = initial_state(model, request)
+    bits = 0 if payload is None else 8 * len(payload)
+    return EdgeAnswer(state, final, bits, time.perf_counter() - start)
+
+
+def generate_remote(
+    client: EdgeClient,
+    request,
+    model,
+    *,
+    alpha: float,
+    profile: tuple[float, float] | None = None,
+    preset: str | None = None,
+) -> RemoteResult:
+    """Submit ``request`` (a ``GenerationRequest``), receive the decision and the latent, finish
+    on ``model`` (the device's), decode. Denied or failed at the edge: everything local."""
+    from edgediff.runtime.split import finish
+
+    answer = request_edge(client, request, model, alpha=alpha, profile=profile, preset=preset)
+    local_start = time.perf_counter()
+    image = finish(model, answer.state)
+    local_s = time.perf_counter() - local_start
+    return RemoteResult(
+        image=image,
+        status=answer.status,
+        split=answer.state.split,
+        steps=request.steps,
+        payload_bits=answer.payload_bits,
+        predicted_latency_s=answer.status.get("predicted_latency_s"),
+        measured_latency_s=answer.elapsed_s + local_s,
+        local_s=local_s,
+    )

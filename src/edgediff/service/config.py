@@ -1,0 +1,82 @@
+"""The service's parameters, one frozen dataclass validated when built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ServiceConfigError(ValueError):
+    """A service parameter is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``edgediff serve`` can set. Sizes in bytes, times in seconds.
+
+    ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the paper's Part A defaults (``N_hat = 80``
+    and the PAI sigmoid, both for ``N = 200``) to a request's own step count: a request of
+    ``N`` steps gets ``N_hat = round(0.4 N)`` and ``F(n) = sigmoid(a 200/N (n - b N/200))``.
+    ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (SPEC
+    B.1's 6 of 20 steps). ``edge_profile`` ``None`` calibrates the edge model at start-up.
+    """
+
+    model: str = "tiny"
+    device: str = "cpu"
+    window_s: float = 0.5
+    policy: str = "exact"
+    gpus: int = 1
+    b_max: int = 20
+    cache_gb: float = 1.0
+    cache_eviction: str = "lcbfu"
+    theta_min: float = 0.8
+    reusable_fraction: float = 0.3
+    n_hat_fraction: float = 0.4
+    pai_a: float = 0.0413
+    pai_b: float = 71.44
+    eta: float = 10.0
+    W_max: float = 1e6
+    queue_limit: int = 256
+    max_body_bytes: int = 16_384
+    max_wait_s: float = 60.0
+    record_limit: int = 2_000  # finished requests kept (with their latent) for retrieval by id
+    drain_timeout_s: float = 120.0
+    edge_profile: tuple[float, float] | None = None
+    journal: Path | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        numbers = [f.name for f in fields(self) if f.type in ("float", "int")]
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ServiceConfigError(f"{name} must be a finite number, got {value!r}")
+        for name in ("window_s", "gpus", "queue_limit", "max_body_bytes", "eta"):
+            if getattr(self, name) <= 0:
+                raise ServiceConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("b_max", "cache_gb", "max_wait_s", "drain_timeout_s", "record_limit", "seed"):
+            if getattr(self, name) < 0:
+                raise ServiceConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("theta_min", "reusable_fraction", "n_hat_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.W_max <= 0 or self.pai_a <= 0:
+            raise ServiceConfigError("W_max and pai_a must be > 0")
+        if self.cache_eviction not in ("lcbfu", "lru", "lfu"):
+            raise ServiceConfigError(f"cache_eviction must be lcbfu, lru or lfu, got {self.cache_eviction!r}")
+        if self.edge_profile is not None:
+            k, h = self.edge_profile
+            if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:
+                raise ServiceConfigError(f"edge_profile must have k >= 0 and k/G + h > 0, got {self.edge_profile}")
+
+    @property
+    def cache_bytes(self) -> int:
+        return int(self.cache_gb * 1e9)
+
+    def n_hat(self, steps: int) -> int:
+        return min(steps, round(self.n_hat_fraction * steps))
+
+    def reusable_steps(self, steps: int) -> int:
+        """``S*`` for a request of ``steps`` steps."""
+        return max(1, min(steps, round(self.reusable_fraction * steps)))

