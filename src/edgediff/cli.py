@@ -462,7 +462,8 @@ def _cmd_measure_pai(args) -> None:
         try:
             prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(f"cannot read --prompts {str(args.prompts)!r}: {getattr(err, 'strerror', None) or err}")
+            reason = getattr(err, "strerror", None) or err
+            raise UsageError(f"cannot read --prompts {str(args.prompts)!r}: {reason}") from None
         if not prompts:
             raise UsageError(f"--prompts {str(args.prompts)!r} has no prompts")
     else:

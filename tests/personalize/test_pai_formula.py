@@ -5,7 +5,15 @@ import pytest
 from scipy.special import expit
 
 from edgediff.personalize.data import personal_prompt, prompt_digit
-from edgediff.personalize.pai import PaiConfig, PaiConstants, fit_sigmoid, pai_index, pairwise_distance, parse_splits, sigma_p
+from edgediff.personalize.pai import (
+    PaiConfig,
+    PaiConstants,
+    fit_sigmoid,
+    pai_index,
+    pairwise_distance,
+    parse_splits,
+    sigma_p,
+)
 from edgediff.personalize.reuse import psnr, reusable_bound
 
 

@@ -53,7 +53,9 @@ def test_measure_pai_library_scores(tmp_path):
     assert result.images.shape == (3, 1, 2, 3, 16, 16, 3)
     # split 0: one shared latent decoded by the same VAE -> identical images for all users
     assert np.array_equal(result.images[0, :, :, 0], result.images[0, :, :, 2])
-    np.testing.assert_allclose(result.pai, 3 * result.accuracy.mean(-1) / (1 + np.exp(-30 * (result.personalization - 0.1))))
+    np.testing.assert_allclose(
+        result.pai, 3 * result.accuracy.mean(-1) / (1 + np.exp(-30 * (result.personalization - 0.1)))
+    )
 
 
 def test_measure_reuse_json(capsys):

@@ -99,4 +99,6 @@ def train_classifier(seed: int = 0, test_fraction: float = 0.25, C: float = 0.5)
     model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
     model.fit(train_x.reshape(len(train_x), -1), train_y)
     accuracy = float(model.score(test_x.reshape(len(test_x), -1), test_y))
-    return DigitClassifier(model.coef_.astype(np.float64), model.intercept_.astype(np.float64), images.shape[1], accuracy)
+    return DigitClassifier(
+        model.coef_.astype(np.float64), model.intercept_.astype(np.float64), images.shape[1], accuracy
+    )

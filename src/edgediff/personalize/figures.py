@@ -36,7 +36,9 @@ def plot_fig6(result, path: str | Path, prompts: int = 3, sample: int = 0) -> No
                     ax.set_title(f"n={result.config.splits[s]}", fontsize=7)
                 if col == 0:
                     ax.set_ylabel(f"{result.prompts[p][-7:]}\n{Path(result.personal[u]).name}", fontsize=6)
-    fig.suptitle(f"hybrid inference: edge {Path(result.cluster).name} runs N..n+1, each user n..1 (N={result.config.N})")
+    fig.suptitle(
+        f"hybrid inference: edge {Path(result.cluster).name} runs N..n+1, each user n..1 (N={result.config.N})"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -89,7 +89,9 @@ def parse_splits(text: str) -> tuple[int, ...]:
         else:
             values = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise ValueError(f"expected START:STOP:STEP (0 <= START < STOP, STEP >= 1) or a comma list, got {text!r}")
+        raise ValueError(
+            f"expected START:STOP:STEP (0 <= START < STOP, STEP >= 1) or a comma list, got {text!r}"
+        ) from None
     return tuple(values)
 
 
@@ -111,7 +113,9 @@ def pairwise_distance(images: np.ndarray) -> np.ndarray:
     users = gray.shape[-3]
     if users < 2:
         raise ValueError("personalization needs at least two users' images")
-    pairs = [np.abs(gray[..., i, :, :] - gray[..., j, :, :]).mean(axis=(-1, -2)) for i in range(users) for j in range(i)]
+    pairs = [
+        np.abs(gray[..., i, :, :] - gray[..., j, :, :]).mean(axis=(-1, -2)) for i in range(users) for j in range(i)
+    ]
     return np.mean(pairs, axis=0)
 
 

@@ -53,7 +53,9 @@ def measure_reuse(model, config: ReuseConfig = ReuseConfig(), prompts: list[str]
 
     prompts = prompts or [class_prompt(d % 10) for d in range(config.samples)]
     requests = [
-        GenerationRequest(prompts[i % len(prompts)], steps=config.steps, seed=config.seed + i, guidance_scale=config.guidance_scale)
+        GenerationRequest(
+            prompts[i % len(prompts)], steps=config.steps, seed=config.seed + i, guidance_scale=config.guidance_scale
+        )
         for i in range(config.samples)
     ]
     states = {i: initial_state(model, r) for i, r in enumerate(requests)}
