@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=20, help="denoising steps S (default 20)")
     p.add_argument("--pmax", type=_number(float, 0.0, strict=True), default=30.0, help="P_max in dB (default 30)")
     p.add_argument("--samples", type=_positive_int, default=10, help="requests averaged (default 10)")
+    p.add_argument(
+        "--output",
+        choices=["denoised", "latent"],
+        default="denoised",
+        help="D_m: the step's clean-image estimate (default) or the intermediate latent itself, decoded",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print the result JSON")
     return parser
@@ -507,12 +513,14 @@ def _cmd_measure_pai(args) -> None:
 def _cmd_measure_reuse(args) -> None:
     from edgediff.personalize.reuse import ReuseConfig, measure_reuse
 
-    config = ReuseConfig(steps=args.steps, pmax_db=args.pmax, samples=args.samples, seed=args.seed)
+    config = ReuseConfig(
+        steps=args.steps, pmax_db=args.pmax, samples=args.samples, seed=args.seed, output=args.output
+    )
     result = measure_reuse(_load_runtime_model(args.model), config)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"model {result['model']}, S = {result['steps']} steps, {result['samples']} requests")
+    print(f"model {result['model']}, S = {result['steps']} steps, {result['samples']} requests, D_m = {args.output}")
     for m, (mse, db) in enumerate(zip(result["mse"], result["psnr_db"]), start=1):
         print(f"  step {m:>3}: MSE {mse:10.3f}  PSNR {db:6.2f} dB")
     print(f"S* = {result['reusable_steps']} (largest step with PSNR below P_max = {result['pmax_db']} dB)")

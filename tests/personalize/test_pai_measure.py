@@ -54,7 +54,7 @@ def test_measure_pai_library_scores(tmp_path):
     # split 0: one shared latent decoded by the same VAE -> identical images for all users
     assert np.array_equal(result.images[0, :, :, 0], result.images[0, :, :, 2])
     np.testing.assert_allclose(
-        result.pai, 3 * result.accuracy.mean(-1) / (1 + np.exp(-30 * (result.personalization - 0.1)))
+        result.pai, 3 * result.accuracy.mean(-1) / (1 + np.exp(-30 * (result.personalization - 0.1))), rtol=1e-6
     )
 
 
@@ -63,12 +63,31 @@ def test_measure_reuse_json(capsys):
     result = json.loads(capsys.readouterr().out)
     assert len(result["mse"]) == len(result["psnr_db"]) == 5 and result["pmax_db"] == 25
     assert all(m > 0 for m in result["mse"])
-    assert 0 <= result["reusable_steps"] <= 5
+    assert 0 <= result["reusable_steps"] <= 5 and result["output"] == "denoised"
     from edgediff.personalize.reuse import reusable_bound
 
     assert result["reusable_steps"] == reusable_bound(result["psnr_db"], 25)
-    assert main(["measure-reuse", "--model", "tiny", "--steps", "3", "--samples", "1"]) == 0
+    # the clean-image estimate settles as denoising proceeds: the last step changes it least
+    assert result["psnr_db"][-1] > result["psnr_db"][0] + 10
+    assert result["other"]["output"] == "latent" and len(result["other"]["psnr_db"]) == 5
+    assert main(["measure-reuse", "--model", "tiny", "--steps", "3", "--samples", "1", "--output", "latent"]) == 0
     assert "S* =" in capsys.readouterr().out
+
+
+def test_measure_reuse_latent_output_follows_the_executor_trajectory():
+    import torch
+
+    from edgediff.personalize.reuse import ReuseConfig, measure_reuse
+    from edgediff.runtime.models import load_model
+    from edgediff.runtime.request import GenerationRequest
+    from edgediff.runtime.split import run_edge
+
+    tiny = load_model("tiny")
+    result = measure_reuse(tiny, ReuseConfig(steps=3, samples=1, output="latent"))
+    request = GenerationRequest("a handwritten digit 0", steps=3, seed=0, guidance_scale=3.0)
+    states = [run_edge(tiny, request, split) for split in (3, 2)]
+    first = tiny.decode(torch.cat([s.latent for s in states])).astype(float)
+    assert result["mse"][0] == pytest.approx(np.mean((first[1] - first[0]) ** 2), rel=1e-4, abs=1e-3)
 
 
 def test_train_tiny_quick_writes_loadable_models(tmp_path, capsys):
@@ -99,6 +118,7 @@ def test_train_tiny_quick_writes_loadable_models(tmp_path, capsys):
         (["measure-pai", "--cluster", "tiny", "--personal", PERSONAL, "--samples", "0"], "--samples"),
         (["measure-reuse", "--model", "tiny", "--pmax", "-1"], "--pmax"),
         (["measure-reuse", "--model", "tiny", "--steps", "0"], "--steps"),
+        (["measure-reuse", "--model", "tiny", "--output", "x0"], "--output"),
         (["measure-reuse", "--model", "{d}"], "not a diffusers pipeline"),
         (["train-tiny", "--out", "{d}/file.txt/sub"], "cannot create"),
     ],

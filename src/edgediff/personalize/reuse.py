@@ -1,7 +1,8 @@
 """The caching paper's reusable bound ``S*``, measured (seed 002, eqs. (1)-(2)).
 
 For every denoising step ``m = 1..S`` (``m = 1`` is the first step run) the decoded output
-``D_m`` is compared with the previous one ``D_{m-1}`` (``D_0``: the decoded initial noise):
+``D_m`` (by default the step's clean-image estimate; see :func:`measure_reuse`) is compared
+with the previous one ``D_{m-1}`` (``D_0``: the decoded initial noise):
 ``MSE_m`` = mean squared difference over pixels and channels (0..255 scale),
 ``PSNR_m = 20 log10(255 / sqrt(MSE_m))``. Both are averaged over several requests (MSE
 first, then PSNR). A step with a low PSNR still changes the image a lot: its output is
@@ -18,6 +19,8 @@ import numpy as np
 
 from edgediff.personalize.data import class_prompt
 
+OUTPUTS = ("denoised", "latent")
+
 
 @dataclass(frozen=True)
 class ReuseConfig:
@@ -26,10 +29,13 @@ class ReuseConfig:
     samples: int = 10  # requests averaged
     guidance_scale: float = 3.0
     seed: int = 0
+    output: str = "denoised"  # which output D_m is: "denoised" (x0 estimate) or "latent" (x_t)
 
     def __post_init__(self):
         if self.steps < 1 or self.samples < 1:
             raise ValueError("steps and samples must be >= 1")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if not math.isfinite(self.pmax_db):
             raise ValueError(f"pmax must be finite, got {self.pmax_db}")
 
@@ -47,8 +53,20 @@ def psnr(mse, peak: float = 255.0):
 
 
 def measure_reuse(model, config: ReuseConfig = ReuseConfig(), prompts: list[str] | None = None) -> dict:
-    """MSE and PSNR between consecutive decoded outputs at every step, and ``S*``."""
-    from edgediff.runtime.executor import BatchedExecutor, initial_state
+    """MSE and PSNR between consecutive outputs at every step, and ``S*``, for both readings of
+    "the output of step m" (``config.output`` picks the one ``S*`` uses):
+
+    - ``denoised``: the step's estimate of the clean image (DDIM's ``pred_original_sample``,
+      decoded), what a viewer of the denoising sees, and what the paper's Fig. 7 PSNRs
+      (rising from 20 to 30 dB over steps 1..6) look like;
+    - ``latent``: the decoded intermediate latent ``x_t`` itself, the object that is cached.
+
+    ``D_0`` is the decoded initial noise for both. All requests share one timestep schedule,
+    so they run as one batch with one scheduler (a plain DDIM loop, guidance as in the executor).
+    """
+    import torch
+
+    from edgediff.runtime.executor import initial_state
     from edgediff.runtime.request import GenerationRequest
 
     prompts = prompts or [class_prompt(d % 10) for d in range(config.samples)]
@@ -58,31 +76,46 @@ def measure_reuse(model, config: ReuseConfig = ReuseConfig(), prompts: list[str]
         )
         for i in range(config.samples)
     ]
-    states = {i: initial_state(model, r) for i, r in enumerate(requests)}
-    import torch
+    latents = torch.cat([initial_state(model, r).latent for r in requests])
+    scheduler = model.new_scheduler()
+    scheduler.set_timesteps(config.steps)
+    guided = config.guidance_scale > 1
+    embeds = model.encode_prompt(([""] * len(requests) if guided else []) + [r.prompt for r in requests])
 
-    def decoded(states):
-        return model.decode(torch.cat([states[i].latent for i in range(len(requests))])).astype(np.float64)
+    def decode(x):
+        return model.decode(x).astype(np.float64)
 
-    previous = decoded(states)
-    mse = []
-    for m in range(1, config.steps + 1):
-        executor = BatchedExecutor(model)
-        for i, request in enumerate(requests):
-            executor.add(i, request, config.steps - m, start=states[i])
-        states = executor.run()
-        current = decoded(states)
-        mse.append(float(np.mean((current - previous) ** 2)))
-        previous = current
-    psnr_db = psnr(mse)
+    previous = {"denoised": decode(latents), "latent": decode(latents)}
+    mse = {"denoised": [], "latent": []}
+    with torch.inference_mode():
+        for t in scheduler.timesteps:
+            x = scheduler.scale_model_input(latents, t)
+            rows = torch.cat([x, x]) if guided else x
+            eps = model.unet(rows, t, encoder_hidden_states=embeds).sample
+            if guided:
+                uncond, cond = eps.chunk(2)
+                eps = uncond + config.guidance_scale * (cond - uncond)
+            out = scheduler.step(eps, t, latents)
+            latents = out.prev_sample
+            for name, value in (("denoised", out.pred_original_sample), ("latent", latents)):
+                current = decode(value)
+                mse[name].append(float(np.mean((current - previous[name]) ** 2)))
+                previous[name] = current
+    psnr_db = {name: [float(p) for p in psnr(values)] for name, values in mse.items()}
     return {
         "model": model.name,
         "steps": config.steps,
         "pmax_db": config.pmax_db,
+        "output": config.output,
         "samples": config.samples,
         "guidance_scale": config.guidance_scale,
         "seed": config.seed,
-        "mse": mse,
-        "psnr_db": [float(p) for p in psnr_db],
-        "reusable_steps": reusable_bound(psnr_db, config.pmax_db),
+        "mse": mse[config.output],
+        "psnr_db": psnr_db[config.output],
+        "reusable_steps": reusable_bound(psnr_db[config.output], config.pmax_db),
+        "other": {
+            "output": "latent" if config.output == "denoised" else "denoised",
+            "mse": mse["latent" if config.output == "denoised" else "denoised"],
+            "psnr_db": psnr_db["latent" if config.output == "denoised" else "denoised"],
+        },
     }
