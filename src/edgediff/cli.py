@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgediff.core.model import LATENCY_MODELS
     from edgediff.offload.policies import REGISTRY
 
-    policies = "\n".join(f"  {name:<6} {spec.summary}" for name, spec in REGISTRY.items())
+    policies = "\n".join(f"  {name:<8} {spec.summary}" for name, spec in REGISTRY.items())
     p = sub.add_parser(
         "solve",
         help="decide one instance with a policy (SPEC D.2)",
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer slots and points)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=_positive_int, help="local processes for sweeps (default: one per CPU)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
     # --- Part C: trained tiny models, the measured PAI curve and reusable bound (issue 8, docs/results-pai.md)
     p = sub.add_parser("train-tiny", help="train the embedded cluster-wide and personalized digit models")
     p.add_argument("--out", type=Path, required=True, help="directory for the weights, classifier and report")
@@ -401,16 +403,20 @@ def _cmd_cache_sim(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-    from edgediff.reproduce import UnknownFigure, figure_spec, reproduce
+    from edgediff.offload.sweep import SweepError
+    from edgediff.reproduce import UnknownFigure, figure_names, reproduce
 
     try:
-        figure_spec(args.name)
+        figure_names(args.name)
     except UnknownFigure as err:
         raise UsageError(str(err)) from None
+    logging.getLogger("edgediff").setLevel(logging.INFO)  # long runs show which figure and step they are on
     try:
-        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed)
+        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, workers=args.workers, ray=args.ray)
     except OSError as err:
         raise UsageError(f"cannot write to {str(args.out)!r}: {err.strerror}") from None
+    except SweepError as err:
+        raise UsageError(str(err)) from None
     for path in paths:
         print(path)
 
@@ -513,9 +519,7 @@ def _cmd_measure_pai(args) -> None:
 def _cmd_measure_reuse(args) -> None:
     from edgediff.personalize.reuse import ReuseConfig, measure_reuse
 
-    config = ReuseConfig(
-        steps=args.steps, pmax_db=args.pmax, samples=args.samples, seed=args.seed, output=args.output
-    )
+    config = ReuseConfig(steps=args.steps, pmax_db=args.pmax, samples=args.samples, seed=args.seed, output=args.output)
     result = measure_reuse(_load_runtime_model(args.model), config)
     if args.json:
         print(json.dumps(result))

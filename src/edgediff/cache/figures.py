@@ -7,7 +7,6 @@ numbers are not the paper-scale results.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.policies import CACHE_POLICIES
 from edgediff.cache.simulator import make_environment, simulate
+from edgediff.figure_io import pyplot, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +24,6 @@ METRICS = (
     ("hit_rate", "cache hit rate"),
     ("time_saved_per_request_s", "time saved per request vs NCLDC (s)"),
 )
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _base(quick: bool) -> CacheConfig:
@@ -55,7 +38,7 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
             summary = simulate(cfg, policy, seed, env=env).summary()
             log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
             rows.append({param: value, **summary})
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
         for policy in CACHE_POLICIES:
@@ -70,7 +53,7 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
     png = out_dir / f"{name}.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    csv_path = _write_csv(out_dir / f"{name}.csv", rows)
+    csv_path = write_csv(out_dir / f"{name}.csv", rows)
     lines = [
         f"# {name}: {title}",
         "",
@@ -139,7 +122,7 @@ def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     cfg = CacheConfig(slots=600 if quick else 3000)
     losses = simulate(cfg, "drc", seed).losses
     rows = [{"training_step": i + 1, "bce_loss": v} for i, v in enumerate(losses)]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["training_step"] for r in rows], [r["bce_loss"] for r in rows], label="DRC actor, BCE (eq. 38)")
     ax.set_xlabel("training step (one per 10 slots)")
@@ -151,7 +134,7 @@ def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     png = out_dir / "cache-fig5.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    csv_path = _write_csv(out_dir / "cache-fig5.csv", rows or [{"training_step": 0, "bce_loss": float("nan")}])
+    csv_path = write_csv(out_dir / "cache-fig5.csv", rows or [{"training_step": 0, "bce_loss": float("nan")}])
     tail = np.mean(losses[-20:]) if losses else float("nan")
     md = out_dir / "cache-fig5.md"
     md.write_text(
@@ -179,7 +162,7 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
                 "mean_response_time_s": float(res.latency.mean()),
             }
         )
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(values, [r["mean_queue"] for r in rows], "o-", color="tab:blue", label="queue backlog Q")
     ax.set_xlabel("Lyapunov control parameter V (log scale)")
@@ -195,7 +178,7 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     png = out_dir / "cache-fig6.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    csv_path = _write_csv(out_dir / "cache-fig6.csv", rows)
+    csv_path = write_csv(out_dir / "cache-fig6.csv", rows)
     lines = [
         "# cache-fig6: impact of V on DRC",
         "",

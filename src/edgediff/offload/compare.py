@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -49,9 +49,33 @@ def case_seed(seed: int, users: int, gpus: int, case: int) -> np.random.SeedSequ
     return np.random.SeedSequence([seed, users, gpus, case])
 
 
-def compare(
-    users: Iterable[int],
+def run_cases(
+    num_users: int,
     gpus: int,
+    cases: Sequence[int],
+    policies: Sequence[str],
+    seed: int,
+    B_max: int,
+    checkpoint: str | None,
+) -> dict[str, np.ndarray]:
+    """Objective and decision time of every policy on the given cases of one point.
+
+    Returns ``{policy: array shaped (2, len(cases))}`` (row 0 objective, row 1 seconds). A
+    module-level function of plain arguments, so a sweep can run it in another process.
+    """
+    solvers = {name: make_policy(name, seed=seed, checkpoint=checkpoint) for name in policies}
+    out = {name: np.empty((2, len(cases))) for name in solvers}
+    for j, case in enumerate(cases):
+        rng = np.random.default_rng(case_seed(seed, num_users, gpus, case))
+        instance = random_instance(num_users, gpus, seed=rng, B_max=B_max)
+        for name, policy in solvers.items():
+            decision = policy.decide(instance)
+            out[name][:, j] = evaluate(instance, decision).objective, policy.last_decision_time_s
+    return out
+
+
+def compare_points(
+    points: Iterable[tuple[int, int]],
     cases: int,
     policies: Iterable[str],
     *,
@@ -59,39 +83,54 @@ def compare(
     B_max: int = 20,
     checkpoint: str | None = None,
     progress: bool | None = None,
+    workers: int | None = 1,
+    ray_address: str | None = None,
+    chunk: int = 10,
 ) -> list[CompareRow]:
-    """Mean objective, normalized score and decision time of each policy per user count."""
+    """Mean objective, normalized score and decision time of each policy at each ``(users, gpus)``.
+
+    Cases are split into chunks that run in parallel (:func:`edgediff.offload.sweep.run_tasks`);
+    every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
+    """
     from tqdm.auto import tqdm
 
-    users, policies = list(users), list(policies)
-    solvers = {
-        name: make_policy(name, seed=seed, checkpoint=checkpoint)
-        for name in dict.fromkeys([*policies, *SCORE_REFERENCES])
-    }
-    rows: list[CompareRow] = []
-    bar = tqdm(
-        total=len(users) * cases, desc="compare", unit="case", disable=None if progress is None else not progress
-    )
-    for num_users in users:
-        objective = {name: np.empty(cases) for name in solvers}
-        elapsed = {name: np.empty(cases) for name in solvers}
-        for case in range(cases):
-            ss = case_seed(seed, num_users, gpus, case)
-            instance = random_instance(num_users, gpus, seed=np.random.default_rng(ss), B_max=B_max)
-            for name, policy in solvers.items():
-                decision = policy.decide(instance)
-                objective[name][case] = evaluate(instance, decision).objective
-                elapsed[name][case] = policy.last_decision_time_s
-            bar.update()
-        scores = {n: normalized_score(objective[n], objective["exact"], objective["b3"]) for n in policies}
-        rows += [
-            CompareRow(
-                num_users, gpus, n, cases, float(objective[n].mean()), float(scores[n].mean()), float(elapsed[n].mean())
-            )
-            for n in policies
-        ]
+    from edgediff.offload.sweep import run_tasks
+
+    points, policies = list(points), list(policies)
+    everyone = list(dict.fromkeys([*policies, *SCORE_REFERENCES]))
+    chunks = [range(start, min(start + chunk, cases)) for start in range(0, cases, chunk)]
+    tasks = [
+        (run_cases, (users, gpus, tuple(part), everyone, seed, B_max, checkpoint))
+        for users, gpus in points
+        for part in chunks
+    ]
+    bar = tqdm(total=len(tasks), desc="compare", unit="task", disable=None if progress is None else not progress)
+    results = run_tasks(tasks, workers=workers, ray_address=ray_address, progress=lambda k: bar.update(k - bar.n))
     bar.close()
+    rows: list[CompareRow] = []
+    for p, (users, gpus) in enumerate(points):
+        parts = results[p * len(chunks) : (p + 1) * len(chunks)]
+        merged = {name: np.concatenate([part[name] for part in parts], axis=1) for name in everyone}
+        objective = {name: merged[name][0] for name in everyone}
+        for name in policies:
+            score = normalized_score(objective[name], objective["exact"], objective["b3"])
+            rows.append(
+                CompareRow(
+                    users,
+                    gpus,
+                    name,
+                    cases,
+                    float(objective[name].mean()),
+                    float(score.mean()),
+                    float(merged[name][1].mean()),
+                )
+            )
     return rows
+
+
+def compare(users: Iterable[int], gpus: int, cases: int, policies: Iterable[str], **options) -> list[CompareRow]:
+    """:func:`compare_points` over user counts at a fixed ``gpus`` (``edgediff compare``)."""
+    return compare_points([(num_users, gpus) for num_users in users], cases, policies, **options)
 
 
 def write_csv(rows: list[CompareRow], path: str | Path) -> None:

@@ -37,6 +37,10 @@ REGISTRY: dict[str, PolicySpec] = {
         "paper's DRL-convex hybrid (PER-DQN), shipped general-scope checkpoint",
         ("checkpoint",),
     ),
+    "timeline": PolicySpec(
+        "edgediff.offload.timeline:solve_timeline",
+        "optimum under the timeline latency model (shrinking batch; beyond the paper)",
+    ),
     "b1": PolicySpec("edgediff.offload.baselines:solve_b1", "first come up to B_max, split optimized"),
     "b2": PolicySpec("edgediff.offload.baselines:solve_b2", "first come up to B_max, split N_hat"),
     "b3": PolicySpec("edgediff.offload.baselines:solve_b3", "all local"),

@@ -21,17 +21,15 @@ from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
 
 
-def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray]:
-    """Best split and granted utility of every user for every batch size.
+def best_split_for_edge_latency(instance: Instance, edge_step) -> tuple[np.ndarray, np.ndarray]:
+    """Best split of every user for every per-step edge latency in ``edge_step`` (shape ``(1, B)``).
 
-    Returns ``(split, utility)``, both shaped ``(num_users, len(batch_sizes))``:
-    ``utility = alpha F(n) - (l_R + l_T(b) + (N - n) L_e(b, G) + n L_i(1))`` at the best ``n``.
+    Returns ``(split, value)`` shaped ``(num_users, B)`` with ``value = alpha F(n) - (N - n) edge - n L_i(1)``,
+    the split-dependent part of the granted utility, at the best ``n``.
     """
-    b = np.atleast_1d(np.asarray(batch_sizes, dtype=float))[None, :]
     alpha = instance.alpha[:, None]
     local = instance.local_step_latency[:, None]
-    edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
-    saving = local - edge  # d: time saved per offloaded step
+    saving = local - edge_step  # d: time saved per offloaded step
     pai = instance.pai
 
     q = saving / (alpha * pai.a)
@@ -47,14 +45,20 @@ def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray
     )
     value = alpha * pai(candidates) - saving * candidates  # O(n) up to a constant
     best = np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
+    return best.astype(np.int64), alpha * pai(best) - (instance.N - best) * edge_step - best * local
 
-    latency = (
-        instance.waiting_latency[:, None]
-        + transmission_latency(instance.payload_bits[:, None], b, instance.eta, instance.W_max)
-        + (instance.N - best) * edge
-        + best * local
-    )
-    return best.astype(np.int64), alpha * pai(best) - latency
+
+def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Best split and granted utility of every user for every batch size.
+
+    Returns ``(split, utility)``, both shaped ``(num_users, len(batch_sizes))``:
+    ``utility = alpha F(n) - (l_R + l_T(b) + (N - n) L_e(b, G) + n L_i(1))`` at the best ``n``.
+    """
+    b = np.atleast_1d(np.asarray(batch_sizes, dtype=float))[None, :]
+    edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
+    best, value = best_split_for_edge_latency(instance, edge)
+    link = transmission_latency(instance.payload_bits[:, None], b, instance.eta, instance.W_max)
+    return best, value - instance.waiting_latency[:, None] - link
 
 
 def optimize_splits(instance: Instance, granted) -> Decision:

@@ -60,6 +60,11 @@ def prepare(checkpoint: str | None = None) -> None:
     _load(None if checkpoint is None else str(checkpoint))
 
 
+def max_users(checkpoint: str | None = None) -> int:
+    """The largest user count the checkpoint's network takes (its input is padded to it)."""
+    return _load(None if checkpoint is None else str(checkpoint))[0].max_users
+
+
 def solve_dqn(instance: Instance, checkpoint: str | None = None) -> Decision:
     q_function, config = _load(None if checkpoint is None else str(checkpoint))
     if instance.max_granted == 0:

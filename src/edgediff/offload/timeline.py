@@ -1,0 +1,107 @@
+"""``timeline``: the optimum of (P1) under the timeline latency model (SPEC A.1), beyond the paper.
+
+Under the timeline model the batch shrinks as members reach their split point, so a granted
+user's edge time is ``h_e m_i + (k_e/G) sum_j min(m_i, m_j)`` (``m`` = offloaded steps).
+Summed over users, ``sum_i sum_j min(m_i, m_j) = sum_r (2r - 1) m_(r)`` with ``m`` sorted in
+descending order, and by the rearrangement inequality that is the *minimum* over rank
+assignments ``pi`` of ``sum_i (2 pi_i - 1) m_i``. The objective is therefore
+``max_pi sum_i [g_i(m_i) - (k_e/G)(2 pi_i - 1) m_i]``, and maximizing over ``m`` as well
+separates per user: with ``b`` users granted it is a linear assignment of users to ranks
+``1..b``, where rank ``r`` costs every offloaded step ``L_e(2r - 1, G)`` (the paper model's
+per-step latency at batch size ``2r - 1``), and each cell is the inner split problem (P2) at
+that latency. One assignment per ``b`` (SciPy's ``linear_sum_assignment``), keep the best
+``b``: exact, polynomial (docs/offloading-model.md, "The timeline model").
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from edgediff.core.instance import Instance
+from edgediff.core.link import transmission_latency
+from edgediff.core.model import Decision
+from edgediff.core.profiles import edge_step_latency
+from edgediff.offload.exact import denied_utility
+from edgediff.offload.split import best_split_for_edge_latency
+
+
+def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int] | None):
+    """Best split and its split-dependent value for every user at every batch rank."""
+    edge = edge_step_latency(2 * ranks[None, :] - 1, instance.G, instance.edge_k, instance.edge_h)
+    if split_grid is None:
+        return best_split_for_edge_latency(instance, edge)
+    grid = np.asarray(sorted(set(split_grid)), dtype=np.int64)
+    if grid.size == 0 or grid.min() < instance.N_hat or grid.max() > instance.N:
+        raise ValueError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
+    local = instance.local_step_latency[:, None, None]
+    n = grid[None, None, :]  # users x ranks x grid
+    value = instance.alpha[:, None, None] * instance.pai(n) - (instance.N - n) * edge[..., None] - n * local
+    best = value.argmax(axis=2)
+    return grid[best], np.take_along_axis(value, best[..., None], axis=2)[..., 0]
+
+
+def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) -> Decision:
+    """The optimum under the timeline latency model; ``split_grid`` restricts granted splits."""
+    from scipy.optimize import linear_sum_assignment
+
+    if instance.max_granted == 0:
+        return Decision.all_local(instance)
+    ranks = np.arange(1, instance.max_granted + 1)
+    split, value = _rank_values(instance, ranks, split_grid)
+    gain = value - instance.waiting_latency[:, None] - denied_utility(instance)[:, None]
+    best_total, best = 0.0, Decision.all_local(instance)
+    for b in ranks:
+        link = transmission_latency(instance.payload_bits, b, instance.eta, instance.W_max)
+        users, rank = linear_sum_assignment(gain[:, :b] - link[:, None], maximize=True)
+        total = float((gain[users, rank] - link[users]).sum())
+        if total > best_total + 1e-12:
+            granted = np.zeros(instance.num_users, bool)
+            granted[users] = True
+            chosen = np.full(instance.num_users, instance.N, dtype=np.int64)
+            chosen[users] = split[users, rank]
+            best_total, best = total, Decision(granted, chosen)
+    return best
+
+
+def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: int = 8192) -> tuple[float, Decision]:
+    """Best objective under the timeline model over every grant vector and grid split, by enumeration.
+
+    Independent of the rank argument above: the batch size of every edge step, ``b_s``, is counted
+    from its definition. ``(1 + len(split_grid)) ** I`` candidates; meant for ``I <= 10``.
+    """
+    grid = np.asarray(sorted(set(split_grid)), dtype=np.int64)
+    options = np.concatenate(([-1], grid))  # -1: denied
+    users = instance.num_users
+    steps = int(instance.N - grid.min())
+    s = np.arange(1, steps + 1)
+    denied = denied_utility(instance)
+    best_value, best = -np.inf, None
+    for start in range(0, len(options) ** users, chunk):
+        index = np.arange(start, min(start + chunk, len(options) ** users))
+        digits = (index[:, None] // len(options) ** np.arange(users)[None, :]) % len(options)
+        n = options[digits]  # candidates x users
+        granted = n >= 0
+        count = granted.sum(axis=1)
+        m = np.where(granted, instance.N - n, 0)
+        batch = (m[:, None, :] >= s[None, :, None]).sum(axis=2)  # b_s per candidate
+        elapsed = np.concatenate(
+            [
+                np.zeros((len(m), 1)),
+                np.cumsum(edge_step_latency(batch, instance.G, instance.edge_k, instance.edge_h), 1),
+            ],
+            axis=1,
+        )
+        edge = np.take_along_axis(elapsed, m, axis=1)
+        link = transmission_latency(
+            instance.payload_bits[None, :], np.maximum(count, 1)[:, None], instance.eta, instance.W_max
+        )
+        split = np.where(granted, n, instance.N)
+        latency = instance.waiting_latency + split * instance.local_step_latency + np.where(granted, edge + link, 0.0)
+        value = np.where(granted, instance.alpha * instance.pai(split) - latency, denied).sum(axis=1)
+        value[count > instance.max_granted] = -np.inf
+        at = int(np.argmax(value))
+        if value[at] > best_value:
+            best_value, best = float(value[at]), Decision(granted[at].copy(), split[at].copy())
+    return best_value, best
