@@ -83,3 +83,12 @@ def test_prompts():
         prompt_digit("a dog")
     assert personal_prompt("a handwritten digit 3", "sks") == "a handwritten digit 3 in sks style"
     assert personal_prompt("x", None) == "x"
+
+
+def test_pai_figures_are_registered_for_reproduce():
+    import importlib
+
+    from edgediff.reproduce import REGISTRY
+
+    module, func = REGISTRY["pai"].target.split(":")
+    assert callable(getattr(importlib.import_module(module), func))

@@ -322,3 +322,16 @@ def write_outputs(result: PaiResult, out: str | Path) -> list[Path]:
     plot_fig6(result, paths[2])
     plot_fig7(result, summary, paths[3])
     return paths
+
+
+def reproduce_figures(out_dir: str | Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+    """``edgediff reproduce pai``: the measured Figs. 6-7 of the shipped tiny models (the
+    ``measure-pai`` defaults, or ``--quick``'s); other ``options`` are ignored."""
+    from edgediff.personalize.classifier import shipped_classifier
+    from edgediff.runtime.models import load_model
+    from edgediff.runtime.tiny import TINY_NAME, TINY_PERSONAL
+
+    config = PaiConfig(splits=QUICK_SPLITS if quick else DEFAULT_SPLITS, samples=2 if quick else 4, seed=seed)
+    personal = [load_model(name) for name in TINY_PERSONAL]
+    result = measure_pai(load_model(TINY_NAME), personal, default_prompts(), config, shipped_classifier())
+    return write_outputs(result, out_dir)
