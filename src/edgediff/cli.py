@@ -498,7 +498,10 @@ def _cmd_measure_pai(args) -> None:
         raise UsageError(str(err)) from None
     cluster = _load_runtime_model(args.cluster)
     personal = [_load_runtime_model(name) for name in args.personal]
-    result = measure_pai(cluster, personal, prompts, config, classifier)
+    try:
+        result = measure_pai(cluster, personal, prompts, config, classifier)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     summary = result.summary()
     paths = write_outputs(result, args.out) if args.out is not None else []
     if args.json:

@@ -58,6 +58,25 @@ def test_measure_pai_library_scores(tmp_path):
     )
 
 
+def test_measure_pai_rejects_models_that_cannot_share_a_latent_or_be_scored(tmp_path, capsys):
+    import copy
+
+    from edgediff.personalize.classifier import shipped_classifier
+    from edgediff.personalize.pai import PaiConfig, measure_pai
+    from edgediff.runtime.models import load_model
+
+    tiny = load_model("tiny")
+    wide = copy.copy(tiny)  # same modules, but claims another VAE: 4x larger images
+    wide.vae = copy.deepcopy(tiny.vae)
+    wide.vae.register_to_config(block_out_channels=(16, 32, 32, 32))
+    wide.name = "wide"
+    config = PaiConfig(splits=(0, 1, 2), samples=1)
+    with pytest.raises(ValueError, match="cannot share a latent"):
+        measure_pai(tiny, [tiny, wide], ["a handwritten digit 1"], config, shipped_classifier())
+    with pytest.raises(ValueError, match="classifier scores 16x16"):
+        measure_pai(wide, [wide, wide], ["a handwritten digit 1"], config, shipped_classifier())
+
+
 def test_measure_reuse_json(capsys):
     assert main(["measure-reuse", "--model", "tiny", "--steps", "5", "--samples", "2", "--pmax", "25", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

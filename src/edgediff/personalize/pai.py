@@ -244,6 +244,18 @@ def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, 
     if len(personal) < 2:
         raise ValueError("measure-pai needs at least two personalized models")
     digits = [prompt_digit(p) for p in prompts]  # fail before any work
+    for model in personal:
+        if (model.image_size, model.latent_channels) != (cluster.image_size, cluster.latent_channels):
+            raise ValueError(
+                f"model {model.name!r} makes {model.image_size}px images from {model.latent_channels}-channel "
+                f"latents, the cluster-wide model {cluster.image_size}px from {cluster.latent_channels}: "
+                "they cannot share a latent"
+            )
+    if cluster.image_size != classifier.side:
+        raise ValueError(
+            f"the digit classifier scores {classifier.side}x{classifier.side} images, model {cluster.name!r} makes "
+            f"{cluster.image_size}x{cluster.image_size} (CLIP scoring for other models is not available offline)"
+        )
     start = time.perf_counter()
     N, K = config.N, config.samples
     keys = [(p, k) for p in range(len(prompts)) for k in range(K)]
