@@ -119,3 +119,24 @@ def test_shipped_personal_models_draw_their_style_and_the_digit():
         # same noise, same digit: the personal model's glyph differs visibly from the cluster's
         assert np.abs(images.astype(float) - plain.astype(float)).mean() / 255 > 0.05, name
     assert recognition_rate(cluster, classifier, digits, digits, None, config) >= 0.6
+
+
+def test_same_seed_same_weights(tmp_path):
+    from edgediff.personalize.train import train_tiny
+
+    config = TrainConfig(
+        vae_steps=2,
+        cluster_steps=2,
+        cluster_batch=8,
+        personal_steps=1,
+        personal_batch=4,
+        prior_images_per_digit=1,
+        sample_steps=2,
+        eval_per_digit=1,
+    )
+    train_tiny(tmp_path / "a", config)
+    train_tiny(tmp_path / "b", config)
+    train_tiny(tmp_path / "c", TrainConfig(**{**config.__dict__, "seed": 1}))
+    for name in ("vae.safetensors", "tiny/unet.safetensors", "tiny-small/text_encoder.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a/tiny/unet.safetensors").read_bytes() != (tmp_path / "c/tiny/unet.safetensors").read_bytes()
