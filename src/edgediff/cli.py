@@ -199,6 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_positive_int, help="local processes for sweeps (default: one per CPU)")
     p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
+    # --- Part C: trained tiny models, the measured PAI curve and reusable bound (issue 8, docs/results-pai.md)
+    p = sub.add_parser("train-tiny", help="train the embedded cluster-wide and personalized digit models")
+    p.add_argument("--out", type=Path, required=True, help="directory for the weights, classifier and report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test, not usable weights)")
+
+    p = sub.add_parser("measure-pai", help="hybrid inference at many splits: accuracy, personalization, PAI fit")
+    p.add_argument("--cluster", required=True, help="cluster-wide (edge) model: 'tiny' or a model directory")
+    p.add_argument("--personal", type=_name_list, required=True, help="personalized models P1,P2,P3 (>= 2)")
+    p.add_argument("--splits", help="split points START:STOP:STEP (STOP = N included) or a comma list (0:200:20)")
+    p.add_argument("--prompts", type=Path, help="file with one prompt per line (default: 'a handwritten digit 0..9')")
+    p.add_argument("--samples", type=_positive_int, help="samples per prompt (default 4; 2 with --quick)")
+    p.add_argument("--guidance-scale", type=_number(float, 0.0), default=3.0, help="classifier-free guidance (3)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--quick", action="store_true", help="N = 50, splits 0:50:5, 2 samples per prompt")
+    p.add_argument("--out", type=Path, help="directory for pai.json, pai.csv, fig6_grid.png, fig7_pai.png")
+    p.add_argument("--json", action="store_true", help="print the summary JSON")
+
+    p = sub.add_parser("measure-reuse", help="MSE/PSNR between consecutive denoising outputs and the bound S*")
+    p.add_argument("--model", required=True, help="'tiny' or a model directory")
+    p.add_argument("--steps", type=_positive_int, default=20, help="denoising steps S (default 20)")
+    p.add_argument("--pmax", type=_number(float, 0.0, strict=True), default=30.0, help="P_max in dB (default 30)")
+    p.add_argument("--samples", type=_positive_int, default=10, help="requests averaged (default 10)")
+    p.add_argument(
+        "--output",
+        choices=["denoised", "latent"],
+        default="denoised",
+        help="D_m: the step's clean-image estimate (default) or the intermediate latent itself, decoded",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result JSON")
     return parser
 
 
@@ -533,6 +564,118 @@ def _cmd_reproduce(args) -> None:
         print(path)
 
 
+def _cmd_train_tiny(args) -> None:
+    _make_directory(args.out)
+    from edgediff.personalize.train import TrainConfig, train_tiny
+
+    config = TrainConfig(seed=args.seed)
+    if args.quick:
+        config = TrainConfig(
+            seed=args.seed,
+            vae_steps=5,
+            cluster_steps=5,
+            cluster_batch=16,
+            personal_steps=3,
+            personal_batch=8,
+            prior_images_per_digit=1,
+            sample_steps=3,
+            eval_per_digit=1,
+        )
+    report = train_tiny(args.out, config)
+    print(
+        f"wrote {args.out}: cluster-wide samples recognized {100 * report['cluster_recognition']:.1f} %, "
+        + ", ".join(f"{name} {100 * r['recognition']:.1f} %" for name, r in report["personal"].items())
+        + f"; {report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s cpu"
+    )
+
+
+def _load_runtime_model(source: str):
+    from edgediff.runtime.models import ModelLoadError, load_model
+
+    try:
+        return load_model(source)
+    except (ModelLoadError, FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+def _cmd_measure_pai(args) -> None:
+    from edgediff.personalize.pai import DEFAULT_SPLITS, QUICK_SPLITS, PaiConfig, default_prompts, parse_splits
+
+    try:
+        splits = parse_splits(args.splits) if args.splits else (QUICK_SPLITS if args.quick else DEFAULT_SPLITS)
+        config = PaiConfig(
+            splits=splits,
+            samples=args.samples or (2 if args.quick else 4),
+            guidance_scale=args.guidance_scale,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        raise UsageError(f"--splits: {err}") from None
+    if len(args.personal) < 2:
+        raise UsageError("--personal needs at least two models (personalization compares users' images)")
+    if args.prompts is not None:
+        try:
+            prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or err
+            raise UsageError(f"cannot read --prompts {str(args.prompts)!r}: {reason}") from None
+        if not prompts:
+            raise UsageError(f"--prompts {str(args.prompts)!r} has no prompts")
+    else:
+        prompts = default_prompts()
+    from edgediff.personalize.data import prompt_digit
+
+    for prompt in prompts:
+        try:
+            prompt_digit(prompt)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if args.out is not None:
+        _make_directory(args.out)
+    from edgediff.personalize.classifier import ClassifierError, shipped_classifier
+    from edgediff.personalize.pai import measure_pai, write_outputs
+
+    try:
+        classifier = shipped_classifier(args.cluster)
+    except ClassifierError as err:
+        raise UsageError(str(err)) from None
+    cluster = _load_runtime_model(args.cluster)
+    personal = [_load_runtime_model(name) for name in args.personal]
+    try:
+        result = measure_pai(cluster, personal, prompts, config, classifier)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    summary = result.summary()
+    paths = write_outputs(result, args.out) if args.out is not None else []
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"PAI on {len(prompts)} prompts x {config.samples} samples, N = {config.N}, {summary['elapsed_s']:.0f} s")
+    print(f"{'split':>6} {'offloaded':>9} {'accuracy':>9} {'personal':>9} {'PAI':>7}")
+    for p in summary["points"]:
+        print(
+            f"{p['split']:>6} {p['offloaded_steps']:>9} {p['accuracy']:>9.3f} {p['personalization']:>9.3f}"
+            f" {p['pai']:>7.3f}"
+        )
+    print(f'fit: "pai": {{"a": {summary["pai"]["a"]:.4f}, "b": {summary["pai"]["b"]:.2f}}}, R^2 = {summary["r2"]:.3f}')
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _cmd_measure_reuse(args) -> None:
+    from edgediff.personalize.reuse import ReuseConfig, measure_reuse
+
+    config = ReuseConfig(steps=args.steps, pmax_db=args.pmax, samples=args.samples, seed=args.seed, output=args.output)
+    result = measure_reuse(_load_runtime_model(args.model), config)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"model {result['model']}, S = {result['steps']} steps, {result['samples']} requests, D_m = {args.output}")
+    for m, (mse, db) in enumerate(zip(result["mse"], result["psnr_db"]), start=1):
+        print(f"  step {m:>3}: MSE {mse:10.3f}  PSNR {db:6.2f} dB")
+    print(f"S* = {result['reusable_steps']} (largest step with PSNR below P_max = {result['pmax_db']} dB)")
+
+
 COMMANDS = {
     "instance": _cmd_instance,
     "solve": _cmd_solve,
@@ -544,6 +687,9 @@ COMMANDS = {
     "serve": _cmd_serve,
     "cache-sim": _cmd_cache_sim,
     "reproduce": _cmd_reproduce,
+    "train-tiny": _cmd_train_tiny,
+    "measure-pai": _cmd_measure_pai,
+    "measure-reuse": _cmd_measure_reuse,
 }
 
 

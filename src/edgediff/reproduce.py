@@ -43,6 +43,8 @@ REGISTRY: dict[str, FigureSpec] = {
     "cache-fig8": FigureSpec("edgediff.cache.figures:fig8", "users 5..25: response time, hit rate, time saved"),
     "cache-fig9": FigureSpec("edgediff.cache.figures:fig9", "S* 5..9: response time, hit rate, time saved"),
     "cache-fig10": FigureSpec("edgediff.cache.figures:fig10", "capacity 1..5 GB: response time, hit rate, time saved"),
+    # Part C, measured on the shipped tiny models (issue 8)
+    "pai": FigureSpec("edgediff.personalize.pai:reproduce_figures", "Figs. 6-7: measured PAI vs split, sigmoid fit"),
 }
 
 

@@ -51,7 +51,7 @@ def test_cli_generate_writes_png(tmp_path, capsys):
     assert main([*args, "--split", "2", "--edge-model", "tiny"]) == 0
     assert "2 at the edge on tiny" in capsys.readouterr().out
     split = np.asarray(Image.open(out))
-    assert split.shape == (64, 64, 3)
+    assert split.shape == (16, 16, 3)
     assert main(args) == 0
     assert "all local" in capsys.readouterr().out
     assert np.array_equal(np.asarray(Image.open(out)), split)  # same seed, same model: same image

@@ -17,9 +17,36 @@ def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
     assert torch.equal(torch.rand(3), expected)
     for a, b in zip(tiny.unet.parameters(), again.unet.parameters()):
         assert torch.equal(a, b)
-    other = load_model(ModelSpec("tiny", tiny=TinyConfig(seed=1)))
-    assert not torch.equal(next(other.unet.parameters()), next(tiny.unet.parameters()))
-    assert tiny.image_size == 64 and tiny.latent_channels == 4 and tiny.vae_scale_factor == 4
+    # tiny-random: the same architecture with seeded random weights (the start of training)
+    random0 = load_model("tiny-random")
+    random1 = load_model(ModelSpec("tiny-random", tiny=TinyConfig(seed=1)))
+    assert not torch.equal(next(random0.unet.parameters()), next(random1.unet.parameters()))
+    assert not torch.equal(next(random0.unet.parameters()), next(tiny.unet.parameters()))
+    assert tiny.image_size == 16 and tiny.latent_channels == 4 and tiny.vae_scale_factor == 2
+    assert random0.image_size == 16 and tiny.identifier is None
+
+
+def test_embedded_personal_models_share_the_vae_and_carry_identifiers(tiny):
+    models = {name: load_model(name) for name in ("tiny-italic", "tiny-bold", "tiny-small")}
+    assert [m.identifier for m in models.values()] == ["sks", "zwx", "vkq"]
+    for model in models.values():
+        assert model.name in models
+        for a, b in zip(model.vae.parameters(), tiny.vae.parameters()):
+            assert torch.equal(a, b)
+        assert not torch.equal(next(model.unet.parameters()), next(tiny.unet.parameters()))
+    with pytest.raises(ValueError, match="unknown embedded model"):
+        from edgediff.runtime.tiny import load_tiny
+
+        load_tiny("tiny-nope")
+
+
+def test_trained_tiny_is_not_random(tiny):
+    # the shipped weights denoise: a digit prompt gives ink on a dark background, not noise
+    from edgediff.runtime.split import generate
+
+    image = generate(GenerationRequest("a handwritten digit 1", steps=20, seed=0, guidance_scale=3.0), tiny).image
+    gray = image.mean(axis=-1) / 255
+    assert gray.shape == (16, 16) and (gray < 0.2).mean() > 0.4 and (gray > 0.6).mean() > 0.03
 
 
 def test_tiny_tokenizer_is_local_and_encodes_prompts(tiny):
@@ -33,6 +60,10 @@ def test_saved_tiny_loads_as_a_pipeline_directory(tiny, tmp_path):
     tiny.save(tmp_path / "pipe")
     loaded = load_model(tmp_path / "pipe")
     assert loaded.name == str(tmp_path / "pipe") and loaded.scheduler_class == "DDIMScheduler"
+    assert loaded.identifier is None
+    bold = load_model("tiny-bold")
+    bold.save(tmp_path / "bold")
+    assert load_model(tmp_path / "bold").identifier == "zwx"  # personalization.json travels along
     request = GenerationRequest("a dog", steps=3, seed=1)
     assert torch.equal(run_edge(loaded, request, 0).latent, run_edge(tiny, request, 0).latent)
     # the loaded model as the device side of a split with the embedded model at the edge

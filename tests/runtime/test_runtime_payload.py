@@ -28,13 +28,13 @@ def test_round_trip_keeps_everything(state):
     assert back.scheduler_class == state.scheduler_class == "DDIMScheduler"
     assert back.scheduler_config == json.loads(json.dumps(state.scheduler_config))
     meta = metadata_of(data)
-    assert meta["format"] == "edgediff-latent" and meta["shape"] == "[1, 4, 16, 16]"
+    assert meta["format"] == "edgediff-latent" and meta["shape"] == "[1, 4, 8, 8]"
     assert float(meta["timestep"]) > 0 and payload_bits(state) == 8 * len(data)
 
 
 def test_float16_halves_the_tensor(state):
     full, half = encode_latent(state), encode_latent(state, "float16")
-    assert len(full) - len(half) == pytest.approx(4 * 16 * 16 * 2, abs=8)  # header padding aside
+    assert len(full) - len(half) == pytest.approx(4 * 8 * 8 * 2, abs=8)  # header padding aside
     back = decode_latent(half)
     assert back.latent.dtype == torch.float16
     assert torch.allclose(back.latent.float(), state.latent, rtol=1e-3, atol=1e-3)
@@ -61,15 +61,15 @@ def rewrite(data: bytes, **changes) -> bytes:
         (lambda d: rewrite(d, split=None), "lacks split"),
         (lambda d: rewrite(d, split="many"), "split must be an integer"),
         (lambda d: rewrite(d, split="9"), "split must be an integer in \\[0, 6\\]"),
-        (lambda d: rewrite(d, shape="[1, 4, 8, 8]"), "shape"),
+        (lambda d: rewrite(d, shape="[1, 4, 16, 16]"), "shape"),
         (lambda d: rewrite(d, dtype="float16"), "metadata says float16"),
         (lambda d: rewrite(d, scheduler_class="PNDMScheduler"), "scheduler"),
         (lambda d: rewrite(d, request='{"prompt": "x", "steps": 0}'), "request is invalid"),
         (lambda d: rewrite(d, request='{"prompt": "x", "colour": 1}'), "request is invalid"),
         (lambda d: rewrite(d, steps="7"), "disagree"),
-        (lambda d: save({"latent": torch.full((1, 4, 16, 16), float("nan"))}, metadata=metadata_of(d)), "non-finite"),
-        (lambda d: save({"x": torch.zeros(1, 4, 16, 16)}, metadata=metadata_of(d)), "exactly one tensor"),
-        (lambda d: save({"latent": torch.zeros(1, 4, 16, 16)}), "no string metadata"),
+        (lambda d: save({"latent": torch.full((1, 4, 8, 8), float("nan"))}, metadata=metadata_of(d)), "non-finite"),
+        (lambda d: save({"x": torch.zeros(1, 4, 8, 8)}, metadata=metadata_of(d)), "exactly one tensor"),
+        (lambda d: save({"latent": torch.zeros(1, 4, 8, 8)}), "no string metadata"),
     ],
 )
 def test_malformed_payload_rejected_with_clear_error(state, mutate, message):

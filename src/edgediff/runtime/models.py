@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgediff.runtime.tiny import TINY_NAME, TinyConfig, build_tiny
+from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from: ``"tiny"`` (embedded) or a pipeline directory."""
+    """Where a model comes from: an embedded name (``"tiny"``, its personal fine-tunes
+    ``"tiny-italic"``/``"tiny-bold"``/``"tiny-small"``, ``"tiny-random"``), a pipeline
+    directory, or one model's folder of a ``train-tiny`` output. ``tiny`` configures
+    ``tiny-random`` only (the trained weights carry their own config)."""
 
     source: str = TINY_NAME
     dtype: str = "float32"
@@ -47,7 +50,7 @@ class ModelSpec:
 
     @property
     def is_tiny(self) -> bool:
-        return self.source == TINY_NAME
+        return self.source in EMBEDDED
 
 
 @dataclass(eq=False)
@@ -62,6 +65,7 @@ class DiffusionModel:
     scheduler: object  # template; every request gets its own copy (see new_scheduler)
     device: str = "cpu"
     dtype: str = "float32"
+    identifier: str | None = None  # a DreamBooth model's identifier (see personalize.data.personal_prompt)
 
     @property
     def latent_channels(self) -> int:
@@ -143,18 +147,29 @@ class DiffusionModel:
             requires_safety_checker=False,
         )
         pipe.save_pretrained(str(directory), safe_serialization=True)
+        if self.identifier:
+            (Path(directory) / PERSONALIZATION_FILE).write_text(json.dumps({"identifier": self.identifier}) + "\n")
 
 
 def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
-    """Load ``spec``: ``"tiny"`` builds the embedded model; anything else is a local
-    diffusers pipeline directory (nothing is downloaded). Raises :class:`ModelLoadError`."""
+    """Load ``spec``: an embedded name loads the shipped trained weights (``tiny-random``
+    builds random ones); anything else is a local diffusers pipeline directory or a
+    ``train-tiny`` model folder (nothing is downloaded). Raises :class:`ModelLoadError`."""
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec(str(spec))
+    path = Path(spec.source)
     if spec.is_tiny:
-        unet, vae, text_encoder, tokenizer, scheduler = build_tiny(spec.tiny)
-        name = TINY_NAME
+        unet, vae, text_encoder, tokenizer, scheduler, identifier = load_tiny(spec.source, spec.tiny)
+        name = spec.source
+    elif path.is_dir() and is_weights_folder(path):
+        try:
+            unet, vae, text_encoder, tokenizer, scheduler, identifier = load_tiny(path.name, weights=path.parent)
+        except Exception as err:  # torch/safetensors raise many types; one line naming the folder
+            raise ModelLoadError(f"cannot load tiny weights from {str(path)!r}: {err}") from None
+        name = str(spec.source)
     else:
-        unet, vae, text_encoder, tokenizer, scheduler = _load_directory(Path(spec.source))
+        unet, vae, text_encoder, tokenizer, scheduler = _load_directory(path)
+        identifier = _identifier(path)
         name = str(spec.source)
     import torch
 
@@ -164,7 +179,16 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
         if module.dtype != dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
             module.to(dtype=dtype)
         module.eval().requires_grad_(False)
-    return DiffusionModel(name, unet, vae, text_encoder, tokenizer, scheduler, spec.device, spec.dtype)
+    return DiffusionModel(name, unet, vae, text_encoder, tokenizer, scheduler, spec.device, spec.dtype, identifier)
+
+
+def _identifier(path: Path) -> str | None:
+    """The DreamBooth identifier recorded beside a pipeline (``personalization.json``), if any."""
+    try:
+        identifier = json.loads((path / PERSONALIZATION_FILE).read_text()).get("identifier")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return identifier if isinstance(identifier, str) and identifier else None
 
 
 def _load_directory(path: Path):
