@@ -35,11 +35,12 @@ PROMPTS = (
 )
 
 
-def image_grid(images: list, columns: int = 4, scale: int = 2):
-    """uint8 ``(H, W, 3)`` images -> one PIL image, ``columns`` wide, each enlarged ``scale``x."""
+def image_grid(images: list, columns: int = 4, tile_px: int = 128):
+    """uint8 ``(H, W, 3)`` images -> one PIL image, ``columns`` wide, each enlarged to ``tile_px`` wide."""
     from PIL import Image
 
     h, w = images[0].shape[:2]
+    scale = max(1, tile_px // w)  # nearest-neighbour, whole pixels: 16x16 digits stay readable
     rows = -(-len(images) // columns)
     grid = Image.new("RGB", (columns * w * scale, rows * h * scale), "white")
     for i, image in enumerate(images):
