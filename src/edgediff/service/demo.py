@@ -23,16 +23,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SLOWDOWNS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
-PROMPTS = (
-    "a red fox in the snow",
-    "a lighthouse at dusk",
-    "a bowl of ramen",
-    "a castle on a hill",
-    "a sailboat on a calm sea",
-    "a city street at night",
-    "a field of sunflowers",
-    "an astronaut riding a horse",
-)
+PROMPTS = tuple(f"a handwritten digit {d}" for d in (3, 1, 4, 1, 5, 9, 2, 6))  # what the embedded model knows
 
 
 def image_grid(images: list, columns: int = 4, tile_px: int = 128):
