@@ -383,17 +383,11 @@ def _cmd_generate(args) -> None:
 
     from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
     from edgediff.runtime.payload import PayloadError
-    from edgediff.runtime.request import GenerationRequest, RequestError
+    from edgediff.runtime.request import RequestError
     from edgediff.runtime.split import generate
 
     try:
-        request = GenerationRequest(
-            args.prompt,
-            steps=args.steps,
-            seed=args.seed,
-            guidance_scale=args.guidance_scale,
-            negative_prompt=args.negative_prompt,
-        )
+        request = _generation_request(args)
         model = load_model(ModelSpec(args.model, device=args.device))
         edge_model = model
         if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
@@ -416,6 +410,18 @@ def _cmd_generate(args) -> None:
     )
 
 
+def _generation_request(args):
+    from edgediff.runtime.request import GenerationRequest
+
+    return GenerationRequest(
+        args.prompt,
+        steps=args.steps,
+        seed=args.seed,
+        guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
+    )
+
+
 def _generate_remote(args) -> None:
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
@@ -429,17 +435,11 @@ def _generate_remote(args) -> None:
 
     from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
     from edgediff.runtime.payload import PayloadError
-    from edgediff.runtime.request import GenerationRequest, RequestError
+    from edgediff.runtime.request import RequestError
     from edgediff.service.client import EdgeClient, ServiceError, generate_remote
 
     try:
-        request = GenerationRequest(
-            args.prompt,
-            steps=args.steps,
-            seed=args.seed,
-            guidance_scale=args.guidance_scale,
-            negative_prompt=args.negative_prompt,
-        )
+        request = _generation_request(args)
         model = load_model(ModelSpec(args.model, device=args.device))
         profile = args.profile
         if profile is None and args.preset is None:  # measure this device: batch 1 and 2 steps, median of 5
