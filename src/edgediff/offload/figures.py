@@ -18,6 +18,7 @@ import numpy as np
 from edgediff.core.generator import random_instance
 from edgediff.core.instance import Instance
 from edgediff.core.model import evaluate
+from edgediff.core.profiles import PROFILE_TABLE
 from edgediff.figure_io import markdown_table, pyplot, write_csv
 from edgediff.offload.compare import case_seed, compare_points, normalized_score
 from edgediff.offload.policies import make_policy
@@ -48,8 +49,6 @@ def _write_md(path: Path, title: str, lines: list[str]) -> Path:
 def _single_users(rows: list[int], alphas: np.ndarray, gpus: int) -> tuple[Instance, np.ndarray, np.ndarray]:
     """One user per (local GPU row, alpha) pair, on the paper's defaults."""
     template = random_instance(1, gpus, seed=0)
-    from edgediff.core.profiles import PROFILE_TABLE
-
     row, alpha = (a.ravel() for a in np.meshgrid(rows, alphas, indexing="ij"))
     count = row.size
     instance = replace(
@@ -436,14 +435,10 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> li
     log.info("fig10: training the models fig9 has not left in %s/models", out_dir)
     run_tasks([(_train_scope, job) for job in jobs], workers=options.get("workers"), ray_address=options.get("ray"))
     models = {Path(job[0]).name: job[0] for job in jobs}
-    tasks = [
-        (
-            _evaluate_scope_models,
-            (u, 8, seed, {"general": models["general"], "gpu": models["gpu"], "specific": models[f"specific-{u}"]}),
-        )
-        for u in user_counts
-    ]
-    rows = [row for part in run_tasks(tasks, workers=1) for row in part]
+    rows = []
+    for u in user_counts:
+        scopes = {"general": models["general"], "gpu": models["gpu"], "specific": models[f"specific-{u}"]}
+        rows += _evaluate_scope_models(u, 8, seed, scopes)
     labels = ["general", "gpu", "specific", "exact"]
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
