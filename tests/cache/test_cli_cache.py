@@ -18,55 +18,12 @@ KEYS = {
 
 
 def test_cache_sim_json(capsys):
-    assert (
-        main(
-            [
-                "cache-sim",
-                "--policy",
-                "lru",
-                "--slots",
-                "120",
-                "--users",
-                "6",
-                "--capacity-gb",
-                "0.01",
-                "--reusable-steps",
-                "5",
-                "--V",
-                "1000",
-                "--seed",
-                "3",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    args = "cache-sim --policy lru --slots 120 --users 6 --capacity-gb 0.01 --reusable-steps 5 --V 1000 --seed 3"
+    assert main([*args.split(), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == KEYS and out["policy"] == "lru"
     assert out["time_saved_per_request_s"] > 0
-    assert (
-        main(
-            [
-                "cache-sim",
-                "--policy",
-                "lru",
-                "--slots",
-                "120",
-                "--users",
-                "6",
-                "--capacity-gb",
-                "0.01",
-                "--reusable-steps",
-                "5",
-                "--V",
-                "1000",
-                "--seed",
-                "3",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert main([*args.split(), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert {k: v for k, v in again.items() if k != "decision_time_ms"} == {
         k: v for k, v in out.items() if k != "decision_time_ms"
