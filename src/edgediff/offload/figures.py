@@ -238,7 +238,9 @@ def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> l
 
 def _time_policy(name: str, users: int, repeats: int, seed: int, time_limit: float) -> dict:
     policy = make_policy(name, seed=seed, time_limit=time_limit)
-    instances = [random_instance(users, 8, seed=np.random.SeedSequence([seed, users, 8, c])) for c in range(repeats)]
+    instances = [
+        random_instance(users, 8, seed=np.random.default_rng(case_seed(seed, users, 8, c))) for c in range(repeats)
+    ]
     if name != "milp":
         policy.decide(instances[0])  # warm-up: lazy imports and caches are not decision time
     times = []
