@@ -1,26 +1,18 @@
-"""The edge cache: intermediate outputs keyed by (class, step) under a byte capacity.
-
-Eviction rules: ``value`` (lowest estimated future value first; DRC, DNN, OO), ``lru``
-(least recently used), ``lfu`` (least frequently used, then least recent) and ``lcbfu``
-(NIRVANA: least computationally beneficial and frequently used, i.e. the lowest
-``uses * cached steps``, then least recent).
-"""
+"""The edge cache: intermediate outputs keyed by (class, step) under a byte capacity,
+evicting by one of the rules of :mod:`edgediff.cache.eviction`."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
+from edgediff.cache.eviction import EntryStats, check_rule, victim
 from edgediff.cache.model import Catalog, entry_value, topic_reusable_steps
-
-EVICTION_RULES = ("value", "lru", "lfu", "lcbfu")
 
 
 class EdgeCache:
     def __init__(self, cfg: CacheConfig, catalog: Catalog, rule: str) -> None:
-        if rule not in EVICTION_RULES:
-            raise ValueError(f"unknown eviction rule {rule!r}")
-        self.cfg, self.catalog, self.rule = cfg, catalog, rule
+        self.cfg, self.catalog, self.rule = cfg, catalog, check_rule(rule)
         cap = cfg.capacity_entries
         self.capacity_bytes = cfg.capacity_bytes
         self.valid = np.zeros(cap, dtype=bool)
@@ -80,15 +72,8 @@ class EdgeCache:
 
     def _evict_one(self) -> None:
         idx = np.flatnonzero(self.valid)
-        if self.rule == "value":
-            keys = (self.last_used[idx], self.value[idx])
-        elif self.rule == "lru":
-            keys = (self.last_used[idx],)
-        elif self.rule == "lfu":
-            keys = (self.last_used[idx], self.uses[idx])
-        else:  # lcbfu
-            keys = (self.last_used[idx], self.uses[idx] * self.step[idx])
-        self._remove(int(idx[np.lexsort(keys)[0]]))
+        stats = EntryStats(self.last_used[idx], self.uses[idx], self.step[idx], self.value[idx])
+        self._remove(int(idx[victim(self.rule, stats)]))
 
     def _remove(self, i: int) -> None:
         c, s = int(self.cls[i]), int(self.step[i])

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgediff.cache.eviction import USAGE_RULES
+
 
 class ServiceConfigError(ValueError):
     """A service parameter is invalid; the message names it."""
@@ -63,8 +65,9 @@ class ServiceConfig:
                 raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.W_max <= 0 or self.pai_a <= 0:
             raise ServiceConfigError("W_max and pai_a must be > 0")
-        if self.cache_eviction not in ("lcbfu", "lru", "lfu"):
-            raise ServiceConfigError(f"cache_eviction must be lcbfu, lru or lfu, got {self.cache_eviction!r}")
+        if self.cache_eviction not in USAGE_RULES:
+            rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
+            raise ServiceConfigError(f"cache_eviction must be {rules}, got {self.cache_eviction!r}")
         if self.edge_profile is not None:
             k, h = self.edge_profile
             if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:

@@ -1,38 +1,26 @@
-"""The edge's cache of reusable early-step latents (SPEC B.1's rule, on real latents).
+"""The edge's cache of reusable early-step latents (the Part B reuse rule of
+docs/caching-model.md, on real latents).
 
 An entry is the latent of a request after ``m`` denoising steps (``1 <= m <= S*``), keyed by
 its prompt's embedding. A later request of the same step count and latent shape may start
 from it if ``sim(prompt, entry prompt) >= theta(m)``, with
-``theta(m) = theta_min + (1 - theta_min)(m - 1)/(S* - 1)``: early, noisier latents are
-shared by more prompts, the last reusable step needs (near) identical prompts. Among the
-usable entries the one with the most steps done wins (it saves the most edge work), ties by
-similarity. Capacity is in bytes (latent + embedding); eviction ``lcbfu`` (NIRVANA: lowest
-``uses * steps`` first, then least recently used; the Part B store's rule), ``lru`` or
-``lfu``. Thread-safe: the engine thread writes it, ``/metrics`` reads sizes.
+``theta(m) = theta_min + (1 - theta_min)(m - 1)/(S* - 1)`` (:func:`edgediff.cache.model.theta`):
+early, noisier latents are shared by more prompts, the last reusable step needs (near)
+identical prompts. Among the usable entries the one with the most steps done wins (it saves
+the most edge work), ties by similarity. Capacity is in bytes (latent + embedding); eviction
+by a usage rule of :mod:`edgediff.cache.eviction`: ``lcbfu`` (the Part B store's rule),
+``lru`` or ``lfu``. Thread-safe: the engine thread writes it, ``/metrics`` reads sizes.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@functools.lru_cache(maxsize=256)
-def _thresholds(reusable_steps: int, theta_min: float) -> np.ndarray:
-    from edgediff.cache.config import CacheConfig
-    from edgediff.cache.model import theta as part_b_theta
-
-    # Part B's own rule, for a request whose reusable bound is S* (its step count does not enter)
-    return part_b_theta(CacheConfig(steps=reusable_steps, reusable_steps=reusable_steps, theta_min=theta_min))
-
-
-def theta(step: int, reusable_steps: int, theta_min: float) -> float:
-    """Similarity a cached latent ``step`` steps in needs: SPEC B.1's ``theta(m)``, from
-    ``theta_min`` at step 1 to 1 at ``S*`` (:func:`edgediff.cache.model.theta`)."""
-    return float(_thresholds(int(reusable_steps), float(theta_min))[step])
+from edgediff.cache.eviction import USAGE_RULES, EntryStats, check_rule, victim
+from edgediff.cache.model import theta
 
 
 @dataclass(eq=False)
@@ -63,11 +51,9 @@ class LatentCache:
     DUPLICATE = 0.999
 
     def __init__(self, capacity_bytes: int, theta_min: float = 0.8, eviction: str = "lcbfu"):
-        if eviction not in ("lcbfu", "lru", "lfu"):
-            raise ValueError(f"unknown eviction rule {eviction!r}")
         self.capacity_bytes = int(capacity_bytes)
         self.theta_min = theta_min
-        self.eviction = eviction
+        self.eviction = check_rule(eviction, USAGE_RULES)
         self._entries: list[CacheEntry] = []
         self._bytes = 0
         self._clock = 0  # logical time: one tick per lookup or insert
@@ -89,12 +75,13 @@ class LatentCache:
         """The best usable entry with at most ``max_step`` steps done, or ``None``."""
         with self._lock:
             self._clock += 1
+            thresholds = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)
             best, best_key = None, None
             for e in self._entries:
                 if e.steps != steps or e.shape != shape or e.step > max_step:
                     continue
                 sim = float(np.dot(embedding, e.embedding))
-                if sim >= theta(e.step, reusable_steps, self.theta_min) - 1e-6:
+                if sim >= thresholds[e.step] - 1e-6:
                     key = (e.step, sim)
                     if best_key is None or key > best_key:
                         best, best_key = e, key
@@ -131,13 +118,12 @@ class LatentCache:
             return True
 
     def _evict_one(self) -> None:
-        if self.eviction == "lru":
-            key = lambda e: e.last_used  # noqa: E731
-        elif self.eviction == "lfu":
-            key = lambda e: (e.uses, e.last_used)  # noqa: E731
-        else:  # lcbfu: least computationally beneficial (steps saved) x frequently used
-            key = lambda e: (e.uses * e.step, e.last_used)  # noqa: E731
-        victim = min(self._entries, key=key)
-        self._entries.remove(victim)
-        self._bytes -= victim.nbytes
+        entries = self._entries
+        stats = EntryStats(
+            last_used=np.array([e.last_used for e in entries]),
+            uses=np.array([e.uses for e in entries]),
+            step=np.array([e.step for e in entries]),
+        )
+        evicted = entries.pop(victim(self.eviction, stats))
+        self._bytes -= evicted.nbytes
         self.evictions += 1

@@ -1,0 +1,83 @@
+"""The eviction rules: one definition, the same victim in the Part B store and the service's cache."""
+
+import numpy as np
+import pytest
+
+from edgediff.cache.config import CacheConfig
+from edgediff.cache.eviction import EVICTION_RULES, USAGE_RULES, EntryStats, victim
+from edgediff.cache.model import make_catalog
+from edgediff.cache.store import EdgeCache
+from edgediff.service.config import ServiceConfig, ServiceConfigError
+from edgediff.service.latent_cache import CacheEntry, LatentCache
+
+CFG = CacheConfig(classes=40, topics=4, reusable_steps=6, capacity_bytes=40 * 500e3)
+
+
+def reference_key(rule, last_used, uses, step, value):
+    """The rules as stated in the docs, written out per entry."""
+    return {
+        "value": (value, last_used),
+        "lru": (last_used,),
+        "lfu": (uses, last_used),
+        "lcbfu": (uses * step, last_used),
+    }[rule]
+
+
+def random_stats(rng, n):
+    # small ranges: many ties, so the tie-breaks are exercised too
+    return EntryStats(
+        last_used=rng.integers(0, 4, n),
+        uses=rng.integers(0, 3, n),
+        step=rng.integers(1, CFG.reusable_steps + 1, n),
+        value=rng.choice([0.0, 0.5, 1.0], n),
+    )
+
+
+def store_victim(rule, stats):
+    """The entry the Part B simulator's store evicts, given these statistics."""
+    cache = EdgeCache(CFG, make_catalog(CFG, np.random.default_rng(0)), rule)
+    n = stats.step.size
+    for i in range(n):
+        assert cache.insert(i, int(stats.step[i]), t=0)
+    cache.last_used[:n], cache.uses[:n], cache.value[:n] = stats.last_used, stats.uses, stats.value
+    cache._evict_one()
+    (gone,) = np.flatnonzero(~cache.valid[:n])
+    return int(gone)
+
+
+def latent_cache_victim(rule, stats):
+    """The entry the service's latent cache evicts, given these statistics."""
+    cache = LatentCache(10**9, eviction=rule)
+    entries = [
+        CacheEntry(np.zeros(2), int(m), 20, (1,), None, 1, str(i), int(u), int(t))
+        for i, (m, u, t) in enumerate(zip(stats.step, stats.uses, stats.last_used))
+    ]
+    cache._entries, cache._bytes = list(entries), len(entries)
+    cache._evict_one()
+    (gone,) = [i for i, e in enumerate(entries) if e not in cache._entries]
+    return gone
+
+
+@pytest.mark.parametrize("rule", EVICTION_RULES)
+def test_both_stores_evict_the_same_entry(rule):
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        stats = random_stats(rng, int(rng.integers(1, 12)))
+        keys = [reference_key(rule, *row) for row in zip(stats.last_used, stats.uses, stats.step, stats.value)]
+        expected = min(range(len(keys)), key=lambda i: (*keys[i], i))  # ties: stored first
+        assert victim(rule, stats) == expected
+        assert store_victim(rule, stats) == expected
+        if rule in USAGE_RULES:
+            assert latent_cache_victim(rule, stats) == expected
+
+
+def test_one_list_of_rule_names():
+    assert EVICTION_RULES == ("value", "lru", "lfu", "lcbfu")
+    assert USAGE_RULES == ("lru", "lfu", "lcbfu")  # no value estimate in the service
+    for rule in ("value", "fifo"):
+        with pytest.raises(ValueError, match="unknown eviction rule"):
+            LatentCache(1, eviction=rule)
+        with pytest.raises(ServiceConfigError, match="cache_eviction must be lru, lfu or lcbfu"):
+            ServiceConfig(cache_eviction=rule)
+    with pytest.raises(ValueError, match="unknown eviction rule"):
+        EdgeCache(CFG, make_catalog(CFG, np.random.default_rng(0)), "fifo")
