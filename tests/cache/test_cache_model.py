@@ -15,6 +15,7 @@ from edgediff.cache.model import (
     similarity,
     storable,
     theta,
+    thresholds,
     topic_reusable_steps,
 )
 from edgediff.cache.optimum import solve_slot
@@ -62,7 +63,7 @@ def ps_event_simulation(work_seconds):
 
 def test_theta_rule_and_similarity():
     cfg = CacheConfig()
-    th = theta(cfg)
+    th = thresholds(cfg)
     assert th[1] == pytest.approx(0.8) and th[cfg.reusable_steps] == pytest.approx(1.0)
     assert np.all(np.diff(th[1:]) > 0)
     # with sigma_topic = 0.85 only steps 1 and 2 serve other classes of the topic
@@ -72,6 +73,20 @@ def test_theta_rule_and_similarity():
     other = np.flatnonzero(catalog.topic != catalog.topic[0])[0]
     assert similarity(cfg, catalog, [0, 0, 0], [0, same_topic, other]).tolist() == [1.0, 0.85, 0.0]
     assert catalog.popularity.sum() == pytest.approx(1.0) and np.all(np.diff(catalog.popularity) < 0)
+
+
+def test_theta_is_one_plain_function_of_m_s_star_theta_min():
+    for s_star, theta_min in ((6, 0.8), (1, 0.8), (2, 0.0), (13, 0.37)):
+        cfg = CacheConfig(steps=20, reusable_steps=s_star, theta_min=max(theta_min, 1e-9))
+        m = np.arange(s_star + 1)
+        assert np.array_equal(thresholds(cfg), theta(m, s_star, cfg.theta_min))
+        assert [theta(int(k), s_star, theta_min) for k in m] == theta(m, s_star, theta_min).tolist()
+        assert theta(0, s_star, theta_min) == np.inf and theta(s_star, s_star, theta_min) == 1.0
+        if s_star > 1:
+            assert theta(1, s_star, theta_min) == theta_min
+    # the values the service and the simulator always had
+    assert theta(np.arange(1, 7), 6, 0.8).tolist() == [0.8 + (1.0 - 0.8) * (k - 1) / 5 for k in range(1, 7)]
+    assert isinstance(theta(3, 6, 0.8), float)
 
 
 def test_reusable_rule_in_cache_lookup():

@@ -1,4 +1,4 @@
-"""Part B parameters (SPEC B.1) as one frozen dataclass, validated when it is built."""
+"""Part B parameters (docs/caching-model.md) as one frozen dataclass, validated when it is built."""
 
 from __future__ import annotations
 

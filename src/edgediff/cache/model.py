@@ -1,4 +1,4 @@
-"""The Part B system model (SPEC B.1): catalog, reusable-step rule, channel, compute, latency
+"""The Part B system model (docs/caching-model.md): catalog, reusable-step rule, channel, compute, latency
 and the drift-plus-penalty per-slot objective. Pure, vectorized NumPy functions.
 
 A slot's decision is, per request ``r``, the step ``m_r`` in ``0..S*`` where the edge stops
@@ -44,24 +44,29 @@ def make_catalog(cfg: CacheConfig, rng: np.random.Generator) -> Catalog:
     return Catalog(p, topic, mass, np.cumsum(p))
 
 
-def theta(cfg: CacheConfig) -> np.ndarray:
-    """Similarity threshold ``theta(m)`` for m = 0..S* (index 0 unused, set to inf).
+def theta(m, s_star: int, theta_min: float):
+    """Similarity threshold ``theta(m)`` a cached output ``m`` steps in needs (``m`` in 0..S*).
 
-    Increases linearly from ``theta_min`` at step 1 to 1 at step S*: early, noisy outputs are
-    reusable by more requests. With S* = 1 the single reusable step needs an exact match.
+    Increases linearly from ``theta_min`` at step 1 to 1 at step ``S*``: early, noisy outputs
+    are reusable by more requests. With ``S* = 1`` the single reusable step needs an exact
+    match; ``m = 0`` (nothing cached) matches nothing: inf. A float for a scalar ``m``.
     """
-    s_star = cfg.reusable_steps
-    m = np.arange(s_star + 1, dtype=float)
-    th = cfg.theta_min + (1.0 - cfg.theta_min) * (m - 1) / max(s_star - 1, 1)
+    m = np.asarray(m, dtype=float)
+    th = theta_min + (1.0 - theta_min) * (m - 1) / max(s_star - 1, 1)
     if s_star == 1:
-        th[1] = 1.0
-    th[0] = np.inf
-    return th
+        th = np.where(m == 1, 1.0, th)
+    th = np.where(m == 0, np.inf, th)
+    return float(th) if th.ndim == 0 else th
+
+
+def thresholds(cfg: CacheConfig) -> np.ndarray:
+    """``theta(m)`` for m = 0..S* (index 0 unused: inf)."""
+    return theta(np.arange(cfg.reusable_steps + 1), cfg.reusable_steps, cfg.theta_min)
 
 
 def topic_reusable_steps(cfg: CacheConfig) -> np.ndarray:
     """Bool (S*+1,): steps whose cached outputs serve other classes of the same topic."""
-    return theta(cfg) <= cfg.sigma_topic
+    return thresholds(cfg) <= cfg.sigma_topic
 
 
 def similarity(cfg: CacheConfig, catalog: Catalog, c: np.ndarray, c2: np.ndarray) -> np.ndarray:
