@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from edgediff.core.pai import PaiCurve
+from edgediff.core.pai import PAPER_STEPS, PaiCurve
 from edgediff.personalize.data import class_prompt, personal_prompt, prompt_digit, to_gray
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLITS = tuple(range(0, 201, 20))
 QUICK_SPLITS = tuple(range(0, 51, 5))
-PAPER_CURVE = PaiCurve()  # a_F = 0.0413, b_F = 71.44 (paper Sec. VI-A, N = 200)
+PAPER_CURVE = PaiCurve()  # a_F = 0.0413, b_F = 71.44 (paper Sec. VI-A, N = PAPER_STEPS = 200)
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,7 @@ class PaiResult:
     def summary(self) -> dict:
         a, b, r2 = self.fit()
         N = self.config.N
+        at_paper_steps = PaiCurve(a, b).for_steps(PAPER_STEPS, over=N)
         personalization = [p["personalization"] for p in self.points()]
         order = np.argsort(self.config.splits)
         return {
@@ -210,8 +211,8 @@ class PaiResult:
             "pai": {"a": a, "b": b},
             "r2": r2,
             # for comparison with the paper's N = 200: the same curve over n / N * 200
-            "pai_at_N200": {"a": a * N / 200, "b": b * 200 / N},
-            "paper": {"a": PAPER_CURVE.a, "b": PAPER_CURVE.b, "N": 200},
+            "pai_at_N200": {"a": at_paper_steps.a, "b": at_paper_steps.b},
+            "paper": {"a": PAPER_CURVE.a, "b": PAPER_CURVE.b, "N": PAPER_STEPS},
             "personalization_falls_with_offloading": bool(
                 np.all(np.diff(np.asarray(personalization)[order][::-1]) <= 1e-9)
             ),
