@@ -24,8 +24,8 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     text = capsys.readouterr().out
     assert "granted" in text and "predicted" in text and "measured" in text
     job = engine.jobs()[0]
-    assert job.status == "done"
-    reference = generate(GenerationRequest("a lighthouse", steps=10, seed=4), tiny, split=job.split)
+    assert job.snapshot.status == "done"
+    reference = generate(GenerationRequest("a lighthouse", steps=10, seed=4), tiny, split=job.snapshot.split)
     assert np.array_equal(np.asarray(Image.open(out)), reference.image)
     # no profile given: the device measures its own
     assert main([*args, "--out", str(tmp_path / "measured.png")]) == 0

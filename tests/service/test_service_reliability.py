@@ -81,7 +81,7 @@ def test_full_queue_answers_503_with_retry_after_and_drains(start_service):
     assert 'edgediff_rejected_requests_total{reason="queue_full"} 1.0' in httpx.get(f"{service.url}/metrics").text
     service.stop()  # graceful: the 30 s window is cut short, the two queued requests are decided and run
     jobs = engine.jobs()
-    assert len(jobs) == 2 and all(j.status == "done" for j in jobs)
+    assert len(jobs) == 2 and all(j.snapshot.status == "done" for j in jobs)
 
 
 def test_disconnecting_clients_do_not_break_the_window(start_service):

@@ -185,13 +185,14 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_finished, wait)
-        if job.status == "done" and job.payload is not None:
+        snap = job.snapshot  # one consistent state: the engine replaces it whole
+        if snap.status == "done" and snap.payload is not None:
             return Response(
-                job.payload,
+                snap.payload,
                 media_type="application/octet-stream",
-                headers={"X-Edgediff-Split": str(job.split), "X-Edgediff-Cache-Hit-Step": str(job.cache_hit_step)},
+                headers={"X-Edgediff-Split": str(snap.split), "X-Edgediff-Cache-Hit-Step": str(snap.cache_hit_step)},
             )
-        return JSONResponse(job.to_status(), status_code=409 if job.terminal else 202)
+        return JSONResponse(snap.to_status(), status_code=409 if snap.terminal else 202)
 
     @app.get("/v1/info")
     async def info():

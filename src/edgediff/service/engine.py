@@ -3,17 +3,19 @@
 One engine thread owns the model, the executor, the policy and the cache (torch work never
 runs on the HTTP event loop). Requests queue between windows; at every window boundary
 (every ``window_s`` seconds) the engine builds a Part A instance of the queued requests
-(waiting time ``K - k_i`` from their arrival in the window, the device's ``k, h`` and α, the
-edge's calibrated ``k, h``), runs the policy, answers denied requests at once ("run
-locally"), and adds the granted ones to the running batch: members of earlier windows may
-still be in it at other timesteps, so the batch grows at windows and shrinks as members
-reach their split points. A member's intermediate latent is published the step it leaves.
+(:func:`edgediff.service.window.window_instance`), runs the policy, answers denied requests
+at once ("run locally"), and adds the granted ones to the running batch: members of earlier
+windows may still be in it at other timesteps, so the batch grows at windows and shrinks as
+members reach their split points. A member's intermediate latent is published the step it
+leaves.
 
 Requests of different step counts ``N`` are decided as separate instances in one window
 (the Part A model has one ``N``), sharing ``B_max``: groups in order of their first arrival.
 Every accepted request ends in exactly one terminal state (``done``, ``denied``,
 ``failed`` with a reason), counted in the metrics and, if configured, appended to a JSON-lines
 journal. ``stop`` drains: queued requests are decided at once, the batch runs to empty.
+A job's status changes only by a new :class:`~edgediff.service.job.JobSnapshot` published
+under the engine's lock; the HTTP handlers read no other job state.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
+from edgediff.service.job import Job
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
 from edgediff.service.schemas import TERMINAL, SubmitRequest
@@ -49,63 +52,6 @@ class QueueFull(Exception):
 
 class ShuttingDown(Exception):
     """The service is draining and accepts no new requests."""
-
-
-@dataclass(eq=False)
-class Job:
-    """One accepted request and everything that happens to it."""
-
-    id: str
-    body: SubmitRequest
-    request: object  # GenerationRequest
-    k: float
-    h: float
-    arrived: float
-    status: str = "queued"
-    window: int | None = None
-    granted: bool | None = None
-    split: int | None = None
-    predicted_latency_s: float | None = None
-    predicted_pai: float | None = None
-    cache_hit_step: int = 0
-    capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
-    reason: str | None = None
-    payload: bytes | None = field(default=None, repr=False)
-    decided_at: float | None = None
-    finished_at: float | None = None
-    embedding: np.ndarray | None = field(default=None, repr=False)
-    decided: threading.Event = field(default_factory=threading.Event, repr=False)
-    finished: threading.Event = field(default_factory=threading.Event, repr=False)
-    async_decided: asyncio.Event | None = field(default=None, repr=False)
-    async_finished: asyncio.Event | None = field(default=None, repr=False)
-
-    @property
-    def steps(self) -> int:
-        return self.request.steps
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    def to_status(self) -> dict:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "steps": self.steps,
-            "window": self.window,
-            "granted": self.granted,
-            "split": self.split,
-            "offloaded_steps": None if self.split is None else self.steps - self.split,
-            "predicted_latency_s": self.predicted_latency_s,
-            "predicted_pai": self.predicted_pai,
-            "cache_hit_step": self.cache_hit_step,
-            "reason": self.reason,
-            "queued_s": None if self.decided_at is None else self.decided_at - self.arrived,
-            "edge_s": None
-            if self.finished_at is None or self.decided_at is None or not self.granted
-            else self.finished_at - self.decided_at,
-            "payload_bytes": None if self.payload is None else len(self.payload),
-        }
 
 
 @dataclass
@@ -310,12 +256,10 @@ class EdgeEngine:
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.core.instance import Instance
         from edgediff.core.model import evaluate
-        from edgediff.core.pai import PaiCurve
+        from edgediff.service.window import window_instance
 
         cfg = self.config
-        window = cfg.window_s
         index = next(self._window_counter)
         self.stats.windows += 1
         self.metrics.windows.inc()
@@ -324,51 +268,39 @@ class EdgeEngine:
         groups: dict[int, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.steps, []).append(job)
-        for steps, group in groups.items():
+        for group in groups.values():
             try:
-                scale = 200.0 / steps  # the paper's PAI curve is over N = 200 steps
-                instance = Instance(
-                    ids=tuple(j.id for j in group),
-                    k=[j.k for j in group],
-                    h=[j.h for j in group],
-                    alpha=[j.body.alpha for j in group],
-                    request_time=[min(max(j.arrived - window_start, 0.0), 0.999 * window) for j in group],
-                    prompt_bits=[8 * len(j.request.prompt.encode()) for j in group],
-                    intermediate_bits=[self.intermediate_bits] * len(group),
-                    N=steps,
-                    N_hat=cfg.n_hat(steps),
-                    B_max=remaining,
-                    G=cfg.gpus,
-                    K=window,
-                    edge_k=self.edge_k,
-                    edge_h=self.edge_h,
-                    eta=cfg.eta,
-                    W_max=cfg.W_max,
-                    pai=PaiCurve(a=cfg.pai_a * scale, b=cfg.pai_b / scale),
+                instance = window_instance(
+                    group,
+                    cfg,
+                    start=window_start,
+                    b_max=remaining,
+                    edge_profile=(self.edge_k, self.edge_h),
+                    intermediate_bits=self.intermediate_bits,
                 )
                 decision = self.policy.decide(instance)
                 outcome = evaluate(instance, decision, "timeline")
             except Exception as err:  # e.g. a learned policy that cannot take this instance
                 log.exception("window %d: policy %s failed", index, cfg.policy)
                 for job in group:
-                    self._mark_decided(job, index)
-                    self._finish(job, "failed", f"decision failed: {type(err).__name__}: {err}")
+                    self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
             remaining -= decision.granted_count
             admitted = []
             for i, job in enumerate(group):
-                job.granted = bool(decision.granted[i])
-                job.split = int(decision.split[i])
-                job.predicted_latency_s = float(outcome.latency[i])
-                job.predicted_pai = float(outcome.pai[i])
-                if job.granted:
-                    admitted.append(job)
+                answer = dict(
+                    granted=bool(decision.granted[i]),
+                    split=int(decision.split[i]),
+                    predicted_latency_s=float(outcome.latency[i]),
+                    predicted_pai=float(outcome.pai[i]),
+                )
+                if answer["granted"]:
+                    admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index)
-                    self._finish(job, "denied")
-            self._embed(admitted, index)
-            for job in admitted:
-                executor = self._admit(executor, job, index)
+                    self._mark_decided(job, index, "denied", **answer)
+            self._embed([job for job, _ in admitted], index)
+            for job, answer in admitted:
+                executor = self._admit(executor, job, index, answer)
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
@@ -386,28 +318,28 @@ class EdgeEngine:
             for job in jobs:
                 job.embedding = None
 
-    def _admit(self, executor, job: Job, index: int):
-        steps, offloaded = job.steps, job.steps - job.split
-        start = None
+    def _admit(self, executor, job: Job, index: int, answer: dict):
+        """Start a granted member (from a cached latent if one is usable); ``answer`` is its
+        decision, published with its status once it runs (or has failed to start)."""
+        steps, split = job.steps, answer["split"]
+        start, hit_step = None, 0
         if self.cache.enabled and job.embedding is not None:
             reusable = self.config.reusable_steps(steps)
-            reach = min(reusable, offloaded)
+            reach = min(reusable, steps - split)
             hit = self.cache.lookup(job.embedding, steps, self.latent_shape, reach, reusable)
             if hit is not None:
-                start, job.cache_hit_step = hit.entry.state, hit.step
+                start, hit_step = hit.entry.state, hit.step
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
-            job.capture_steps = set(range(job.cache_hit_step + 1, reach + 1))
+            job.capture_steps = set(range(hit_step + 1, reach + 1))
         try:
-            executor.add(job.id, job.request, job.split, start)
+            executor.add(job.id, job.request, split, start)
         except Exception as err:
-            self._mark_decided(job, index)
-            self._finish(job, "failed", f"edge could not start: {err}")
+            self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
             return executor
-        job.status = "running"
         self.metrics.grants.inc()
-        self._mark_decided(job, index)
+        self._mark_decided(job, index, "running", cache_hit_step=hit_step, **answer)
         return executor
 
     def _step(self, executor):
@@ -446,8 +378,7 @@ class EdgeEngine:
                 continue
             try:
                 self._capture(job, state)
-                job.payload = encode_latent(state)
-                self._finish(job, "done")
+                self._finish(job, "done", payload=encode_latent(state))
             except Exception as err:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
@@ -471,24 +402,31 @@ class EdgeEngine:
         except RuntimeError:  # the loop is closed (shutdown): nobody is waiting any more
             pass
 
-    def _mark_decided(self, job: Job, index: int) -> None:
-        job.window = index
-        job.decided_at = time.perf_counter()
+    def _mark_decided(self, job: Job, index: int, status: str, reason: str | None = None, **answer) -> None:
+        """Publish the window's answer for ``job`` in one snapshot: ``running`` or terminal."""
+        decided = dict(window=index, decided_at=time.perf_counter(), **answer)
+        if status in TERMINAL:
+            self._finish(job, status, reason, **decided)
+            return
+        with self._cond:
+            job.snapshot = replace(job.snapshot, status=status, reason=reason, **decided)
         job.decided.set()
         self._signal(job.async_decided)
 
-    def _finish(self, job: Job, status: str, reason: str | None = None) -> None:
+    def _finish(self, job: Job, status: str, reason: str | None = None, **changes) -> None:
+        """Publish a terminal ``status`` (with any other ``changes``) unless already terminal."""
         with self._cond:
             if job.terminal:
                 return
-            job.status, job.reason = status, reason
-            job.finished_at = time.perf_counter()
+            job.snapshot = snapshot = replace(
+                job.snapshot, status=status, reason=reason, finished_at=time.perf_counter(), **changes
+            )
             self.stats.terminal[status] += 1
         self.metrics.requests.labels(status).inc()
         if status == "failed":
             log.warning("request %s failed: %s", job.id, reason)
         if self._journal is not None:
-            record = {"id": job.id, "status": status, "reason": reason, "window": job.window, "split": job.split}
+            record = dict(id=job.id, status=status, reason=reason, window=snapshot.window, split=snapshot.split)
             self._journal.write(json.dumps(record) + "\n")
         if not job.decided.is_set():
             job.decided.set()

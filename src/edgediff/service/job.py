@@ -1,0 +1,93 @@
+"""One accepted request in the edge service and the snapshots of its status.
+
+The engine thread owns a :class:`Job`; what the HTTP handlers read is its ``snapshot``, an
+immutable :class:`JobSnapshot` the engine replaces whole, under its lock, at every change.
+A poll therefore sees one consistent state (never ``queued`` with a decision in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgediff.service.schemas import TERMINAL, SubmitRequest
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A request's status at one moment (the fields of ``JobStatus`` and the payload)."""
+
+    id: str
+    steps: int
+    arrived: float
+    status: str = "queued"
+    window: int | None = None
+    granted: bool | None = None
+    split: int | None = None
+    predicted_latency_s: float | None = None
+    predicted_pai: float | None = None
+    cache_hit_step: int = 0
+    reason: str | None = None
+    decided_at: float | None = None
+    finished_at: float | None = None
+    payload: bytes | None = field(default=None, repr=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_status(self) -> dict:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "steps": self.steps,
+            "window": self.window,
+            "granted": self.granted,
+            "split": self.split,
+            "offloaded_steps": None if self.split is None else self.steps - self.split,
+            "predicted_latency_s": self.predicted_latency_s,
+            "predicted_pai": self.predicted_pai,
+            "cache_hit_step": self.cache_hit_step,
+            "reason": self.reason,
+            "queued_s": None if self.decided_at is None else self.decided_at - self.arrived,
+            "edge_s": None
+            if self.finished_at is None or self.decided_at is None or not self.granted
+            else self.finished_at - self.decided_at,
+            "payload_bytes": None if self.payload is None else len(self.payload),
+        }
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted request: what it asks for, the engine's working state, its snapshot."""
+
+    id: str
+    body: SubmitRequest
+    request: object  # GenerationRequest
+    k: float
+    h: float
+    arrived: float
+    snapshot: JobSnapshot = field(init=False)
+    capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    decided: threading.Event = field(default_factory=threading.Event, repr=False)
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
+    async_decided: asyncio.Event | None = field(default=None, repr=False)
+    async_finished: asyncio.Event | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
+
+    @property
+    def steps(self) -> int:
+        return self.request.steps
+
+    @property
+    def terminal(self) -> bool:
+        return self.snapshot.terminal
+
+    def to_status(self) -> dict:
+        return self.snapshot.to_status()

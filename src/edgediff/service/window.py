@@ -1,0 +1,60 @@
+"""The Part A instance of one decision window (docs/offloading-model.md), from the service's
+queued requests: a pure function, no locks and no torch, so the engine thread only runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edgediff.core.instance import Instance
+from edgediff.core.pai import PaiCurve
+from edgediff.service.config import ServiceConfig
+
+# latest request time k_i as a fraction of K: the model needs k_i < K, and a request that
+# arrived after the boundary (while the previous window was being decided) counts as last
+LATEST_ARRIVAL = 0.999
+
+
+def window_instance(
+    jobs: Sequence,
+    config: ServiceConfig,
+    *,
+    start: float,
+    b_max: int,
+    edge_profile: tuple[float, float],
+    intermediate_bits: int,
+) -> Instance:
+    """The instance of ``jobs`` (engine ``Job`` objects of one step count ``N``) in the window
+    that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
+
+    Per request: the device's ``k, h`` and α, the request time from the window's start
+    (the waiting time is ``K - k_i``), ``8 * len(prompt)`` prompt bits and the edge's
+    ``intermediate_bits``. The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
+    ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
+    ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
+    """
+    steps = {job.steps for job in jobs}
+    if len(steps) != 1:
+        raise ValueError(f"a window instance has one step count N, got {sorted(steps)}")
+    (N,) = steps
+    K = config.window_s
+    edge_k, edge_h = edge_profile
+    return Instance(
+        ids=tuple(job.id for job in jobs),
+        k=[job.k for job in jobs],
+        h=[job.h for job in jobs],
+        alpha=[job.body.alpha for job in jobs],
+        request_time=[min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs],
+        prompt_bits=[8 * len(job.request.prompt.encode()) for job in jobs],
+        intermediate_bits=[intermediate_bits] * len(jobs),
+        N=N,
+        N_hat=config.n_hat(N),
+        B_max=b_max,
+        G=config.gpus,
+        K=K,
+        edge_k=edge_k,
+        edge_h=edge_h,
+        eta=config.eta,
+        W_max=config.W_max,
+        pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
+    )

@@ -1,0 +1,135 @@
+"""The window's Part A instance (a pure function) and the status snapshots the HTTP side reads."""
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+
+from edgediff.core.instance import Instance
+from edgediff.core.pai import PaiCurve
+from edgediff.runtime.request import GenerationRequest
+from edgediff.service.client import EdgeClient
+from edgediff.service.config import ServiceConfig
+from edgediff.service.embedding import HashEmbedder
+from edgediff.service.job import Job, JobSnapshot
+from edgediff.service.schemas import SubmitRequest
+from edgediff.service.window import LATEST_ARRIVAL, window_instance
+
+CONFIG = ServiceConfig(window_s=0.5, gpus=2, eta=12.0, W_max=2e6)
+EDGE = (0.01, 0.004)
+
+
+def job(name: str, arrived: float, steps: int = 20, alpha: float = 2.0, k: float = 0.2, h: float = 0.01) -> Job:
+    body = SubmitRequest(prompt=name, steps=steps, alpha=alpha, profile={"k": k, "h": h})
+    return Job(name, body, GenerationRequest(name, steps=steps), k, h, arrived)
+
+
+def test_window_instance_is_the_part_a_instance_of_the_queued_requests():
+    jobs = [job("a", 100.1, k=0.2), job("a longer prompt é", 100.4, alpha=5.0, k=0.3, h=0.02), job("c", 99.0)]
+    inst = window_instance(jobs, CONFIG, start=100.0, b_max=7, edge_profile=EDGE, intermediate_bits=4096)
+    assert inst.ids == ("a", "a longer prompt é", "c")
+    assert inst.k.tolist() == [0.2, 0.3, 0.2] and inst.h.tolist() == [0.01, 0.02, 0.01]
+    assert inst.alpha.tolist() == [2.0, 5.0, 2.0]
+    # time from the window's start, clamped to [0, K): a request from before the start waits K
+    assert inst.request_time == pytest.approx([0.1, 0.4, 0.0])
+    assert inst.prompt_bits.tolist() == [8, 8 * 18, 8]  # UTF-8 bytes
+    assert inst.intermediate_bits.tolist() == [4096] * 3
+    assert (inst.N, inst.N_hat, inst.B_max, inst.G, inst.K) == (20, 8, 7, 2, 0.5)
+    assert (inst.edge_k, inst.edge_h, inst.eta, inst.W_max) == (0.01, 0.004, 12.0, 2e6)
+    # the paper's N = 200 curve over the fraction of local steps, exactly as the engine always had it
+    assert (inst.pai.a, inst.pai.b) == (0.0413 * (200.0 / 20), 71.44 / (200.0 / 20))
+    late = window_instance([job("d", 100.9)], CONFIG, start=100.0, b_max=1, edge_profile=EDGE, intermediate_bits=1)
+    assert late.request_time.tolist() == [LATEST_ARRIVAL * 0.5]  # arrived after the boundary: last
+
+
+def test_window_instance_matches_the_engine_s_former_inline_instance():
+    rng = np.random.default_rng(3)
+    for steps in (1, 6, 7, 13, 30, 200, 333):
+        start = float(rng.uniform(0, 1e4))
+        jobs = [
+            job(f"p{i}" * int(rng.integers(1, 5)), start + float(rng.uniform(-0.2, 0.7)), steps, *rng.uniform(0.1, 3, 3))
+            for i in range(int(rng.integers(1, 6)))
+        ]
+        new = window_instance(jobs, CONFIG, start=start, b_max=5, edge_profile=EDGE, intermediate_bits=8192)
+        scale = 200.0 / steps  # the engine's expression before window_instance existed
+        old = Instance(
+            ids=tuple(j.id for j in jobs),
+            k=[j.k for j in jobs],
+            h=[j.h for j in jobs],
+            alpha=[j.body.alpha for j in jobs],
+            request_time=[min(max(j.arrived - start, 0.0), 0.999 * CONFIG.window_s) for j in jobs],
+            prompt_bits=[8 * len(j.request.prompt.encode()) for j in jobs],
+            intermediate_bits=[8192] * len(jobs),
+            N=steps,
+            N_hat=CONFIG.n_hat(steps),
+            B_max=5,
+            G=CONFIG.gpus,
+            K=CONFIG.window_s,
+            edge_k=EDGE[0],
+            edge_h=EDGE[1],
+            eta=CONFIG.eta,
+            W_max=CONFIG.W_max,
+            pai=PaiCurve(a=CONFIG.pai_a * scale, b=CONFIG.pai_b / scale),
+        )
+        assert new.to_dict() == old.to_dict()
+        assert new.pai == old.pai
+
+
+def test_window_instance_takes_one_step_count():
+    with pytest.raises(ValueError, match="one step count"):
+        window_instance([job("a", 0, 10), job("b", 0, 20)], CONFIG, start=0, b_max=1, edge_profile=EDGE, intermediate_bits=1)
+
+
+def test_snapshot_is_immutable_and_starts_queued():
+    snap = job("a", 5.0).snapshot
+    assert snap == JobSnapshot("a", 20, 5.0) and snap.status == "queued" and not snap.terminal
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.granted = True
+
+
+def assert_consistent(status: dict) -> None:
+    """What a client may rely on in any one status it reads."""
+    decided = status["window"] is not None
+    if status["status"] == "queued":
+        assert not decided and status["granted"] is None and status["split"] is None, status
+        assert status["queued_s"] is None and status["predicted_latency_s"] is None, status
+    if status["status"] == "running":
+        assert decided and status["granted"] is True and status["split"] < status["steps"], status
+    if status["status"] == "denied":
+        assert decided and status["granted"] is False and status["split"] == status["steps"], status
+    if status["status"] == "done":
+        assert status["granted"] is True and status["payload_bytes"] > 0 and status["edge_s"] is not None, status
+
+
+class HeldEmbedder(HashEmbedder):
+    """Holds the engine inside a window's decision (between the policy and the batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def encode(self, prompts):
+        self.entered.set()
+        self.release.wait(30)
+        return super().encode(prompts)
+
+
+def test_a_poll_during_the_decision_sees_one_consistent_state(start_service):
+    """The engine used to write the decision onto the job before it ran: a poll then saw
+    ``queued`` with ``granted: true``. Now each status is one published snapshot."""
+    embedder = HeldEmbedder()
+    service, engine = start_service(embedder=embedder, window_s=0.2)
+    with EdgeClient(service.url) as client:
+        submitted = client.submit("a lighthouse", alpha=5.0, profile=(0.25, 0.02), steps=6)
+        assert_consistent(submitted)
+        try:
+            assert embedder.entered.wait(30), "the request was not granted"
+            during = client.status(submitted["id"])
+            assert_consistent(during)
+            assert during["status"] == "queued"
+        finally:
+            embedder.release.set()
+        final = client.status(submitted["id"], wait=30)
+    assert_consistent(final)
+    assert final["status"] == "done"
