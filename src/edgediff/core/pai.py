@@ -1,4 +1,4 @@
-"""The personalized accuracy index (PAI) curve ``F(n)`` fitted by the paper (SPEC A.1)."""
+"""The personalized accuracy index (PAI) curve ``F(n)`` fitted by the paper (docs/offloading-model.md)."""
 
 from __future__ import annotations
 
