@@ -2,6 +2,11 @@
 
 Scans every Python file under ``src/`` and the README and ``docs/`` Markdown for the word
 ``SPEC`` (case-sensitive: "spec" as in ``ModelSpec`` or "specific" is fine).
+
+NOTE (issue 13): on the docs branch alone these tests fail for files other helpers own
+(``cli.py``, ``cache/{config,model,figures}.py``, ``offload/figures.py``,
+``service/{config,latent_cache}.py``, ``docs/architecture.md``); they pass once every
+issue-13 branch is merged. The failure message lists each offending line.
 """
 
 from __future__ import annotations
