@@ -1,4 +1,4 @@
-"""The seeded time-slotted simulation of SPEC B.1: T slots under one policy.
+"""The seeded time-slotted simulation of docs/caching-model.md: T slots under one policy.
 
 All randomness of the environment (requests, classes, local CPU speeds, fading, user
 bandwidths and distances, the topic assignment) is drawn up front from the seed, so every

@@ -1,1 +1,1 @@
-"""The shared system model of Part A (SPEC A.1, A.2): pure, vectorized NumPy functions."""
+"""The shared system model of Part A (docs/offloading-model.md): pure, vectorized NumPy functions."""

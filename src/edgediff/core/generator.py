@@ -1,4 +1,4 @@
-"""The random instance distribution of SPEC A.2 (as in the paper's published code)."""
+"""The random instance distribution of docs/offloading-model.md (as in the paper's published code)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from edgediff.core.pai import PaiCurve
 from edgediff.core.profiles import DEFAULT_EDGE, PROFILE_TABLE, USER_ROWS, edge_step_latency
 
 ALPHA_REFERENCE_BATCH = 20
-"""Batch size whose edge latency sets the lower end of the alpha interval (SPEC A.2)."""
+"""Batch size whose edge latency sets the lower end of the alpha interval (docs/offloading-model.md)."""
 
 USER_ROW_WEIGHTS = np.linspace(1.0, 2.0, USER_ROWS.size) / np.linspace(1.0, 2.0, USER_ROWS.size).sum()
 
@@ -53,7 +53,7 @@ def random_instance(
     request_time = rng.uniform(0.0, K, size=num_users)
     lo, hi = alpha_interval(k + h, gpus, pai, N_hat, N)
     alpha = rng.uniform(lo, hi)
-    # A user as fast as the edge at batch 20 would get alpha = 0; keep alpha > 0 (SPEC A.1).
+    # A user as fast as the edge at batch 20 would get alpha = 0; keep alpha > 0, as (P1) requires.
     alpha = np.maximum(alpha, 1e-6)
     return Instance(
         ids=tuple(f"u{i}" for i in range(num_users)),

@@ -1,4 +1,5 @@
-"""Offloading instances: one decision window of SPEC A.1, the file format of SPEC D.1.
+"""Offloading instances: one decision window of docs/offloading-model.md, the instance
+file of docs/formats.md.
 
 The JSON schema is validated with pydantic at the edge of the program; inside, an
 :class:`Instance` is a frozen dataclass holding one NumPy array per user attribute, so
@@ -163,7 +164,7 @@ class Instance:
     # --- conversion -------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: object) -> Instance:
-        """Validate a SPEC D.1 dictionary; raises :class:`InstanceError` naming the field."""
+        """Validate an instance dictionary (docs/formats.md); raises :class:`InstanceError` naming the field."""
         try:
             s = _InstanceSchema.model_validate(data)
         except ValidationError as err:
@@ -215,7 +216,7 @@ class Instance:
 
 
 def load_instance(path: str | Path) -> Instance:
-    """Read and validate a SPEC D.1 JSON file."""
+    """Read and validate an instance JSON file (docs/formats.md)."""
     try:
         text = Path(path).read_text()
     except OSError as err:

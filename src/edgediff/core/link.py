@@ -1,4 +1,4 @@
-"""The shared wireless link (SPEC A.1): granted users split ``W_max`` equally."""
+"""The shared wireless link (docs/offloading-model.md, eq. (3)): granted users split ``W_max`` equally."""
 
 from __future__ import annotations
 

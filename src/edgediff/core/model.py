@@ -1,4 +1,4 @@
-"""Decisions and their value under the two latency models of SPEC A.1.
+"""Decisions and their value under the two latency models of docs/offloading-model.md.
 
 A decision grants or denies each user and gives each a split point ``n``: steps
 ``N..n+1`` run at the edge (``N - n`` offloaded steps), steps ``n..1`` locally.

@@ -1,4 +1,4 @@
-"""GPU latency profiles: per-denoising-step latency ``L(b) = k*b + h`` (SPEC A.1, A.2)."""
+"""GPU latency profiles: per-denoising-step latency ``L(b) = k*b + h`` (docs/offloading-model.md)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def run_demo(users: int = 20, gpus: int = 8, seed: int = 0) -> str:
     return "\n\n".join(
         [
             f"edgediff demo: {users} users, G = {gpus} edge GPUs, B_max = {instance.B_max}, "
-            f"N = {instance.N}, N_hat = {instance.N_hat}, seed {seed} (paper defaults, SPEC A.2)",
+            f"N = {instance.N}, N_hat = {instance.N_hat}, seed {seed} (paper defaults, docs/offloading-model.md)",
             "The optimal decision (exact):\n"
             + format_decision(decision_report(instance, "exact", exact_decision, exact_eval, exact_time)),
             "All policies on this window (score: 1 = optimal, 0 = all local):\n"

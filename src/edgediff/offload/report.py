@@ -1,4 +1,4 @@
-"""Decisions as the SPEC D.2 JSON object and as readable tables."""
+"""Decisions as the decision JSON object (docs/formats.md) and as readable tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from edgediff.core.model import Decision, Evaluation
 def decision_report(
     instance: Instance, policy: str, decision: Decision, evaluation: Evaluation, decision_time_s: float
 ) -> dict:
-    """The SPEC D.2 object: keys are a contract, add but never rename."""
+    """The decision JSON object (docs/formats.md): keys are a contract, add but never rename."""
     offloaded = decision.offloaded_steps(instance)
     return {
         "policy": policy,

@@ -1,4 +1,4 @@
-"""``timeline``: the optimum of (P1) under the timeline latency model (SPEC A.1), beyond the paper.
+"""``timeline``: the optimum of (P1) under the timeline latency model (docs/offloading-model.md), beyond the paper.
 
 Under the timeline model the batch shrinks as members reach their split point, so a granted
 user's edge time is ``h_e m_i + (k_e/G) sum_j min(m_i, m_j)`` (``m`` = offloaded steps).

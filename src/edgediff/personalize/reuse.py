@@ -1,4 +1,4 @@
-"""The caching paper's reusable bound ``S*``, measured (seed 002, eqs. (1)-(2)).
+"""The caching paper's reusable bound ``S*``, measured (Li et al., DRC, eqs. (1)-(2)).
 
 For every denoising step ``m = 1..S`` (``m = 1`` is the first step run) the decoded output
 ``D_m`` (by default the step's clean-image estimate; see :func:`measure_reuse`) is compared
@@ -24,7 +24,7 @@ OUTPUTS = ("denoised", "latent")
 
 @dataclass(frozen=True)
 class ReuseConfig:
-    steps: int = 20  # S: SPEC B's default number of denoising steps
+    steps: int = 20  # S: the caching model's default number of denoising steps (docs/caching-model.md)
     pmax_db: float = 30.0  # P_max; the paper's Fig. 7 PSNRs reach ~30 dB at its S* = 6
     samples: int = 10  # requests averaged
     guidance_scale: float = 3.0

@@ -4,7 +4,7 @@ One "step" of batch ``b`` is one :meth:`BatchedExecutor.step` with ``b`` members
 the edge really pays per denoising step (UNet forward of ``2b`` rows with guidance, plus the
 members' scheduler updates). The fit is ordinary least squares; R^2 says how linear the
 device is. The profile's ``k`` and ``h`` (seconds) go into an instance file's ``edge`` or a
-user row (SPEC D.1).
+user row (instance file, docs/formats.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ key                 value
 
 float16 halves the payload; the device upcasts to its model's dtype, so a float16 payload
 is not bit-identical to an unsplit run (float32 is). ``len(payload) * 8`` is the
-``intermediate_bits`` of SPEC D.1.
+``intermediate_bits`` of the instance file (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def encode_latent(state: LatentState, dtype: str = "float32") -> bytes:
 
 
 def payload_bits(state: LatentState, dtype: str = "float32") -> int:
-    """Size of ``state``'s payload in bits (SPEC D.1 ``intermediate_bits``)."""
+    """Size of ``state``'s payload in bits (the instance file's ``intermediate_bits``, docs/formats.md)."""
     return 8 * len(encode_latent(state, dtype))
 
 

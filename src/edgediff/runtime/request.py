@@ -1,6 +1,6 @@
 """What a split request is made of: the generation request and an intermediate latent state.
 
-Step convention (SPEC A.1): a request has ``N`` denoising steps, numbered N (first) down to
+Step convention (docs/runtime.md): a request has ``N`` denoising steps, numbered N (first) down to
 1 (last). A state with split ``n`` has run steps N..n+1 (``N - n`` steps done) and has
 steps n..1 left; ``n = N`` is pure noise, ``n = 0`` is a finished latent ready to decode.
 Step number ``s`` uses the scheduler's timestep at position ``N - s``.

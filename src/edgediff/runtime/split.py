@@ -1,4 +1,4 @@
-"""Split inference as library calls (paper Sec. III-C, SPEC A.1 step convention).
+"""Split inference as library calls (paper Sec. III-C; step convention of docs/runtime.md).
 
 ``run_edge`` runs steps N..n+1 of a request with the cluster-wide model and returns the
 intermediate :class:`LatentState`; ``run_local`` runs steps n..1 with the device's own model

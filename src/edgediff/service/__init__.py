@@ -1,10 +1,11 @@
-"""Part C edge service: the HTTP server and client of SPEC Part C (issue 7).
+"""Part C edge service: the HTTP server and client (docs/service.md).
 
 ``config`` (the service's parameters), ``schemas`` (the HTTP bodies, pydantic), ``engine``
 (the window scheduler: Part A decisions every window, the batched executor, the latent
 cache), ``latent_cache`` and ``embedding`` (reusable early-step latents keyed by prompt
-embeddings, SPEC B.1's reuse rule), ``metrics`` (Prometheus), ``app`` (FastAPI), ``server``
-(uvicorn, in a thread or in the foreground), ``client`` (the device side) and ``demo``.
+embeddings, the reuse rule of docs/caching-model.md), ``metrics`` (Prometheus), ``app``
+(FastAPI), ``server`` (uvicorn, in a thread or in the foreground), ``client`` (the device
+side) and ``demo``.
 Imports FastAPI, uvicorn and torch only inside these modules; ``edgediff.cli`` imports them
 lazily. See docs/service.md.
 """

@@ -115,7 +115,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     app = FastAPI(
         title="edgediff edge service",
         version=__version__,
-        description="Edge-device collaborative diffusion serving (SPEC Part C): submit a request, "
+        description="Edge-device collaborative diffusion serving: submit a request, "
         "receive the decision and the intermediate latent, finish the denoising on the device.",
         lifespan=lifespan,
     )

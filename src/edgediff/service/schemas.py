@@ -22,7 +22,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Profile(BaseModel):
-    """A device's per-step latency ``L(1) = k + h`` (seconds); SPEC D.1 user ``k``, ``h``."""
+    """A device's per-step latency ``L(1) = k + h`` (s); an instance file user's ``k``, ``h`` (docs/formats.md)."""
 
     model_config = ConfigDict(extra="forbid")
     k: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)]
