@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FigureSpec:
     target: str | Callable  # the figure function, or "module:function" to import it when used
-    summary: str
+    summary: str = ""
 
     def load(self) -> Callable:
         """The figure function."""
@@ -95,17 +95,17 @@ def reproduce(
     figures that sweep many cases.
     """
     if isinstance(figure, str):
-        made = [(name, REGISTRY[name].load()) for name in figure_names(figure)]
+        specs = {name: REGISTRY[name] for name in figure_names(figure)}
     else:
-        function = figure.load() if isinstance(figure, FigureSpec) else figure
-        made = [(getattr(function, "__name__", repr(function)), function)]
+        spec = figure if isinstance(figure, FigureSpec) else FigureSpec(figure)
+        specs = {getattr(spec.target, "__name__", spec.target): spec}
     options = {**(options or {}), **keywords}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, function in made:
+    for name, spec in specs.items():
         log.info("reproduce %s", name)
-        result = function(out_dir, quick=quick, seed=seed, **options)
+        result = spec.load()(out_dir, quick=quick, seed=seed, **options)
         for item in [result] if isinstance(result, Figure) else result:
             written += write_figure(item, out_dir)
     return written

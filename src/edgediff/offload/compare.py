@@ -8,8 +8,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edgediff.core.generator import random_instance
 from edgediff import figure_io
+from edgediff.core.generator import random_instance
 from edgediff.core.model import evaluate
 from edgediff.offload.policies import make_policy
 
