@@ -1,9 +1,31 @@
-"""Small helpers every ``reproduce`` figure uses: a headless pyplot, CSV and Markdown writers."""
+"""What every figure shares: the :class:`Figure` result, a headless pyplot, and the one writer.
+
+A figure function computes its rows, draws its matplotlib figure and writes its Markdown
+summary, and returns them as a :class:`Figure` (or a list of them); :func:`write_figure` turns
+each into files. Nothing else in the package saves a plot or writes a results CSV.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure's results, written as ``NAME.png``, ``NAME.json``, ``NAME.csv`` and ``NAME.md``
+    (each only when its field is given, in that order)."""
+
+    name: str
+    rows: list[dict] | None = None  # NAME.csv, one row per point
+    figure: Any = None  # a matplotlib Figure: NAME.png
+    summary: str | None = None  # Markdown: NAME.md
+    data: dict | None = None  # JSON: NAME.json
+    dpi: int = 110
 
 
 def pyplot():
@@ -16,20 +38,50 @@ def pyplot():
     return plt
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    """Write ``rows`` (dicts with the same keys) as CSV with a header."""
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts with the same keys) as CSV with a header: ``columns``, or the first row's keys."""
+    path = Path(path)
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=list(columns or rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
-def markdown_table(headers: list[str], rows: list[list]) -> list[str]:
-    """A Markdown table as lines; floats are written with 4 significant decimals."""
+def markdown(title: str, lines: Sequence[str]) -> str:
+    """A Markdown document: ``# title``, a blank line, then ``lines``."""
+    return "\n".join([f"# {title}", "", *lines]) + "\n"
 
-    def cell(value) -> str:
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], formats: Sequence[str] | None = None) -> list[str]:
+    """A Markdown table as lines. A cell is written with its column's format spec when ``formats``
+    gives one (e.g. ``".3f"``), else floats with 4 decimals and anything else as ``str``."""
+    formats = formats or [""] * len(headers)
+
+    def cell(value, spec: str) -> str:
+        if spec:
+            return format(value, spec)
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(cell(v, s) for v, s in zip(row, formats)) + " |" for row in rows]
+
+
+def write_figure(figure: Figure, out_dir: str | Path) -> list[Path]:
+    """Write ``figure``'s files into ``out_dir`` (which must exist); returns their paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    if figure.figure is not None:
+        paths.append(out_dir / f"{figure.name}.png")
+        figure.figure.tight_layout()
+        figure.figure.savefig(paths[-1], dpi=figure.dpi)
+        pyplot().close(figure.figure)
+    if figure.data is not None:
+        paths.append(out_dir / f"{figure.name}.json")
+        paths[-1].write_text(json.dumps(figure.data, indent=2) + "\n")
+    if figure.rows is not None:
+        paths.append(write_csv(out_dir / f"{figure.name}.csv", figure.rows))
+    if figure.summary is not None:
+        paths.append(out_dir / f"{figure.name}.md")
+        paths[-1].write_text(figure.summary)
+    return paths

@@ -1,25 +1,39 @@
 """The figure registry behind ``edgediff reproduce NAME``.
 
-Each entry maps a figure name to ``"module:function"``; the function is imported only when
-its figure is made and is called as ``function(out_dir, quick=..., seed=..., **options)``,
-returning the paths it wrote (PNG, CSV, Markdown). Parts add their figures here, one line
-each; options a figure does not know (e.g. ``workers``) are the figure's to ignore or use.
+Each entry maps a figure name to a :class:`FigureSpec`: the figure function (or its
+``"module:function"``, imported only when the figure is made) and a one-line summary. A figure
+function is called as ``function(out_dir, quick=..., seed=..., **options)`` and returns a
+:class:`~edgediff.figure_io.Figure` (or a list of them): its rows, its matplotlib figure and its
+Markdown summary; :func:`reproduce` writes them. ``out_dir`` is also where a figure may keep what
+it reuses between runs (fig9's trained models). Adding a figure is its module plus one line here;
+options a figure does not know (e.g. ``workers``) are the figure's to ignore or use.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from edgediff.figure_io import Figure, write_figure
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    target: str  # "module:function"
-    summary: str
+    target: str | Callable  # the figure function, or "module:function" to import it when used
+    summary: str = ""
+
+    def load(self) -> Callable:
+        """The figure function."""
+        if callable(self.target):
+            return self.target
+        module, func = self.target.split(":")
+        return getattr(importlib.import_module(module), func)
 
 
 REGISTRY: dict[str, FigureSpec] = {
@@ -64,17 +78,34 @@ def figure_names(name: str) -> list[str]:
     return [name]
 
 
-def reproduce(name: str, out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
-    """Make figure ``name`` (or ``all``) in ``out_dir`` (created if needed); returns the files written.
+def reproduce(
+    figure: str | FigureSpec | Callable,
+    out_dir: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    **keywords,
+) -> list[Path]:
+    """Make ``figure`` in ``out_dir`` (created if needed) and write its files; returns their paths.
 
-    ``options`` go to every figure: ``workers`` (local processes) and ``ray`` (a Ray cluster
-    address) are used by the figures that sweep many cases.
+    ``figure`` is a registered name (or ``all``), a :class:`FigureSpec` or a figure function.
+    ``options`` (and any further ``keywords``, e.g. ``workers=2``) go to every figure:
+    ``workers`` (local processes) and ``ray`` (a Ray cluster address) are used by the
+    figures that sweep many cases.
     """
-    names = figure_names(name)
+    if isinstance(figure, str):
+        specs = {name: REGISTRY[name] for name in figure_names(figure)}
+    else:
+        spec = figure if isinstance(figure, FigureSpec) else FigureSpec(figure)
+        specs = {getattr(spec.target, "__name__", spec.target): spec}
+    options = {**(options or {}), **keywords}
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for figure in names:
-        module, func = REGISTRY[figure].target.split(":")
-        log.info("reproduce %s", figure)
-        written += getattr(importlib.import_module(module), func)(out_dir, quick=quick, seed=seed, **options)
+    for name, spec in specs.items():
+        log.info("reproduce %s", name)
+        result = spec.load()(out_dir, quick=quick, seed=seed, **options)
+        for item in [result] if isinstance(result, Figure) else result:
+            written += write_figure(item, out_dir)
     return written

@@ -1,4 +1,4 @@
-"""Seed 002's experiments (SPEC B.3) as ``edgediff reproduce cache-fig*``: PNG + CSV + Markdown.
+"""Seed 002's experiments (docs/caching-model.md) as ``edgediff reproduce cache-fig*``: PNG + CSV + Markdown.
 
 Every comparison figure runs every policy on the same seeded environment per point (common
 random numbers). ``quick`` shortens the runs (fewer slots, fewer points) for smoke tests; its
@@ -15,7 +15,7 @@ import numpy as np
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.policies import CACHE_POLICIES
 from edgediff.cache.simulator import make_environment, simulate
-from edgediff.figure_io import pyplot, write_csv
+from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _base(quick: bool) -> CacheConfig:
     return CacheConfig(slots=300 if quick else 10_000)
 
 
-def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]:
+def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
     rows = []
     for value, cfg in zip(values, cfgs):
         env = make_environment(cfg, seed)
@@ -38,8 +38,7 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
             summary = simulate(cfg, policy, seed, env=env).summary()
             log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
             rows.append({param: value, **summary})
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
         for policy in CACHE_POLICIES:
             pts = [r for r in rows if r["policy"] == policy]
@@ -49,24 +48,26 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(f"{title} ({cfgs[0].slots} slots, seed {seed})")
-    fig.tight_layout()
-    png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    csv_path = write_csv(out_dir / f"{name}.csv", rows)
     lines = [
-        f"# {name}: {title}",
-        "",
         f"{cfgs[0].slots} slots per run, seed {seed}, every policy on the same requests.",
         "",
+        *markdown_table(
+            [param, "policy", "response time (s)", "hit rate", "saved/request (s)", "mean Q", "decision (ms)"],
+            [
+                [
+                    r[param],
+                    r["policy"],
+                    r["mean_response_time_s"],
+                    r["hit_rate"],
+                    r["time_saved_per_request_s"],
+                    r["mean_queue"],
+                    r["decision_time_ms"],
+                ]
+                for r in rows
+            ],
+            ["", "", ".3f", ".3f", ".3f", ".1f", ".3f"],
+        ),
     ]
-    lines.append(f"| {param} | policy | response time (s) | hit rate | saved/request (s) | mean Q | decision (ms) |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        lines.append(
-            f"| {r[param]} | {r['policy']} | {r['mean_response_time_s']:.3f} | {r['hit_rate']:.3f} | "
-            f"{r['time_saved_per_request_s']:.3f} | {r['mean_queue']:.1f} | {r['decision_time_ms']:.3f} |"
-        )
     for value in values:
         at = {r["policy"]: r for r in rows if r[param] == value}
         cut = 1 - at["drc"]["mean_response_time_s"] / at["ncldc"]["mean_response_time_s"]
@@ -74,25 +75,22 @@ def _sweep(name, out_dir, param, label, values, cfgs, seed, title) -> list[Path]
         lines.append(
             f"\n{param} = {value}: drc cuts response time by {100 * cut:.2f} % vs ncldc; {100 * gap:+.2f} % vs oo."
         )
-    md = out_dir / f"{name}.md"
-    md.write_text("\n".join(lines) + "\n")
-    return [png, csv_path, md]
+    return Figure(name, rows, fig, markdown(f"{name}: {title}", lines))
 
 
-def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     users = [5, 15, 25] if quick else [5, 10, 15, 20, 25]
     base = _base(quick)
     cfgs = [base.with_(users=u) for u in users]
-    return _sweep("cache-fig8", out_dir, "users", "number of users", users, cfgs, seed, "Impact of the number of users")
+    return _sweep("cache-fig8", "users", "number of users", users, cfgs, seed, "Impact of the number of users")
 
 
-def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     s_star = [5, 7, 9] if quick else [5, 6, 7, 8, 9]
     base = _base(quick).with_(users=20)
     cfgs = [base.with_(reusable_steps=s) for s in s_star]
     return _sweep(
         "cache-fig9",
-        out_dir,
         "reusable_steps",
         "maximum reusable step S*",
         s_star,
@@ -102,13 +100,12 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     )
 
 
-def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     gb = [1, 3, 5] if quick else [1, 2, 3, 4, 5]
     base = _base(quick)
     cfgs = [base.with_(capacity_bytes=g * 1e9) for g in gb]
     return _sweep(
         "cache-fig10",
-        out_dir,
         "capacity_gb",
         "edge cache capacity (GB)",
         gb,
@@ -118,34 +115,30 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pat
     )
 
 
-def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     cfg = CacheConfig(slots=600 if quick else 3000)
     losses = simulate(cfg, "drc", seed).losses
     rows = [{"training_step": i + 1, "bce_loss": v} for i, v in enumerate(losses)]
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot([r["training_step"] for r in rows], [r["bce_loss"] for r in rows], label="DRC actor, BCE (eq. 38)")
     ax.set_xlabel("training step (one per 10 slots)")
     ax.set_ylabel("training loss")
     ax.set_title(f"DRC training loss ({cfg.slots} slots, seed {seed})")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = out_dir / "cache-fig5.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    csv_path = write_csv(out_dir / "cache-fig5.csv", rows or [{"training_step": 0, "bce_loss": float("nan")}])
     tail = np.mean(losses[-20:]) if losses else float("nan")
-    md = out_dir / "cache-fig5.md"
-    md.write_text(
-        f"# cache-fig5: DRC training loss\n\n{cfg.slots} slots, {len(losses)} training steps, seed {seed}.\n"
-        f"First loss {losses[0] if losses else float('nan'):.4f}, mean of the last 20 {tail:.4f} "
-        "(the paper reports about 0.03 after 3000 iterations).\n"
+    summary = markdown(
+        "cache-fig5: DRC training loss",
+        [
+            f"{cfg.slots} slots, {len(losses)} training steps, seed {seed}.",
+            f"First loss {losses[0] if losses else float('nan'):.4f}, mean of the last 20 {tail:.4f} "
+            "(the paper reports about 0.03 after 3000 iterations).",
+        ],
     )
-    return [png, csv_path, md]
+    return Figure("cache-fig5", rows or [{"training_step": 0, "bce_loss": float("nan")}], fig, summary)
 
 
-def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     # The paper's range 1000..2000, plus smaller V: with L_bar met most of the time Q stays far
     # below V * n and the range alone shows almost nothing. L_bar = 26 s keeps the queue active.
     values = [1, 100, 1000, 2000] if quick else [1, 10, 100, 1000, 1200, 1400, 1600, 1800, 2000]
@@ -162,8 +155,7 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
                 "mean_response_time_s": float(res.latency.mean()),
             }
         )
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
     ax.plot(values, [r["mean_queue"] for r in rows], "o-", color="tab:blue", label="queue backlog Q")
     ax.set_xlabel("Lyapunov control parameter V (log scale)")
     ax.set_xscale("log")
@@ -174,22 +166,13 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="best")
     ax.set_title(f"DRC: impact of V ({base.slots} slots, L_bar = {base.L_bar} s)")
-    fig.tight_layout()
-    png = out_dir / "cache-fig6.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    csv_path = write_csv(out_dir / "cache-fig6.csv", rows)
-    lines = [
-        "# cache-fig6: impact of V on DRC",
-        "",
-        "System cost = time-average per-slot penalty (latency sum minus the future value of what was stored).",
-        "",
-        "| V | mean Q | system cost (s) | response time (s) |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r['V']} | {r['mean_queue']:.2f} | {r['system_cost']:.3f} | {r['mean_response_time_s']:.3f} |" for r in rows
-    ]
-    md = out_dir / "cache-fig6.md"
-    md.write_text("\n".join(lines) + "\n")
-    return [png, csv_path, md]
+    table = [[r["V"], r["mean_queue"], r["system_cost"], r["mean_response_time_s"]] for r in rows]
+    summary = markdown(
+        "cache-fig6: impact of V on DRC",
+        [
+            "System cost = time-average per-slot penalty (latency sum minus the future value of what was stored).",
+            "",
+            *markdown_table(["V", "mean Q", "system cost (s)", "response time (s)"], table, ["", ".2f", ".3f", ".3f"]),
+        ],
+    )
+    return Figure("cache-fig6", rows, fig, summary)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from edgediff import figure_io
 from edgediff.core.generator import random_instance
 from edgediff.core.model import evaluate
 from edgediff.offload.policies import make_policy
@@ -133,8 +133,6 @@ def compare(users: Iterable[int], gpus: int, cases: int, policies: Iterable[str]
     return compare_points([(num_users, gpus) for num_users in users], cases, policies, **options)
 
 
-def write_csv(rows: list[CompareRow], path: str | Path) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+def write_csv(path: str | Path, rows: Sequence[CompareRow]) -> Path:
+    """``rows`` as CSV (``edgediff compare --out``), in :data:`CSV_COLUMNS` order."""
+    return figure_io.write_csv(path, [asdict(r) for r in rows], CSV_COLUMNS)

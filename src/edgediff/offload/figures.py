@@ -1,4 +1,4 @@
-"""Seed 000's experiments (SPEC A.4) as ``edgediff reproduce fig8a ... table2``: PNG + CSV + Markdown.
+"""Seed 000's experiments as ``edgediff reproduce fig8a ... table2`` (docs/offloading-model.md, "Figures").
 
 Every comparison figure also shows ``exact``, the optimum the paper could not show, and runs
 every policy on the same seeded instances (one seed stream per case, ``compare.case_seed``).
@@ -19,7 +19,7 @@ from edgediff.core.generator import random_instance
 from edgediff.core.instance import Instance
 from edgediff.core.model import evaluate
 from edgediff.core.profiles import PROFILE_TABLE
-from edgediff.figure_io import markdown_table, pyplot, write_csv
+from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 from edgediff.offload.compare import case_seed, compare_points, normalized_score
 from edgediff.offload.policies import make_policy
 from edgediff.offload.split import best_splits
@@ -29,18 +29,6 @@ log = logging.getLogger(__name__)
 
 PAPER_SETTINGS = "N=200, N_hat=80, B_max=20, W_max=1 MHz, eta=10, a_F=0.0413, b_F=71.44"
 PERFORMANCE_LABEL = "average performance per user (alpha F - latency, s)"
-
-
-def _save(fig, plt, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _write_md(path: Path, title: str, lines: list[str]) -> Path:
-    path.write_text("\n".join([f"# {title}", "", *lines]) + "\n")
-    return path
 
 
 # --- Fig. 8: optimal offloaded steps against alpha ----------------------------------------
@@ -67,7 +55,7 @@ def _single_users(rows: list[int], alphas: np.ndarray, gpus: int) -> tuple[Insta
 ALPHAS = np.round(np.logspace(0.5, 3.5, 31), 3)
 
 
-def fig8a(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig8a(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     """Optimal offloaded steps against alpha: batch sizes at the edge x local GPUs (G = 8)."""
     gpus, batches, local_rows = 8, [1, 5, 10, 20], [3, 6, 10]
     instance, row, alpha = _single_users(local_rows, ALPHAS, gpus)
@@ -77,10 +65,10 @@ def fig8a(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pat
         for j, b in enumerate(batches)
         for a, r, n in zip(alpha, row, split[:, j])
     ]
-    return _fig8(out_dir, "fig8a", rows, "local_row", local_rows, "batch_size", batches, "local GPU row", gpus=gpus)
+    return _fig8("fig8a", rows, "local_row", local_rows, "batch_size", batches, "local GPU row", gpus=gpus)
 
 
-def fig8b(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def fig8b(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     """Optimal offloaded steps against alpha: edge GPUs G x batch sizes (a mid-range local GPU)."""
     local_row, batches, gpu_counts = 6, [5, 20], [1, 2, 4, 8, 16]
     rows = []
@@ -92,12 +80,11 @@ def fig8b(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pat
             for j, b in enumerate(batches)
             for a, n in zip(alpha, split[:, j])
         ]
-    return _fig8(out_dir, "fig8b", rows, "batch_size", batches, "gpus", gpu_counts, "batch size")
+    return _fig8("fig8b", rows, "batch_size", batches, "gpus", gpu_counts, "batch size")
 
 
-def _fig8(out_dir, name, rows, panel_key, panels, line_key, lines, panel_label, gpus=None) -> list[Path]:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), sharey=True)
+def _fig8(name, rows, panel_key, panels, line_key, lines, panel_label, gpus=None) -> Figure:
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 4), sharey=True)
     for ax, panel in zip(axes, panels):
         for line in lines:
             pts = [r for r in rows if r[panel_key] == panel and r[line_key] == line]
@@ -110,8 +97,6 @@ def _fig8(out_dir, name, rows, panel_key, panels, line_key, lines, panel_label, 
     axes[0].legend()
     where = f"G = {gpus}, " if gpus else ""
     fig.suptitle(f"{name}: optimal offloaded steps vs alpha ({where}{PAPER_SETTINGS})", fontsize=9)
-    png = _save(fig, plt, out_dir / f"{name}.png")
-    csv_path = write_csv(out_dir / f"{name}.csv", rows)
     # Summary: offloaded steps at three reference alphas, and the smallest alpha that keeps all steps local.
     reference = [10.0, 100.0, 1000.0]
     table = []
@@ -121,8 +106,7 @@ def _fig8(out_dir, name, rows, panel_key, panels, line_key, lines, panel_label, 
             at = [steps[min(steps, key=lambda a: abs(a - ref))] for ref in reference]
             local = min((a for a, m in steps.items() if m == 0), default=float("nan"))
             table.append([panel, line, *at, local])
-    md = _write_md(
-        out_dir / f"{name}.md",
+    summary = markdown(
         f"{name}: optimal offloaded steps against alpha",
         [
             f"Closed-form inner split (docs/offloading-model.md), {where}{PAPER_SETTINGS}. alpha from "
@@ -133,13 +117,13 @@ def _fig8(out_dir, name, rows, panel_key, panels, line_key, lines, panel_label, 
             ),
         ],
     )
-    return [png, csv_path, md]
+    return Figure(name, rows, fig, summary)
 
 
 # --- Fig. 11 and the other comparison figures ----------------------------------------------
 
 
-def _comparison(out_dir: Path, name: str, points, policies, cases, x_key, x_label, title, seed, options) -> list[Path]:
+def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed, options) -> Figure:
     rows = compare_points(
         points,
         cases,
@@ -150,8 +134,7 @@ def _comparison(out_dir: Path, name: str, points, policies, cases, x_key, x_labe
         progress=options.get("progress"),
     )
     records = [{**asdict(r), "mean_objective_per_user": r.mean_objective / r.users} for r in rows]
-    plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for policy in policies:
         pts = [r for r in records if r["policy"] == policy]
         style = dict(marker="o", linestyle="--" if policy == "exact" else "-", label=policy)
@@ -163,32 +146,29 @@ def _comparison(out_dir: Path, name: str, points, policies, cases, x_key, x_labe
         ax.grid(alpha=0.3)
     left.legend()
     fig.suptitle(f"{name}: {title} ({cases} cases per point, seed {seed}; {PAPER_SETTINGS})", fontsize=9)
-    png = _save(fig, plt, out_dir / f"{name}.png")
-    csv_path = write_csv(out_dir / f"{name}.csv", records)
     exact = {r[x_key]: r["mean_objective"] for r in records if r["policy"] == "exact"}
     excess = max(r["mean_objective"] - exact[r[x_key]] for r in records)
     table = [
         [r[x_key], r["policy"], r["mean_objective_per_user"], r["mean_score"], 1e3 * r["mean_decision_time_s"]]
         for r in records
     ]
-    md = _write_md(
-        out_dir / f"{name}.md",
+    summary = markdown(
         f"{name}: {title}",
         [
-            f"{cases} random instances per point (SPEC A.2), seed {seed}; every policy on the same instances.",
+            f"{cases} random instances per point (docs/offloading-model.md), seed {seed}; every policy on the same "
+            "instances.",
             f"Largest mean objective above `exact` over all points and policies: {excess:.3g} "
             "(exact is the optimum under the paper model, so this is never positive beyond rounding).",
             "",
             *markdown_table([x_key, "policy", "performance per user", "normalized score", "decision (ms)"], table),
         ],
     )
-    return [png, csv_path, md]
+    return Figure(name, records, fig, summary)
 
 
-def fig11a(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def fig11a(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     users = [4, 12, 20] if quick else [4, 6, 8, 10, 12, 14, 16, 18, 20]
     return _comparison(
-        out_dir,
         "fig11a",
         [(u, 8) for u in users],
         ["dqn", "b1", "b2", "b3", "exact"],
@@ -201,10 +181,9 @@ def fig11a(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> l
     )
 
 
-def fig11b(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def fig11b(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     gpus = [1, 8, 16] if quick else [1, 2, 4, 6, 8, 10, 12, 14, 16]
     return _comparison(
-        out_dir,
         "fig11b",
         [(20, g) for g in gpus],
         ["dqn", "b1", "b2", "b3", "exact"],
@@ -217,10 +196,9 @@ def fig11b(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> l
     )
 
 
-def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     users = [4, 12, 20] if quick else [4, 8, 12, 16, 20]
     return _comparison(
-        out_dir,
         "fig11c",
         [(u, 8) for u in users],
         ["dqn", "milp", "ga", "exact"],
@@ -258,7 +236,7 @@ def _time_policy(name: str, users: int, repeats: int, seed: int, time_limit: flo
     }
 
 
-def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Path]:
+def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     """Measured decision time against user count (serial, so that timings are not shared)."""
     from edgediff.offload.dqn.policy import max_users
 
@@ -272,8 +250,7 @@ def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pa
                 continue  # the network's input is padded to a fixed user count, as in the paper
             log.info("table2: %s at %d users", name, users)
             rows.append(_time_policy(name, users, repeats, seed, time_limit))
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.5))
     for name in dict.fromkeys(r["policy"] for r in rows):
         pts = [r for r in rows if r["policy"] == name]
         ax.plot([r["users"] for r in pts], [r["median_decision_time_s"] for r in pts], marker="o", label=name)
@@ -291,13 +268,10 @@ def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pa
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(f"table2: decision time vs users (G = 8, {repeats} instances per point, this CPU)", fontsize=9)
-    png = _save(fig, plt, out_dir / "table2.png")
-    csv_path = write_csv(out_dir / "table2.csv", rows)
     table = [
         [r["policy"], r["users"], 1e3 * r["median_decision_time_s"], "yes" if r["time_limited"] else ""] for r in rows
     ]
-    md = _write_md(
-        out_dir / "table2.md",
+    summary = markdown(
         "table2: decision time against user count (measured, not asserted)",
         [
             f"Median of {repeats} random instances per point (G = 8, seed {seed}), run one at a time on this "
@@ -308,7 +282,7 @@ def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> list[Pa
             *markdown_table(["policy", "users", "median decision (ms)", "time limit reached"], table),
         ],
     )
-    return [png, csv_path, md]
+    return Figure("table2", rows, fig, summary)
 
 
 # --- Fig. 9 and Fig. 10: the three applicability scopes ------------------------------------
@@ -356,7 +330,7 @@ def _scope_jobs(out_dir: Path, quick: bool, seed: int, specific_users: list[int]
     return jobs
 
 
-def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     """Learning curves of the three scopes (general, GPU-constrained at G = 8, specific 20 users)."""
     import csv
 
@@ -365,8 +339,7 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> lis
     summaries = run_tasks(
         [(_train_scope, job) for job in jobs], workers=options.get("workers"), ray_address=options.get("ray")
     )
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    fig, axes = pyplot().subplots(2, 3, figsize=(14, 7))
     rows = []
     for column, job in enumerate(jobs):
         directory, scope = Path(job[0]), job[1]
@@ -390,14 +363,11 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> lis
     fig.suptitle(
         f"fig9: PER-DQN learning curves, three scopes (preset tuned, seed {seed}; {PAPER_SETTINGS})", fontsize=9
     )
-    png = _save(fig, plt, out_dir / "fig9.png")
-    csv_path = write_csv(out_dir / "fig9.csv", rows)
     table = [
         [job[1], job[4], summary["train_time_s"], summary["held_out_mean_score"]]
         for job, summary in zip(jobs, summaries)
     ]
-    md = _write_md(
-        out_dir / "fig9.md",
+    summary = markdown(
         "fig9: learning curves of the three applicability scopes",
         [
             "General: G in 1..16 and 4..20 users per episode; GPU-constrained: G = 8, 4..20 users; specific: one "
@@ -407,7 +377,7 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> lis
             *markdown_table(["scope", "episodes", "train time (s)", "final held-out score"], table),
         ],
     )
-    return [png, csv_path, md]
+    return Figure("fig9", rows, fig, summary)
 
 
 def _evaluate_scope_models(users: int, gpus: int, seed: int, checkpoints: dict[str, str]) -> list[dict]:
@@ -430,7 +400,7 @@ def _evaluate_scope_models(users: int, gpus: int, seed: int, checkpoints: dict[s
     return rows
 
 
-def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     """The three scopes on one specific instance per user count (G = 8): performance, PAI, latency."""
     user_counts = [4, 12, 20] if quick else [4, 8, 12, 16, 20]
     jobs = _scope_jobs(out_dir, quick, seed, user_counts)
@@ -442,8 +412,7 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> li
         scopes = {"general": models["general"], "gpu": models["gpu"], "specific": models[f"specific-{u}"]}
         rows += _evaluate_scope_models(u, 8, seed, scopes)
     labels = ["general", "gpu", "specific", "exact"]
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
     width = 0.8 / len(labels)
     metrics = [
         ("objective_per_user", PERFORMANCE_LABEL),
@@ -464,11 +433,8 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> li
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend()
     fig.suptitle(f"fig10: three scopes on specific instances (G = 8, seed {seed}; {PAPER_SETTINGS})", fontsize=9)
-    png = _save(fig, plt, out_dir / "fig10.png")
-    csv_path = write_csv(out_dir / "fig10.csv", rows)
     table = [[r["users"], r["policy"], r["objective_per_user"], r["mean_pai"], r["mean_latency_s"]] for r in rows]
-    md = _write_md(
-        out_dir / "fig10.md",
+    summary = markdown(
         "fig10: the three scopes on specific instances",
         [
             "Each user count is one specific random instance at G = 8; the specific model was trained on exactly "
@@ -477,7 +443,7 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> li
             *markdown_table(["users", "policy", "performance per user", "average PAI", "average latency (s)"], table),
         ],
     )
-    return [png, csv_path, md]
+    return Figure("fig10", rows, fig, summary)
 
 
 # --- Beyond the paper: the timeline latency model ------------------------------------------
@@ -512,7 +478,7 @@ def _grid_check(users: int, seed: int) -> float:
     return abs(evaluate(instance, solve_timeline(instance, split_grid=GRID), "timeline").objective - best)
 
 
-def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     """What the paper-model optimum loses when the edge batch really shrinks as members leave."""
     cases = 10 if quick else 100
     points = [(u, 8) for u in ([4, 12, 20] if quick else [4, 8, 12, 16, 20])]
@@ -537,8 +503,7 @@ def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) ->
                 "exact_score_under_timeline": float(normalized_score(exact, best, local).mean()),
             }
         )
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for ax, (key, label, fixed) in zip(
         axes, [("users", "number of users (G = 8)", 8), ("gpus", "GPUs at the edge G (20 users)", 20)]
     ):
@@ -554,8 +519,6 @@ def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) ->
     fig.suptitle(
         f"timeline: the paper-model optimum under a shrinking batch ({cases} cases per point, seed {seed})", fontsize=9
     )
-    png = _save(fig, plt, out_dir / "timeline.png")
-    csv_path = write_csv(out_dir / "timeline.csv", rows)
     table = [
         [
             r["users"],
@@ -568,11 +531,10 @@ def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) ->
         ]
         for r in rows
     ]
-    md = _write_md(
-        out_dir / "timeline.md",
+    summary = markdown(
         "timeline: what the paper-model optimum loses when the batch shrinks",
         [
-            "Under the timeline model (SPEC A.1) a member leaves the edge batch at its split point, so later "
+            "Under the timeline model a member leaves the edge batch at its split point, so later "
             "steps run in smaller, faster batches. `exact` optimizes the paper's fixed-batch model; `timeline` "
             "is the exact optimum of the timeline model (a rank assignment, docs/offloading-model.md).",
             "",
@@ -593,4 +555,4 @@ def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) ->
             f"count {check_users}): largest |timeline - brute force| = {max(gaps):.3g}.",
         ],
     )
-    return [png, csv_path, md]
+    return Figure("timeline", rows, fig, summary)

@@ -1,4 +1,5 @@
-"""Figures like the paper's Fig. 6 (images: split points x users) and Fig. 7 (PAI vs split)."""
+"""Figures like the paper's Fig. 6 (images: split points x users) and Fig. 7 (PAI vs split),
+drawn as matplotlib figures for :func:`edgediff.personalize.pai.pai_figures`."""
 
 from __future__ import annotations
 
@@ -6,24 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from edgediff.figure_io import pyplot
 
 
-def plot_fig6(result, path: str | Path, prompts: int = 3, sample: int = 0) -> None:
+def fig6_grid(result, prompts: int = 3, sample: int = 0):
     """Grid: one row per (prompt, user), one column per split point (all local on the left).
     Within a prompt the users' rows start from the same shared intermediate at each split."""
-    plt = _pyplot()
     order = np.argsort(result.config.splits)[::-1]
     P = min(prompts, len(result.prompts))
     U = len(result.personal)
-    fig, axes = plt.subplots(P * U, len(order), figsize=(0.8 * len(order) + 1.6, 0.8 * P * U + 0.6), squeeze=False)
+    fig, axes = pyplot().subplots(P * U, len(order), figsize=(0.8 * len(order) + 1.6, 0.8 * P * U + 0.6), squeeze=False)
     for p in range(P):
         for u in range(U):
             row = p * U + u
@@ -39,21 +32,18 @@ def plot_fig6(result, path: str | Path, prompts: int = 3, sample: int = 0) -> No
     fig.suptitle(
         f"hybrid inference: edge {Path(result.cluster).name} runs N..n+1, each user n..1 (N={result.config.N})"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def plot_fig7(result, summary: dict, path: str | Path) -> None:
+def fig7_pai(result, summary: dict):
     """(a) accuracy and personalization vs split; (b) normalized PAI, its sigmoid fit, and
     the paper's fitted F (drawn over n / N * 200 when N != 200)."""
     from scipy.special import expit
 
-    plt = _pyplot()
     points = summary["points"]
     n = np.array([p["split"] for p in points])
     N = summary["N"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     left.plot(n, [p["accuracy"] for p in points], "o-", label="accuracy (classifier p(digit))")
     left.plot(n, [p["personalization"] for p in points], "s-", label="personalization (pairwise grey L1)")
     left.set_xlabel("split point n (steps run locally)")
@@ -78,6 +68,4 @@ def plot_fig7(result, summary: dict, path: str | Path) -> None:
     right.set_title("(b) PAI and the fitted sigmoid F")
     right.legend(fontsize=8)
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -22,8 +22,6 @@ same 0..1 scale, whereas our accuracy score is already a probability.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 from scipy.special import expit
 
 from edgediff.core.pai import PAPER_STEPS, PaiCurve
+from edgediff.figure_io import Figure, write_figure
 from edgediff.personalize.data import class_prompt, personal_prompt, prompt_digit, to_gray
 
 log = logging.getLogger(__name__)
@@ -318,26 +317,27 @@ def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, 
     )
 
 
-def write_outputs(result: PaiResult, out: str | Path) -> list[Path]:
-    """``pai.json`` (the summary), ``pai.csv`` (one row per split), ``fig6_grid.png``,
-    ``fig7_pai.png`` in ``out``."""
-    from edgediff.personalize.figures import plot_fig6, plot_fig7
+def pai_figures(result: PaiResult) -> list[Figure]:
+    """``pai.json`` (the summary), ``pai.csv`` (one row per split), ``fig6_grid.png`` and
+    ``fig7_pai.png``, ready for :func:`~edgediff.figure_io.write_figure`."""
+    from edgediff.personalize.figures import fig6_grid, fig7_pai
 
+    summary = result.summary()
+    return [
+        Figure("pai", rows=summary["points"], data=summary),
+        Figure("fig6_grid", figure=fig6_grid(result), dpi=120),
+        Figure("fig7_pai", figure=fig7_pai(result, summary), dpi=120),
+    ]
+
+
+def write_outputs(result: PaiResult, out: str | Path) -> list[Path]:
+    """Write :func:`pai_figures` into ``out`` (created if needed); returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
-    paths = [out / "pai.json", out / "pai.csv", out / "fig6_grid.png", out / "fig7_pai.png"]
-    paths[0].write_text(json.dumps(summary, indent=2) + "\n")
-    with paths[1].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary["points"][0]))
-        writer.writeheader()
-        writer.writerows(summary["points"])
-    plot_fig6(result, paths[2])
-    plot_fig7(result, summary, paths[3])
-    return paths
+    return [path for figure in pai_figures(result) for path in write_figure(figure, out)]
 
 
-def reproduce_figures(out_dir: str | Path, *, quick: bool = False, seed: int = 0, **options) -> list[Path]:
+def reproduce_figures(out_dir: str | Path, *, quick: bool = False, seed: int = 0, **options) -> list[Figure]:
     """``edgediff reproduce pai``: the measured Figs. 6-7 of the shipped tiny models (the
     ``measure-pai`` defaults, or ``--quick``'s); other ``options`` are ignored."""
     from edgediff.personalize.classifier import shipped_classifier
@@ -347,4 +347,4 @@ def reproduce_figures(out_dir: str | Path, *, quick: bool = False, seed: int = 0
     config = PaiConfig(splits=QUICK_SPLITS if quick else DEFAULT_SPLITS, samples=2 if quick else 4, seed=seed)
     personal = [load_model(name) for name in TINY_PERSONAL]
     result = measure_pai(load_model(TINY_NAME), personal, default_prompts(), config, shipped_classifier())
-    return write_outputs(result, out_dir)
+    return pai_figures(result)

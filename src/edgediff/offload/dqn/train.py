@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision, evaluate
+from edgediff.figure_io import Figure, pyplot, write_csv, write_figure
 from edgediff.offload.dqn.env import EpisodeBatch, ScopeConfig, observation_size
 from edgediff.offload.dqn.network import QNetwork
 from edgediff.offload.dqn.replay import PrioritizedReplay
@@ -270,30 +272,21 @@ PRESETS: dict[str, DqnConfig] = {
 def write_learning_curve(result: TrainResult, directory, title: str, smoothing: int = 100) -> None:
     """``learning_curve.csv`` (per episode), ``evaluation.csv`` (held-out scores) and
     ``learning_curve.png`` (smoothed objective and held-out score, like the paper's Fig. 9)."""
-    import csv
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory = Path(directory)
     objectives = np.asarray(result.episode_objectives)
     window = max(1, min(smoothing, len(objectives)))
     smoothed = np.convolve(objectives, np.ones(window) / window, mode="valid")
-    with open(directory / "learning_curve.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["episode", "objective", "smoothed_objective"])
-        for episode, value in enumerate(objectives, start=1):
-            smooth = smoothed[episode - window] if episode >= window else ""
-            writer.writerow([episode, f"{value:.6g}", smooth if smooth == "" else f"{smooth:.6g}"])
-    with open(directory / "evaluation.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["episode", "mean_score", "mean_objective"])
-        writer.writeheader()
-        writer.writerows(result.evaluations)
+    curve = [
+        {
+            "episode": episode,
+            "objective": f"{value:.6g}",
+            "smoothed_objective": f"{smoothed[episode - window]:.6g}" if episode >= window else "",
+        }
+        for episode, value in enumerate(objectives, start=1)
+    ]
+    write_csv(Path(directory) / "learning_curve.csv", curve, ["episode", "objective", "smoothed_objective"])
+    write_csv(Path(directory) / "evaluation.csv", result.evaluations, ["episode", "mean_score", "mean_objective"])
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     left.plot(np.arange(window, len(objectives) + 1), smoothed)
     left.set(xlabel="episode", ylabel=f"objective (s-equivalent), mean of {window}", title="training episodes")
     if result.evaluations:
@@ -302,6 +295,4 @@ def write_learning_curve(result: TrainResult, directory, title: str, smoothing: 
         right.legend()
     right.set(xlabel="episode", ylabel="normalized score (1 = exact, 0 = all-local)", title="held-out instances")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(directory / "learning_curve.png", dpi=120)
-    plt.close(fig)
+    write_figure(Figure("learning_curve", figure=fig, dpi=120), directory)
