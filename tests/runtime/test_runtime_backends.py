@@ -7,14 +7,7 @@ import torch
 
 from edgediff.runtime.backends import Conditioning, DenoiserBackend, UNetBackend
 from edgediff.runtime.executor import BatchedExecutor
-from edgediff.runtime.models import (
-    BACKENDS,
-    DEFAULT_FAMILY,
-    ModelLoadError,
-    backend_class,
-    family_of,
-    load_model,
-)
+from edgediff.runtime.models import BACKENDS, DEFAULT_FAMILY, ModelLoadError, backend_class, family_of, load_model
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
 
