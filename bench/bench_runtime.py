@@ -1,8 +1,8 @@
-"""Runtime benchmark: batched-executor throughput against the bare UNet, and a generation.
+"""Runtime benchmark: batched-executor throughput against the bare denoiser, and a generation.
 
 For each batch size b, the executor's denoising steps per second (b members, guidance on,
-so the UNet sees 2b rows) is compared with the bare UNet forward on the same 2b rows (the
-ideal: no scheduler updates, no batching bookkeeping). Target (issue 6): >= 90 % of ideal
+so the denoiser (for ``tiny`` the UNet) sees 2b rows) is compared with the bare denoiser
+call on the same 2b rows (the ideal: no scheduler updates, no batching bookkeeping). Target (issue 6): >= 90 % of ideal
 at b >= 4. Then the fitted L(b) = k*b + h and the wall time of a 50-step generation.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_runtime.py [--model tiny|PATH] [--device cpu|cuda]
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from types import SimpleNamespace
-
 import numpy as np
 import torch
 
@@ -24,28 +22,28 @@ from edgediff.runtime.split import generate
 
 
 def paired_step_s(model, batch: int, config: CalibrationConfig) -> tuple[float, float]:
-    """Median seconds of an executor step with ``batch`` guided members and of a bare UNet
-    forward on 2*batch rows (the ideal), timed alternately so both see the same load."""
+    """Median seconds of an executor step with ``batch`` guided members and of a bare
+    denoiser call on 2*batch rows (the ideal), timed alternately so both see the same load."""
     executor = filled_executor(model, batch, config)
+    backend = model.backend
     side = model.image_size // model.vae_scale_factor
     generator = torch.Generator("cpu").manual_seed(0)
     x = torch.randn((2 * batch, model.latent_channels, side, side), generator=generator).to(
         model.device, model.torch_dtype()
     )
-    embeds = model.encode_prompt(["bench"] * (2 * batch))
+    conditioning = backend.condition(["bench"] * (2 * batch))
     t = torch.full((2 * batch,), 500, device=model.device)
 
-    def unet_forward():
-        with torch.inference_mode():
-            model.unet(x, t, encoder_hidden_states=embeds)
+    def denoiser_call():
+        backend.predict(x, t, conditioning)
 
     for _ in range(2):
-        unet_forward()
-    executor_s, unet_s = [], []
+        denoiser_call()
+    executor_s, ideal_s = [], []
     for _ in range(config.repeats):
         executor_s.append(timed_step(model, executor))
-        unet_s.append(_timed(model, unet_forward))
-    return float(np.median(executor_s)), float(np.median(unet_s))
+        ideal_s.append(_timed(model, denoiser_call))
+    return float(np.median(executor_s)), float(np.median(ideal_s))
 
 
 def _timed(model, fn) -> float:
@@ -60,20 +58,15 @@ def _timed(model, fn) -> float:
 
 
 def bookkeeping_s(model, batch: int, config: CalibrationConfig) -> float:
-    """Executor step time with the UNet replaced by a no-op: the executor's own cost (batch
-    assembly, guidance, per-member scheduler updates), measured without the UNet's noise."""
-
-    class NoOpUNet:
-        config = model.unet.config
-
-        def __call__(self, sample, timestep, encoder_hidden_states):
-            return SimpleNamespace(sample=torch.zeros_like(sample))
-
-    unet, model.unet = model.unet, NoOpUNet()
+    """Executor step time with the denoiser replaced by a no-op: the executor's own cost
+    (batch assembly, guidance, per-member scheduler updates), measured without the
+    denoiser's noise."""
+    backend = model.backend
+    backend.predict = lambda latents, timesteps, conditioning: torch.zeros_like(latents)  # shadows the method
     try:
         return time_steps(model, batch, config)
     finally:
-        model.unet = unet
+        del backend.predict
 
 
 def main() -> None:
@@ -99,7 +92,7 @@ def main() -> None:
         )
     print(
         "ratio = ideal/executor time, timed alternately (still noisy on a shared CPU); "
-        "bookkeeping = executor step with a no-op UNet"
+        "bookkeeping = executor step with a no-op denoiser"
     )
     k, h, r2 = fit_linear(batches, executor_s)
     print(f"fit L(b) = k*b + h: k = {k * 1000:.3f} ms, h = {h * 1000:.3f} ms, R^2 = {r2:.4f}")

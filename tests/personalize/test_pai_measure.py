@@ -67,8 +67,9 @@ def test_measure_pai_rejects_models_that_cannot_share_a_latent_or_be_scored(tmp_
 
     tiny = load_model("tiny")
     wide = copy.copy(tiny)  # same modules, but claims another VAE: 4x larger images
-    wide.vae = copy.deepcopy(tiny.vae)
-    wide.vae.register_to_config(block_out_channels=(16, 32, 32, 32))
+    wide.backend = copy.copy(tiny.backend)
+    wide.backend.vae = copy.deepcopy(tiny.backend.vae)
+    wide.backend.vae.register_to_config(block_out_channels=(16, 32, 32, 32))
     wide.name = "wide"
     config = PaiConfig(splits=(0, 1, 2), samples=1)
     with pytest.raises(ValueError, match="cannot share a latent"):

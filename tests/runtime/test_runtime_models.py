@@ -15,13 +15,13 @@ def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
     torch.manual_seed(123)
     again = load_model("tiny")
     assert torch.equal(torch.rand(3), expected)
-    for a, b in zip(tiny.unet.parameters(), again.unet.parameters()):
+    for a, b in zip(tiny.backend.unet.parameters(), again.backend.unet.parameters()):
         assert torch.equal(a, b)
     # tiny-random: the same architecture with seeded random weights (the start of training)
     random0 = load_model("tiny-random")
     random1 = load_model(ModelSpec("tiny-random", tiny=TinyConfig(seed=1)))
-    assert not torch.equal(next(random0.unet.parameters()), next(random1.unet.parameters()))
-    assert not torch.equal(next(random0.unet.parameters()), next(tiny.unet.parameters()))
+    assert not torch.equal(next(random0.backend.unet.parameters()), next(random1.backend.unet.parameters()))
+    assert not torch.equal(next(random0.backend.unet.parameters()), next(tiny.backend.unet.parameters()))
     assert tiny.image_size == 16 and tiny.latent_channels == 4 and tiny.vae_scale_factor == 2
     assert random0.image_size == 16 and tiny.identifier is None
 
@@ -31,9 +31,9 @@ def test_embedded_personal_models_share_the_vae_and_carry_identifiers(tiny):
     assert [m.identifier for m in models.values()] == ["sks", "zwx", "vkq"]
     for model in models.values():
         assert model.name in models
-        for a, b in zip(model.vae.parameters(), tiny.vae.parameters()):
+        for a, b in zip(model.backend.vae.parameters(), tiny.backend.vae.parameters()):
             assert torch.equal(a, b)
-        assert not torch.equal(next(model.unet.parameters()), next(tiny.unet.parameters()))
+        assert not torch.equal(next(model.backend.unet.parameters()), next(tiny.backend.unet.parameters()))
     with pytest.raises(ValueError, match="unknown embedded model"):
         from edgediff.runtime.tiny import load_tiny
 
@@ -50,9 +50,9 @@ def test_trained_tiny_is_not_random(tiny):
 
 
 def test_tiny_tokenizer_is_local_and_encodes_prompts(tiny):
-    ids = tiny.tokenizer(["a dog"]).input_ids[0]
+    ids = tiny.backend.tokenizer(["a dog"]).input_ids[0]
     assert ids[0] == 0 and ids[-1] == 1 and len(ids) == 2 + len("adog")
-    embeds = tiny.encode_prompt(["a dog", "a cat"])
+    embeds = tiny.backend.encode_prompt(["a dog", "a cat"])
     assert embeds.shape == (2, 64, 32) and not torch.equal(embeds[0], embeds[1])
 
 

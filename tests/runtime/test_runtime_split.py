@@ -100,10 +100,10 @@ def test_executor_matches_diffusers_stable_diffusion_pipeline(tiny):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
+        vae=tiny.backend.vae,
+        text_encoder=tiny.backend.text_encoder,
+        tokenizer=tiny.backend.tokenizer,
+        unet=tiny.backend.unet,
         scheduler=tiny.new_scheduler(),
         safety_checker=None,
         feature_extractor=None,

@@ -77,10 +77,13 @@ def measure_reuse(model, config: ReuseConfig = ReuseConfig(), prompts: list[str]
         for i in range(config.samples)
     ]
     latents = torch.cat([initial_state(model, r).latent for r in requests])
-    scheduler = model.new_scheduler()
+    backend = model.backend
+    scheduler = backend.new_scheduler()
     scheduler.set_timesteps(config.steps)
     guided = config.guidance_scale > 1
-    embeds = model.encode_prompt(([""] * len(requests) if guided else []) + [r.prompt for r in requests])
+    conditioning = backend.condition(
+        [r.prompt for r in requests], [r.negative_prompt for r in requests] if guided else ()
+    )
 
     def decode(x):
         return model.decode(x).astype(np.float64)
@@ -89,12 +92,11 @@ def measure_reuse(model, config: ReuseConfig = ReuseConfig(), prompts: list[str]
     mse = {"denoised": [], "latent": []}
     with torch.inference_mode():
         for t in scheduler.timesteps:
-            x = scheduler.scale_model_input(latents, t)
+            x = backend.model_input(scheduler, latents, t)
             rows = torch.cat([x, x]) if guided else x
-            eps = model.unet(rows, t, encoder_hidden_states=embeds).sample
+            eps = backend.predict(rows, t.expand(len(rows)), conditioning)
             if guided:
-                uncond, cond = eps.chunk(2)
-                eps = uncond + config.guidance_scale * (cond - uncond)
+                eps = backend.guide(*eps.chunk(2), config.guidance_scale)
             out = scheduler.step(eps, t, latents)
             latents = out.prev_sample
             for name, value in (("denoised", out.pred_original_sample), ("latent", latents)):

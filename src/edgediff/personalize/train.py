@@ -236,6 +236,7 @@ def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) 
 
     from edgediff.personalize.classifier import CLASSIFIER_FILE, train_classifier
     from edgediff.personalize.data import load_digits_16
+    from edgediff.runtime.backends import UNetBackend
     from edgediff.runtime.models import DiffusionModel
     from edgediff.runtime.tiny import TinyConfig, build_tiny, save_tiny_weights
 
@@ -278,7 +279,7 @@ def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) 
             generator,
             ema=True,
         )
-    cluster = DiffusionModel("tiny", unet, vae, text_encoder, tokenizer, scheduler)
+    cluster = DiffusionModel("tiny", UNetBackend(unet, vae, text_encoder, tokenizer, scheduler))
     eval_digits = [d for d in range(10) for _ in range(config.eval_per_digit)]
     eval_seeds = [10_000 + i for i in range(len(eval_digits))]
     report = {"config": asdict(config), "tiny_config": tiny.to_dict(), "classifier_test_accuracy": None}
@@ -328,7 +329,7 @@ def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) 
                 generator,
                 ema=False,
             )
-            personal = DiffusionModel(f"tiny-{style}", p_unet, vae, p_text, tokenizer, scheduler)
+            personal = DiffusionModel(f"tiny-{style}", UNetBackend(p_unet, vae, p_text, tokenizer, scheduler))
             rate = recognition_rate(personal, classifier, eval_digits, eval_seeds, identifier, config)
         models[f"tiny-{style}"] = (p_unet, p_text, identifier)
         report["personal"][f"tiny-{style}"] = {

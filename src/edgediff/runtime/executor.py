@@ -1,13 +1,14 @@
-"""The batched denoising executor: many requests, one UNet forward per step.
+"""The batched denoising executor: many requests, one denoiser call per step.
 
-Members of a batch may sit at different timesteps (each row of the UNet batch gets its own
-timestep), use guidance or not (a guided member contributes an unconditional and a
+Members of a batch may sit at different timesteps (each row of the denoiser batch gets its
+own timestep), use guidance or not (a guided member contributes an unconditional and a
 conditional row), join at any time — from noise or from an intermediate :class:`LatentState`
 (e.g. a cached latent) — and leave as soon as they reach their split point, so the batch
 shrinks as in the paper's Fig. 2. Every member owns its scheduler instance: diffusers
 schedulers keep per-request state (``step_index``), and the scheduler update is cheap next to
-the UNet. The same executor runs a single request, so split and unsplit runs, edge and
-device, share one code path.
+the denoiser. The same executor runs a single request, so split and unsplit runs, edge and
+device, share one code path. Everything that depends on the model family goes through the
+model's :class:`~edgediff.runtime.backends.DenoiserBackend`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from edgediff.runtime.backends import Conditioning
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
@@ -26,17 +28,17 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     same seed gives the same noise on every machine, scaled by the scheduler's sigma."""
     import torch
 
-    size = model.image_size if request.size is None else request.size
-    multiple = model.vae_scale_factor * 2 ** (len(model.unet.config.block_out_channels) - 1)
-    if size % multiple:
-        raise RequestError(f"size must be a multiple of {multiple} for model {model.name!r}, got {size}")
-    scheduler = model.new_scheduler()
+    backend = model.backend
+    size = backend.image_size if request.size is None else request.size
+    if size % backend.size_multiple:
+        raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
+    scheduler = backend.new_scheduler()
     scheduler.set_timesteps(request.steps)
     generator = torch.Generator("cpu").manual_seed(request.seed)
-    side = size // model.vae_scale_factor
-    noise = torch.randn((1, model.latent_channels, side, side), generator=generator, dtype=torch.float32)
-    latent = (noise * scheduler.init_noise_sigma).to(model.device, model.torch_dtype())
-    return LatentState(latent, request, request.steps, model.scheduler_class, model.scheduler_config)
+    side = size // backend.vae_scale_factor
+    noise = torch.randn((1, backend.latent_channels, side, side), generator=generator, dtype=torch.float32)
+    latent = (noise * scheduler.init_noise_sigma).to(backend.device, backend.torch_dtype())
+    return LatentState(latent, request, request.steps, backend.scheduler_class, backend.scheduler_config)
 
 
 @dataclass(eq=False)
@@ -45,7 +47,7 @@ class _Member:
     state: LatentState
     stop: int  # leave when state.split reaches this
     scheduler: object
-    embeds: object  # (2, tokens, hidden) [uncond, cond] when guided, else (1, tokens, hidden)
+    conditioning: Conditioning  # rows [uncond, cond] when guided, else [cond]
     latent: object = field(repr=False)
 
     @property
@@ -56,12 +58,13 @@ class _Member:
 class BatchedExecutor:
     """Runs members' denoising steps on ``model`` as one batch per step.
 
-    ``add`` a member with its stop split; call ``step`` (one batched UNet forward for all
+    ``add`` a member with its stop split; call ``step`` (one batched denoiser call for all
     active members; returns the members that reached their stop) or ``run`` (until empty).
     """
 
     def __init__(self, model: DiffusionModel):
         self.model = model
+        self.backend = model.backend
         self._members: dict[object, _Member] = {}
         self._done: list[tuple[object, LatentState]] = []
 
@@ -88,26 +91,25 @@ class BatchedExecutor:
             raise RequestError(f"start state has {state.steps} steps, request has {request.steps}")
         if isinstance(stop, bool) or not isinstance(stop, int) or not 0 <= stop <= state.split:
             raise RequestError(f"stop split must be an integer in [0, {state.split}], got {stop!r}")
-        if state.latent.shape[1] != self.model.latent_channels:
+        if state.latent.shape[1] != self.backend.latent_channels:
             raise RequestError(
                 f"latent has {state.latent.shape[1]} channels, model {self.model.name!r} "
-                f"expects {self.model.latent_channels}"
+                f"expects {self.backend.latent_channels}"
             )
         if state.request is not request:
             state = LatentState(state.latent, request, state.split, state.scheduler_class, state.scheduler_config)
         if state.split == stop:
             self._done.append((key, state))
             return
-        scheduler = self.model.new_scheduler(state.scheduler_class, state.scheduler_config)
+        scheduler = self.backend.new_scheduler(state.scheduler_class, state.scheduler_config)
         scheduler.set_timesteps(request.steps)
         if hasattr(scheduler, "set_begin_index"):  # step_index-based schedulers resume here
             scheduler.set_begin_index(request.steps - state.split)
-        prompts = [request.negative_prompt, request.prompt] if request.guided else [request.prompt]
-        embeds = self.model.encode_prompt(prompts)
-        latent = state.latent.to(self.model.device, self.model.torch_dtype())
+        conditioning = self.backend.condition([request.prompt], [request.negative_prompt] if request.guided else ())
+        latent = state.latent.to(self.backend.device, self.backend.torch_dtype())
         with torch.inference_mode():
             latent = latent.clone()
-        self._members[key] = _Member(key, state, stop, scheduler, embeds, latent)
+        self._members[key] = _Member(key, state, stop, scheduler, conditioning, latent)
 
     def state(self, key) -> LatentState:
         """The current state of active member ``key`` (e.g. for the edge's latent cache)."""
@@ -122,32 +124,29 @@ class BatchedExecutor:
         members = list(self._members.values())
         if not members:
             return finished
-        rows, timesteps, embeds = [], [], []
+        backend = self.backend
+        rows, timesteps = [], []
         with torch.inference_mode():
             for m in members:
                 t = m.scheduler.timesteps[m.position]
-                x = m.scheduler.scale_model_input(m.latent, t)
-                copies = 2 if m.state.request.guided else 1
+                x = backend.model_input(m.scheduler, m.latent, t)
+                copies = len(m.conditioning)  # the latent once per conditioning row
                 rows.append(x.expand(copies, *x.shape[1:]))
                 timesteps.append(t.reshape(1).expand(copies))
-                embeds.append(m.embeds)
-            noise = self.model.unet(
-                torch.cat(rows),
-                torch.cat(timesteps).to(self.model.device),
-                encoder_hidden_states=torch.cat(embeds),
-            ).sample
+            outputs = backend.predict(
+                torch.cat(rows), torch.cat(timesteps), Conditioning.cat([m.conditioning for m in members])
+            )
             row = 0
             for m in members:
                 request = m.state.request
                 if request.guided:
-                    uncond, cond = noise[row : row + 1], noise[row + 1 : row + 2]
-                    eps = uncond + request.guidance_scale * (cond - uncond)
+                    output = backend.guide(outputs[row : row + 1], outputs[row + 1 : row + 2], request.guidance_scale)
                     row += 2
                 else:
-                    eps = noise[row : row + 1]
+                    output = outputs[row : row + 1]
                     row += 1
                 t = m.scheduler.timesteps[m.position]
-                m.latent = m.scheduler.step(eps, t, m.latent).prev_sample
+                m.latent = backend.step(m.scheduler, output, t, m.latent)
                 m.state = LatentState(
                     m.latent, request, m.state.split - 1, m.state.scheduler_class, m.state.scheduler_config
                 )

@@ -1,33 +1,31 @@
 """Text-to-image models for split inference: a ``diffusers`` pipeline directory or ``tiny``.
 
-A :class:`DiffusionModel` holds the four parts of a latent-diffusion pipeline (UNet, VAE,
-CLIP-like text encoder + tokenizer, scheduler). The denoising loop itself lives in
-:mod:`edgediff.runtime.executor`, so that the edge can batch many requests at different
-timesteps; the model only encodes prompts, makes schedulers and decodes latents.
+A :class:`DiffusionModel` is a loaded model: its name, its DreamBooth identifier and its
+:class:`~edgediff.runtime.backends.DenoiserBackend`, which holds the parts of the model
+family (for Stable Diffusion: UNet, VAE, CLIP-like text encoder + tokenizer, scheduler).
+The denoising loop itself lives in :mod:`edgediff.runtime.executor`, so that the edge can
+batch many requests at different timesteps. :func:`load_model` picks the backend of a
+pipeline directory from :data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
-log = logging.getLogger(__name__)
-
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-# Schedulers whose step depends only on (latent, timestep index): a request can stop after
-# any step and resume elsewhere from the latent alone. Multistep solvers (PNDM, DPM-Solver++)
-# keep a history of model outputs that would have to travel too; we swap them for DDIM.
-RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-class ModelLoadError(ValueError):
-    """A model directory or spec is unusable; the message says why, in one line."""
+# Model families: name -> backend class. A new family is its backend module plus one line here.
+BACKENDS: dict[str, type[DenoiserBackend]] = {
+    "stable-diffusion": UNetBackend,
+}
+# A directory whose pipeline class no backend names is loaded as this family (whose loader
+# says which parts are missing), so that any directory with Stable Diffusion's parts loads.
+DEFAULT_FAMILY = "stable-diffusion"
 
 
 @dataclass(frozen=True)
@@ -55,100 +53,74 @@ class ModelSpec:
 
 @dataclass(eq=False)
 class DiffusionModel:
-    """A loaded latent-diffusion pipeline (modules in eval mode, no gradients)."""
+    """A loaded text-to-image model (modules in eval mode, no gradients). The properties
+    and methods below hold for every family; its parts are the backend's."""
 
     name: str
-    unet: object
-    vae: object
-    text_encoder: object
-    tokenizer: object
-    scheduler: object  # template; every request gets its own copy (see new_scheduler)
-    device: str = "cpu"
-    dtype: str = "float32"
+    backend: DenoiserBackend
     identifier: str | None = None  # a DreamBooth model's identifier (see personalize.data.personal_prompt)
 
     @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> str:
+        return self.backend.dtype
+
+    def torch_dtype(self):
+        return self.backend.torch_dtype()
+
+    @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return self.backend.latent_channels
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.backend.vae_scale_factor
 
     @property
     def image_size(self) -> int:
-        """Default image side in pixels (the UNet's trained sample size times the VAE factor)."""
-        size = self.unet.config.sample_size
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        return int(size) * self.vae_scale_factor
+        """Default image side in pixels (the size the model was trained at)."""
+        return self.backend.image_size
 
     @property
     def scheduler_class(self) -> str:
-        return type(self.scheduler).__name__
+        return self.backend.scheduler_class
 
     @property
     def scheduler_config(self) -> dict:
-        return {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
-
-    def torch_dtype(self):
-        import torch
-
-        return getattr(torch, self.dtype)
+        return self.backend.scheduler_config
 
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
-        """A fresh scheduler: this model's, or the one described by ``class_name``/``config``
-        (so that a device continues on exactly the edge's timestep schedule)."""
-        import diffusers
-
-        class_name = class_name or self.scheduler_class
-        if class_name not in RESUMABLE_SCHEDULERS:
-            raise ModelLoadError(
-                f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}"
-            )
-        return getattr(diffusers, class_name).from_config(self.scheduler_config if config is None else config)
-
-    def encode_prompt(self, prompts: list[str]):
-        """Text-encoder hidden states ``(len(prompts), tokens, hidden)``, padded to the
-        tokenizer's maximum length as Stable Diffusion does."""
-        import torch
-
-        ids = self.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        with torch.inference_mode():
-            return self.text_encoder(ids.to(self.device))[0].to(self.torch_dtype())
+        """A fresh scheduler (see :meth:`DenoiserBackend.new_scheduler`)."""
+        return self.backend.new_scheduler(class_name, config)
 
     def decode(self, latents):
         """Latents ``(B, C, h, w)`` -> uint8 RGB images ``(B, H, W, 3)`` as a NumPy array."""
-        import torch
-
-        with torch.inference_mode():
-            scaled = latents.to(self.device, self.torch_dtype()) / self.vae.config.scaling_factor
-            images = self.vae.decode(scaled).sample
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        return self.backend.decode(latents)
 
     def save(self, directory: str | Path) -> None:
-        """Write this model as a diffusers pipeline directory (``model_index.json`` + parts)."""
-        from diffusers import StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            unet=self.unet,
-            scheduler=self.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(str(directory), safe_serialization=True)
+        """Write this model as a diffusers pipeline directory (``model_index.json`` + parts),
+        with its identifier in ``personalization.json``."""
+        self.backend.save(directory)
         if self.identifier:
             (Path(directory) / PERSONALIZATION_FILE).write_text(json.dumps({"identifier": self.identifier}) + "\n")
+
+
+def backend_class(family: str) -> type[DenoiserBackend]:
+    """The backend class of model family ``family`` (a key of :data:`BACKENDS`)."""
+    try:
+        return BACKENDS[family]
+    except KeyError:
+        raise ModelLoadError(f"unknown model family {family!r}; known families: {', '.join(BACKENDS)}") from None
+
+
+def family_of(index: dict) -> str:
+    """The family of a pipeline directory: the one whose backend names the pipeline class in
+    its ``model_index.json`` (``_class_name``), else :data:`DEFAULT_FAMILY`."""
+    pipeline = index.get("_class_name")
+    return next((family for family, cls in BACKENDS.items() if pipeline in cls.pipelines), DEFAULT_FAMILY)
 
 
 def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
@@ -159,27 +131,19 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
         spec = ModelSpec(str(spec))
     path = Path(spec.source)
     if spec.is_tiny:
-        unet, vae, text_encoder, tokenizer, scheduler, identifier = load_tiny(spec.source, spec.tiny)
-        name = spec.source
+        *parts, identifier = load_tiny(spec.source, spec.tiny)
+        backend = UNetBackend(*parts)
     elif path.is_dir() and is_weights_folder(path):
         try:
-            unet, vae, text_encoder, tokenizer, scheduler, identifier = load_tiny(path.name, weights=path.parent)
+            *parts, identifier = load_tiny(path.name, weights=path.parent)
         except Exception as err:  # torch/safetensors raise many types; one line naming the folder
             raise ModelLoadError(f"cannot load tiny weights from {str(path)!r}: {err}") from None
-        name = str(spec.source)
+        backend = UNetBackend(*parts)
     else:
-        unet, vae, text_encoder, tokenizer, scheduler = _load_directory(path)
+        backend = _load_directory(path)
         identifier = _identifier(path)
-        name = str(spec.source)
-    import torch
-
-    dtype = getattr(torch, spec.dtype)
-    for module in (unet, vae, text_encoder):
-        module.to(spec.device)
-        if module.dtype != dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
-            module.to(dtype=dtype)
-        module.eval().requires_grad_(False)
-    return DiffusionModel(name, unet, vae, text_encoder, tokenizer, scheduler, spec.device, spec.dtype, identifier)
+    backend.place(spec.device, spec.dtype)
+    return DiffusionModel(str(spec.source), backend, identifier)
 
 
 def _identifier(path: Path) -> str | None:
@@ -191,7 +155,7 @@ def _identifier(path: Path) -> str | None:
     return identifier if isinstance(identifier, str) and identifier else None
 
 
-def _load_directory(path: Path):
+def _load_directory(path: Path) -> DenoiserBackend:
     if not path.exists():
         raise ModelLoadError(f"model directory {str(path)!r} does not exist")
     if not path.is_dir():
@@ -205,28 +169,14 @@ def _load_directory(path: Path):
         raise ModelLoadError(f"{str(index_file)!r} is not valid JSON: {err}") from None
     if not isinstance(index, dict):
         raise ModelLoadError(f"{str(index_file)!r} is not a JSON object")
-    missing = [c for c in COMPONENTS if not _component_entry(index.get(c))]
+    backend_type = backend_class(family_of(index))
+    missing = [c for c in backend_type.components if not _component_entry(index.get(c))]
     if missing:
         raise ModelLoadError(
             f"{str(path)!r} is not a text-to-image pipeline: model_index.json lacks {', '.join(missing)}"
         )
-    classes = {name: _component_class(path, name, *index[name]) for name in COMPONENTS}  # check all first
-    parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
-    from diffusers import DDIMScheduler, UNet2DConditionModel
-
-    if not isinstance(parts["unet"], UNet2DConditionModel):
-        raise ModelLoadError(f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel")
-    if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
-        raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
-    scheduler = parts["scheduler"]
-    if type(scheduler).__name__ not in RESUMABLE_SCHEDULERS:
-        log.warning(
-            "%s: scheduler %s keeps multistep state; using DDIMScheduler with its config so that requests can be split",
-            path,
-            type(scheduler).__name__,
-        )
-        scheduler = DDIMScheduler.from_config(scheduler.config)
-    return parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler
+    classes = {name: _component_class(path, name, *index[name]) for name in backend_type.components}  # check all first
+    return backend_type.from_components(path, {name: _load_component(path, name, cls) for name, cls in classes.items()})
 
 
 def _component_entry(entry) -> bool:

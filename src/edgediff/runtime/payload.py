@@ -28,7 +28,7 @@ import json
 import math
 import struct
 
-from edgediff.runtime.models import RESUMABLE_SCHEDULERS
+from edgediff.runtime.backends import RESUMABLE_SCHEDULERS
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
 FORMAT = "edgediff-latent"

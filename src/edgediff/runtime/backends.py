@@ -1,0 +1,285 @@
+"""Denoiser backends: what depends on a model family, behind one interface.
+
+The batched executor (:mod:`edgediff.runtime.executor`) owns the batch: which members run,
+their timesteps, guidance rows, joins and leaves. A :class:`DenoiserBackend` owns the rest,
+which differs between model families: turning prompts into :class:`Conditioning`, one
+batched denoiser call, a member's scheduler step, and the latent space (channels, VAE
+factor, decoding). The executor calls nothing else, so a new family (added conditioning,
+a transformer denoiser, another latent layout) is one module with a subclass plus one line
+in :data:`edgediff.runtime.models.BACKENDS`. See docs/runtime.md.
+
+:class:`UNetBackend` is the Stable Diffusion 1.x/2.x family: a ``UNet2DConditionModel``
+conditioned on a CLIP-like text encoder's hidden states, and a latent autoencoder. The
+embedded ``tiny`` models are of this family. torch and diffusers are imported inside
+methods only, so that importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+log = logging.getLogger(__name__)
+
+# Schedulers whose step depends only on (latent, timestep index): a request can stop after
+# any step and resume elsewhere from the latent alone. Multistep solvers (PNDM, DPM-Solver++)
+# keep a history of model outputs that would have to travel too; we swap them for DDIM.
+RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
+
+
+class ModelLoadError(ValueError):
+    """A model directory or spec is unusable; the message says why, in one line."""
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """What the denoiser is conditioned on: named tensors with one row (first axis) per
+    denoiser input row, e.g. ``encoder_hidden_states``. The members' conditionings of a
+    batch concatenate row-wise in the order of their latent rows."""
+
+    tensors: Mapping[str, object]
+
+    def __getitem__(self, name: str):
+        return self.tensors[name]
+
+    def __len__(self) -> int:
+        """Number of rows."""
+        return len(next(iter(self.tensors.values())))
+
+    @classmethod
+    def cat(cls, parts: Sequence[Conditioning]) -> Conditioning:
+        import torch
+
+        return cls({name: torch.cat([part[name] for part in parts]) for name in parts[0].tensors})
+
+
+class DenoiserBackend(ABC):
+    """One model family's denoiser, text conditioning, scheduler and latent space.
+
+    Every backend has a template ``scheduler`` (a diffusers scheduler; members get their
+    own copies from :meth:`new_scheduler`) and the ``device`` and ``dtype`` names its
+    modules live on (set by :meth:`place`). Subclasses implement the abstract members; the
+    scheduler and guidance methods hold for every diffusers scheduler and may be overridden.
+    """
+
+    #: ``model_index.json`` entries a pipeline directory of this family must have
+    components: ClassVar[tuple[str, ...]]
+    #: pipeline classes (``model_index.json`` ``_class_name``) this family loads
+    pipelines: ClassVar[tuple[str, ...]] = ()
+
+    scheduler: object
+    device: str
+    dtype: str
+
+    @classmethod
+    @abstractmethod
+    def from_components(cls, path: Path, parts: dict) -> DenoiserBackend:
+        """The backend made of ``parts`` (name in :attr:`components` -> loaded object) of the
+        pipeline directory ``path``; raises :class:`ModelLoadError` if a part does not fit."""
+
+    @property
+    @abstractmethod
+    def modules(self) -> tuple:
+        """The torch modules, which :meth:`place` moves, casts and freezes."""
+
+    @property
+    @abstractmethod
+    def latent_channels(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel, along each side."""
+
+    @property
+    @abstractmethod
+    def image_size(self) -> int:
+        """Default (trained) image side in pixels."""
+
+    @property
+    @abstractmethod
+    def size_multiple(self) -> int:
+        """Image sides must be a multiple of this many pixels."""
+
+    @abstractmethod
+    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
+        """Conditioning rows ``[*negative_prompts, *prompts]``: the unconditional rows of
+        classifier-free guidance first, as diffusers orders them (none when unguided)."""
+
+    @abstractmethod
+    def predict(self, latents, timesteps, conditioning: Conditioning):
+        """One batched denoiser call: model-input rows ``(B, C, h, w)``, one timestep per row
+        ``(B,)`` and ``B`` conditioning rows -> the model output ``(B, C, h, w)`` that the
+        scheduler's step expects (noise, v or velocity)."""
+
+    @abstractmethod
+    def decode(self, latents):
+        """Latents ``(B, C, h, w)`` -> uint8 RGB images ``(B, H, W, 3)`` as a NumPy array."""
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write a diffusers pipeline directory that this family loads back."""
+
+    def place(self, device: str, dtype: str) -> None:
+        """Move the modules to ``device`` and ``dtype``, in eval mode without gradients."""
+        self.device, self.dtype = device, dtype
+        torch_dtype = self.torch_dtype()
+        for module in self.modules:
+            module.to(device)
+            if module.dtype != torch_dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
+                module.to(dtype=torch_dtype)
+            module.eval().requires_grad_(False)
+
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    @property
+    def scheduler_class(self) -> str:
+        return type(self.scheduler).__name__
+
+    @property
+    def scheduler_config(self) -> dict:
+        return {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
+
+    def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
+        """A fresh scheduler: the template's, or the one described by ``class_name``/``config``
+        (so that a device continues on exactly the edge's timestep schedule)."""
+        import diffusers
+
+        class_name = class_name or self.scheduler_class
+        if class_name not in RESUMABLE_SCHEDULERS:
+            raise ModelLoadError(
+                f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}"
+            )
+        return getattr(diffusers, class_name).from_config(self.scheduler_config if config is None else config)
+
+    def model_input(self, scheduler, latent, timestep):
+        """A member's latent as the denoiser's input at ``timestep``."""
+        return scheduler.scale_model_input(latent, timestep)
+
+    def guide(self, uncond, cond, scale: float):
+        """Classifier-free guidance: the output of one guided member from its two rows."""
+        return uncond + scale * (cond - uncond)
+
+    def step(self, scheduler, output, timestep, latent):
+        """A member's scheduler step: its latent after ``timestep``."""
+        return scheduler.step(output, timestep, latent).prev_sample
+
+
+@dataclass(eq=False)
+class UNetBackend(DenoiserBackend):
+    """Stable Diffusion 1.x/2.x: a ``UNet2DConditionModel`` on a CLIP-like text encoder's
+    hidden states (padded to the tokenizer's maximum length), and a latent autoencoder."""
+
+    components: ClassVar[tuple[str, ...]] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    pipelines: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
+
+    unet: object
+    vae: object
+    text_encoder: object
+    tokenizer: object
+    scheduler: object
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @classmethod
+    def from_components(cls, path: Path, parts: dict) -> UNetBackend:
+        from diffusers import DDIMScheduler, UNet2DConditionModel
+
+        if not isinstance(parts["unet"], UNet2DConditionModel):
+            raise ModelLoadError(
+                f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel"
+            )
+        if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
+            raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
+        scheduler = parts["scheduler"]
+        if type(scheduler).__name__ not in RESUMABLE_SCHEDULERS:
+            log.warning(
+                "%s: scheduler %s keeps multistep state; using DDIMScheduler with its config so that requests "
+                "can be split",
+                path,
+                type(scheduler).__name__,
+            )
+            scheduler = DDIMScheduler.from_config(scheduler.config)
+        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler)
+
+    @property
+    def modules(self) -> tuple:
+        return self.unet, self.vae, self.text_encoder
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def image_size(self) -> int:
+        size = self.unet.config.sample_size
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * self.vae_scale_factor
+
+    @property
+    def size_multiple(self) -> int:
+        # the UNet halves the latent once per block after the first
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def encode_prompt(self, prompts: Sequence[str]):
+        """Text-encoder hidden states ``(len(prompts), tokens, hidden)``."""
+        import torch
+
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        with torch.inference_mode():
+            return self.text_encoder(ids.to(self.device))[0].to(self.torch_dtype())
+
+    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
+        # one text-encoder call for all rows
+        return Conditioning({"encoder_hidden_states": self.encode_prompt([*negative_prompts, *prompts])})
+
+    def predict(self, latents, timesteps, conditioning: Conditioning):
+        import torch
+
+        with torch.inference_mode():
+            return self.unet(
+                latents,
+                timesteps.to(self.device),
+                encoder_hidden_states=conditioning["encoder_hidden_states"],
+            ).sample
+
+    def decode(self, latents):
+        import torch
+
+        with torch.inference_mode():
+            scaled = latents.to(self.device, self.torch_dtype()) / self.vae.config.scaling_factor
+            images = self.vae.decode(scaled).sample
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+
+    def save(self, directory: str | Path) -> None:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(directory), safe_serialization=True)
