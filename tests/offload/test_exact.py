@@ -157,11 +157,11 @@ def test_solve_exact_falls_back_to_the_full_scan_when_gains_can_rise():
 
 @given(
     value=st.floats(-100, 100),
-    marginal=st.floats(-50, 50),
+    above=st.lists(st.floats(-50, 50), min_size=1, max_size=40),
     slope=st.floats(0, 2),
-    b=st.integers(1, 30),
-    extra=st.integers(1, 40),
+    offset=st.integers(1, 60),
 )
-def test_larger_batch_bound_is_the_max_over_every_larger_batch_size(value, marginal, slope, b, extra):
-    brute = max(value + t * (marginal - slope * t) for t in range(1, extra + 1))
-    assert larger_batch_bound(value, marginal, slope, b, b + extra) == pytest.approx(brute, rel=1e-12, abs=1e-12)
+def test_larger_batch_bound_is_the_max_over_every_larger_batch_size(value, above, slope, offset):
+    brute = max(value + sum(above[:t]) - slope * t * (offset + t) for t in range(1, len(above) + 1))
+    bound = larger_batch_bound(value, np.array(above), slope, offset)
+    assert bound == pytest.approx(brute, rel=1e-12, abs=1e-9)

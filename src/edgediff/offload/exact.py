@@ -85,10 +85,13 @@ def link_slope(instance: Instance) -> np.ndarray:
     return transmission_latency(instance.payload_bits, 1, instance.eta, instance.W_max)
 
 
-def larger_batch_bound(value: float, marginal: float, slope_min: float, b: int, max_batch: int) -> float:
-    """``max_{t = 1..max_batch - b} value + t (marginal - slope_min t)``: what no batch size above ``b`` exceeds."""
-    steps = np.arange(1, max_batch - b + 1)
-    return value + float(np.max(steps * (marginal - slope_min * steps)))
+def larger_batch_bound(value: float, above: np.ndarray, slope_min: float, offset: int) -> float:
+    """``max_t value + sum_{k <= t} above_k - slope_min t (offset + t)`` over ``t = 1..len(above)``.
+
+    What no batch size ``b + t`` above the current ``b`` can exceed (docs/offloading-model.md, "Large windows").
+    """
+    steps = np.arange(1, len(above) + 1)
+    return value + float(np.max(np.cumsum(above) - slope_min * steps * (offset + steps)))
 
 
 def rounding_slack(instance: Instance, edge_batch: int) -> float:
@@ -110,7 +113,7 @@ def bounded_scan(instance: Instance) -> Decision:
     gain less the link cost added since (gains fall at least that fast). Column ``b`` is evaluated
     only for users whose bound reaches the ``(b+1)``-th best gain of a probe, which holds every
     user among the true best ``b + 1``. After column ``b``, every larger batch size ``b + t`` is worth
-    at most ``T(b) + t (g_(b+1) - delta_min (b + t))`` (``T(b)``: the top-``b`` sum, ``g_(b+1)``: the
+    at most ``T(b) + t g_(b+1) - delta_min t (b + t)`` (``T(b)``: the top-``b`` sum, ``g_(b+1)``: the
     runner-up, ``delta_min``: the least link cost per unit of batch size); once that is below the
     incumbent for every ``t`` no larger batch size can win.
     """
@@ -147,8 +150,8 @@ def bounded_scan(instance: Instance) -> Decision:
             best_total, chosen, chosen_split = total, users[order[:b]], split[order[:b]]
         if b == max_batch:
             break
-        runner_up = gain[order[b]]
-        if larger_batch_bound(total, runner_up - slope_min * b, slope_min, b, max_batch) < max(best_total, 0) - slack:
+        runner_up = np.full(max_batch - b, gain[order[b]])  # bounds each further member's gain at b
+        if larger_batch_bound(total, runner_up, slope_min, b) < max(best_total, 0) - slack:
             break
     if best_total <= 0:
         return Decision.all_local(instance)

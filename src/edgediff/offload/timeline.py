@@ -82,6 +82,7 @@ def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) 
             ranks = np.arange(gain.shape[1] + 1, min(max(2 * gain.shape[1], 32), max_batch) + 1)
             more_split, value = _rank_values(instance, ranks, split_grid)
             split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied])
+            rank_best = gain.max(axis=0)  # C_r: no user gains more at rank r, nor at any later rank
         link = transmission_latency(instance.payload_bits, b, instance.eta, instance.W_max)
         weight = gain[:, :b] - link[:, None]
         rows = _assignment_rows(weight)
@@ -95,8 +96,8 @@ def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) 
             chosen[users] = split[users, rank]
             best_total, best = total, Decision(granted, chosen)
         if b < max_batch and can_stop:
-            marginal = gain[:, b].max() - 2 * slope_min * b  # best rank-(b+1) gain less the link cost
-            if larger_batch_bound(total, marginal, slope_min, b, max_batch) < best_total - slack:
+            above = np.concatenate([rank_best[b:], np.full(max_batch - len(rank_best), rank_best[-1])])
+            if larger_batch_bound(total, above, slope_min, 2 * b) < best_total - slack:
                 break
     return best
 
