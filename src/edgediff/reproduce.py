@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgediff.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ REGISTRY: dict[str, FigureSpec] = {
 ALL = "all"  # every registered figure, in registry order
 
 
-class UnknownFigure(ValueError):
+class UnknownFigure(InputError):
     """The figure name is not registered."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.model import BITS_PER_BYTE, Slot, storable
+from edgediff.errors import InputError
 
 REGISTRY: dict[str, tuple[str, str]] = {
     "drc": ("edgediff.cache.drc:DrcPolicy", "DROO-style actor, K quantized candidates, model-based critic"),
@@ -27,7 +28,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
 CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
 
 
-class UnknownCachePolicy(ValueError):
+class UnknownCachePolicy(InputError):
     """The caching policy name is not registered."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
+from edgediff.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,11 @@ REGISTRY: dict[str, PolicySpec] = {
 POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
-class UnknownPolicy(ValueError):
+class UnknownPolicy(InputError):
     """The policy name is not registered."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A learned policy's checkpoint is missing, malformed or cannot take the instance."""
 
 

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgediff.errors import InputError
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model directory or spec is unusable; the message says why, in one line."""
 
 

@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgediff.errors import InputError
 
-class ServiceConfigError(ValueError):
+
+class ServiceConfigError(InputError):
     """A service parameter is invalid; the message names it."""
 
 
