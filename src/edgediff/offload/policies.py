@@ -31,7 +31,9 @@ class PolicySpec:
 REGISTRY: dict[str, PolicySpec] = {
     "exact": PolicySpec("edgediff.offload.exact:solve_exact", "provable optimum (paper latency model)"),
     "ga": PolicySpec("edgediff.offload.ga:solve_ga", "genetic algorithm, 100 x 200, split optimized"),
-    "milp": PolicySpec("edgediff.offload.milp:solve_milp", "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)"),
+    "milp": PolicySpec(
+        "edgediff.offload.milp:solve_milp", "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)"
+    ),
     "dqn": PolicySpec(
         "edgediff.offload.dqn.policy:solve_dqn", "paper's DRL-convex hybrid (PER-DQN), shipped general-scope checkpoint"
     ),

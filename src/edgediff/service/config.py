@@ -78,7 +78,8 @@ class ServiceConfig:
             for key in self.policy_options:
                 if key not in valid and key not in SHARED_OPTIONS:
                     raise ServiceConfigError(
-                        f"policy_options: {self.policy!r} takes no option {key!r}; it takes: {', '.join(valid) or 'none'}"
+                        f"policy_options: {self.policy!r} takes no option {key!r}; "
+                        f"it takes: {', '.join(valid) or 'none'}"
                     )
         if self.edge_profile is not None:
             k, h = self.edge_profile
