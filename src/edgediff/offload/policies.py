@@ -103,7 +103,7 @@ def _config_defaults(solve: Callable[..., Decision]) -> dict[str, Any]:
     return {p.name: p.default for p in params if dataclasses.is_dataclass(p.default)}
 
 
-def policy_options(name: str) -> tuple[str, ...]:
+def policy_option_names(name: str) -> tuple[str, ...]:
     """The option names policy ``name`` takes: its function's keyword parameters, and the
     fields of a config dataclass parameter, given one by one (``population`` for ga)."""
     _, solve = _solver(name)
@@ -126,7 +126,7 @@ def make_policy(name_or_policy: str | Policy, options: Mapping[str, Any] | None 
         return name_or_policy
     name = name_or_policy
     module, solve = _solver(name)
-    valid = policy_options(name)
+    valid = policy_option_names(name)
     unknown = [k for k in given if k not in valid and k not in SHARED_OPTIONS]
     if unknown:
         raise UnknownPolicyOption(

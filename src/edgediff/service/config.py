@@ -72,9 +72,9 @@ class ServiceConfig:
         if self.cache_eviction not in ("lcbfu", "lru", "lfu"):
             raise ServiceConfigError(f"cache_eviction must be lcbfu, lru or lfu, got {self.cache_eviction!r}")
         if self.policy_options:
-            from edgediff.offload.policies import SHARED_OPTIONS, policy_options
+            from edgediff.offload.policies import SHARED_OPTIONS, policy_option_names
 
-            valid = policy_options(self.policy)
+            valid = policy_option_names(self.policy)
             for key in self.policy_options:
                 if key not in valid and key not in SHARED_OPTIONS:
                     raise ServiceConfigError(
