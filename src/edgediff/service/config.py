@@ -31,7 +31,7 @@ class ServiceConfig:
     device: str = "cpu"
     window_s: float = 0.5
     policy: str = "exact"
-    policy_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"time_limit": 0.1} for milp
+    policy_options: Mapping[str, Any] = field(default_factory=dict, hash=False)  # e.g. {"time_limit": 2} for milp
     gpus: int = 1
     b_max: int = 20
     cache_gb: float = 1.0
@@ -71,6 +71,9 @@ class ServiceConfig:
             raise ServiceConfigError("W_max and pai_a must be > 0")
         if self.cache_eviction not in ("lcbfu", "lru", "lfu"):
             raise ServiceConfigError(f"cache_eviction must be lcbfu, lru or lfu, got {self.cache_eviction!r}")
+        if not isinstance(self.policy_options, Mapping):
+            raise ServiceConfigError(f"policy_options must be a mapping, got {self.policy_options!r}")
+        object.__setattr__(self, "policy_options", dict(self.policy_options))  # a copy: the caller's dict may change
         if self.policy_options:
             from edgediff.offload.policies import SHARED_OPTIONS, policy_option_names
 
