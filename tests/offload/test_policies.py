@@ -87,5 +87,9 @@ def test_unknown_option_names_it_and_the_valid_ones():
 
 
 def test_a_built_policy_is_returned_as_it_is():
+    from edgediff.offload.policies import UnknownPolicyOption
+
     policy = make_policy("b3")
-    assert make_policy(policy) is policy
+    assert make_policy(policy) is policy and make_policy(policy, seed=3) is policy
+    with pytest.raises(UnknownPolicyOption, match="'population' applies to a policy name"):
+        make_policy(policy, population=5)

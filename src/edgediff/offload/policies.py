@@ -113,7 +113,8 @@ def policy_option_names(name: str) -> tuple[str, ...]:
 
 
 def make_policy(name_or_policy: str | Policy, options: Mapping[str, Any] | None = None, **more: Any) -> Policy:
-    """Build a registered policy bound to its options (a ``Policy`` is returned as it is).
+    """Build a registered policy bound to its options (a built ``Policy`` is returned as it is,
+    taking run settings only).
 
     Options come as a mapping, keywords or both. The run settings in ``SHARED_OPTIONS`` are
     dropped when ``None`` or not taken by the policy; any other option the policy does not take
@@ -121,8 +122,9 @@ def make_policy(name_or_policy: str | Policy, options: Mapping[str, Any] | None 
     """
     given = {**(options or {}), **more}
     if isinstance(name_or_policy, Policy):
-        if given:
-            raise UnknownPolicyOption(f"options {', '.join(given)} apply to a policy name, not a built policy")
+        extra = [k for k in given if k not in SHARED_OPTIONS]
+        if extra:
+            raise UnknownPolicyOption(f"option {extra[0]!r} applies to a policy name, not a built policy")
         return name_or_policy
     name = name_or_policy
     module, solve = _solver(name)
