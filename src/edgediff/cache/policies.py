@@ -98,6 +98,8 @@ def make_cache_policy(name_or_policy: str | CachePolicy, cfg: CacheConfig, *, se
     """Build a registered policy (a ``CachePolicy`` is returned as it is); ``options`` are its
     constructor's keyword parameters beyond ``name, cfg, seed`` (``drc``'s ``drc: DrcConfig``)."""
     if isinstance(name_or_policy, CachePolicy):
+        if options:
+            raise UnknownCachePolicy(f"option {next(iter(options))!r} applies to a policy name, not a built policy")
         return name_or_policy
     module, cls = cache_policy_spec(name_or_policy)[0].split(":")
     policy_class = getattr(importlib.import_module(module), cls)
