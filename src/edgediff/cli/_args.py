@@ -90,6 +90,12 @@ def add_policy_options(parser: argparse.ArgumentParser, applies_to: str = "the p
     )
 
 
+def listing(title: str, summaries: dict[str, str], width: int, note: str = "") -> dict[str, Any]:
+    """``add_parser`` keywords that list a registry's names and summaries below the options."""
+    rows = "\n".join(f"  {name:<{width}} {summary}" for name, summary in summaries.items())
+    return {"epilog": f"{title}:\n{rows}{note}", "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def defaults(config: type) -> dict[str, Any]:
     """The field defaults of a config dataclass, so that options repeat no literal."""
     return {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}

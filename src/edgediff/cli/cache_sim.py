@@ -3,23 +3,20 @@ defaults are ``CacheConfig``'s."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from edgediff.cache.config import CacheConfig, CacheConfigError
-from edgediff.cli._args import UsageError, add_policy_options, defaults, number, positive_int
+from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
 
 
 def add_parsers(sub) -> None:
     from edgediff.cache.policies import REGISTRY
 
     d = defaults(CacheConfig)
-    policies = "\n".join(f"  {name:<6} {summary}" for name, (_, summary) in REGISTRY.items())
     p = sub.add_parser(
         "cache-sim",
         help="simulate intermediate-output caching for T slots (docs/caching-model.md)",
-        epilog=f"policies:\n{policies}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 6),
     )
     p.add_argument("--policy", required=True, help="a policy name below")
     add_policy_options(p, "the policy (its constructor's keyword parameters)")

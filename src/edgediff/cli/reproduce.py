@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from edgediff.cli._args import UsageError, positive_int
+from edgediff.cli._args import UsageError, listing, positive_int
 
 
 def add_parsers(sub) -> None:
     from edgediff.reproduce import REGISTRY
 
-    figures = "\n".join(f"  {name:<12} {spec.summary}" for name, spec in REGISTRY.items())
     p = sub.add_parser(
         "reproduce",
         help="reproduce a paper figure (PNG, CSV, Markdown summary)",
-        epilog=f"figures:\n{figures}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **listing("figures", {name: spec.summary for name, spec in REGISTRY.items()}, 12),
     )
     p.add_argument("name", help="a figure name below")
     p.add_argument("--out", type=Path, required=True, help="output directory")

@@ -30,7 +30,9 @@ def add_parsers(sub) -> None:
         "--window", type=positive_float, default=d["window_s"], help=f"decision window K in seconds ({d['window_s']:g})"
     )
     p.add_argument(
-        "--policy", default=d["policy"], help=f"offloading policy, as for solve (default {d['policy']}), e.g. dqn, ga, b1"
+        "--policy",
+        default=d["policy"],
+        help=f"offloading policy, as for solve (default {d['policy']}), e.g. dqn, ga, b1",
     )
     add_policy_options(p)
     p.add_argument("--gpus", type=positive_int, default=d["gpus"], help=f"edge GPUs G (default {d['gpus']})")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from edgediff.cli._args import UsageError, add_policy_options, non_negative_int, positive_float, positive_int
+from edgediff.cli._args import UsageError, add_policy_options, listing, non_negative_int, positive_float, positive_int
 
 
 def add_parsers(sub) -> None:
@@ -22,12 +21,15 @@ def add_parsers(sub) -> None:
     from edgediff.core.model import LATENCY_MODELS
     from edgediff.offload.policies import REGISTRY
 
-    policies = "\n".join(f"  {name:<8} {spec.summary}" for name, spec in REGISTRY.items())
     p = sub.add_parser(
         "solve",
         help="decide one instance with a policy (decision JSON, docs/formats.md)",
-        epilog=f"policies:\n{policies}\n\nan option a policy does not take is an error that lists the ones it takes",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **listing(
+            "policies",
+            {name: spec.summary for name, spec in REGISTRY.items()},
+            8,
+            "\n\nan option a policy does not take is an error that lists the ones it takes",
+        ),
     )
     p.add_argument("file", type=Path, help="instance JSON (docs/formats.md)")
     p.add_argument("--policy", default="exact", help="a policy name below (default exact)")
