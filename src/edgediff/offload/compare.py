@@ -11,7 +11,7 @@ import numpy as np
 
 from edgediff.core.generator import random_instance
 from edgediff.core.model import evaluate
-from edgediff.offload.policies import make_policy, policy_option_names
+from edgediff.offload.policies import UnknownPolicyOption, make_policy, policy_option_names
 
 CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s")
 SCORE_REFERENCES = ("exact", "b3")
@@ -100,12 +100,16 @@ def compare_points(
 
     Cases are split into chunks that run in parallel (:func:`edgediff.offload.sweep.run_tasks`);
     every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
+    Each policy gets the ``policy_options`` it takes; an option no policy takes is an error.
     """
     from tqdm.auto import tqdm
 
     from edgediff.offload.sweep import run_tasks
 
     points, policies = list(points), list(policies)
+    for key in policy_options or {}:  # each option must reach at least one policy
+        if not any(key in policy_option_names(name) for name in policies):
+            raise UnknownPolicyOption(f"no policy of {','.join(policies)} takes the option {key!r}")
     everyone = list(dict.fromkeys([*policies, *SCORE_REFERENCES]))
     chunks = [range(start, min(start + chunk, cases)) for start in range(0, cases, chunk)]
     tasks = [
