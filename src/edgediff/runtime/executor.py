@@ -75,6 +75,11 @@ class BatchedExecutor:
     def active(self) -> list:
         return list(self._members)
 
+    @property
+    def waiting(self) -> int:
+        """Members added already at their stop: ``step`` returns them without running one."""
+        return len(self._done)
+
     def add(self, key, request: GenerationRequest, stop: int, start: LatentState | None = None) -> None:
         """Add member ``key`` that runs until its split is ``stop`` (``stop`` = 0: to the end).
 

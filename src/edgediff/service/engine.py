@@ -248,7 +248,9 @@ class EdgeEngine:
                     continue
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
-            if len(executor):
+            # a member whose cache hit covered every offloaded step has no edge step left:
+            # publish it now, not with the next batch's step
+            if len(executor) or executor.waiting:
                 executor = self._step(executor)
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
