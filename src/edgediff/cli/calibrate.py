@@ -13,10 +13,10 @@ def add_parsers(sub) -> None:
     # Part C runtime (docs/runtime.md). CalibrationConfig's module imports the runtime (torch),
     # so its defaults are written here.
     p = sub.add_parser("calibrate", help="time batched denoising steps and fit L(b) = k*b + h")
-    p.add_argument("--model", default="tiny", help="'tiny' (embedded, default) or a diffusers pipeline directory")
-    p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes (default 1,2,4,8,16)")
-    p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (median; 7)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--model", default="tiny", help="'tiny' (embedded) or a diffusers pipeline directory")
+    p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes")
+    p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (their median is used)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", type=Path, help="write the profile JSON here")
     p.add_argument("--json", action="store_true", help="print the profile JSON")
     p.set_defaults(handler=run)

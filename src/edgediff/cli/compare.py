@@ -11,11 +11,16 @@ from edgediff.cli._args import add_policy_options, int_list, make_directory, nam
 def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="compare policies on random instances")
     p.add_argument("--users", type=int_list, default=[4, 8, 12, 16, 20], help="user counts, e.g. 4,8,12")
-    p.add_argument("--gpus", type=positive_int, default=8)
-    p.add_argument("--bmax", type=non_negative_int, default=20)
+    p.add_argument("--gpus", type=positive_int, default=8, help="edge GPUs G")
+    p.add_argument("--bmax", type=non_negative_int, default=20, help="max granted users B_max")
     p.add_argument("--cases", type=positive_int, default=100, help="instances per user count")
-    p.add_argument("--policies", type=name_list, default=["exact", "ga", "milp", "b1", "b2", "b3"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--policies",
+        type=name_list,
+        default=["exact", "ga", "milp", "b1", "b2", "b3"],
+        help="comma-separated policy names (see edgediff solve --help)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the instances (each case has its own stream)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     add_policy_options(p, "every listed policy that takes KEY (at least one must)")
     p.add_argument("--out", type=Path, help="directory for compare.csv")

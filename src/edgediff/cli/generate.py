@@ -21,27 +21,32 @@ from edgediff.runtime.request import GenerationRequest
 def add_parsers(sub) -> None:
     request = defaults(GenerationRequest)
     p = sub.add_parser("generate", help="generate an image, split between an edge model and a local model")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--model", default="tiny", help="the device's model: 'tiny' (default) or a pipeline directory")
+    p.add_argument("--prompt", required=True, help="the text prompt")
+    p.add_argument("--model", default="tiny", help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small) or a pipeline directory")
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
     p.add_argument(
-        "--steps", type=positive_int, default=request["steps"], help=f"denoising steps N (default {request['steps']})"
+        "--steps", type=positive_int, default=request["steps"], help="denoising steps N"
     )
-    p.add_argument("--seed", type=non_negative_int, default=request["seed"])
+    p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
     p.add_argument(
         "--guidance-scale",
         type=number(float, 0.0),
         default=request["guidance_scale"],
-        help=f"> 1 enables guidance ({request['guidance_scale']:g})",
+        help="classifier-free guidance; > 1 enables it",
     )
-    p.add_argument("--negative-prompt", default=request["negative_prompt"])
-    p.add_argument("--payload-dtype", choices=["float32", "float16"], default="float32")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--negative-prompt", default=request["negative_prompt"], help="what the image should not show (with guidance)")
+    p.add_argument(
+        "--payload-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="dtype of the latent sent from the edge part to the device part",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
     p.add_argument("--server", help="edge service URL: the edge decides the split and runs the first steps")
-    p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: emphasis on quality α (1)")
+    p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: α, the weight of quality (PAI) against latency in seconds")
     p.add_argument("--profile", type=profile, help="with --server: this device's k,h in s (default: measured)")
     p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
     p.set_defaults(handler=run)

@@ -19,41 +19,43 @@ from edgediff.service.config import ServiceConfig
 
 
 def add_parsers(sub) -> None:
+    from edgediff.offload.policies import REGISTRY
+
     d = defaults(ServiceConfig)
     p = sub.add_parser("serve", help="run the edge service (HTTP API, OpenAPI schema at /docs)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=number(int, 0), default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=number(int, 0), default=8000, help="TCP port (0: any free one)")
     p.add_argument(
-        "--model", default=d["model"], help=f"the cluster-wide model: {d['model']!r} (default) or a pipeline directory"
+        "--model", default=d["model"], help="the cluster-wide model: a built-in one or a pipeline directory"
     )
     p.add_argument(
-        "--window", type=positive_float, default=d["window_s"], help=f"decision window K in seconds ({d['window_s']:g})"
+        "--window", type=positive_float, default=d["window_s"], help="decision window K in seconds"
     )
     p.add_argument(
         "--policy",
         default=d["policy"],
-        help=f"offloading policy, as for solve (default {d['policy']}), e.g. dqn, ga, b1",
+        help=f"offloading policy: {', '.join(REGISTRY)} (edgediff solve --help says what each does)",
     )
     add_policy_options(p)
-    p.add_argument("--gpus", type=positive_int, default=d["gpus"], help=f"edge GPUs G (default {d['gpus']})")
+    p.add_argument("--gpus", type=positive_int, default=d["gpus"], help="edge GPUs G")
     p.add_argument(
-        "--bmax", type=non_negative_int, default=d["b_max"], help=f"max granted users per window ({d['b_max']})"
+        "--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max"
     )
     p.add_argument(
         "--cache-gb",
         type=number(float, 0.0),
         default=d["cache_gb"],
-        help=f"latent cache capacity, GB ({d['cache_gb']:g}; 0: off)",
+        help="latent cache capacity in GB (0: off)",
     )
     p.add_argument(
         "--queue",
         type=positive_int,
         default=d["queue_limit"],
-        help=f"queued requests before 503 ({d['queue_limit']})",
+        help="queued requests before 503",
     )
     p.add_argument("--edge-profile", type=profile, help="the edge's k,h in s (default: calibrated at start-up)")
     p.add_argument("--journal", type=Path, help="append every request's terminal state to this JSON-lines file")
-    p.add_argument("--device", default=d["device"], help=f"torch device (default {d['device']})")
+    p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda, cuda:1, ...)")
     p.set_defaults(handler=run)
 
 

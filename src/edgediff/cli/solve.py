@@ -12,9 +12,9 @@ from edgediff.cli._args import UsageError, add_policy_options, listing, non_nega
 def add_parsers(sub) -> None:
     p = sub.add_parser("instance", help="write a random instance (instance JSON, docs/formats.md)")
     p.add_argument("--users", type=positive_int, required=True, help="number of users I")
-    p.add_argument("--gpus", type=positive_int, default=8, help="edge GPUs G (default 8)")
-    p.add_argument("--bmax", type=non_negative_int, default=20, help="max granted users B_max (default 20)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--gpus", type=positive_int, default=8, help="edge GPUs G")
+    p.add_argument("--bmax", type=non_negative_int, default=20, help="max granted users B_max")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random instance (same seed, same file)")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(handler=run_instance)
 
@@ -32,8 +32,13 @@ def add_parsers(sub) -> None:
         ),
     )
     p.add_argument("file", type=Path, help="instance JSON (docs/formats.md)")
-    p.add_argument("--policy", default="exact", help="a policy name below (default exact)")
-    p.add_argument("--latency-model", choices=LATENCY_MODELS, default="paper")
+    p.add_argument("--policy", default="exact", help="a policy name below")
+    p.add_argument(
+        "--latency-model",
+        choices=LATENCY_MODELS,
+        default="paper",
+        help="score under the paper's fixed batch or the shrinking batch of a real executor (docs/offloading-model.md)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
     p.add_argument("--time-limit", type=positive_float, help="solver time limit in seconds (milp)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
