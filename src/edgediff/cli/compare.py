@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the instances (each case has its own stream)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     add_policy_options(p, "every listed policy that takes KEY (at least one must)")
-    p.add_argument("--out", type=Path, help="directory for compare.csv")
+    p.add_argument("--out", type=Path, help="directory for compare.csv (decision time in seconds there)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(handler=run)
 
@@ -55,7 +55,7 @@ def run(args) -> None:
         print(json.dumps([asdict(r) for r in rows]))
         return
     for users in args.users:
-        print(f"\n{users} users, G = {args.gpus}, {args.cases} cases")
+        print(f"\n{users} users, G = {args.gpus}, {args.cases} cases (decision time in ms)")
         print(
             format_table(
                 ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
@@ -67,4 +67,4 @@ def run(args) -> None:
             )
         )
     if args.out is not None:
-        print(f"\nwrote {args.out / 'compare.csv'}")
+        print(f"\nwrote {args.out / 'compare.csv'} (mean_decision_time_s in seconds)")

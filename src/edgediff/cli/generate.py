@@ -45,7 +45,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
-    p.add_argument("--server", help="edge service URL: the edge decides the split and runs the first steps")
+    p.add_argument(
+        "--server",
+        help="edge service URL with its scheme, e.g. http://127.0.0.1:8000: the edge decides the split and "
+        "runs the first steps",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=300.0,
+        help="with --server: seconds to wait for the edge's decision and latent; past it, exit code 4",
+    )
     p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: α, the weight of quality (PAI) against latency in seconds")
     p.add_argument("--profile", type=profile, help="with --server: this device's k,h in s (default: measured)")
     p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
@@ -80,6 +90,9 @@ def run(args) -> None:
         raise UsageError(f"--out directory {str(args.out.parent)!r} does not exist")
     if args.server is not None:
         return _run_remote(args)
+    import time
+
+    started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
     from edgediff.runtime.split import generate
@@ -89,6 +102,7 @@ def run(args) -> None:
     edge_model = model
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
         edge_model = load_model(args.edge_model, args.device)
+    loaded_s = time.perf_counter() - started
     result = generate(request, model, args.split, edge_model, args.payload_dtype)
     _save(result.image, args.out)
     where = (
@@ -98,11 +112,14 @@ def run(args) -> None:
     )
     print(
         f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
-        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s"
+        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
+        f"(denoising, payload and decoding; loading the model took {loaded_s:.2f} s more)"
     )
 
 
 def _run_remote(args) -> None:
+    if not args.server.startswith(("http://", "https://")):
+        raise UsageError(f"--server needs a URL with its scheme, e.g. http://{args.server}; got {args.server!r}")
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
     if args.profile is not None and args.preset is not None:
@@ -111,7 +128,7 @@ def _run_remote(args) -> None:
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    from edgediff.service.client import EdgeClient, ServiceError, generate_remote
+    from edgediff.service.client import EdgeClient, ServiceError, ServiceTimeout, generate_remote
 
     request = _request(args)
     model = load_model(args.model, args.device)
@@ -124,8 +141,16 @@ def _run_remote(args) -> None:
     try:
         with EdgeClient(args.server) as client:
             result = generate_remote(
-                client, request, model, alpha=args.alpha, profile=device_profile, preset=args.preset
+                client,
+                request,
+                model,
+                alpha=args.alpha,
+                profile=device_profile,
+                preset=args.preset,
+                timeout=args.timeout,
             )
+    except ServiceTimeout:  # its own exit code (4), not bad input
+        raise
     except ServiceError as err:  # the service refused or failed: reported like bad input, in one line
         raise UsageError(str(err)) from None
     _save(result.image, args.out)
@@ -141,5 +166,5 @@ def _run_remote(args) -> None:
     print(
         f"wrote {args.out}: {request.steps} steps ({where}; {result.split} local on {model.name}); "
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
-        f"measured {result.measured_latency_s:.2f} s"
+        f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 from edgediff.cli._args import (
@@ -92,4 +94,8 @@ def run(args) -> None:
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import serve
 
+    # when ready, the engine logs its model, edge profile L(b) (calibrated unless --edge-profile) and policy
+    logging.getLogger("edgediff.service").setLevel(logging.INFO)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    print(f"edgediff serve: {url} once ready: /docs (API), /v1/info, /metrics, /healthz", file=sys.stderr)
     serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port)

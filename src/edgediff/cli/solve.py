@@ -51,14 +51,19 @@ def run_instance(args) -> None:
     from edgediff.core.generator import random_instance
     from edgediff.core.instance import dumps_instance
 
-    text = dumps_instance(random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax))
+    instance = random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax)
+    text = dumps_instance(instance)
     if args.output is None:
         sys.stdout.write(text)
-    else:
-        try:
-            args.output.write_text(text)
-        except OSError as err:
-            raise UsageError(f"cannot write {str(args.output)!r}: {err.strerror}") from None
+        return
+    try:
+        args.output.write_text(text)
+    except OSError as err:
+        raise UsageError(f"cannot write {str(args.output)!r}: {err.strerror}") from None
+    print(
+        f"wrote {args.output}: {instance.num_users} users, G = {instance.G}, B_max = {instance.B_max}, "
+        f"N = {instance.N}, seed {args.seed}"
+    )
 
 
 def run_solve(args) -> None:

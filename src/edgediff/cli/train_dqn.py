@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgediff.cli._args import make_directory, positive_int
+from edgediff.cli._args import make_directory, positive_int, refuse_overwrite
 
 
 def add_parsers(sub) -> None:
@@ -24,11 +24,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the specific instance")
     p.add_argument("--eval-every", type=positive_int, help="episodes between held-out evaluations (default E/20)")
     p.add_argument("--held-out", type=positive_int, default=100, help="held-out instances")
-    p.add_argument("--out", type=Path, required=True, help="directory for the checkpoint and learning curve")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory for the checkpoint and learning curve (an existing checkpoint there needs --force)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite a checkpoint (and learning curve) already in --out")
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
+    from edgediff.offload.dqn.checkpoint import CONFIG, WEIGHTS
+
+    refuse_overwrite([args.out / WEIGHTS, args.out / CONFIG], args.force)
     from edgediff.offload.dqn.session import train_to_directory
 
     make_directory(args.out)
