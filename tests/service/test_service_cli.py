@@ -109,3 +109,44 @@ def test_service_config_policy_options():
     assert ServiceConfig().policy_options == {}
     with pytest.raises(ServiceConfigError, match="takes no option 'population'; it takes: time_limit"):
         ServiceConfig(policy="milp", policy_options={"population": 5})
+
+
+def test_generate_timeout_has_its_own_exit_code(tmp_path):
+    """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
+    import http.server
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    class NeverDecides(http.server.BaseHTTPRequestHandler):
+        def _json(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._json(202, {"id": "r1", "status": "queued"})
+
+        def do_GET(self):
+            self._json(200, {"id": "r1", "status": "queued"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NeverDecides)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
+        args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
+        result = subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines() == ["edgediff generate: error: no decision for request r1 within 1 s"]
+    assert not (tmp_path / "a.png").exists()
