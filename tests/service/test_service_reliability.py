@@ -35,6 +35,15 @@ GOOD = {"prompt": "a cat", "steps": 4, "alpha": 2.0, "profile": {"k": 0.2, "h": 
         ({k: v for k, v in GOOD.items() if k != "prompt"}, "body.prompt"),
         ({**GOOD, "prompt": "x" * 1001}, "body.prompt"),
         ({**GOOD, "prompt": ""}, "body.prompt"),
+        # strict types: no strings or booleans for numbers, no 20.0 for an integer
+        ({**GOOD, "steps": "20"}, "body.steps"),
+        ({**GOOD, "steps": True}, "body.steps"),
+        ({**GOOD, "steps": 20.0}, "body.steps"),
+        ({**GOOD, "alpha": "2.5"}, "body.alpha"),
+        ({**GOOD, "alpha": True}, "body.alpha"),
+        ({**GOOD, "profile": {"k": "0.2", "h": 0.01}}, "body.profile.k"),
+        # valid JSON, but more steps than the model's scheduler has training timesteps for
+        ({**GOOD, "steps": 1000}, "body.steps"),
     ],
 )
 def test_malformed_bodies_get_422_naming_the_field(start_service, body, field):
@@ -55,7 +64,15 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     response = httpx.post(url, content=nan, headers=headers)
     assert response.status_code == 422 and "alpha" in response.json()["error"]
     response = httpx.post(url, content=b'{"prompt": ', headers=headers)
-    assert response.status_code == 422 and "body" in response.json()["error"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    response = httpx.post(url, content=b"\xff\xfe{}", headers=headers)
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    duplicate = b'{"prompt": "a", "steps": 4, "steps": 6, "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01}}'
+    response = httpx.post(url, content=duplicate, headers=headers)
+    assert response.status_code == 422 and response.json()["error"] == "body.steps: duplicate key"
+    nested = b'{"prompt": "a", "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01, "k": 0.3}}'
+    response = httpx.post(url, content=nested, headers=headers)
+    assert response.status_code == 422 and response.json()["error"] == "body.profile.k: duplicate key"
     response = httpx.post(url, content=json.dumps({**GOOD, "negative_prompt": "y" * 5000}), headers=headers)
     assert response.status_code == 413
     response = httpx.get(f"{service.url}/v1/requests/nope")
@@ -63,6 +80,8 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     response = httpx.get(f"{service.url}/v1/requests/nope", params={"wait": -1})
     assert response.status_code == 422 and "wait" in response.json()["error"]
     assert httpx.get(f"{service.url}/healthz").status_code == 200
+    head = httpx.head(f"{service.url}/healthz")
+    assert head.status_code == 200 and head.content == b""
     assert engine.stats.accepted == 0
     # still serving
     with EdgeClient(service.url) as client:
@@ -188,3 +207,15 @@ def test_finished_records_are_bounded(start_service):
         with pytest.raises(Exception, match="unknown request id"):
             client.status(ids[0])
     assert engine.stats.terminal["denied"] == 4
+
+
+def test_every_metric_series_exists_at_zero_from_start_up(start_service):
+    service, _ = start_service(cache_gb=0)
+    text = httpx.get(f"{service.url}/metrics").text
+    for outcome in ("done", "denied", "failed"):
+        assert f'edgediff_requests_total{{outcome="{outcome}"}} 0.0' in text
+    for reason in ("queue_full", "shutting_down"):
+        assert f'edgediff_rejected_requests_total{{reason="{reason}"}} 0.0' in text
+    for name in ("accepted_requests_total", "grants_total", "windows_total", "cache_hits_total", "queue_depth"):
+        assert f"edgediff_{name} 0.0" in text
+    assert "edgediff_batch_size_count 0.0" in text and "edgediff_step_latency_seconds_count 0.0" in text

@@ -15,6 +15,7 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
 """
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
@@ -26,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgediff import __version__
+from edgediff.runtime.request import RequestError
 from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 
@@ -47,10 +49,37 @@ def describe_validation(errors) -> str:
     return f"{where}: {message}"
 
 
+class _Pairs(list):
+    """A JSON object's ``(key, value)`` pairs in order, duplicates kept (see :func:`json_error`)."""
+
+
+def json_error(body: bytes) -> tuple[int, str] | None:
+    """``(400, why)`` for a body that is not JSON, ``(422, "body.<path>: duplicate key")`` for
+    an object with a key twice (``json`` would keep the last one silently), else ``None``."""
+    try:
+        document = json.loads(body, object_pairs_hook=_Pairs)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return 400, f"body is not valid JSON: {err}"
+    stack = [(document, "body")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Pairs):
+            seen = set()
+            for key, value in node:
+                if key in seen:
+                    return 422, f"{path}.{key}: duplicate key"
+                seen.add(key)
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}.{i}") for i, value in enumerate(node))
+    return None
+
+
 class BodyLimit:
     """Reads a POST/PUT/PATCH body up to ``max_bytes`` before the app sees it: larger bodies
     get 413 (the declared Content-Length is checked first), a client that disconnects
-    mid-body is dropped without reaching the app."""
+    mid-body is dropped without reaching the app, a body that is not JSON gets 400 and one
+    with a duplicate key 422 (:func:`json_error`)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -75,6 +104,10 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
+        error = json_error(body) if body else None
+        if error is not None:
+            response = JSONResponse({"error": error[1]}, status_code=error[0])
+            return await response(scope, receive, send)
 
         async def replay():
             nonlocal replayed
@@ -154,6 +187,8 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         except ShuttingDown as err:
             retry = str(max(1, round(engine.config.window_s)))
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": retry})
+        except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
+            return JSONResponse({"error": f"body.{err}"}, status_code=422)
         return JSONResponse(job.to_status(), status_code=202, headers={"Location": f"/v1/requests/{job.id}"})
 
     @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
@@ -199,7 +234,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         """Model, edge profile, policy, window, cache and counters."""
         return engine.info()
 
-    @app.get("/healthz", responses={503: {"description": "draining"}})
+    @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
     async def healthz():
         """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
         if engine.closing:

@@ -96,6 +96,7 @@ class EdgeEngine:
         self._thread: threading.Thread | None = None
         self._window_counter = itertools.count()
         self._journal = None
+        self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -180,6 +181,8 @@ class EdgeEngine:
         from edgediff.runtime.request import GenerationRequest
 
         k, h = body.device_profile()
+        if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
+            self.model.check_steps(body.steps)
         request = GenerationRequest(
             body.prompt,
             steps=body.steps,
@@ -241,14 +244,14 @@ class EdgeEngine:
                     window_start = boundary - window
                     if now >= boundary:  # the next boundary after now (skip empty windows)
                         boundary += window * (math.floor((now - boundary) / window) + 1)
-                elif not len(executor):
+                elif executor.idle:
                     if closing:
                         break
                     self._cond.wait(timeout=boundary - now)
                     continue
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
-            if len(executor):
+            if not executor.idle:
                 executor = self._step(executor)
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
@@ -338,11 +341,16 @@ class EdgeEngine:
         except Exception as err:
             self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
             return executor
+        self._running.add(job.id)
         self.metrics.grants.inc()
         self._mark_decided(job, index, "running", cache_hit_step=hit_step, **answer)
         return executor
 
     def _step(self, executor):
+        """One batched step; every member that leaves it (reached its split, or failed) is
+        answered. The executor fails only the members whose own work raised; anything else
+        failing here fails every member still in the batch, including those that had already
+        left in this step or were waiting to (``_running``), and a fresh executor takes over."""
         from edgediff.runtime.executor import BatchedExecutor
         from edgediff.runtime.payload import encode_latent
 
@@ -351,14 +359,15 @@ class EdgeEngine:
         start = time.perf_counter()
         try:
             left = executor.step()
-        except Exception as err:  # fail this batch's members, keep serving
+            failed = executor.pop_failed()
+        except Exception as err:  # not attributable to a member: fail them all, keep serving
             log.exception("edge step failed")
-            for key in executor.active:
-                job = self.get(key)
-                if job is not None:
-                    self._finish(job, "failed", f"edge step failed: {type(err).__name__}: {err}")
+            for key in list(self._running):
+                self._fail_running(key, f"edge step failed: {type(err).__name__}: {err}")
             return BatchedExecutor(self.model)
         elapsed = time.perf_counter() - start
+        for key, reason in failed:
+            self._fail_running(key, f"edge step failed: {reason}")
         if batch:
             self.stats.steps += 1
             self.stats.member_steps += batch
@@ -373,6 +382,7 @@ class EdgeEngine:
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
         for key, state in left:
+            self._running.discard(key)
             job = self.get(key)
             if job is None or job.terminal:
                 continue
@@ -383,6 +393,12 @@ class EdgeEngine:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
         return executor
+
+    def _fail_running(self, key: str, reason: str) -> None:
+        self._running.discard(key)
+        job = self.get(key)
+        if job is not None:
+            self._finish(job, "failed", reason)
 
     def _capture(self, job: Job | None, state) -> None:
         """Store ``state`` in the cache if it is one of the member's reusable steps."""
