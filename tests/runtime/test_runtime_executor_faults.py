@@ -1,5 +1,7 @@
 """A member whose step raises fails alone: the batch goes on, every member is answered once."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -49,8 +51,7 @@ def test_a_failing_batched_call_is_retried_per_member(tiny, monkeypatch):
     executor = BatchedExecutor(tiny)
     request = GenerationRequest("nan", steps=4, seed=5)
     noise = initial_state(tiny, request)
-    executor.add("nan", request, 0, type(noise)(noise.latent * float("nan"), request, 4, noise.scheduler_class,
-                                                  noise.scheduler_config))
+    executor.add("nan", request, 0, dataclasses.replace(noise, latent=noise.latent * float("nan")))
     executor.add("fine", GenerationRequest("fine", steps=4, seed=6), 2)
     executor.add("fine too", GenerationRequest("fine too", steps=4, seed=7), 2)
     executor.step()
