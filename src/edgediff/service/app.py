@@ -181,7 +181,10 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     async def submit(body: SubmitRequest):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
         try:
-            job = engine.submit(body)
+            if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
+                job = await asyncio.to_thread(engine.submit, body)
+            else:
+                job = engine.submit(body)
         except QueueFull as err:
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": str(err.retry_after)})
         except ShuttingDown as err:

@@ -46,6 +46,7 @@ class ServiceConfig:
     drain_timeout_s: float = 120.0
     edge_profile: tuple[float, float] | None = None
     journal: Path | None = None
+    journal_fsync: bool = True  # acceptance records forced to disk before the 202 (docs/service.md)
     seed: int = 0
 
     def __post_init__(self):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import math
 import threading
@@ -34,7 +33,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
-from edgediff.service.job import Job
+from edgediff.service.job import Job, JobSnapshot, RestoredJob
+from edgediff.service.journal import LOST, Journal, replay
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
 from edgediff.service.schemas import TERMINAL, SubmitRequest
@@ -66,6 +66,15 @@ class EdgeStats:
     ideal_s: float = 0.0
     accepted: int = 0
     terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
+
+
+def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnapshot:
+    """The status of a request of an earlier run from its journal ``record``."""
+    steps, split = int(record.get("steps") or 0), record.get("split")
+    split = split if isinstance(split, int) and not isinstance(split, bool) else None
+    granted = None if split is None else split < steps
+    window = record.get("window")
+    return JobSnapshot(record["id"], steps, 0.0, status, window, granted, split, reason=reason)
 
 
 class EdgeEngine:
@@ -109,6 +118,10 @@ class EdgeEngine:
 
         self._loop = loop
         self.policy = make_policy(self.config.policy, seed=self.config.seed)
+        if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
+            restored = replay(self.config.journal, keep=self.config.record_limit)
+            self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
+            self._restore(restored)
         if self.model is None:
             self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
         if self.config.edge_profile is None:
@@ -122,8 +135,6 @@ class EdgeEngine:
             from edgediff.service.embedding import MiniLmEmbedder
 
             self.embedder = MiniLmEmbedder()
-        if self.config.journal is not None:
-            self._journal = open(self.config.journal, "a", buffering=1)
         log.info(
             "edge ready: model %s, L(b) = %.4g b + %.4g s, policy %s, window %.3g s, cache %d bytes",
             self.model.name,
@@ -135,6 +146,25 @@ class EdgeEngine:
         )
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
+
+    def _restore(self, restored) -> None:
+        """Requests of an earlier run, by id: finished ones keep their journal status; those
+        accepted and never finished are answered ``failed``, reason ``lost in restart``."""
+        for record in restored.finished:
+            if isinstance(record.get("steps"), int):  # no acceptance line (an old journal): no status to show
+                snapshot = _restored_snapshot(record, record["status"], record.get("reason"))
+                self._jobs[record["id"]] = RestoredJob(snapshot)
+        for record in restored.lost:
+            self._jobs[record["id"]] = RestoredJob(_restored_snapshot(record, "failed", LOST))
+            self._journal.finished(record["id"], "failed", LOST, None, None)
+            self.metrics.lost.inc()
+        if restored.lost:
+            log.warning(
+                "journal %s: %d request(s) accepted before a restart never finished; answered failed (%s)",
+                self.config.journal,
+                len(restored.lost),
+                LOST,
+            )
 
     def _calibrate(self) -> tuple[float, float]:
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
@@ -200,12 +230,17 @@ class EdgeEngine:
             job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter())
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
+            journal = self._journal
+            if journal is not None:  # written ahead, before the job can run or finish
+                journal.accepted(job.id, job.steps)
             self._queue.append(job)
             self._jobs[job.id] = job
             self.stats.accepted += 1
             self._prune()
             self.metrics.accepted.inc()
             self.metrics.queue_depth.set(len(self._queue))
+        if journal is not None:  # on the disk before the client hears of it (fsync policy)
+            journal.sync()
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -442,8 +477,7 @@ class EdgeEngine:
         if status == "failed":
             log.warning("request %s failed: %s", job.id, reason)
         if self._journal is not None:
-            record = dict(id=job.id, status=status, reason=reason, window=snapshot.window, split=snapshot.split)
-            self._journal.write(json.dumps(record) + "\n")
+            self._journal.finished(job.id, status, reason, snapshot.window, snapshot.split)
         if not job.decided.is_set():
             job.decided.set()
             self._signal(job.async_decided)

@@ -91,3 +91,23 @@ class Job:
 
     def to_status(self) -> dict:
         return self.snapshot.to_status()
+
+
+@dataclass(eq=False)
+class RestoredJob:
+    """A request known only from the journal: accepted before a restart, now terminal (its
+    journal status, or ``failed`` with reason ``lost in restart``); no latent."""
+
+    snapshot: JobSnapshot
+    async_decided = async_finished = None  # terminal: nothing to wait for
+
+    @property
+    def id(self) -> str:
+        return self.snapshot.id
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+    def to_status(self) -> dict:
+        return self.snapshot.to_status()

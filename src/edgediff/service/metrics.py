@@ -21,6 +21,10 @@ class ServiceMetrics:
             "edgediff_rejected_requests", "Requests refused before acceptance, by reason", ["reason"], registry=r
         )
         self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", registry=r)
+        self.lost = Counter(
+            "edgediff_lost_in_restart", "Requests accepted before a restart that never finished (answered failed)",
+            registry=r,
+        )
         self.grants = Counter("edgediff_grants", "Requests granted edge steps", registry=r)
         self.windows = Counter("edgediff_windows", "Decision windows run", registry=r)
         self.batch_size = Histogram(
