@@ -137,6 +137,8 @@ def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
         time.sleep(0.1)
     service.stop()
     records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["id"] for r in records if r["status"] == "queued"] == ids  # written ahead, in order
+    records = [r for r in records if r["status"] != "queued"]
     assert sorted(r["id"] for r in records) == sorted(ids)  # each exactly once
     assert all(r["status"] in ("done", "denied") for r in records)
     assert {r["status"] for r in records} == {"done", "denied"}
@@ -192,6 +194,7 @@ def test_sigterm_drains_then_stops(tmp_path):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     records = [json.loads(line) for line in journal.read_text().splitlines()]
+    records = [r for r in records if r["status"] != "queued"]
     assert sorted(r["id"] for r in records) == sorted(ids)
     assert all(r["status"] == "done" for r in records)
 
