@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -185,7 +186,18 @@ def test_sigterm_drains_then_stops(tmp_path):
             time.sleep(0.2)
         ids = [httpx.post(f"{url}/v1/requests", json={**GOOD, "seed": i, "steps": 10}).json()["id"] for i in range(3)]
         process.send_signal(signal.SIGTERM)  # long before the 5 s window ends
-        output, _ = process.communicate(timeout=120)
+        # drain first: the listener still answers, new requests get 503, every result is served
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/healthz").status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        late = httpx.post(f"{url}/v1/requests", json=GOOD)
+        assert late.status_code == 503 and int(late.headers["Retry-After"]) >= 1
+        with EdgeClient(url) as client:
+            for job in ids:
+                payload, status = client.fetch_latent(job, timeout=60)
+                assert payload is not None and status is None
+        output, _ = process.communicate(timeout=60)  # all collected: it closes without lingering
     finally:
         if process.poll() is None:
             process.kill()
@@ -197,6 +209,29 @@ def test_sigterm_drains_then_stops(tmp_path):
     records = [r for r in records if r["status"] != "queued"]
     assert sorted(r["id"] for r in records) == sorted(ids)
     assert all(r["status"] == "done" for r in records)
+
+
+def test_shutdown_drains_with_the_listener_up_then_closes(start_service):
+    service, engine = start_service(cache_gb=0, window_s=30.0, linger_s=60.0)
+    with EdgeClient(service.url) as client:
+        granted = client.submit("granted", alpha=2.0, profile=(0.5, 0.01), steps=12, seed=1)["id"]
+        denied = client.submit("denied", alpha=1.0, profile=(0.0001, 0.0001), steps=12, seed=2)["id"]
+        stopper = threading.Thread(target=service.stop)
+        stopper.start()  # the 30 s window is cut short: both are decided at once
+        assert client.status(granted, wait=30)["status"] == "done"
+        assert httpx.get(f"{service.url}/healthz").json() == {"status": "draining"}
+        refused = httpx.post(f"{service.url}/v1/requests", json=GOOD)
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert stopper.is_alive()  # results not collected yet: the listener waits (up to linger_s)
+        payload, _ = client.fetch_latent(granted)
+        assert payload is not None
+        assert client.status(denied)["status"] == "denied"
+    stopper.join(10)  # everything collected: closes long before linger_s
+    assert not stopper.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service.url}/healthz")
+    assert 'edgediff_rejected_requests_total{reason="shutting_down"} 1.0' in engine.metrics.render().decode()
 
 
 def test_finished_records_are_bounded(start_service):

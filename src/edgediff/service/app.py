@@ -205,7 +205,10 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
-        return job.to_status()
+        status = job.to_status()
+        if status["status"] in ("denied", "failed"):  # the answer is the status itself
+            job.collected = True
+        return status
 
     @app.get(
         "/v1/requests/{job_id}/latent",
@@ -224,6 +227,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             return _unknown(job_id)
         await _wait(job.async_finished, wait)
         snap = job.snapshot  # one consistent state: the engine replaces it whole
+        job.collected = job.collected or snap.terminal
         if snap.status == "done" and snap.payload is not None:
             return Response(
                 snap.payload,

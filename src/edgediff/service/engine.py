@@ -106,6 +106,7 @@ class EdgeEngine:
         self._window_counter = itertools.count()
         self._journal = None
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
+        self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -182,6 +183,8 @@ class EdgeEngine:
         empty (at most ``timeout``, default ``config.drain_timeout_s``); whatever is left then
         fails with reason ``shutdown``."""
         with self._cond:
+            if not self._closing:
+                self._at_close = [j for j in self._jobs.values() if not j.terminal]
             self._closing = True
             if not drain:
                 self._abort = True
@@ -200,6 +203,24 @@ class EdgeEngine:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+
+    def abort(self) -> None:
+        """Cut a drain short: the engine thread stops after its current step; what is left
+        fails with reason ``shutdown`` (in :meth:`stop`)."""
+        with self._cond:
+            self._closing = self._abort = True
+            self._cond.notify_all()
+
+    def wait_collected(self, timeout: float) -> int:
+        """After :meth:`stop`: wait up to ``timeout`` s until the clients of the requests that
+        were in flight when the drain began have collected their answers; returns how many
+        have not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = sum(not job.collected for job in self._at_close)
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
 
     @property
     def closing(self) -> bool:

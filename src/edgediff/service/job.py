@@ -77,6 +77,7 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
     async_decided: asyncio.Event | None = field(default=None, repr=False)
     async_finished: asyncio.Event | None = field(default=None, repr=False)
+    collected: bool = False  # its terminal answer (latent, or denied/failed status) was served
 
     def __post_init__(self):
         self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
@@ -100,6 +101,7 @@ class RestoredJob:
 
     snapshot: JobSnapshot
     async_decided = async_finished = None  # terminal: nothing to wait for
+    collected = True
 
     @property
     def id(self) -> str:
