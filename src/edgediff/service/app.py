@@ -20,7 +20,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,11 +30,13 @@ from edgediff import __version__
 from edgediff.runtime.request import RequestError
 from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
+from edgediff.service.tenants import digest, presented_key
 
 log = logging.getLogger(__name__)
 
 _ERRORS = {
-    404: {"model": ErrorBody, "description": "unknown request id"},
+    401: {"model": ErrorBody, "description": "API keys are on and no valid key was presented"},
+    404: {"model": ErrorBody, "description": "unknown request id (or another tenant's)"},
     422: {"model": ErrorBody, "description": "invalid input; the message names the field"},
 }
 
@@ -155,6 +157,20 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
     app.state.engine = engine
     max_wait = engine.config.max_wait_s
+    keys = dict(engine.config.api_keys or ())
+
+    def tenant_of(request: Request) -> str | None:
+        """The tenant of the request's API key (None when keys are off); 401 without a valid one."""
+        if not keys:
+            return None
+        key = presented_key(request.headers)
+        tenant = None if key is None else keys.get(digest(key))
+        if tenant is None:
+            detail = "missing API key" if key is None else "unknown API key"
+            raise HTTPException(401, f"{detail} (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
+        return tenant
+
+    Tenant = Annotated[str | None, Depends(tenant_of)]
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
@@ -178,13 +194,13 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             503: {"model": ErrorBody, "description": "queue full or draining (see Retry-After)"},
         },
     )
-    async def submit(body: SubmitRequest):
+    async def submit(body: SubmitRequest, tenant: Tenant):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
         try:
             if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
-                job = await asyncio.to_thread(engine.submit, body)
+                job = await asyncio.to_thread(engine.submit, body, tenant)
             else:
-                job = engine.submit(body)
+                job = engine.submit(body, tenant)
         except QueueFull as err:
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": str(err.retry_after)})
         except ShuttingDown as err:
@@ -197,11 +213,12 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
     async def status(
         job_id: str,
+        tenant: Tenant,
         wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0,
         until: Literal["decided", "finished"] = "finished",
     ):
         """The request's status, after waiting up to ``wait`` seconds for its decision or its end."""
-        job = engine.get(job_id)
+        job = engine.get(job_id, tenant)
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
@@ -220,9 +237,11 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             409: {"model": JobStatus, "description": "denied (run locally) or failed"},
         },
     )
-    async def latent(job_id: str, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0):
+    async def latent(
+        job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0
+    ):
         """The intermediate latent of a granted request, once the edge has run its steps."""
-        job = engine.get(job_id)
+        job = engine.get(job_id, tenant)
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_finished, wait)
@@ -236,8 +255,8 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             )
         return JSONResponse(snap.to_status(), status_code=409 if snap.terminal else 202)
 
-    @app.get("/v1/info")
-    async def info():
+    @app.get("/v1/info", responses={401: _ERRORS[401]})
+    async def info(tenant: Tenant):
         """Model, edge profile, policy, window, cache and counters."""
         return engine.info()
 
@@ -251,8 +270,9 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics():
         """Prometheus metrics, names prefixed ``edgediff_``."""
-        engine.metrics.cache_bytes.set(engine.cache.bytes_used)
-        engine.metrics.cache_entries.set(len(engine.cache))
+        used, entries = engine.cache_usage()
+        engine.metrics.cache_bytes.set(used)
+        engine.metrics.cache_entries.set(entries)
         return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

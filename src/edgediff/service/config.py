@@ -52,6 +52,8 @@ class ServiceConfig:
     edge_profile: tuple[float, float] | None = None
     journal: Path | None = None
     journal_fsync: bool = True  # acceptance records forced to disk before the 202 (docs/service.md)
+    api_keys: tuple[tuple[str, str], ...] | None = None  # (SHA-256 of a key, tenant); see service.tenants
+    cache_sharing: bool = False  # with api_keys: one latent cache for all tenants (a membership oracle)
     seed: int = 0
 
     def __post_init__(self):
@@ -79,6 +81,11 @@ class ServiceConfig:
             k, h = self.edge_profile
             if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:
                 raise ServiceConfigError(f"edge_profile must have k >= 0 and k/G + h > 0, got {self.edge_profile}")
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants of ``api_keys`` (empty: no keys, one anonymous tenant)."""
+        return tuple(sorted({tenant for _, tenant in self.api_keys or ()}))
 
     @property
     def cache_bytes(self) -> int:

@@ -90,7 +90,11 @@ class EdgeEngine:
         self.model = model
         self.embedder = embedder
         self.metrics = metrics or ServiceMetrics()
-        self.cache = LatentCache(config.cache_bytes, config.theta_min, config.cache_eviction)
+        # one latent cache, or one per tenant (with API keys and no cache_sharing), sharing the bytes
+        owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
+        share = config.cache_bytes // len(owners)
+        self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
+        self.cache = next(iter(self.caches.values()))  # the only one, or the first tenant's
         self.stats = EdgeStats()
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
@@ -154,9 +158,9 @@ class EdgeEngine:
         for record in restored.finished:
             if isinstance(record.get("steps"), int):  # no acceptance line (an old journal): no status to show
                 snapshot = _restored_snapshot(record, record["status"], record.get("reason"))
-                self._jobs[record["id"]] = RestoredJob(snapshot)
+                self._jobs[record["id"]] = RestoredJob(snapshot, record.get("tenant"))
         for record in restored.lost:
-            self._jobs[record["id"]] = RestoredJob(_restored_snapshot(record, "failed", LOST))
+            self._jobs[record["id"]] = RestoredJob(_restored_snapshot(record, "failed", LOST), record.get("tenant"))
             self._journal.finished(record["id"], "failed", LOST, None, None)
             self.metrics.lost.inc()
         if restored.lost:
@@ -227,8 +231,9 @@ class EdgeEngine:
         return self._closing
 
     # ------------------------------------------------------------------ requests
-    def submit(self, body: SubmitRequest) -> Job:
-        """Queue a validated request for the next window (raises QueueFull / ShuttingDown)."""
+    def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
+        """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
+        ShuttingDown; RequestError for steps the model cannot run)."""
         from edgediff.runtime.request import GenerationRequest
 
         k, h = body.device_profile()
@@ -248,12 +253,12 @@ class EdgeEngine:
             if len(self._queue) >= self.config.queue_limit:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter())
+            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
             if journal is not None:  # written ahead, before the job can run or finish
-                journal.accepted(job.id, job.steps)
+                journal.accepted(job.id, job.steps, tenant)
             self._queue.append(job)
             self._jobs[job.id] = job
             self.stats.accepted += 1
@@ -264,9 +269,24 @@ class EdgeEngine:
             journal.sync()
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        """The job ``job_id``; with API keys only if ``tenant`` sent it (else as unknown)."""
+        job = self._get(job_id)
+        if job is not None and self.config.api_keys is not None and job.tenant != tenant:
+            return None
+        return job
+
+    def _get(self, job_id: str) -> Job | None:
         with self._cond:
             return self._jobs.get(job_id)
+
+    def _cache_of(self, job: Job) -> LatentCache:
+        return self.caches.get(job.tenant, self.cache)
+
+    def cache_usage(self) -> tuple[int, int]:
+        """Bytes and entries held by the latent cache(s)."""
+        caches = list(self.caches.values())
+        return sum(c.bytes_used for c in caches), sum(len(c) for c in caches)
 
     def jobs(self) -> list[Job]:
         with self._cond:
@@ -385,7 +405,7 @@ class EdgeEngine:
         if self.cache.enabled and job.embedding is not None:
             reusable = self.config.reusable_steps(steps)
             reach = min(reusable, steps - split)
-            hit = self.cache.lookup(job.embedding, steps, self.latent_shape, reach, reusable)
+            hit = self._cache_of(job).lookup(job.embedding, steps, self.latent_shape, reach, reusable)
             if hit is not None:
                 start, hit_step = hit.entry.state, hit.step
                 self.metrics.cache_hits.inc()
@@ -434,12 +454,12 @@ class EdgeEngine:
         if self.cache.enabled:
             try:
                 for key in executor.active:
-                    self._capture(self.get(key), executor.state(key))
+                    self._capture(self._get(key), executor.state(key))
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
         for key, state in left:
             self._running.discard(key)
-            job = self.get(key)
+            job = self._get(key)
             if job is None or job.terminal:
                 continue
             try:
@@ -452,7 +472,7 @@ class EdgeEngine:
 
     def _fail_running(self, key: str, reason: str) -> None:
         self._running.discard(key)
-        job = self.get(key)
+        job = self._get(key)
         if job is not None:
             self._finish(job, "failed", reason)
 
@@ -461,9 +481,10 @@ class EdgeEngine:
         if job is None or state.steps_done not in job.capture_steps:
             return
         job.capture_steps.discard(state.steps_done)
-        if self.cache.insert(job.embedding, state, state.steps_done, job.request.prompt):
-            self.metrics.cache_bytes.set(self.cache.bytes_used)
-            self.metrics.cache_entries.set(len(self.cache))
+        if self._cache_of(job).insert(job.embedding, state, state.steps_done, job.request.prompt):
+            used, entries = self.cache_usage()
+            self.metrics.cache_bytes.set(used)
+            self.metrics.cache_entries.set(entries)
 
     # ------------------------------------------------------------------ state changes
     def _signal(self, event: asyncio.Event | None) -> None:
@@ -507,6 +528,7 @@ class EdgeEngine:
 
     def info(self) -> dict:
         cfg = self.config
+        used, entries = self.cache_usage()
         return {
             "model": None if self.model is None else self.model.name,
             "policy": cfg.policy,
@@ -516,9 +538,10 @@ class EdgeEngine:
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
             "cache": {
-                "capacity_bytes": self.cache.capacity_bytes,
-                "bytes": self.cache.bytes_used,
-                "entries": len(self.cache),
+                "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
+                "bytes": used,
+                "entries": entries,
+                "per_tenant": cfg.api_keys is not None and not cfg.cache_sharing,
                 "eviction": cfg.cache_eviction,
                 "embedder": None if self.embedder is None else getattr(self.embedder, "name", "custom"),
             },

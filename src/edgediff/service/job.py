@@ -78,6 +78,7 @@ class Job:
     async_decided: asyncio.Event | None = field(default=None, repr=False)
     async_finished: asyncio.Event | None = field(default=None, repr=False)
     collected: bool = False  # its terminal answer (latent, or denied/failed status) was served
+    tenant: str | None = None  # who sent it (with API keys)
 
     def __post_init__(self):
         self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
@@ -100,6 +101,7 @@ class RestoredJob:
     journal status, or ``failed`` with reason ``lost in restart``); no latent."""
 
     snapshot: JobSnapshot
+    tenant: str | None = None
     async_decided = async_finished = None  # terminal: nothing to wait for
     collected = True
 

@@ -72,7 +72,8 @@ def replay(path: str | Path, keep: int) -> Replay:
                     pending[record["id"]] = record
                 elif record["status"] in TERMINAL:
                     accepted = pending.pop(record["id"], None)
-                    record.setdefault("steps", None if accepted is None else accepted.get("steps"))
+                    for name in ("steps", "tenant"):
+                        record.setdefault(name, None if accepted is None else accepted.get(name))
                     finished.pop(record["id"], None)
                     finished[record["id"]] = record
                     if len(finished) > keep:
@@ -111,9 +112,12 @@ class Journal:
         if created and fsync:  # the new file's directory entry, too
             _fsync_directory(self.path.parent)
 
-    def accepted(self, job_id: str, steps: int) -> None:
+    def accepted(self, job_id: str, steps: int, tenant: str | None = None) -> None:
         """Write ahead: ``job_id`` was accepted. Call :meth:`sync` before the client hears so."""
-        self._write({"id": job_id, "status": "queued", "steps": steps, "time": time.time()})
+        record = {"id": job_id, "status": "queued", "steps": steps, "time": time.time()}
+        if tenant is not None:
+            record["tenant"] = tenant
+        self._write(record)
 
     def sync(self) -> None:
         """With ``fsync``: force what was written to the disk."""
