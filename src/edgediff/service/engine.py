@@ -122,7 +122,7 @@ class EdgeEngine:
         from edgediff.runtime.request import GenerationRequest
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, seed=self.config.seed)
+        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
         if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
             restored = replay(self.config.journal, keep=self.config.record_limit)
             self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
