@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from edgediff.service.server import StartupError, bind
+from edgediff.service.server import ListenError, bind
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -80,5 +80,5 @@ def test_a_taken_port_is_one_line():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+        with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
             bind("127.0.0.1", port)

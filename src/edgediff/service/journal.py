@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgediff.errors import InputError
 from edgediff.service.schemas import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 LOST = "lost in restart"
 
 
-class JournalError(ValueError):
+class JournalError(InputError):
     """The journal file cannot be used; the message names it and says why, in one line."""
 
 

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 
+from edgediff.errors import InputError
 from edgediff.service.app import create_app
 from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine
@@ -30,16 +31,20 @@ GRACEFUL_S = 30.0  # how long open connections may finish once the listener is c
 
 
 class StartupError(RuntimeError):
-    """The service did not start (the engine failed to load or the port is taken)."""
+    """The service did not start (the engine failed to load)."""
+
+
+class ListenError(InputError):
+    """The service cannot listen where asked (the port is taken, the host unknown)."""
 
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound now (``port`` 0: a free one); a taken port or an unknown
-    host raises :class:`StartupError` in one line, before anything is loaded."""
+    host raises :class:`ListenError` in one line, before anything is loaded."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
-        raise StartupError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror}") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,7 +52,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as err:
         sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+        raise ListenError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     return sock
 
 

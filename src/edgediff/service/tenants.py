@@ -12,11 +12,13 @@ import hashlib
 import re
 from pathlib import Path
 
+from edgediff.errors import InputError
+
 MIN_KEY_CHARS = 16
 _TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(InputError):
     """The keys file is unusable; the message names the file (and line) and says why."""
 
 
