@@ -3,15 +3,19 @@
 Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
 
 * ``POST /v1/requests`` -> 202 with the request's status (``queued``); 422 naming the field
-  of a bad body, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is full
-  or the service is draining.
+  of a bad body (strict types, duplicate keys, steps the model cannot run), 400 for a body
+  that is not JSON, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is
+  full or the service is draining.
 * ``GET /v1/requests/{id}?wait=S&until=decided|finished`` -> the status, after waiting up to
   ``S`` seconds for the decision or the end.
 * ``GET /v1/requests/{id}/latent?wait=S`` -> the intermediate latent (safetensors payload,
   ``application/octet-stream``) once ``done``; 409 when denied (run locally) or failed; 202
   with the status if it is not ready within ``S`` seconds.
-* ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET /healthz``,
+* ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET|HEAD /healthz``,
   ``GET /metrics`` (Prometheus text format).
+
+With API keys (``ServiceConfig.api_keys``) every ``/v1/`` route needs one (401 otherwise)
+and a tenant sees only its own requests (another tenant's id is 404, as an unknown one).
 """
 
 import asyncio

@@ -12,8 +12,11 @@ leaves.
 Requests of different step counts ``N`` are decided as separate instances in one window
 (the Part A model has one ``N``), sharing ``B_max``: groups in order of their first arrival.
 Every accepted request ends in exactly one terminal state (``done``, ``denied``,
-``failed`` with a reason), counted in the metrics and, if configured, appended to a JSON-lines
-journal. ``stop`` drains: queued requests are decided at once, the batch runs to empty.
+``failed`` with a reason), counted in the metrics and, if configured, in the write-ahead
+journal (its acceptance is journaled before the client hears of it; on restart the journal
+answers every earlier request by id). A member whose step raises fails alone (the executor
+is exception-safe per member). ``stop`` drains: queued requests are decided at once, the
+batch runs to empty.
 A job's status changes only by a new :class:`~edgediff.service.job.JobSnapshot` published
 under the engine's lock; the HTTP handlers read no other job state.
 """
