@@ -3,6 +3,7 @@ or through the edge service (``--server``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgediff.cli._args import (
@@ -48,7 +49,7 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--server",
         help="edge service URL with its scheme, e.g. http://127.0.0.1:8000: the edge decides the split and "
-        "runs the first steps",
+        "runs the first steps (API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
     )
     p.add_argument(
         "--timeout",
@@ -56,7 +57,12 @@ def add_parsers(sub) -> None:
         default=300.0,
         help="with --server: seconds to wait for the edge's decision and latent; past it, exit code 4",
     )
-    p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: α, the weight of quality (PAI) against latency in seconds")
+    p.add_argument(
+        "--alpha",
+        type=positive_float,
+        default=1.0,
+        help="with --server: α, the weight of quality (PAI) against latency in seconds",
+    )
     p.add_argument("--profile", type=profile, help="with --server: this device's k,h in s (default: measured)")
     p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
     p.set_defaults(handler=run)
@@ -139,7 +145,7 @@ def _run_remote(args) -> None:
         measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
         device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
     try:
-        with EdgeClient(args.server) as client:
+        with EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
             result = generate_remote(
                 client,
                 request,
