@@ -82,7 +82,10 @@ def test_instance_seed_defaults_to_0_and_output_says_what_it_wrote(tmp_path, cap
 @pytest.mark.parametrize(
     "user, message",
     [
-        ({"id": "a", "k": 0.1, "h": 0.01, "alpah": 2.0, "request_time": 0.1}, "users.0.alpah: unknown field; did you mean 'alpha'?"),
+        (
+            {"id": "a", "k": 0.1, "h": 0.01, "alpah": 2.0, "request_time": 0.1},
+            "users.0.alpah: unknown field; did you mean 'alpha'?",
+        ),
         ({"id": "a", "k": 0.1, "h": 0.01, "alpha": 2.0, "request_tme": 0.1}, "did you mean 'request_time'?"),
     ],
 )

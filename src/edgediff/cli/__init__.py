@@ -32,10 +32,11 @@ from edgediff.errors import EXIT_INPUT, EXIT_TIMEOUT, InputError, WaitTimeout
 __all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 DESCRIPTION = (
-    "edgediff: a research tool and a serving tool for edge-device collaborative diffusion serving. An edge server runs the first denoising "
-    "steps of many users' text-to-image requests as one batch with a shared model; each user finishes "
-    "the remaining steps on their own device with a personalized model. Every window the edge decides "
-    "whose requests it accepts, where each request is split, and which intermediate outputs it caches."
+    "edgediff: a research tool and a serving tool for edge-device collaborative diffusion serving. "
+    "An edge server runs the first denoising steps of many users' text-to-image requests as one "
+    "batch with a shared model; each user finishes the remaining steps on their own device with a "
+    "personalized model. Every window the edge decides whose requests it accepts, where each "
+    "request is split, and which intermediate outputs it caches."
 )
 
 EPILOG = (
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.add_parsers(sub)
     for command in sub.choices.values():  # -v after the command too; SUPPRESS keeps the top-level value
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress to stderr")
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress to stderr"
+        )
     return parser
 
 

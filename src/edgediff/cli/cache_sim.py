@@ -8,7 +8,6 @@ import json
 from edgediff.cache.config import CacheConfig, CacheConfigError
 from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
 
-
 DEFAULT_POLICY = "lcbfu"
 
 
@@ -42,7 +41,10 @@ def add_parsers(sub) -> None:
         help="reusable bound S*: steps whose latents can be reused",
     )
     p.add_argument(
-        "--V", type=number(float, 0.0), default=d["V"], help="Lyapunov control parameter V: weight of latency against the queue"
+        "--V",
+        type=number(float, 0.0),
+        default=d["V"],
+        help="Lyapunov control parameter V: weight of latency against the queue",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the requests and the policy")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

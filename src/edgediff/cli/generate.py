@@ -23,12 +23,14 @@ def add_parsers(sub) -> None:
     request = defaults(GenerationRequest)
     p = sub.add_parser("generate", help="generate an image, split between an edge model and a local model")
     p.add_argument("--prompt", required=True, help="the text prompt")
-    p.add_argument("--model", default="tiny", help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small) or a pipeline directory")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small) or a pipeline directory",
+    )
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
-    p.add_argument(
-        "--steps", type=positive_int, default=request["steps"], help="denoising steps N"
-    )
+    p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
     p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
     p.add_argument(
         "--guidance-scale",
@@ -36,7 +38,9 @@ def add_parsers(sub) -> None:
         default=request["guidance_scale"],
         help="classifier-free guidance; > 1 enables it",
     )
-    p.add_argument("--negative-prompt", default=request["negative_prompt"], help="what the image should not show (with guidance)")
+    p.add_argument(
+        "--negative-prompt", default=request["negative_prompt"], help="what the image should not show (with guidance)"
+    )
     p.add_argument(
         "--payload-dtype",
         choices=["float32", "float16"],
@@ -119,7 +123,7 @@ def run(args) -> None:
     print(
         f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
         f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
-        f"(denoising, payload and decoding; loading the model took {loaded_s:.2f} s more)"
+        f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
     )
 
 

@@ -24,7 +24,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("measure-pai", help="hybrid inference at many splits: accuracy, personalization, PAI fit")
     p.add_argument("--cluster", required=True, help="cluster-wide (edge) model: 'tiny' or a model directory")
     p.add_argument("--personal", type=name_list, required=True, help="personalized models P1,P2,P3 (>= 2)")
-    p.add_argument("--splits", help="split points START:STOP:STEP (STOP = N included) or a comma list (default 0:200:20; 0:50:5 with --quick)")
+    p.add_argument(
+        "--splits",
+        help="split points START:STOP:STEP (STOP = N included) or a comma list (default 0:200:20; 0:50:5 with --quick)",
+    )
     p.add_argument("--prompts", type=Path, help="file with one prompt per line (default: 'a handwritten digit 0..9')")
     p.add_argument("--samples", type=positive_int, help="samples per prompt (default 4; 2 with --quick)")
     p.add_argument("--guidance-scale", type=number(float, 0.0), default=3.0, help="classifier-free guidance")
@@ -44,9 +47,7 @@ def add_parsers(sub) -> None:
         default=d["pmax_db"],
         help="P_max in dB: PSNR above it means consecutive outputs are alike",
     )
-    p.add_argument(
-        "--samples", type=positive_int, default=d["samples"], help="requests averaged"
-    )
+    p.add_argument("--samples", type=positive_int, default=d["samples"], help="requests averaged")
     p.add_argument(
         "--output",
         choices=list(OUTPUTS),

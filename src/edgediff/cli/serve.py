@@ -28,12 +28,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("serve", help="run the edge service (HTTP API, OpenAPI schema at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=number(int, 0), default=8000, help="TCP port (0: any free one)")
-    p.add_argument(
-        "--model", default=d["model"], help="the cluster-wide model: a built-in one or a pipeline directory"
-    )
-    p.add_argument(
-        "--window", type=positive_float, default=d["window_s"], help="decision window K in seconds"
-    )
+    p.add_argument("--model", default=d["model"], help="the cluster-wide model: a built-in one or a pipeline directory")
+    p.add_argument("--window", type=positive_float, default=d["window_s"], help="decision window K in seconds")
     p.add_argument(
         "--policy",
         default=d["policy"],
@@ -41,9 +37,7 @@ def add_parsers(sub) -> None:
     )
     add_policy_options(p)
     p.add_argument("--gpus", type=positive_int, default=d["gpus"], help="edge GPUs G")
-    p.add_argument(
-        "--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max"
-    )
+    p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
         "--cache-gb",
         type=number(float, 0.0),
@@ -104,7 +98,6 @@ def add_parsers(sub) -> None:
 
 def run(args) -> None:
     from edgediff.offload.policies import policy_spec
-
     from edgediff.service.journal import check_journal
     from edgediff.service.server import bind
     from edgediff.service.tenants import load_api_keys

@@ -20,7 +20,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--gpus", type=positive_int, default=8, help="G of the gpu and specific scopes")
     p.add_argument("--users", type=positive_int, default=20, help="users of the specific scope")
     p.add_argument("--episodes", type=positive_int, default=20000, help="training episodes E")
-    p.add_argument("--preset", choices=["paper", "tuned"], default="tuned", help="hyper-parameters: the paper's, or tuned (the shipped model's)")
+    p.add_argument(
+        "--preset",
+        choices=["paper", "tuned"],
+        default="tuned",
+        help="hyper-parameters: the paper's, or tuned (the shipped model's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the specific instance")
     p.add_argument("--eval-every", type=positive_int, help="episodes between held-out evaluations (default E/20)")
     p.add_argument("--held-out", type=positive_int, default=100, help="held-out instances")
