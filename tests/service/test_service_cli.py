@@ -134,6 +134,7 @@ def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_pa
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and message in err[0], (args, err)
 
+
 def test_generate_timeout_has_its_own_exit_code(tmp_path):
     """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
     import http.server
@@ -173,3 +174,29 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
     assert result.returncode == 4, result.stderr
     assert result.stderr.strip().splitlines() == ["edgediff generate: error: no decision for request r1 within 1 s"]
     assert not (tmp_path / "a.png").exists()
+
+
+def test_serve_prints_its_url_and_when_ready_the_edge_profile():
+    """Issue 19.10: the operator sees where to look and the profile the edge decides with."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    args = ["serve", "--port", "0", "--cache-gb", "0", "--edge-profile", "0.01,0.004"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgediff", *args], stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("edge ready"):
+                break
+    finally:
+        proc.kill()  # shutdown is tested elsewhere
+        proc.wait(timeout=60)
+    assert re.match(r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: /docs \(API\), /v1/info", lines[0]), lines
+    assert any(line.startswith("edge ready: model tiny, L(b) = 0.01 b + 0.004 s, policy exact") for line in lines)
