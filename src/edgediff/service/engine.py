@@ -256,38 +256,30 @@ class EdgeEngine:
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.core.model import evaluate
-        from edgediff.service.window import window_instance
+        from edgediff.service.window import decide_window
 
         cfg = self.config
         index = next(self._window_counter)
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        remaining = cfg.b_max
-        groups: dict[int, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.steps, []).append(job)
-        for group in groups.values():
-            try:
-                instance = window_instance(
-                    group,
-                    cfg,
-                    start=window_start,
-                    b_max=remaining,
-                    edge_profile=(self.edge_k, self.edge_h),
-                    intermediate_bits=self.intermediate_bits,
-                )
-                decision = self.policy.decide(instance)
-                outcome = evaluate(instance, decision, "timeline")
-            except Exception as err:  # e.g. a learned policy that cannot take this instance
-                log.exception("window %d: policy %s failed", index, cfg.policy)
-                for job in group:
+        for group in decide_window(
+            jobs,
+            cfg,
+            self.policy,
+            start=window_start,
+            edge_profile=(self.edge_k, self.edge_h),
+            intermediate_bits=self.intermediate_bits,
+        ):
+            if group.error is not None:  # e.g. a learned policy that cannot take this instance
+                err = group.error
+                log.error("window %d: policy %s failed", index, cfg.policy, exc_info=err)
+                for job in group.jobs:
                     self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
-            remaining -= decision.granted_count
+            decision, outcome = group.decision, group.outcome
             admitted = []
-            for i, job in enumerate(group):
+            for i, job in enumerate(group.jobs):
                 answer = dict(
                     granted=bool(decision.granted[i]),
                     split=int(decision.split[i]),
