@@ -1,0 +1,144 @@
+"""The twin against the real thing: one arrival trace through the real service on loopback
+(HTTP, the engine, the batched executor, a real model) and through the twin with the
+service's calibration; latencies and grants compared (docs/results-twin.md)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgediff.service.config import ServiceConfig
+from edgediff.twin.config import Site, TwinConfig
+from edgediff.twin.report import TwinResult
+from edgediff.twin.sim import simulate
+from edgediff.twin.workload import Arrivals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ServiceRun:
+    """What the real service did with each request (seconds from the trace's start)."""
+
+    arrived: np.ndarray
+    decided: np.ndarray
+    answered: np.ndarray
+    granted: np.ndarray
+    split: np.ndarray
+    window: np.ndarray
+    edge_profile: tuple[float, float]
+    intermediate_bits: int
+    phase_s: float
+
+
+def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[str], lead_s: float = 0.3) -> ServiceRun:
+    """Submit ``arrivals`` over HTTP to a service started in this process on a free loopback
+    port (``model`` loaded, ``config`` with its ``edge_profile``), each at its trace time, and
+    wait for every request's end. ``phase_s`` is when the service's window clock started, on
+    the trace's clock, read from the first decision (the edge is idle then)."""
+    from edgediff.service.client import EdgeClient
+    from edgediff.service.embedding import HashEmbedder
+    from edgediff.service.engine import EdgeEngine
+    from edgediff.service.server import ServiceThread
+
+    engine = EdgeEngine(config, model=model, embedder=HashEmbedder())
+    ids = []
+    with ServiceThread(engine) as service, EdgeClient(service.url) as client:
+        t0 = time.perf_counter() + lead_s
+        for i in range(len(arrivals)):
+            delay = t0 + float(arrivals.time[i]) - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            status = client.submit(
+                prompts[i],
+                alpha=float(arrivals.alpha[i]),
+                profile=(float(arrivals.k[i]), float(arrivals.h[i])),
+                steps=int(arrivals.steps[i]),
+                seed=i,
+            )
+            ids.append(status["id"])
+        for job_id in ids:
+            engine.get(job_id).finished.wait(120)
+        snaps = [engine.get(job_id).snapshot for job_id in ids]
+        edge_profile, bits = (engine.edge_k, engine.edge_h), engine.intermediate_bits
+    arrived = np.array([s.arrived for s in snaps]) - t0
+    decided = np.array([s.decided_at for s in snaps], dtype=float) - t0
+    finished = np.array([s.finished_at for s in snaps], dtype=float) - t0
+    granted = np.array([bool(s.granted) for s in snaps])
+    K = config.window_s
+    return ServiceRun(
+        arrived=arrived,
+        decided=decided,
+        answered=np.where(granted, finished, decided),
+        granted=granted,
+        split=np.array([s.split for s in snaps]),
+        window=np.array([-1 if s.window is None else s.window for s in snaps]),
+        edge_profile=edge_profile,
+        intermediate_bits=bits,
+        phase_s=float(decided[0] % K),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """The same trace through the service and the twin: ``rows`` (one per measure) and both runs."""
+
+    service: ServiceRun
+    twin: TwinResult
+    service_latency: np.ndarray
+    rows: list[dict]
+
+
+def service_latency(run: ServiceRun, arrivals: Arrivals, config: ServiceConfig, prompts: list[str]) -> np.ndarray:
+    """End-to-end latency of the service's requests by the twin's account: arrival to the
+    edge's answer (measured), plus the link (eq. (3), the window's granted count) and the
+    device's ``split`` steps at its ``L(1)``."""
+    bits = np.array([8 * len(p.encode()) for p in prompts]) + run.intermediate_bits
+    counts = {}
+    for w, g in zip(run.window, run.granted):
+        counts[w] = counts.get(w, 0) + int(g)
+    b = np.array([counts[w] if g else 0 for w, g in zip(run.window, run.granted)])
+    tx = bits * b / (config.eta * config.W_max)
+    return (run.answered - run.arrived) + tx + run.split * (arrivals.k + arrivals.h)
+
+
+def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[str]) -> Comparison:
+    """Replay ``arrivals`` on the real service, then run the twin on the arrival times the
+    service recorded, with its calibration, payload size and window phase."""
+    run = replay(arrivals, config, model, prompts=prompts)
+    site = Site(replace(config, edge_profile=run.edge_profile), "loopback", run.intermediate_bits, run.phase_s)
+    twin_arrivals = replace(arrivals, time=run.arrived, prompts=list(prompts))
+    twin = simulate(TwinConfig([site]), twin_arrivals)
+    real = service_latency(run, arrivals, config, prompts)
+    rows = []
+    for name, a, b in (
+        ("latency_p50_s", np.percentile(real, 50), np.percentile(twin.latency, 50)),
+        ("latency_p90_s", np.percentile(real, 90), np.percentile(twin.latency, 90)),
+        ("answer_p50_s", np.percentile(run.answered - run.arrived, 50), np.percentile(twin.answer_s, 50)),
+        ("answer_p90_s", np.percentile(run.answered - run.arrived, 90), np.percentile(twin.answer_s, 90)),
+        ("granted", int(run.granted.sum()), int((twin.records.outcome == 1).sum())),
+    ):
+        rel = (b - a) / a if a else math.nan
+        rows.append({"measure": name, "service": float(a), "twin": float(b), "relative_difference": float(rel)})
+    return Comparison(run, twin, real, rows)
+
+
+def validation_case(edge_profile: tuple[float, float], *, duration_s: float = 12.0, rate: float = 6.0, seed: int = 0):
+    """The validation workload: ``N = 20`` steps, window 0.5 s, ``B_max`` 4, cache off, devices
+    2x-16x slower than the edge's ``L(1)`` (α as the paper's generator draws it), Poisson at
+    ``rate``; returns ``(arrivals, service config, prompts)``."""
+    from edgediff.twin.config import WorkloadConfig, make_site
+    from edgediff.twin.workload import generate
+
+    k, h = edge_profile
+    mix = {f"{s * (k + h)!r},0": 1.0 for s in (2, 4, 8, 16)}
+    config = ServiceConfig(window_s=0.5, cache_gb=0, b_max=4, edge_profile=(k, h), seed=seed)
+    site = make_site(profile={"k": k, "h": h}, window_s=0.5, cache_gb=0, b_max=4)
+    workload = WorkloadConfig(rate=rate, duration_s=duration_s, steps=20, users=30, device_mix=mix)
+    arrivals = generate(workload, site, seed=seed)
+    prompts = [f"a handwritten digit {c % 10}" for c in arrivals.cls]
+    return arrivals, config, prompts
