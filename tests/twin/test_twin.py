@@ -196,3 +196,20 @@ def test_outputs_are_written(tmp_path):
     assert paths == {"twin-sites.csv", "twin-bins.csv", "twin-requests.csv", "twin.png", "twin.json", "twin.md"}
     bins = [r for r in result.bin_rows() if r["site"] == "all"]
     assert sum(r["requests"] for r in bins) == len(result.arrivals)
+
+
+def test_sweep_seeds_come_from_the_workload_not_the_position():
+    from edgediff.twin.sweep import SweepCase, case_seeds, run_sweep
+
+    a = SweepCase(sites=2, rate=6.0, duration_s=10.0, steps=20, policy="exact")
+    b = dataclasses.replace(a, policy="b1")  # same workload: same arrivals
+    c = dataclasses.replace(a, rate=9.0)
+    seeds = case_seeds([a, b, c], seed=3)
+    assert seeds[0] == seeds[1] != seeds[2]
+    assert case_seeds([c, a], seed=3) == [seeds[2], seeds[0]] and case_seeds([a], seed=4) != seeds[:1]
+    rows = run_sweep([a, b], seed=3)
+    alone = run_sweep([b], seed=3)
+    assert rows[0]["requests"] == rows[1]["requests"] == alone[0]["requests"]
+    assert repr({k: v for k, v in rows[1].items() if k != "simulate_s"}) == repr(
+        {k: v for k, v in alone[0].items() if k != "simulate_s"}
+    )
