@@ -20,6 +20,8 @@ from typing import Any
 
 from edgediff.figure_io import Figure, write_figure
 
+from edgediff.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +67,7 @@ REGISTRY: dict[str, FigureSpec] = {
 ALL = "all"  # every registered figure, in registry order
 
 
-class UnknownFigure(ValueError):
+class UnknownFigure(InputError):
     """The figure name is not registered."""
 
 

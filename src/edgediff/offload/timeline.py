@@ -28,6 +28,7 @@ from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
 from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
+from edgediff.errors import InputError
 from edgediff.offload.exact import (
     denied_utility,
     gains_fall_with_batch_size,
@@ -45,7 +46,7 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
         return best_split_for_edge_latency(instance, edge)
     grid = np.asarray(sorted(set(split_grid)), dtype=np.int64)
     if grid.size == 0 or grid.min() < instance.N_hat or grid.max() > instance.N:
-        raise ValueError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
+        raise InputError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
     local = instance.local_step_latency[:, None, None]
     n = grid[None, None, :]  # users x ranks x grid
     value = instance.alpha[:, None, None] * instance.pai(n) - (instance.N - n) * edge[..., None] - n * local
