@@ -27,7 +27,7 @@ def scale(requests: int, sites: int, cache_gb: float, seed: int) -> None:
     per_site = 2.0
     duration = requests / (per_site * sites)
     site_list = uniform_sites(sites, profile="edge-h100", gpus=8, b_max=20, window_s=1.0, cache_gb=cache_gb)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     arrivals = generate(WorkloadConfig(rate=per_site * sites, duration_s=duration, steps=50), site_list[0], seed)
     generated = time.perf_counter() - start
     result = simulate(TwinConfig(site_list, seed=seed), arrivals, progress=True)
@@ -35,10 +35,12 @@ def scale(requests: int, sites: int, cache_gb: float, seed: int) -> None:
     row = result.site_rows()[-1]
     summarized = time.perf_counter() - start - generated - simulated
     total = generated + simulated + summarized
+    cpu = time.process_time() - cpu
     print(f"scale: {len(arrivals)} requests over {sites} sites ({duration:.0f} s simulated, cache {cache_gb} GB)")
     print(f"  generate {generated:.1f} s, simulate {simulated:.1f} s, summarize {summarized:.1f} s: total {total:.1f} s")
     print(f"  throughput {len(arrivals) / simulated:,.0f} requests/s of wall time; {row['windows']} windows decided")
-    print(f"  target <= {TARGET_S:.0f} s: {'met' if total <= TARGET_S else 'NOT met'}")
+    print(f"  CPU time of this process {cpu:.1f} s (wall exceeds it when other processes share the core)")
+    print(f"  target <= {TARGET_S:.0f} s wall: {'met' if total <= TARGET_S else 'NOT met'}; by CPU time: {'met' if cpu <= TARGET_S else 'NOT met'}")
     print(
         f"  grant rate {row['grant_rate']:.3f}, latency p50/p90/p99 {row['latency_p50_s']:.2f}/"
         f"{row['latency_p90_s']:.2f}/{row['latency_p99_s']:.2f} s, edge utilization {row['edge_utilization']:.3f}"

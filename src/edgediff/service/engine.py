@@ -100,14 +100,14 @@ class EdgeEngine:
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Load what is missing, calibrate the edge if no profile was given, start the thread."""
-        from edgediff.offload.policies import make_policy
         from edgediff.runtime.executor import initial_state
         from edgediff.runtime.models import ModelSpec, load_model
         from edgediff.runtime.payload import payload_bits
         from edgediff.runtime.request import GenerationRequest
+        from edgediff.service.window import window_policy
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
+        self.policy = window_policy(self.config)
         if self.model is None:
             self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
         if self.config.edge_profile is None:

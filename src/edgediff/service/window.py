@@ -66,6 +66,14 @@ def window_instance(
     )
 
 
+def window_policy(config: ServiceConfig):
+    """The policy that decides the service's windows: ``config.policy`` from the registry, with
+    the service's seed and ``config.policy_options``."""
+    from edgediff.offload.policies import make_policy
+
+    return make_policy(config.policy, {"seed": config.seed, **config.policy_options})
+
+
 @dataclass(frozen=True, eq=False)
 class GroupDecision:
     """One step count's share of a window: its jobs, their instance, the policy's decision and

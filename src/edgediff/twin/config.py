@@ -12,10 +12,11 @@ from pathlib import Path
 
 from edgediff.core.instance import INTERMEDIATE_BITS
 from edgediff.core.profiles import PRESETS, USER_ROWS
+from edgediff.errors import InputError
 from edgediff.service.config import ServiceConfig, ServiceConfigError
 
 
-class TwinError(ValueError):
+class TwinError(InputError):
     """A twin parameter, site or workload file is invalid; the message names it."""
 
 

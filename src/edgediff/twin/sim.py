@@ -23,8 +23,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.store import EdgeCache
-from edgediff.offload.policies import make_policy
-from edgediff.service.window import decide_window
+from edgediff.service.window import decide_window, window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
 from edgediff.twin.workload import Arrivals
 
@@ -349,9 +348,9 @@ def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
     sites = []
     for s, site in enumerate(config.sites):
         svc = site.service
-        key = (svc.policy, svc.seed)
+        key = (svc.policy, svc.seed, repr(sorted(svc.policy_options.items())))
         if key not in policies:
-            policies[key] = make_policy(svc.policy, seed=svc.seed)
+            policies[key] = window_policy(svc)
         sites.append(SimSite(s, site, policies[key], records, arrivals))
     events: list[tuple[float, int]] = []
     times, steps = arrivals.time, arrivals.steps
