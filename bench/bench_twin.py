@@ -73,11 +73,17 @@ def validate(seed: int) -> None:
     profile = calibrate(model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=5, warmup=1))
     arrivals, config, prompts = validation_case((profile.k, profile.h), duration_s=30.0, seed=seed)
     result = compare(arrivals, config, model, prompts=prompts)
-    print(f"validate: {len(arrivals)} requests, tiny model, L(b) = {profile.k * 1e3:.2f} b + {profile.h * 1e3:.2f} ms")
-    print("  | measure | service | twin | twin vs service |")
-    print("  | --- | --- | --- | --- |")
+    print(
+        f"validate: {len(arrivals)} requests, tiny model, calibrated L(b) = {profile.k * 1e3:.2f} b + "
+        f"{profile.h * 1e3:.2f} ms; steps during the run took {result.service.step_scale:.2f} x that"
+    )
+    print("  | measure | service | twin | twin vs service | twin, unscaled calibration | vs service |")
+    print("  | --- | --- | --- | --- | --- | --- |")
     for r in result.rows:
-        print(f"  | {r['measure']} | {r['service']:.3f} | {r['twin']:.3f} | {100 * r['relative_difference']:+.1f} % |")
+        print(
+            f"  | {r['measure']} | {r['service']:.3f} | {r['twin']:.3f} | {100 * r['relative_difference']:+.1f} % "
+            f"| {r['twin_calibrated']:.3f} | {100 * r['relative_difference_calibrated']:+.1f} % |"
+        )
 
 
 def main() -> None:

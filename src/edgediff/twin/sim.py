@@ -129,6 +129,7 @@ class SimSite:
         self.clock = 0  # the cache's logical time
         self.lookups = self.hits = 0
         self.router: Router | None = None
+        self.failed_windows, self.first_failure = 0, None
         steps = set(np.unique(arrivals.steps).tolist())
         if svc.cache_bytes > 0:
             if len(steps) != 1:
@@ -211,8 +212,9 @@ class SimSite:
             intermediate_bits=self.site.intermediate_bits,
         )
         for group in groups:
-            if group.error is not None:
-                log.warning("site %s, window at %.3f s: policy %s failed: %s", self.site.name, now, svc.policy, group.error)
+            if group.error is not None:  # summarized once per site at the end of the run
+                self.failed_windows += 1
+                self.first_failure = self.first_failure or f"at {now:.3f} s: {group.error}"
                 for job in group.jobs:
                     rec.fail(job.index, now)
                 continue
@@ -378,6 +380,11 @@ def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
         when, s = heapq.heappop(events)
         sites[s].on_event(when, events)
     for site in sites:
+        if site.failed_windows:
+            log.warning(
+                "site %s: policy %s failed on %d window(s), their requests failed; first %s",
+                site.site.name, site.service.policy, site.failed_windows, site.first_failure,
+            )  # fmt: skip
         site.executor.run_until(math.inf)
         site.executor.release_pending()
         ex = site.executor

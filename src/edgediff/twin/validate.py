@@ -33,6 +33,7 @@ class ServiceRun:
     edge_profile: tuple[float, float]
     intermediate_bits: int
     phase_s: float
+    step_scale: float  # the engine's measured step time over the calibrated L(b), during the run
 
 
 def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[str], lead_s: float = 0.3) -> ServiceRun:
@@ -45,7 +46,21 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import ServiceThread
 
-    engine = EdgeEngine(config, model=model, embedder=HashEmbedder())
+    class TimedEngine(EdgeEngine):
+        """The engine, timing each whole batched step as its loop runs it (the executor's step
+        plus publishing the members that leave), against the calibrated ``L(b)``."""
+
+        step_s = ideal_s = 0.0
+
+        def _step(self, executor):
+            batch, start = len(executor), time.perf_counter()
+            executor = super()._step(executor)
+            if batch:
+                self.step_s += time.perf_counter() - start
+                self.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
+            return executor
+
+    engine = TimedEngine(config, model=model, embedder=HashEmbedder())
     ids = []
     with ServiceThread(engine) as service, EdgeClient(service.url) as client:
         t0 = time.perf_counter() + lead_s
@@ -65,6 +80,7 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
             engine.get(job_id).finished.wait(120)
         snaps = [engine.get(job_id).snapshot for job_id in ids]
         edge_profile, bits = (engine.edge_k, engine.edge_h), engine.intermediate_bits
+        step_scale = engine.step_s / engine.ideal_s if engine.ideal_s > 0 else 1.0
     arrived = np.array([s.arrived for s in snaps]) - t0
     decided = np.array([s.decided_at for s in snaps], dtype=float) - t0
     finished = np.array([s.finished_at for s in snaps], dtype=float) - t0
@@ -80,6 +96,7 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
         edge_profile=edge_profile,
         intermediate_bits=bits,
         phase_s=float(decided[0] % K),
+        step_scale=step_scale,
     )
 
 
@@ -108,22 +125,49 @@ def service_latency(run: ServiceRun, arrivals: Arrivals, config: ServiceConfig, 
 
 def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[str]) -> Comparison:
     """Replay ``arrivals`` on the real service, then run the twin on the arrival times the
-    service recorded, with its calibration, payload size and window phase."""
+    service recorded, with its payload size and window phase, and its calibration scaled by
+    the ratio of the engine's measured step time (a whole batched step of its loop) to the
+    calibrated one during the run
+    (``step_scale``: on a shared machine the steps run slower or faster than when calibrated).
+    The rows compare the service with the twin (``twin``) and with the twin on the unscaled
+    calibration (``twin_calibrated``)."""
     run = replay(arrivals, config, model, prompts=prompts)
-    site = Site(replace(config, edge_profile=run.edge_profile), "loopback", run.intermediate_bits, run.phase_s)
     twin_arrivals = replace(arrivals, time=run.arrived, prompts=list(prompts))
-    twin = simulate(TwinConfig([site]), twin_arrivals)
+
+    def twin_run(scale: float) -> TwinResult:
+        k, h = run.edge_profile
+        site = Site(replace(config, edge_profile=(k * scale, h * scale)), "loopback", run.intermediate_bits, run.phase_s)
+        return simulate(TwinConfig([site]), twin_arrivals)
+
+    twin, calibrated = twin_run(run.step_scale), twin_run(1.0)
     real = service_latency(run, arrivals, config, prompts)
+    answer = run.answered - run.arrived
+
+    def measures(latency, answers, granted):
+        return {
+            "latency_p50_s": np.percentile(latency, 50),
+            "latency_p90_s": np.percentile(latency, 90),
+            "answer_p50_s": np.percentile(answers, 50),
+            "answer_p90_s": np.percentile(answers, 90),
+            "granted": granted,
+        }
+
+    service = measures(real, answer, int(run.granted.sum()))
+    ours = measures(twin.latency, twin.answer_s, int((twin.records.outcome == 1).sum()))
+    plain = measures(calibrated.latency, calibrated.answer_s, int((calibrated.records.outcome == 1).sum()))
     rows = []
-    for name, a, b in (
-        ("latency_p50_s", np.percentile(real, 50), np.percentile(twin.latency, 50)),
-        ("latency_p90_s", np.percentile(real, 90), np.percentile(twin.latency, 90)),
-        ("answer_p50_s", np.percentile(run.answered - run.arrived, 50), np.percentile(twin.answer_s, 50)),
-        ("answer_p90_s", np.percentile(run.answered - run.arrived, 90), np.percentile(twin.answer_s, 90)),
-        ("granted", int(run.granted.sum()), int((twin.records.outcome == 1).sum())),
-    ):
-        rel = (b - a) / a if a else math.nan
-        rows.append({"measure": name, "service": float(a), "twin": float(b), "relative_difference": float(rel)})
+    for name, a in service.items():
+        b, c = ours[name], plain[name]
+        rows.append(
+            {
+                "measure": name,
+                "service": float(a),
+                "twin": float(b),
+                "relative_difference": float((b - a) / a) if a else math.nan,
+                "twin_calibrated": float(c),
+                "relative_difference_calibrated": float((c - a) / a) if a else math.nan,
+            }
+        )
     return Comparison(run, twin, real, rows)
 
 
