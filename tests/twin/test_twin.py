@@ -213,3 +213,13 @@ def test_sweep_seeds_come_from_the_workload_not_the_position():
     assert repr({k: v for k, v in rows[1].items() if k != "simulate_s"}) == repr(
         {k: v for k, v in alone[0].items() if k != "simulate_s"}
     )
+
+
+def test_a_slower_edge_than_calibrated_changes_time_not_decisions():
+    base = make_site(profile="0.02,0.004", window_s=1.0, cache_gb=0)
+    slow = dataclasses.replace(base, step_profile=(0.04, 0.008))
+    arr = arrivals([0.1, 0.35, 0.6, 0.8, 0.95, 1.2, 1.3], k=0.3, alpha=1e-3)
+    a, b = simulate(TwinConfig([base]), arr), simulate(TwinConfig([slow]), arr)
+    assert a.records.split.tolist() == b.records.split.tolist()
+    granted = a.records.outcome == GRANTED
+    assert granted.any() and (b.answer_s[granted] > a.answer_s[granted]).all()

@@ -53,25 +53,30 @@ class Site:
     """One edge site: ``service`` is what ``edgediff serve`` would run there (window, policy,
     ``G``, ``B_max``, cache, link) and must carry the site's calibrated ``edge_profile``;
     ``intermediate_bits`` is the size of its model's latent payload; ``phase_s`` when its
-    window clock started (windows end at ``phase_s + j K``)."""
+    window clock started (windows end at ``phase_s + j K``). ``step_profile`` is what a
+    batched step really takes, when it differs from the calibration the site decides with
+    (default: the same)."""
 
     service: ServiceConfig
     name: str = "site0"
     intermediate_bits: int = INTERMEDIATE_BITS
     phase_s: float = 0.0
+    step_profile: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.service.edge_profile is None:
             raise TwinError(f"site {self.name}: needs an edge profile (a calibration, a preset or k,h)")
         if self.intermediate_bits <= 0 or not math.isfinite(self.phase_s):
             raise TwinError(f"site {self.name}: intermediate_bits must be > 0 and phase_s finite")
+        if self.step_profile is not None:
+            k, h = self.step_profile
+            if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.service.gpus + h <= 0:
+                raise TwinError(f"site {self.name}: step_profile must have k >= 0 and k/G + h > 0")
 
     @property
-    def edge_step_s(self):
-        """``L_e(b, G) = k b / G + h`` of this site, as a function of ``b``."""
-        k, h = self.service.edge_profile
-        G = self.service.gpus
-        return lambda b: k * b / G + h
+    def executed_profile(self) -> tuple[float, float]:
+        """``(k, h)`` of the site's batched steps as they run."""
+        return self.service.edge_profile if self.step_profile is None else self.step_profile
 
 
 def make_site(name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service) -> Site:

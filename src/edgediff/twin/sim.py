@@ -119,7 +119,7 @@ class SimSite:
         self.index, self.site, self.policy, self.records = index, site, policy, records
         self.service = svc = site.service
         self.K, self.phase = svc.window_s, site.phase_s
-        self.executor = SimExecutor(*svc.edge_profile, svc.gpus)
+        self.executor = SimExecutor(*site.executed_profile, svc.gpus)
         self.queue: list[SimJob] = []
         self.event: float | None = None  # time of the pending decision (None: queue empty)
         self.windows = 0
@@ -315,8 +315,9 @@ class Router:
 
     def __init__(self, sites: list[SimSite]):
         self.sites = sites
-        self.k_g = np.array([s.executor.k_g for s in sites])
-        self.h = np.array([s.executor.h for s in sites])
+        # what the front door knows: each site's calibration
+        self.k_g = np.array([s.service.edge_profile[0] / s.service.gpus for s in sites])
+        self.h = np.array([s.service.edge_profile[1] for s in sites])
         self.K = np.array([s.K for s in sites])
         self.phase = np.array([s.phase for s in sites])
         self.limit = np.array([s.service.queue_limit for s in sites])

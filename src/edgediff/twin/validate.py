@@ -135,8 +135,8 @@ def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[s
     twin_arrivals = replace(arrivals, time=run.arrived, prompts=list(prompts))
 
     def twin_run(scale: float) -> TwinResult:
-        k, h = run.edge_profile
-        site = Site(replace(config, edge_profile=(k * scale, h * scale)), "loopback", run.intermediate_bits, run.phase_s)
+        k, h = run.edge_profile  # decided with the service's calibration, stepped at the run's pace
+        site = Site(replace(config, edge_profile=(k, h)), "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale))
         return simulate(TwinConfig([site]), twin_arrivals)
 
     twin, calibrated = twin_run(run.step_scale), twin_run(1.0)
