@@ -71,10 +71,10 @@ def validate(seed: int) -> None:
 
     model = load_model("tiny")
     profile = calibrate(model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=5, warmup=1))
-    arrivals, config, prompts = validation_case((profile.k, profile.h), duration_s=30.0, seed=seed)
+    arrivals, config, prompts = validation_case((profile.k, profile.h), requests=150, seed=seed)
     result = compare(arrivals, config, model, prompts=prompts)
     print(
-        f"validate: {len(arrivals)} requests, tiny model, calibrated L(b) = {profile.k * 1e3:.2f} b + "
+        f"validate: {len(arrivals)} requests over {arrivals.time.max():.0f} s, tiny model, calibrated L(b) = {profile.k * 1e3:.2f} b + "
         f"{profile.h * 1e3:.2f} ms; steps during the run took {result.service.step_scale:.2f} x that"
     )
     print("  | measure | service | twin | twin vs service | twin, unscaled calibration | vs service |")

@@ -13,10 +13,10 @@ def test_the_twin_matches_the_real_service_on_loopback():
 
     model = load_model("tiny")
     profile = calibrate(model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=3, warmup=1))
-    arrivals, config, prompts = validation_case((profile.k, profile.h), duration_s=12.0, seed=0)
+    arrivals, config, prompts = validation_case((profile.k, profile.h), requests=40, seed=0)
     result = compare(arrivals, config, model, prompts=prompts)
     rows = {r["measure"]: r for r in result.rows}
-    assert len(arrivals) > 50
+    assert len(arrivals) >= 15
     assert 0.2 < rows["granted"]["service"] / len(arrivals) < 0.95  # the policy had choices to make
     assert abs(rows["latency_p50_s"]["relative_difference"]) <= 0.15, result.rows
     assert abs(rows["latency_p90_s"]["relative_difference"]) <= 0.15, result.rows
