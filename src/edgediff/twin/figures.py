@@ -37,6 +37,9 @@ def online(out_dir, quick: bool = False, seed: int = 0, workers: int | None = 1,
         axes[3].plot(x, [r["latency_p50_s"] for r in mine], marker="o", label=policy)
     axes[2].set(xscale="log", xlabel="window K (s)", ylabel="mean utility (s)", title="window length (6 req/s)")
     axes[3].set(xscale="log", xlabel="window K (s)", ylabel="p50 latency (s)", title="window length (6 req/s)")
+    for ax in axes[2:]:
+        ax.set_xticks(windows, [f"{w:g}" for w in windows])
+        ax.minorticks_off()
     for ax in axes:
         ax.legend()
     table = [[r[c] for c in COLUMNS] for r in rows]
