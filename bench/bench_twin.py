@@ -37,10 +37,15 @@ def scale(requests: int, sites: int, cache_gb: float, seed: int) -> None:
     total = generated + simulated + summarized
     cpu = time.process_time() - cpu
     print(f"scale: {len(arrivals)} requests over {sites} sites ({duration:.0f} s simulated, cache {cache_gb} GB)")
-    print(f"  generate {generated:.1f} s, simulate {simulated:.1f} s, summarize {summarized:.1f} s: total {total:.1f} s")
+    print(
+        f"  generate {generated:.1f} s, simulate {simulated:.1f} s, summarize {summarized:.1f} s: total {total:.1f} s"
+    )
     print(f"  throughput {len(arrivals) / simulated:,.0f} requests/s of wall time; {row['windows']} windows decided")
     print(f"  CPU time of this process {cpu:.1f} s (wall exceeds it when other processes share the core)")
-    print(f"  target <= {TARGET_S:.0f} s wall: {'met' if total <= TARGET_S else 'NOT met'}; by CPU time: {'met' if cpu <= TARGET_S else 'NOT met'}")
+    print(
+        f"  target <= {TARGET_S:.0f} s wall: {'met' if total <= TARGET_S else 'NOT met'}; "
+        f"by CPU time: {'met' if cpu <= TARGET_S else 'NOT met'}"
+    )
     print(
         f"  grant rate {row['grant_rate']:.3f}, latency p50/p90/p99 {row['latency_p50_s']:.2f}/"
         f"{row['latency_p90_s']:.2f}/{row['latency_p99_s']:.2f} s, edge utilization {row['edge_utilization']:.3f}"
@@ -59,7 +64,9 @@ def sweep(seed: int) -> None:
     rows = {}
     for workers in (1, 2):
         start = time.perf_counter()
-        rows[workers] = [{k: v for k, v in r.items() if k != "simulate_s"} for r in run_sweep(cases, seed=seed, workers=workers)]
+        rows[workers] = [
+            {k: v for k, v in r.items() if k != "simulate_s"} for r in run_sweep(cases, seed=seed, workers=workers)
+        ]
         print(f"sweep: {len(cases)} cases on {workers} worker(s) in {time.perf_counter() - start:.1f} s")
     print(f"  rows identical for 1 and 2 workers: {repr(rows[1]) == repr(rows[2])}")  # repr: nan == nan
 
@@ -74,7 +81,8 @@ def validate(seed: int) -> None:
     arrivals, config, prompts = validation_case((profile.k, profile.h), requests=150, seed=seed)
     result = compare(arrivals, config, model, prompts=prompts)
     print(
-        f"validate: {len(arrivals)} requests over {arrivals.time.max():.0f} s, tiny model, calibrated L(b) = {profile.k * 1e3:.2f} b + "
+        f"validate: {len(arrivals)} requests over {arrivals.time.max():.0f} s, tiny model, "
+        f"calibrated L(b) = {profile.k * 1e3:.2f} b + "
         f"{profile.h * 1e3:.2f} ms; steps during the run took {result.service.step_scale:.2f} x that"
     )
     print("  | measure | service | twin | twin vs service | twin, unscaled calibration | vs service |")

@@ -110,7 +110,9 @@ class FailsOnLongRuns:
 def test_decide_window_fails_only_the_group_whose_policy_raised():
     jobs = [job("long", 100.0, steps=20), job("short", 100.1, steps=10)]
     failed, ok = decide_window(jobs, CONFIG, FailsOnLongRuns(), start=100.0, edge_profile=EDGE, intermediate_bits=64)
-    assert isinstance(failed.error, RuntimeError) and failed.decision is None and [j.id for j in failed.jobs] == ["long"]
+    assert (
+        isinstance(failed.error, RuntimeError) and failed.decision is None and [j.id for j in failed.jobs] == ["long"]
+    )
     assert ok.error is None and ok.instance.B_max == CONFIG.b_max
 
 

@@ -75,7 +75,14 @@ def test_an_isolated_window_gets_exactly_the_latency_the_service_predicts():
     assert result.latency == pytest.approx(rec.predicted_latency, rel=1e-9)
     # the decision is decide_window's on the same requests
     jobs = [SimJob(i, 20, 0.3, 0.01, 20.0, " " * 27, float(t), 0) for i, t in enumerate(arr.time)]
-    (group,) = decide_window(jobs, site.service, make_policy("exact"), start=0.0, edge_profile=(0.02, 0.004), intermediate_bits=site.intermediate_bits)
+    (group,) = decide_window(
+        jobs,
+        site.service,
+        make_policy("exact"),
+        start=0.0,
+        edge_profile=(0.02, 0.004),
+        intermediate_bits=site.intermediate_bits,
+    )
     assert rec.split.tolist() == group.decision.split.tolist()
 
 
@@ -163,7 +170,9 @@ def test_bad_parameters_name_the_problem(tmp_path):
     with pytest.raises(TwinError, match="rate"):
         WorkloadConfig(rate=-1)
     path = tmp_path / "sites.json"
-    path.write_text('[{"name": "a", "profile": "edge-h100", "count": 2, "gpus": 4}, {"name": "b", "profile": "0.1,0.01"}]')
+    path.write_text(
+        '[{"name": "a", "profile": "edge-h100", "count": 2, "gpus": 4}, {"name": "b", "profile": "0.1,0.01"}]'
+    )
     sites = load_sites(path)
     assert [s.name for s in sites] == ["a-0", "a-1", "b"] and sites[0].service.gpus == 4
     path.write_text('[{"profile": "edge-h100", "window": 1}]')
@@ -185,13 +194,17 @@ def test_binned_integral_is_the_overlap():
     w = rng.uniform(0, 4, 50)
     edges = np.array([0.0, 2.5, 5.0, 7.5, 14.0])
     got = binned_integral(t0, t1, w, edges)
-    brute = [sum(wj * max(0.0, min(b, e) - max(a, s)) for a, b, wj in zip(t0, t1, w)) for s, e in zip(edges[:-1], edges[1:])]
+    brute = [
+        sum(wj * max(0.0, min(b, e) - max(a, s)) for a, b, wj in zip(t0, t1, w)) for s, e in zip(edges[:-1], edges[1:])
+    ]
     assert got == pytest.approx(brute)
 
 
 def test_outputs_are_written(tmp_path):
     site = dataclasses.replace(make_site(profile="edge-h100", gpus=8, window_s=0.5))
-    result = simulate(TwinConfig([site], bin_s=5.0), generate(WorkloadConfig(rate=10, duration_s=20, steps=30), site, 0))
+    result = simulate(
+        TwinConfig([site], bin_s=5.0), generate(WorkloadConfig(rate=10, duration_s=20, steps=30), site, 0)
+    )
     paths = {p.name for p in result.write(tmp_path / "out", requests=True)}
     assert paths == {"twin-sites.csv", "twin-bins.csv", "twin-requests.csv", "twin.png", "twin.json", "twin.md"}
     bins = [r for r in result.bin_rows() if r["site"] == "all"]

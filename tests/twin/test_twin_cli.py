@@ -19,13 +19,26 @@ def test_simulate_writes_the_outputs(tmp_path, capsys):
 
 
 def test_simulate_json_is_seeded_and_reads_traces(tmp_path, capsys):
-    args = ["simulate", "--rate", "6", "--duration", "15", "--steps", "20", "--out", str(tmp_path), "--json", "--seed", "3"]
+    args = [
+        "simulate",
+        "--rate",
+        "6",
+        "--duration",
+        "15",
+        "--steps",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--seed",
+        "3",
+    ]
     main(args)
     first = json.loads(capsys.readouterr().out)
     main(args)
     assert json.loads(capsys.readouterr().out) == first
     trace = tmp_path / "trace.csv"
-    trace.write_text("time,user,prompt_or_class,alpha,device\n0.1,ann,a cat,0.5,row9\n0.3,bob,7,0.5,\"0.2,0.01\"\n")
+    trace.write_text('time,user,prompt_or_class,alpha,device\n0.1,ann,a cat,0.5,row9\n0.3,bob,7,0.5,"0.2,0.01"\n')
     assert main(["simulate", "--trace", str(trace), "--steps", "20", "--out", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["requests"] == 2
 
@@ -50,6 +63,7 @@ def test_simulate_sweep(tmp_path, capsys):
         (["--diurnal", "missing.txt"], "--diurnal missing.txt"),
         (["--alpha", "1"], "--alpha"),
         (["--sweep-policies", "exact", "--trace", "t.csv"], "a sweep"),
+        (["--sweep-windows", "0.5", "--edge-profile", "fast"], "profile 'fast'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):

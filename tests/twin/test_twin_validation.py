@@ -9,7 +9,7 @@ pytest.importorskip("fastapi")
 def test_the_twin_matches_the_real_service_on_loopback():
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
     from edgediff.runtime.models import load_model
-    from edgediff.twin.validate import validation_case, compare
+    from edgediff.twin.validate import compare, validation_case
 
     model = load_model("tiny")
     profile = calibrate(model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=3, warmup=1))

@@ -49,19 +49,31 @@ def add_parsers(sub) -> None:
     load.add_argument("--classes", type=positive_int, default=20_000, help="content classes (Zipf; default 20000)")
     edge = p.add_argument_group("sites")
     edge.add_argument("--sites", type=positive_int, default=1, help="identical sites (default 1)")
-    edge.add_argument("--sites-file", type=Path, help="a JSON list of sites (docs/results-twin.md); overrides the options below")
+    edge.add_argument(
+        "--sites-file", type=Path, help="a JSON list of sites (docs/results-twin.md); overrides the options below"
+    )
     edge.add_argument(
         "--edge-profile",
         default="edge-h100",
-        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON (default edge-h100)",
+        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON "
+        "(default edge-h100)",
     )
     edge.add_argument("--gpus", type=positive_int, default=8, help="G per site (default 8)")
-    edge.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help=f"B_max per window (default {d['b_max']})")
+    edge.add_argument(
+        "--bmax", type=non_negative_int, default=d["b_max"], help=f"B_max per window (default {d['b_max']})"
+    )
     edge.add_argument("--window", type=positive_float, default=1.0, help="window K in seconds (default 1)")
     edge.add_argument("--policy", default=d["policy"], help=f"a Part A policy (default {d['policy']})")
     add_policy_options(edge)
-    edge.add_argument("--cache-gb", type=number(float, 0.0), default=d["cache_gb"], help=f"latent cache per site (default {d['cache_gb']:g}; 0: off)")
-    edge.add_argument("--eviction", default=d["cache_eviction"], help=f"cache eviction rule (default {d['cache_eviction']})")
+    edge.add_argument(
+        "--cache-gb",
+        type=number(float, 0.0),
+        default=d["cache_gb"],
+        help=f"latent cache per site (default {d['cache_gb']:g}; 0: off)",
+    )
+    edge.add_argument(
+        "--eviction", default=d["cache_eviction"], help=f"cache eviction rule (default {d['cache_eviction']})"
+    )
     sweep = p.add_argument_group("sweep (one run per combination; identical sites, generated arrivals)")
     sweep.add_argument("--sweep-rates", type=float_list, help="rates, e.g. 5,10,20")
     sweep.add_argument("--sweep-windows", type=float_list, help="window lengths, e.g. 0.25,0.5,1")
@@ -69,7 +81,9 @@ def add_parsers(sub) -> None:
     sweep.add_argument("--sweep-sites", type=float_list, help="site counts, e.g. 1,10,100")
     sweep.add_argument("--workers", type=positive_int, default=1, help="local processes for a sweep (default 1)")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run a sweep on an existing Ray cluster")
-    p.add_argument("--bin", type=positive_float, default=3600.0, help="seconds per time bin of the outputs (default 3600)")
+    p.add_argument(
+        "--bin", type=positive_float, default=3600.0, help="seconds per time bin of the outputs (default 3600)"
+    )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", type=Path, default=Path("twin-out"), help="output directory (default twin-out)")
     p.add_argument("--requests-csv", action="store_true", help="also write one row per request")
@@ -196,7 +210,7 @@ def _sweep(args) -> None:
             args.sweep_policies or [args.policy],
         )
     ]
-    uniform_sites_check(cases[0])
+    cases[0].site_list()  # a bad profile or parameter fails before any work
     make_directory(args.out)
     rows = run_sweep(cases, seed=args.seed, workers=args.workers, ray_address=args.ray)
     path = write_csv(args.out / "twin-sweep.csv", rows)
@@ -210,10 +224,3 @@ def _sweep(args) -> None:
             f"utility {r['utility_mean']:.3f}  utilization {r['edge_utilization']:.3f}"
         )
     print(f"wrote {path}")
-
-
-def uniform_sites_check(case) -> None:
-    """Build one site of the sweep now, so a bad profile or parameter fails before any work."""
-    from edgediff.twin import make_site
-
-    make_site(profile=case.profile, gpus=case.gpus, b_max=case.b_max, window_s=case.window_s, cache_gb=case.cache_gb)

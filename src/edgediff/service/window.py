@@ -108,7 +108,12 @@ def decide_window(
     for group in groups.values():
         try:
             instance = window_instance(
-                group, config, start=start, b_max=remaining, edge_profile=edge_profile, intermediate_bits=intermediate_bits
+                group,
+                config,
+                start=start,
+                b_max=remaining,
+                edge_profile=edge_profile,
+                intermediate_bits=intermediate_bits,
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")

@@ -6,7 +6,16 @@ and eviction rules) with time and the model replaced: batched steps take ``L(b) 
 (a calibration or the published profiles), devices are the published device profiles.
 """
 
-from edgediff.twin.config import CITY_DAY, Site, TwinConfig, TwinError, WorkloadConfig, load_sites, make_site, uniform_sites
+from edgediff.twin.config import (
+    CITY_DAY,
+    Site,
+    TwinConfig,
+    TwinError,
+    WorkloadConfig,
+    load_sites,
+    make_site,
+    uniform_sites,
+)
 from edgediff.twin.report import TwinResult
 from edgediff.twin.sim import simulate
 from edgediff.twin.workload import Arrivals, generate, load_trace, write_trace

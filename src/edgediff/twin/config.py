@@ -43,9 +43,7 @@ def parse_profile(spec) -> tuple[float, float]:
             return parse_profile(json.loads(path.read_text()))
         except json.JSONDecodeError as err:
             raise TwinError(f"profile {spec}: not JSON ({err})") from None
-    raise TwinError(
-        f"profile {spec!r}: not a preset ({', '.join(PRESETS)}), 'k,h', or a calibration JSON file"
-    )
+    raise TwinError(f"profile {spec!r}: not a preset ({', '.join(PRESETS)}), 'k,h', or a calibration JSON file")
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,9 @@ class Site:
         return self.service.edge_profile if self.step_profile is None else self.step_profile
 
 
-def make_site(name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service) -> Site:
+def make_site(
+    name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service
+) -> Site:
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
     try:
         config = ServiceConfig(edge_profile=parse_profile(profile), **service)

@@ -7,7 +7,10 @@ from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 from edgediff.twin.sweep import SweepCase, run_sweep
 
 POLICIES = ("exact", "timeline", "dqn", "b1")
-COLUMNS = ("policy", "rate", "window_s", "requests", "grant_rate", "latency_p50_s", "latency_p90_s", "utility_mean", "pai_mean", "edge_utilization", "predicted_error_mean", "failed")  # fmt: skip
+COLUMNS = (
+    "policy", "rate", "window_s", "requests", "grant_rate", "latency_p50_s", "latency_p90_s",
+    "utility_mean", "pai_mean", "edge_utilization", "predicted_error_mean", "failed",
+)  # fmt: skip
 
 
 def online(out_dir, quick: bool = False, seed: int = 0, workers: int | None = 1, ray: str | None = None, **_):

@@ -147,7 +147,9 @@ class TwinResult:
         everyone = np.ones(len(self.arrivals), dtype=bool)
         for s, stats in enumerate(self.sites):
             mine = self.records.site == s
-            rows.append({"site": stats.name, "windows": stats.windows, **self._summary(mine, self.end, [stats], 0.0, self.end)})
+            rows.append(
+                {"site": stats.name, "windows": stats.windows, **self._summary(mine, self.end, [stats], 0.0, self.end)}
+            )
         total = {"site": "all", "windows": sum(s.windows for s in self.sites)}
         rows.append({**total, **self._summary(everyone, self.end, list(self.sites), 0.0, self.end)})
         return rows
@@ -159,7 +161,9 @@ class TwinResult:
         count = max(1, int(np.ceil(self.end / width - EPS)))
         bins = np.minimum((self.arrivals.time // width).astype(np.int64), count - 1)
         rows = []
-        groups = [("all", None)] + ([(s.name, i) for i, s in enumerate(self.sites)] if per_site and len(self.sites) > 1 else [])
+        groups = [("all", None)] + (
+            [(s.name, i) for i, s in enumerate(self.sites)] if per_site and len(self.sites) > 1 else []
+        )
         for name, index in groups:
             mine = np.ones(len(self.arrivals), bool) if index is None else self.records.site == index
             sites = list(self.sites) if index is None else [self.sites[index]]
@@ -246,7 +250,8 @@ class TwinResult:
                 "utility_mean", "pai_mean", "edge_utilization", "cache_hit_rate"]  # fmt: skip
         shown = sites if len(sites) <= 11 else [*sites[:10], total]
         lines = [
-            f"{total['requests']} requests over {len(self.sites)} site(s), {self.end:.1f} s simulated, seed {self.config.seed}.",
+            f"{total['requests']} requests over {len(self.sites)} site(s), {self.end:.1f} s simulated, "
+            f"seed {self.config.seed}.",
             "",
             *markdown_table(cols, [[r[c] for c in cols] for r in shown]),
         ]

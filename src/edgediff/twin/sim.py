@@ -372,7 +372,9 @@ def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
             sites[s].on_event(when, events)
         N = int(steps[i])
         target = sites[0] if router is None else sites[router.route(t, N - sites[0].service.n_hat(N))]
-        job = SimJob(i, N, float(k[i]), float(h[i]), float(alpha[i]), PROMPT if prompts is None else prompts[i], t, int(cls[i]))
+        job = SimJob(
+            i, N, float(k[i]), float(h[i]), float(alpha[i]), PROMPT if prompts is None else prompts[i], t, int(cls[i])
+        )
         records.site[i] = target.index
         target.arrive(job, t, events)
         if bar is not None and i % 1000 == 999:

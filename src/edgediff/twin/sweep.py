@@ -35,9 +35,22 @@ class SweepCase:
     def workload_key(self) -> tuple:
         return (self.sites, self.rate, self.duration_s, self.steps)
 
+    def site_list(self) -> list:
+        """The case's sites (raises :class:`TwinError` naming a bad parameter)."""
+        return uniform_sites(
+            self.sites,
+            profile=self.profile,
+            gpus=self.gpus,
+            b_max=self.b_max,
+            window_s=self.window_s,
+            policy=self.policy,
+            cache_gb=self.cache_gb,
+        )
+
 
 def case_seeds(cases: list[SweepCase], seed: int) -> list[int]:
     """One seed per case, from ``seed`` and the case's workload alone (not its position)."""
+
     def entropy(case: SweepCase) -> list[int]:
         sites, rate, duration, steps = case.workload_key()
         return [seed, sites, round(rate * 1e6), round(duration * 1e3), steps]
@@ -47,15 +60,7 @@ def case_seeds(cases: list[SweepCase], seed: int) -> list[int]:
 
 def run_case(case: SweepCase, seed: int) -> dict:
     """Simulate one case; its summary over all sites (the ``all`` row) with the case's fields."""
-    sites = uniform_sites(
-        case.sites,
-        profile=case.profile,
-        gpus=case.gpus,
-        b_max=case.b_max,
-        window_s=case.window_s,
-        policy=case.policy,
-        cache_gb=case.cache_gb,
-    )
+    sites = case.site_list()
     arrivals = generate(WorkloadConfig(rate=case.rate, duration_s=case.duration_s, steps=case.steps), sites[0], seed)
     start = time.perf_counter()
     result = simulate(TwinConfig(sites, seed=seed), arrivals)
@@ -65,7 +70,9 @@ def run_case(case: SweepCase, seed: int) -> dict:
     return {**asdict(case), "seed": seed, **summary, "simulate_s": elapsed}
 
 
-def run_sweep(cases: list[SweepCase], *, seed: int = 0, workers: int | None = 1, ray_address: str | None = None, progress=None) -> list[dict]:
+def run_sweep(
+    cases: list[SweepCase], *, seed: int = 0, workers: int | None = 1, ray_address: str | None = None, progress=None
+) -> list[dict]:
     """Every case's :func:`run_case` row, in case order."""
     from edgediff.offload.sweep import run_tasks
 

@@ -136,7 +136,9 @@ def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[s
 
     def twin_run(scale: float) -> TwinResult:
         k, h = run.edge_profile  # decided with the service's calibration, stepped at the run's pace
-        site = Site(replace(config, edge_profile=(k, h)), "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale))
+        site = Site(
+            replace(config, edge_profile=(k, h)), "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale)
+        )
         return simulate(TwinConfig([site]), twin_arrivals)
 
     twin, calibrated = twin_run(run.step_scale), twin_run(1.0)
@@ -171,9 +173,7 @@ def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[s
     return Comparison(run, twin, real, rows)
 
 
-def validation_case(
-    edge_profile: tuple[float, float], *, requests: int = 70, utilization: float = 0.3, seed: int = 0
-):
+def validation_case(edge_profile: tuple[float, float], *, requests: int = 70, utilization: float = 0.3, seed: int = 0):
     """The validation workload: ``N = 20`` steps, window 0.5 s, ``B_max`` 4, cache off, devices
     1x-16x slower than the edge's ``L(1)`` (α as the paper's generator draws it), Poisson at
     the rate that keeps the edge about ``utilization`` busy (at most 12 offloaded steps per

@@ -175,6 +175,12 @@ def write_trace(path: str | Path, arrivals: Arrivals) -> Path:
             what = arrivals.prompts[i] if arrivals.prompts is not None else int(arrivals.cls[i])
             device = f"{float(arrivals.k[i])!r},{float(arrivals.h[i])!r}"
             writer.writerow(
-                [repr(float(arrivals.time[i])), arrivals.users[arrivals.user[i]], what, repr(float(arrivals.alpha[i])), device]
+                [
+                    repr(float(arrivals.time[i])),
+                    arrivals.users[arrivals.user[i]],
+                    what,
+                    repr(float(arrivals.alpha[i])),
+                    device,
+                ]
             )
     return path
