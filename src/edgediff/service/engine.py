@@ -328,7 +328,7 @@ class EdgeEngine:
             reach = min(reusable, steps - split)
             hit = self.cache.lookup(job.embedding, steps, self.latent_shape, reach, reusable)
             if hit is not None:
-                start, hit_step = hit.entry.state, hit.step
+                start, hit_step = hit.state, hit.step
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
