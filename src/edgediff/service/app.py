@@ -12,16 +12,18 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
   with the status if it is not ready within ``S`` seconds.
 * ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET /healthz``,
   ``GET /metrics`` (Prometheus text format).
+* ``GET /`` the live status page (self-contained HTML; it polls ``GET /v1/status``).
 """
 
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +32,8 @@ from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 
 log = logging.getLogger(__name__)
+
+STATUS_PAGE = files("edgediff.service").joinpath("status.html").read_text(encoding="utf-8")
 
 _ERRORS = {
     404: {"model": ErrorBody, "description": "unknown request id"},
@@ -198,6 +202,16 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     async def info():
         """Model, edge profile, policy, window, cache and counters."""
         return engine.info()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page():
+        """The live status page (HTML, no external assets; refreshes itself from ``/v1/status``)."""
+        return HTMLResponse(STATUS_PAGE)
+
+    @app.get("/v1/status")
+    async def status_data():
+        """The status page's data: recent windows, occupancy, queue, cache, latency, thumbnails."""
+        return engine.board.snapshot(engine)
 
     @app.get("/healthz", responses={503: {"description": "draining"}})
     async def healthz():

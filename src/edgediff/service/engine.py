@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -38,6 +39,7 @@ from edgediff.service.job import Job
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
 from edgediff.service.schemas import TERMINAL, SubmitRequest
+from edgediff.service.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,13 @@ class ShuttingDown(Exception):
 
 @dataclass
 class EdgeStats:
-    """What the edge did: batched steps, member-steps, busy time, and the calibrated ideal
-    ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the edge's profile)."""
+    """What the edge did: batched steps, member-steps, busy time (in the executor's steps),
+    and the calibrated ideal ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the
+    edge's profile). ``engine_busy_s`` is all the engine thread's working (not waiting) time,
+    ``engine_cpu_s`` its CPU time, ``phases_s`` splits the working time: ``decide`` (instance
+    + policy), ``embed`` (prompt embeddings), ``admit`` (cache lookup, joining the batch),
+    ``step`` (the executor), ``capture`` (cache inserts), ``encode`` (payload encoding and
+    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself."""
 
     windows: int = 0
     steps: int = 0
@@ -66,6 +73,11 @@ class EdgeStats:
     ideal_s: float = 0.0
     accepted: int = 0
     terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
+    engine_busy_s: float = 0.0
+    engine_cpu_s: float = 0.0
+    phases_s: dict = field(
+        default_factory=lambda: dict.fromkeys(("decide", "embed", "admit", "step", "capture", "encode", "thumbnail"), 0.0)
+    )
 
 
 class EdgeEngine:
@@ -83,6 +95,8 @@ class EdgeEngine:
         self.metrics = metrics or ServiceMetrics()
         self.cache = LatentCache(config.cache_bytes, config.theta_min, config.cache_eviction)
         self.stats = EdgeStats()
+        self.board = StatusBoard(config.b_max)
+        self.batch_members = 0
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
         self.latent_shape = None
@@ -222,6 +236,14 @@ class EdgeEngine:
             del self._jobs[job_id]
 
     # ------------------------------------------------------------------ the engine thread
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.phases_s[phase] += time.perf_counter() - start
+
     def _run(self) -> None:
         from edgediff.runtime.executor import BatchedExecutor
 
@@ -246,10 +268,15 @@ class EdgeEngine:
                         break
                     self._cond.wait(timeout=boundary - now)
                     continue
+            cpu = time.thread_time()
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
             if len(executor):
                 executor = self._step(executor)
+                self.batch_members = len(executor)
+            self._thumbnail()
+            self.stats.engine_cpu_s += time.thread_time() - cpu
+            self.stats.engine_busy_s += time.perf_counter() - now
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
             self._finish(job, "failed", "shutdown: drain did not finish in time")
@@ -270,16 +297,17 @@ class EdgeEngine:
             groups.setdefault(job.steps, []).append(job)
         for group in groups.values():
             try:
-                instance = window_instance(
-                    group,
-                    cfg,
-                    start=window_start,
-                    b_max=remaining,
-                    edge_profile=(self.edge_k, self.edge_h),
-                    intermediate_bits=self.intermediate_bits,
-                )
-                decision = self.policy.decide(instance)
-                outcome = evaluate(instance, decision, "timeline")
+                with self._timed("decide"):
+                    instance = window_instance(
+                        group,
+                        cfg,
+                        start=window_start,
+                        b_max=remaining,
+                        edge_profile=(self.edge_k, self.edge_h),
+                        intermediate_bits=self.intermediate_bits,
+                    )
+                    decision = self.policy.decide(instance)
+                    outcome = evaluate(instance, decision, "timeline")
             except Exception as err:  # e.g. a learned policy that cannot take this instance
                 log.exception("window %d: policy %s failed", index, cfg.policy)
                 for job in group:
@@ -298,11 +326,14 @@ class EdgeEngine:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
                     self._mark_decided(job, index, "denied", **answer)
-            self._embed([job for job, _ in admitted], index)
-            for job, answer in admitted:
-                executor = self._admit(executor, job, index, answer)
+            with self._timed("embed"):
+                self._embed([job for job, _ in admitted], index)
+            with self._timed("admit"):
+                for job, answer in admitted:
+                    executor = self._admit(executor, job, index, answer)
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
+        self.board.window(index, jobs, elapsed)
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
 
@@ -327,6 +358,7 @@ class EdgeEngine:
             reusable = self.config.reusable_steps(steps)
             reach = min(reusable, steps - split)
             hit = self.cache.lookup(job.embedding, steps, self.latent_shape, reach, reusable)
+            self.board.lookup(hit is not None)
             if hit is not None:
                 start, hit_step = hit.state, hit.step
                 self.metrics.cache_hits.inc()
@@ -346,11 +378,12 @@ class EdgeEngine:
         from edgediff.runtime.executor import BatchedExecutor
         from edgediff.runtime.payload import encode_latent
 
-        batch = len(executor)
+        batch = self.batch_members = len(executor)
         self.metrics.in_flight.set(batch)
         start = time.perf_counter()
         try:
-            left = executor.step()
+            with self._timed("step"):
+                left = executor.step()
         except Exception as err:  # fail this batch's members, keep serving
             log.exception("edge step failed")
             for key in executor.active:
@@ -366,10 +399,12 @@ class EdgeEngine:
             self.stats.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
+            self.board.step(batch, elapsed)
         if self.cache.enabled:
             try:
-                for key in executor.active:
-                    self._capture(self.get(key), executor.state(key))
+                with self._timed("capture"):
+                    for key in executor.active:
+                        self._capture(self.get(key), executor.state(key))
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
         for key, state in left:
@@ -377,12 +412,23 @@ class EdgeEngine:
             if job is None or job.terminal:
                 continue
             try:
-                self._capture(job, state)
-                self._finish(job, "done", payload=encode_latent(state))
+                with self._timed("capture"):
+                    self._capture(job, state)
+                with self._timed("encode"):
+                    self._finish(job, "done", payload=encode_latent(state))
+                self.board.handoff(job, state)
             except Exception as err:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
         return executor
+
+    def _thumbnail(self) -> None:
+        """The status page's newest thumbnail (rate-limited by the board); never fatal."""
+        try:
+            with self._timed("thumbnail"):
+                self.board.render_thumbnail(self.model)
+        except Exception:
+            log.exception("status thumbnail failed")
 
     def _capture(self, job: Job | None, state) -> None:
         """Store ``state`` in the cache if it is one of the member's reusable steps."""
@@ -428,6 +474,7 @@ class EdgeEngine:
         if self._journal is not None:
             record = dict(id=job.id, status=status, reason=reason, window=snapshot.window, split=snapshot.split)
             self._journal.write(json.dumps(record) + "\n")
+        self.board.finished(job)
         if not job.decided.is_set():
             job.decided.set()
             self._signal(job.async_decided)
@@ -457,6 +504,9 @@ class EdgeEngine:
                 "member_steps": self.stats.member_steps,
                 "busy_s": self.stats.busy_s,
                 "ideal_s": self.stats.ideal_s,
+                "engine_busy_s": self.stats.engine_busy_s,
+                "engine_cpu_s": self.stats.engine_cpu_s,
+                "phases_s": dict(self.stats.phases_s),
                 "accepted": self.stats.accepted,
                 "terminal": dict(self.stats.terminal),
                 "queued": len(self._queue),
