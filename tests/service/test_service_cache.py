@@ -101,3 +101,25 @@ def test_minilm_similarity_drives_reuse(minilm):
     assert cache.lookup(vectors[1], 20, SHAPE, 6, 6).step == 1
     assert cache.lookup(vectors[2], 20, SHAPE, 6, 6) is None
     assert cache.lookup(minilm.encode(["a photo of a dog on the beach"])[0], 20, SHAPE, 6, 6).step == 6
+
+
+def test_embedding_memo_encodes_each_prompt_once_and_stays_bounded():
+    from edgediff.service.embedding import EmbeddingMemo
+
+    class Counting(HashEmbedder):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def encode(self, prompts):
+            self.seen.extend(prompts)
+            return super().encode(prompts)
+
+    embedder, memo = Counting(), EmbeddingMemo(limit=3)
+    first = memo.encode(embedder, ["a", "b", "a"])
+    assert embedder.seen == ["a", "b"] and np.array_equal(first[0], first[2])
+    assert np.array_equal(memo.encode(embedder, ["b", "a"]), HashEmbedder().encode(["b", "a"]))
+    assert embedder.seen == ["a", "b"]  # both remembered
+    memo.encode(embedder, ["c", "d"])  # limit 3: the least recent ("b") goes
+    memo.encode(embedder, ["b"])
+    assert embedder.seen == ["a", "b", "c", "d", "b"]

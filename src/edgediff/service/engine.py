@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
+from edgediff.service.embedding import EmbeddingMemo
 from edgediff.service.job import Job
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
@@ -56,6 +57,9 @@ class ShuttingDown(Exception):
     """The service is draining and accepts no new requests."""
 
 
+PHASES = ("decide", "embed", "admit", "step", "capture", "encode", "thumbnail")
+
+
 @dataclass
 class EdgeStats:
     """What the edge did: batched steps, member-steps, busy time (in the executor's steps),
@@ -75,9 +79,7 @@ class EdgeStats:
     terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
     engine_busy_s: float = 0.0
     engine_cpu_s: float = 0.0
-    phases_s: dict = field(
-        default_factory=lambda: dict.fromkeys(("decide", "embed", "admit", "step", "capture", "encode", "thumbnail"), 0.0)
-    )
+    phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
 class EdgeEngine:
@@ -96,6 +98,7 @@ class EdgeEngine:
         self.cache = LatentCache(config.cache_bytes, config.theta_min, config.cache_eviction)
         self.stats = EdgeStats()
         self.board = StatusBoard(config.b_max)
+        self._embeddings = EmbeddingMemo()
         self.batch_members = 0
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
@@ -342,7 +345,7 @@ class EdgeEngine:
         if not self.cache.enabled or not jobs:
             return
         try:
-            for job, vector in zip(jobs, self.embedder.encode([j.request.prompt for j in jobs])):
+            for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.request.prompt for j in jobs])):
                 job.embedding = vector
         except Exception as err:  # a broken embedder must not take the window down: no cache this time
             log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)

@@ -101,8 +101,7 @@ class _Group:
     def similarities(self, query: np.ndarray) -> np.ndarray:
         """``rows @ query`` over every row ever used (free rows are zero and own no entry)."""
         parts = [
-            block[: self.n_rows - start] @ query
-            for start, block in zip(range(0, self.n_rows, BLOCK), self.emb_blocks)
+            block[: self.n_rows - start] @ query for start, block in zip(range(0, self.n_rows, BLOCK), self.emb_blocks)
         ]
         if len(parts) == 1:
             return parts[0]
