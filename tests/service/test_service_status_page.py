@@ -91,3 +91,34 @@ def test_status_page_renders_live_data_in_chromium(start_service):
     assert len(cells) == 10 and int(cells[2]) == int(cells[3]) + int(cells[4]) + int(cells[5])
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) >= 1
     assert len(re.findall(r'class="bar"', dom)) >= 1  # occupancy / queue bars drawn
+
+
+def test_thumbnail_decodes_are_rate_limited_by_their_cost():
+    import numpy as np
+
+    from edgediff.service.status import THUMBNAIL_SHARE, StatusBoard
+
+    class SlowVae:
+        calls = 0
+
+        def decode(self, latent):
+            SlowVae.calls += 1
+            time.sleep(0.02)
+            return np.zeros((1, 8, 8, 3), np.uint8)
+
+    class Job:
+        id = "j"
+
+    class State:
+        split, steps, latent = 5, 20, None
+
+    board, model = StatusBoard(b_max=4), SlowVae()
+    board.handoff(Job(), State())
+    assert board.render_thumbnail(model) and not board.render_thumbnail(model)  # nothing new pending
+    board.handoff(Job(), State())
+    assert not board.render_thumbnail(model)  # too soon: a 20 ms decode waits >= 1 s
+    assert board._next_thumbnail - time.perf_counter() > max(0.5, 0.02 / THUMBNAIL_SHARE - 0.5)
+    board._next_thumbnail = 0.0
+    assert board.render_thumbnail(model) and SlowVae.calls == 2
+    thumbnails = board._thumbnails
+    assert len(thumbnails) == 2 and thumbnails[0]["png"].startswith("data:image/png;base64,")

@@ -7,7 +7,8 @@ step, a request finished, a cache lookup); everything is kept in bounded rings, 
 memory does not grow with uptime. :meth:`StatusBoard.snapshot` (called from the HTTP handler)
 copies the rings under the board's lock and builds the JSON. Thumbnails are the hand-off
 latents decoded by the model's VAE on the engine thread, at most one every
-``THUMBNAIL_INTERVAL_S`` (the decode is timed in the engine's ``thumbnail`` phase).
+``THUMBNAIL_INTERVAL_S`` and at most ``THUMBNAIL_SHARE`` of the engine's time (a slow VAE
+decodes less often; the decode is timed in the engine's ``thumbnail`` phase).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SECONDS = 180  # seconds of occupancy / queue history
 LATENCIES = 1000  # recent finished requests for the percentiles
 THUMBNAILS = 8
 THUMBNAIL_INTERVAL_S = 1.0
+THUMBNAIL_SHARE = 0.02  # a decode of d seconds waits d / THUMBNAIL_SHARE for the next one
 THUMBNAIL_PX = 96
 
 
@@ -50,7 +52,7 @@ class StatusBoard:
         self._lookups: deque[bool] = deque(maxlen=LATENCIES)
         self._pending = None  # (job id, latent) of the newest hand-off not yet decoded
         self._thumbnails: deque[dict] = deque(maxlen=THUMBNAILS)
-        self._last_thumbnail = 0.0
+        self._next_thumbnail = 0.0
 
     def _bucket(self, now: float) -> list:
         second = int(now - self.started)
@@ -98,17 +100,18 @@ class StatusBoard:
             self._pending = (job.id, state.split, state.steps, state.latent)
 
     def render_thumbnail(self, model) -> bool:
-        """Decode the newest hand-off if the last decode is ``THUMBNAIL_INTERVAL_S`` old
-        (engine thread: the model is its own); ``True`` if one was decoded."""
+        """Decode the newest hand-off if it is time (engine thread: the model is its own);
+        ``True`` if one was decoded."""
         now = time.perf_counter()
         with self._lock:
-            if self._pending is None or now - self._last_thumbnail < THUMBNAIL_INTERVAL_S:
+            if self._pending is None or now < self._next_thumbnail:
                 return False
             (job_id, split, steps, latent), self._pending = self._pending, None
-            self._last_thumbnail = now
         from PIL import Image
 
         image = Image.fromarray(model.decode(latent)[0])
+        spent = time.perf_counter() - now
+        self._next_thumbnail = now + max(THUMBNAIL_INTERVAL_S, spent / THUMBNAIL_SHARE)
         if max(image.size) > THUMBNAIL_PX:
             image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
         elif max(image.size) < THUMBNAIL_PX:  # tiny models: scale up, keep the pixels visible
