@@ -1,6 +1,7 @@
 """The live status page (``GET /``) in a real headless browser (Debian's ``chromium``) against
 a live service with traffic: the page's script ran and rendered the service's numbers."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -106,19 +107,34 @@ def test_thumbnail_decodes_are_rate_limited_by_their_cost():
             time.sleep(0.02)
             return np.zeros((1, 8, 8, 3), np.uint8)
 
-    class Job:
-        id = "j"
-
     class State:
         split, steps, latent = 5, 20, None
 
     board, model = StatusBoard(b_max=4), SlowVae()
-    board.handoff(Job(), State())
+    board.handoff(State())
     assert board.render_thumbnail(model) and not board.render_thumbnail(model)  # nothing new pending
-    board.handoff(Job(), State())
+    board.handoff(State())
     assert not board.render_thumbnail(model)  # too soon: a 20 ms decode waits >= 1 s
     assert board._next_thumbnail - time.perf_counter() > max(0.5, 0.02 / THUMBNAIL_SHARE - 0.5)
     board._next_thumbnail = 0.0
     assert board.render_thumbnail(model) and SlowVae.calls == 2
     thumbnails = board._thumbnails
     assert len(thumbnails) == 2 and thumbnails[0]["png"].startswith("data:image/png;base64,")
+
+
+def test_with_api_keys_the_status_needs_a_key_and_shows_no_images(start_service, tmp_path):
+    from edgediff.service.tenants import load_api_keys
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("alice alice-key-0123456789\n")
+    service, _ = start_service(api_keys=load_api_keys(keys))
+    headers = {"Authorization": "Bearer alice-key-0123456789"}
+    body = {"prompt": "a private prompt", "steps": 20, "seed": 1, "alpha": 3.0, "preset": "row9"}
+    job = httpx.post(f"{service.url}/v1/requests", json=body, headers=headers).json()["id"]
+    httpx.get(f"{service.url}/v1/requests/{job}/latent", params={"wait": 20}, headers=headers, timeout=30)
+    time.sleep(1.2)  # a thumbnail would have been decoded by now
+    assert httpx.get(f"{service.url}/v1/status").status_code == 401
+    status = httpx.get(f"{service.url}/v1/status", headers=headers).json()
+    assert status["terminal"]["done"] == 1 and status["thumbnails"] == []
+    assert "private" not in json.dumps(status)
+    assert httpx.get(f"{service.url}/").status_code == 200  # the page itself holds no data

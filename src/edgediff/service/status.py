@@ -46,6 +46,7 @@ class StatusBoard:
         self.started = time.perf_counter()
         self._lock = threading.Lock()
         self._windows: deque[_Window] = deque(maxlen=WINDOWS)
+        self._measured: dict[str, float | None] = {}  # granted members of those windows -> hand-off s
         # one bucket per second: [second, batched steps, member-steps, step seconds, max queue]
         self._seconds: deque[list] = deque(maxlen=SECONDS)
         self._latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
@@ -72,7 +73,11 @@ class StatusBoard:
             members.append((job.id, s.status, s.split, s.steps, handoff))
         now = time.perf_counter()
         with self._lock:
+            if len(self._windows) == WINDOWS:  # the oldest window leaves: stop tracking its members
+                for member in self._windows[0].members:
+                    self._measured.pop(member[0], None)
             self._windows.append(_Window(index, now - self.started, len(jobs), members, decision_s))
+            self._measured.update((m[0], None) for m in members if m[4] is not None)
             bucket = self._bucket(now)
             bucket[4] = max(bucket[4], len(jobs))
 
@@ -93,11 +98,13 @@ class StatusBoard:
         if s.status in ("done", "denied") and s.finished_at is not None:
             with self._lock:
                 self._latency["granted" if s.status == "done" else "denied"].append(s.finished_at - s.arrived)
+                if s.status == "done" and job.id in self._measured:
+                    self._measured[job.id] = s.finished_at - s.arrived
 
-    def handoff(self, job, state) -> None:
+    def handoff(self, state) -> None:
         """A granted member left the batch with ``state``: the next thumbnail candidate."""
         with self._lock:
-            self._pending = (job.id, state.split, state.steps, state.latent)
+            self._pending = (state.split, state.steps, state.latent)
 
     def render_thumbnail(self, model) -> bool:
         """Decode the newest hand-off if it is time (engine thread: the model is its own);
@@ -106,7 +113,7 @@ class StatusBoard:
         with self._lock:
             if self._pending is None or now < self._next_thumbnail:
                 return False
-            (job_id, split, steps, latent), self._pending = self._pending, None
+            (split, steps, latent), self._pending = self._pending, None
         from PIL import Image
 
         image = Image.fromarray(model.decode(latent)[0])
@@ -122,29 +129,29 @@ class StatusBoard:
         png = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
         with self._lock:
             self._thumbnails.appendleft(
-                {"id": job_id, "split": split, "steps": steps, "at": round(now - self.started, 1), "png": png}
+                {"split": split, "steps": steps, "at": round(now - self.started, 1), "png": png}
             )
         return True
 
     # ------------------------------------------------------------------ the page's data (HTTP thread)
-    def snapshot(self, engine) -> dict:
+    def snapshot(self, engine, thumbnails: bool = True) -> dict:
+        """The page's data; ``thumbnails=False`` leaves the hand-off images out."""
         now = time.perf_counter()
         with self._lock:
             windows = list(self._windows)
+            measured_of = dict(self._measured)
             seconds = [list(b) for b in self._seconds]
             latency = {k: np.array(v) for k, v in self._latency.items()}
             lookups = list(self._lookups)
-            thumbnails = list(self._thumbnails)
+            images = list(self._thumbnails) if thumbnails else []
         uptime = now - self.started
         recent = []
         for w in reversed(windows):
             granted = [m for m in w.members if m[1] not in ("denied", "failed")]
             measured, predicted = [], []
             for job_id, _, _, _, handoff in granted:
-                job = engine.get(job_id)
-                s = None if job is None else job.snapshot
-                if s is not None and s.status == "done" and s.finished_at is not None:
-                    measured.append(s.finished_at - s.arrived)
+                if measured_of.get(job_id) is not None:
+                    measured.append(measured_of[job_id])
                     predicted.append(handoff)
             recent.append(
                 {
@@ -197,7 +204,7 @@ class StatusBoard:
                 "hit_rate": round(sum(lookups) / len(lookups), 4) if lookups else None,
             },
             "latency_s": {k: _percentiles(v) for k, v in latency.items()},
-            "thumbnails": thumbnails,
+            "thumbnails": images,
         }
 
 
