@@ -257,7 +257,7 @@ class EdgeEngine:
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
         from edgediff.core.model import evaluate
-        from edgediff.service.window import window_instance
+        from edgediff.service.window import denial_reason, window_instance
 
         cfg = self.config
         index = next(self._window_counter)
@@ -297,7 +297,8 @@ class EdgeEngine:
                 if answer["granted"]:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index, "denied", **answer)
+                    reason = denial_reason(instance, decision.granted_count, cfg.policy)
+                    self._mark_decided(job, index, "denied", reason, **answer)
             self._embed([job for job, _ in admitted], index)
             for job, answer in admitted:
                 executor = self._admit(executor, job, index, answer)
