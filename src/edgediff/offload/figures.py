@@ -146,7 +146,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         left.plot([r[x_key] for r in pts], [r["mean_objective_per_user"] for r in pts], **style)
         right.plot([r[x_key] for r in pts], [r["mean_score"] for r in pts], **style)
     left.set(xlabel=x_label, ylabel=PERFORMANCE_LABEL)
-    right.set(xlabel=x_label, ylabel="normalized score (1 = exact, 0 = all local)")
+    right.set(xlabel=x_label, ylabel="normalized score (1 = exact, 0 = all local, < 0 worse)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend()
