@@ -41,7 +41,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
     p.add_argument("--server", help="edge service URL: the edge decides the split and runs the first steps")
-    p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: emphasis on quality α (1)")
+    p.add_argument(
+        "--alpha",
+        type=positive_float,
+        default=1.0,
+        help="with --server: α, the emphasis on quality in s of latency per unit of PAI (docs/glossary.md; 1)",
+    )
     p.add_argument(
         "--profile",
         type=profile,
