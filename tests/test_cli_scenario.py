@@ -105,8 +105,8 @@ def test_milliseconds_in_an_instance_warn_in_one_line_and_still_run(tmp_path):
 
 
 def test_calibrate_profile_is_an_instance_edge(tmp_path, capsys):
-    profile = {"k": 0.0109, "h": 0.0041, "r2": 0.9967, "model": "tiny", "device": "cpu (x86_64)",
-               "batches": [1, 2], "step_latency_s": [0.0174, 0.0257], "repeats": 7, "guidance": True, "threads": 1}  # fmt: skip
+    profile = {"k": 0.0109, "h": 0.0041, "r2": 0.9967, "model": "tiny", "device": "cpu (x86_64)", "batches": [1, 2]}
+    profile.update({"step_latency_s": [0.0174, 0.0257], "repeats": 7, "guidance": True, "threads": 1})
     user = {"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3}
     path = tmp_path / "i.json"
     path.write_text(json.dumps({"edge": profile, "users": [user]}))

@@ -66,7 +66,10 @@ def test_fig7_sorts_splits_given_in_any_order():
 
     config = PaiConfig(splits=(6, 0, 3), samples=1, seed=0)
     result = measure_pai(
-        load_model(TINY_NAME), [load_model(n) for n in TINY_PERSONAL[:2]], ["a handwritten digit 3"], config,
+        load_model(TINY_NAME),
+        [load_model(n) for n in TINY_PERSONAL[:2]],
+        ["a handwritten digit 3"],
+        config,
         shipped_classifier(),
     )
     assert check(pai_figures(result)) > 0

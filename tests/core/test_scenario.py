@@ -9,7 +9,7 @@ import pytest
 from edgediff.core.generator import random_instance
 from edgediff.core.instance import INTERMEDIATE_BITS, PROMPT_BITS, Instance
 from edgediff.core.pai import PaiCurve
-from edgediff.core.profiles import DEFAULT_EDGE, PROFILE_TABLE, PRESETS, USER_ROWS
+from edgediff.core.profiles import DEFAULT_EDGE, PRESETS, PROFILE_TABLE, USER_ROWS
 from edgediff.core.scenario import (
     PAPER_SCENARIO,
     ScenarioError,
@@ -76,7 +76,9 @@ def test_alpha_distributions_and_device_mix():
     assert np.all(fixed.alpha == 7.5) and np.all(fixed.k == 0.2)
     uni = draw_instance(scenario_from_dict({**base, "alpha": {"distribution": "uniform", "low": 2, "high": 3}}), 500, 0)
     assert uni.alpha.min() >= 2 and uni.alpha.max() <= 3 and uni.alpha.std() > 0.2
-    s = scenario_from_dict({"users": {"start": 2, "stop": 10, "step": 4}, "edge": "row1", "devices": [{"profile": "row5"}]})
+    s = scenario_from_dict(
+        {"users": {"start": 2, "stop": 10, "step": 4}, "edge": "row1", "devices": [{"profile": "row5"}]}
+    )
     assert s.users == (2, 6, 10) and s.edge == PRESETS["row1"] and s.devices == (PRESETS["row5"],)
 
 

@@ -64,7 +64,9 @@ def profile(text: str) -> tuple[float, float]:
         try:
             k, h = (float(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected k,h (two numbers) or a profile JSON file, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected k,h (two numbers) or a profile JSON file, got {text!r}"
+            ) from None
     else:
         try:
             data = json.loads(Path(text).read_text())

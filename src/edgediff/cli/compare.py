@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgediff.cli._args import UsageError, add_policy_options, int_list, make_directory, name_list, non_negative_int, positive_int
+from edgediff.cli._args import (
+    UsageError,
+    add_policy_options,
+    int_list,
+    make_directory,
+    name_list,
+    non_negative_int,
+    positive_int,
+)
 
 
 def add_parsers(sub) -> None:
@@ -54,7 +62,9 @@ def run(args) -> None:
         from edgediff.core.scenario import PAPER_SCENARIO, load_scenario
 
         scenario = PAPER_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-        scenario = replace(scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax)
+        scenario = replace(
+            scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax
+        )
         if args.out is not None:
             make_directory(args.out)
         rows = compare(

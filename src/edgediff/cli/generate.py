@@ -162,7 +162,10 @@ def _step_time_note(declared_s: float, local_s: float, local_steps: int) -> str:
     if local_steps == 0:
         return f"device step: declared {declared_s:.3f} s (no step ran on the device)"
     measured = local_s / local_steps
-    note = f"device step: declared {declared_s:.3f} s, measured {measured:.3f} s (local time incl. decoding / {local_steps} steps)"
+    note = (
+        f"device step: declared {declared_s:.3f} s, measured {measured:.3f} s"
+        f" (local time incl. decoding / {local_steps} steps)"
+    )
     if not 0.5 <= measured / declared_s <= 2.0:
         note += "; the declared profile does not fit this device: pass --profile from `edgediff calibrate --out FILE`"
     return note

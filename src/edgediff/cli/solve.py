@@ -58,9 +58,7 @@ def run_instance(args) -> None:
     if args.scenario is None and args.users is None:
         raise UsageError("give --users (or a --scenario with user counts)")
     scenario = PAPER_SCENARIO if args.scenario is None else load_scenario(args.scenario)
-    scenario = replace(
-        scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax
-    )
+    scenario = replace(scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax)
     text = dumps_instance(draw_instance(scenario, args.users or scenario.users[0], args.seed))
     if args.output is None:
         sys.stdout.write(text)

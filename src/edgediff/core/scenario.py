@@ -10,7 +10,6 @@ a bad file is one :class:`ScenarioError` naming the field as a dotted path.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -295,7 +294,10 @@ class _ScenarioSchema(_Strict):
         )
         devices = {}
         if self.devices is not None:
-            devices = {"devices": tuple(d.gpu() for d in self.devices), "weights": tuple(d.weight for d in self.devices)}
+            devices = {
+                "devices": tuple(d.gpu() for d in self.devices),
+                "weights": tuple(d.weight for d in self.devices),
+            }
         return Scenario(
             **devices,
             alpha=alpha,

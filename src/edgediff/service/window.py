@@ -64,4 +64,6 @@ def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
     """Why a request of this window was denied, in words for the status object's ``reason``."""
     if granted_count >= instance.B_max:
         return "no batch slot left: this window's B_max slots went to other requests"
-    return f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
+    return (
+        f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
+    )
