@@ -368,7 +368,7 @@ class EdgeEngine:
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.service.window import decide_window
+        from edgediff.service.window import decide_window, denial_reason
 
         cfg = self.config
         index = next(self._window_counter)
@@ -403,7 +403,8 @@ class EdgeEngine:
                 if answer["granted"]:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index, "denied", **answer)
+                    reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
+                    self._mark_decided(job, index, "denied", reason, **answer)
             with self._timed("embed"):
                 self._embed([job for job, _ in admitted], index)
             with self._timed("admit"):

@@ -66,6 +66,15 @@ def window_instance(
     )
 
 
+def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
+    """Why a request of this window was denied, in words for the status object's ``reason``."""
+    if granted_count >= instance.B_max:
+        return "no batch slot left: this window's B_max slots went to other requests"
+    return (
+        f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
+    )
+
+
 def window_policy(config: ServiceConfig):
     """The policy that decides the service's windows: ``config.policy`` from the registry, with
     the service's seed and ``config.policy_options``."""
