@@ -22,6 +22,7 @@ from edgediff.cli import (
     measure,
     reproduce,
     serve,
+    simulate,
     solve,
     train_dqn,
     train_tiny,
@@ -57,6 +58,7 @@ COMMAND_MODULES = (
     reproduce,
     train_tiny,
     measure,
+    simulate,
 )
 
 

@@ -13,6 +13,7 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
   with the status if it is not ready within ``S`` seconds.
 * ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET|HEAD /healthz``,
   ``GET /metrics`` (Prometheus text format).
+* ``GET /`` the live status page (self-contained HTML; it polls ``GET /v1/status``).
 
 With API keys (``ServiceConfig.api_keys``) every ``/v1/`` route needs one (401 otherwise)
 and a tenant sees only its own requests (another tenant's id is 404, as an unknown one).
@@ -22,11 +23,12 @@ import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +39,8 @@ from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 from edgediff.service.tenants import digest, presented_key
 
 log = logging.getLogger(__name__)
+
+STATUS_PAGE = files("edgediff.service").joinpath("status.html").read_text(encoding="utf-8")
 
 _ERRORS = {
     401: {"model": ErrorBody, "description": "API keys are on and no valid key was presented"},
@@ -263,6 +267,17 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     async def info(tenant: Tenant):
         """Model, edge profile, policy, window, cache and counters."""
         return engine.info()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page():
+        """The live status page (HTML, no external assets; refreshes itself from ``/v1/status``)."""
+        return HTMLResponse(STATUS_PAGE)
+
+    @app.get("/v1/status", responses={401: _ERRORS[401]})
+    async def status_data(tenant: Tenant):
+        """The status page's data: recent windows, occupancy, queue, cache, latency, thumbnails
+        (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
+        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
 
     @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
     async def healthz():

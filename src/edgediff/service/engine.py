@@ -31,16 +31,19 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
+from edgediff.service.embedding import EmbeddingMemo
 from edgediff.service.job import Job, JobSnapshot, RestoredJob
 from edgediff.service.journal import LOST, Journal, replay
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
 from edgediff.service.schemas import TERMINAL, SubmitRequest
+from edgediff.service.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,18 @@ class ShuttingDown(Exception):
     """The service is draining and accepts no new requests."""
 
 
+PHASES = ("decide", "embed", "admit", "step", "capture", "encode", "thumbnail")
+
+
 @dataclass
 class EdgeStats:
-    """What the edge did: batched steps, member-steps, busy time, and the calibrated ideal
-    ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the edge's profile)."""
+    """What the edge did: batched steps, member-steps, busy time (in the executor's steps),
+    and the calibrated ideal ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the
+    edge's profile). ``engine_busy_s`` is all the engine thread's working (not waiting) time,
+    ``engine_cpu_s`` its CPU time, ``phases_s`` splits the working time: ``decide`` (instance
+    + policy), ``embed`` (prompt embeddings), ``admit`` (cache lookup, joining the batch),
+    ``step`` (the executor), ``capture`` (cache inserts), ``encode`` (payload encoding and
+    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself."""
 
     windows: int = 0
     steps: int = 0
@@ -69,6 +80,9 @@ class EdgeStats:
     ideal_s: float = 0.0
     accepted: int = 0
     terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
+    engine_busy_s: float = 0.0
+    engine_cpu_s: float = 0.0
+    phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
 def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnapshot:
@@ -99,6 +113,9 @@ class EdgeEngine:
         self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
         self.cache = next(iter(self.caches.values()))  # the only one, or the first tenant's
         self.stats = EdgeStats()
+        self.board = StatusBoard(config.b_max)
+        self._embeddings = EmbeddingMemo()
+        self.batch_members = 0
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
         self.latent_shape = None
@@ -118,14 +135,14 @@ class EdgeEngine:
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Load what is missing, calibrate the edge if no profile was given, start the thread."""
-        from edgediff.offload.policies import make_policy
         from edgediff.runtime.executor import initial_state
         from edgediff.runtime.models import ModelSpec, load_model
         from edgediff.runtime.payload import payload_bits
         from edgediff.runtime.request import GenerationRequest
+        from edgediff.service.window import window_policy
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
+        self.policy = window_policy(self.config)
         if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
             restored = replay(self.config.journal, keep=self.config.record_limit)
             self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
@@ -304,6 +321,14 @@ class EdgeEngine:
             del self._jobs[job_id]
 
     # ------------------------------------------------------------------ the engine thread
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.phases_s[phase] += time.perf_counter() - start
+
     def _run(self) -> None:
         from edgediff.runtime.executor import BatchedExecutor
 
@@ -328,48 +353,47 @@ class EdgeEngine:
                         break
                     self._cond.wait(timeout=boundary - now)
                     continue
+            cpu = time.thread_time()
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
             if not executor.idle:
                 executor = self._step(executor)
+                self.batch_members = len(executor)
+            self._thumbnail()
+            self.stats.engine_cpu_s += time.thread_time() - cpu
+            self.stats.engine_busy_s += time.perf_counter() - now
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
             self._finish(job, "failed", "shutdown: drain did not finish in time")
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.core.model import evaluate
-        from edgediff.service.window import window_instance
+        from edgediff.service.window import decide_window, denial_reason
 
         cfg = self.config
         index = next(self._window_counter)
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        remaining = cfg.b_max
-        groups: dict[int, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.steps, []).append(job)
-        for group in groups.values():
-            try:
-                instance = window_instance(
-                    group,
-                    cfg,
-                    start=window_start,
-                    b_max=remaining,
-                    edge_profile=(self.edge_k, self.edge_h),
-                    intermediate_bits=self.intermediate_bits,
-                )
-                decision = self.policy.decide(instance)
-                outcome = evaluate(instance, decision, "timeline")
-            except Exception as err:  # e.g. a learned policy that cannot take this instance
-                log.exception("window %d: policy %s failed", index, cfg.policy)
-                for job in group:
+        with self._timed("decide"):
+            groups = decide_window(
+                jobs,
+                cfg,
+                self.policy,
+                start=window_start,
+                edge_profile=(self.edge_k, self.edge_h),
+                intermediate_bits=self.intermediate_bits,
+            )
+        for group in groups:
+            if group.error is not None:  # e.g. a learned policy that cannot take this instance
+                err = group.error
+                log.error("window %d: policy %s failed", index, cfg.policy, exc_info=err)
+                for job in group.jobs:
                     self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
-            remaining -= decision.granted_count
+            decision, outcome = group.decision, group.outcome
             admitted = []
-            for i, job in enumerate(group):
+            for i, job in enumerate(group.jobs):
                 answer = dict(
                     granted=bool(decision.granted[i]),
                     split=int(decision.split[i]),
@@ -379,12 +403,16 @@ class EdgeEngine:
                 if answer["granted"]:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index, "denied", **answer)
-            self._embed([job for job, _ in admitted], index)
-            for job, answer in admitted:
-                executor = self._admit(executor, job, index, answer)
+                    reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
+                    self._mark_decided(job, index, "denied", reason, **answer)
+            with self._timed("embed"):
+                self._embed([job for job, _ in admitted], index)
+            with self._timed("admit"):
+                for job, answer in admitted:
+                    executor = self._admit(executor, job, index, answer)
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
+        self.board.window(index, jobs, elapsed)
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
 
@@ -393,7 +421,7 @@ class EdgeEngine:
         if not self.cache.enabled or not jobs:
             return
         try:
-            for job, vector in zip(jobs, self.embedder.encode([j.request.prompt for j in jobs])):
+            for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.request.prompt for j in jobs])):
                 job.embedding = vector
         except Exception as err:  # a broken embedder must not take the window down: no cache this time
             log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
@@ -409,8 +437,9 @@ class EdgeEngine:
             reusable = self.config.reusable_steps(steps)
             reach = min(reusable, steps - split)
             hit = self._cache_of(job).lookup(job.embedding, steps, self.latent_shape, reach, reusable)
+            self.board.lookup(hit is not None)
             if hit is not None:
-                start, hit_step = hit.entry.state, hit.step
+                start, hit_step = hit.state, hit.step
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
@@ -433,11 +462,12 @@ class EdgeEngine:
         from edgediff.runtime.executor import BatchedExecutor
         from edgediff.runtime.payload import encode_latent
 
-        batch = len(executor)
+        batch = self.batch_members = len(executor)
         self.metrics.in_flight.set(batch)
         start = time.perf_counter()
         try:
-            left = executor.step()
+            with self._timed("step"):
+                left = executor.step()
             failed = executor.pop_failed()
         except Exception as err:  # not attributable to a member: fail them all, keep serving
             log.exception("edge step failed")
@@ -454,10 +484,12 @@ class EdgeEngine:
             self.stats.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
+            self.board.step(batch, elapsed)
         if self.cache.enabled:
             try:
-                for key in executor.active:
-                    self._capture(self._get(key), executor.state(key))
+                with self._timed("capture"):
+                    for key in executor.active:
+                        self._capture(self._get(key), executor.state(key))
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
         for key, state in left:
@@ -466,12 +498,23 @@ class EdgeEngine:
             if job is None or job.terminal:
                 continue
             try:
-                self._capture(job, state)
-                self._finish(job, "done", payload=encode_latent(state))
+                with self._timed("capture"):
+                    self._capture(job, state)
+                with self._timed("encode"):
+                    self._finish(job, "done", payload=encode_latent(state))
+                self.board.handoff(state)
             except Exception as err:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
         return executor
+
+    def _thumbnail(self) -> None:
+        """The status page's newest thumbnail (rate-limited by the board); never fatal."""
+        try:
+            with self._timed("thumbnail"):
+                self.board.render_thumbnail(self.model)
+        except Exception:
+            log.exception("status thumbnail failed")
 
     def _fail_running(self, key: str, reason: str) -> None:
         self._running.discard(key)
@@ -523,6 +566,7 @@ class EdgeEngine:
             log.warning("request %s failed: %s", job.id, reason)
         if self._journal is not None:
             self._journal.finished(job.id, status, reason, snapshot.window, snapshot.split)
+        self.board.finished(job)
         if not job.decided.is_set():
             job.decided.set()
             self._signal(job.async_decided)
@@ -554,6 +598,9 @@ class EdgeEngine:
                 "member_steps": self.stats.member_steps,
                 "busy_s": self.stats.busy_s,
                 "ideal_s": self.stats.ideal_s,
+                "engine_busy_s": self.stats.engine_busy_s,
+                "engine_cpu_s": self.stats.engine_cpu_s,
+                "phases_s": dict(self.stats.phases_s),
                 "accepted": self.stats.accepted,
                 "terminal": dict(self.stats.terminal),
                 "queued": len(self._queue),
