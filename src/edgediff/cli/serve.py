@@ -152,5 +152,6 @@ def run(args) -> None:
     logging.getLogger("edgediff.service").setLevel(logging.INFO)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{host}:{sock.getsockname()[1]}"
-    print(f"edgediff serve: {url} once ready: /docs (API), /v1/info, /metrics, /healthz", file=sys.stderr)
+    pages = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
+    print(f"edgediff serve: {url} once ready: {pages}", file=sys.stderr)
     serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port, sock=sock)
