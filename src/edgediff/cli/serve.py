@@ -6,7 +6,9 @@ from pathlib import Path
 
 from edgediff.cli._args import (
     UsageError,
+    add_model_config,
     add_policy_options,
+    check_model_config,
     defaults,
     load_model,
     non_negative_int,
@@ -24,8 +26,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=number(int, 0), default=8000)
     p.add_argument(
-        "--model", default=d["model"], help=f"the cluster-wide model: {d['model']!r} (default) or a pipeline directory"
+        "--model",
+        default=d["model"],
+        help=f"the cluster-wide model: {d['model']!r} (default), a pipeline directory or a .safetensors file",
     )
+    add_model_config(p)
     p.add_argument(
         "--window", type=positive_float, default=d["window_s"], help=f"decision window K in seconds ({d['window_s']:g})"
     )
@@ -61,6 +66,7 @@ def run(args) -> None:
     from edgediff.offload.policies import policy_spec
 
     policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
+    check_model_config(args.model_config, args.model)
     if args.journal is not None and not args.journal.parent.is_dir():
         raise UsageError(f"--journal directory {str(args.journal.parent)!r} does not exist")
     config = ServiceConfig(
@@ -76,7 +82,7 @@ def run(args) -> None:
         edge_profile=args.edge_profile,
         journal=args.journal,
     )
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
         from edgediff.service.embedding import MiniLmEmbedder
