@@ -96,3 +96,18 @@ def test_cli_single_file_errors_exit_2(files, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_check_model(files, tmp_path, capsys):
+    _, checkpoint, config = files
+    args = ["check-model", "--model", str(checkpoint), "--model-config", str(config), "--cluster", "tiny"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "latent_channels" in text and "compatible: same latent space" in text
+    other = tmp_path / "eight-channels"
+    load_model(ModelSpec("tiny-random", tiny=TinyConfig(latent_channels=8))).save(other)
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-model", "--model", str(other), "--cluster", "tiny"])
+    assert exit_.value.code == 1
+    text = capsys.readouterr().out
+    assert "incompatible" in text and "latent_channels 8 vs 4" in text

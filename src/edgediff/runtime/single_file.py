@@ -13,7 +13,6 @@ must agree on for a split request to continue on the device.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from edgediff.runtime.backends import ModelLoadError, UNetBackend
@@ -48,7 +47,10 @@ def load_single_file(spec: ModelSpec | str | Path, config: str | Path | None) ->
             f"--model-config {str(config)!r} is not a diffusers pipeline directory: no model_index.json"
         )
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    bar = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # a library logs, it draws no bars
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path),
@@ -61,6 +63,9 @@ def load_single_file(spec: ModelSpec | str | Path, config: str | Path | None) ->
     except Exception as err:  # diffusers raises many types; one line naming the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load {str(path)!r} with config {str(config)!r}: {first}") from None
+    finally:
+        if bar:
+            diffusers_logging.enable_progress_bar()
     parts = {name: getattr(pipe, name) for name in UNetBackend.components}
     backend = UNetBackend.from_components(path, parts)
     backend.place(spec.device, spec.dtype)
@@ -86,5 +91,8 @@ def latent_space(model: DiffusionModel) -> dict:
     }
 
 
-def latent_space_json(model: DiffusionModel) -> str:
-    return json.dumps(latent_space(model), sort_keys=True)
+def latent_space_mismatches(device: DiffusionModel, cluster: DiffusionModel) -> list[str]:
+    """Why ``device`` cannot continue ``cluster``'s latents (empty: it can): each differing
+    field of :func:`latent_space` other than the VAE digest, as ``"name a vs b"``."""
+    a, b = latent_space(device), latent_space(cluster)
+    return [f"{name} {a[name]} vs {b[name]}" for name in a if name != "vae_sha256" and a[name] != b[name]]
