@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgediff.figure_io import Figure, write_figure
-
 from edgediff.errors import InputError
+from edgediff.figure_io import Figure, write_figure
 
 log = logging.getLogger(__name__)
 

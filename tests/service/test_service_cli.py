@@ -23,6 +23,8 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     assert main([*args, "--preset", "row9", "--alpha", "3", "--native-size", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "granted" in text and "predicted" in text and "measured" in text
+    # row9 declares 0.296 s per step; the tiny model on this CPU takes a few ms: said, with the fix
+    assert "device step: declared 0.296 s, measured" in text and "does not fit this device" in text
     job = engine.jobs()[0]
     assert job.snapshot.status == "done"
     reference = generate(GenerationRequest("a lighthouse", steps=10, seed=4), tiny, split=job.snapshot.split)
@@ -30,6 +32,11 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     # no profile given: the device measures its own
     assert main([*args, "--out", str(tmp_path / "measured.png")]) == 0
     assert engine.jobs()[1].k > 0
+    # a calibrate profile file stands for k,h
+    profile = tmp_path / "device.json"
+    profile.write_text('{"k": 0.02, "h": 0.005, "r2": 0.99, "model": "tiny", "threads": 1}')
+    assert main([*args, "--profile", str(profile), "--out", str(tmp_path / "file.png")]) == 0
+    assert (engine.jobs()[2].k, engine.jobs()[2].h) == (0.02, 0.005)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +118,27 @@ def test_service_config_policy_options():
     assert ServiceConfig().policy_options == {}
     with pytest.raises(ServiceConfigError, match="takes no option 'population'; it takes: time_limit"):
         ServiceConfig(policy="milp", policy_options={"population": 5})
+
+
+def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    missing_model = ["serve", "--model", "/nonexistent/model"]  # never reached: each error comes first
+    bad_keys = tmp_path / "keys.txt"
+    bad_keys.write_text("alice short\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [
+            (["--port", "0", "--journal", str(tmp_path)], "is a directory"),
+            (["--port", "0", "--journal", str(tmp_path / "no" / "j.jsonl")], "does not exist"),
+            (["--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            (["--port", "0", "--api-keys", str(bad_keys)], "at least 16 characters"),
+            (["--port", "0", "--api-keys", str(tmp_path / "none.txt")], "cannot read API keys"),
+            (["--port", "0", "--share-cache"], "--share-cache needs --api-keys"),
+        ]
+        for args, message in cases:
+            assert main([*missing_model, *args]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and message in err[0], (args, err)

@@ -33,6 +33,7 @@ def test_denied_request_runs_locally(start_service, tiny):
     with EdgeClient(service.url) as client:
         result = generate_remote(client, request, tiny, alpha=1.0, profile=FAST_DEVICE)
     assert result.status["status"] == "denied" and result.status["granted"] is False
+    assert "scores higher" in result.status["reason"]  # a denial says why
     assert result.split == request.steps and result.payload_bits == 0
     assert np.array_equal(result.image, generate(request, tiny).image)
     assert engine.stats.member_steps == 0  # the edge ran nothing
@@ -48,6 +49,7 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
         assert len({f["window"] for f in finals}) == 1  # all in one window
         assert len(granted) == 2 and all(f["status"] == "done" for f in granted)
         assert all(f["status"] == "denied" for f in finals if not f["granted"])
+        assert all("no batch slot" in f["reason"] for f in finals if not f["granted"])
         # members share batches: each batched step ran at most 2 members, and the latents are
         # those of the requests alone up to float rounding of different batch sizes
         for f in granted:
@@ -69,7 +71,7 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
         a = generate_remote(client, first, tiny, alpha=5.0, profile=SLOW_DEVICE)
         # the edge stored the latent at every reusable step it ran: 1 .. S* = 6
         assert a.status["cache_hit_step"] == 0 and a.status["offloaded_steps"] >= 6
-        assert sorted(e.step for e in engine.cache._entries) == list(range(1, 7))
+        assert sorted(e.step for e in engine.cache.entries()) == list(range(1, 7))
         assert engine.config.reusable_steps(20) == 6
         # same prompt, another seed: starts from the stored latent (6 steps in), not its own noise
         second = GenerationRequest("a castle on a hill", steps=20, seed=2)
@@ -160,7 +162,8 @@ def test_each_latent_is_published_the_step_its_member_leaves(start_service):
     assert low["window"] == high["window"] and low["status"] == high["status"] == "done"
     assert low["offloaded_steps"] > high["offloaded_steps"] > 0
     jobs = {j.id: j for j in engine.jobs()}
-    assert jobs[high["id"]].snapshot.finished_at < jobs[low["id"]].snapshot.finished_at  # left the batch first, published first
+    # left the batch first, published first
+    assert jobs[high["id"]].snapshot.finished_at < jobs[low["id"]].snapshot.finished_at
     assert high["edge_s"] < low["edge_s"]
 
 

@@ -58,3 +58,12 @@ def window_instance(
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
     )
+
+
+def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
+    """Why a request of this window was denied, in words for the status object's ``reason``."""
+    if granted_count >= instance.B_max:
+        return "no batch slot left: this window's B_max slots went to other requests"
+    return (
+        f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
+    )
