@@ -133,6 +133,7 @@ def test_every_command_of_the_guide_runs(tmp_path, monkeypatch):
     assert out.count("latency predicted") == 2 and (tmp_path / "seven.png").is_file()
     info, _ = json.JSONDecoder().raw_decode(out, out.index('{\n    "model"'))
     assert info["model"].endswith("my-model.safetensors") and info["stats"]["accepted"] == 2
+    assert "200 text/html" in out  # the status page
     assert re.search(r'^edgediff_requests_total\{outcome="(done|denied)"\} ', out, flags=re.M)
     journal = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     ends = [r for r in journal if r["status"] != "queued"]
