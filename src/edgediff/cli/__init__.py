@@ -22,6 +22,7 @@ from edgediff.cli import (
     measure,
     reproduce,
     serve,
+    simulate,
     solve,
     train_dqn,
     train_tiny,
@@ -51,6 +52,7 @@ COMMAND_MODULES = (
     reproduce,
     train_tiny,
     measure,
+    simulate,
 )
 
 
