@@ -20,7 +20,7 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     service, engine = start_service(cache_gb=0)
     out = tmp_path / "remote.png"
     args = ["generate", "--prompt", "a lighthouse", "--steps", "10", "--seed", "4", "--server", service.url]
-    assert main([*args, "--preset", "row9", "--alpha", "3", "--out", str(out)]) == 0
+    assert main([*args, "--preset", "row9", "--alpha", "3", "--native-size", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "granted" in text and "predicted" in text and "measured" in text
     # row9 declares 0.296 s per step; the tiny model on this CPU takes a few ms: said, with the fix
@@ -105,8 +105,10 @@ def test_demo_runs_the_service_window_and_writes_the_grid(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.strip().startswith("u") and "x " in line]
     assert len(rows) == 8
     assert any("granted" in r for r in rows)
-    grid = Image.open(out)
-    assert grid.size == (4 * 128, 2 * 128)
+    grid = np.asarray(Image.open(out).convert("L"))
+    assert grid.shape[1] > 4 * 128 and grid.shape[0] > 2 * 128  # 128-px tiles, 2 x 4, with captions
+    caption = grid[128 + 8 : grid.shape[0] // 2]  # below the first row's tiles
+    assert (caption < 100).any()  # dark caption text on the white margin
 
 
 def test_service_config_policy_options():

@@ -16,6 +16,7 @@ from edgediff import __version__
 from edgediff.cli import (
     cache_sim,
     calibrate,
+    check_model,
     compare,
     demo,
     generate,
@@ -52,6 +53,7 @@ COMMAND_MODULES = (
     train_dqn,
     demo,
     calibrate,
+    check_model,
     generate,
     serve,
     cache_sim,

@@ -197,12 +197,33 @@ def check_device(device: str | None) -> None:
         raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def load_model(source: str, device: str | None = None):
-    """A runtime model (``tiny`` or a folder); any failure to load it is the user's input."""
+def add_model_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-config",
+        type=Path,
+        metavar="DIR",
+        help="for a single-file checkpoint (.safetensors/.ckpt) as a model: a local pipeline directory of the "
+        "same architecture whose configs, tokenizer and scheduler are used (docs/serve-your-model.md)",
+    )
+
+
+def check_model_config(config: Path | None, *sources: str | None) -> None:
+    """``--model-config`` only means something beside a single-file checkpoint."""
+    from edgediff.runtime.single_file import is_single_file
+
+    if config is not None and not any(s is not None and is_single_file(s) for s in sources):
+        raise UsageError("--model-config applies only to a single-file checkpoint (.safetensors/.ckpt) as a model")
+
+
+def load_model(source: str, device: str | None = None, config: Path | None = None):
+    """A runtime model (``tiny``, a folder, or a single-file checkpoint read with the pipeline
+    directory ``config``); any failure to load it is the user's input."""
     from edgediff.runtime.models import ModelSpec, load_model
+    from edgediff.runtime.single_file import is_single_file, load_single_file
 
     check_device(device)
+    spec = ModelSpec(source) if device is None else ModelSpec(source, device=device)
     try:
-        return load_model(source if device is None else ModelSpec(source, device=device))
+        return load_single_file(spec, config) if is_single_file(source) else load_model(spec)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from edgediff.cli._args import (
     UsageError,
+    add_model_config,
+    check_model_config,
     defaults,
     load_model,
     non_negative_int,
@@ -26,8 +28,10 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--model",
         default="tiny",
-        help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small) or a pipeline directory",
+        help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small), a pipeline directory "
+        "or a .safetensors file",
     )
+    add_model_config(p)
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
     p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
@@ -49,6 +53,11 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument(
+        "--native-size",
+        action="store_true",
+        help="write the model's own resolution (default: small images enlarged to >= 256 px, nearest neighbour)",
+    )
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
     p.add_argument(
         "--server",
@@ -86,18 +95,26 @@ def _request(args) -> GenerationRequest:
     )
 
 
-def _save(image, out: Path) -> None:
+def _save(image, out: Path, native: bool) -> str:
+    """Write ``image`` (enlarged to a viewable size unless ``native``); return what was written."""
     from PIL import Image
 
+    from edgediff.runtime.images import enlarge
+
+    picture = Image.fromarray(image) if native else enlarge(image)
     try:
-        Image.fromarray(image).save(out)
+        picture.save(out)
     except OSError as err:
         raise UsageError(f"cannot write {str(out)!r}: {err.strerror or err}") from None
+    h, w = image.shape[:2]
+    size = f"{picture.width}x{picture.height}"
+    return size if picture.width == w else f"{size} (the model's {w}x{h}, enlarged {picture.width // w}x)"
 
 
 def run(args) -> None:
     if args.split is not None and args.split > args.steps:
         raise UsageError(f"--split must be in [0, --steps = {args.steps}], got {args.split}")
+    check_model_config(args.model_config, args.model, args.edge_model)
     if args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must name a .png file, got {str(args.out)!r}")
     if not args.out.parent.is_dir():
@@ -112,20 +129,20 @@ def run(args) -> None:
     from edgediff.runtime.split import generate
 
     request = _request(args)
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.model_config)
     edge_model = model
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
-        edge_model = load_model(args.edge_model, args.device)
+        edge_model = load_model(args.edge_model, args.device, args.model_config)
     loaded_s = time.perf_counter() - started
     result = generate(request, model, args.split, edge_model, args.payload_dtype)
-    _save(result.image, args.out)
+    size = _save(result.image, args.out, args.native_size)
     where = (
         "all local"
         if result.offloaded_steps == 0
         else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
     )
     print(
-        f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
+        f"wrote {args.out}: {size}, {result.steps} steps "
         f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
         f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
     )
@@ -145,7 +162,7 @@ def _run_remote(args) -> None:
     from edgediff.service.client import EdgeClient, ServiceError, ServiceTimeout, generate_remote
 
     request = _request(args)
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.model_config)
     device_profile = args.profile
     if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2 steps, median of 5
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
@@ -167,7 +184,7 @@ def _run_remote(args) -> None:
         raise
     except ServiceError as err:  # the service refused or failed: reported like bad input, in one line
         raise UsageError(str(err)) from None
-    _save(result.image, args.out)
+    size = _save(result.image, args.out, args.native_size)
     st = result.status
     if st["status"] == "done":
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
@@ -178,7 +195,7 @@ def _run_remote(args) -> None:
         where = f"edge failed ({st.get('reason')}): all steps local"
     predicted = st.get("predicted_latency_s")
     print(
-        f"wrote {args.out}: {request.steps} steps ({where}; {result.split} local on {model.name}); "
+        f"wrote {args.out}: {size}, {request.steps} steps ({where}; {result.split} local on {model.name}); "
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
         f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from edgediff.cli._args import (
     UsageError,
+    add_model_config,
     add_policy_options,
+    check_model_config,
     defaults,
     load_model,
     non_negative_int,
@@ -28,7 +30,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("serve", help="run the edge service (HTTP API, OpenAPI schema at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=number(int, 0), default=8000, help="TCP port (0: any free one)")
-    p.add_argument("--model", default=d["model"], help="the cluster-wide model: a built-in one or a pipeline directory")
+    p.add_argument(
+        "--model",
+        default=d["model"],
+        help="the cluster-wide model: a built-in one, a pipeline directory or a .safetensors file",
+    )
+    add_model_config(p)
     p.add_argument("--window", type=positive_float, default=d["window_s"], help="decision window K in seconds")
     p.add_argument(
         "--policy",
@@ -107,6 +114,7 @@ def run(args) -> None:
     from edgediff.service.tenants import load_api_keys
 
     policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
+    check_model_config(args.model_config, args.model)
     # everything that can be refused is refused before the model loads (each one line, exit 2)
     if args.journal is not None:
         check_journal(args.journal)
@@ -134,7 +142,7 @@ def run(args) -> None:
         linger_s=args.linger,
     )
     sock = bind(args.host, args.port)  # a taken port: one line before the model loads
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
         from edgediff.service.embedding import MiniLmEmbedder
