@@ -25,12 +25,6 @@ from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
-# Schedulers whose step depends only on (latent, timestep index): a request can stop after
-# any step and resume elsewhere from the latent alone. Multistep solvers (PNDM, DPM-Solver++)
-# keep a history of model outputs that would have to travel too; we swap them for DDIM.
-RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
-
-
 class ModelLoadError(ValueError):
     """A model directory or spec is unusable; the message says why, in one line."""
 
@@ -150,14 +144,15 @@ class DenoiserBackend(ABC):
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler: the template's, or the one described by ``class_name``/``config``
         (so that a device continues on exactly the edge's timestep schedule)."""
-        import diffusers
+        from edgediff.runtime.schedulers import scheduler_type
 
         class_name = class_name or self.scheduler_class
-        if class_name not in RESUMABLE_SCHEDULERS:
-            raise ModelLoadError(
-                f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}"
-            )
-        return getattr(diffusers, class_name).from_config(self.scheduler_config if config is None else config)
+        return scheduler_type(class_name).from_config(self.scheduler_config if config is None else config)
+
+    def initial_latent(self, noise, scheduler):
+        """The first latent from the request's noise ``(1, C, h, w)`` (float32, CPU), as the
+        family's diffusers pipeline prepares it."""
+        return noise * scheduler.init_noise_sigma
 
     def model_input(self, scheduler, latent, timestep):
         """A member's latent as the denoiser's input at ``timestep``."""
@@ -167,9 +162,13 @@ class DenoiserBackend(ABC):
         """Classifier-free guidance: the output of one guided member from its two rows."""
         return uncond + scale * (cond - uncond)
 
-    def step(self, scheduler, output, timestep, latent):
-        """A member's scheduler step: its latent after ``timestep``."""
-        return scheduler.step(output, timestep, latent).prev_sample
+    def step(self, scheduler, output, timestep, latent, generator=None):
+        """A member's scheduler step: its latent after ``timestep``. ``generator`` (the
+        member's) is passed to schedulers that draw noise, as diffusers pipelines pass theirs."""
+        from edgediff.runtime.schedulers import accepts_generator
+
+        extra = {"generator": generator} if generator is not None and accepts_generator(scheduler) else {}
+        return scheduler.step(output, timestep, latent, **extra).prev_sample
 
 
 @dataclass(eq=False)
@@ -190,7 +189,7 @@ class UNetBackend(DenoiserBackend):
 
     @classmethod
     def from_components(cls, path: Path, parts: dict) -> UNetBackend:
-        from diffusers import DDIMScheduler, UNet2DConditionModel
+        from diffusers import UNet2DConditionModel
 
         if not isinstance(parts["unet"], UNet2DConditionModel):
             raise ModelLoadError(
@@ -198,16 +197,7 @@ class UNetBackend(DenoiserBackend):
             )
         if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
             raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
-        scheduler = parts["scheduler"]
-        if type(scheduler).__name__ not in RESUMABLE_SCHEDULERS:
-            log.warning(
-                "%s: scheduler %s keeps multistep state; using DDIMScheduler with its config so that requests "
-                "can be split",
-                path,
-                type(scheduler).__name__,
-            )
-            scheduler = DDIMScheduler.from_config(scheduler.config)
-        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler)
+        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"])
 
     @property
     def modules(self) -> tuple:

@@ -372,6 +372,10 @@ class EdgeEngine:
                     self._capture(self.get(key), executor.state(key))
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
+        for key, reason in executor.pop_failed():  # e.g. a non-finite latent: that request only
+            job = self.get(key)
+            if job is not None and not job.terminal:
+                self._finish(job, "failed", reason)
         for key, state in left:
             job = self.get(key)
             if job is None or job.terminal:

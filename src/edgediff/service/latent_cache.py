@@ -15,7 +15,7 @@ by a usage rule of :mod:`edgediff.cache.eviction`: ``lcbfu`` (the Part B store's
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -107,10 +107,7 @@ class LatentCache:
                         return False
             while self._bytes + nbytes > self.capacity_bytes:
                 self._evict_one()
-            latent = latent.detach().to("cpu").clone()
-            from edgediff.runtime.request import LatentState
-
-            stored = LatentState(latent, state.request, state.split, state.scheduler_class, state.scheduler_config)
+            stored = replace(state, latent=latent.detach().to("cpu").clone())
             self._entries.append(
                 CacheEntry(embedding.copy(), step, state.steps, shape, stored, nbytes, prompt, 0, self._clock)
             )
