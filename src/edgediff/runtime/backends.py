@@ -171,6 +171,29 @@ class DenoiserBackend(ABC):
         return scheduler.step(output, timestep, latent, **extra).prev_sample
 
 
+def check_tokenizer(path: Path, tokenizer, text_encoder, name: str = "tokenizer") -> None:
+    """Refuse a tokenizer that does not fit its text encoder: token ids beyond the encoder's
+    vocabulary, sequences longer than its positions, or a vocabulary so broken (e.g. a missing
+    ``vocab.json``/``tokenizer.json``) that different prompts encode alike."""
+    vocab, positions = text_encoder.config.vocab_size, text_encoder.config.max_position_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} has {len(tokenizer)} tokens, its text encoder's vocabulary only {vocab}"
+        )
+    if tokenizer.model_max_length > positions:
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} pads to {tokenizer.model_max_length} tokens, its text encoder has "
+            f"{positions} positions (is tokenizer_config.json missing?)"
+        )
+    special = set(tokenizer.all_special_ids) | {tokenizer.unk_token_id}
+    words = {i for i in tokenizer("a photo of a cat on a red car").input_ids if i not in special}
+    if len(words) < 2:  # a real vocabulary has distinct tokens for these words (or their letters)
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} has no tokens for ordinary words ({len(tokenizer)} in its vocabulary; "
+            "tokenizer.json or vocab.json missing?)"
+        )
+
+
 @dataclass(eq=False)
 class UNetBackend(DenoiserBackend):
     """Stable Diffusion 1.x/2.x: a ``UNet2DConditionModel`` on a CLIP-like text encoder's
@@ -197,6 +220,7 @@ class UNetBackend(DenoiserBackend):
             )
         if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
             raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
+        check_tokenizer(path, parts["tokenizer"], parts["text_encoder"])
         return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"])
 
     @property
@@ -253,9 +277,25 @@ class UNetBackend(DenoiserBackend):
     def decode(self, latents):
         import torch
 
+        config = self.vae.config
+        # as diffusers' pipelines decode: a float16 VAE that asks for it runs in float32 (SDXL's
+        # overflows), and latents are denormalized with the VAE's mean/std where it has them
+        dtype = torch.float32 if self.vae.dtype == torch.float16 and config.get("force_upcast") else self.vae.dtype
         with torch.inference_mode():
-            scaled = latents.to(self.device, self.torch_dtype()) / self.vae.config.scaling_factor
-            images = self.vae.decode(scaled).sample
+            latents = latents.to(self.device, dtype)
+            if config.get("latents_mean") is not None and config.get("latents_std") is not None:
+                mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
+                std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
+                latents = latents * std / config.scaling_factor + mean
+            else:
+                latents = latents / config.scaling_factor
+            if dtype != self.vae.dtype:
+                self.vae.to(dtype=dtype)
+            try:
+                images = self.vae.decode(latents).sample
+            finally:
+                if dtype != self.torch_dtype():
+                    self.vae.to(dtype=self.torch_dtype())
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
+from edgediff.runtime.sdxl import SDXLBackend
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
 DTYPES = ("float32", "float16", "bfloat16")
 # Model families: name -> backend class. A new family is its backend module plus one line here.
 BACKENDS: dict[str, type[DenoiserBackend]] = {
     "stable-diffusion": UNetBackend,
+    "stable-diffusion-xl": SDXLBackend,
 }
 # A directory whose model_index.json names no pipeline class is loaded as this family (whose
 # loader says which parts are missing), so that any directory with Stable Diffusion's parts loads.
@@ -199,17 +201,17 @@ def _load_directory(path: Path) -> DenoiserBackend:
         raise ModelLoadError(
             f"{str(path)!r} is not a text-to-image pipeline: model_index.json lacks {', '.join(missing)}"
         )
-    classes = {name: _component_class(path, name, *index[name]) for name in backend_type.components}  # check all first
-    for name in backend_type.components:
-        if not (path / name).is_dir():
-            raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
-    pipeline = _diffusers_pipeline(index.get("_class_name") or backend_type.pipelines[0])
-    with quiet_third_party():
+    with quiet_third_party():  # importing pipeline classes warns too
+        classes = {name: _component_class(path, name, *index[name]) for name in backend_type.components}
+        for name in backend_type.components:
+            if not (path / name).is_dir():
+                raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
+        pipeline = _diffusers_pipeline(index.get("_class_name") or backend_type.pipelines[0])
         if pipeline is None:  # a family whose pipeline is not a diffusers class: load part by part
             parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
         else:
             parts = _load_pipeline(path, index, backend_type, pipeline)
-    return backend_type.from_components(path, parts)
+        return backend_type.from_components(path, parts)
 
 
 def _diffusers_pipeline(name: str):
