@@ -8,13 +8,14 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from runtime_dirs import build_sdxl_directory
+from runtime_dirs import build_sd3_directory, build_sdxl_directory
 
 from edgediff.cli import main
 from edgediff.runtime.executor import BatchedExecutor, initial_state
 from edgediff.runtime.models import DiffusionModel, ModelLoadError, load_model
 from edgediff.runtime.payload import decode_latent, encode_latent
 from edgediff.runtime.request import GenerationRequest
+from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
 from edgediff.runtime.split import GenerationFailed, run_edge, run_local
 
@@ -29,29 +30,45 @@ def sdxl_dir(tmp_path_factory):
     return build_sdxl_directory(tmp_path_factory.mktemp("sdxl") / "pipe")
 
 
+@pytest.fixture(scope="module")
+def sd3_dir(tmp_path_factory):
+    return build_sd3_directory(tmp_path_factory.mktemp("sd3") / "pipe")
+
+
+# family -> (directory fixture, backend class, what diffusers' from_pretrained needs told)
+FAMILIES = {
+    "sdxl": ("sdxl_dir", SDXLBackend, {}),
+    "sd3": ("sd3_dir", SD3Backend, {"text_encoder_3": None, "tokenizer_3": None}),  # saved without T5
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("guidance, negative", [(5.0, ""), (1.0, ""), (5.0, "blurry")])
-def test_sdxl_equals_its_pipeline_and_splits_exactly(sdxl_dir, guidance, negative):
-    model = load_model(sdxl_dir)
-    assert isinstance(model.backend, SDXLBackend) and model.image_size == 32
-    pipe = diffusers.DiffusionPipeline.from_pretrained(str(sdxl_dir), local_files_only=True)
+def test_family_equals_its_pipeline_and_splits_exactly(request, family, guidance, negative):
+    fixture, backend, absent = FAMILIES[family]
+    directory = request.getfixturevalue(fixture)
+    model = load_model(directory)
+    assert isinstance(model.backend, backend) and model.image_size == 32
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(directory), local_files_only=True, **absent)
     pipe.set_progress_bar_config(disable=True)
-    request = GenerationRequest("a cat", steps=3, seed=2, guidance_scale=guidance, negative_prompt=negative)
-    unsplit = run_local(model, initial_state(model, request)).latent
+    generation = GenerationRequest("a cat", steps=3, seed=2, guidance_scale=guidance, negative_prompt=negative)
+    unsplit = run_local(model, initial_state(model, generation)).latent
 
     def call(output_type):
         return pipe(
-            request.prompt,
-            num_inference_steps=request.steps,
+            generation.prompt,
+            num_inference_steps=generation.steps,
             guidance_scale=guidance,
-            negative_prompt=negative or None,  # "" is the pipeline's default: zero embeddings
-            generator=torch.Generator().manual_seed(request.seed),
+            negative_prompt=negative or None,  # "" is the pipelines' default (SDXL: zero embeddings)
+            generator=torch.Generator().manual_seed(generation.seed),
             output_type=output_type,
         ).images
 
     assert close(unsplit, call("latent"))
     assert np.abs(model.decode(unsplit)[0].astype(float) - (call("np")[0] * 255).round()).max() <= 1
-    for split in range(request.steps + 1):
-        assert torch.equal(run_local(model, decode_latent(encode_latent(run_edge(model, request, split)))).latent, unsplit)
+    for split in range(generation.steps + 1):
+        received = decode_latent(encode_latent(run_edge(model, generation, split)))
+        assert torch.equal(run_local(model, received).latent, unsplit)
 
 
 def test_sdxl_generate_and_calibrate_from_the_cli(sdxl_dir, tmp_path, capsys):

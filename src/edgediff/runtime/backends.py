@@ -64,6 +64,8 @@ class DenoiserBackend(ABC):
     components: ClassVar[tuple[str, ...]]
     #: pipeline classes (``model_index.json`` ``_class_name``) this family loads
     pipelines: ClassVar[tuple[str, ...]] = ()
+    #: parts loaded when the directory has them (``None`` otherwise), e.g. SD3's T5 encoder
+    optional_components: ClassVar[tuple[str, ...]] = ()
 
     scheduler: object
     device: str
@@ -171,6 +173,35 @@ class DenoiserBackend(ABC):
         return scheduler.step(output, timestep, latent, **extra).prev_sample
 
 
+def decode_vae(vae, latents, device: str, dtype):
+    """Latents -> uint8 RGB images ``(B, H, W, 3)``, as diffusers' pipelines decode: a float16
+    VAE that asks for it runs in float32 (SDXL's overflows), and latents are unscaled with the
+    VAE's ``scaling_factor`` and ``shift_factor`` (SD3) or mean/std (where it has them)."""
+    import torch
+
+    config = vae.config
+    run_dtype = torch.float32 if dtype == torch.float16 and config.get("force_upcast") else dtype
+    with torch.inference_mode():
+        latents = latents.to(device, run_dtype)
+        if config.get("latents_mean") is not None and config.get("latents_std") is not None:
+            mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+            if config.get("shift_factor") is not None:
+                latents = latents + config.shift_factor
+        if run_dtype != dtype:
+            vae.to(dtype=run_dtype)
+        try:
+            images = vae.decode(latents).sample
+        finally:
+            if run_dtype != dtype:
+                vae.to(dtype=dtype)
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+
+
 def check_tokenizer(path: Path, tokenizer, text_encoder, name: str = "tokenizer") -> None:
     """Refuse a tokenizer that does not fit its text encoder: token ids beyond the encoder's
     vocabulary, sequences longer than its positions, or a vocabulary so broken (e.g. a missing
@@ -275,29 +306,7 @@ class UNetBackend(DenoiserBackend):
             ).sample
 
     def decode(self, latents):
-        import torch
-
-        config = self.vae.config
-        # as diffusers' pipelines decode: a float16 VAE that asks for it runs in float32 (SDXL's
-        # overflows), and latents are denormalized with the VAE's mean/std where it has them
-        dtype = torch.float32 if self.vae.dtype == torch.float16 and config.get("force_upcast") else self.vae.dtype
-        with torch.inference_mode():
-            latents = latents.to(self.device, dtype)
-            if config.get("latents_mean") is not None and config.get("latents_std") is not None:
-                mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
-                std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
-                latents = latents * std / config.scaling_factor + mean
-            else:
-                latents = latents / config.scaling_factor
-            if dtype != self.vae.dtype:
-                self.vae.to(dtype=dtype)
-            try:
-                images = self.vae.decode(latents).sample
-            finally:
-                if dtype != self.torch_dtype():
-                    self.vae.to(dtype=self.torch_dtype())
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        return decode_vae(self.vae, latents, self.device, self.torch_dtype())
 
     def save(self, directory: str | Path) -> None:
         from diffusers import StableDiffusionPipeline

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
+from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
@@ -27,6 +28,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 BACKENDS: dict[str, type[DenoiserBackend]] = {
     "stable-diffusion": UNetBackend,
     "stable-diffusion-xl": SDXLBackend,
+    "stable-diffusion-3": SD3Backend,
 }
 # A directory whose model_index.json names no pipeline class is loaded as this family (whose
 # loader says which parts are missing), so that any directory with Stable Diffusion's parts loads.
@@ -226,17 +228,20 @@ def _load_pipeline(path: Path, index: dict, backend_type: type[DenoiserBackend],
     fixes and deprecations apply, e.g. Stable Diffusion's scheduler ``clip_sample`` and
     ``steps_offset``), skipping the parts the family does not use (safety checker, feature
     extractor, image encoder). Returns the family's parts and, as ``pipeline``, the pipeline."""
-    unused = {
+    unused = {  # parts the family does not use, and absent ones ([null, null]), are passed as None
         name: None
         for name, entry in index.items()
-        if not name.startswith("_") and isinstance(entry, list) and name not in backend_type.components
+        if not name.startswith("_")
+        and isinstance(entry, list)
+        and (name not in (*backend_type.components, *backend_type.optional_components) or None in entry)
     }
     try:
         pipe = pipeline.from_pretrained(str(path), local_files_only=True, **unused)
     except Exception as err:  # the libraries raise many types; report one line naming the directory
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load {str(path)!r} as a {pipeline.__name__}: {first}") from None
-    return {**{name: getattr(pipe, name) for name in backend_type.components}, "pipeline": pipe}
+    names = (*backend_type.components, *backend_type.optional_components)
+    return {**{name: getattr(pipe, name, None) for name in names}, "pipeline": pipe}
 
 
 @contextlib.contextmanager
