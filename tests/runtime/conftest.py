@@ -14,4 +14,3 @@ def tiny():
 @pytest.fixture(scope="session")
 def sd_dir(tmp_path_factory):
     return build_sd_directory(tmp_path_factory.mktemp("sd") / "pipe")
-

@@ -1,6 +1,8 @@
 """Pipeline directories that diffusers itself writes, with tiny random weights, for the runtime tests."""
 
 import torch
+
+
 def build_sd_directory(path, scheduler=None, prediction_type="epsilon"):
     """A Stable Diffusion pipeline directory written by diffusers itself, with tiny random
     weights (configs in the manner of diffusers' own pipeline tests) and the project's
@@ -68,8 +70,6 @@ def build_sd_directory(path, scheduler=None, prediction_type="epsilon"):
     )
     pipe.save_pretrained(str(path))
     return path
-
-
 
 
 def use_scheduler(directory, path, scheduler):

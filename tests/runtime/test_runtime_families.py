@@ -73,7 +73,24 @@ def test_family_equals_its_pipeline_and_splits_exactly(request, family, guidance
 
 def test_sdxl_generate_and_calibrate_from_the_cli(sdxl_dir, tmp_path, capsys):
     out = tmp_path / "x.png"
-    assert main(["generate", "--model", str(sdxl_dir), "--prompt", "a cat", "--steps", "2", "--split", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(sdxl_dir),
+                "--prompt",
+                "a cat",
+                "--steps",
+                "2",
+                "--split",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 0
     generated = capsys.readouterr()
     assert "accelerate" not in generated.err and "Loading" not in generated.err  # library chatter hidden
@@ -86,7 +103,9 @@ def test_unsupported_pipeline_class_named_with_the_supported_ones(sd_dir, tmp_pa
     path = shutil.copytree(sd_dir, tmp_path / "pipe")
     index = json.loads((path / "model_index.json").read_text())
     (path / "model_index.json").write_text(json.dumps(dict(index, _class_name="KandinskyPipeline")))
-    with pytest.raises(ModelLoadError, match="unsupported pipeline class 'KandinskyPipeline'; supported: .*StableDiffusionXLPipeline"):
+    with pytest.raises(
+        ModelLoadError, match="unsupported pipeline class 'KandinskyPipeline'; supported: .*StableDiffusionXLPipeline"
+    ):
         load_model(path)
     assert main(["generate", "--model", str(path), "--prompt", "x", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -66,7 +66,10 @@ def rewrite(data: bytes, **changes) -> bytes:
         (lambda d: rewrite(d, dtype="float16"), "metadata says float16"),
         (lambda d: rewrite(d, scheduler_class="UNet2DConditionModel"), "not a diffusers scheduler class"),
         (lambda d: rewrite(d, version="1"), "version '1' is not supported"),
-        (lambda d: rewrite(d, scheduler_state='{"counter": {"tensor": "state.0", "dtype": "int64"}}'), "missing tensor"),
+        (
+            lambda d: rewrite(d, scheduler_state='{"counter": {"tensor": "state.0", "dtype": "int64"}}'),
+            "missing tensor",
+        ),
         (lambda d: rewrite(d, scheduler_state='{"__class__": {"value": 1}}'), "invalid attribute"),
         (lambda d: rewrite(d, scheduler_state='{"x": {"value": {"a": 1}}}'), "scheduler_state x is malformed"),
         (lambda d: rewrite(d, request='{"prompt": "x", "steps": 0}'), "request is invalid"),
@@ -74,8 +77,14 @@ def rewrite(data: bytes, **changes) -> bytes:
         (lambda d: rewrite(d, steps="5"), "fewer than its request's steps"),
         (lambda d: save({"latent": torch.full((1, 4, 8, 8), float("nan"))}, metadata=metadata_of(d)), "non-finite"),
         (lambda d: save({"x": torch.zeros(1, 4, 8, 8)}, metadata=metadata_of(d)), "must hold a tensor 'latent'"),
-        (lambda d: save({"latent": torch.zeros(1, 4, 8, 8), "x": torch.zeros(1)}, metadata=metadata_of(d)), "does not name"),
-        (lambda d: save({"latent": torch.zeros(1, 4, 8, 8), "generator": torch.zeros(3)}, metadata=metadata_of(d)), "generator"),
+        (
+            lambda d: save({"latent": torch.zeros(1, 4, 8, 8), "x": torch.zeros(1)}, metadata=metadata_of(d)),
+            "does not name",
+        ),
+        (
+            lambda d: save({"latent": torch.zeros(1, 4, 8, 8), "generator": torch.zeros(3)}, metadata=metadata_of(d)),
+            "generator",
+        ),
         (lambda d: save({"latent": torch.zeros(1, 4, 8, 8)}), "no string metadata"),
     ],
 )

@@ -5,14 +5,13 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from runtime_dirs import use_scheduler
 
 from edgediff.runtime.executor import BatchedExecutor, initial_state
 from edgediff.runtime.models import load_model
 from edgediff.runtime.payload import decode_latent, encode_latent
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import run_edge, run_local
-
-from runtime_dirs import use_scheduler
 
 STEPS = 4
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
@@ -81,7 +80,9 @@ def test_each_member_keeps_its_own_scheduler_state(pair):
     model, _ = pair
     if model.scheduler_class not in STATEFUL:
         pytest.skip("a scheduler without history or noise: covered by the tiny model's batching test")
-    requests = [GenerationRequest(f"prompt {i}", steps=STEPS, seed=i, guidance_scale=(7.5, 1.0)[i % 2]) for i in range(3)]
+    requests = [
+        GenerationRequest(f"prompt {i}", steps=STEPS, seed=i, guidance_scale=(7.5, 1.0)[i % 2]) for i in range(3)
+    ]
     alone = [run_local(model, initial_state(model, r)).latent for r in requests]
     executor = BatchedExecutor(model)
     executor.add(0, requests[0], 0)

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
+
 class ModelLoadError(ValueError):
     """A model directory or spec is unusable; the message says why, in one line."""
 
@@ -246,9 +247,7 @@ class UNetBackend(DenoiserBackend):
         from diffusers import UNet2DConditionModel
 
         if not isinstance(parts["unet"], UNet2DConditionModel):
-            raise ModelLoadError(
-                f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel"
-            )
+            raise ModelLoadError(f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel")
         if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
             raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
         check_tokenizer(path, parts["tokenizer"], parts["text_encoder"])

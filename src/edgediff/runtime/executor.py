@@ -41,9 +41,7 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     noise, _ = _seeded_noise(request.seed, (1, backend.latent_channels, side, side))
     latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
     steps = len(scheduler.timesteps)
-    return LatentState(
-        latent, request, steps, backend.scheduler_class, backend.scheduler_config, schedule_steps=steps
-    )
+    return LatentState(latent, request, steps, backend.scheduler_class, backend.scheduler_config, schedule_steps=steps)
 
 
 def _seeded_noise(seed: int, shape: tuple):

@@ -202,7 +202,9 @@ def decode_latent(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> LatentStat
             raise PayloadError(f"payload scheduler_state names an invalid attribute {name!r}")
         scheduler_state[name] = unpacker.unpack(packed, name)
     if set(tensors) != unpacker.used:
-        raise PayloadError(f"payload has tensors its scheduler_state does not name: {sorted(set(tensors) - unpacker.used)}")
+        raise PayloadError(
+            f"payload has tensors its scheduler_state does not name: {sorted(set(tensors) - unpacker.used)}"
+        )
     try:
         return LatentState(
             latent,

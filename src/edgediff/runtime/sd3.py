@@ -50,7 +50,7 @@ class SD3Backend(DenoiserBackend):
             raise ModelLoadError(f"{str(path)!r}: transformer is not an SD3Transformer2DModel")
         if parts["scheduler"].config.get("use_dynamic_shifting"):
             raise ModelLoadError(
-                f"{str(path)!r}: a scheduler with use_dynamic_shifting (resolution-dependent timesteps) is not supported"
+                f"{str(path)!r}: schedulers with use_dynamic_shifting (size-dependent timesteps) are not supported"
             )
         check_tokenizer(path, parts["tokenizer"], parts["text_encoder"])
         check_tokenizer(path, parts["tokenizer_2"], parts["text_encoder_2"], "tokenizer_2")
