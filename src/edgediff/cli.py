@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Part C runtime (docs/runtime.md); torch/diffusers are imported inside the handlers.
     p = sub.add_parser("calibrate", help="time batched denoising steps and fit L(b) = k*b + h")
-    p.add_argument("--model", default="tiny", help="'tiny' (embedded, default) or a diffusers pipeline directory")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="'tiny' (embedded, default), a diffusers pipeline directory, or arch:sd15 / arch:sdxl "
+        "(the real architecture with seeded random weights)",
+    )
     p.add_argument("--batches", type=_int_list, default=[1, 2, 4, 8, 16], help="batch sizes (default 1,2,4,8,16)")
     p.add_argument("--repeats", type=_positive_int, default=7, help="timed steps per batch size (median; 7)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

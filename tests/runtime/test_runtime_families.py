@@ -160,3 +160,8 @@ def test_non_finite_latent_fails_that_member_only(tiny):
     assert executor.active == ["good"]
     with pytest.raises(GenerationFailed, match="non-finite"):
         run_edge(model, bad, 0)
+
+
+def test_unknown_architecture_named_with_the_known_ones():
+    with pytest.raises(ModelLoadError, match="unknown architecture 'arch:sd9'; known: arch:sd15, arch:sdxl"):
+        load_model("arch:sd9")

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgediff.runtime import architectures
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
 from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 class ModelSpec:
     """Where a model comes from: an embedded name (``"tiny"``, its personal fine-tunes
     ``"tiny-italic"``/``"tiny-bold"``/``"tiny-small"``, ``"tiny-random"``), a pipeline
-    directory, or one model's folder of a ``train-tiny`` output. ``tiny`` configures
+    directory, one model's folder of a ``train-tiny`` output, or a real architecture with
+    seeded random weights (``arch:sd15``, ``arch:sdxl``). ``tiny`` configures
     ``tiny-random`` only (the trained weights carry their own config)."""
 
     source: str = TINY_NAME
@@ -140,14 +142,19 @@ def family_of(index: dict) -> str:
 
 def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
     """Load ``spec``: an embedded name loads the shipped trained weights (``tiny-random``
-    builds random ones); anything else is a local diffusers pipeline directory or a
-    ``train-tiny`` model folder (nothing is downloaded). Raises :class:`ModelLoadError`."""
+    builds random ones); ``arch:sd15``/``arch:sdxl`` build a real architecture with seeded
+    random weights (:mod:`edgediff.runtime.architectures`, for timing); anything else is a
+    local diffusers pipeline directory or a ``train-tiny`` model folder (nothing is
+    downloaded). Raises :class:`ModelLoadError`."""
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec(str(spec))
     path = Path(spec.source)
     if spec.is_tiny:
         *parts, identifier = load_tiny(spec.source, spec.tiny)
         backend = UNetBackend(*parts)
+    elif spec.source.startswith(architectures.PREFIX):
+        with quiet_third_party():
+            backend, identifier = architectures.build(spec.source, spec.tiny.seed), None
     elif path.is_dir() and is_weights_folder(path):
         try:
             *parts, identifier = load_tiny(path.name, weights=path.parent)
