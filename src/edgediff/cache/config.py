@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from edgediff.errors import InputError
 
-class CacheConfigError(ValueError):
+
+class CacheConfigError(InputError):
     """A Part B parameter is invalid; the message names it."""
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from edgediff.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model directory or spec is unusable; the message says why, in one line."""
 
 

@@ -35,6 +35,7 @@ import math
 import re
 import struct
 
+from edgediff.errors import InputError
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 from edgediff.runtime.schedulers import SchedulerStateError, fresh_scheduler, scheduler_type
 
@@ -59,7 +60,7 @@ _STATE_DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64", 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-class PayloadError(ValueError):
+class PayloadError(InputError):
     """A latent payload is malformed; the message says what is wrong."""
 
 

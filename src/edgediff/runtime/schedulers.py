@@ -18,11 +18,13 @@ import copy
 import functools
 import inspect
 
+from edgediff.errors import InputError
+
 # scheduler attributes that are not state: the config (rebuilt from the payload's config)
 _NOT_STATE = frozenset({"_internal_dict", "config"})
 
 
-class SchedulerStateError(ValueError):
+class SchedulerStateError(InputError):
     """A scheduler (class or state) cannot be used for a split request; the message says why."""
 
 
