@@ -48,6 +48,8 @@ def native_payload_bytes(shape, scheduler_class: str, config: dict, dtype: str, 
     scheduler = fresh_scheduler(scheduler_class, config, steps)
     latent = torch.randn(shape, generator=generator)
     for t in scheduler.timesteps[: len(scheduler.timesteps) - split]:
+        if hasattr(scheduler, "scale_model_input"):
+            scheduler.scale_model_input(latent, t)  # as a pipeline does (Euler warns otherwise)
         latent = scheduler.step(torch.randn(shape, generator=generator), t, latent).prev_sample
     state = capture(scheduler, fresh_scheduler(scheduler_class, config, steps))
     request = GenerationRequest("a photo of a dog", steps=steps)
