@@ -11,13 +11,13 @@ import torch
 from runtime_dirs import build_sd3_directory, build_sdxl_directory
 
 from edgediff.cli import main
-from edgediff.runtime.executor import BatchedExecutor, initial_state
+from edgediff.runtime.executor import BatchedExecutor, GenerationFailed, initial_state
 from edgediff.runtime.models import DiffusionModel, ModelLoadError, load_model
 from edgediff.runtime.payload import decode_latent, encode_latent
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
-from edgediff.runtime.split import GenerationFailed, run_edge, run_local
+from edgediff.runtime.split import run_edge, run_local
 
 
 def close(a, b, rel=1e-5):

@@ -109,3 +109,27 @@ def test_service_config_policy_options():
     assert ServiceConfig().policy_options == {}
     with pytest.raises(ServiceConfigError, match="takes no option 'population'; it takes: time_limit"):
         ServiceConfig(policy="milp", policy_options={"population": 5})
+
+
+def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    missing_model = ["serve", "--model", "/nonexistent/model"]  # never reached: each error comes first
+    bad_keys = tmp_path / "keys.txt"
+    bad_keys.write_text("alice short\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [
+            (["--port", "0", "--journal", str(tmp_path)], "is a directory"),
+            (["--port", "0", "--journal", str(tmp_path / "no" / "j.jsonl")], "does not exist"),
+            (["--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            (["--port", "0", "--api-keys", str(bad_keys)], "at least 16 characters"),
+            (["--port", "0", "--api-keys", str(tmp_path / "none.txt")], "cannot read API keys"),
+            (["--port", "0", "--share-cache"], "--share-cache needs --api-keys"),
+        ]
+        for args, message in cases:
+            assert main([*missing_model, *args]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and message in err[0], (args, err)

@@ -90,7 +90,7 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
         a = generate_remote(client, first, tiny, alpha=5.0, profile=SLOW_DEVICE)
         # the edge stored the latent at every reusable step it ran: 1 .. S* = 6
         assert a.status["cache_hit_step"] == 0 and a.status["offloaded_steps"] >= 6
-        assert sorted(e.step for e in engine.cache._entries) == list(range(1, 7))
+        assert sorted(e.step for e in engine.cache.entries()) == list(range(1, 7))
         assert engine.config.reusable_steps(20) == 6
         # same prompt, another seed: starts from the stored latent (6 steps in), not its own noise
         second = GenerationRequest("a castle on a hill", steps=20, seed=2)

@@ -3,6 +3,7 @@ or through the edge service (``--server``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgediff.cli._args import (
@@ -40,7 +41,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
-    p.add_argument("--server", help="edge service URL: the edge decides the split and runs the first steps")
+    p.add_argument(
+        "--server",
+        help="edge service URL: the edge decides the split and runs the first steps "
+        "(API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
+    )
     p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: emphasis on quality α (1)")
     p.add_argument("--profile", type=profile, help="with --server: this device's k,h in s (default: measured)")
     p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
@@ -117,7 +122,7 @@ def _run_remote(args) -> None:
         measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
         device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
     try:
-        with EdgeClient(args.server) as client:
+        with EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
             result = generate_remote(
                 client, request, model, alpha=args.alpha, profile=device_profile, preset=args.preset
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from edgediff.cli._args import (
@@ -52,7 +53,47 @@ def add_parsers(sub) -> None:
         help=f"queued requests before 503 ({d['queue_limit']})",
     )
     p.add_argument("--edge-profile", type=profile, help="the edge's k,h in s (default: calibrated at start-up)")
-    p.add_argument("--journal", type=Path, help="append every request's terminal state to this JSON-lines file")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        help="write-ahead journal (JSON lines): on restart every request accepted before is answered by id",
+    )
+    p.add_argument(
+        "--journal-fsync",
+        action=argparse.BooleanOptionalAction,
+        default=d["journal_fsync"],
+        help="force each acceptance to disk before its 202 (default on; off: survives a crash, not a power loss)",
+    )
+    p.add_argument("--api-keys", type=Path, help="file of 'TENANT KEY' lines: requests need a key, tenants are apart")
+    p.add_argument(
+        "--share-cache",
+        action="store_true",
+        help="with --api-keys: one latent cache for all tenants (faster; lets a tenant learn others' prompts)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=d["max_connections"],
+        help=f"open connections; one more gets 503 ({d['max_connections']})",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=d["header_timeout_s"],
+        help=f"seconds a connection has to send its request headers ({d['header_timeout_s']:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=d["body_timeout_s"],
+        help=f"seconds after the headers to send the body ({d['body_timeout_s']:g})",
+    )
+    p.add_argument(
+        "--linger",
+        type=number(float, 0.0),
+        default=d["linger_s"],
+        help=f"at shutdown, seconds after the drain for clients to collect results ({d['linger_s']:g})",
+    )
     p.add_argument("--device", default=d["device"], help=f"torch device (default {d['device']})")
     p.set_defaults(handler=run)
 
@@ -60,9 +101,17 @@ def add_parsers(sub) -> None:
 def run(args) -> None:
     from edgediff.offload.policies import policy_spec
 
+    from edgediff.service.journal import check_journal
+    from edgediff.service.server import bind
+    from edgediff.service.tenants import load_api_keys
+
     policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
-    if args.journal is not None and not args.journal.parent.is_dir():
-        raise UsageError(f"--journal directory {str(args.journal.parent)!r} does not exist")
+    # everything that can be refused is refused before the model loads (each one line, exit 2)
+    if args.journal is not None:
+        check_journal(args.journal)
+    api_keys = None if args.api_keys is None else load_api_keys(args.api_keys)
+    if args.share_cache and api_keys is None:
+        raise UsageError("--share-cache needs --api-keys")
     config = ServiceConfig(
         model=args.model,
         device=args.device,
@@ -75,7 +124,15 @@ def run(args) -> None:
         queue_limit=args.queue,
         edge_profile=args.edge_profile,
         journal=args.journal,
+        journal_fsync=args.journal_fsync,
+        api_keys=api_keys,
+        cache_sharing=args.share_cache,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        linger_s=args.linger,
     )
+    sock = bind(args.host, args.port)  # a taken port: one line before the model loads
     model = load_model(args.model, args.device)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
@@ -90,4 +147,4 @@ def run(args) -> None:
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import serve
 
-    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port)
+    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port, sock=sock)

@@ -4,10 +4,11 @@ Members of a batch may sit at different timesteps (each row of the denoiser batc
 own timestep), use guidance or not (a guided member contributes an unconditional and a
 conditional row), join at any time — from noise or from an intermediate :class:`LatentState`
 (e.g. a cached latent) — and leave as soon as they reach their split point, so the batch
-shrinks as in the paper's Fig. 2. Every member owns its scheduler instance: diffusers
-schedulers keep per-request state (``step_index``), and the scheduler update is cheap next to
-the denoiser. The same executor runs a single request, so split and unsplit runs, edge and
-device, share one code path. Everything that depends on the model family goes through the
+shrinks as in the paper's Fig. 2. Every member owns its scheduler instance and noise
+generator: diffusers schedulers keep per-request state (step index, model-output history),
+stochastic ones draw noise, and the scheduler update is cheap next to the denoiser. The same
+executor runs a single request, so split and unsplit runs, edge and device, share one code
+path. Everything that depends on the model family goes through the
 model's :class:`~edgediff.runtime.backends.DenoiserBackend`.
 """
 
@@ -35,6 +36,8 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     size = backend.image_size if request.size is None else request.size
     if size % backend.size_multiple:
         raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
+    model.check_steps(request.steps)
+    model.check_steps(request.steps)
     scheduler = backend.new_scheduler()
     scheduler.set_timesteps(request.steps, device=backend.device)
     side = size // backend.vae_scale_factor
@@ -53,7 +56,11 @@ def _seeded_noise(seed: int, shape: tuple):
 
 
 class GenerationFailed(RequestError):
-    """A member's generation failed (e.g. its latent became non-finite); the message says why."""
+    """A member's generation failed mid-way; the message says which step and why."""
+
+
+class NonFiniteLatent(ArithmeticError):
+    """A member's latent became non-finite: that member fails (its request gets no image)."""
 
 
 @dataclass(eq=False)
@@ -101,7 +108,7 @@ class BatchedExecutor:
 
     ``add`` a member with its stop split; call ``step`` (one batched denoiser call for all
     active members; returns the members that reached their stop) or ``run`` (until empty).
-    A member whose step fails (a non-finite latent) leaves the batch; :meth:`pop_failed`
+    A member whose step raises leaves the batch alone, the others go on: :meth:`pop_failed`
     returns ``(key, reason)`` of those.
     """
 
@@ -115,6 +122,12 @@ class BatchedExecutor:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    @property
+    def idle(self) -> bool:
+        """No member left to step or to hand back (added members already at their stop wait
+        for the next :meth:`step`)."""
+        return not self._members and not self._done
 
     @property
     def active(self) -> list:
@@ -132,6 +145,7 @@ class BatchedExecutor:
 
         if key in self._members:
             raise RequestError(f"member {key!r} is already in the batch")
+        self.model.check_steps(request.steps)
         state = initial_state(self.model, request) if start is None else start
         if state.request.steps != request.steps:
             raise RequestError(f"start state has {state.request.steps} steps, request has {request.steps}")
@@ -183,60 +197,107 @@ class BatchedExecutor:
         failed, self._failed = self._failed, []
         return failed
 
+    def _fail(self, m: _Member, err: Exception) -> None:
+        log.warning("member %r failed at step %d: %s: %s", m.key, m.split, type(err).__name__, err)
+        del self._members[m.key]
+        self._failed.append((m.key, f"step {m.split} failed: {type(err).__name__}: {err}"))
+
     def step(self) -> list[tuple[object, LatentState]]:
         """One denoising step for every active member, batched; returns ``(key, state)`` of
-        the members that reached their stop split (and of members added already there)."""
+        the members that reached their stop split (and of members added already there).
+
+        Exception-safe per member: a member whose input or scheduler step raises leaves the
+        batch (see :meth:`pop_failed`); if the batched denoiser call raises, each member is
+        retried alone so that only the members whose own call fails leave."""
         import torch
 
         finished, self._done = self._done, []
         members = list(self._members.values())
         if not members:
             return finished
-        backend = self.backend
-        rows, timesteps = [], []
         with torch.inference_mode():
+            inputs = {}
             for m in members:
-                t = m.scheduler.timesteps[m.position]
-                x = backend.model_input(m.scheduler, m.latent, t)
-                copies = len(m.conditioning)  # the latent once per conditioning row
-                rows.append(x.expand(copies, *x.shape[1:]))
-                timesteps.append(t.reshape(1).expand(copies))
-            outputs = backend.predict(
-                torch.cat(rows), torch.cat(timesteps), Conditioning.cat([m.conditioning for m in members])
-            )
-            row = 0
-            for m in members:
-                width = len(m.conditioning)
-                result = self._advance(m, outputs[row : row + width])
-                row += width
-                if result is not None:
-                    finished.append(result)
+                try:
+                    inputs[m] = self._input(m)
+                except Exception as err:
+                    self._fail(m, err)
+            for m, output in self._predict(inputs).items():
+                try:
+                    self._advance(m, output)
+                except Exception as err:
+                    self._fail(m, err)
+                    continue
+                if m.split == m.stop:
+                    del self._members[m.key]
+                    finished.append((m.key, m.state()))
         return finished
 
-    def _advance(self, m: _Member, output) -> tuple[object, LatentState] | None:
-        """Member ``m``'s scheduler step from its denoiser rows; its ``(key, state)`` if it
-        reached its stop (it leaves), ``None`` if it stays or failed."""
+    def _input(self, m: _Member) -> tuple:
+        """Member ``m``'s denoiser rows: its input latent once per conditioning row, and timesteps."""
+        t = m.scheduler.timesteps[m.position]
+        x = self.backend.model_input(m.scheduler, m.latent, t)
+        copies = len(m.conditioning)  # the latent once per conditioning row
+        return x.expand(copies, *x.shape[1:]), t.reshape(1).expand(copies)
+
+    def _predict(self, inputs: dict) -> dict:
+        """The denoiser output rows of every member in ``inputs``: one batched call; if it
+        raises, one call per member (a member whose own call raises fails)."""
+        import torch
+
+        def call(group):
+            outputs = self.backend.predict(
+                torch.cat([inputs[m][0] for m in group]),
+                torch.cat([inputs[m][1] for m in group]),
+                Conditioning.cat([m.conditioning for m in group]),
+            )
+            rows, row = {}, 0
+            for m in group:
+                rows[m] = outputs[row : row + len(m.conditioning)]
+                row += len(m.conditioning)
+            return rows
+
+        group = list(inputs)
+        if not group:
+            return {}
+        try:
+            return call(group)
+        except Exception as err:
+            if len(group) == 1:
+                self._fail(group[0], err)
+                return {}
+            log.warning("batched step of %d members failed (%s); retrying each member alone", len(group), err)
+        outputs = {}
+        for m in group:
+            try:
+                outputs.update(call([m]))
+            except Exception as err:
+                self._fail(m, err)
+        return outputs
+
+    def _advance(self, m: _Member, output) -> None:
+        """Member ``m``'s scheduler step from its denoiser rows (``[uncond, cond]`` when guided);
+        raises :class:`NonFiniteLatent` if the new latent has NaN or infinity (never an image)."""
         import torch
 
         if m.request.guided:
             output = self.backend.guide(output[:1], output[1:2], m.request.guidance_scale)
         t = m.scheduler.timesteps[m.position]
-        m.latent = self.backend.step(m.scheduler, output, t, m.latent, m.generator)
+        latent = self.backend.step(m.scheduler, output, t, m.latent, m.generator)
+        if not bool(torch.isfinite(latent).all()):
+            raise NonFiniteLatent("the latent became non-finite (NaN or infinity in the model's output)")
+        m.latent = latent
         m.split -= 1
-        if not bool(torch.isfinite(m.latent).all()):
-            del self._members[m.key]
-            self._failed.append((m.key, f"the latent became non-finite at step {m.split + 1} (the model's output)"))
-            return None
-        if m.split == m.stop:
-            del self._members[m.key]
-            return m.key, m.state()
-        return None
 
     def run(self) -> dict:
-        """Step until every member has left; ``{key: final state}`` (failed members are not in
-        it: see :meth:`pop_failed`)."""
+        """Step until every member has left; ``{key: final state}``. Raises
+        :class:`GenerationFailed` naming the first member that failed."""
         results = dict(self._done)
         self._done = []
         while self._members:
             results.update(self.step())
+        failed = self.pop_failed()
+        if failed:
+            key, reason = failed[0]
+            raise GenerationFailed(f"request {key!r}: {reason}")
         return results

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from edgediff.runtime.executor import BatchedExecutor, GenerationFailed, initial_state
+from edgediff.runtime.executor import BatchedExecutor, initial_state
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
@@ -37,10 +37,7 @@ def run_local(model: DiffusionModel, state: LatentState) -> LatentState:
 def _run_one(model: DiffusionModel, request: GenerationRequest, stop: int, start: LatentState | None) -> LatentState:
     executor = BatchedExecutor(model)
     executor.add("one", request, stop, start)
-    results = executor.run()
-    for _, reason in executor.pop_failed():
-        raise GenerationFailed(f"generation failed: {reason}")
-    return results["one"]
+    return executor.run()["one"]  # raises GenerationFailed if the member failed
 
 
 def finish(model: DiffusionModel, state: LatentState):

@@ -36,12 +36,21 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class EdgeClient:
-    """``EdgeClient(url)``: ``submit``, ``status``, ``wait_decision``, ``fetch_latent``."""
+    """``EdgeClient(url, api_key=None)``: ``submit``, ``status``, ``wait_decision``,
+    ``fetch_latent``. ``api_key`` is sent as ``Authorization: Bearer`` (services with keys)."""
 
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 20, max_retry_wait_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 60.0,
+        retries: int = 20,
+        max_retry_wait_s: float = 5.0,
+        api_key: str | None = None,
+    ):
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S))
+        headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S), headers=headers)
         self.rejections = 0  # 503s seen (queue full), each retried
 
     def close(self) -> None:
