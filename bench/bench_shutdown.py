@@ -45,7 +45,9 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.2)
         with httpx.Client() as client:
-            ids = [client.post(f"{url}/v1/requests", json={**BODY, "seed": i}).json()["id"] for i in range(args.clients)]
+            ids = [
+                client.post(f"{url}/v1/requests", json={**BODY, "seed": i}).json()["id"] for i in range(args.clients)
+            ]
         answers = [None] * len(ids)
 
         def poll(i: int) -> None:

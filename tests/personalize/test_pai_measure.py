@@ -22,6 +22,11 @@ def test_measure_pai_small_run_writes_files_and_json(tmp_path, capsys):
     for name in ("pai.json", "pai.csv", "fig6_grid.png", "fig7_pai.png"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "pai.json").read_text()) == summary
+    # the text says which N the paste-ready fit is for, and gives it for the paper's N = 200
+    assert main([*argv, "--prompts", str(prompts)]) == 0
+    text = capsys.readouterr().out
+    assert 'N = 8-step run; for instance and scenario files with "N": 8): "pai": {"a": ' in text
+    assert 'the same curve for "N": 200: "pai": {"a": ' in text
     assert {"pai", "r2", "points", "N", "splits", "paper", "constants"} <= set(summary)
     assert set(summary["pai"]) == {"a", "b"} and summary["N"] == 8 and summary["splits"] == [0, 4, 8]
     assert summary["prompts"] == ["a handwritten digit 3", "a handwritten digit 7"]

@@ -23,6 +23,8 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     assert main([*args, "--preset", "row9", "--alpha", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "granted" in text and "predicted" in text and "measured" in text
+    # row9 declares 0.296 s per step; the tiny model on this CPU takes a few ms: said, with the fix
+    assert "device step: declared 0.296 s, measured" in text and "does not fit this device" in text
     job = engine.jobs()[0]
     assert job.snapshot.status == "done"
     reference = generate(GenerationRequest("a lighthouse", steps=10, seed=4), tiny, split=job.snapshot.split)
@@ -30,6 +32,11 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     # no profile given: the device measures its own
     assert main([*args, "--out", str(tmp_path / "measured.png")]) == 0
     assert engine.jobs()[1].k > 0
+    # a calibrate profile file stands for k,h
+    profile = tmp_path / "device.json"
+    profile.write_text('{"k": 0.02, "h": 0.005, "r2": 0.99, "model": "tiny", "threads": 1}')
+    assert main([*args, "--profile", str(profile), "--out", str(tmp_path / "file.png")]) == 0
+    assert (engine.jobs()[2].k, engine.jobs()[2].h) == (0.02, 0.005)
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,7 @@ def test_denied_request_runs_locally(start_service, tiny):
     with EdgeClient(service.url) as client:
         result = generate_remote(client, request, tiny, alpha=1.0, profile=FAST_DEVICE)
     assert result.status["status"] == "denied" and result.status["granted"] is False
+    assert "scores higher" in result.status["reason"]  # a denial says why
     assert result.split == request.steps and result.payload_bits == 0
     assert np.array_equal(result.image, generate(request, tiny).image)
     assert engine.stats.member_steps == 0  # the edge ran nothing
@@ -69,6 +70,7 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
         assert len({f["window"] for f in finals}) == 1  # all in one window
         assert len(granted) == 2 and all(f["status"] == "done" for f in granted)
         assert all(f["status"] == "denied" for f in finals if not f["granted"])
+        assert all("no batch slot" in f["reason"] for f in finals if not f["granted"])
         # members share batches: each batched step ran at most 2 members, and the latents are
         # those of the requests alone up to float rounding of different batch sizes
         for f in granted:

@@ -21,6 +21,7 @@ from edgediff.cli import (
     measure,
     reproduce,
     serve,
+    simulate,
     solve,
     train_dqn,
     train_tiny,
@@ -49,6 +50,7 @@ COMMAND_MODULES = (
     reproduce,
     train_tiny,
     measure,
+    simulate,
 )
 
 

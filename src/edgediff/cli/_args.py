@@ -56,13 +56,28 @@ positive_float = number(float, 0.0, strict=True)
 
 
 def profile(text: str) -> tuple[float, float]:
-    """``k,h`` in seconds per step: k >= 0, k + h > 0."""
-    try:
-        k, h = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected k,h (two numbers), got {text!r}") from None
+    """``k,h`` in seconds per step (k >= 0, k + h > 0), or a profile JSON file with ``k`` and ``h``
+    (what ``edgediff calibrate --out`` writes; its other keys are ignored)."""
+    from edgediff.core.profiles import warn_implausible
+
+    if "," in text:
+        try:
+            k, h = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected k,h (two numbers) or a profile JSON file, got {text!r}"
+            ) from None
+    else:
+        try:
+            data = json.loads(Path(text).read_text())
+            k, h = float(data["k"]), float(data["h"])
+        except OSError as err:
+            raise argparse.ArgumentTypeError(f"expected k,h or a profile JSON file: {text!r}: {err.strerror}") from None
+        except (ValueError, TypeError, KeyError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a profile JSON file with numbers k and h") from None
     if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k + h <= 0:
         raise argparse.ArgumentTypeError(f"need finite k >= 0 and k + h > 0, got {text!r}")
+    warn_implausible(f"profile {text}", k, h)
     return k, h
 
 

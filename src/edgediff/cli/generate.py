@@ -46,8 +46,17 @@ def add_parsers(sub) -> None:
         help="edge service URL: the edge decides the split and runs the first steps "
         "(API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
     )
-    p.add_argument("--alpha", type=positive_float, default=1.0, help="with --server: emphasis on quality α (1)")
-    p.add_argument("--profile", type=profile, help="with --server: this device's k,h in s (default: measured)")
+    p.add_argument(
+        "--alpha",
+        type=positive_float,
+        default=1.0,
+        help="with --server: α, the emphasis on quality in s of latency per unit of PAI (docs/glossary.md; 1)",
+    )
+    p.add_argument(
+        "--profile",
+        type=profile,
+        help="with --server: this device's k,h in s per step, or a calibrate profile JSON file (default: measured)",
+    )
     p.add_argument("--preset", help="with --server: a profile preset (row3..row10, edge-h100) instead of --profile")
     p.set_defaults(handler=run)
 
@@ -134,7 +143,7 @@ def _run_remote(args) -> None:
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
         where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
     elif st["status"] == "denied":
-        where = "denied: all steps local"
+        where = f"denied ({st.get('reason')}): all steps local"
     else:
         where = f"edge failed ({st.get('reason')}): all steps local"
     predicted = st.get("predicted_latency_s")
@@ -143,3 +152,20 @@ def _run_remote(args) -> None:
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
         f"measured {result.measured_latency_s:.2f} s"
     )
+    declared = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
+    print(_step_time_note(declared, result.local_s, result.split))
+
+
+def _step_time_note(declared_s: float, local_s: float, local_steps: int) -> str:
+    """The device step time the edge was told against the one this run measured: the edge's
+    prediction is only as good as the declared profile."""
+    if local_steps == 0:
+        return f"device step: declared {declared_s:.3f} s (no step ran on the device)"
+    measured = local_s / local_steps
+    note = (
+        f"device step: declared {declared_s:.3f} s, measured {measured:.3f} s"
+        f" (local time incl. decoding / {local_steps} steps)"
+    )
+    if not 0.5 <= measured / declared_s <= 2.0:
+        note += "; the declared profile does not fit this device: pass --profile from `edgediff calibrate --out FILE`"
+    return note

@@ -120,7 +120,12 @@ def run_pai(args) -> None:
             f"{p['split']:>6} {p['offloaded_steps']:>9} {p['accuracy']:>9.3f} {p['personalization']:>9.3f}"
             f" {p['pai']:>7.3f}"
         )
-    print(f'fit: "pai": {{"a": {summary["pai"]["a"]:.4f}, "b": {summary["pai"]["b"]:.2f}}}, R^2 = {summary["r2"]:.3f}')
+    fit, N = summary["pai"], summary["N"]
+    print(f'fit (n in steps of an N = {N}-step run; for instance and scenario files with "N": {N}): '
+          f'"pai": {{"a": {fit["a"]:.4f}, "b": {fit["b"]:.2f}}}, R^2 = {summary["r2"]:.3f}')  # fmt: skip
+    if N != 200:
+        at200 = summary["pai_at_N200"]
+        print(f'the same curve for "N": 200: "pai": {{"a": {at200["a"]:.4f}, "b": {at200["b"]:.2f}}}')
     for path in paths:
         print(f"wrote {path}")
 

@@ -52,7 +52,11 @@ def add_parsers(sub) -> None:
         default=d["queue_limit"],
         help=f"queued requests before 503 ({d['queue_limit']})",
     )
-    p.add_argument("--edge-profile", type=profile, help="the edge's k,h in s (default: calibrated at start-up)")
+    p.add_argument(
+        "--edge-profile",
+        type=profile,
+        help="the edge's k,h in s per step, or a calibrate profile JSON file (default: calibrated at start-up)",
+    )
     p.add_argument(
         "--journal",
         type=Path,

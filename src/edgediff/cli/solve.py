@@ -11,9 +11,16 @@ from edgediff.cli._args import UsageError, add_policy_options, listing, non_nega
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("instance", help="write a random instance (instance JSON, docs/formats.md)")
-    p.add_argument("--users", type=positive_int, required=True, help="number of users I")
-    p.add_argument("--gpus", type=positive_int, default=8, help="edge GPUs G (default 8)")
-    p.add_argument("--bmax", type=non_negative_int, default=20, help="max granted users B_max (default 20)")
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        help="scenario file (JSON or .toml, docs/formats.md) to draw from (default: the paper's distribution)",
+    )
+    p.add_argument(
+        "--users", type=positive_int, help="number of users I (required without --scenario; default: its first count)"
+    )
+    p.add_argument("--gpus", type=positive_int, help="edge GPUs G (default 8, or the scenario's G)")
+    p.add_argument("--bmax", type=non_negative_int, help="max granted users B_max (default 20, or the scenario's)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(handler=run_instance)
@@ -43,10 +50,16 @@ def add_parsers(sub) -> None:
 
 
 def run_instance(args) -> None:
-    from edgediff.core.generator import random_instance
-    from edgediff.core.instance import dumps_instance
+    from dataclasses import replace
 
-    text = dumps_instance(random_instance(args.users, args.gpus, seed=args.seed, B_max=args.bmax))
+    from edgediff.core.instance import dumps_instance
+    from edgediff.core.scenario import PAPER_SCENARIO, draw_instance, load_scenario
+
+    if args.scenario is None and args.users is None:
+        raise UsageError("give --users (or a --scenario with user counts)")
+    scenario = PAPER_SCENARIO if args.scenario is None else load_scenario(args.scenario)
+    scenario = replace(scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax)
+    text = dumps_instance(draw_instance(scenario, args.users or scenario.users[0], args.seed))
     if args.output is None:
         sys.stdout.write(text)
     else:

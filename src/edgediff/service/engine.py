@@ -135,14 +135,14 @@ class EdgeEngine:
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Load what is missing, calibrate the edge if no profile was given, start the thread."""
-        from edgediff.offload.policies import make_policy
         from edgediff.runtime.executor import initial_state
         from edgediff.runtime.models import ModelSpec, load_model
         from edgediff.runtime.payload import payload_bits
         from edgediff.runtime.request import GenerationRequest
+        from edgediff.service.window import window_policy
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
+        self.policy = window_policy(self.config)
         if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
             restored = replay(self.config.journal, keep=self.config.record_limit)
             self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
@@ -368,39 +368,32 @@ class EdgeEngine:
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.core.model import evaluate
-        from edgediff.service.window import window_instance
+        from edgediff.service.window import decide_window, denial_reason
 
         cfg = self.config
         index = next(self._window_counter)
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        remaining = cfg.b_max
-        groups: dict[int, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.steps, []).append(job)
-        for group in groups.values():
-            try:
-                with self._timed("decide"):
-                    instance = window_instance(
-                        group,
-                        cfg,
-                        start=window_start,
-                        b_max=remaining,
-                        edge_profile=(self.edge_k, self.edge_h),
-                        intermediate_bits=self.intermediate_bits,
-                    )
-                    decision = self.policy.decide(instance)
-                    outcome = evaluate(instance, decision, "timeline")
-            except Exception as err:  # e.g. a learned policy that cannot take this instance
-                log.exception("window %d: policy %s failed", index, cfg.policy)
-                for job in group:
+        with self._timed("decide"):
+            groups = decide_window(
+                jobs,
+                cfg,
+                self.policy,
+                start=window_start,
+                edge_profile=(self.edge_k, self.edge_h),
+                intermediate_bits=self.intermediate_bits,
+            )
+        for group in groups:
+            if group.error is not None:  # e.g. a learned policy that cannot take this instance
+                err = group.error
+                log.error("window %d: policy %s failed", index, cfg.policy, exc_info=err)
+                for job in group.jobs:
                     self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
-            remaining -= decision.granted_count
+            decision, outcome = group.decision, group.outcome
             admitted = []
-            for i, job in enumerate(group):
+            for i, job in enumerate(group.jobs):
                 answer = dict(
                     granted=bool(decision.granted[i]),
                     split=int(decision.split[i]),
@@ -410,7 +403,8 @@ class EdgeEngine:
                 if answer["granted"]:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index, "denied", **answer)
+                    reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
+                    self._mark_decided(job, index, "denied", reason, **answer)
             with self._timed("embed"):
                 self._embed([job for job, _ in admitted], index)
             with self._timed("admit"):

@@ -88,6 +88,14 @@ class Job:
         return self.request.steps
 
     @property
+    def alpha(self) -> float:
+        return self.body.alpha
+
+    @property
+    def prompt(self) -> str:
+        return self.request.prompt
+
+    @property
     def terminal(self) -> bool:
         return self.snapshot.terminal
 

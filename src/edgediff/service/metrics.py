@@ -22,7 +22,8 @@ class ServiceMetrics:
         )
         self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", registry=r)
         self.lost = Counter(
-            "edgediff_lost_in_restart", "Requests accepted before a restart that never finished (answered failed)",
+            "edgediff_lost_in_restart",
+            "Requests accepted before a restart that never finished (answered failed)",
             registry=r,
         )
         self.grants = Counter("edgediff_grants", "Requests granted edge steps", registry=r)
