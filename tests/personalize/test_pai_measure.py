@@ -157,3 +157,16 @@ def test_cli_errors_exit_2(tmp_path, capsys, argv, message):
         code = exit.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_measure_pai_shows_progress(capsys):
+    """Issue 19.9: a bar over the edge splits, then the users (forced on: pytest is no terminal)."""
+    from edgediff.personalize.classifier import shipped_classifier
+    from edgediff.personalize.pai import PaiConfig, measure_pai
+    from edgediff.runtime.models import load_model
+
+    personal = [load_model(n) for n in PERSONAL.split(",")[:2]]
+    config = PaiConfig(splits=(0, 2, 4), samples=1)
+    measure_pai(load_model("tiny"), personal, ["a handwritten digit 1"], config, shipped_classifier(), progress=True)
+    err = capsys.readouterr().err
+    assert "measure-pai" in err and "4/4" in err  # splits 2 and 0 at the edge, then 2 users

@@ -140,3 +140,70 @@ def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_pa
             assert main([*missing_model, *args]) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and message in err[0], (args, err)
+
+
+def test_generate_timeout_has_its_own_exit_code(tmp_path):
+    """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
+    import http.server
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    class NeverDecides(http.server.BaseHTTPRequestHandler):
+        def _json(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._json(202, {"id": "r1", "status": "queued"})
+
+        def do_GET(self):
+            self._json(200, {"id": "r1", "status": "queued"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NeverDecides)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
+        args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
+        result = subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines() == ["edgediff generate: error: no decision for request r1 within 1 s"]
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_serve_prints_its_url_and_when_ready_the_edge_profile():
+    """Issue 19.10: the operator sees where to look and the profile the edge decides with."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    args = ["serve", "--port", "0", "--cache-gb", "0", "--edge-profile", "0.01,0.004"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgediff", *args], stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("edge ready"):
+                break
+    finally:
+        proc.kill()  # shutdown is tested elsewhere
+        proc.wait(timeout=60)
+    assert re.match(r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: /docs \(API\), /v1/info", lines[0]), lines
+    assert any(line.startswith("edge ready: model tiny, L(b) = 0.01 b + 0.004 s, policy exact") for line in lines)

@@ -199,3 +199,25 @@ def test_step_counts_are_decided_separately_and_share_b_max(start_service):
     assert [s["steps"] for s in statuses] == [6, 6, 10, 10]
     for s in statuses:
         assert s["split"] == s["steps"] if not s["granted"] else round(0.4 * s["steps"]) <= s["split"] < s["steps"]
+
+
+def test_cache_hit_covering_every_offloaded_step_is_published_at_once(start_service, tiny):
+    """Issue 19.1: a granted member that starts at its split (the hit covers the whole edge
+    part) has no edge step left; with no other traffic it must still be published, not wait
+    for another request's batch step."""
+    import time
+
+    service, engine = start_service(cache_gb=0.01, reusable_fraction=1.0)  # S* = N: every step reusable
+    with EdgeClient(service.url) as client:
+        first = client.submit("a castle on a hill", alpha=5.0, profile=SLOW_DEVICE, steps=8, seed=1)
+        a = client.status(first["id"], wait=30)
+        assert a["status"] == "done" and a["offloaded_steps"] >= 1
+        steps_before = engine.stats.steps
+        start = time.monotonic()
+        again = client.submit("a castle on a hill", alpha=5.0, profile=SLOW_DEVICE, steps=8, seed=2)
+        b = client.status(again["id"], wait=10)
+        waited = time.monotonic() - start
+    assert b["status"] == "done", b  # before the fix: still "running" after 10 s
+    assert b["offloaded_steps"] == a["offloaded_steps"] and b["cache_hit_step"] == b["offloaded_steps"]
+    assert engine.stats.steps == steps_before  # the edge ran no step for it
+    assert waited < 5  # a window (0.2 s) and a decision, not a wait for other traffic

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgediff.cli._args import UsageError, int_list, load_model, positive_int
+from edgediff.cli._args import UsageError, int_list, load_model, positive_int, refuse_overwrite
 
 
 def add_parsers(sub) -> None:
@@ -16,18 +16,21 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--model",
         default="tiny",
-        help="'tiny' (embedded, default), a diffusers pipeline directory, or arch:sd15 / arch:sdxl "
+        help="'tiny' (embedded), a diffusers pipeline directory, or arch:sd15 / arch:sdxl "
         "(the real architecture with seeded random weights)",
     )
-    p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes (default 1,2,4,8,16)")
-    p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (median; 7)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--out", type=Path, help="write the profile JSON here")
+    p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes")
+    p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (their median is used)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--out", type=Path, help="write the profile JSON here (an existing file needs --force)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--json", action="store_true", help="print the profile JSON")
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
+    if args.out is not None:
+        refuse_overwrite([args.out], args.force)
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
 
     try:

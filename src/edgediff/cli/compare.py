@@ -36,11 +36,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--gpus", type=positive_int, help="edge GPUs G (default 8, or the scenario's G)")
     p.add_argument("--bmax", type=non_negative_int, help="max granted users B_max (default 20, or the scenario's)")
     p.add_argument("--cases", type=positive_int, default=100, help="instances per user count")
-    p.add_argument("--policies", type=name_list, default=["exact", "ga", "milp", "b1", "b2", "b3"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--policies",
+        type=name_list,
+        default=["exact", "ga", "milp", "b1", "b2", "b3"],
+        help="comma-separated policy names (see edgediff solve --help)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the instances (each case has its own stream)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     add_policy_options(p, "every listed policy that takes KEY (at least one must)")
-    p.add_argument("--out", type=Path, help="directory for compare.csv")
+    p.add_argument("--out", type=Path, help="directory for compare.csv (decision time in seconds there)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(handler=run)
 
@@ -84,7 +89,7 @@ def run(args) -> None:
         print(json.dumps([asdict(r) for r in rows]))
         return
     for users, gpus, cases in dict.fromkeys((r.users, r.gpus, r.cases) for r in rows):
-        print(f"\n{users} users, G = {gpus}, {cases} cases")
+        print(f"\n{users} users, G = {gpus}, {cases} cases (decision time in ms)")
         print(
             format_table(
                 ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
@@ -96,7 +101,7 @@ def run(args) -> None:
             )
         )
     if args.out is not None:
-        print(f"\nwrote {args.out / 'compare.csv'}")
+        print(f"\nwrote {args.out / 'compare.csv'} (mean_decision_time_s in seconds)")
 
 
 def _compare_directory(args):

@@ -22,35 +22,50 @@ from edgediff.runtime.request import GenerationRequest
 def add_parsers(sub) -> None:
     request = defaults(GenerationRequest)
     p = sub.add_parser("generate", help="generate an image, split between an edge model and a local model")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--model", default="tiny", help="the device's model: 'tiny' (default) or a pipeline directory")
+    p.add_argument("--prompt", required=True, help="the text prompt")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small) or a pipeline directory",
+    )
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
-    p.add_argument(
-        "--steps", type=positive_int, default=request["steps"], help=f"denoising steps N (default {request['steps']})"
-    )
-    p.add_argument("--seed", type=non_negative_int, default=request["seed"])
+    p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
+    p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
     p.add_argument(
         "--guidance-scale",
         type=number(float, 0.0),
         default=request["guidance_scale"],
-        help=f"> 1 enables guidance ({request['guidance_scale']:g})",
+        help="classifier-free guidance; > 1 enables it",
     )
-    p.add_argument("--negative-prompt", default=request["negative_prompt"])
-    p.add_argument("--payload-dtype", choices=["float32", "float16"], default="float32")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--negative-prompt", default=request["negative_prompt"], help="what the image should not show (with guidance)"
+    )
+    p.add_argument(
+        "--payload-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="dtype of the latent sent from the edge part to the device part",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     # the edge service (docs/service.md): the edge decides the split and runs the first steps
     p.add_argument(
         "--server",
-        help="edge service URL: the edge decides the split and runs the first steps "
-        "(API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
+        help="edge service URL with its scheme, e.g. http://127.0.0.1:8000: the edge decides the split and "
+        "runs the first steps (API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=300.0,
+        help="with --server: seconds to wait for the edge's decision and latent; past it, exit code 4",
     )
     p.add_argument(
         "--alpha",
         type=positive_float,
         default=1.0,
-        help="with --server: α, the emphasis on quality in s of latency per unit of PAI (docs/glossary.md; 1)",
+        help="with --server: α, the emphasis on quality in s of latency per unit of PAI (docs/glossary.md)",
     )
     p.add_argument(
         "--profile",
@@ -89,6 +104,9 @@ def run(args) -> None:
         raise UsageError(f"--out directory {str(args.out.parent)!r} does not exist")
     if args.server is not None:
         return _run_remote(args)
+    import time
+
+    started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
     from edgediff.runtime.split import generate
@@ -98,6 +116,7 @@ def run(args) -> None:
     edge_model = model
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
         edge_model = load_model(args.edge_model, args.device)
+    loaded_s = time.perf_counter() - started
     result = generate(request, model, args.split, edge_model, args.payload_dtype)
     _save(result.image, args.out)
     where = (
@@ -107,11 +126,14 @@ def run(args) -> None:
     )
     print(
         f"wrote {args.out}: {result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
-        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s"
+        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
+        f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
     )
 
 
 def _run_remote(args) -> None:
+    if not args.server.startswith(("http://", "https://")):
+        raise UsageError(f"--server needs a URL with its scheme, e.g. http://{args.server}; got {args.server!r}")
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
     if args.profile is not None and args.preset is not None:
@@ -120,7 +142,7 @@ def _run_remote(args) -> None:
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    from edgediff.service.client import EdgeClient, ServiceError, generate_remote
+    from edgediff.service.client import EdgeClient, ServiceError, ServiceTimeout, generate_remote
 
     request = _request(args)
     model = load_model(args.model, args.device)
@@ -133,8 +155,16 @@ def _run_remote(args) -> None:
     try:
         with EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
             result = generate_remote(
-                client, request, model, alpha=args.alpha, profile=device_profile, preset=args.preset
+                client,
+                request,
+                model,
+                alpha=args.alpha,
+                profile=device_profile,
+                preset=args.preset,
+                timeout=args.timeout,
             )
+    except ServiceTimeout:  # its own exit code (4), not bad input
+        raise
     except ServiceError as err:  # the service refused or failed: reported like bad input, in one line
         raise UsageError(str(err)) from None
     _save(result.image, args.out)
@@ -150,7 +180,7 @@ def _run_remote(args) -> None:
     print(
         f"wrote {args.out}: {request.steps} steps ({where}; {result.split} local on {model.name}); "
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
-        f"measured {result.measured_latency_s:.2f} s"
+        f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )
     declared = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
     print(_step_time_note(declared, result.local_s, result.split))

@@ -39,53 +39,46 @@ def add_parsers(sub) -> None:
     )
     load = p.add_argument_group("workload")
     load.add_argument("--trace", type=Path, help="a trace CSV: time,user,prompt_or_class,alpha,device")
-    load.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all sites (default 10)")
-    load.add_argument("--duration", type=positive_float, default=600.0, help="seconds of arrivals (default 600)")
+    load.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all sites")
+    load.add_argument("--duration", type=positive_float, default=600.0, help="seconds of arrivals")
     load.add_argument("--diurnal", help="'city' or a file of 24 hourly rate multipliers (hour 0 at time 0)")
-    load.add_argument("--users", type=positive_int, default=1000, help="users (default 1000)")
-    load.add_argument("--steps", type=positive_int, default=50, help="denoising steps N per request (default 50)")
+    load.add_argument("--users", type=positive_int, default=1000, help="users")
+    load.add_argument("--steps", type=positive_int, default=50, help="denoising steps N per request")
     load.add_argument("--alpha", type=float_list, help="lo,hi: alpha uniform in [lo, hi] (default: the paper's draw)")
     load.add_argument("--device-mix", help="devices and weights, e.g. row3=1,row10=2 (default: the paper's rows 3-10)")
-    load.add_argument("--classes", type=positive_int, default=20_000, help="content classes (Zipf; default 20000)")
+    load.add_argument("--classes", type=positive_int, default=20_000, help="content classes (Zipf)")
     edge = p.add_argument_group("sites")
-    edge.add_argument("--sites", type=positive_int, default=1, help="identical sites (default 1)")
+    edge.add_argument("--sites", type=positive_int, default=1, help="identical sites")
     edge.add_argument(
         "--sites-file", type=Path, help="a JSON list of sites (docs/results-twin.md); overrides the options below"
     )
     edge.add_argument(
         "--edge-profile",
         default="edge-h100",
-        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON "
-        "(default edge-h100)",
+        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON",
     )
-    edge.add_argument("--gpus", type=positive_int, default=8, help="G per site (default 8)")
-    edge.add_argument(
-        "--bmax", type=non_negative_int, default=d["b_max"], help=f"B_max per window (default {d['b_max']})"
-    )
-    edge.add_argument("--window", type=positive_float, default=1.0, help="window K in seconds (default 1)")
-    edge.add_argument("--policy", default=d["policy"], help=f"a Part A policy (default {d['policy']})")
+    edge.add_argument("--gpus", type=positive_int, default=8, help="G per site")
+    edge.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="B_max per window")
+    edge.add_argument("--window", type=positive_float, default=1.0, help="window K in seconds")
+    edge.add_argument("--policy", default=d["policy"], help="a Part A policy")
     add_policy_options(edge)
     edge.add_argument(
         "--cache-gb",
         type=number(float, 0.0),
         default=d["cache_gb"],
-        help=f"latent cache per site (default {d['cache_gb']:g}; 0: off)",
+        help="latent cache per site (0: off)",
     )
-    edge.add_argument(
-        "--eviction", default=d["cache_eviction"], help=f"cache eviction rule (default {d['cache_eviction']})"
-    )
+    edge.add_argument("--eviction", default=d["cache_eviction"], help="cache eviction rule")
     sweep = p.add_argument_group("sweep (one run per combination; identical sites, generated arrivals)")
     sweep.add_argument("--sweep-rates", type=float_list, help="rates, e.g. 5,10,20")
     sweep.add_argument("--sweep-windows", type=float_list, help="window lengths, e.g. 0.25,0.5,1")
     sweep.add_argument("--sweep-policies", type=name_list, help="policies, e.g. exact,timeline,b1")
     sweep.add_argument("--sweep-sites", type=float_list, help="site counts, e.g. 1,10,100")
-    sweep.add_argument("--workers", type=positive_int, default=1, help="local processes for a sweep (default 1)")
+    sweep.add_argument("--workers", type=positive_int, default=1, help="local processes for a sweep")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run a sweep on an existing Ray cluster")
-    p.add_argument(
-        "--bin", type=positive_float, default=3600.0, help="seconds per time bin of the outputs (default 3600)"
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--out", type=Path, default=Path("twin-out"), help="output directory (default twin-out)")
+    p.add_argument("--bin", type=positive_float, default=3600.0, help="seconds per time bin of the outputs")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the arrivals, users and policies")
+    p.add_argument("--out", type=Path, default=Path("twin-out"), help="output directory")
     p.add_argument("--requests-csv", action="store_true", help="also write one row per request")
     p.add_argument("--json", action="store_true", help="print the summary (or the sweep rows) as JSON")
     p.set_defaults(handler=run)

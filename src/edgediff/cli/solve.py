@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--gpus", type=positive_int, help="edge GPUs G (default 8, or the scenario's G)")
     p.add_argument("--bmax", type=non_negative_int, help="max granted users B_max (default 20, or the scenario's)")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random instance (same seed, same file)")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(handler=run_instance)
 
@@ -39,8 +39,13 @@ def add_parsers(sub) -> None:
         ),
     )
     p.add_argument("file", type=Path, help="instance JSON (docs/formats.md)")
-    p.add_argument("--policy", default="exact", help="a policy name below (default exact)")
-    p.add_argument("--latency-model", choices=LATENCY_MODELS, default="paper")
+    p.add_argument("--policy", default="exact", help="a policy name below")
+    p.add_argument(
+        "--latency-model",
+        choices=LATENCY_MODELS,
+        default="paper",
+        help="score under the paper's fixed batch or the shrinking batch of a real executor (docs/offloading-model.md)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of randomized policies (ga)")
     p.add_argument("--time-limit", type=positive_float, help="solver time limit in seconds (milp)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
@@ -59,14 +64,19 @@ def run_instance(args) -> None:
         raise UsageError("give --users (or a --scenario with user counts)")
     scenario = PAPER_SCENARIO if args.scenario is None else load_scenario(args.scenario)
     scenario = replace(scenario, G=args.gpus or scenario.G, B_max=scenario.B_max if args.bmax is None else args.bmax)
-    text = dumps_instance(draw_instance(scenario, args.users or scenario.users[0], args.seed))
+    instance = draw_instance(scenario, args.users or scenario.users[0], args.seed)
+    text = dumps_instance(instance)
     if args.output is None:
         sys.stdout.write(text)
-    else:
-        try:
-            args.output.write_text(text)
-        except OSError as err:
-            raise UsageError(f"cannot write {str(args.output)!r}: {err.strerror}") from None
+        return
+    try:
+        args.output.write_text(text)
+    except OSError as err:
+        raise UsageError(f"cannot write {str(args.output)!r}: {err.strerror}") from None
+    print(
+        f"wrote {args.output}: {instance.num_users} users, G = {instance.G}, B_max = {instance.B_max}, "
+        f"N = {instance.N}, seed {args.seed}"
+    )
 
 
 def run_solve(args) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated
 
@@ -113,8 +114,27 @@ class _FieldError(ValueError):
         super().__init__(f"{field_path}: {message}")
 
 
+def _known_fields() -> set[str]:
+    """Every field name of the instance schemas (what a misspelt key is compared against)."""
+    names, todo = set(), [_Strict]
+    while todo:
+        cls = todo.pop()
+        names.update(cls.model_fields)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
 def _describe(err: ValidationError, what: str = "instance") -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # an unknown key is the cause of a "missing" one beside it (a misspelling): name it first
+    unknown = next((e for e in errors if e["type"] == "extra_forbidden"), None)
+    if unknown is not None:
+        *parent, key = unknown["loc"]
+        missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and list(e["loc"][:-1]) == parent]
+        close = get_close_matches(str(key), [str(m) for m in missing] or sorted(_known_fields()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{'.'.join(str(p) for p in unknown['loc'])}: unknown field{hint}"
+    first = errors[0]
     path = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     ctx_error = first.get("ctx", {}).get("error")

@@ -226,7 +226,13 @@ def _identifier(path: Path) -> str | None:
 
 def _load_directory(path: Path) -> DenoiserBackend:
     if not path.exists():
-        raise ModelLoadError(f"model directory {str(path)!r} does not exist")
+        from difflib import get_close_matches
+
+        close = get_close_matches(str(path), EMBEDDED, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelLoadError(
+            f"model directory {str(path)!r} does not exist; the built-in models are {', '.join(EMBEDDED)}{hint}"
+        )
     if not path.is_dir():
         raise ModelLoadError(f"model {str(path)!r} is not a directory (expected 'tiny' or a diffusers pipeline)")
     index_file = path / "model_index.json"
