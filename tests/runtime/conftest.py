@@ -1,4 +1,5 @@
 import pytest
+from runtime_dirs import build_sd_directory
 
 torch = pytest.importorskip("torch")
 
@@ -8,3 +9,8 @@ def tiny():
     from edgediff.runtime.models import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def sd_dir(tmp_path_factory):
+    return build_sd_directory(tmp_path_factory.mktemp("sd") / "pipe")

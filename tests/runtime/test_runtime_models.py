@@ -1,7 +1,9 @@
 import json
 
+import numpy as np
 import pytest
 import torch
+from runtime_dirs import use_scheduler
 
 from edgediff.runtime.models import ModelLoadError, ModelSpec, load_model
 from edgediff.runtime.request import GenerationRequest
@@ -70,25 +72,35 @@ def test_saved_tiny_loads_as_a_pipeline_directory(tiny, tmp_path):
     assert torch.equal(run_local(loaded, run_edge(tiny, request, 2)).latent, run_edge(tiny, request, 0).latent)
 
 
-def test_multistep_scheduler_is_swapped_for_ddim_and_euler_resumes_exactly(tiny, tmp_path):
-    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+def test_loads_as_diffusers_loads_sd_scheduler_configs_are_corrected(tiny, tmp_path):
+    """The trained tiny weights with SD 1.5's PNDM config (no clip_sample, steps_offset 1), or
+    with a DDIM config diffusers corrects (clip_sample true, steps_offset 0): edgediff gives
+    diffusers' own pipeline's image, not noise."""
+    from diffusers import DDIMScheduler, DiffusionPipeline, PNDMScheduler
 
-    tiny.save(tmp_path / "pipe")
-    index = json.loads((tmp_path / "pipe/model_index.json").read_text())
-    index["scheduler"] = ["diffusers", "PNDMScheduler"]
-    (tmp_path / "pipe/model_index.json").write_text(json.dumps(index))
-    PNDMScheduler.from_config(tiny.scheduler_config).save_pretrained(tmp_path / "pipe/scheduler")
-    assert load_model(tmp_path / "pipe").scheduler_class == "DDIMScheduler"
-
-    index["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
-    (tmp_path / "pipe/model_index.json").write_text(json.dumps(index))
-    EulerDiscreteScheduler.from_config(tiny.scheduler_config).save_pretrained(tmp_path / "pipe/scheduler")
-    euler = load_model(tmp_path / "pipe")
-    assert euler.scheduler_class == "EulerDiscreteScheduler"
-    request = GenerationRequest("a dog", steps=5, seed=1)
-    unsplit = run_edge(euler, request, 0).latent
-    assert torch.equal(run_local(euler, run_edge(euler, request, 3)).latent, unsplit)
-    assert not torch.equal(unsplit, run_edge(tiny, request, 0).latent)
+    sd = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    request = GenerationRequest("a handwritten digit 3", steps=6, seed=1, guidance_scale=3.0)
+    for i, scheduler in enumerate(
+        [
+            PNDMScheduler(**sd, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),
+            DDIMScheduler(**sd, clip_sample=True, steps_offset=0),
+        ]
+    ):
+        tiny.save(tmp_path / "tiny")
+        path = use_scheduler(tmp_path / "tiny", tmp_path / f"pipe{i}", scheduler)
+        model = load_model(path)
+        assert model.scheduler_config["steps_offset"] == 1 and not model.scheduler_config.get("clip_sample")
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        expected = pipe(
+            request.prompt,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            generator=torch.Generator().manual_seed(request.seed),
+            output_type="np",
+        ).images[0]
+        image = run_edge(model, request, 0).latent
+        assert np.abs(model.decode(image)[0].astype(float) - (expected * 255).round()).max() <= 1
 
 
 def write_index(path, index):
@@ -128,7 +140,7 @@ def test_not_a_pipeline_directory_gives_clear_error(tmp_path, make, message):
 def test_broken_component_and_wrong_unet_named(tiny, tmp_path):
     tiny.save(tmp_path / "pipe")
     (tmp_path / "pipe/vae/config.json").write_text("{broken")
-    with pytest.raises(ModelLoadError, match="cannot load vae"):
+    with pytest.raises(ModelLoadError, match="vae/config.json' is not a valid JSON"):
         load_model(tmp_path / "pipe")
     with pytest.raises(ModelLoadError, match="dtype"):
         ModelSpec("tiny", dtype="int8")

@@ -27,6 +27,27 @@ def test_granted_image_equals_in_process_split_generation(start_service, tiny):
     assert np.array_equal(result.image, reference.image)  # bit for bit: same executor, float32 payload
 
 
+def test_stochastic_multistep_scheduler_splits_exactly_through_the_service(start_service, tiny):
+    """DPM-Solver++ SDE: the model-output history and the noise generator's state travel in
+    the payload, so the device's result equals the in-process split and unsplit runs."""
+    import copy
+
+    from edgediff.runtime.models import DiffusionModel
+
+    backend = copy.copy(tiny.backend)
+    backend.scheduler = backend.new_scheduler(
+        "DPMSolverMultistepScheduler", dict(tiny.scheduler_config, algorithm_type="sde-dpmsolver++")
+    )
+    model = DiffusionModel("tiny-dpm-sde", backend)
+    service, _ = start_service(cache_gb=0, model=model)
+    request = GenerationRequest("a lighthouse at dusk", steps=12, seed=11)
+    with EdgeClient(service.url) as client:
+        result = generate_remote(client, request, model, alpha=5.0, profile=SLOW_DEVICE)
+    assert result.status["granted"] is True and 0 < result.split < request.steps
+    assert np.array_equal(result.image, generate(request, model, split=result.split).image)
+    assert np.array_equal(result.image, generate(request, model).image)
+
+
 def test_denied_request_runs_locally(start_service, tiny):
     service, engine = start_service(cache_gb=0)
     request = GenerationRequest("a lighthouse at dusk", steps=8, seed=2, guidance_scale=1.0)

@@ -21,7 +21,12 @@ def add_parsers(sub) -> None:
     # Part C runtime (docs/runtime.md). CalibrationConfig's module imports the runtime (torch),
     # so its defaults are written here.
     p = sub.add_parser("calibrate", help="time batched denoising steps and fit L(b) = k*b + h")
-    p.add_argument("--model", default="tiny", help="'tiny' (embedded), a pipeline directory or a .safetensors file")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="'tiny' (embedded), a diffusers pipeline directory, a .safetensors file (with --model-config), "
+        "or arch:sd15 / arch:sdxl (the real architecture with seeded random weights)",
+    )
     add_model_config(p)
     p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes")
     p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (their median is used)")

@@ -27,11 +27,6 @@ from edgediff.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# Schedulers whose step depends only on (latent, timestep index): a request can stop after
-# any step and resume elsewhere from the latent alone. Multistep solvers (PNDM, DPM-Solver++)
-# keep a history of model outputs that would have to travel too; we swap them for DDIM.
-RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
-
 
 class ModelLoadError(InputError):
     """A model directory or spec is unusable; the message says why, in one line."""
@@ -72,6 +67,8 @@ class DenoiserBackend(ABC):
     components: ClassVar[tuple[str, ...]]
     #: pipeline classes (``model_index.json`` ``_class_name``) this family loads
     pipelines: ClassVar[tuple[str, ...]] = ()
+    #: parts loaded when the directory has them (``None`` otherwise), e.g. SD3's T5 encoder
+    optional_components: ClassVar[tuple[str, ...]] = ()
 
     scheduler: object
     device: str
@@ -152,14 +149,15 @@ class DenoiserBackend(ABC):
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler: the template's, or the one described by ``class_name``/``config``
         (so that a device continues on exactly the edge's timestep schedule)."""
-        import diffusers
+        from edgediff.runtime.schedulers import scheduler_type
 
         class_name = class_name or self.scheduler_class
-        if class_name not in RESUMABLE_SCHEDULERS:
-            raise ModelLoadError(
-                f"scheduler {class_name!r} cannot resume mid-trajectory; use one of {RESUMABLE_SCHEDULERS}"
-            )
-        return getattr(diffusers, class_name).from_config(self.scheduler_config if config is None else config)
+        return scheduler_type(class_name).from_config(self.scheduler_config if config is None else config)
+
+    def initial_latent(self, noise, scheduler):
+        """The first latent from the request's noise ``(1, C, h, w)`` (float32, CPU), as the
+        family's diffusers pipeline prepares it."""
+        return noise * scheduler.init_noise_sigma
 
     def model_input(self, scheduler, latent, timestep):
         """A member's latent as the denoiser's input at ``timestep``."""
@@ -169,9 +167,65 @@ class DenoiserBackend(ABC):
         """Classifier-free guidance: the output of one guided member from its two rows."""
         return uncond + scale * (cond - uncond)
 
-    def step(self, scheduler, output, timestep, latent):
-        """A member's scheduler step: its latent after ``timestep``."""
-        return scheduler.step(output, timestep, latent).prev_sample
+    def step(self, scheduler, output, timestep, latent, generator=None):
+        """A member's scheduler step: its latent after ``timestep``. ``generator`` (the
+        member's) is passed to schedulers that draw noise, as diffusers pipelines pass theirs."""
+        from edgediff.runtime.schedulers import accepts_generator
+
+        extra = {"generator": generator} if generator is not None and accepts_generator(scheduler) else {}
+        return scheduler.step(output, timestep, latent, **extra).prev_sample
+
+
+def decode_vae(vae, latents, device: str, dtype):
+    """Latents -> uint8 RGB images ``(B, H, W, 3)``, as diffusers' pipelines decode: a float16
+    VAE that asks for it runs in float32 (SDXL's overflows), and latents are unscaled with the
+    VAE's ``scaling_factor`` and ``shift_factor`` (SD3) or mean/std (where it has them)."""
+    import torch
+
+    config = vae.config
+    run_dtype = torch.float32 if dtype == torch.float16 and config.get("force_upcast") else dtype
+    with torch.inference_mode():
+        latents = latents.to(device, run_dtype)
+        if config.get("latents_mean") is not None and config.get("latents_std") is not None:
+            mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+            if config.get("shift_factor") is not None:
+                latents = latents + config.shift_factor
+        if run_dtype != dtype:
+            vae.to(dtype=run_dtype)
+        try:
+            images = vae.decode(latents).sample
+        finally:
+            if run_dtype != dtype:
+                vae.to(dtype=dtype)
+    images = (images.float() / 2 + 0.5).clamp(0, 1)
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+
+
+def check_tokenizer(path: Path, tokenizer, text_encoder, name: str = "tokenizer") -> None:
+    """Refuse a tokenizer that does not fit its text encoder: token ids beyond the encoder's
+    vocabulary, sequences longer than its positions, or a vocabulary so broken (e.g. a missing
+    ``vocab.json``/``tokenizer.json``) that different prompts encode alike."""
+    vocab, positions = text_encoder.config.vocab_size, text_encoder.config.max_position_embeddings
+    if len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} has {len(tokenizer)} tokens, its text encoder's vocabulary only {vocab}"
+        )
+    if tokenizer.model_max_length > positions:
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} pads to {tokenizer.model_max_length} tokens, its text encoder has "
+            f"{positions} positions (is tokenizer_config.json missing?)"
+        )
+    special = set(tokenizer.all_special_ids) | {tokenizer.unk_token_id}
+    words = {i for i in tokenizer("a photo of a cat on a red car").input_ids if i not in special}
+    if len(words) < 2:  # a real vocabulary has distinct tokens for these words (or their letters)
+        raise ModelLoadError(
+            f"{str(path)!r}: {name} has no tokens for ordinary words ({len(tokenizer)} in its vocabulary; "
+            "tokenizer.json or vocab.json missing?)"
+        )
 
 
 @dataclass(eq=False)
@@ -192,24 +246,14 @@ class UNetBackend(DenoiserBackend):
 
     @classmethod
     def from_components(cls, path: Path, parts: dict) -> UNetBackend:
-        from diffusers import DDIMScheduler, UNet2DConditionModel
+        from diffusers import UNet2DConditionModel
 
         if not isinstance(parts["unet"], UNet2DConditionModel):
-            raise ModelLoadError(
-                f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel"
-            )
+            raise ModelLoadError(f"{str(path)!r}: unet is a {type(parts['unet']).__name__}, not a UNet2DConditionModel")
         if not hasattr(parts["vae"], "decode") or "scaling_factor" not in parts["vae"].config:
             raise ModelLoadError(f"{str(path)!r}: vae {type(parts['vae']).__name__} is not a latent autoencoder")
-        scheduler = parts["scheduler"]
-        if type(scheduler).__name__ not in RESUMABLE_SCHEDULERS:
-            log.warning(
-                "%s: scheduler %s keeps multistep state; using DDIMScheduler with its config so that requests "
-                "can be split",
-                path,
-                type(scheduler).__name__,
-            )
-            scheduler = DDIMScheduler.from_config(scheduler.config)
-        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler)
+        check_tokenizer(path, parts["tokenizer"], parts["text_encoder"])
+        return cls(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"])
 
     @property
     def modules(self) -> tuple:
@@ -263,13 +307,7 @@ class UNetBackend(DenoiserBackend):
             ).sample
 
     def decode(self, latents):
-        import torch
-
-        with torch.inference_mode():
-            scaled = latents.to(self.device, self.torch_dtype()) / self.vae.config.scaling_factor
-            images = self.vae.decode(scaled).sample
-        images = (images.float() / 2 + 0.5).clamp(0, 1)
-        return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        return decode_vae(self.vae, latents, self.device, self.torch_dtype())
 
     def save(self, directory: str | Path) -> None:
         from diffusers import StableDiffusionPipeline

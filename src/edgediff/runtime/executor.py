@@ -4,60 +4,103 @@ Members of a batch may sit at different timesteps (each row of the denoiser batc
 own timestep), use guidance or not (a guided member contributes an unconditional and a
 conditional row), join at any time — from noise or from an intermediate :class:`LatentState`
 (e.g. a cached latent) — and leave as soon as they reach their split point, so the batch
-shrinks as in the paper's Fig. 2. Every member owns its scheduler instance: diffusers
-schedulers keep per-request state (``step_index``), and the scheduler update is cheap next to
-the denoiser. The same executor runs a single request, so split and unsplit runs, edge and
-device, share one code path. Everything that depends on the model family goes through the
+shrinks as in the paper's Fig. 2. Every member owns its scheduler instance and noise
+generator: diffusers schedulers keep per-request state (step index, model-output history),
+stochastic ones draw noise, and the scheduler update is cheap next to the denoiser. The same
+executor runs a single request, so split and unsplit runs, edge and device, share one code
+path. Everything that depends on the model family goes through the
 model's :class:`~edgediff.runtime.backends.DenoiserBackend`.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgediff.runtime.backends import Conditioning
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
+from edgediff.runtime.schedulers import capture, restore
 
 log = logging.getLogger(__name__)
 
 
 def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentState:
-    """Pure noise for ``request`` (split ``N``): drawn on the CPU from ``request.seed`` so the
-    same seed gives the same noise on every machine, scaled by the scheduler's sigma."""
-    import torch
-
+    """Pure noise for ``request`` (split = the schedule's length): drawn on the CPU from a
+    ``torch.Generator`` seeded with ``request.seed`` — as a diffusers pipeline draws it from
+    its ``generator`` — so the same seed gives the same noise on every machine; scaled by the
+    scheduler's initial sigma. The same generator then feeds stochastic schedulers' steps."""
     backend = model.backend
     size = backend.image_size if request.size is None else request.size
     if size % backend.size_multiple:
         raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
     model.check_steps(request.steps)
+    model.check_steps(request.steps)
     scheduler = backend.new_scheduler()
-    scheduler.set_timesteps(request.steps)
-    generator = torch.Generator("cpu").manual_seed(request.seed)
+    scheduler.set_timesteps(request.steps, device=backend.device)
     side = size // backend.vae_scale_factor
-    noise = torch.randn((1, backend.latent_channels, side, side), generator=generator, dtype=torch.float32)
-    latent = (noise * scheduler.init_noise_sigma).to(backend.device, backend.torch_dtype())
-    return LatentState(latent, request, request.steps, backend.scheduler_class, backend.scheduler_config)
+    noise, _ = _seeded_noise(request.seed, (1, backend.latent_channels, side, side))
+    latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
+    steps = len(scheduler.timesteps)
+    return LatentState(latent, request, steps, backend.scheduler_class, backend.scheduler_config, schedule_steps=steps)
+
+
+def _seeded_noise(seed: int, shape: tuple):
+    """The request's initial noise and its generator, which has drawn just that noise."""
+    import torch
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32), generator
 
 
 class GenerationFailed(RequestError):
     """A member's generation failed mid-way; the message says which step and why."""
 
 
+class NonFiniteLatent(ArithmeticError):
+    """A member's latent became non-finite: that member fails (its request gets no image)."""
+
+
 @dataclass(eq=False)
 class _Member:
     key: object
-    state: LatentState
-    stop: int  # leave when state.split reaches this
-    scheduler: object
+    request: GenerationRequest
+    start: LatentState  # where it joined: the scheduler class/config and schedule length
+    split: int  # steps left (denoiser calls)
+    stop: int  # leave when split reaches this
+    scheduler: object  # this member's own scheduler instance
+    reference: object  # a fresh scheduler of the same class, config and steps (what the state is relative to)
+    generator: object  # torch.Generator feeding stochastic scheduler steps
+    seeded: object  # the generator's state right after drawing the request's initial noise
     conditioning: Conditioning  # rows [uncond, cond] when guided, else [cond]
     latent: object = field(repr=False)
 
     @property
     def position(self) -> int:  # index of the next timestep in scheduler.timesteps
-        return self.state.steps - self.state.split
+        return self.start.steps - self.split
+
+    def state(self) -> LatentState:
+        """The member's state now: latent, scheduler state and generator state (omitted while
+        the generator has drawn only the initial noise: the receiver re-derives it from the seed)."""
+        import torch
+
+        scheduler_state, generator_state = {}, None
+        if self.split:  # a finished latent needs nothing to continue
+            scheduler_state = capture(self.scheduler, self.reference)
+            current = self.generator.get_state()
+            generator_state = None if torch.equal(current, self.seeded) else current
+        return LatentState(
+            self.latent,
+            self.request,
+            self.split,
+            self.start.scheduler_class,
+            self.start.scheduler_config,
+            scheduler_state,
+            generator_state,
+            self.start.steps,
+        )
 
 
 class BatchedExecutor:
@@ -75,6 +118,7 @@ class BatchedExecutor:
         self._members: dict[object, _Member] = {}
         self._done: list[tuple[object, LatentState]] = []
         self._failed: list[tuple[object, str]] = []
+        self._references: dict[tuple, object] = {}  # (class, config, steps) -> fresh scheduler
 
     def __len__(self) -> int:
         return len(self._members)
@@ -94,7 +138,8 @@ class BatchedExecutor:
 
         ``start`` is the state to continue from (default: the request's initial noise); its
         prompt may differ from ``request``'s (a cached latent of a similar prompt), but its
-        step count must match. The denoising continues on ``start``'s scheduler schedule.
+        step count must match. The denoising continues on ``start``'s scheduler: its class,
+        config and state (model-output history, step index), and its noise generator.
         """
         import torch
 
@@ -102,8 +147,8 @@ class BatchedExecutor:
             raise RequestError(f"member {key!r} is already in the batch")
         self.model.check_steps(request.steps)
         state = initial_state(self.model, request) if start is None else start
-        if state.steps != request.steps:
-            raise RequestError(f"start state has {state.steps} steps, request has {request.steps}")
+        if state.request.steps != request.steps:
+            raise RequestError(f"start state has {state.request.steps} steps, request has {request.steps}")
         if isinstance(stop, bool) or not isinstance(stop, int) or not 0 <= stop <= state.split:
             raise RequestError(f"stop split must be an integer in [0, {state.split}], got {stop!r}")
         if state.latent.shape[1] != self.backend.latent_channels:
@@ -112,23 +157,40 @@ class BatchedExecutor:
                 f"expects {self.backend.latent_channels}"
             )
         if state.request is not request:
-            state = LatentState(state.latent, request, state.split, state.scheduler_class, state.scheduler_config)
+            state = replace(state, request=request)
         if state.split == stop:
             self._done.append((key, state))
             return
-        scheduler = self.backend.new_scheduler(state.scheduler_class, state.scheduler_config)
-        scheduler.set_timesteps(request.steps)
-        if hasattr(scheduler, "set_begin_index"):  # step_index-based schedulers resume here
-            scheduler.set_begin_index(request.steps - state.split)
+        reference = self._reference(state)
+        scheduler = copy.deepcopy(reference)
+        if len(scheduler.timesteps) != state.steps:
+            raise RequestError(
+                f"start state has a schedule of {state.steps} steps, its scheduler makes {len(scheduler.timesteps)}"
+            )
+        restore(scheduler, state.scheduler_state, self.backend.device)
+        _, generator = _seeded_noise(request.seed, tuple(state.latent.shape))
+        seeded = generator.get_state()
+        if state.generator_state is not None:
+            generator.set_state(state.generator_state)
         conditioning = self.backend.condition([request.prompt], [request.negative_prompt] if request.guided else ())
         latent = state.latent.to(self.backend.device, self.backend.torch_dtype())
         with torch.inference_mode():
             latent = latent.clone()
-        self._members[key] = _Member(key, state, stop, scheduler, conditioning, latent)
+        self._members[key] = _Member(
+            key, request, state, state.split, stop, scheduler, reference, generator, seeded, conditioning, latent
+        )
+
+    def _reference(self, state: LatentState):
+        key = (state.scheduler_class, json.dumps(state.scheduler_config, sort_keys=True), state.request.steps)
+        if key not in self._references:
+            reference = self.backend.new_scheduler(state.scheduler_class, state.scheduler_config)
+            reference.set_timesteps(state.request.steps, device=self.backend.device)
+            self._references[key] = reference
+        return self._references[key]
 
     def state(self, key) -> LatentState:
         """The current state of active member ``key`` (e.g. for the edge's latent cache)."""
-        return self._members[key].state
+        return self._members[key].state()
 
     def pop_failed(self) -> list[tuple[object, str]]:
         """``(key, reason)`` of the members that failed since the last call; they have left."""
@@ -136,9 +198,9 @@ class BatchedExecutor:
         return failed
 
     def _fail(self, m: _Member, err: Exception) -> None:
-        log.warning("member %r failed at step %d: %s: %s", m.key, m.state.split, type(err).__name__, err)
+        log.warning("member %r failed at step %d: %s: %s", m.key, m.split, type(err).__name__, err)
         del self._members[m.key]
-        self._failed.append((m.key, f"step {m.state.split} failed: {type(err).__name__}: {err}"))
+        self._failed.append((m.key, f"step {m.split} failed: {type(err).__name__}: {err}"))
 
     def step(self) -> list[tuple[object, LatentState]]:
         """One denoising step for every active member, batched; returns ``(key, state)`` of
@@ -166,9 +228,9 @@ class BatchedExecutor:
                 except Exception as err:
                     self._fail(m, err)
                     continue
-                if m.state.split == m.stop:
+                if m.split == m.stop:
                     del self._members[m.key]
-                    finished.append((m.key, m.state))
+                    finished.append((m.key, m.state()))
         return finished
 
     def _input(self, m: _Member) -> tuple:
@@ -214,13 +276,18 @@ class BatchedExecutor:
         return outputs
 
     def _advance(self, m: _Member, output) -> None:
-        """Member ``m``'s scheduler step from its denoiser rows (``[uncond, cond]`` when guided)."""
-        request = m.state.request
-        if request.guided:
-            output = self.backend.guide(output[:1], output[1:2], request.guidance_scale)
+        """Member ``m``'s scheduler step from its denoiser rows (``[uncond, cond]`` when guided);
+        raises :class:`NonFiniteLatent` if the new latent has NaN or infinity (never an image)."""
+        import torch
+
+        if m.request.guided:
+            output = self.backend.guide(output[:1], output[1:2], m.request.guidance_scale)
         t = m.scheduler.timesteps[m.position]
-        m.latent = self.backend.step(m.scheduler, output, t, m.latent)
-        m.state = LatentState(m.latent, request, m.state.split - 1, m.state.scheduler_class, m.state.scheduler_config)
+        latent = self.backend.step(m.scheduler, output, t, m.latent, m.generator)
+        if not bool(torch.isfinite(latent).all()):
+            raise NonFiniteLatent("the latent became non-finite (NaN or infinity in the model's output)")
+        m.latent = latent
+        m.split -= 1
 
     def run(self) -> dict:
         """Step until every member has left; ``{key: final state}``. Raises
@@ -234,4 +301,3 @@ class BatchedExecutor:
             key, reason = failed[0]
             raise GenerationFailed(f"request {key!r}: {reason}")
         return results
-

@@ -10,30 +10,40 @@ pipeline directory from :data:`BACKENDS`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgediff.runtime import architectures
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
 from edgediff.runtime.request import RequestError
+from edgediff.runtime.sd3 import SD3Backend
+from edgediff.runtime.sdxl import SDXLBackend
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
 DTYPES = ("float32", "float16", "bfloat16")
 # Model families: name -> backend class. A new family is its backend module plus one line here.
 BACKENDS: dict[str, type[DenoiserBackend]] = {
     "stable-diffusion": UNetBackend,
+    "stable-diffusion-xl": SDXLBackend,
+    "stable-diffusion-3": SD3Backend,
 }
-# A directory whose pipeline class no backend names is loaded as this family (whose loader
-# says which parts are missing), so that any directory with Stable Diffusion's parts loads.
+# A directory whose model_index.json names no pipeline class is loaded as this family (whose
+# loader says which parts are missing), so that any directory with Stable Diffusion's parts loads.
 DEFAULT_FAMILY = "stable-diffusion"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Where a model comes from: an embedded name (``"tiny"``, its personal fine-tunes
     ``"tiny-italic"``/``"tiny-bold"``/``"tiny-small"``, ``"tiny-random"``), a pipeline
-    directory, or one model's folder of a ``train-tiny`` output. ``tiny`` configures
+    directory, one model's folder of a ``train-tiny`` output, or a real architecture with
+    seeded random weights (``arch:sd15``, ``arch:sdxl``). ``tiny`` configures
     ``tiny-random`` only (the trained weights carry their own config)."""
 
     source: str = TINY_NAME
@@ -151,22 +161,34 @@ def backend_class(family: str) -> type[DenoiserBackend]:
 
 
 def family_of(index: dict) -> str:
-    """The family of a pipeline directory: the one whose backend names the pipeline class in
-    its ``model_index.json`` (``_class_name``), else :data:`DEFAULT_FAMILY`."""
+    """The family of a pipeline directory: the one whose backend names the pipeline class of
+    its ``model_index.json`` (``_class_name``); :data:`DEFAULT_FAMILY` when it names none.
+    Raises :class:`ModelLoadError` for a pipeline class no family supports."""
     pipeline = index.get("_class_name")
-    return next((family for family, cls in BACKENDS.items() if pipeline in cls.pipelines), DEFAULT_FAMILY)
+    if pipeline is None:
+        return DEFAULT_FAMILY
+    family = next((family for family, cls in BACKENDS.items() if pipeline in cls.pipelines), None)
+    if family is None:
+        supported = ", ".join(p for cls in BACKENDS.values() for p in cls.pipelines)
+        raise ModelLoadError(f"unsupported pipeline class {pipeline!r}; supported: {supported}")
+    return family
 
 
 def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
     """Load ``spec``: an embedded name loads the shipped trained weights (``tiny-random``
-    builds random ones); anything else is a local diffusers pipeline directory or a
-    ``train-tiny`` model folder (nothing is downloaded). Raises :class:`ModelLoadError`."""
+    builds random ones); ``arch:sd15``/``arch:sdxl`` build a real architecture with seeded
+    random weights (:mod:`edgediff.runtime.architectures`, for timing); anything else is a
+    local diffusers pipeline directory or a ``train-tiny`` model folder (nothing is
+    downloaded). Raises :class:`ModelLoadError`."""
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec(str(spec))
     path = Path(spec.source)
     if spec.is_tiny:
         *parts, identifier = load_tiny(spec.source, spec.tiny)
         backend = UNetBackend(*parts)
+    elif spec.source.startswith(architectures.PREFIX):
+        with quiet_third_party():
+            backend, identifier = architectures.build(spec.source, spec.tiny.seed), None
     elif path.is_dir() and is_weights_folder(path):
         try:
             *parts, identifier = load_tiny(path.name, weights=path.parent)
@@ -176,8 +198,21 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
     else:
         backend = _load_directory(path)
         identifier = _identifier(path)
+    _check_finite(backend, spec.source)
     backend.place(spec.device, spec.dtype)
     return DiffusionModel(str(spec.source), backend, identifier)
+
+
+def _check_finite(backend: DenoiserBackend, source: str) -> None:
+    """Refuse weights with NaN or infinity: they would make black or noise images, silently."""
+    import torch
+
+    for module in backend.modules:
+        for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelLoadError(
+                    f"{source!r}: {type(module).__name__} weight {name} has non-finite values (NaN or infinity)"
+                )
 
 
 def _identifier(path: Path) -> str | None:
@@ -215,8 +250,71 @@ def _load_directory(path: Path) -> DenoiserBackend:
         raise ModelLoadError(
             f"{str(path)!r} is not a text-to-image pipeline: model_index.json lacks {', '.join(missing)}"
         )
-    classes = {name: _component_class(path, name, *index[name]) for name in backend_type.components}  # check all first
-    return backend_type.from_components(path, {name: _load_component(path, name, cls) for name, cls in classes.items()})
+    with quiet_third_party():  # importing pipeline classes warns too
+        classes = {name: _component_class(path, name, *index[name]) for name in backend_type.components}
+        for name in backend_type.components:
+            if not (path / name).is_dir():
+                raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
+        pipeline = _diffusers_pipeline(index.get("_class_name") or backend_type.pipelines[0])
+        if pipeline is None:  # a family whose pipeline is not a diffusers class: load part by part
+            parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
+        else:
+            parts = _load_pipeline(path, index, backend_type, pipeline)
+        return backend_type.from_components(path, parts)
+
+
+def _diffusers_pipeline(name: str):
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline) else None
+
+
+def _load_pipeline(path: Path, index: dict, backend_type: type[DenoiserBackend], pipeline) -> dict:
+    """Load the directory as diffusers loads it, ``pipeline.from_pretrained`` (so its config
+    fixes and deprecations apply, e.g. Stable Diffusion's scheduler ``clip_sample`` and
+    ``steps_offset``), skipping the parts the family does not use (safety checker, feature
+    extractor, image encoder). Returns the family's parts and, as ``pipeline``, the pipeline."""
+    unused = {  # parts the family does not use, and absent ones ([null, null]), are passed as None
+        name: None
+        for name, entry in index.items()
+        if not name.startswith("_")
+        and isinstance(entry, list)
+        and (name not in (*backend_type.components, *backend_type.optional_components) or None in entry)
+    }
+    try:
+        pipe = pipeline.from_pretrained(str(path), local_files_only=True, **unused)
+    except Exception as err:  # the libraries raise many types; report one line naming the directory
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load {str(path)!r} as a {pipeline.__name__}: {first}") from None
+    names = (*backend_type.components, *backend_type.optional_components)
+    return {**{name: getattr(pipe, name, None) for name in names}, "pipeline": pipe}
+
+
+@contextlib.contextmanager
+def quiet_third_party():
+    """Hide diffusers'/transformers' warnings, load reports and progress bars while loading,
+    unless edgediff logs at INFO (``-v``): a user sees one line per problem, not library chatter."""
+    if log.isEnabledFor(logging.INFO):
+        yield
+        return
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+        tlog.enable_progress_bar()
 
 
 def _component_entry(entry) -> bool:
@@ -238,8 +336,6 @@ def _component_class(path: Path, name: str, library: str, class_name: str):
 
 def _load_component(path: Path, name: str, cls):
     folder = path / name
-    if not folder.is_dir():
-        raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
     try:
         if name == "scheduler":
             return cls.from_pretrained(str(folder))

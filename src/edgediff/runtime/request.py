@@ -56,31 +56,44 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class LatentState:
-    """A request's latent after ``request.steps - split`` denoising steps, plus everything a
-    device needs to continue: the request (prompt, guidance, seed) and the exact scheduler
-    (class and config) that produced the timestep schedule."""
+    """A request's latent after ``steps - split`` denoising steps, plus everything a device
+    needs to continue: the request (prompt, guidance, seed), the exact scheduler (class and
+    config) that produced the timestep schedule, the scheduler's state after those steps
+    (``scheduler_state``: model-output history, step index, counters; see
+    :mod:`edgediff.runtime.schedulers`) and the state of the request's noise generator.
+
+    ``schedule_steps`` is the length of the scheduler's timestep schedule for
+    ``request.steps`` inference steps: equal to it for most schedulers, more for those that
+    call the denoiser twice per step (Heun: ``2N - 1``; PNDM: ``N + 1``). A step of the split
+    convention is one denoiser call, so ``split`` counts those."""
 
     latent: object = field(repr=False)  # torch.Tensor (1, C, h, w)
     request: GenerationRequest
     split: int
     scheduler_class: str
     scheduler_config: dict = field(repr=False)
+    scheduler_state: dict = field(default_factory=dict, repr=False)
+    generator_state: object = field(default=None, repr=False)  # torch.ByteTensor of a CPU torch.Generator
+    schedule_steps: int | None = None  # None: request.steps
 
     def __post_init__(self):
-        if not _is_int(self.split) or not 0 <= self.split <= self.request.steps:
-            raise RequestError(f"split must be an integer in [0, {self.request.steps}], got {self.split!r}")
+        if self.schedule_steps is not None and (not _is_int(self.schedule_steps) or self.schedule_steps < 1):
+            raise RequestError(f"schedule_steps must be an integer >= 1, got {self.schedule_steps!r}")
+        if not _is_int(self.split) or not 0 <= self.split <= self.steps:
+            raise RequestError(f"split must be an integer in [0, {self.steps}], got {self.split!r}")
         shape = tuple(getattr(self.latent, "shape", ()))
         if len(shape) != 4 or shape[0] != 1:
             raise RequestError(f"latent must have shape (1, C, h, w), got {shape}")
 
     @property
     def steps(self) -> int:
-        """``N``, the request's total number of denoising steps."""
-        return self.request.steps
+        """The trajectory's denoising steps (denoiser calls): ``schedule_steps``, by default
+        the request's ``N``."""
+        return self.request.steps if self.schedule_steps is None else self.schedule_steps
 
     @property
     def steps_done(self) -> int:
-        return self.request.steps - self.split
+        return self.steps - self.split
 
     @property
     def finished(self) -> bool:

@@ -22,19 +22,22 @@ def run_edge(
     model: DiffusionModel, request: GenerationRequest, split: int, start: LatentState | None = None
 ) -> LatentState:
     """Steps N..split+1 of ``request`` on ``model`` (from ``start`` if given, e.g. a cached
-    latent); returns the state with ``split`` steps left."""
-    if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split <= request.steps:
-        raise RequestError(f"split must be an integer in [0, {request.steps}], got {split!r}")
-    executor = BatchedExecutor(model)
-    executor.add("edge", request, split, start)
-    return executor.run()["edge"]
+    latent); returns the state with ``split`` steps left. ``N`` is the length of the
+    scheduler's schedule (``request.steps`` but for Heun and PNDM, docs/runtime.md)."""
+    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+        raise RequestError(f"split must be an integer >= 0, got {split!r}")
+    return _run_one(model, request, split, start)
 
 
 def run_local(model: DiffusionModel, state: LatentState) -> LatentState:
     """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished state."""
+    return _run_one(model, state.request, 0, state)
+
+
+def _run_one(model: DiffusionModel, request: GenerationRequest, stop: int, start: LatentState | None) -> LatentState:
     executor = BatchedExecutor(model)
-    executor.add("local", state.request, 0, state)
-    return executor.run()["local"]
+    executor.add("one", request, stop, start)
+    return executor.run()["one"]  # raises GenerationFailed if the member failed
 
 
 def finish(model: DiffusionModel, state: LatentState):
@@ -67,16 +70,15 @@ def generate(
 ) -> GenerationResult:
     """One request in-process: steps N..split+1 on ``edge_model`` (default ``model``), the
     latent encoded to payload bytes and decoded, steps split..1 on ``model``, then decoded.
-    ``split`` ``None`` or ``N`` runs everything locally."""
+    ``split`` ``None`` or ``N`` runs everything locally (``N``: the schedule's length)."""
     from edgediff.runtime.payload import decode_latent, encode_latent
 
-    split = request.steps if split is None else split
     start = time.perf_counter()
-    if split == request.steps:
+    if split is None or split == initial_state(edge_model or model, request).steps:
         state, bits = initial_state(model, request), 0
     else:
         payload = encode_latent(run_edge(edge_model or model, request, split), dtype=payload_dtype)
         state, bits = decode_latent(payload), 8 * len(payload)
     edge_s = time.perf_counter() - start
     image = finish(model, state)
-    return GenerationResult(image, split, request.steps, bits, edge_s, time.perf_counter() - start - edge_s)
+    return GenerationResult(image, state.split, state.steps, bits, edge_s, time.perf_counter() - start - edge_s)

@@ -91,6 +91,8 @@ class _Group:
         self.requests: list = []  # the GenerationRequest that made each entry
         self.prompts: list = []
         self.scheduler: list = []  # (class, config) of each entry, interned in self.schedulers
+        # what else each entry's LatentState carries: (schedule_steps, scheduler_state, generator_state)
+        self.carry: list = []
         self.schedulers: list[tuple[str, dict]] = []
         self.count = 0
 
@@ -157,7 +159,7 @@ class _Group:
             self.lat_blocks.append(torch.empty((BLOCK, *self.shape[1:]), dtype=self.latent_dtype))
         for name in ("row", "step", "split", "uses", "last_used", "seq", "version", "nbytes"):
             setattr(self, name, _grow(getattr(self, name), self.n_slots, 0))
-        for name in ("requests", "prompts", "scheduler"):
+        for name in ("requests", "prompts", "scheduler", "carry"):
             getattr(self, name).append(None)
         return slot
 
@@ -254,7 +256,8 @@ class LatentCache:
             self._push(g, slot)
             cls, config = g.schedulers[g.scheduler[slot]]
             latent = g.latent(slot).unsqueeze(0).clone()
-            return CacheHit(LatentState(latent, g.requests[slot], int(g.split[slot]), cls, config), step, similarity)
+            state = LatentState(latent, g.requests[slot], int(g.split[slot]), cls, config, *_carried(g.carry[slot]))
+            return CacheHit(state, step, similarity)
 
     def insert(self, embedding: np.ndarray, state, step: int, prompt: str) -> bool:
         """Store ``state`` (``step`` steps done); evicts by the rule; ``False`` if not stored
@@ -303,6 +306,7 @@ class LatentCache:
             g.uses[slot], g.last_used[slot], g.seq[slot] = 0, self._clock, self._seq
             g.requests[slot], g.prompts[slot] = state.request, prompt
             g.scheduler[slot] = g.scheduler_index(state.scheduler_class, state.scheduler_config)
+            g.carry[slot] = (state.scheduler_state, state.generator_state, state.schedule_steps)
             g.slot_at[row, step] = slot
             g.refs[row] += 1
             g.count += 1
@@ -342,9 +346,18 @@ class LatentCache:
         g.refs[row] -= 1
         if not g.refs[row]:
             g.release_row(row)
-        g.requests[slot] = g.prompts[slot] = g.scheduler[slot] = None
+        g.requests[slot] = g.prompts[slot] = g.scheduler[slot] = g.carry[slot] = None
         g.free_slots.append(slot)
         g.count -= 1
         self._count -= 1
         self._bytes -= int(g.nbytes[slot])
         self.evictions += 1
+
+
+def _carried(carry: tuple) -> tuple:
+    """An entry's scheduler state, generator state and schedule length, for a new
+    ``LatentState``: the state's tensors are copied (a resumed scheduler may change them)."""
+    import copy
+
+    scheduler_state, generator_state, schedule_steps = carry
+    return copy.deepcopy(scheduler_state), generator_state, schedule_steps
