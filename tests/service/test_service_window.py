@@ -8,13 +8,13 @@ import pytest
 
 from edgediff.core.instance import Instance
 from edgediff.core.pai import PaiCurve
+from edgediff.offload.policies import make_policy
 from edgediff.runtime.request import GenerationRequest
 from edgediff.service.client import EdgeClient
 from edgediff.service.config import ServiceConfig
 from edgediff.service.embedding import HashEmbedder
 from edgediff.service.job import Job, JobSnapshot
 from edgediff.service.schemas import SubmitRequest
-from edgediff.offload.policies import make_policy
 from edgediff.service.window import LATEST_ARRIVAL, decide_window, window_instance
 
 CONFIG = ServiceConfig(window_s=0.5, gpus=2, eta=12.0, W_max=2e6)
