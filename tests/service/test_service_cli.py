@@ -207,5 +207,6 @@ def test_serve_prints_its_url_and_when_ready_the_edge_profile():
     finally:
         proc.kill()  # shutdown is tested elsewhere
         proc.wait(timeout=60)
-    assert re.match(r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: / \(status page\), /docs \(API\), /v1/info", lines[0]), lines
+    ready = r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: / \(status page\), /docs \(API\), /v1/info"
+    assert re.match(ready, lines[0]), lines
     assert any(line.startswith("edge ready: model tiny, L(b) = 0.01 b + 0.004 s, policy exact") for line in lines)
