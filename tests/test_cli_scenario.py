@@ -21,6 +21,7 @@ def run_cli(*args):
 def test_shipped_scenarios_run_through_instance_solve_and_compare(example, tmp_path, capsys):
     path = tmp_path / "inst.json"
     assert main(["instance", "--scenario", str(EXAMPLES / example), "--seed", "3", "-o", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {path}")
     data = json.loads(path.read_text())
     assert main(["solve", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["granted"] <= data["B_max"]

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # each call sets edgediff's level afresh: a command that raised it (reproduce, serve) must not
+    # leave the next in-process call verbose
+    logging.getLogger("edgediff").setLevel(logging.INFO if args.verbose else logging.WARNING)
     set_default_threads()
     from edgediff.offload.policies import SolverError
 
