@@ -31,8 +31,6 @@ SCHEDULERS = {
     "v-dpm++2m": ("DPMSolverMultistepScheduler", dict(prediction_type="v_prediction")),
     "v-euler-ancestral": ("EulerAncestralDiscreteScheduler", dict(prediction_type="v_prediction")),
 }
-# schedulers whose state (history, half steps, noise) a batch could mix up between members
-STATEFUL = ("PNDMScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 
 
 def close(a, b, rel=1e-5):
@@ -77,9 +75,7 @@ def test_unsplit_equals_diffusers_and_every_split_is_exact(pair, guidance):
 
 
 def test_each_member_keeps_its_own_scheduler_state(pair):
-    model, _ = pair
-    if model.scheduler_class not in STATEFUL:
-        pytest.skip("a scheduler without history or noise: covered by the tiny model's batching test")
+    model, _ = pair  # every scheduler: the stateful ones (history, half steps, noise) are the ones at risk
     requests = [
         GenerationRequest(f"prompt {i}", steps=STEPS, seed=i, guidance_scale=(7.5, 1.0)[i % 2]) for i in range(3)
     ]
