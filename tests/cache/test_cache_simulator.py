@@ -44,7 +44,8 @@ def test_every_policy_runs_and_respects_capacity(policy):
     assert set(s) == KEYS
     assert res.max_cache_bytes <= cfg.capacity_bytes
     assert np.all(np.isfinite(res.latency))
-    assert s["unstable"] == (policy == "dnn")  # the untrained actor alone overloads the edge
+    if policy != "dnn":  # the actor alone may overload the edge (test_cache_drc)
+        assert not s["unstable"]
     assert np.all(res.latency >= all_hit_floor(cfg, make_environment(cfg, 1)) - 1e-9)
     # the placement decision: the stored step is one the edge computed, at most the stop step
     assert np.all(res.stored_step <= res.stop_step)

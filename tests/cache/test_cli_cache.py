@@ -14,6 +14,11 @@ KEYS = {
     "time_saved_per_request_s",
     "mean_queue",
     "decision_time_ms",
+    "mean_backlog_s",
+    "p95_backlog_s",
+    "final_backlog_s",
+    "unstable",
+    "cache_full_slot",
 }
 
 
@@ -76,6 +81,7 @@ def test_reproduce_quick_figure_end_to_end(tmp_path, capsys):
     png = (out / "cache-fig10.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     rows = (out / "cache-fig10.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 7  # 3 capacities x 7 policies
+    assert len(rows) == 1 + 3 * 9  # 3 capacities x (7 policies + 2 reference rows)
     assert rows[0].startswith("capacity_gb,policy,mean_response_time_s")
-    assert "drc cuts response time" in (out / "cache-fig10.md").read_text()
+    summary = (out / "cache-fig10.md").read_text()
+    assert "0 GB (oo)" in summary and "all-hit floor" in summary and "(best classic)" in summary

@@ -16,8 +16,8 @@ class CacheConfig:
     users: int = 10  # U
     slots: int = 10_000  # T
     p_req: float = 0.5  # request probability per user and slot
-    classes: int = 50_000  # C (revision 2: large enough that 1-5 GB binds, docs/caching-model.md)
-    topics: int = 2_000  # 25 classes per topic
+    classes: int = 200_000  # C (revision 2: large enough that 1-5 GB binds, docs/caching-model.md)
+    topics: int = 8_000  # 25 classes per topic
     zipf_s: float = 0.9
     # diffusion
     steps: int = 20  # S

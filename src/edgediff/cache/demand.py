@@ -20,8 +20,10 @@ class DemandEstimator:
 
     Counts are kept multiplied by ``decay^-(t - t0)`` so that an observation costs only the
     classes requested; the rate of class ``c`` at slot ``t`` is
-    ``(1 - decay) * sum_i decay^(t - t_i)`` over its past requests ``t_i``, divided by
-    ``1 - decay^(t + 1)`` so that the first slots are not biased low.
+    ``(1 - decay) * sum_i decay^(t - t_i)`` over its past requests ``t_i``. In the first slots
+    this is biased low, on purpose: a class seen once in ten slots is not worth storing as if it
+    came every ten slots (dividing by ``1 - decay^(t+1)`` made early estimates wild and every
+    store look worth it).
     """
 
     def __init__(self, cfg: CacheConfig, topic: np.ndarray) -> None:
@@ -31,7 +33,6 @@ class DemandEstimator:
         self.class_count = np.zeros(cfg.classes)
         self.topic_count = np.zeros(cfg.topics)
         self.t0 = 0
-        self.slots_seen = 0
         self.sharing = 1.0  # running mean of the edge jobs sharing the processor (>= 1)
         self.topic_ok = topic_reusable_steps(cfg)
 
@@ -44,15 +45,11 @@ class DemandEstimator:
             self.class_count /= weight
             self.topic_count /= weight
             self.t0 = t
-        self.slots_seen = t + 1
         if edge_jobs > 0:
             self.sharing += 0.01 * (edge_jobs - self.sharing)
 
     def _scale(self, t: int) -> float:
-        if self.slots_seen == 0:
-            return 0.0
-        bias = 1.0 - self.decay**self.slots_seen
-        return (1.0 - self.decay) * self.decay ** (t - self.t0) / bias
+        return (1.0 - self.decay) * self.decay ** (t - self.t0)
 
     def class_rate(self, t: int, cls: np.ndarray) -> np.ndarray:
         """Estimated requests per slot of each class."""

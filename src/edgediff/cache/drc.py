@@ -1,7 +1,8 @@
 """DRC (seed 002, Algorithm 1): a DROO-style actor with a model-based critic, and DNN.
 
-Every slot the actor (an MLP, ReLU hidden layers, sigmoid output) maps the observed state to a
-relaxed placement decision in (0, 1)^(U x 2 S*): per user, ``S*`` stop bits ``I[u, m]``
+Every slot the actor (an MLP, ReLU hidden layers, sigmoid output, applied to each user's row
+of features with the global ones appended, weights shared across users) maps the observed
+state to a relaxed placement decision in (0, 1)^(U x 2 S*): per user, ``S*`` stop bits ``I[u, m]``
 (step ``m`` runs at the edge; the stop step is their sum, constraint (7)) and ``S*`` store bits
 (the stored step ``m'`` is their sum, clipped to the stop step; it counts only if the edge
 computes that step, else nothing is stored). Order-preserving quantization (eqs. (36)-(37)) of
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import Slot, objective, valid_store
+from edgediff.cache.model import Slot, latencies, objective, valid_store
 from edgediff.cache.policies import CachePolicy
 
 GLOBAL_FEATURES = 4
@@ -82,10 +83,12 @@ class DrcPolicy(CachePolicy):
         self.hp = drc or DrcConfig()
         gen = torch.Generator().manual_seed(seed)
         self.s_star = s = cfg.reusable_steps
-        self.per_user_in = 4 + s
-        n_in = self.per_user_in * cfg.users + GLOBAL_FEATURES
+        self.per_user_in = 3 + 3 * s
+        # one network applied to every user's row (its features and the global ones), weights shared
+        self.row_in = self.per_user_in + GLOBAL_FEATURES
+        n_in = self.row_in * cfg.users
         n_out = cfg.users * 2 * s
-        self.actor = Actor(n_in, n_out, self.hp.hidden, self.hp.init_std, gen)
+        self.actor = Actor(self.row_in, 2 * s, self.hp.hidden, self.hp.init_std, gen)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.hp.learning_rate)
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="none")
         size = self.hp.memory_size
@@ -104,19 +107,25 @@ class DrcPolicy(CachePolicy):
 
     # ------------------------------------------------------------------ state
     def features(self, slot: Slot) -> np.ndarray:
-        """Per user: requesting, rate, local speed, deepest usable cached step, and the log value of
-        storing each step 1..S*; then the edge backlog, its jobs, the queue and the cache fill."""
+        """Per user: requesting, rate, local speed; for each step m = 1..S*, the time offloading up to
+        m would save that user alone (with the backlog, no write), the deepest usable cached step
+        ``j(m)``, and the log future value of storing step m; then the edge backlog, its jobs, the
+        queue and the cache fill."""
         cfg, u, s = self.cfg, slot.users, self.s_star
         f = np.zeros((cfg.users, self.per_user_in), dtype=np.float32)
         f[u, 0] = 1.0
         f[u, 1] = slot.rate / 2e6
         f[u, 2] = slot.f_local / cfg.f_max
-        f[u, 3] = slot.cached_step[:, -1] / s
+        alone = latencies(cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0)
+        own = np.diagonal(alone, axis1=1, axis2=2).T  # (n, S*): user r alone offloading to m
+        local = cfg.steps * cfg.cycles_per_step / slot.f_local
+        f[u, 3 : 3 + s] = (local[:, None] - own) / 10.0
+        f[u, 3 + s : 3 + 2 * s] = slot.cached_step[:, 1:] / s
         gain = cfg.value_horizon_slots * (slot.value[:, 1:] - slot.value_floor)
-        f[u, 4:] = np.log10(1.0 + np.maximum(gain, 0.0)) / 3
+        f[u, 3 + 2 * s :] = np.log10(1.0 + np.maximum(gain, 0.0)) / 3
         q = slot.Q / (slot.Q + cfg.V * max(cfg.request_rate, 1.0))
         g = np.array([slot.backlog_s / 5.0, slot.edge_jobs / 10.0, q, slot.cache_fill], dtype=np.float32)
-        return np.concatenate([f.ravel(), g])
+        return np.concatenate([f, np.broadcast_to(g, (cfg.users, GLOBAL_FEATURES))], axis=1).ravel()
 
     def _sync_weights(self) -> None:
         """Copy the actor's weights to NumPy: a forward pass of this size is faster there."""
@@ -127,7 +136,7 @@ class DrcPolicy(CachePolicy):
         ]
 
     def _relaxed(self, x: np.ndarray) -> np.ndarray:
-        h = x
+        h = x.reshape(self.cfg.users, self.row_in)
         for i, (w, b) in enumerate(self._weights):
             h = h @ w + b
             if i < len(self._weights) - 1:
@@ -178,7 +187,8 @@ class DrcPolicy(CachePolicy):
         filled = min(self.mem_count, self.hp.memory_size)
         idx = self.rng.choice(filled, size=self.hp.batch_size, replace=False)
         x, y, mask = (torch.from_numpy(a[idx]) for a in (self.mem_x, self.mem_y, self.mem_mask))
-        loss = (self.loss_fn(self.actor(x), y) * mask).sum() / mask.sum().clamp(min=1.0)
+        logits = self.actor(x.view(x.shape[0], self.cfg.users, self.row_in)).reshape(y.shape)
+        loss = (self.loss_fn(logits, y) * mask).sum() / mask.sum().clamp(min=1.0)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

@@ -97,6 +97,7 @@ class SimResult:
     cache_full_slot: int  # first slot at whose end the cache was full (-1: never)
     losses: list[float] = field(default_factory=list)  # actor training losses (drc, dnn)
     max_cache_bytes: float = 0.0
+    k_history: list[int] = field(default_factory=list)  # drc's number of candidates K as it adapts
 
     @property
     def unstable(self) -> bool:
@@ -228,4 +229,5 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
         full_slot,
         list(getattr(pol, "losses", [])),
         max_bytes,
+        list(getattr(pol, "k_history", [])),
     )
