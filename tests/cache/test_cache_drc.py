@@ -51,4 +51,3 @@ def test_dnn_is_one_candidate_and_worse_than_drc():
     drc = simulate(cfg, "drc", 4, env=env, drc=DrcConfig())
     dnn = simulate(cfg, "dnn", 4, env=env)
     assert dnn.latency.mean() > drc.latency.mean()
-    assert dnn.backlog.mean() > drc.backlog.mean()  # the actor alone piles more work on the edge
