@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+
 import numpy as np
 import torch
 

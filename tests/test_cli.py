@@ -126,3 +126,84 @@ def test_import_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_policy_option_reaches_the_policy(tmp_path, capsys):
+    path = tmp_path / "inst.json"
+    assert main(["instance", "--users", "6", "--seed", "4", "-o", str(path)]) == 0
+    assert main(["solve", str(path), "--policy", "ga", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    args = ["solve", str(path), "--policy", "ga", "--policy-option", "population=100", "--json"]
+    assert main(args) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["objective"] == pytest.approx(default["objective"])  # the default population, given explicitly
+    grid = ["solve", str(path), "--policy", "timeline", "--policy-option", "split_grid=[80,200]", "--json"]
+    assert main(grid) == 0
+    assert {u["split"] for u in json.loads(capsys.readouterr().out)["users"]} <= {80, 200}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["solve", "{f}", "--policy", "ga", "--policy-option", "populaton=5"], "takes no option 'populaton'"),
+        (["solve", "{f}", "--policy", "timeline", "--policy-option", "split_grid=[1]"], "split_grid must be"),
+        (["compare", "--policies", "exact,b1", "--policy-option", "population=5"], "takes the option 'population'"),
+        (["cache-sim", "--policy", "lru", "--policy-option", "x=1"], "takes no option 'x'"),
+    ],
+)
+def test_bad_policy_option_is_one_line_exit_2(tmp_path, args, message):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"users": [DEFAULT_ROW]}))
+    result = run_cli(*[a.format(f=path) for a in args])
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.startswith(f"edgediff {args[0]}: error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_policy_option_needs_key_and_value(tmp_path):
+    result = run_cli("solve", str(tmp_path / "x.json"), "--policy-option", "novalue")
+    assert result.returncode == 2 and "expected KEY=VALUE" in result.stderr
+
+
+def test_every_input_error_derives_from_input_error():
+    from edgediff.cache.config import CacheConfigError
+    from edgediff.cache.policies import UnknownCachePolicy
+    from edgediff.cli import UsageError
+    from edgediff.core.instance import InstanceError
+    from edgediff.core.model import DecisionError
+    from edgediff.errors import InputError
+    from edgediff.offload.policies import CheckpointError, SolverError, UnknownPolicy, UnknownPolicyOption
+    from edgediff.personalize.classifier import ClassifierError
+    from edgediff.reproduce import UnknownFigure
+    from edgediff.runtime.models import ModelLoadError
+    from edgediff.runtime.payload import PayloadError
+    from edgediff.runtime.request import RequestError
+    from edgediff.service.config import ServiceConfigError
+
+    errors = [
+        CacheConfigError,
+        UnknownCachePolicy,
+        UsageError,
+        InstanceError,
+        DecisionError,
+        CheckpointError,
+        UnknownPolicy,
+        UnknownPolicyOption,
+        ClassifierError,
+        UnknownFigure,
+        ModelLoadError,
+        PayloadError,
+        RequestError,
+        ServiceConfigError,
+    ]
+    assert all(issubclass(e, InputError) and issubclass(e, ValueError) for e in errors)
+    assert not issubclass(SolverError, InputError)  # not the user's fault: exit 1
+
+
+def test_no_cli_module_over_250_lines():
+    from pathlib import Path
+
+    import edgediff.cli
+
+    modules = list(Path(edgediff.cli.__file__).parent.glob("*.py"))
+    assert len(modules) > 5
+    assert {m.name: len(m.read_text().splitlines()) for m in modules if len(m.read_text().splitlines()) > 250} == {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgediff.errors import InputError
 from edgediff.figure_io import Figure, write_figure
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ REGISTRY: dict[str, FigureSpec] = {
 ALL = "all"  # every registered figure, in registry order
 
 
-class UnknownFigure(ValueError):
+class UnknownFigure(InputError):
     """The figure name is not registered."""
 
 

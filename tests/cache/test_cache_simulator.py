@@ -106,6 +106,25 @@ def test_larger_V_lower_cost_larger_queue():
 def test_unknown_policy():
     with pytest.raises(UnknownCachePolicy, match="choose from"):
         make_cache_policy("fifo", SHORT)
+    with pytest.raises(UnknownCachePolicy, match="takes no option 'size'; it takes: none"):
+        make_cache_policy("lru", SHORT, size=3)
+
+
+def test_policy_spec_names_a_policy_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom edgediff.cache.policies import cache_policy_spec\n"
+        "print(cache_policy_spec('drc')[0], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["edgediff.cache.drc:DrcPolicy", "False"]
+
+
+def test_a_built_policy_is_returned_as_it_is():
+    policy = make_cache_policy("lru", SHORT)
+    assert make_cache_policy(policy, SHORT) is policy
 
 
 @pytest.mark.parametrize("policy", ["oo", "lru", "drc"])

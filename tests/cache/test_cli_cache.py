@@ -48,6 +48,7 @@ def test_cache_sim_text(capsys):
         (["--policy", "lru", "--reusable-steps", "21"], "--reusable-steps must be in [1, steps=20]"),
         (["--policy", "lru", "--users", "0"], "must be >= 1"),
         (["--policy", "lru", "--capacity-gb", "-1"], "must be >= 0.0"),
+        (["--policy", "lru", "--capacity-gb", "0.0001"], "--capacity-gb must be 0 (no cache) or hold at least one"),
         (["--policy", "lru", "--V", "nan"], "must be >= 0.0"),
         (["--policy", "lru", "--slots", "ten"], "expected an integer"),
         (["--users", "3"], "--policy"),

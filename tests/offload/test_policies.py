@@ -59,3 +59,37 @@ def test_baselines():
 def test_unknown_policy():
     with pytest.raises(UnknownPolicy, match="choose from"):
         make_policy("dqn-typo")
+
+
+def test_options_pass_through_to_the_policy_and_its_config():
+    from edgediff.offload.ga import GaConfig
+
+    inst = random_instance(8, 4, seed=3)
+    small = make_policy("ga", {"population": 10, "generations": 5}, seed=2)
+    assert small.options == {"seed": 2, "config": GaConfig(population=10, generations=5)}
+    default = make_policy("ga", seed=2)
+    assert default.options == {"seed": 2}
+    assert evaluate(inst, make_policy("ga", population=100, seed=2).decide(inst)).objective == pytest.approx(
+        evaluate(inst, default.decide(inst)).objective
+    )
+    grid = make_policy("timeline", split_grid=[80, 140, 200])
+    assert set(grid.decide(inst).split.tolist()) <= {80, 140, 200}
+
+
+def test_unknown_option_names_it_and_the_valid_ones():
+    from edgediff.errors import InputError
+    from edgediff.offload.policies import UnknownPolicyOption
+
+    with pytest.raises(UnknownPolicyOption, match=r"'populaton'.*seed, config, population") as err:
+        make_policy("ga", populaton=10)
+    assert isinstance(err.value, InputError)
+    make_policy("exact", seed=1, time_limit=None, checkpoint=None)  # run settings: ignored where not taken
+
+
+def test_a_built_policy_is_returned_as_it_is():
+    from edgediff.offload.policies import UnknownPolicyOption
+
+    policy = make_policy("b3")
+    assert make_policy(policy) is policy and make_policy(policy, seed=3) is policy
+    with pytest.raises(UnknownPolicyOption, match="'population' applies to a policy name"):
+        make_policy(policy, population=5)

@@ -1,14 +1,17 @@
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 
 from edgediff.core.generator import random_instance
+from edgediff.core.link import transmission_latency
 from edgediff.core.model import Decision, evaluate
-from edgediff.offload.exact import solve_exact
-from edgediff.offload.timeline import brute_force_timeline, solve_timeline
+from edgediff.offload.exact import denied_utility, solve_exact
+from edgediff.offload.timeline import _assignment_rows, _rank_values, brute_force_timeline, solve_timeline
 
 GRID = (80, 140, 200)
 
@@ -64,3 +67,66 @@ def test_split_grid_outside_the_range_is_rejected():
     inst = random_instance(3, 8, seed=0)
     with pytest.raises(ValueError, match="split_grid"):
         solve_timeline(inst, split_grid=[10, 200])
+
+
+def assignment_per_batch_size(inst, split_grid=None):
+    """The previous ``timeline``: one assignment over every user for every ``b`` up to ``min(B_max, I)``."""
+    if inst.max_granted == 0:
+        return Decision.all_local(inst)
+    ranks = np.arange(1, inst.max_granted + 1)
+    split, value = _rank_values(inst, ranks, split_grid)
+    gain = value - inst.waiting_latency[:, None] - denied_utility(inst)[:, None]
+    best_total, best = 0.0, Decision.all_local(inst)
+    for b in ranks:
+        link = transmission_latency(inst.payload_bits, b, inst.eta, inst.W_max)
+        users, rank = linear_sum_assignment(gain[:, :b] - link[:, None], maximize=True)
+        total = float((gain[users, rank] - link[users]).sum())
+        if total > best_total + 1e-12:
+            chosen = np.full(inst.num_users, inst.N, dtype=np.int64)
+            chosen[users] = split[users, rank]
+            best_total, best = total, Decision(np.isin(np.arange(inst.num_users), users), chosen)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    users=st.integers(1, 120),
+    gpus=st.sampled_from([1, 2, 8, 16]),
+    bmax_share=st.floats(0, 1.2),
+    grid=st.sampled_from([None, None, GRID]),
+)
+def test_timeline_equals_an_assignment_over_every_user_and_batch_size(seed, users, gpus, bmax_share, grid):
+    # pruned rows and the early stop change neither the decision nor its value
+    inst = random_instance(users, gpus, seed=seed, B_max=round(bmax_share * users))
+    reference = assignment_per_batch_size(inst, grid)
+    decision = solve_timeline(inst, split_grid=grid)
+    assert timeline_objective(inst, decision) == pytest.approx(timeline_objective(inst, reference), rel=1e-12, abs=1e-9)
+    assert np.array_equal(decision.granted, reference.granted) and np.array_equal(decision.split, reference.split)
+
+
+@pytest.mark.parametrize("users, bmax", [(1000, 200), (400, 400)])
+def test_timeline_equals_the_full_assignment_scan_at_scale(users, bmax):
+    inst = random_instance(users, 8, seed=users, B_max=bmax)
+    decision, reference = solve_timeline(inst), assignment_per_batch_size(inst)
+    assert np.array_equal(decision.granted, reference.granted) and np.array_equal(decision.split, reference.split)
+
+
+@pytest.mark.parametrize("edge_k, eta", [(-1e-4, 10.0), (0.0, 1e30)])
+def test_timeline_matches_where_gains_need_not_fall_or_the_link_is_free(edge_k, eta):
+    # edge_k < 0 (no valid instance file has it): no early stop, every batch size over pruned rows
+    inst = replace(random_instance(60, 8, seed=5, B_max=30), edge_k=edge_k, eta=eta)
+    decision, reference = solve_timeline(inst), assignment_per_batch_size(inst)
+    assert np.array_equal(decision.granted, reference.granted) and np.array_equal(decision.split, reference.split)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 40), b=st.integers(1, 12), ties=st.booleans())
+def test_an_assignment_over_each_ranks_best_users_is_optimal(seed, users, b, ties):
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(users, min(b, users)))
+    if ties:
+        weight = np.round(weight)  # many equal cells
+    rows = _assignment_rows(weight)
+    pruned = weight[rows][linear_sum_assignment(weight[rows], maximize=True)].sum()
+    assert pruned == pytest.approx(weight[linear_sum_assignment(weight, maximize=True)].sum(), abs=1e-12)

@@ -140,3 +140,9 @@ def test_same_seed_same_weights(tmp_path):
     for name in ("vae.safetensors", "tiny/unet.safetensors", "tiny-small/text_encoder.safetensors"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (tmp_path / "a/tiny/unet.safetensors").read_bytes() != (tmp_path / "c/tiny/unet.safetensors").read_bytes()
+
+
+def test_quick_preset_keeps_the_seed_and_shrinks_every_stage():
+    quick = TrainConfig.quick(3)
+    assert quick.seed == 3 and quick.vae_steps == 5 and quick.personal_steps == 3 and quick.eval_per_digit == 1
+    assert quick.guidance_scale == TrainConfig().guidance_scale  # only the sizes change

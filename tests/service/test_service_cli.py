@@ -76,6 +76,7 @@ def test_generate_unreachable_server_and_profile_without_server(tmp_path, capsys
     "args, message",
     [
         (["--policy", "nope"], "unknown policy"),
+        (["--policy", "milp", "--policy-option", "seeds=1"], "takes no option 'seeds'"),
         (["--model", "/nonexistent/model"], "does not exist"),
         (["--window", "-1"], "--window"),
         (["--edge-profile", "0.1"], "--edge-profile"),
@@ -99,3 +100,12 @@ def test_demo_runs_the_service_window_and_writes_the_grid(tmp_path, capsys):
     assert any("granted" in r for r in rows)
     grid = Image.open(out)
     assert grid.size == (4 * 128, 2 * 128)
+
+
+def test_service_config_policy_options():
+    from edgediff.service.config import ServiceConfig, ServiceConfigError
+
+    assert ServiceConfig(policy="milp", policy_options={"time_limit": 2.0}).policy_options == {"time_limit": 2.0}
+    assert ServiceConfig().policy_options == {}
+    with pytest.raises(ServiceConfigError, match="takes no option 'population'; it takes: time_limit"):
+        ServiceConfig(policy="milp", policy_options={"population": 5})

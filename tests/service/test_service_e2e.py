@@ -160,7 +160,8 @@ def test_each_latent_is_published_the_step_its_member_leaves(start_service):
     assert low["window"] == high["window"] and low["status"] == high["status"] == "done"
     assert low["offloaded_steps"] > high["offloaded_steps"] > 0
     jobs = {j.id: j for j in engine.jobs()}
-    assert jobs[high["id"]].snapshot.finished_at < jobs[low["id"]].snapshot.finished_at  # left the batch first, published first
+    # left the batch first, published first
+    assert jobs[high["id"]].snapshot.finished_at < jobs[low["id"]].snapshot.finished_at
     assert high["edge_s"] < low["edge_s"]
 
 

@@ -48,7 +48,9 @@ def test_window_instance_matches_the_engine_s_former_inline_instance():
     for steps in (1, 6, 7, 13, 30, 200, 333):
         start = float(rng.uniform(0, 1e4))
         jobs = [
-            job(f"p{i}" * int(rng.integers(1, 5)), start + float(rng.uniform(-0.2, 0.7)), steps, *rng.uniform(0.1, 3, 3))
+            job(
+                f"p{i}" * int(rng.integers(1, 5)), start + float(rng.uniform(-0.2, 0.7)), steps, *rng.uniform(0.1, 3, 3)
+            )
             for i in range(int(rng.integers(1, 6)))
         ]
         new = window_instance(jobs, CONFIG, start=start, b_max=5, edge_profile=EDGE, intermediate_bits=8192)
@@ -78,7 +80,9 @@ def test_window_instance_matches_the_engine_s_former_inline_instance():
 
 def test_window_instance_takes_one_step_count():
     with pytest.raises(ValueError, match="one step count"):
-        window_instance([job("a", 0, 10), job("b", 0, 20)], CONFIG, start=0, b_max=1, edge_profile=EDGE, intermediate_bits=1)
+        window_instance(
+            [job("a", 0, 10), job("b", 0, 20)], CONFIG, start=0, b_max=1, edge_profile=EDGE, intermediate_bits=1
+        )
 
 
 def test_snapshot_is_immutable_and_starts_queued():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from edgediff.errors import InputError
 
-class CacheConfigError(ValueError):
+
+class CacheConfigError(InputError):
     """A Part B parameter is invalid; the message names it."""
 
 
@@ -64,8 +66,8 @@ class CacheConfig:
                 raise CacheConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if 0 < self.capacity_bytes < self.output_bytes:
             raise CacheConfigError(
-                f"capacity_bytes must be 0 (no cache) or hold at least one output ({self.output_bytes:g} bytes), "
-                f"got {self.capacity_bytes:g}"
+                f"capacity_bytes must be 0 (no cache) or hold at least one output of {self.output_bytes:g} bytes "
+                f"({self.output_bytes / 1e9:g} GB), got {self.capacity_bytes:g} bytes"
             )
         if self.p_req > 1:
             raise CacheConfigError(f"p_req must be <= 1, got {self.p_req}")

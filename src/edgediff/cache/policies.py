@@ -1,5 +1,7 @@
 """Caching policies behind one interface: ``make_cache_policy(name, cfg).decide(slot)``.
 
+Adding a policy is its module and one ``REGISTRY`` line.
+
 A policy returns, for the slot's ``n`` requests, the paper's placement decision: the stop
 steps ``m`` (ints in 0..S*) and the stored steps ``m'`` (0 = none, else a step the edge
 computes this slot); it names the eviction rule its cache uses, and may ``learn`` from what it
@@ -10,11 +12,13 @@ decided. Policies are registered by module path and imported when made, so only 
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.model import Slot, edge_work, transmission_s
+from edgediff.errors import InputError
 
 REGISTRY: dict[str, tuple[str, str]] = {
     "drc": ("edgediff.cache.drc:DrcPolicy", "DROO-style actor, K quantized candidates, model-based critic"),
@@ -28,7 +32,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
 CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
 
 
-class UnknownCachePolicy(ValueError):
+class UnknownCachePolicy(InputError):
     """The caching policy name is not registered."""
 
 
@@ -89,10 +93,28 @@ class ClassicCache(CachePolicy):
         return m, deepest
 
 
-def make_cache_policy(name: str, cfg: CacheConfig, *, seed: int = 0, **options) -> CachePolicy:
+def cache_policy_spec(name: str) -> tuple[str, str]:
+    """``(target, summary)`` of a registered policy, without importing it (``drc`` needs torch);
+    raises :class:`UnknownCachePolicy` naming the choices."""
     try:
-        target = REGISTRY[name][0]
+        return REGISTRY[name]
     except KeyError:
         raise UnknownCachePolicy(f"unknown policy {name!r}; choose from {', '.join(CACHE_POLICIES)}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(name, cfg, seed=seed, **options)
+
+
+def make_cache_policy(name_or_policy: str | CachePolicy, cfg: CacheConfig, *, seed: int = 0, **options) -> CachePolicy:
+    """Build a registered policy (a ``CachePolicy`` is returned as it is); ``options`` are its
+    constructor's keyword parameters beyond ``name, cfg, seed`` (``drc``'s ``drc: DrcConfig``)."""
+    if isinstance(name_or_policy, CachePolicy):
+        if options:
+            raise UnknownCachePolicy(f"option {next(iter(options))!r} applies to a policy name, not a built policy")
+        return name_or_policy
+    module, cls = cache_policy_spec(name_or_policy)[0].split(":")
+    policy_class = getattr(importlib.import_module(module), cls)
+    valid = list(inspect.signature(policy_class).parameters)[3:]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise UnknownCachePolicy(
+            f"policy {name_or_policy!r} takes no option {unknown[0]!r}; it takes: {', '.join(valid) or 'none'}"
+        )
+    return policy_class(name_or_policy, cfg, seed=seed, **options)

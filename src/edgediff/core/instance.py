@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgediff.core.pai import PaiCurve
 from edgediff.core.profiles import DEFAULT_EDGE
+from edgediff.errors import InputError
 
 PROMPT_BITS = 216
 INTERMEDIATE_BITS = 4_400_000
@@ -27,7 +28,7 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class InstanceError(ValueError):
+class InstanceError(InputError):
     """An instance file or dictionary is invalid; the message names the field."""
 
 

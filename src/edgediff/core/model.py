@@ -20,12 +20,13 @@ import numpy as np
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
 from edgediff.core.profiles import edge_step_latency
+from edgediff.errors import InputError
 
 LatencyModel = Literal["paper", "timeline"]
 LATENCY_MODELS: tuple[str, ...] = ("paper", "timeline")
 
 
-class DecisionError(ValueError):
+class DecisionError(InputError):
     """A decision violates a constraint of (P1)."""
 
 

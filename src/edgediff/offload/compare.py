@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from edgediff import figure_io
 from edgediff.core.generator import random_instance
 from edgediff.core.model import evaluate
-from edgediff.offload.policies import make_policy
+from edgediff.offload.policies import UnknownPolicyOption, make_policy, policy_option_names
 
 CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s")
 SCORE_REFERENCES = ("exact", "b3")
@@ -57,13 +57,21 @@ def run_cases(
     seed: int,
     B_max: int,
     checkpoint: str | None,
+    policy_options: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Objective and decision time of every policy on the given cases of one point.
 
     Returns ``{policy: array shaped (2, len(cases))}`` (row 0 objective, row 1 seconds). A
-    module-level function of plain arguments, so a sweep can run it in another process.
+    module-level function of plain arguments, so a sweep can run it in another process. Each
+    policy gets the ``policy_options`` it takes (``population`` goes to ga only).
     """
-    solvers = {name: make_policy(name, seed=seed, checkpoint=checkpoint) for name in policies}
+    options = dict(policy_options or {})
+    solvers = {
+        name: make_policy(
+            name, {k: v for k, v in options.items() if k in policy_option_names(name)}, seed=seed, checkpoint=checkpoint
+        )
+        for name in policies
+    }
     out = {name: np.empty((2, len(cases))) for name in solvers}
     for j, case in enumerate(cases):
         rng = np.random.default_rng(case_seed(seed, num_users, gpus, case))
@@ -82,6 +90,7 @@ def compare_points(
     seed: int = 0,
     B_max: int = 20,
     checkpoint: str | None = None,
+    policy_options: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     workers: int | None = 1,
     ray_address: str | None = None,
@@ -91,16 +100,20 @@ def compare_points(
 
     Cases are split into chunks that run in parallel (:func:`edgediff.offload.sweep.run_tasks`);
     every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
+    Each policy gets the ``policy_options`` it takes; an option no policy takes is an error.
     """
     from tqdm.auto import tqdm
 
     from edgediff.offload.sweep import run_tasks
 
     points, policies = list(points), list(policies)
+    for key in policy_options or {}:  # each option must reach at least one policy
+        if not any(key in policy_option_names(name) for name in policies):
+            raise UnknownPolicyOption(f"no policy of {','.join(policies)} takes the option {key!r}")
     everyone = list(dict.fromkeys([*policies, *SCORE_REFERENCES]))
     chunks = [range(start, min(start + chunk, cases)) for start in range(0, cases, chunk)]
     tasks = [
-        (run_cases, (users, gpus, tuple(part), everyone, seed, B_max, checkpoint))
+        (run_cases, (users, gpus, tuple(part), everyone, seed, B_max, checkpoint, policy_options))
         for users, gpus in points
         for part in chunks
     ]

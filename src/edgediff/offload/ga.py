@@ -14,11 +14,14 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
+from edgediff.errors import InputError
 from edgediff.offload.exact import decision_from_table, gain_table
 
 
 @dataclass(frozen=True)
 class GaConfig:
+    """GA hyper-parameters; each is a ``ga`` policy option (``make_policy("ga", population=50)``)."""
+
     population: int = 100
     generations: int = 200
     crossover_rate: float = 0.9
@@ -27,9 +30,9 @@ class GaConfig:
 
     def __post_init__(self):
         if self.population < 2 or self.generations < 0 or self.tournament < 1:
-            raise ValueError("population >= 2, generations >= 0 and tournament >= 1 are required")
+            raise InputError("population >= 2, generations >= 0 and tournament >= 1 are required")
         if not 0 <= self.elites <= self.population:
-            raise ValueError("elites must lie in [0, population]")
+            raise InputError("elites must lie in [0, population]")
 
 
 def _repair(pop: np.ndarray, limit: int, rng: np.random.Generator) -> None:

@@ -2,40 +2,40 @@
 
 Policies are registered by module path and imported only when made, so choosing
 ``exact`` never imports SciPy's MILP code, and a learned policy (``dqn``, a later
-issue) can bring torch without burdening the others: ``dqn`` is registered by module path
-and takes a ``checkpoint`` option (default: the checkpoint shipped in the package).
+issue) can bring torch without burdening the others. A policy's options are its function's
+keyword parameters (``dqn``'s ``checkpoint``, ``timeline``'s ``split_grid``) and the fields of a
+config dataclass parameter (ga's ``GaConfig``): adding a policy is its module and one line here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
+from edgediff.errors import InputError
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     target: str  # "module:function", the function taking (instance, **options)
     summary: str
-    options: tuple[str, ...] = ()  # option names the function accepts
 
 
 REGISTRY: dict[str, PolicySpec] = {
     "exact": PolicySpec("edgediff.offload.exact:solve_exact", "provable optimum (paper latency model)"),
-    "ga": PolicySpec("edgediff.offload.ga:solve_ga", "genetic algorithm, 100 x 200, split optimized", ("seed",)),
+    "ga": PolicySpec("edgediff.offload.ga:solve_ga", "genetic algorithm, 100 x 200, split optimized"),
     "milp": PolicySpec(
-        "edgediff.offload.milp:solve_milp",
-        "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)",
-        ("time_limit",),
+        "edgediff.offload.milp:solve_milp", "paper's B&B: linearized GQAP, split fixed at N_hat (HiGHS)"
     ),
     "dqn": PolicySpec(
-        "edgediff.offload.dqn.policy:solve_dqn",
-        "paper's DRL-convex hybrid (PER-DQN), shipped general-scope checkpoint",
-        ("checkpoint",),
+        "edgediff.offload.dqn.policy:solve_dqn", "paper's DRL-convex hybrid (PER-DQN), shipped general-scope checkpoint"
     ),
     "timeline": PolicySpec(
         "edgediff.offload.timeline:solve_timeline",
@@ -46,14 +46,20 @@ REGISTRY: dict[str, PolicySpec] = {
     "b3": PolicySpec("edgediff.offload.baselines:solve_b3", "all local"),
 }
 POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
+# Run settings any caller may give every policy; a policy that does not take one ignores it.
+SHARED_OPTIONS: tuple[str, ...] = ("seed", "time_limit", "checkpoint")
 
 
-class UnknownPolicy(ValueError):
+class UnknownPolicy(InputError):
     """The policy name is not registered."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A learned policy's checkpoint is missing, malformed or cannot take the instance."""
+
+
+class UnknownPolicyOption(InputError):
+    """A policy was given an option it does not take."""
 
 
 class SolverError(RuntimeError):
@@ -84,16 +90,57 @@ def policy_spec(name: str) -> PolicySpec:
         raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
 
 
-def make_policy(
-    name: str, *, seed: int | None = None, time_limit: float | None = None, checkpoint: str | None = None
-) -> Policy:
-    """Build a registered policy; options it does not take are ignored."""
-    spec = policy_spec(name)
-    module_name, func = spec.target.split(":")
+def _solver(name: str) -> tuple[Any, Callable[..., Decision]]:
+    """The registered module of ``name`` (imported now) and its policy function."""
+    module_name, func = policy_spec(name).target.split(":")
     module = importlib.import_module(module_name)
-    given = {"seed": seed, "time_limit": time_limit, "checkpoint": checkpoint}
-    options = {k: given[k] for k in spec.options if given[k] is not None}
-    prepare = getattr(module, "prepare", None)  # e.g. load a checkpoint now, not in the first timed decision
-    if prepare is not None:
-        prepare(**options)
-    return Policy(name, getattr(module, func), options)
+    return module, getattr(module, func)
+
+
+def _config_defaults(solve: Callable[..., Decision]) -> dict[str, Any]:
+    """Keyword parameters whose default is a config dataclass (e.g. ga's ``GaConfig``)."""
+    params = inspect.signature(solve).parameters.values()
+    return {p.name: p.default for p in params if dataclasses.is_dataclass(p.default)}
+
+
+def policy_option_names(name: str) -> tuple[str, ...]:
+    """The option names policy ``name`` takes: its function's keyword parameters, and the
+    fields of a config dataclass parameter, given one by one (``population`` for ga)."""
+    _, solve = _solver(name)
+    params = list(inspect.signature(solve).parameters)[1:]  # the first is the instance
+    nested = [f.name for config in _config_defaults(solve).values() for f in dataclasses.fields(config)]
+    return tuple(params + nested)
+
+
+def make_policy(name_or_policy: str | Policy, options: Mapping[str, Any] | None = None, **more: Any) -> Policy:
+    """Build a registered policy bound to its options (a built ``Policy`` is returned as it is,
+    taking run settings only).
+
+    Options come as a mapping, keywords or both. The run settings in ``SHARED_OPTIONS`` are
+    dropped when ``None`` or not taken by the policy; any other option the policy does not take
+    raises :class:`UnknownPolicyOption` naming the ones it takes.
+    """
+    given = {**(options or {}), **more}
+    if isinstance(name_or_policy, Policy):
+        extra = [k for k in given if k not in SHARED_OPTIONS]
+        if extra:
+            raise UnknownPolicyOption(f"option {extra[0]!r} applies to a policy name, not a built policy")
+        return name_or_policy
+    name = name_or_policy
+    module, solve = _solver(name)
+    valid = policy_option_names(name)
+    unknown = [k for k in given if k not in valid and k not in SHARED_OPTIONS]
+    if unknown:
+        raise UnknownPolicyOption(
+            f"policy {name!r} takes no option {unknown[0]!r}; it takes: {', '.join(valid) or 'none'}"
+        )
+    kwargs = {k: v for k, v in given.items() if k in valid and v is not None}
+    for param, default in _config_defaults(solve).items():  # fields given one by one -> one config object
+        fields = {f.name for f in dataclasses.fields(default)}
+        nested = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        if nested:
+            kwargs[param] = dataclasses.replace(kwargs.get(param, default), **nested)
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:  # e.g. load a checkpoint now, not in the first timed decision
+        prepare(**kwargs)
+    return Policy(name, solve, kwargs)

@@ -21,14 +21,16 @@ from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
 
 
-def best_split_for_edge_latency(instance: Instance, edge_step) -> tuple[np.ndarray, np.ndarray]:
-    """Best split of every user for every per-step edge latency in ``edge_step`` (shape ``(1, B)``).
+def best_split_for_edge_latency(
+    instance: Instance, edge_step, users=slice(None)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best split of each of ``users`` (default: all) for every per-step edge latency in ``edge_step`` (``(1, B)``).
 
-    Returns ``(split, value)`` shaped ``(num_users, B)`` with ``value = alpha F(n) - (N - n) edge - n L_i(1)``,
+    Returns ``(split, value)`` shaped ``(len(users), B)`` with ``value = alpha F(n) - (N - n) edge - n L_i(1)``,
     the split-dependent part of the granted utility, at the best ``n``.
     """
-    alpha = instance.alpha[:, None]
-    local = instance.local_step_latency[:, None]
+    alpha = instance.alpha[users, None]
+    local = instance.local_step_latency[users, None]
     saving = local - edge_step  # d: time saved per offloaded step
     pai = instance.pai
 
@@ -48,17 +50,17 @@ def best_split_for_edge_latency(instance: Instance, edge_step) -> tuple[np.ndarr
     return best.astype(np.int64), alpha * pai(best) - (instance.N - best) * edge_step - best * local
 
 
-def best_splits(instance: Instance, batch_sizes) -> tuple[np.ndarray, np.ndarray]:
-    """Best split and granted utility of every user for every batch size.
+def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Best split and granted utility of each of ``users`` (default: all) for every batch size.
 
-    Returns ``(split, utility)``, both shaped ``(num_users, len(batch_sizes))``:
+    Returns ``(split, utility)``, both shaped ``(len(users), len(batch_sizes))``:
     ``utility = alpha F(n) - (l_R + l_T(b) + (N - n) L_e(b, G) + n L_i(1))`` at the best ``n``.
     """
     b = np.atleast_1d(np.asarray(batch_sizes, dtype=float))[None, :]
     edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
-    best, value = best_split_for_edge_latency(instance, edge)
-    link = transmission_latency(instance.payload_bits[:, None], b, instance.eta, instance.W_max)
-    return best, value - instance.waiting_latency[:, None] - link
+    best, value = best_split_for_edge_latency(instance, edge, users)
+    link = transmission_latency(instance.payload_bits[users, None], b, instance.eta, instance.W_max)
+    return best, value - instance.waiting_latency[users, None] - link
 
 
 def optimize_splits(instance: Instance, granted) -> Decision:

@@ -11,6 +11,11 @@ separates per user: with ``b`` users granted it is a linear assignment of users 
 per-step latency at batch size ``2r - 1``), and each cell is the inner split problem (P2) at
 that latency. One assignment per ``b`` (SciPy's ``linear_sum_assignment``), keep the best
 ``b``: exact, polynomial (docs/offloading-model.md, "The timeline model").
+
+For large windows each assignment runs over the users among some rank's best ``b`` only (an
+optimal assignment never needs another), the rank table grows in doubling blocks, and the scan
+stops at the ``b`` past which no larger one can beat the incumbent (docs/offloading-model.md,
+"Large windows").
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
 from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
-from edgediff.offload.exact import denied_utility
+from edgediff.errors import InputError
+from edgediff.offload.exact import (
+    denied_utility,
+    gains_fall_with_batch_size,
+    larger_batch_bound,
+    link_slope,
+    rounding_slack,
+)
 from edgediff.offload.split import best_split_for_edge_latency
 
 
@@ -34,7 +46,7 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
         return best_split_for_edge_latency(instance, edge)
     grid = np.asarray(sorted(set(split_grid)), dtype=np.int64)
     if grid.size == 0 or grid.min() < instance.N_hat or grid.max() > instance.N:
-        raise ValueError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
+        raise InputError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
     local = instance.local_step_latency[:, None, None]
     n = grid[None, None, :]  # users x ranks x grid
     value = instance.alpha[:, None, None] * instance.pai(n) - (instance.N - n) * edge[..., None] - n * local
@@ -42,19 +54,41 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
     return grid[best], np.take_along_axis(value, best[..., None], axis=2)[..., 0]
 
 
+def _assignment_rows(weight: np.ndarray) -> np.ndarray:
+    """Users among the best ``b`` of some rank (a column of ``weight``; ``b`` its width).
+
+    Some optimal assignment of users to the ``b`` ranks uses only these (docs/offloading-model.md, "Large windows").
+    """
+    num_users, b = weight.shape
+    if b >= num_users:
+        return np.arange(num_users)
+    return np.unique(np.argpartition(-weight, b - 1, axis=0)[:b])
+
+
 def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) -> Decision:
     """The optimum under the timeline latency model; ``split_grid`` restricts granted splits."""
     from scipy.optimize import linear_sum_assignment
 
-    if instance.max_granted == 0:
+    max_batch = instance.max_granted
+    if max_batch == 0:
         return Decision.all_local(instance)
-    ranks = np.arange(1, instance.max_granted + 1)
-    split, value = _rank_values(instance, ranks, split_grid)
-    gain = value - instance.waiting_latency[:, None] - denied_utility(instance)[:, None]
+    can_stop = gains_fall_with_batch_size(instance)
+    slope_min = float(link_slope(instance).min())
+    slack = rounding_slack(instance, 2 * max_batch - 1)
+    waiting, denied = instance.waiting_latency[:, None], denied_utility(instance)[:, None]
+    split, gain = np.zeros((instance.num_users, 0), np.int64), np.zeros((instance.num_users, 0))
     best_total, best = 0.0, Decision.all_local(instance)
-    for b in ranks:
+    for b in range(1, max_batch + 1):
+        if gain.shape[1] < min(b + 1, max_batch):  # ranks 1..b, and b + 1 for the bound; grow by doubling
+            ranks = np.arange(gain.shape[1] + 1, min(max(2 * gain.shape[1], 32), max_batch) + 1)
+            more_split, value = _rank_values(instance, ranks, split_grid)
+            split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied])
+            rank_best = gain.max(axis=0)  # C_r: no user gains more at rank r, nor at any later rank
         link = transmission_latency(instance.payload_bits, b, instance.eta, instance.W_max)
-        users, rank = linear_sum_assignment(gain[:, :b] - link[:, None], maximize=True)
+        weight = gain[:, :b] - link[:, None]
+        rows = _assignment_rows(weight)
+        users, rank = linear_sum_assignment(weight[rows], maximize=True)
+        users = rows[users]
         total = float((gain[users, rank] - link[users]).sum())
         if total > best_total + 1e-12:
             granted = np.zeros(instance.num_users, bool)
@@ -62,6 +96,10 @@ def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) 
             chosen = np.full(instance.num_users, instance.N, dtype=np.int64)
             chosen[users] = split[users, rank]
             best_total, best = total, Decision(granted, chosen)
+        if b < max_batch and can_stop:
+            above = np.concatenate([rank_best[b:], np.full(max_batch - len(rank_best), rank_best[-1])])
+            if larger_batch_bound(total, above, slope_min, 2 * b) < best_total - slack:
+                break
     return best
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgediff.errors import InputError
 from edgediff.personalize.data import STYLES, apply_style, load_digits_16, to_gray
 
 CLASSIFIER_FILE = "digits-classifier.json"
 
 
-class ClassifierError(ValueError):
+class ClassifierError(InputError):
     """A classifier file is missing or malformed."""
 
 

@@ -65,6 +65,21 @@ class TrainConfig:
             if name != "seed" and not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
 
+    @classmethod
+    def quick(cls, seed: int = 0) -> TrainConfig:
+        """A few steps of each stage: a smoke test of the pipeline, not usable weights."""
+        return cls(
+            seed=seed,
+            vae_steps=5,
+            cluster_steps=5,
+            cluster_batch=16,
+            personal_steps=3,
+            personal_batch=8,
+            prior_images_per_digit=1,
+            sample_steps=3,
+            eval_per_digit=1,
+        )
+
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from edgediff.errors import InputError
+
 log = logging.getLogger(__name__)
 
 # Schedulers whose step depends only on (latent, timestep index): a request can stop after
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_SCHEDULERS = ("DDIMScheduler", "EulerDiscreteScheduler")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model directory or spec is unusable; the message says why, in one line."""
 
 

@@ -28,6 +28,7 @@ import json
 import math
 import struct
 
+from edgediff.errors import InputError
 from edgediff.runtime.backends import RESUMABLE_SCHEDULERS
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
@@ -38,7 +39,7 @@ MAX_PAYLOAD_BYTES = 64 * 2**20
 _KEYS = ("format", "version", "dtype", "shape", "steps", "split", "timestep", "scheduler_class", "scheduler_config")
 
 
-class PayloadError(ValueError):
+class PayloadError(InputError):
     """A latent payload is malformed; the message says what is wrong."""
 
 

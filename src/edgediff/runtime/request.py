@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from edgediff.errors import InputError
 
-class RequestError(ValueError):
+
+class RequestError(InputError):
     """A generation request or state is invalid; the message names the field."""
 
 

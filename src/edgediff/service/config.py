@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from edgediff.cache.eviction import USAGE_RULES
+from edgediff.errors import InputError
 
 
-class ServiceConfigError(ValueError):
+class ServiceConfigError(InputError):
     """A service parameter is invalid; the message names it."""
 
 
@@ -20,14 +23,16 @@ class ServiceConfig:
     ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the paper's Part A defaults (``N_hat = 80``
     and the PAI sigmoid, both for ``N = 200``) to a request's own step count: a request of
     ``N`` steps gets ``N_hat = round(0.4 N)`` and ``F(n) = sigmoid(a 200/N (n - b N/200))``.
-    ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (SPEC
-    B.1's 6 of 20 steps). ``edge_profile`` ``None`` calibrates the edge model at start-up.
+    ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (the
+    caching model's 6 of 20 steps, docs/caching-model.md). ``edge_profile`` ``None`` calibrates the
+    edge model at start-up.
     """
 
     model: str = "tiny"
     device: str = "cpu"
     window_s: float = 0.5
     policy: str = "exact"
+    policy_options: Mapping[str, Any] = field(default_factory=dict, hash=False)  # e.g. {"time_limit": 2} for milp
     gpus: int = 1
     b_max: int = 20
     cache_gb: float = 1.0
@@ -68,6 +73,19 @@ class ServiceConfig:
         if self.cache_eviction not in USAGE_RULES:
             rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
             raise ServiceConfigError(f"cache_eviction must be {rules}, got {self.cache_eviction!r}")
+        if not isinstance(self.policy_options, Mapping):
+            raise ServiceConfigError(f"policy_options must be a mapping, got {self.policy_options!r}")
+        object.__setattr__(self, "policy_options", dict(self.policy_options))  # a copy: the caller's dict may change
+        if self.policy_options:
+            from edgediff.offload.policies import SHARED_OPTIONS, policy_option_names
+
+            valid = policy_option_names(self.policy)
+            for key in self.policy_options:
+                if key not in valid and key not in SHARED_OPTIONS:
+                    raise ServiceConfigError(
+                        f"policy_options: {self.policy!r} takes no option {key!r}; "
+                        f"it takes: {', '.join(valid) or 'none'}"
+                    )
         if self.edge_profile is not None:
             k, h = self.edge_profile
             if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:

@@ -107,7 +107,7 @@ class EdgeEngine:
         from edgediff.runtime.request import GenerationRequest
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, seed=self.config.seed)
+        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
         if self.model is None:
             self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
         if self.config.edge_profile is None:

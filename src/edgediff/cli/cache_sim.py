@@ -1,0 +1,71 @@
+"""``edgediff cache-sim``: simulate intermediate-output caching (docs/caching-model.md);
+defaults are ``CacheConfig``'s."""
+
+from __future__ import annotations
+
+import json
+
+from edgediff.cache.config import CacheConfig, CacheConfigError
+from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
+
+
+def add_parsers(sub) -> None:
+    from edgediff.cache.policies import REGISTRY
+
+    d = defaults(CacheConfig)
+    p = sub.add_parser(
+        "cache-sim",
+        help="simulate intermediate-output caching for T slots (docs/caching-model.md)",
+        **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 6),
+    )
+    p.add_argument("--policy", required=True, help="a policy name below")
+    add_policy_options(p, "the policy (its constructor's keyword parameters)")
+    p.add_argument("--users", type=positive_int, default=d["users"], help=f"users U (default {d['users']})")
+    p.add_argument("--slots", type=positive_int, default=d["slots"], help=f"time slots T (default {d['slots']})")
+    p.add_argument(
+        "--capacity-gb",
+        type=number(float, 0.0),
+        default=d["capacity_bytes"] / 1e9,
+        help=f"edge cache capacity in GB (default {d['capacity_bytes'] / 1e9:g})",
+    )
+    p.add_argument(
+        "--reusable-steps",
+        type=positive_int,
+        default=d["reusable_steps"],
+        help=f"reusable bound S* (default {d['reusable_steps']})",
+    )
+    p.add_argument(
+        "--V", type=number(float, 0.0), default=d["V"], help=f"Lyapunov control parameter (default {d['V']:g})"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    from edgediff.cache.policies import cache_policy_spec
+
+    try:
+        cfg = CacheConfig(
+            users=args.users,
+            slots=args.slots,
+            capacity_bytes=args.capacity_gb * 1e9,
+            reusable_steps=args.reusable_steps,
+            V=args.V,
+        )
+    except CacheConfigError as err:  # name the option, not the field
+        message = str(err).replace("reusable_steps", "--reusable-steps").replace("capacity_bytes", "--capacity-gb")
+        raise UsageError(message) from None
+    cache_policy_spec(args.policy)  # UnknownCachePolicy before any work, without loading torch
+    from edgediff.cache.simulator import simulate
+
+    result = simulate(cfg, args.policy, args.seed, **dict(args.policy_options)).summary()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            "\n".join(
+                f"{key:<26} {value:.4f}" if isinstance(value, float) else f"{key:<26} {value}"
+                for key, value in result.items()
+            )
+        )

@@ -1,0 +1,41 @@
+"""``edgediff reproduce``: a paper figure as PNG, CSV and a Markdown summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgediff.cli._args import UsageError, listing, positive_int
+
+
+def add_parsers(sub) -> None:
+    from edgediff.reproduce import REGISTRY
+
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper figure (PNG, CSV, Markdown summary)",
+        **listing("figures", {name: spec.summary for name, spec in REGISTRY.items()}, 12),
+    )
+    p.add_argument("name", help="a figure name below")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer slots and points)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=positive_int, help="local processes for sweeps (default: one per CPU)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    from edgediff.offload.sweep import SweepError
+    from edgediff.reproduce import figure_names, reproduce
+
+    figure_names(args.name)  # UnknownFigure before any work
+    logging.getLogger("edgediff").setLevel(logging.INFO)  # long runs show which figure and step they are on
+    try:
+        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, workers=args.workers, ray=args.ray)
+    except OSError as err:
+        raise UsageError(f"cannot write to {str(args.out)!r}: {err.strerror}") from None
+    except SweepError as err:  # a sweep worker failed: one line, exit 2 as before
+        raise UsageError(str(err)) from None
+    for path in paths:
+        print(path)

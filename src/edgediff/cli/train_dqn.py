@@ -1,0 +1,41 @@
+"""``edgediff train-dqn``: train the PER-DQN offloading policy and write a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgediff.cli._args import make_directory, positive_int
+
+
+def add_parsers(sub) -> None:
+    # The defaults are train_to_directory's; it imports torch, so they are not read from it here.
+    p = sub.add_parser("train-dqn", help="train the PER-DQN policy and write a checkpoint")
+    p.add_argument("--scope", choices=["general", "gpu", "specific"], default="general")
+    p.add_argument("--gpus", type=positive_int, default=8, help="G of the gpu and specific scopes (default 8)")
+    p.add_argument("--users", type=positive_int, default=20, help="users of the specific scope (default 20)")
+    p.add_argument("--episodes", type=positive_int, default=20000)
+    p.add_argument("--preset", choices=["paper", "tuned"], default="tuned", help="hyper-parameters (default tuned)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=positive_int, help="episodes between held-out evaluations (default E/20)")
+    p.add_argument("--held-out", type=positive_int, default=100, help="held-out instances (default 100)")
+    p.add_argument("--out", type=Path, required=True, help="directory for the checkpoint and learning curve")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    from edgediff.offload.dqn.session import train_to_directory
+
+    make_directory(args.out)
+    summary = train_to_directory(
+        args.out,
+        scope=args.scope,
+        gpus=args.gpus,
+        users=args.users,
+        episodes=args.episodes,
+        preset=args.preset,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        held_out=args.held_out,
+    )
+    print(json.dumps(summary, indent=2))
