@@ -79,6 +79,11 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    # an unstable policy's latency and backlog grow with the run; keep the stable ones readable
+    ncldc = max(r["mean_response_time_s"] for r in rows if r["policy"] == "ncldc")
+    axes[0].set_ylim(top=1.15 * ncldc)
+    axes[2].set_ylim(bottom=-1.0)
+    axes[3].set_yscale("symlog", linthresh=1.0)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title} ({cfgs[0].slots} slots, seed {seed})")
     unstable = sorted({f"{r['policy']} at {param} = {r[param]}" for r in rows if r["unstable"]})
