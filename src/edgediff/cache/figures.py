@@ -81,8 +81,9 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
         ax.grid(alpha=0.3)
     # an unstable policy's latency and backlog grow with the run; keep the stable ones readable
     ncldc = max(r["mean_response_time_s"] for r in rows if r["policy"] == "ncldc")
-    axes[0].set_ylim(top=1.15 * ncldc)
-    axes[2].set_ylim(bottom=-1.0)
+    floor = [r for r in rows if r["policy"] == FLOOR]
+    axes[0].set_ylim(0.95 * min(r["mean_response_time_s"] for r in floor), 1.1 * ncldc)
+    axes[2].set_ylim(-0.5, 1.2 * max(r["time_saved_per_request_s"] for r in floor))
     axes[3].set_yscale("symlog", linthresh=1.0)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title} ({cfgs[0].slots} slots, seed {seed})")
