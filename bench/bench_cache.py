@@ -59,8 +59,12 @@ def run_capacity(cfg: CacheConfig, seeds: list[int], policies: list[str]) -> dic
         floor = all_hit_floor(cfg, env)
         local = res.local_latency
         rows.setdefault("all-hit floor", []).append(
-            {"mean_response_time_s": floor.mean(), "p95_response_time_s": np.percentile(floor, 95), "hit_rate": 1.0,
-             "time_saved_per_request_s": (local - floor).mean()}  # fmt: skip
+            {
+                "mean_response_time_s": floor.mean(),
+                "p95_response_time_s": np.percentile(floor, 95),
+                "hit_rate": 1.0,
+                "time_saved_per_request_s": (local - floor).mean(),
+            }  # fmt: skip
         )
     return {p: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "policy"} for p, rs in rows.items()}
 
@@ -92,7 +96,11 @@ def targets(gb: float, mean: dict[str, dict[str, float]]) -> None:
         line("drc vs ncldc, target <= -20 %", 100 * (d / t["ncldc"] - 1), d <= 0.8 * t["ncldc"])
     if "dnn" in t:
         line("drc vs dnn, target below (paper: -28.57 % at 5 GB)", 100 * (d / t["dnn"] - 1), d < t["dnn"])
-    line("drc vs 0 GB (oo, offloading only), target well below", 100 * (d / t["0 GB (oo)"] - 1), d < 0.97 * t["0 GB (oo)"])
+    line(
+        "drc vs 0 GB (oo, offloading only), target well below",
+        100 * (d / t["0 GB (oo)"] - 1),
+        d < 0.97 * t["0 GB (oo)"],
+    )
 
 
 def decision_times(slots: int) -> None:
@@ -158,7 +166,9 @@ def main() -> None:
         print_table(mean)
         targets(gb, mean)
         if "drc" in mean:
-            print(f"  drc wall time per {cfg.slots}-slot run: {mean['drc']['wall_s']:.1f} s (target <= 120 s at 10,000)")
+            print(
+                f"  drc wall time per {cfg.slots}-slot run: {mean['drc']['wall_s']:.1f} s (target <= 120 s at 10,000)"
+            )
     print()
     decision_times(args.decision_slots)
     b, d = brute_force_vs_dp(CacheConfig())

@@ -72,7 +72,5 @@ class DemandEstimator:
         """
         cls, step = np.asarray(cls), np.asarray(step)
         scale = self._scale(t)
-        rate = np.where(
-            self.topic_ok[step], self.topic_count[self.topic[cls]] * scale, self.class_count[cls] * scale
-        )
+        rate = np.where(self.topic_ok[step], self.topic_count[self.topic[cls]] * scale, self.class_count[cls] * scale)
         return np.where(step > 0, rate * self.hit_saving_s()[step], 0.0)

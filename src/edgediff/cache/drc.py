@@ -116,7 +116,9 @@ class DrcPolicy(CachePolicy):
         f[u, 0] = 1.0
         f[u, 1] = slot.rate / 2e6
         f[u, 2] = slot.f_local / cfg.f_max
-        alone = latencies(cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0)
+        alone = latencies(
+            cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0
+        )
         own = np.diagonal(alone, axis1=1, axis2=2).T  # (n, S*): user r alone offloading to m
         local = cfg.steps * cfg.cycles_per_step / slot.f_local
         f[u, 3 : 3 + s] = (local[:, None] - own) / 10.0

@@ -74,7 +74,11 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
             if policy == FLOOR and key in ("hit_rate", "mean_backlog_s"):
                 continue
             pts = [r for r in rows if r["policy"] == policy]
-            style = {"linestyle": "--", "color": "gray" if policy == FLOOR else "black"} if policy in (OFFLOAD_ONLY, FLOOR) else {}
+            style = (
+                {"linestyle": "--", "color": "gray" if policy == FLOOR else "black"}
+                if policy in (OFFLOAD_ONLY, FLOOR)
+                else {}
+            )
             ax.plot([r[param] for r in pts], [r[key] for r in pts], marker="o", label=policy, **style)
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
@@ -94,8 +98,8 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
         f"`{FLOOR}` serves every request from an output S* steps deep (or all local if faster).",
         "",
         *markdown_table(
-            [param, "policy", "response time (s)", "hit rate", "saved/request (s)", "edge backlog mean / p95 / final (s)",
-             "cache full at slot", "mean Q", "decision (ms)"],
+            [param, "policy", "response time (s)", "hit rate", "saved/request (s)",
+             "edge backlog mean / p95 / final (s)", "cache full at slot", "mean Q", "decision (ms)"],
             [
                 [
                     r[param],

@@ -175,7 +175,9 @@ def latency_weight(cfg: CacheConfig, slot: Slot) -> float:
 
 def store_gain(cfg: CacheConfig, slot: Slot) -> np.ndarray:
     """``(n, S*+1)``: what storing step ``m'`` takes off the objective, ``V H (v - floor) - (Q/n + V) c_w``."""
-    return cfg.V * cfg.value_horizon_slots * (slot.value - slot.value_floor) - latency_weight(cfg, slot) * cfg.write_cost_s
+    return (
+        cfg.V * cfg.value_horizon_slots * (slot.value - slot.value_floor) - latency_weight(cfg, slot) * cfg.write_cost_s
+    )
 
 
 def future_value(cfg: CacheConfig, slot: Slot, stored: np.ndarray) -> np.ndarray:
