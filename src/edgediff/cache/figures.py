@@ -59,15 +59,9 @@ def _reference_rows(cfg: CacheConfig, seed: int, env) -> list[dict]:
     ]
 
 
-def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
-    rows = []
-    for value, cfg in zip(values, cfgs):
-        env = make_environment(cfg, seed)
-        for policy in CACHE_POLICIES:
-            summary = simulate(cfg, policy, seed, env=env).summary()
-            log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
-            rows.append({param: value, **summary})
-        rows += [{param: value, **r} for r in _reference_rows(cfg, seed, env)]
+def draw_sweep(rows: list[dict], param: str, label: str):
+    """The four panels of a comparison figure (response time, hit rate, time saved, edge backlog)
+    from its rows, every policy and the two reference rows."""
     fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
         for policy in (*CACHE_POLICIES, OFFLOAD_ONLY, FLOOR):
@@ -90,6 +84,19 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
     axes[2].set_ylim(-0.5, 1.2 * max(r["time_saved_per_request_s"] for r in floor))
     axes[3].set_yscale("symlog", linthresh=1.0)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
+    rows = []
+    for value, cfg in zip(values, cfgs):
+        env = make_environment(cfg, seed)
+        for policy in CACHE_POLICIES:
+            summary = simulate(cfg, policy, seed, env=env).summary()
+            log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
+            rows.append({param: value, **summary})
+        rows += [{param: value, **r} for r in _reference_rows(cfg, seed, env)]
+    fig = draw_sweep(rows, param, label)
     fig.suptitle(f"{title} ({cfgs[0].slots} slots, seed {seed})")
     unstable = sorted({f"{r['policy']} at {param} = {r[param]}" for r in rows if r["unstable"]})
     lines = [
