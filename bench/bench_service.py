@@ -12,18 +12,23 @@ decision). The device's own local steps are not run here: they would run on the 
 devices, not on this host. Prompts come from a pool with Zipf popularity, so the latent
 cache sees repeats; device profiles are the paper's user rows 3..10 with random alpha.
 
-Edge throughput = member-steps per second of edge busy time; the ideal is the executor's
-calibrated ``L(b) = k b + h`` summed over the batches the edge really ran (what the same
-steps cost in the calibration's steady state), so the ratio shows the service's overhead
-(HTTP, decisions, payload encoding, cache) on top of the executor.
+Edge throughput: service member-steps/s = member-steps per second of the engine thread's
+working time (everything but waiting for a window: decisions, embeddings, cache, executor
+steps, payload encoding); the ideal is the executor's calibrated ``L(b) = k b + h`` summed
+over the batches the edge really ran (what the same steps cost in the calibration's steady
+state). The ratio ideal / working time is the service's efficiency (target 90 %); the rest is
+split by the engine's phase timers (``/v1/info`` ``stats.phases_s``), the engine thread's
+wall time beyond its CPU time (waiting for the GIL or a core: the HTTP thread and the
+clients share them), and the server process's CPU outside the engine thread (HTTP).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_service.py [--clients 100] [--requests 2] [--steps 20]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_service.py [--clients 100,200] [--requests 2] [--steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -56,6 +61,45 @@ SUBJECTS = [
     "a desert",
 ]
 STYLES = ["at dusk", "in the snow", "oil painting", "watercolor", "photograph"]
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def running_service(options: list[str], timeout_s: float = 300):
+    """``edgediff serve`` on a free loopback port in a subprocess: yields ``(process, url)``
+    once ``/healthz`` answers; SIGTERM (drain) afterwards."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), *options]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the service exited: {server.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("service did not start")
+            time.sleep(0.2)
+        yield server, url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def free_port() -> int:
@@ -155,51 +199,44 @@ async def load(url: str, args) -> tuple[list, float]:
     return records, time.perf_counter() - start
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=2, help="requests per client, one after another (2)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--window", type=float, default=0.5)
-    parser.add_argument("--bmax", type=int, default=20)
-    parser.add_argument("--cache-gb", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float) -> None:
+    """Service member-steps/s against the executor's calibrated ideal, and where the rest went."""
+    member_steps = stats["member_steps"] - before["member_steps"]
+    ideal = stats["ideal_s"] - before["ideal_s"]
+    working = stats["engine_busy_s"] - before["engine_busy_s"]
+    engine_cpu = stats["engine_cpu_s"] - before["engine_cpu_s"]
+    phases = {k: v - before["phases_s"][k] for k, v in stats["phases_s"].items()}
+    steps = stats["steps"] - before["steps"]
+    print(
+        f"edge: {stats['windows'] - before['windows']} windows, {steps} batched steps, mean batch "
+        f"{member_steps / steps:.2f}, {member_steps} member-steps; engine working {working:.2f} s "
+        f"({working / wall:.1%} of wall time)"
+    )
+    print(
+        f"service {member_steps / working:.1f} member-steps/s vs executor ideal {member_steps / ideal:.1f} "
+        f"(calibrated L(b) over the same batches): ratio {ideal / working:.1%} (target 90 %)"
+    )
+    print(f"  where the engine's working time went (ideal {ideal:.2f} s):")
+    for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
+        extra = f", {seconds - ideal:+.2f} s against the ideal" if name == "step" else ""
+        print(f"    {name:<10} {seconds:7.2f} s  {seconds / working:6.1%}{extra}")
+    rest = working - sum(phases.values())
+    print(f"    {'loop':<10} {rest:7.2f} s  {rest / working:6.1%}  (locks, bookkeeping, metrics)")
+    print(
+        f"  engine thread: CPU {engine_cpu:.2f} s of {working:.2f} s working (the other "
+        f"{working - engine_cpu:.2f} s it waited for the GIL or a core); server process CPU outside the "
+        f"engine thread (HTTP, event loop): {server_cpu - engine_cpu:.2f} s"
+    )
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    command = [
-        sys.executable,
-        "-m",
-        "edgediff",
-        "serve",
-        "--port",
-        str(port),
-        "--window",
-        str(args.window),
-        "--bmax",
-        str(args.bmax),
-        "--cache-gb",
-        str(args.cache_gb),
-    ]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                print(server.stderr.read(), file=sys.stderr)
-                return 1
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("service did not start")
-            time.sleep(0.2)
-        info = httpx.get(f"{url}/v1/info").json()
+
+def run(args, clients: int) -> int:
+    args = argparse.Namespace(**{**vars(args), "clients": clients})
+    options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
+    with running_service(options) as (server, url):
+        info = before = httpx.get(f"{url}/v1/info").json()
+        cpu0 = process_cpu_s(server.pid)
         records, wall = asyncio.run(load(url, args))
+        server_cpu = process_cpu_s(server.pid) - cpu0
         after = httpx.get(f"{url}/v1/info").json()
         metrics = httpx.get(f"{url}/metrics").text
         ids = [r["id"] for r in records if "id" in r]
@@ -208,16 +245,8 @@ def main() -> int:
                 if "id" in r:
                     r["status"] = http.get(f"/v1/requests/{r['id']}").json()
         final = [r["status"]["status"] for r in records if "status" in r]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     own = resource.getrusage(resource.RUSAGE_SELF)
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = args.clients * args.requests
     errors = [r for r in records if r["error"]]
     ok = [r for r in records if not r["error"]]
@@ -265,14 +294,8 @@ def main() -> int:
     submit = np.array([r["submit_s"] for r in ok])
     print(f"client side, s: submit -> 202 p50 {pct(submit, 50)}, p99 {pct(submit, 99)}")
     print(f"cache hits {hits} of {len(granted)} granted")
-    busy, ideal, steps, member_steps = stats["busy_s"], stats["ideal_s"], stats["steps"], stats["member_steps"]
-    if steps:
-        print(
-            f"edge: {stats['windows']} windows, {steps} batched steps, mean batch {member_steps / steps:.2f}, "
-            f"{member_steps} member-steps in {busy:.2f} s busy = {member_steps / busy:.1f} member-steps/s; "
-            f"executor ideal (calibrated L(b) over the same batches) {member_steps / ideal:.1f} member-steps/s; "
-            f"ratio {ideal / busy:.1%}; edge busy {busy / wall:.1%} of wall time"
-        )
+    if stats["steps"]:
+        print_throughput(stats, before["stats"], wall, server_cpu)
     sums = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in metrics.splitlines()
@@ -285,12 +308,29 @@ def main() -> int:
         )
     print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(
-        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s, service process "
-        f"{child.ru_utime + child.ru_stime:.1f} s (this host has {os.cpu_count()} cores, shared)"
+        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s (cumulative), service process "
+        f"{server_cpu:.1f} s during the load (this host has {os.cpu_count()} cores, shared)"
     )
     for r in errors[:5]:
         print("error:", r["error"])
     return 0 if not errors and accounted else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", default="100,200", help="concurrent clients, one run per comma-separated value")
+    parser.add_argument("--requests", type=int, default=2, help="requests per client, one after another (2)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--window", type=float, default=0.5)
+    parser.add_argument("--bmax", type=int, default=20)
+    parser.add_argument("--cache-gb", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    status = 0
+    for clients in (int(c) for c in args.clients.split(",")):
+        status |= run(args, clients)
+        print()
+    return status
 
 
 if __name__ == "__main__":

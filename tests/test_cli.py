@@ -18,6 +18,7 @@ def run_cli(*args):
 def test_instance_then_solve_json(tmp_path, capsys):
     path = tmp_path / "inst.json"
     assert main(["instance", "--users", "6", "--gpus", "4", "--bmax", "3", "--seed", "9", "-o", str(path)]) == 0
+    assert capsys.readouterr().out == f"wrote {path}: 6 users, G = 4, B_max = 3, N = 200, seed 9\n"
     data = json.loads(path.read_text())
     assert len(data["users"]) == 6 and data["G"] == 4 and data["B_max"] == 3
     assert main(["solve", str(path), "--policy", "exact", "--json"]) == 0
@@ -131,6 +132,7 @@ def test_import_stays_light():
 def test_policy_option_reaches_the_policy(tmp_path, capsys):
     path = tmp_path / "inst.json"
     assert main(["instance", "--users", "6", "--seed", "4", "-o", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {path}")
     assert main(["solve", str(path), "--policy", "ga", "--json"]) == 0
     default = json.loads(capsys.readouterr().out)
     args = ["solve", str(path), "--policy", "ga", "--policy-option", "population=100", "--json"]

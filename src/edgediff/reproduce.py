@@ -60,6 +60,8 @@ REGISTRY: dict[str, FigureSpec] = {
     "cache-fig10": FigureSpec("edgediff.cache.figures:fig10", "capacity 1..5 GB: response time, hit rate, time saved"),
     # Part C, measured on the shipped tiny models (issue 8)
     "pai": FigureSpec("edgediff.personalize.pai:reproduce_figures", "Figs. 6-7: measured PAI vs split, sigmoid fit"),
+    # the digital twin (issue 18)
+    "twin-online": FigureSpec("edgediff.twin.figures:online", "online: policies under load, window length (twin)"),
 }
 
 

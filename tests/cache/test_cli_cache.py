@@ -51,7 +51,7 @@ def test_cache_sim_text(capsys):
         (["--policy", "lru", "--capacity-gb", "0.0001"], "--capacity-gb must be 0 (no cache) or hold at least one"),
         (["--policy", "lru", "--V", "nan"], "must be >= 0.0"),
         (["--policy", "lru", "--slots", "ten"], "expected an integer"),
-        (["--users", "3"], "--policy"),
+        (["--policy"], "argument --policy: expected one argument"),  # --policy itself defaults to lcbfu
     ],
 )
 def test_cache_sim_bad_input_exit_2(args, message):

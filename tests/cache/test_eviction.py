@@ -8,7 +8,7 @@ from edgediff.cache.eviction import EVICTION_RULES, USAGE_RULES, EntryStats, vic
 from edgediff.cache.model import make_catalog
 from edgediff.cache.store import EdgeCache
 from edgediff.service.config import ServiceConfig, ServiceConfigError
-from edgediff.service.latent_cache import CacheEntry, LatentCache
+from edgediff.service.latent_cache import LatentCache
 
 CFG = CacheConfig(classes=40, topics=4, reusable_steps=6, capacity_bytes=40 * 500e3)
 
@@ -47,14 +47,21 @@ def store_victim(rule, stats):
 
 def latent_cache_victim(rule, stats):
     """The entry the service's latent cache evicts, given these statistics."""
+    import torch
+
+    from edgediff.runtime.request import GenerationRequest, LatentState
+
     cache = LatentCache(10**9, eviction=rule)
-    entries = [
-        CacheEntry(np.zeros(2), int(m), 20, (1,), None, 1, str(i), int(u), int(t))
-        for i, (m, u, t) in enumerate(zip(stats.step, stats.uses, stats.last_used))
-    ]
-    cache._entries, cache._bytes = list(entries), len(entries)
+    n = stats.step.size
+    for i, m in enumerate(stats.step.tolist()):
+        embedding = np.eye(n, dtype=np.float32)[i]  # one row each: no duplicates
+        request = GenerationRequest(str(i), steps=20)
+        assert cache.insert(embedding, LatentState(torch.zeros(1, 1, 1, 1), request, 20 - m, "S", {}), m, str(i))
+    (group,) = cache._groups.values()
+    group.uses[:n], group.last_used[:n] = stats.uses, stats.last_used  # slots in insertion order
+    cache._rebuild_heap()
     cache._evict_one()
-    (gone,) = [i for i, e in enumerate(entries) if e not in cache._entries]
+    (gone,) = set(range(n)) - {int(e.prompt) for e in cache.entries()}
     return gone
 
 

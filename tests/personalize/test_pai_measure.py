@@ -22,6 +22,11 @@ def test_measure_pai_small_run_writes_files_and_json(tmp_path, capsys):
     for name in ("pai.json", "pai.csv", "fig6_grid.png", "fig7_pai.png"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "pai.json").read_text()) == summary
+    # the text says which N the paste-ready fit is for, and gives it for the paper's N = 200
+    assert main([*argv, "--prompts", str(prompts)]) == 0
+    text = capsys.readouterr().out
+    assert 'N = 8-step run; for instance and scenario files with "N": 8): "pai": {"a": ' in text
+    assert 'the same curve for "N": 200: "pai": {"a": ' in text
     assert {"pai", "r2", "points", "N", "splits", "paper", "constants"} <= set(summary)
     assert set(summary["pai"]) == {"a", "b"} and summary["N"] == 8 and summary["splits"] == [0, 4, 8]
     assert summary["prompts"] == ["a handwritten digit 3", "a handwritten digit 7"]
@@ -152,3 +157,16 @@ def test_cli_errors_exit_2(tmp_path, capsys, argv, message):
         code = exit.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_measure_pai_shows_progress(capsys):
+    """Issue 19.9: a bar over the edge splits, then the users (forced on: pytest is no terminal)."""
+    from edgediff.personalize.classifier import shipped_classifier
+    from edgediff.personalize.pai import PaiConfig, measure_pai
+    from edgediff.runtime.models import load_model
+
+    personal = [load_model(n) for n in PERSONAL.split(",")[:2]]
+    config = PaiConfig(splits=(0, 2, 4), samples=1)
+    measure_pai(load_model("tiny"), personal, ["a handwritten digit 1"], config, shipped_classifier(), progress=True)
+    err = capsys.readouterr().err
+    assert "measure-pai" in err and "4/4" in err  # splits 2 and 0 at the edge, then 2 users

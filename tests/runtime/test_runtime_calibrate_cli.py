@@ -48,13 +48,17 @@ def test_cli_calibrate_json_and_out(tmp_path, capsys):
 def test_cli_generate_writes_png(tmp_path, capsys):
     out = tmp_path / "img.png"
     args = ["generate", "--prompt", "a dog", "--steps", "4", "--seed", "1", "--out", str(out)]
-    assert main([*args, "--split", "2", "--edge-model", "tiny"]) == 0
-    assert "2 at the edge on tiny" in capsys.readouterr().out
+    assert main([*args, "--split", "2", "--edge-model", "tiny", "--native-size"]) == 0
+    assert "16x16, 4 steps (2 at the edge on tiny" in capsys.readouterr().out
     split = np.asarray(Image.open(out))
     assert split.shape == (16, 16, 3)
-    assert main(args) == 0
-    assert "all local" in capsys.readouterr().out
-    assert np.array_equal(np.asarray(Image.open(out)), split)  # same seed, same model: same image
+    assert main(args) == 0  # default: enlarged to a viewable size, nearest neighbour
+    text = capsys.readouterr().out
+    assert "256x256 (the model's 16x16, enlarged 16x)" in text and "all local" in text
+    viewable = np.asarray(Image.open(out))
+    assert viewable.shape == (256, 256, 3)
+    assert np.array_equal(viewable[::16, ::16], split)  # same seed, same model: same image, each pixel 16x16
+    assert np.array_equal(viewable, np.kron(split, np.ones((16, 16, 1), dtype=np.uint8)))
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def start_service(tiny):
     with contextlib.ExitStack() as stack:
 
         def start(embedder=None, **overrides):
-            options = dict(window_s=0.2, edge_profile=EDGE)
+            options = dict(window_s=0.2, edge_profile=EDGE, linger_s=0.5)
             options.update(overrides)
             engine = EdgeEngine(ServiceConfig(**options), model=tiny, embedder=embedder or HashEmbedder())
             service = ServiceThread(engine).start()

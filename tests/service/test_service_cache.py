@@ -36,7 +36,7 @@ def test_higher_steps_need_more_similar_prompts():
         assert cache.insert(unit(0), state(done=m, value=m), m, "p")
     # cos 20 deg = 0.94: enough for step 2 (theta 0.84), not for step 6 (theta 1)
     hit = cache.lookup(unit(20), 20, SHAPE, max_step=6, reusable_steps=6)
-    assert hit.step == 2 and float(hit.entry.state.latent[0, 0, 0, 0]) == 2
+    assert hit.step == 2 and float(hit.state.latent[0, 0, 0, 0]) == 2
     # identical prompt: the deepest entry wins
     assert cache.lookup(unit(0), 20, SHAPE, max_step=6, reusable_steps=6).step == 6
     # but never deeper than the member's own edge steps
@@ -55,7 +55,7 @@ def test_capacity_in_bytes_and_lcbfu_eviction():
     cache.lookup(unit(90), 20, SHAPE, 6, 6)  # b: uses 1 x 5 steps = 5
     assert cache.insert(unit(45), state(done=3), 3, "c")  # evicts the least beneficial: a
     assert len(cache) == 2 and cache.bytes_used == 2 * ENTRY_BYTES <= cache.capacity_bytes
-    assert sorted(e.prompt for e in cache._entries) == ["b", "c"] and cache.evictions == 1
+    assert sorted(e.prompt for e in cache.entries()) == ["b", "c"] and cache.evictions == 1
     assert not cache.insert(unit(45), state(done=3), 3, "c again")  # duplicate at its step
     assert not LatentCache(ENTRY_BYTES - 1).insert(unit(0), state(), 6, "too big")
     assert not LatentCache(0).enabled
@@ -67,7 +67,7 @@ def test_lru_evicts_least_recently_used():
     cache.insert(unit(90), state(done=5), 5, "b")
     cache.lookup(unit(0), 20, SHAPE, 6, 6)
     cache.insert(unit(45), state(done=5), 5, "c")
-    assert sorted(e.prompt for e in cache._entries) == ["a", "c"]
+    assert sorted(e.prompt for e in cache.entries()) == ["a", "c"]
 
 
 def test_stored_latent_is_a_copy():
@@ -75,7 +75,10 @@ def test_stored_latent_is_a_copy():
     cache = LatentCache(ENTRY_BYTES)
     cache.insert(unit(0), s, 6, "p")
     s.latent.fill_(5.0)
-    assert float(cache._entries[0].state.latent.max()) == 1.0
+    hit = cache.lookup(unit(0), 20, SHAPE, 6, 6)
+    assert float(hit.state.latent.max()) == 1.0
+    hit.state.latent.fill_(7.0)  # a hit hands out a copy too
+    assert float(cache.lookup(unit(0), 20, SHAPE, 6, 6).state.latent.max()) == 1.0
 
 
 def test_hash_embedder_is_deterministic_and_unit():
@@ -98,3 +101,25 @@ def test_minilm_similarity_drives_reuse(minilm):
     assert cache.lookup(vectors[1], 20, SHAPE, 6, 6).step == 1
     assert cache.lookup(vectors[2], 20, SHAPE, 6, 6) is None
     assert cache.lookup(minilm.encode(["a photo of a dog on the beach"])[0], 20, SHAPE, 6, 6).step == 6
+
+
+def test_embedding_memo_encodes_each_prompt_once_and_stays_bounded():
+    from edgediff.service.embedding import EmbeddingMemo
+
+    class Counting(HashEmbedder):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def encode(self, prompts):
+            self.seen.extend(prompts)
+            return super().encode(prompts)
+
+    embedder, memo = Counting(), EmbeddingMemo(limit=3)
+    first = memo.encode(embedder, ["a", "b", "a"])
+    assert embedder.seen == ["a", "b"] and np.array_equal(first[0], first[2])
+    assert np.array_equal(memo.encode(embedder, ["b", "a"]), HashEmbedder().encode(["b", "a"]))
+    assert embedder.seen == ["a", "b"]  # both remembered
+    memo.encode(embedder, ["c", "d"])  # limit 3: the least recent ("b") goes
+    memo.encode(embedder, ["b"])
+    assert embedder.seen == ["a", "b", "c", "d", "b"]

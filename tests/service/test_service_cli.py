@@ -20,9 +20,11 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     service, engine = start_service(cache_gb=0)
     out = tmp_path / "remote.png"
     args = ["generate", "--prompt", "a lighthouse", "--steps", "10", "--seed", "4", "--server", service.url]
-    assert main([*args, "--preset", "row9", "--alpha", "3", "--out", str(out)]) == 0
+    assert main([*args, "--preset", "row9", "--alpha", "3", "--native-size", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "granted" in text and "predicted" in text and "measured" in text
+    # row9 declares 0.296 s per step; the tiny model on this CPU takes a few ms: said, with the fix
+    assert "device step: declared 0.296 s, measured" in text and "does not fit this device" in text
     job = engine.jobs()[0]
     assert job.snapshot.status == "done"
     reference = generate(GenerationRequest("a lighthouse", steps=10, seed=4), tiny, split=job.snapshot.split)
@@ -30,6 +32,11 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     # no profile given: the device measures its own
     assert main([*args, "--out", str(tmp_path / "measured.png")]) == 0
     assert engine.jobs()[1].k > 0
+    # a calibrate profile file stands for k,h
+    profile = tmp_path / "device.json"
+    profile.write_text('{"k": 0.02, "h": 0.005, "r2": 0.99, "model": "tiny", "threads": 1}')
+    assert main([*args, "--profile", str(profile), "--out", str(tmp_path / "file.png")]) == 0
+    assert (engine.jobs()[2].k, engine.jobs()[2].h) == (0.02, 0.005)
 
 
 @pytest.mark.parametrize(
@@ -98,8 +105,10 @@ def test_demo_runs_the_service_window_and_writes_the_grid(tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.strip().startswith("u") and "x " in line]
     assert len(rows) == 8
     assert any("granted" in r for r in rows)
-    grid = Image.open(out)
-    assert grid.size == (4 * 128, 2 * 128)
+    grid = np.asarray(Image.open(out).convert("L"))
+    assert grid.shape[1] > 4 * 128 and grid.shape[0] > 2 * 128  # 128-px tiles, 2 x 4, with captions
+    caption = grid[128 + 8 : grid.shape[0] // 2]  # below the first row's tiles
+    assert (caption < 100).any()  # dark caption text on the white margin
 
 
 def test_service_config_policy_options():
@@ -109,3 +118,94 @@ def test_service_config_policy_options():
     assert ServiceConfig().policy_options == {}
     with pytest.raises(ServiceConfigError, match="takes no option 'population'; it takes: time_limit"):
         ServiceConfig(policy="milp", policy_options={"population": 5})
+
+
+def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    missing_model = ["serve", "--model", "/nonexistent/model"]  # never reached: each error comes first
+    bad_keys = tmp_path / "keys.txt"
+    bad_keys.write_text("alice short\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [
+            (["--port", "0", "--journal", str(tmp_path)], "is a directory"),
+            (["--port", "0", "--journal", str(tmp_path / "no" / "j.jsonl")], "does not exist"),
+            (["--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            (["--port", "0", "--api-keys", str(bad_keys)], "at least 16 characters"),
+            (["--port", "0", "--api-keys", str(tmp_path / "none.txt")], "cannot read API keys"),
+            (["--port", "0", "--share-cache"], "--share-cache needs --api-keys"),
+        ]
+        for args, message in cases:
+            assert main([*missing_model, *args]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and message in err[0], (args, err)
+
+
+def test_generate_timeout_has_its_own_exit_code(tmp_path):
+    """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
+    import http.server
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    class NeverDecides(http.server.BaseHTTPRequestHandler):
+        def _json(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._json(202, {"id": "r1", "status": "queued"})
+
+        def do_GET(self):
+            self._json(200, {"id": "r1", "status": "queued"})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NeverDecides)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
+        args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
+        result = subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines() == ["edgediff generate: error: no decision for request r1 within 1 s"]
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_serve_prints_its_url_and_when_ready_the_edge_profile():
+    """Issue 19.10: the operator sees where to look and the profile the edge decides with."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    args = ["serve", "--port", "0", "--cache-gb", "0", "--edge-profile", "0.01,0.004"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgediff", *args], stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            if line.startswith("edge ready"):
+                break
+    finally:
+        proc.kill()  # shutdown is tested elsewhere
+        proc.wait(timeout=60)
+    assert re.match(r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: / \(status page\), /docs \(API\), /v1/info", lines[0]), lines
+    assert any(line.startswith("edge ready: model tiny, L(b) = 0.01 b + 0.004 s, policy exact") for line in lines)

@@ -33,6 +33,7 @@ def test_denied_request_runs_locally(start_service, tiny):
     with EdgeClient(service.url) as client:
         result = generate_remote(client, request, tiny, alpha=1.0, profile=FAST_DEVICE)
     assert result.status["status"] == "denied" and result.status["granted"] is False
+    assert "scores higher" in result.status["reason"]  # a denial says why
     assert result.split == request.steps and result.payload_bits == 0
     assert np.array_equal(result.image, generate(request, tiny).image)
     assert engine.stats.member_steps == 0  # the edge ran nothing
@@ -48,6 +49,7 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
         assert len({f["window"] for f in finals}) == 1  # all in one window
         assert len(granted) == 2 and all(f["status"] == "done" for f in granted)
         assert all(f["status"] == "denied" for f in finals if not f["granted"])
+        assert all("no batch slot" in f["reason"] for f in finals if not f["granted"])
         # members share batches: each batched step ran at most 2 members, and the latents are
         # those of the requests alone up to float rounding of different batch sizes
         for f in granted:
@@ -69,7 +71,7 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
         a = generate_remote(client, first, tiny, alpha=5.0, profile=SLOW_DEVICE)
         # the edge stored the latent at every reusable step it ran: 1 .. S* = 6
         assert a.status["cache_hit_step"] == 0 and a.status["offloaded_steps"] >= 6
-        assert sorted(e.step for e in engine.cache._entries) == list(range(1, 7))
+        assert sorted(e.step for e in engine.cache.entries()) == list(range(1, 7))
         assert engine.config.reusable_steps(20) == 6
         # same prompt, another seed: starts from the stored latent (6 steps in), not its own noise
         second = GenerationRequest("a castle on a hill", steps=20, seed=2)
@@ -176,3 +178,25 @@ def test_step_counts_are_decided_separately_and_share_b_max(start_service):
     assert [s["steps"] for s in statuses] == [6, 6, 10, 10]
     for s in statuses:
         assert s["split"] == s["steps"] if not s["granted"] else round(0.4 * s["steps"]) <= s["split"] < s["steps"]
+
+
+def test_cache_hit_covering_every_offloaded_step_is_published_at_once(start_service, tiny):
+    """Issue 19.1: a granted member that starts at its split (the hit covers the whole edge
+    part) has no edge step left; with no other traffic it must still be published, not wait
+    for another request's batch step."""
+    import time
+
+    service, engine = start_service(cache_gb=0.01, reusable_fraction=1.0)  # S* = N: every step reusable
+    with EdgeClient(service.url) as client:
+        first = client.submit("a castle on a hill", alpha=5.0, profile=SLOW_DEVICE, steps=8, seed=1)
+        a = client.status(first["id"], wait=30)
+        assert a["status"] == "done" and a["offloaded_steps"] >= 1
+        steps_before = engine.stats.steps
+        start = time.monotonic()
+        again = client.submit("a castle on a hill", alpha=5.0, profile=SLOW_DEVICE, steps=8, seed=2)
+        b = client.status(again["id"], wait=10)
+        waited = time.monotonic() - start
+    assert b["status"] == "done", b  # before the fix: still "running" after 10 s
+    assert b["offloaded_steps"] == a["offloaded_steps"] and b["cache_hit_step"] == b["offloaded_steps"]
+    assert engine.stats.steps == steps_before  # the edge ran no step for it
+    assert waited < 5  # a window (0.2 s) and a decision, not a wait for other traffic

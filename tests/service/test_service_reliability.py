@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,15 @@ GOOD = {"prompt": "a cat", "steps": 4, "alpha": 2.0, "profile": {"k": 0.2, "h": 
         ({k: v for k, v in GOOD.items() if k != "prompt"}, "body.prompt"),
         ({**GOOD, "prompt": "x" * 1001}, "body.prompt"),
         ({**GOOD, "prompt": ""}, "body.prompt"),
+        # strict types: no strings or booleans for numbers, no 20.0 for an integer
+        ({**GOOD, "steps": "20"}, "body.steps"),
+        ({**GOOD, "steps": True}, "body.steps"),
+        ({**GOOD, "steps": 20.0}, "body.steps"),
+        ({**GOOD, "alpha": "2.5"}, "body.alpha"),
+        ({**GOOD, "alpha": True}, "body.alpha"),
+        ({**GOOD, "profile": {"k": "0.2", "h": 0.01}}, "body.profile.k"),
+        # valid JSON, but more steps than the model's scheduler has training timesteps for
+        ({**GOOD, "steps": 1000}, "body.steps"),
     ],
 )
 def test_malformed_bodies_get_422_naming_the_field(start_service, body, field):
@@ -55,7 +65,15 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     response = httpx.post(url, content=nan, headers=headers)
     assert response.status_code == 422 and "alpha" in response.json()["error"]
     response = httpx.post(url, content=b'{"prompt": ', headers=headers)
-    assert response.status_code == 422 and "body" in response.json()["error"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    response = httpx.post(url, content=b"\xff\xfe{}", headers=headers)
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    duplicate = b'{"prompt": "a", "steps": 4, "steps": 6, "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01}}'
+    response = httpx.post(url, content=duplicate, headers=headers)
+    assert response.status_code == 422 and response.json()["error"] == "body.steps: duplicate key"
+    nested = b'{"prompt": "a", "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01, "k": 0.3}}'
+    response = httpx.post(url, content=nested, headers=headers)
+    assert response.status_code == 422 and response.json()["error"] == "body.profile.k: duplicate key"
     response = httpx.post(url, content=json.dumps({**GOOD, "negative_prompt": "y" * 5000}), headers=headers)
     assert response.status_code == 413
     response = httpx.get(f"{service.url}/v1/requests/nope")
@@ -63,6 +81,8 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     response = httpx.get(f"{service.url}/v1/requests/nope", params={"wait": -1})
     assert response.status_code == 422 and "wait" in response.json()["error"]
     assert httpx.get(f"{service.url}/healthz").status_code == 200
+    head = httpx.head(f"{service.url}/healthz")
+    assert head.status_code == 200 and head.content == b""
     assert engine.stats.accepted == 0
     # still serving
     with EdgeClient(service.url) as client:
@@ -85,7 +105,8 @@ def test_full_queue_answers_503_with_retry_after_and_drains(start_service):
 
 
 def test_disconnecting_clients_do_not_break_the_window(start_service):
-    service, engine = start_service(cache_gb=0, window_s=0.5)
+    # a 2 s window: both submissions land in one window even on a loaded machine
+    service, engine = start_service(cache_gb=0, window_s=2.0)
     # 1. a client that sends half a body and hangs up
     with socket.create_connection(("127.0.0.1", service.port)) as sock:
         sock.sendall(
@@ -118,6 +139,8 @@ def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
         time.sleep(0.1)
     service.stop()
     records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["id"] for r in records if r["status"] == "queued"] == ids  # written ahead, in order
+    records = [r for r in records if r["status"] != "queued"]
     assert sorted(r["id"] for r in records) == sorted(ids)  # each exactly once
     assert all(r["status"] in ("done", "denied") for r in records)
     assert {r["status"] for r in records} == {"done", "denied"}
@@ -164,7 +187,18 @@ def test_sigterm_drains_then_stops(tmp_path):
             time.sleep(0.2)
         ids = [httpx.post(f"{url}/v1/requests", json={**GOOD, "seed": i, "steps": 10}).json()["id"] for i in range(3)]
         process.send_signal(signal.SIGTERM)  # long before the 5 s window ends
-        output, _ = process.communicate(timeout=120)
+        # drain first: the listener still answers, new requests get 503, every result is served
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/healthz").status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        late = httpx.post(f"{url}/v1/requests", json=GOOD)
+        assert late.status_code == 503 and int(late.headers["Retry-After"]) >= 1
+        with EdgeClient(url) as client:
+            for job in ids:
+                payload, status = client.fetch_latent(job, timeout=60)
+                assert payload is not None and status is None
+        output, _ = process.communicate(timeout=60)  # all collected: it closes without lingering
     finally:
         if process.poll() is None:
             process.kill()
@@ -173,8 +207,32 @@ def test_sigterm_drains_then_stops(tmp_path):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     records = [json.loads(line) for line in journal.read_text().splitlines()]
+    records = [r for r in records if r["status"] != "queued"]
     assert sorted(r["id"] for r in records) == sorted(ids)
     assert all(r["status"] == "done" for r in records)
+
+
+def test_shutdown_drains_with_the_listener_up_then_closes(start_service):
+    service, engine = start_service(cache_gb=0, window_s=30.0, linger_s=60.0)
+    with EdgeClient(service.url) as client:
+        granted = client.submit("granted", alpha=2.0, profile=(0.5, 0.01), steps=12, seed=1)["id"]
+        denied = client.submit("denied", alpha=1.0, profile=(0.0001, 0.0001), steps=12, seed=2)["id"]
+        stopper = threading.Thread(target=service.stop)
+        stopper.start()  # the 30 s window is cut short: both are decided at once
+        assert client.status(granted, wait=30)["status"] == "done"
+        assert httpx.get(f"{service.url}/healthz").json() == {"status": "draining"}
+        refused = httpx.post(f"{service.url}/v1/requests", json=GOOD)
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert stopper.is_alive()  # results not collected yet: the listener waits (up to linger_s)
+        payload, _ = client.fetch_latent(granted)
+        assert payload is not None
+        assert client.status(denied)["status"] == "denied"
+    stopper.join(10)  # everything collected: closes long before linger_s
+    assert not stopper.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service.url}/healthz")
+    assert 'edgediff_rejected_requests_total{reason="shutting_down"} 1.0' in engine.metrics.render().decode()
 
 
 def test_finished_records_are_bounded(start_service):
@@ -188,3 +246,15 @@ def test_finished_records_are_bounded(start_service):
         with pytest.raises(Exception, match="unknown request id"):
             client.status(ids[0])
     assert engine.stats.terminal["denied"] == 4
+
+
+def test_every_metric_series_exists_at_zero_from_start_up(start_service):
+    service, _ = start_service(cache_gb=0)
+    text = httpx.get(f"{service.url}/metrics").text
+    for outcome in ("done", "denied", "failed"):
+        assert f'edgediff_requests_total{{outcome="{outcome}"}} 0.0' in text
+    for reason in ("queue_full", "shutting_down"):
+        assert f'edgediff_rejected_requests_total{{reason="{reason}"}} 0.0' in text
+    for name in ("accepted_requests_total", "grants_total", "windows_total", "cache_hits_total", "queue_depth"):
+        assert f"edgediff_{name} 0.0" in text
+    assert "edgediff_batch_size_count 0.0" in text and "edgediff_step_latency_seconds_count 0.0" in text

@@ -14,7 +14,8 @@ from edgediff.service.config import ServiceConfig
 from edgediff.service.embedding import HashEmbedder
 from edgediff.service.job import Job, JobSnapshot
 from edgediff.service.schemas import SubmitRequest
-from edgediff.service.window import LATEST_ARRIVAL, window_instance
+from edgediff.offload.policies import make_policy
+from edgediff.service.window import LATEST_ARRIVAL, decide_window, window_instance
 
 CONFIG = ServiceConfig(window_s=0.5, gpus=2, eta=12.0, W_max=2e6)
 EDGE = (0.01, 0.004)
@@ -85,6 +86,36 @@ def test_window_instance_takes_one_step_count():
         )
 
 
+def test_decide_window_groups_by_step_count_in_arrival_order_sharing_b_max():
+    cfg = dataclasses.replace(CONFIG, b_max=3)
+    # fast edge, slow devices, large alpha: everyone wants the edge, B_max binds
+    jobs = [job(f"u{i}", 100.0 + 0.01 * i, steps=(20 if i % 2 else 10), alpha=50.0, k=0.5) for i in range(6)]
+    groups = decide_window(jobs, cfg, make_policy("exact"), start=100.0, edge_profile=EDGE, intermediate_bits=64)
+    assert [g.instance.N for g in groups] == [10, 20]  # u0 (N = 10) arrived first
+    assert [[j.id for j in g.jobs] for g in groups] == [["u0", "u2", "u4"], ["u1", "u3", "u5"]]
+    assert [g.instance.B_max for g in groups] == [3, 3 - groups[0].decision.granted_count]
+    assert sum(g.decision.granted_count for g in groups) == 3
+    for g in groups:
+        assert g.error is None
+        assert g.outcome.latency_model == "timeline"
+
+
+class FailsOnLongRuns:
+    def decide(self, instance):
+        if instance.N > 10:
+            raise RuntimeError("cannot take N > 10")
+        return make_policy("exact").decide(instance)
+
+
+def test_decide_window_fails_only_the_group_whose_policy_raised():
+    jobs = [job("long", 100.0, steps=20), job("short", 100.1, steps=10)]
+    failed, ok = decide_window(jobs, CONFIG, FailsOnLongRuns(), start=100.0, edge_profile=EDGE, intermediate_bits=64)
+    assert (
+        isinstance(failed.error, RuntimeError) and failed.decision is None and [j.id for j in failed.jobs] == ["long"]
+    )
+    assert ok.error is None and ok.instance.B_max == CONFIG.b_max
+
+
 def test_snapshot_is_immutable_and_starts_queued():
     snap = job("a", 5.0).snapshot
     assert snap == JobSnapshot("a", 20, 5.0) and snap.status == "queued" and not snap.terminal
@@ -137,3 +168,16 @@ def test_a_poll_during_the_decision_sees_one_consistent_state(start_service):
         final = client.status(submitted["id"], wait=30)
     assert_consistent(final)
     assert final["status"] == "done"
+
+
+def test_a_policy_that_raises_fails_its_window_s_requests_and_the_service_goes_on(start_service):
+    service, engine = start_service(window_s=0.2)
+    exact = engine.policy
+    engine.policy = FailsOnLongRuns()  # the engine thread reads it at the next window
+    with EdgeClient(service.url) as client:
+        long = client.submit("a long run", alpha=5.0, profile=(0.25, 0.02), steps=12)
+        short = client.submit("a short run", alpha=5.0, profile=(0.25, 0.02), steps=6)
+        failed, served = client.status(long["id"], wait=30), client.status(short["id"], wait=30, until="finished")
+        engine.policy = exact
+    assert failed["status"] == "failed" and failed["reason"].startswith("decision failed: RuntimeError: cannot take")
+    assert served["status"] in ("done", "denied")

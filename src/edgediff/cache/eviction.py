@@ -3,7 +3,8 @@
 One home for the rules of both caches: the Part B simulator's store
 (:class:`edgediff.cache.store.EdgeCache`) and the service's latent cache
 (:class:`edgediff.service.latent_cache.LatentCache`). A rule orders entries by sort keys over
-their statistics and evicts the smallest; ties go to the entry stored first.
+their statistics and evicts the smallest; ties go to the entry stored first. :func:`victim`
+orders arrays of statistics; :func:`sort_key` gives one entry's key (for a heap).
 
 - ``value``: lowest estimated future value rate first (DRC, DNN, OO; needs the Part B value
   estimate, so only the simulator's store applies it);
@@ -51,6 +52,12 @@ def check_rule(rule: str, rules: tuple[str, ...] = EVICTION_RULES) -> str:
     if rule not in rules:
         raise ValueError(f"unknown eviction rule {rule!r}")
     return rule
+
+
+def sort_key(rule: str, last_used: int, uses: int, step: int) -> tuple:
+    """One entry's sort key under a usage ``rule`` (what :func:`victim` orders by), for
+    stores that keep their entries in a heap instead of re-sorting them at each eviction."""
+    return _KEYS[rule](EntryStats(last_used, uses, step))
 
 
 def victim(rule: str, stats: EntryStats) -> int:

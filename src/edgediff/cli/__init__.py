@@ -10,31 +10,41 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 
 from edgediff import __version__
 from edgediff.cli import (
     cache_sim,
     calibrate,
+    check_model,
     compare,
     demo,
     generate,
     measure,
     reproduce,
     serve,
+    simulate,
     solve,
     train_dqn,
     train_tiny,
 )
-from edgediff.cli._args import UsageError
-from edgediff.errors import InputError
+from edgediff.cli._args import Parser, UsageError, set_default_threads
+from edgediff.errors import EXIT_INPUT, EXIT_TIMEOUT, InputError, WaitTimeout
 
 __all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 DESCRIPTION = (
-    "edgediff: edge-device collaborative diffusion serving. An edge server runs the first denoising "
-    "steps of many users' text-to-image requests as one batch with a shared model; each user finishes "
-    "the remaining steps on their own device with a personalized model. Every window the edge decides "
-    "whose requests it accepts, where each request is split, and which intermediate outputs it caches."
+    "edgediff: a research tool and a serving tool for edge-device collaborative diffusion serving. "
+    "An edge server runs the first denoising steps of many users' text-to-image requests as one "
+    "batch with a shared model; each user finishes the remaining steps on their own device with a "
+    "personalized model. Every window the edge decides whose requests it accepts, where each "
+    "request is split, and which intermediate outputs it caches."
+)
+
+EPILOG = (
+    "researchers: instance, solve, compare, reproduce, cache-sim, train-dqn; operators: serve, generate "
+    "--server, calibrate; both: demo (start here). Exit codes: 0 done, 1 a solver failed, 2 bad input "
+    "(one line on stderr), 4 the edge service did not answer in time. Docs: README.md, docs/*.md."
 )
 
 COMMAND_MODULES = (
@@ -43,35 +53,45 @@ COMMAND_MODULES = (
     train_dqn,
     demo,
     calibrate,
+    check_model,
     generate,
     serve,
     cache_sim,
     reproduce,
     train_tiny,
     measure,
+    simulate,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgediff", description=DESCRIPTION)
+    parser = Parser(prog="edgediff", description=textwrap.fill(DESCRIPTION, 88), epilog=textwrap.fill(EPILOG, 88))
     parser.add_argument("--version", action="version", version=f"edgediff {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.add_parsers(sub)
+    for command in sub.choices.values():  # -v after the command too; SUPPRESS keeps the top-level value
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress to stderr"
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    set_default_threads()
     from edgediff.offload.policies import SolverError
 
     try:
         args.handler(args)
     except InputError as err:
         print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except WaitTimeout as err:  # the edge service (or another party) did not answer in time
+        print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_TIMEOUT
     except SolverError as err:  # not the user's fault: exit 1, still one line
         print(f"edgediff {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -8,6 +8,8 @@ import json
 from edgediff.cache.config import CacheConfig, CacheConfigError
 from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
 
+DEFAULT_POLICY = "lcbfu"
+
 
 def add_parsers(sub) -> None:
     from edgediff.cache.policies import REGISTRY
@@ -18,26 +20,33 @@ def add_parsers(sub) -> None:
         help="simulate intermediate-output caching for T slots (docs/caching-model.md)",
         **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 6),
     )
-    p.add_argument("--policy", required=True, help="a policy name below")
+    p.add_argument(
+        "--policy",
+        default=DEFAULT_POLICY,
+        help="a policy name below; the default is fast, needs no torch and is the service's eviction rule",
+    )
     add_policy_options(p, "the policy (its constructor's keyword parameters)")
-    p.add_argument("--users", type=positive_int, default=d["users"], help=f"users U (default {d['users']})")
-    p.add_argument("--slots", type=positive_int, default=d["slots"], help=f"time slots T (default {d['slots']})")
+    p.add_argument("--users", type=positive_int, default=d["users"], help="users U")
+    p.add_argument("--slots", type=positive_int, default=d["slots"], help="time slots T")
     p.add_argument(
         "--capacity-gb",
         type=number(float, 0.0),
         default=d["capacity_bytes"] / 1e9,
-        help=f"edge cache capacity in GB (default {d['capacity_bytes'] / 1e9:g})",
+        help="edge cache capacity in GB",
     )
     p.add_argument(
         "--reusable-steps",
         type=positive_int,
         default=d["reusable_steps"],
-        help=f"reusable bound S* (default {d['reusable_steps']})",
+        help="reusable bound S*: steps whose latents can be reused",
     )
     p.add_argument(
-        "--V", type=number(float, 0.0), default=d["V"], help=f"Lyapunov control parameter (default {d['V']:g})"
+        "--V",
+        type=number(float, 0.0),
+        default=d["V"],
+        help="Lyapunov control parameter V: weight of latency against the queue",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the requests and the policy")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=run)
 

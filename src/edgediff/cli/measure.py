@@ -24,11 +24,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("measure-pai", help="hybrid inference at many splits: accuracy, personalization, PAI fit")
     p.add_argument("--cluster", required=True, help="cluster-wide (edge) model: 'tiny' or a model directory")
     p.add_argument("--personal", type=name_list, required=True, help="personalized models P1,P2,P3 (>= 2)")
-    p.add_argument("--splits", help="split points START:STOP:STEP (STOP = N included) or a comma list (0:200:20)")
+    p.add_argument(
+        "--splits",
+        help="split points START:STOP:STEP (STOP = N included) or a comma list (default 0:200:20; 0:50:5 with --quick)",
+    )
     p.add_argument("--prompts", type=Path, help="file with one prompt per line (default: 'a handwritten digit 0..9')")
     p.add_argument("--samples", type=positive_int, help="samples per prompt (default 4; 2 with --quick)")
-    p.add_argument("--guidance-scale", type=number(float, 0.0), default=3.0, help="classifier-free guidance (3)")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--guidance-scale", type=number(float, 0.0), default=3.0, help="classifier-free guidance")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the samples")
     p.add_argument("--quick", action="store_true", help="N = 50, splits 0:50:5, 2 samples per prompt")
     p.add_argument("--out", type=Path, help="directory for pai.json, pai.csv, fig6_grid.png, fig7_pai.png")
     p.add_argument("--json", action="store_true", help="print the summary JSON")
@@ -36,24 +39,22 @@ def add_parsers(sub) -> None:
 
     d = defaults(ReuseConfig)
     p = sub.add_parser("measure-reuse", help="MSE/PSNR between consecutive denoising outputs and the bound S*")
-    p.add_argument("--model", required=True, help="'tiny' or a model directory")
-    p.add_argument("--steps", type=positive_int, default=d["steps"], help=f"denoising steps S (default {d['steps']})")
+    p.add_argument("--model", default="tiny", help="a built-in model or a model directory")
+    p.add_argument("--steps", type=positive_int, default=d["steps"], help="denoising steps S")
     p.add_argument(
         "--pmax",
         type=number(float, 0.0, strict=True),
         default=d["pmax_db"],
-        help=f"P_max in dB (default {d['pmax_db']:g})",
+        help="P_max in dB: PSNR above it means consecutive outputs are alike",
     )
-    p.add_argument(
-        "--samples", type=positive_int, default=d["samples"], help=f"requests averaged (default {d['samples']})"
-    )
+    p.add_argument("--samples", type=positive_int, default=d["samples"], help="requests averaged")
     p.add_argument(
         "--output",
         choices=list(OUTPUTS),
         default=d["output"],
-        help="D_m: the step's clean-image estimate (default) or the intermediate latent itself, decoded",
+        help="D_m: the step's clean-image estimate (x0) or the intermediate latent itself, decoded",
     )
-    p.add_argument("--seed", type=non_negative_int, default=d["seed"])
+    p.add_argument("--seed", type=non_negative_int, default=d["seed"], help="seed of the requests")
     p.add_argument("--json", action="store_true", help="print the result JSON")
     p.set_defaults(handler=run_reuse)
 
@@ -120,7 +121,12 @@ def run_pai(args) -> None:
             f"{p['split']:>6} {p['offloaded_steps']:>9} {p['accuracy']:>9.3f} {p['personalization']:>9.3f}"
             f" {p['pai']:>7.3f}"
         )
-    print(f'fit: "pai": {{"a": {summary["pai"]["a"]:.4f}, "b": {summary["pai"]["b"]:.2f}}}, R^2 = {summary["r2"]:.3f}')
+    fit, N = summary["pai"], summary["N"]
+    print(f'fit (n in steps of an N = {N}-step run; for instance and scenario files with "N": {N}): '
+          f'"pai": {{"a": {fit["a"]:.4f}, "b": {fit["b"]:.2f}}}, R^2 = {summary["r2"]:.3f}')  # fmt: skip
+    if N != 200:
+        at200 = summary["pai_at_N200"]
+        print(f'the same curve for "N": 200: "pai": {{"a": {at200["a"]:.4f}, "b": {at200["b"]:.2f}}}')
     for path in paths:
         print(f"wrote {path}")
 

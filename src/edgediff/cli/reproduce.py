@@ -19,7 +19,7 @@ def add_parsers(sub) -> None:
     p.add_argument("name", help="a figure name below")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a smaller, faster run (fewer slots and points)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every instance and run")
     p.add_argument("--workers", type=positive_int, help="local processes for sweeps (default: one per CPU)")
     p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
     p.set_defaults(handler=run)

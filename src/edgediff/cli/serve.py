@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
 from pathlib import Path
 
 from edgediff.cli._args import (
     UsageError,
+    add_model_config,
     add_policy_options,
+    check_model_config,
     defaults,
     load_model,
     non_negative_int,
@@ -19,50 +24,103 @@ from edgediff.service.config import ServiceConfig
 
 
 def add_parsers(sub) -> None:
+    from edgediff.offload.policies import REGISTRY
+
     d = defaults(ServiceConfig)
     p = sub.add_parser("serve", help="run the edge service (HTTP API, OpenAPI schema at /docs)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=number(int, 0), default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=number(int, 0), default=8000, help="TCP port (0: any free one)")
     p.add_argument(
-        "--model", default=d["model"], help=f"the cluster-wide model: {d['model']!r} (default) or a pipeline directory"
+        "--model",
+        default=d["model"],
+        help="the cluster-wide model: a built-in one, a pipeline directory or a .safetensors file",
     )
-    p.add_argument(
-        "--window", type=positive_float, default=d["window_s"], help=f"decision window K in seconds ({d['window_s']:g})"
-    )
+    add_model_config(p)
+    p.add_argument("--window", type=positive_float, default=d["window_s"], help="decision window K in seconds")
     p.add_argument(
         "--policy",
         default=d["policy"],
-        help=f"offloading policy, as for solve (default {d['policy']}), e.g. dqn, ga, b1",
+        help=f"offloading policy: {', '.join(REGISTRY)} (edgediff solve --help says what each does)",
     )
     add_policy_options(p)
-    p.add_argument("--gpus", type=positive_int, default=d["gpus"], help=f"edge GPUs G (default {d['gpus']})")
-    p.add_argument(
-        "--bmax", type=non_negative_int, default=d["b_max"], help=f"max granted users per window ({d['b_max']})"
-    )
+    p.add_argument("--gpus", type=positive_int, default=d["gpus"], help="edge GPUs G")
+    p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
         "--cache-gb",
         type=number(float, 0.0),
         default=d["cache_gb"],
-        help=f"latent cache capacity, GB ({d['cache_gb']:g}; 0: off)",
+        help="latent cache capacity in GB (0: off)",
     )
     p.add_argument(
         "--queue",
         type=positive_int,
         default=d["queue_limit"],
-        help=f"queued requests before 503 ({d['queue_limit']})",
+        help="queued requests before 503",
     )
-    p.add_argument("--edge-profile", type=profile, help="the edge's k,h in s (default: calibrated at start-up)")
-    p.add_argument("--journal", type=Path, help="append every request's terminal state to this JSON-lines file")
-    p.add_argument("--device", default=d["device"], help=f"torch device (default {d['device']})")
+    p.add_argument(
+        "--edge-profile",
+        type=profile,
+        help="the edge's k,h in s per step, or a calibrate profile JSON file (default: calibrated at start-up)",
+    )
+    p.add_argument(
+        "--journal",
+        type=Path,
+        help="write-ahead journal (JSON lines): on restart every request accepted before is answered by id",
+    )
+    p.add_argument(
+        "--journal-fsync",
+        action=argparse.BooleanOptionalAction,
+        default=d["journal_fsync"],
+        help="force each acceptance to disk before its 202 (off: survives a crash, not a power loss)",
+    )
+    p.add_argument("--api-keys", type=Path, help="file of 'TENANT KEY' lines: requests need a key, tenants are apart")
+    p.add_argument(
+        "--share-cache",
+        action="store_true",
+        help="with --api-keys: one latent cache for all tenants (faster; lets a tenant learn others' prompts)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=d["max_connections"],
+        help="open connections; one more gets 503",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=d["header_timeout_s"],
+        help="seconds a connection has to send its request headers",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=d["body_timeout_s"],
+        help="seconds after the headers to send the body",
+    )
+    p.add_argument(
+        "--linger",
+        type=number(float, 0.0),
+        default=d["linger_s"],
+        help="at shutdown, seconds after the drain for clients to collect results",
+    )
+    p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda, cuda:1, ...)")
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
     from edgediff.offload.policies import policy_spec
+    from edgediff.service.journal import check_journal
+    from edgediff.service.server import bind
+    from edgediff.service.tenants import load_api_keys
 
     policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
-    if args.journal is not None and not args.journal.parent.is_dir():
-        raise UsageError(f"--journal directory {str(args.journal.parent)!r} does not exist")
+    check_model_config(args.model_config, args.model)
+    # everything that can be refused is refused before the model loads (each one line, exit 2)
+    if args.journal is not None:
+        check_journal(args.journal)
+    api_keys = None if args.api_keys is None else load_api_keys(args.api_keys)
+    if args.share_cache and api_keys is None:
+        raise UsageError("--share-cache needs --api-keys")
     config = ServiceConfig(
         model=args.model,
         device=args.device,
@@ -75,8 +133,16 @@ def run(args) -> None:
         queue_limit=args.queue,
         edge_profile=args.edge_profile,
         journal=args.journal,
+        journal_fsync=args.journal_fsync,
+        api_keys=api_keys,
+        cache_sharing=args.share_cache,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        linger_s=args.linger,
     )
-    model = load_model(args.model, args.device)
+    sock = bind(args.host, args.port)  # a taken port: one line before the model loads
+    model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
         from edgediff.service.embedding import MiniLmEmbedder
@@ -90,4 +156,10 @@ def run(args) -> None:
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import serve
 
-    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port)
+    # when ready, the engine logs its model, edge profile L(b) (calibrated unless --edge-profile) and policy
+    logging.getLogger("edgediff.service").setLevel(logging.INFO)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    pages = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
+    print(f"edgediff serve: {url} once ready: {pages}", file=sys.stderr)
+    serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port, sock=sock)

@@ -5,25 +5,44 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgediff.cli._args import make_directory, positive_int
+from edgediff.cli._args import make_directory, positive_int, refuse_overwrite
 
 
 def add_parsers(sub) -> None:
     # The defaults are train_to_directory's; it imports torch, so they are not read from it here.
     p = sub.add_parser("train-dqn", help="train the PER-DQN policy and write a checkpoint")
-    p.add_argument("--scope", choices=["general", "gpu", "specific"], default="general")
-    p.add_argument("--gpus", type=positive_int, default=8, help="G of the gpu and specific scopes (default 8)")
-    p.add_argument("--users", type=positive_int, default=20, help="users of the specific scope (default 20)")
-    p.add_argument("--episodes", type=positive_int, default=20000)
-    p.add_argument("--preset", choices=["paper", "tuned"], default="tuned", help="hyper-parameters (default tuned)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--scope",
+        choices=["general", "gpu", "specific"],
+        default="general",
+        help="general: random G in 1..16 and 4..20 users; gpu: G = --gpus; specific: one instance",
+    )
+    p.add_argument("--gpus", type=positive_int, default=8, help="G of the gpu and specific scopes")
+    p.add_argument("--users", type=positive_int, default=20, help="users of the specific scope")
+    p.add_argument("--episodes", type=positive_int, default=20000, help="training episodes E")
+    p.add_argument(
+        "--preset",
+        choices=["paper", "tuned"],
+        default="tuned",
+        help="hyper-parameters: the paper's, or tuned (the shipped model's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of training and of the specific instance")
     p.add_argument("--eval-every", type=positive_int, help="episodes between held-out evaluations (default E/20)")
-    p.add_argument("--held-out", type=positive_int, default=100, help="held-out instances (default 100)")
-    p.add_argument("--out", type=Path, required=True, help="directory for the checkpoint and learning curve")
+    p.add_argument("--held-out", type=positive_int, default=100, help="held-out instances")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory for the checkpoint and learning curve (an existing checkpoint there needs --force)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite a checkpoint (and learning curve) already in --out")
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
+    from edgediff.offload.dqn.checkpoint import CONFIG, WEIGHTS
+
+    refuse_overwrite([args.out / WEIGHTS, args.out / CONFIG], args.force)
     from edgediff.offload.dqn.session import train_to_directory
 
     make_directory(args.out)

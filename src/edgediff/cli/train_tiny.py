@@ -10,7 +10,7 @@ from edgediff.cli._args import make_directory
 def add_parsers(sub) -> None:
     p = sub.add_parser("train-tiny", help="train the embedded cluster-wide and personalized digit models")
     p.add_argument("--out", type=Path, required=True, help="directory for the weights, classifier and report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every training stage")
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test, not usable weights)")
     p.set_defaults(handler=run)
 

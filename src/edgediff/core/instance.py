@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgediff.core.pai import PaiCurve
-from edgediff.core.profiles import DEFAULT_EDGE
+from edgediff.core.profiles import DEFAULT_EDGE, warn_implausible
 from edgediff.errors import InputError
 
 PROMPT_BITS = 216
@@ -39,6 +40,20 @@ class _Strict(BaseModel):
 class _GpuSchema(_Strict):
     k: NonNegativeFloat
     h: FiniteFloat
+
+
+class _EdgeSchema(_GpuSchema):
+    """The edge's ``k``, ``h``; also takes a whole ``edgediff calibrate`` profile, whose other
+    keys (docs/formats.md, "Calibration profile") are accepted and not used."""
+
+    r2: FiniteFloat | None = None
+    model: str | None = None
+    device: str | None = None
+    batches: list[int] | None = None
+    step_latency_s: list[FiniteFloat] | None = None
+    repeats: int | None = None
+    guidance: bool | None = None
+    threads: int | None = None
 
 
 class _LinkSchema(_Strict):
@@ -73,7 +88,7 @@ class _InstanceSchema(_Strict):
     B_max: Annotated[int, Field(ge=0)] = 20
     G: Annotated[int, Field(ge=1)] = 8
     K: PositiveFloat = 1.0
-    edge: _GpuSchema = _GpuSchema(k=DEFAULT_EDGE.k, h=DEFAULT_EDGE.h)
+    edge: _EdgeSchema = _EdgeSchema(k=DEFAULT_EDGE.k, h=DEFAULT_EDGE.h)
     link: _LinkSchema = _LinkSchema()
     pai: _PaiSchema = _PaiSchema()
     users: Annotated[list[_UserSchema], Field(min_length=1)]
@@ -99,8 +114,27 @@ class _FieldError(ValueError):
         super().__init__(f"{field_path}: {message}")
 
 
-def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
+def _known_fields() -> set[str]:
+    """Every field name of the instance schemas (what a misspelt key is compared against)."""
+    names, todo = set(), [_Strict]
+    while todo:
+        cls = todo.pop()
+        names.update(cls.model_fields)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def _describe(err: ValidationError, what: str = "instance") -> str:
+    errors = err.errors()
+    # an unknown key is the cause of a "missing" one beside it (a misspelling): name it first
+    unknown = next((e for e in errors if e["type"] == "extra_forbidden"), None)
+    if unknown is not None:
+        *parent, key = unknown["loc"]
+        missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and list(e["loc"][:-1]) == parent]
+        close = get_close_matches(str(key), [str(m) for m in missing] or sorted(_known_fields()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{'.'.join(str(p) for p in unknown['loc'])}: unknown field{hint}"
+    first = errors[0]
     path = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     ctx_error = first.get("ctx", {}).get("error")
@@ -108,7 +142,7 @@ def _describe(err: ValidationError) -> str:
         return str(ctx_error)  # already names its own field
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return f"{path or 'instance'}: {msg}"
+    return f"{path or what}: {msg}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +205,8 @@ class Instance:
         except ValidationError as err:
             raise InstanceError(_describe(err)) from None
         users = s.users
+        warn_implausible("edge", s.edge.k, s.edge.h)
+        warn_implausible("users.{i}", [u.k for u in users], [u.h for u in users])
         return cls(
             ids=tuple(u.id for u in users),
             k=[u.k for u in users],

@@ -13,14 +13,16 @@ A decision grants or denies each user and gives each a split point ``n``: steps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
 from edgediff.core.profiles import edge_step_latency
 from edgediff.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the CLI reads LATENCY_MODELS without loading pydantic and SciPy
+    from edgediff.core.instance import Instance
 
 LatencyModel = Literal["paper", "timeline"]
 LATENCY_MODELS: tuple[str, ...] = ("paper", "timeline")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,28 @@ def edge_step_latency(batch_size, gpus, k_e: float, h_e: float):
     The published code divides ``h_e`` by G as well; we follow the paper's formula.
     """
     return k_e * np.asarray(batch_size, dtype=float) / gpus + h_e
+
+
+IMPLAUSIBLE_STEP_S = 10.0
+"""A step latency ``k`` or ``h`` above this many seconds is almost surely given in milliseconds."""
+
+
+def warn_implausible(where: str, k, h) -> bool:
+    """Log one warning if any ``(k, h)`` exceeds :data:`IMPLAUSIBLE_STEP_S` (vectorized); ``where``
+    names the profile, with ``{i}`` standing for the index when ``k``, ``h`` are arrays."""
+    k, h = np.atleast_1d(np.asarray(k, dtype=float)), np.atleast_1d(np.asarray(h, dtype=float))
+    bad = np.flatnonzero((np.abs(k) > IMPLAUSIBLE_STEP_S) | (np.abs(h) > IMPLAUSIBLE_STEP_S))
+    if bad.size == 0:
+        return False
+    i = int(bad[0])
+    more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+    log.warning(
+        "warning: %s: k = %g, h = %g s per step%s is implausible (over %g s per step); "
+        "step latencies are in seconds, not milliseconds",
+        where.format(i=i),
+        k[i],
+        h[i],
+        more,
+        IMPLAUSIBLE_STEP_S,
+    )
+    return True

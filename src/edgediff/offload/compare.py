@@ -1,16 +1,17 @@
-"""Policy comparison over random instances (``edgediff compare``, the paper's Fig. 11)."""
+"""Policy comparison over random instances or instance files (``edgediff compare``, the paper's Fig. 11)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from edgediff import figure_io
-from edgediff.core.generator import random_instance
+from edgediff.core.instance import Instance
 from edgediff.core.model import evaluate
+from edgediff.core.scenario import PAPER_SCENARIO, Scenario, draw_instance
 from edgediff.offload.policies import UnknownPolicyOption, make_policy, policy_option_names
 
 CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s")
@@ -49,6 +50,27 @@ def case_seed(seed: int, users: int, gpus: int, case: int) -> np.random.SeedSequ
     return np.random.SeedSequence([seed, users, gpus, case])
 
 
+def _solvers(policies, seed: int, checkpoint, policy_options) -> dict:
+    """Each policy made once, with the ``policy_options`` it takes (``population`` goes to ga only)."""
+    options = dict(policy_options or {})
+    return {
+        name: make_policy(
+            name, {k: v for k, v in options.items() if k in policy_option_names(name)}, seed=seed, checkpoint=checkpoint
+        )
+        for name in policies
+    }
+
+
+def _decide(solvers: Mapping, instances: Sequence[Instance]) -> dict[str, np.ndarray]:
+    """``{policy: array shaped (2, len(instances))}``: row 0 the objective, row 1 the decision seconds."""
+    out = {name: np.empty((2, len(instances))) for name in solvers}
+    for j, instance in enumerate(instances):
+        for name, policy in solvers.items():
+            decision = policy.decide(instance)
+            out[name][:, j] = evaluate(instance, decision).objective, policy.last_decision_time_s
+    return out
+
+
 def run_cases(
     num_users: int,
     gpus: int,
@@ -58,28 +80,44 @@ def run_cases(
     B_max: int,
     checkpoint: str | None,
     policy_options: Mapping[str, Any] | None = None,
+    scenario: Scenario | None = None,
 ) -> dict[str, np.ndarray]:
     """Objective and decision time of every policy on the given cases of one point.
 
     Returns ``{policy: array shaped (2, len(cases))}`` (row 0 objective, row 1 seconds). A
-    module-level function of plain arguments, so a sweep can run it in another process. Each
-    policy gets the ``policy_options`` it takes (``population`` goes to ga only).
+    module-level function of plain arguments, so a sweep can run it in another process. Cases
+    are drawn from ``scenario`` (default: the paper's) with its ``G`` and ``B_max`` replaced by
+    ``gpus`` and ``B_max``.
     """
-    options = dict(policy_options or {})
-    solvers = {
-        name: make_policy(
-            name, {k: v for k, v in options.items() if k in policy_option_names(name)}, seed=seed, checkpoint=checkpoint
+    drawn = replace(scenario or PAPER_SCENARIO, G=gpus, B_max=B_max)
+    instances = [draw_instance(drawn, num_users, case_seed(seed, num_users, gpus, case)) for case in cases]
+    return _decide(_solvers(policies, seed, checkpoint, policy_options), instances)
+
+
+def _check_options(policies: Sequence[str], policy_options: Mapping[str, Any] | None) -> None:
+    for key in policy_options or {}:  # each option must reach at least one policy
+        if not any(key in policy_option_names(name) for name in policies):
+            raise UnknownPolicyOption(f"no policy of {','.join(policies)} takes the option {key!r}")
+
+
+def _rows(users: int, gpus: int, policies: Sequence[str], merged: Mapping[str, np.ndarray]) -> list[CompareRow]:
+    """One row per policy from the merged ``(2, cases)`` results of one point (references included)."""
+    objective = {name: merged[name][0] for name in merged}
+    rows = []
+    for name in policies:
+        score = normalized_score(objective[name], objective["exact"], objective["b3"])
+        rows.append(
+            CompareRow(
+                users,
+                gpus,
+                name,
+                objective[name].size,
+                float(objective[name].mean()),
+                float(score.mean()),
+                float(merged[name][1].mean()),
+            )
         )
-        for name in policies
-    }
-    out = {name: np.empty((2, len(cases))) for name in solvers}
-    for j, case in enumerate(cases):
-        rng = np.random.default_rng(case_seed(seed, num_users, gpus, case))
-        instance = random_instance(num_users, gpus, seed=rng, B_max=B_max)
-        for name, policy in solvers.items():
-            decision = policy.decide(instance)
-            out[name][:, j] = evaluate(instance, decision).objective, policy.last_decision_time_s
-    return out
+    return rows
 
 
 def compare_points(
@@ -95,25 +133,26 @@ def compare_points(
     workers: int | None = 1,
     ray_address: str | None = None,
     chunk: int = 10,
+    scenario: Scenario | None = None,
 ) -> list[CompareRow]:
     """Mean objective, normalized score and decision time of each policy at each ``(users, gpus)``.
 
     Cases are split into chunks that run in parallel (:func:`edgediff.offload.sweep.run_tasks`);
     every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
     Each policy gets the ``policy_options`` it takes; an option no policy takes is an error.
+    Instances are drawn from ``scenario`` (default: the paper's distribution) at each point's
+    ``gpus`` and at ``B_max``.
     """
     from tqdm.auto import tqdm
 
     from edgediff.offload.sweep import run_tasks
 
     points, policies = list(points), list(policies)
-    for key in policy_options or {}:  # each option must reach at least one policy
-        if not any(key in policy_option_names(name) for name in policies):
-            raise UnknownPolicyOption(f"no policy of {','.join(policies)} takes the option {key!r}")
+    _check_options(policies, policy_options)
     everyone = list(dict.fromkeys([*policies, *SCORE_REFERENCES]))
     chunks = [range(start, min(start + chunk, cases)) for start in range(0, cases, chunk)]
     tasks = [
-        (run_cases, (users, gpus, tuple(part), everyone, seed, B_max, checkpoint, policy_options))
+        (run_cases, (users, gpus, tuple(part), everyone, seed, B_max, checkpoint, policy_options, scenario))
         for users, gpus in points
         for part in chunks
     ]
@@ -124,26 +163,38 @@ def compare_points(
     for p, (users, gpus) in enumerate(points):
         parts = results[p * len(chunks) : (p + 1) * len(chunks)]
         merged = {name: np.concatenate([part[name] for part in parts], axis=1) for name in everyone}
-        objective = {name: merged[name][0] for name in everyone}
-        for name in policies:
-            score = normalized_score(objective[name], objective["exact"], objective["b3"])
-            rows.append(
-                CompareRow(
-                    users,
-                    gpus,
-                    name,
-                    cases,
-                    float(objective[name].mean()),
-                    float(score.mean()),
-                    float(merged[name][1].mean()),
-                )
-            )
+        rows += _rows(users, gpus, policies, merged)
     return rows
 
 
 def compare(users: Iterable[int], gpus: int, cases: int, policies: Iterable[str], **options) -> list[CompareRow]:
     """:func:`compare_points` over user counts at a fixed ``gpus`` (``edgediff compare``)."""
     return compare_points([(num_users, gpus) for num_users in users], cases, policies, **options)
+
+
+def compare_instances(
+    instances: Sequence[Instance],
+    policies: Iterable[str],
+    *,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    policy_options: Mapping[str, Any] | None = None,
+) -> list[CompareRow]:
+    """Every policy on the given instances (``edgediff compare --instances DIR``), serially.
+
+    The instances are grouped by ``(users, G)``, one row per policy and group, groups in
+    increasing order. A case's normalized score is computed against ``exact`` and ``b3`` on that
+    same instance, then averaged over the group, exactly as for drawn instances.
+    """
+    policies = list(policies)
+    _check_options(policies, policy_options)
+    everyone = list(dict.fromkeys([*policies, *SCORE_REFERENCES]))
+    solvers = _solvers(everyone, seed, checkpoint, policy_options)
+    rows: list[CompareRow] = []
+    for users, gpus in sorted({(inst.num_users, inst.G) for inst in instances}):
+        group = [inst for inst in instances if (inst.num_users, inst.G) == (users, gpus)]
+        rows += _rows(users, gpus, policies, _decide(solvers, group))
+    return rows
 
 
 def write_csv(path: str | Path, rows: Sequence[CompareRow]) -> Path:

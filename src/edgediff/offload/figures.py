@@ -123,6 +123,9 @@ def _fig8(name, rows, panel_key, panels, line_key, lines, panel_label, gpus=None
 # --- Fig. 11 and the other comparison figures ----------------------------------------------
 
 
+MARKERS = ("s", "^", "v", "D", "P", "X", "*")  # one per policy, so overlapping lines stay apart
+
+
 def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed, options) -> Figure:
     rows = compare_points(
         points,
@@ -135,13 +138,15 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
     )
     records = [{**asdict(r), "mean_objective_per_user": r.mean_objective / r.users} for r in rows]
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
-    for policy in policies:
-        pts = [r for r in records if r["policy"] == policy]
-        style = dict(marker="o", linestyle="--" if policy == "exact" else "-", label=policy)
+    for i, policy in enumerate(policies):
+        pts = sorted((r for r in records if r["policy"] == policy), key=lambda r: r[x_key])
+        style = dict(marker=MARKERS[i % len(MARKERS)], markersize=5, linestyle="-", zorder=3, label=policy)
+        if policy == "exact":  # the optimum: a wide hollow dashed line below, so a policy that matches it shows
+            style.update(marker="o", markersize=10, markerfacecolor="none", linestyle="--", linewidth=2.5, zorder=2)
         left.plot([r[x_key] for r in pts], [r["mean_objective_per_user"] for r in pts], **style)
         right.plot([r[x_key] for r in pts], [r["mean_score"] for r in pts], **style)
     left.set(xlabel=x_label, ylabel=PERFORMANCE_LABEL)
-    right.set(xlabel=x_label, ylabel="normalized score (1 = exact, 0 = all local)")
+    right.set(xlabel=x_label, ylabel="normalized score (1 = exact, 0 = all local, < 0 worse)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend()
@@ -508,7 +513,7 @@ def timeline(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) ->
         axes, [("users", "number of users (G = 8)", 8), ("gpus", "GPUs at the edge G (20 users)", 20)]
     ):
         other = "gpus" if key == "users" else "users"
-        pts = [r for r in rows if r[other] == fixed]
+        pts = sorted((r for r in rows if r[other] == fixed), key=lambda r: r[key])  # lines run left to right
         x = [r[key] for r in pts]
         ax.plot(x, [r["exact_paper_model_per_user"] for r in pts], "o:", label="exact, as the paper model predicts")
         ax.plot(x, [r["exact_timeline_model_per_user"] for r in pts], "o-", label="exact's decision, timeline model")

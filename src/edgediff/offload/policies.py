@@ -15,11 +15,13 @@ import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
 from edgediff.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: listing the registry (the CLI's help) loads no pydantic or SciPy
+    from edgediff.core.instance import Instance
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,7 @@ from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
 
 
-def best_split_for_edge_latency(
-    instance: Instance, edge_step, users=slice(None)
-) -> tuple[np.ndarray, np.ndarray]:
+def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """Best split of each of ``users`` (default: all) for every per-step edge latency in ``edge_step`` (``(1, B)``).
 
     Returns ``(split, value)`` shaped ``(len(users), B)`` with ``value = alpha F(n) - (N - n) edge - n L_i(1)``,

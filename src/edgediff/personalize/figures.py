@@ -40,13 +40,14 @@ def fig7_pai(result, summary: dict):
     the paper's fitted F (drawn over n / N * 200 when N != 200)."""
     from scipy.special import expit
 
-    points = summary["points"]
+    points = sorted(summary["points"], key=lambda p: p["split"])  # lines run left to right
     n = np.array([p["split"] for p in points])
     N = summary["N"]
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     left.plot(n, [p["accuracy"] for p in points], "o-", label="accuracy (classifier p(digit))")
     left.plot(n, [p["personalization"] for p in points], "s-", label="personalization (pairwise grey L1)")
     left.set_xlabel("split point n (steps run locally)")
+    left.set_ylabel("score (accuracy: probability; personalization: grey level L1)")
     left.set_title("(a) accuracy and personalization")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
@@ -54,7 +55,7 @@ def fig7_pai(result, summary: dict):
     a, b = summary["pai"]["a"], summary["pai"]["b"]
     per_prompt = result.pai.mean(axis=2) / result.config.constants.kappa  # (S, P)
     for p in range(per_prompt.shape[1]):
-        right.scatter(n, per_prompt[:, p], s=6, color="grey", alpha=0.4)
+        right.scatter(result.config.splits, per_prompt[:, p], s=6, color="grey", alpha=0.4)
     right.scatter(n, [p["pai_normalized"] for p in points], color="C0", zorder=3, label="mean PAI / kappa")
     right.plot(grid, expit(a * (grid - b)), "C0-", label=f"fit a={a:.4f}, b={b:.1f}, R²={summary['r2']:.3f}")
     paper = summary["paper"]
@@ -65,6 +66,7 @@ def fig7_pai(result, summary: dict):
         label=f"paper a={paper['a']}, b={paper['b']}" + (" (N=200 rescaled)" if N != 200 else ""),
     )
     right.set_xlabel("split point n (steps run locally)")
+    right.set_ylabel("normalized PAI F(n) = PAI / kappa")
     right.set_title("(b) PAI and the fitted sigmoid F")
     right.legend(fontsize=8)
     right.grid(alpha=0.3)

@@ -230,13 +230,18 @@ def default_prompts() -> list[str]:
     return [class_prompt(d) for d in range(10)]
 
 
-def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, classifier) -> PaiResult:
+def measure_pai(
+    cluster, personal: list, prompts: list[str], config: PaiConfig, classifier, progress: bool | None = None
+) -> PaiResult:
     """Hybrid inference at every split of ``config`` (see the module doc).
 
     ``cluster`` and ``personal`` are :class:`~edgediff.runtime.models.DiffusionModel`; each
     personal model's ``identifier`` (``None`` for a plain model) makes its prompt ``p+``.
+    A progress bar (edge splits, then users) shows on a terminal (``progress`` ``None``),
+    always (``True``) or never (``False``); each stage is also logged.
     """
     import torch
+    from tqdm.auto import tqdm
 
     from edgediff.runtime.executor import BatchedExecutor, initial_state
     from edgediff.runtime.request import GenerationRequest
@@ -272,6 +277,13 @@ def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, 
     requests = {key: request(*key) for key in keys}
     shared = {N: {key: initial_state(cluster, requests[key]) for key in keys}}
     previous = N
+    edge_splits = [n for n in sorted(config.splits, reverse=True) if n != N]
+    bar = tqdm(
+        total=len(edge_splits) + len(personal),
+        desc="measure-pai",
+        unit="stage",
+        disable=None if progress is None else not progress,
+    )
     for n in sorted(config.splits, reverse=True):
         if n == N:
             continue
@@ -281,6 +293,7 @@ def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, 
         shared[n] = executor.run()
         previous = n
         log.info("edge: split %d done (%.1f s)", n, time.perf_counter() - start)
+        bar.update()
 
     S, U = len(config.splits), len(personal)
     images = None
@@ -300,6 +313,8 @@ def measure_pai(cluster, personal: list, prompts: list[str], config: PaiConfig, 
             images = np.zeros((S, len(prompts), K, U, *decoded.shape[1:]), dtype=np.uint8)
         images[:, :, :, u] = decoded.reshape(S, len(prompts), K, *decoded.shape[1:])
         log.info("user %d (%s) done (%.1f s)", u, model.name, time.perf_counter() - start)
+        bar.update()
+    bar.close()
 
     probabilities = classifier.probabilities(images.reshape(-1, *images.shape[-3:]))
     target = np.broadcast_to(np.asarray(digits)[None, :, None, None], images.shape[:4]).reshape(-1)

@@ -32,6 +32,7 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     size = backend.image_size if request.size is None else request.size
     if size % backend.size_multiple:
         raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
+    model.check_steps(request.steps)
     scheduler = backend.new_scheduler()
     scheduler.set_timesteps(request.steps)
     generator = torch.Generator("cpu").manual_seed(request.seed)
@@ -39,6 +40,10 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     noise = torch.randn((1, backend.latent_channels, side, side), generator=generator, dtype=torch.float32)
     latent = (noise * scheduler.init_noise_sigma).to(backend.device, backend.torch_dtype())
     return LatentState(latent, request, request.steps, backend.scheduler_class, backend.scheduler_config)
+
+
+class GenerationFailed(RequestError):
+    """A member's generation failed mid-way; the message says which step and why."""
 
 
 @dataclass(eq=False)
@@ -60,6 +65,8 @@ class BatchedExecutor:
 
     ``add`` a member with its stop split; call ``step`` (one batched denoiser call for all
     active members; returns the members that reached their stop) or ``run`` (until empty).
+    A member whose step raises leaves the batch alone, the others go on: :meth:`pop_failed`
+    returns ``(key, reason)`` of those.
     """
 
     def __init__(self, model: DiffusionModel):
@@ -67,9 +74,16 @@ class BatchedExecutor:
         self.backend = model.backend
         self._members: dict[object, _Member] = {}
         self._done: list[tuple[object, LatentState]] = []
+        self._failed: list[tuple[object, str]] = []
 
     def __len__(self) -> int:
         return len(self._members)
+
+    @property
+    def idle(self) -> bool:
+        """No member left to step or to hand back (added members already at their stop wait
+        for the next :meth:`step`)."""
+        return not self._members and not self._done
 
     @property
     def active(self) -> list:
@@ -86,6 +100,7 @@ class BatchedExecutor:
 
         if key in self._members:
             raise RequestError(f"member {key!r} is already in the batch")
+        self.model.check_steps(request.steps)
         state = initial_state(self.model, request) if start is None else start
         if state.steps != request.steps:
             raise RequestError(f"start state has {state.steps} steps, request has {request.steps}")
@@ -115,50 +130,108 @@ class BatchedExecutor:
         """The current state of active member ``key`` (e.g. for the edge's latent cache)."""
         return self._members[key].state
 
+    def pop_failed(self) -> list[tuple[object, str]]:
+        """``(key, reason)`` of the members that failed since the last call; they have left."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    def _fail(self, m: _Member, err: Exception) -> None:
+        log.warning("member %r failed at step %d: %s: %s", m.key, m.state.split, type(err).__name__, err)
+        del self._members[m.key]
+        self._failed.append((m.key, f"step {m.state.split} failed: {type(err).__name__}: {err}"))
+
     def step(self) -> list[tuple[object, LatentState]]:
         """One denoising step for every active member, batched; returns ``(key, state)`` of
-        the members that reached their stop split (and of members added already there)."""
+        the members that reached their stop split (and of members added already there).
+
+        Exception-safe per member: a member whose input or scheduler step raises leaves the
+        batch (see :meth:`pop_failed`); if the batched denoiser call raises, each member is
+        retried alone so that only the members whose own call fails leave."""
         import torch
 
         finished, self._done = self._done, []
         members = list(self._members.values())
         if not members:
             return finished
-        backend = self.backend
-        rows, timesteps = [], []
         with torch.inference_mode():
+            inputs = {}
             for m in members:
-                t = m.scheduler.timesteps[m.position]
-                x = backend.model_input(m.scheduler, m.latent, t)
-                copies = len(m.conditioning)  # the latent once per conditioning row
-                rows.append(x.expand(copies, *x.shape[1:]))
-                timesteps.append(t.reshape(1).expand(copies))
-            outputs = backend.predict(
-                torch.cat(rows), torch.cat(timesteps), Conditioning.cat([m.conditioning for m in members])
-            )
-            row = 0
-            for m in members:
-                request = m.state.request
-                if request.guided:
-                    output = backend.guide(outputs[row : row + 1], outputs[row + 1 : row + 2], request.guidance_scale)
-                    row += 2
-                else:
-                    output = outputs[row : row + 1]
-                    row += 1
-                t = m.scheduler.timesteps[m.position]
-                m.latent = backend.step(m.scheduler, output, t, m.latent)
-                m.state = LatentState(
-                    m.latent, request, m.state.split - 1, m.state.scheduler_class, m.state.scheduler_config
-                )
+                try:
+                    inputs[m] = self._input(m)
+                except Exception as err:
+                    self._fail(m, err)
+            for m, output in self._predict(inputs).items():
+                try:
+                    self._advance(m, output)
+                except Exception as err:
+                    self._fail(m, err)
+                    continue
                 if m.state.split == m.stop:
                     del self._members[m.key]
                     finished.append((m.key, m.state))
         return finished
 
+    def _input(self, m: _Member) -> tuple:
+        """Member ``m``'s denoiser rows: its input latent once per conditioning row, and timesteps."""
+        t = m.scheduler.timesteps[m.position]
+        x = self.backend.model_input(m.scheduler, m.latent, t)
+        copies = len(m.conditioning)  # the latent once per conditioning row
+        return x.expand(copies, *x.shape[1:]), t.reshape(1).expand(copies)
+
+    def _predict(self, inputs: dict) -> dict:
+        """The denoiser output rows of every member in ``inputs``: one batched call; if it
+        raises, one call per member (a member whose own call raises fails)."""
+        import torch
+
+        def call(group):
+            outputs = self.backend.predict(
+                torch.cat([inputs[m][0] for m in group]),
+                torch.cat([inputs[m][1] for m in group]),
+                Conditioning.cat([m.conditioning for m in group]),
+            )
+            rows, row = {}, 0
+            for m in group:
+                rows[m] = outputs[row : row + len(m.conditioning)]
+                row += len(m.conditioning)
+            return rows
+
+        group = list(inputs)
+        if not group:
+            return {}
+        try:
+            return call(group)
+        except Exception as err:
+            if len(group) == 1:
+                self._fail(group[0], err)
+                return {}
+            log.warning("batched step of %d members failed (%s); retrying each member alone", len(group), err)
+        outputs = {}
+        for m in group:
+            try:
+                outputs.update(call([m]))
+            except Exception as err:
+                self._fail(m, err)
+        return outputs
+
+    def _advance(self, m: _Member, output) -> None:
+        """Member ``m``'s scheduler step from its denoiser rows (``[uncond, cond]`` when guided)."""
+        request = m.state.request
+        if request.guided:
+            output = self.backend.guide(output[:1], output[1:2], request.guidance_scale)
+        t = m.scheduler.timesteps[m.position]
+        m.latent = self.backend.step(m.scheduler, output, t, m.latent)
+        m.state = LatentState(m.latent, request, m.state.split - 1, m.state.scheduler_class, m.state.scheduler_config)
+
     def run(self) -> dict:
-        """Step until every member has left; ``{key: final state}``."""
+        """Step until every member has left; ``{key: final state}``. Raises
+        :class:`GenerationFailed` naming the first member that failed."""
         results = dict(self._done)
         self._done = []
         while self._members:
             results.update(self.step())
+        failed = self.pop_failed()
+        if failed:
+            key, reason = failed[0]
+            raise GenerationFailed(f"request {key!r}: {reason}")
         return results
+

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
+from edgediff.runtime.request import RequestError
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -59,6 +60,7 @@ class DiffusionModel:
     name: str
     backend: DenoiserBackend
     identifier: str | None = None  # a DreamBooth model's identifier (see personalize.data.personal_prompt)
+    _step_counts: dict = field(default_factory=dict, init=False, repr=False)  # steps -> error or None
 
     @property
     def device(self) -> str:
@@ -95,6 +97,38 @@ class DiffusionModel:
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler (see :meth:`DenoiserBackend.new_scheduler`)."""
         return self.backend.new_scheduler(class_name, config)
+
+    def check_steps(self, steps: int) -> None:
+        """Raise :class:`RequestError` naming ``steps`` unless the scheduler can run that many
+        steps: its schedule must build, and a scheduler that indexes its training tables by
+        timestep must ask only for its training timesteps ``0 .. num_train_timesteps - 1``
+        (DDIM with ``steps_offset = 1`` asks for timestep 1000 at 1000 steps). Cached per count."""
+        if steps not in self._step_counts:
+            self._step_counts[steps] = self._steps_error(steps)
+        if self._step_counts[steps] is not None:
+            raise RequestError(self._step_counts[steps])
+
+    def _steps_error(self, steps: int) -> str | None:
+        """Why ``steps`` does not fit the scheduler (a message starting "steps"), or None."""
+        import numpy as np
+
+        scheduler = self.new_scheduler()
+        try:
+            scheduler.set_timesteps(steps)
+        except (ValueError, ZeroDivisionError) as err:
+            return f"steps = {steps} does not fit the scheduler of model {self.name!r}: {err}"
+        timesteps = np.asarray(scheduler.timesteps, dtype=np.float64)
+        if not len(timesteps) or not np.isfinite(timesteps).all():
+            return f"steps = {steps} gives no usable schedule with the scheduler of model {self.name!r}"
+        tables = getattr(scheduler, "alphas_cumprod", None)
+        if tables is not None and (timesteps.min() < 0 or timesteps.max() >= len(tables)):
+            largest = next((n for n in range(steps - 1, 0, -1) if self._steps_error(n) is None), None)
+            return (
+                f"steps = {steps} would ask the scheduler of model {self.name!r} for timestep "
+                f"{int(timesteps.max())}; it was trained on timesteps 0..{len(tables) - 1}"
+                + ("" if largest is None else f" (at most {largest} steps)")
+            )
+        return None
 
     def decode(self, latents):
         """Latents ``(B, C, h, w)`` -> uint8 RGB images ``(B, H, W, 3)`` as a NumPy array."""
@@ -157,7 +191,13 @@ def _identifier(path: Path) -> str | None:
 
 def _load_directory(path: Path) -> DenoiserBackend:
     if not path.exists():
-        raise ModelLoadError(f"model directory {str(path)!r} does not exist")
+        from difflib import get_close_matches
+
+        close = get_close_matches(str(path), EMBEDDED, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelLoadError(
+            f"model directory {str(path)!r} does not exist; the built-in models are {', '.join(EMBEDDED)}{hint}"
+        )
     if not path.is_dir():
         raise ModelLoadError(f"model {str(path)!r} is not a directory (expected 'tiny' or a diffusers pipeline)")
     index_file = path / "model_index.json"

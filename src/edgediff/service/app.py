@@ -3,36 +3,48 @@
 Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
 
 * ``POST /v1/requests`` -> 202 with the request's status (``queued``); 422 naming the field
-  of a bad body, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is full
-  or the service is draining.
+  of a bad body (strict types, duplicate keys, steps the model cannot run), 400 for a body
+  that is not JSON, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is
+  full or the service is draining.
 * ``GET /v1/requests/{id}?wait=S&until=decided|finished`` -> the status, after waiting up to
   ``S`` seconds for the decision or the end.
 * ``GET /v1/requests/{id}/latent?wait=S`` -> the intermediate latent (safetensors payload,
   ``application/octet-stream``) once ``done``; 409 when denied (run locally) or failed; 202
   with the status if it is not ready within ``S`` seconds.
-* ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET /healthz``,
+* ``GET /v1/info`` (model, profile, policy, cache, counters), ``GET|HEAD /healthz``,
   ``GET /metrics`` (Prometheus text format).
+* ``GET /`` the live status page (self-contained HTML; it polls ``GET /v1/status``).
+
+With API keys (``ServiceConfig.api_keys``) every ``/v1/`` route needs one (401 otherwise)
+and a tenant sees only its own requests (another tenant's id is 404, as an unknown one).
 """
 
 import asyncio
+import json
 import logging
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgediff import __version__
+from edgediff.runtime.request import RequestError
 from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
+from edgediff.service.tenants import digest, presented_key
 
 log = logging.getLogger(__name__)
 
+STATUS_PAGE = files("edgediff.service").joinpath("status.html").read_text(encoding="utf-8")
+
 _ERRORS = {
-    404: {"model": ErrorBody, "description": "unknown request id"},
+    401: {"model": ErrorBody, "description": "API keys are on and no valid key was presented"},
+    404: {"model": ErrorBody, "description": "unknown request id (or another tenant's)"},
     422: {"model": ErrorBody, "description": "invalid input; the message names the field"},
 }
 
@@ -47,10 +59,37 @@ def describe_validation(errors) -> str:
     return f"{where}: {message}"
 
 
+class _Pairs(list):
+    """A JSON object's ``(key, value)`` pairs in order, duplicates kept (see :func:`json_error`)."""
+
+
+def json_error(body: bytes) -> tuple[int, str] | None:
+    """``(400, why)`` for a body that is not JSON, ``(422, "body.<path>: duplicate key")`` for
+    an object with a key twice (``json`` would keep the last one silently), else ``None``."""
+    try:
+        document = json.loads(body, object_pairs_hook=_Pairs)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return 400, f"body is not valid JSON: {err}"
+    stack = [(document, "body")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Pairs):
+            seen = set()
+            for key, value in node:
+                if key in seen:
+                    return 422, f"{path}.{key}: duplicate key"
+                seen.add(key)
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((value, f"{path}.{i}") for i, value in enumerate(node))
+    return None
+
+
 class BodyLimit:
     """Reads a POST/PUT/PATCH body up to ``max_bytes`` before the app sees it: larger bodies
     get 413 (the declared Content-Length is checked first), a client that disconnects
-    mid-body is dropped without reaching the app."""
+    mid-body is dropped without reaching the app, a body that is not JSON gets 400 and one
+    with a duplicate key 422 (:func:`json_error`)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -75,6 +114,10 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
+        error = json_error(body) if body else None
+        if error is not None:
+            response = JSONResponse({"error": error[1]}, status_code=error[0])
+            return await response(scope, receive, send)
 
         async def replay():
             nonlocal replayed
@@ -122,6 +165,20 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
     app.state.engine = engine
     max_wait = engine.config.max_wait_s
+    keys = dict(engine.config.api_keys or ())
+
+    def tenant_of(request: Request) -> str | None:
+        """The tenant of the request's API key (None when keys are off); 401 without a valid one."""
+        if not keys:
+            return None
+        key = presented_key(request.headers)
+        tenant = None if key is None else keys.get(digest(key))
+        if tenant is None:
+            detail = "missing API key" if key is None else "unknown API key"
+            raise HTTPException(401, f"{detail} (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
+        return tenant
+
+    Tenant = Annotated[str | None, Depends(tenant_of)]
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
@@ -145,29 +202,38 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             503: {"model": ErrorBody, "description": "queue full or draining (see Retry-After)"},
         },
     )
-    async def submit(body: SubmitRequest):
+    async def submit(body: SubmitRequest, tenant: Tenant):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
         try:
-            job = engine.submit(body)
+            if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
+                job = await asyncio.to_thread(engine.submit, body, tenant)
+            else:
+                job = engine.submit(body, tenant)
         except QueueFull as err:
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": str(err.retry_after)})
         except ShuttingDown as err:
             retry = str(max(1, round(engine.config.window_s)))
             return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": retry})
+        except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
+            return JSONResponse({"error": f"body.{err}"}, status_code=422)
         return JSONResponse(job.to_status(), status_code=202, headers={"Location": f"/v1/requests/{job.id}"})
 
     @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
     async def status(
         job_id: str,
+        tenant: Tenant,
         wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0,
         until: Literal["decided", "finished"] = "finished",
     ):
         """The request's status, after waiting up to ``wait`` seconds for its decision or its end."""
-        job = engine.get(job_id)
+        job = engine.get(job_id, tenant)
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
-        return job.to_status()
+        status = job.to_status()
+        if status["status"] in ("denied", "failed"):  # the answer is the status itself
+            job.collected = True
+        return status
 
     @app.get(
         "/v1/requests/{job_id}/latent",
@@ -179,13 +245,16 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             409: {"model": JobStatus, "description": "denied (run locally) or failed"},
         },
     )
-    async def latent(job_id: str, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0):
+    async def latent(
+        job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0
+    ):
         """The intermediate latent of a granted request, once the edge has run its steps."""
-        job = engine.get(job_id)
+        job = engine.get(job_id, tenant)
         if job is None:
             return _unknown(job_id)
         await _wait(job.async_finished, wait)
         snap = job.snapshot  # one consistent state: the engine replaces it whole
+        job.collected = job.collected or snap.terminal
         if snap.status == "done" and snap.payload is not None:
             return Response(
                 snap.payload,
@@ -194,12 +263,23 @@ def create_app(engine: EdgeEngine) -> FastAPI:
             )
         return JSONResponse(snap.to_status(), status_code=409 if snap.terminal else 202)
 
-    @app.get("/v1/info")
-    async def info():
+    @app.get("/v1/info", responses={401: _ERRORS[401]})
+    async def info(tenant: Tenant):
         """Model, edge profile, policy, window, cache and counters."""
         return engine.info()
 
-    @app.get("/healthz", responses={503: {"description": "draining"}})
+    @app.get("/", response_class=HTMLResponse)
+    async def status_page():
+        """The live status page (HTML, no external assets; refreshes itself from ``/v1/status``)."""
+        return HTMLResponse(STATUS_PAGE)
+
+    @app.get("/v1/status", responses={401: _ERRORS[401]})
+    async def status_data(tenant: Tenant):
+        """The status page's data: recent windows, occupancy, queue, cache, latency, thumbnails
+        (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
+        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
     async def healthz():
         """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
         if engine.closing:
@@ -209,8 +289,9 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics():
         """Prometheus metrics, names prefixed ``edgediff_``."""
-        engine.metrics.cache_bytes.set(engine.cache.bytes_used)
-        engine.metrics.cache_entries.set(len(engine.cache))
+        used, entries = engine.cache_usage()
+        engine.metrics.cache_bytes.set(used)
+        engine.metrics.cache_entries.set(entries)
         return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

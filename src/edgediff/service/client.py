@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from edgediff.errors import WaitTimeout
+
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 20.0
@@ -28,6 +30,10 @@ class ServiceError(RuntimeError):
         self.status_code = status_code
 
 
+class ServiceTimeout(ServiceError, WaitTimeout):
+    """The edge service did not answer within the time allowed (``edgediff`` exit code 4)."""
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
         return str(response.json().get("error", response.text))
@@ -36,12 +42,21 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class EdgeClient:
-    """``EdgeClient(url)``: ``submit``, ``status``, ``wait_decision``, ``fetch_latent``."""
+    """``EdgeClient(url, api_key=None)``: ``submit``, ``status``, ``wait_decision``,
+    ``fetch_latent``. ``api_key`` is sent as ``Authorization: Bearer`` (services with keys)."""
 
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 20, max_retry_wait_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 60.0,
+        retries: int = 20,
+        max_retry_wait_s: float = 5.0,
+        api_key: str | None = None,
+    ):
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S))
+        headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S), headers=headers)
         self.rejections = 0  # 503s seen (queue full), each retried
 
     def close(self) -> None:
@@ -56,6 +71,8 @@ class EdgeClient:
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             return self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException as err:
+            raise ServiceTimeout(f"the edge service at {self.url} did not answer in time: {err}") from None
         except httpx.HTTPError as err:
             raise ServiceError(f"cannot reach the edge service at {self.url}: {err}") from None
 
@@ -113,7 +130,7 @@ class EdgeClient:
             if status["status"] != "queued":
                 return status
             if remaining <= 0:
-                raise ServiceError(f"no decision for request {job_id} within {timeout} s")
+                raise ServiceTimeout(f"no decision for request {job_id} within {timeout:g} s")
 
     def fetch_latent(self, job_id: str, timeout: float = 300.0) -> tuple[bytes | None, dict | None]:
         """Long-poll for the latent: ``(payload, None)`` when done, ``(None, status)`` when the
@@ -130,7 +147,7 @@ class EdgeClient:
             if response.status_code != 202:
                 raise ServiceError(_error_text(response), response.status_code)
             if remaining <= 0:
-                raise ServiceError(f"no latent for request {job_id} within {timeout} s")
+                raise ServiceTimeout(f"no latent for request {job_id} within {timeout:g} s")
 
 
 @dataclass(frozen=True)
@@ -175,8 +192,10 @@ def request_edge(
     alpha: float,
     profile: tuple[float, float] | None = None,
     preset: str | None = None,
+    timeout: float = 300.0,
 ) -> EdgeAnswer:
-    """Submit ``request`` (a ``GenerationRequest``) and wait for the decision and the latent."""
+    """Submit ``request`` (a ``GenerationRequest``) and wait for the decision and the latent,
+    at most ``timeout`` seconds in all (then :class:`ServiceTimeout`)."""
     from edgediff.runtime.executor import initial_state
     from edgediff.runtime.payload import decode_latent
 
@@ -191,10 +210,11 @@ def request_edge(
         guidance_scale=request.guidance_scale,
         negative_prompt=request.negative_prompt,
     )
-    decision = client.wait_decision(submitted["id"])
+    decision = client.wait_decision(submitted["id"], timeout=timeout)
     payload, final = (None, decision)
     if decision["status"] in ("running", "done"):
-        payload, final = client.fetch_latent(submitted["id"])
+        left = max(0.0, timeout - (time.perf_counter() - start))
+        payload, final = client.fetch_latent(submitted["id"], timeout=left)
     if payload is not None:
         final = client.status(submitted["id"])
         state = decode_latent(payload)
@@ -216,12 +236,13 @@ def generate_remote(
     alpha: float,
     profile: tuple[float, float] | None = None,
     preset: str | None = None,
+    timeout: float = 300.0,
 ) -> RemoteResult:
     """Submit ``request`` (a ``GenerationRequest``), receive the decision and the latent, finish
     on ``model`` (the device's), decode. Denied or failed at the edge: everything local."""
     from edgediff.runtime.split import finish
 
-    answer = request_edge(client, request, model, alpha=alpha, profile=profile, preset=preset)
+    answer = request_edge(client, request, model, alpha=alpha, profile=profile, preset=preset, timeout=timeout)
     local_start = time.perf_counter()
     image = finish(model, answer.state)
     local_s = time.perf_counter() - local_start

@@ -49,8 +49,16 @@ class ServiceConfig:
     max_wait_s: float = 60.0
     record_limit: int = 2_000  # finished requests kept (with their latent) for retrieval by id
     drain_timeout_s: float = 120.0
+    linger_s: float = 10.0  # after the drain: the listener waits this long for clients to collect results
+    header_timeout_s: float = 10.0  # a connection sends its request headers within this, or is closed
+    body_timeout_s: float = 30.0  # ... and its body within this of the headers
+    keep_alive_s: float = 30.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections; one more is answered 503 and closed
     edge_profile: tuple[float, float] | None = None
     journal: Path | None = None
+    journal_fsync: bool = True  # acceptance records forced to disk before the 202 (docs/service.md)
+    api_keys: tuple[tuple[str, str], ...] | None = None  # (SHA-256 of a key, tenant); see service.tenants
+    cache_sharing: bool = False  # with api_keys: one latent cache for all tenants (a membership oracle)
     seed: int = 0
 
     def __post_init__(self):
@@ -59,10 +67,11 @@ class ServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ServiceConfigError(f"{name} must be a finite number, got {value!r}")
-        for name in ("window_s", "gpus", "queue_limit", "max_body_bytes", "eta"):
+        positive = ("window_s", "gpus", "queue_limit", "max_body_bytes", "eta", "max_connections")
+        for name in (*positive, "header_timeout_s", "body_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise ServiceConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("b_max", "cache_gb", "max_wait_s", "drain_timeout_s", "record_limit", "seed"):
+        for name in ("b_max", "cache_gb", "max_wait_s", "drain_timeout_s", "linger_s", "record_limit", "seed"):
             if getattr(self, name) < 0:
                 raise ServiceConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("theta_min", "reusable_fraction", "n_hat_fraction"):
@@ -90,6 +99,11 @@ class ServiceConfig:
             k, h = self.edge_profile
             if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:
                 raise ServiceConfigError(f"edge_profile must have k >= 0 and k/G + h > 0, got {self.edge_profile}")
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants of ``api_keys`` (empty: no keys, one anonymous tenant)."""
+        return tuple(sorted({tenant for _, tenant in self.api_keys or ()}))
 
     @property
     def cache_bytes(self) -> int:

@@ -26,24 +26,11 @@ SLOWDOWNS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 PROMPTS = tuple(f"a handwritten digit {d}" for d in (3, 1, 4, 1, 5, 9, 2, 6))  # what the embedded model knows
 
 
-def image_grid(images: list, columns: int = 4, tile_px: int = 128):
-    """uint8 ``(H, W, 3)`` images -> one PIL image, ``columns`` wide, each enlarged to ``tile_px`` wide."""
-    from PIL import Image
-
-    h, w = images[0].shape[:2]
-    scale = max(1, tile_px // w)  # nearest-neighbour, whole pixels: 16x16 digits stay readable
-    rows = -(-len(images) // columns)
-    grid = Image.new("RGB", (columns * w * scale, rows * h * scale), "white")
-    for i, image in enumerate(images):
-        tile = Image.fromarray(image).resize((w * scale, h * scale), Image.NEAREST)
-        grid.paste(tile, ((i % columns) * w * scale, (i // columns) * h * scale))
-    return grid
-
-
 def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float = 1.0, b_max: int = 6) -> str:
     """Run one 8-user window through the real service; write the grid to ``out``; return the text."""
     from edgediff.offload.report import format_table
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
+    from edgediff.runtime.images import labelled_grid
     from edgediff.runtime.models import load_model
     from edgediff.runtime.request import GenerationRequest
     from edgediff.runtime.split import finish
@@ -94,7 +81,11 @@ def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float 
                 measured,
             ]
         )
-    image_grid([image for _, image, _ in outcomes]).save(out)
+    labels = [
+        (f"u{i}, device {row[1]}", f"granted: split {row[5]}" if row[4] == "granted" else "denied: all local")
+        for i, row in enumerate(rows)
+    ]
+    labelled_grid([image for _, image, _ in outcomes], labels).save(out)
     windows = sorted({a.status["window"] for a, _, _ in outcomes})
     head = (
         f"edgediff service demo: tiny model on this CPU, edge L(b) = {engine.edge_k * 1000:.2f} b + "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections import OrderedDict
 from typing import Protocol
 
 import numpy as np
@@ -65,6 +66,29 @@ class HashEmbedder:
             if norm > 0:
                 out[row] /= norm
         return out
+
+
+class EmbeddingMemo:
+    """The embeddings of the ``limit`` most recently seen prompts: a repeated prompt is not
+    run through the model again (on a loaded edge the model is most of a window's decision
+    time). Same model, same text: the same vector up to batching's float rounding."""
+
+    def __init__(self, limit: int = 10_000):
+        self.limit = limit
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode(self, embedder: Embedder, prompts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._vectors))
+        if missing:
+            for prompt, vector in zip(missing, embedder.encode(missing)):
+                self._vectors[prompt] = vector
+        rows = []
+        for prompt in prompts:
+            self._vectors.move_to_end(prompt)
+            rows.append(self._vectors[prompt])
+        while len(self._vectors) > self.limit:
+            self._vectors.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
 def make_embedder(name: str, device: str = "cpu") -> Embedder:

@@ -12,8 +12,11 @@ leaves.
 Requests of different step counts ``N`` are decided as separate instances in one window
 (the Part A model has one ``N``), sharing ``B_max``: groups in order of their first arrival.
 Every accepted request ends in exactly one terminal state (``done``, ``denied``,
-``failed`` with a reason), counted in the metrics and, if configured, appended to a JSON-lines
-journal. ``stop`` drains: queued requests are decided at once, the batch runs to empty.
+``failed`` with a reason), counted in the metrics and, if configured, in the write-ahead
+journal (its acceptance is journaled before the client hears of it; on restart the journal
+answers every earlier request by id). A member whose step raises fails alone (the executor
+is exception-safe per member). ``stop`` drains: queued requests are decided at once, the
+batch runs to empty.
 A job's status changes only by a new :class:`~edgediff.service.job.JobSnapshot` published
 under the engine's lock; the HTTP handlers read no other job state.
 """
@@ -22,22 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import math
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
-from edgediff.service.job import Job
+from edgediff.service.embedding import EmbeddingMemo
+from edgediff.service.job import Job, JobSnapshot, RestoredJob
+from edgediff.service.journal import LOST, Journal, replay
 from edgediff.service.latent_cache import LatentCache
 from edgediff.service.metrics import ServiceMetrics
 from edgediff.service.schemas import TERMINAL, SubmitRequest
+from edgediff.service.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +60,18 @@ class ShuttingDown(Exception):
     """The service is draining and accepts no new requests."""
 
 
+PHASES = ("decide", "embed", "admit", "step", "capture", "encode", "thumbnail")
+
+
 @dataclass
 class EdgeStats:
-    """What the edge did: batched steps, member-steps, busy time, and the calibrated ideal
-    ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the edge's profile)."""
+    """What the edge did: batched steps, member-steps, busy time (in the executor's steps),
+    and the calibrated ideal ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the
+    edge's profile). ``engine_busy_s`` is all the engine thread's working (not waiting) time,
+    ``engine_cpu_s`` its CPU time, ``phases_s`` splits the working time: ``decide`` (instance
+    + policy), ``embed`` (prompt embeddings), ``admit`` (cache lookup, joining the batch),
+    ``step`` (the executor), ``capture`` (cache inserts), ``encode`` (payload encoding and
+    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself."""
 
     windows: int = 0
     steps: int = 0
@@ -66,6 +80,18 @@ class EdgeStats:
     ideal_s: float = 0.0
     accepted: int = 0
     terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
+    engine_busy_s: float = 0.0
+    engine_cpu_s: float = 0.0
+    phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+
+def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnapshot:
+    """The status of a request of an earlier run from its journal ``record``."""
+    steps, split = int(record.get("steps") or 0), record.get("split")
+    split = split if isinstance(split, int) and not isinstance(split, bool) else None
+    granted = None if split is None else split < steps
+    window = record.get("window")
+    return JobSnapshot(record["id"], steps, 0.0, status, window, granted, split, reason=reason)
 
 
 class EdgeEngine:
@@ -81,8 +107,15 @@ class EdgeEngine:
         self.model = model
         self.embedder = embedder
         self.metrics = metrics or ServiceMetrics()
-        self.cache = LatentCache(config.cache_bytes, config.theta_min, config.cache_eviction)
+        # one latent cache, or one per tenant (with API keys and no cache_sharing), sharing the bytes
+        owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
+        share = config.cache_bytes // len(owners)
+        self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
+        self.cache = next(iter(self.caches.values()))  # the only one, or the first tenant's
         self.stats = EdgeStats()
+        self.board = StatusBoard(config.b_max)
+        self._embeddings = EmbeddingMemo()
+        self.batch_members = 0
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
         self.latent_shape = None
@@ -96,18 +129,24 @@ class EdgeEngine:
         self._thread: threading.Thread | None = None
         self._window_counter = itertools.count()
         self._journal = None
+        self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
+        self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Load what is missing, calibrate the edge if no profile was given, start the thread."""
-        from edgediff.offload.policies import make_policy
         from edgediff.runtime.executor import initial_state
         from edgediff.runtime.models import ModelSpec, load_model
         from edgediff.runtime.payload import payload_bits
         from edgediff.runtime.request import GenerationRequest
+        from edgediff.service.window import window_policy
 
         self._loop = loop
-        self.policy = make_policy(self.config.policy, {"seed": self.config.seed, **self.config.policy_options})
+        self.policy = window_policy(self.config)
+        if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
+            restored = replay(self.config.journal, keep=self.config.record_limit)
+            self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
+            self._restore(restored)
         if self.model is None:
             self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
         if self.config.edge_profile is None:
@@ -121,8 +160,6 @@ class EdgeEngine:
             from edgediff.service.embedding import MiniLmEmbedder
 
             self.embedder = MiniLmEmbedder()
-        if self.config.journal is not None:
-            self._journal = open(self.config.journal, "a", buffering=1)
         log.info(
             "edge ready: model %s, L(b) = %.4g b + %.4g s, policy %s, window %.3g s, cache %d bytes",
             self.model.name,
@@ -134,6 +171,25 @@ class EdgeEngine:
         )
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
+
+    def _restore(self, restored) -> None:
+        """Requests of an earlier run, by id: finished ones keep their journal status; those
+        accepted and never finished are answered ``failed``, reason ``lost in restart``."""
+        for record in restored.finished:
+            if isinstance(record.get("steps"), int):  # no acceptance line (an old journal): no status to show
+                snapshot = _restored_snapshot(record, record["status"], record.get("reason"))
+                self._jobs[record["id"]] = RestoredJob(snapshot, record.get("tenant"))
+        for record in restored.lost:
+            self._jobs[record["id"]] = RestoredJob(_restored_snapshot(record, "failed", LOST), record.get("tenant"))
+            self._journal.finished(record["id"], "failed", LOST, None, None)
+            self.metrics.lost.inc()
+        if restored.lost:
+            log.warning(
+                "journal %s: %d request(s) accepted before a restart never finished; answered failed (%s)",
+                self.config.journal,
+                len(restored.lost),
+                LOST,
+            )
 
     def _calibrate(self) -> tuple[float, float]:
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
@@ -151,6 +207,8 @@ class EdgeEngine:
         empty (at most ``timeout``, default ``config.drain_timeout_s``); whatever is left then
         fails with reason ``shutdown``."""
         with self._cond:
+            if not self._closing:
+                self._at_close = [j for j in self._jobs.values() if not j.terminal]
             self._closing = True
             if not drain:
                 self._abort = True
@@ -170,16 +228,37 @@ class EdgeEngine:
             self._journal.close()
             self._journal = None
 
+    def abort(self) -> None:
+        """Cut a drain short: the engine thread stops after its current step; what is left
+        fails with reason ``shutdown`` (in :meth:`stop`)."""
+        with self._cond:
+            self._closing = self._abort = True
+            self._cond.notify_all()
+
+    def wait_collected(self, timeout: float) -> int:
+        """After :meth:`stop`: wait up to ``timeout`` s until the clients of the requests that
+        were in flight when the drain began have collected their answers; returns how many
+        have not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = sum(not job.collected for job in self._at_close)
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
+
     @property
     def closing(self) -> bool:
         return self._closing
 
     # ------------------------------------------------------------------ requests
-    def submit(self, body: SubmitRequest) -> Job:
-        """Queue a validated request for the next window (raises QueueFull / ShuttingDown)."""
+    def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
+        """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
+        ShuttingDown; RequestError for steps the model cannot run)."""
         from edgediff.runtime.request import GenerationRequest
 
         k, h = body.device_profile()
+        if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
+            self.model.check_steps(body.steps)
         request = GenerationRequest(
             body.prompt,
             steps=body.steps,
@@ -194,20 +273,40 @@ class EdgeEngine:
             if len(self._queue) >= self.config.queue_limit:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter())
+            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
+            journal = self._journal
+            if journal is not None:  # written ahead, before the job can run or finish
+                journal.accepted(job.id, job.steps, tenant)
             self._queue.append(job)
             self._jobs[job.id] = job
             self.stats.accepted += 1
             self._prune()
             self.metrics.accepted.inc()
             self.metrics.queue_depth.set(len(self._queue))
+        if journal is not None:  # on the disk before the client hears of it (fsync policy)
+            journal.sync()
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        """The job ``job_id``; with API keys only if ``tenant`` sent it (else as unknown)."""
+        job = self._get(job_id)
+        if job is not None and self.config.api_keys is not None and job.tenant != tenant:
+            return None
+        return job
+
+    def _get(self, job_id: str) -> Job | None:
         with self._cond:
             return self._jobs.get(job_id)
+
+    def _cache_of(self, job: Job) -> LatentCache:
+        return self.caches.get(job.tenant, self.cache)
+
+    def cache_usage(self) -> tuple[int, int]:
+        """Bytes and entries held by the latent cache(s)."""
+        caches = list(self.caches.values())
+        return sum(c.bytes_used for c in caches), sum(len(c) for c in caches)
 
     def jobs(self) -> list[Job]:
         with self._cond:
@@ -222,6 +321,14 @@ class EdgeEngine:
             del self._jobs[job_id]
 
     # ------------------------------------------------------------------ the engine thread
+    @contextmanager
+    def _timed(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.phases_s[phase] += time.perf_counter() - start
+
     def _run(self) -> None:
         from edgediff.runtime.executor import BatchedExecutor
 
@@ -241,53 +348,52 @@ class EdgeEngine:
                     window_start = boundary - window
                     if now >= boundary:  # the next boundary after now (skip empty windows)
                         boundary += window * (math.floor((now - boundary) / window) + 1)
-                elif not len(executor):
+                elif executor.idle:
                     if closing:
                         break
                     self._cond.wait(timeout=boundary - now)
                     continue
+            cpu = time.thread_time()
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
-            if len(executor):
+            if not executor.idle:
                 executor = self._step(executor)
+                self.batch_members = len(executor)
+            self._thumbnail()
+            self.stats.engine_cpu_s += time.thread_time() - cpu
+            self.stats.engine_busy_s += time.perf_counter() - now
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
             self._finish(job, "failed", "shutdown: drain did not finish in time")
         self.metrics.in_flight.set(0)
 
     def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.core.model import evaluate
-        from edgediff.service.window import window_instance
+        from edgediff.service.window import decide_window, denial_reason
 
         cfg = self.config
         index = next(self._window_counter)
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        remaining = cfg.b_max
-        groups: dict[int, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.steps, []).append(job)
-        for group in groups.values():
-            try:
-                instance = window_instance(
-                    group,
-                    cfg,
-                    start=window_start,
-                    b_max=remaining,
-                    edge_profile=(self.edge_k, self.edge_h),
-                    intermediate_bits=self.intermediate_bits,
-                )
-                decision = self.policy.decide(instance)
-                outcome = evaluate(instance, decision, "timeline")
-            except Exception as err:  # e.g. a learned policy that cannot take this instance
-                log.exception("window %d: policy %s failed", index, cfg.policy)
-                for job in group:
+        with self._timed("decide"):
+            groups = decide_window(
+                jobs,
+                cfg,
+                self.policy,
+                start=window_start,
+                edge_profile=(self.edge_k, self.edge_h),
+                intermediate_bits=self.intermediate_bits,
+            )
+        for group in groups:
+            if group.error is not None:  # e.g. a learned policy that cannot take this instance
+                err = group.error
+                log.error("window %d: policy %s failed", index, cfg.policy, exc_info=err)
+                for job in group.jobs:
                     self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
                 continue
-            remaining -= decision.granted_count
+            decision, outcome = group.decision, group.outcome
             admitted = []
-            for i, job in enumerate(group):
+            for i, job in enumerate(group.jobs):
                 answer = dict(
                     granted=bool(decision.granted[i]),
                     split=int(decision.split[i]),
@@ -297,12 +403,16 @@ class EdgeEngine:
                 if answer["granted"]:
                     admitted.append((job, answer))
                 else:  # answered now: the device runs everything
-                    self._mark_decided(job, index, "denied", **answer)
-            self._embed([job for job, _ in admitted], index)
-            for job, answer in admitted:
-                executor = self._admit(executor, job, index, answer)
+                    reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
+                    self._mark_decided(job, index, "denied", reason, **answer)
+            with self._timed("embed"):
+                self._embed([job for job, _ in admitted], index)
+            with self._timed("admit"):
+                for job, answer in admitted:
+                    executor = self._admit(executor, job, index, answer)
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
+        self.board.window(index, jobs, elapsed)
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
 
@@ -311,7 +421,7 @@ class EdgeEngine:
         if not self.cache.enabled or not jobs:
             return
         try:
-            for job, vector in zip(jobs, self.embedder.encode([j.request.prompt for j in jobs])):
+            for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.request.prompt for j in jobs])):
                 job.embedding = vector
         except Exception as err:  # a broken embedder must not take the window down: no cache this time
             log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
@@ -326,9 +436,10 @@ class EdgeEngine:
         if self.cache.enabled and job.embedding is not None:
             reusable = self.config.reusable_steps(steps)
             reach = min(reusable, steps - split)
-            hit = self.cache.lookup(job.embedding, steps, self.latent_shape, reach, reusable)
+            hit = self._cache_of(job).lookup(job.embedding, steps, self.latent_shape, reach, reusable)
+            self.board.lookup(hit is not None)
             if hit is not None:
-                start, hit_step = hit.entry.state, hit.step
+                start, hit_step = hit.state, hit.step
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
@@ -338,27 +449,34 @@ class EdgeEngine:
         except Exception as err:
             self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
             return executor
+        self._running.add(job.id)
         self.metrics.grants.inc()
         self._mark_decided(job, index, "running", cache_hit_step=hit_step, **answer)
         return executor
 
     def _step(self, executor):
+        """One batched step; every member that leaves it (reached its split, or failed) is
+        answered. The executor fails only the members whose own work raised; anything else
+        failing here fails every member still in the batch, including those that had already
+        left in this step or were waiting to (``_running``), and a fresh executor takes over."""
         from edgediff.runtime.executor import BatchedExecutor
         from edgediff.runtime.payload import encode_latent
 
-        batch = len(executor)
+        batch = self.batch_members = len(executor)
         self.metrics.in_flight.set(batch)
         start = time.perf_counter()
         try:
-            left = executor.step()
-        except Exception as err:  # fail this batch's members, keep serving
+            with self._timed("step"):
+                left = executor.step()
+            failed = executor.pop_failed()
+        except Exception as err:  # not attributable to a member: fail them all, keep serving
             log.exception("edge step failed")
-            for key in executor.active:
-                job = self.get(key)
-                if job is not None:
-                    self._finish(job, "failed", f"edge step failed: {type(err).__name__}: {err}")
+            for key in list(self._running):
+                self._fail_running(key, f"edge step failed: {type(err).__name__}: {err}")
             return BatchedExecutor(self.model)
         elapsed = time.perf_counter() - start
+        for key, reason in failed:
+            self._fail_running(key, f"edge step failed: {reason}")
         if batch:
             self.stats.steps += 1
             self.stats.member_steps += batch
@@ -366,32 +484,53 @@ class EdgeEngine:
             self.stats.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
+            self.board.step(batch, elapsed)
         if self.cache.enabled:
             try:
-                for key in executor.active:
-                    self._capture(self.get(key), executor.state(key))
+                with self._timed("capture"):
+                    for key in executor.active:
+                        self._capture(self._get(key), executor.state(key))
             except Exception:  # a cache failure costs reuse, never a request
                 log.exception("latent cache insert failed")
         for key, state in left:
-            job = self.get(key)
+            self._running.discard(key)
+            job = self._get(key)
             if job is None or job.terminal:
                 continue
             try:
-                self._capture(job, state)
-                self._finish(job, "done", payload=encode_latent(state))
+                with self._timed("capture"):
+                    self._capture(job, state)
+                with self._timed("encode"):
+                    self._finish(job, "done", payload=encode_latent(state))
+                self.board.handoff(state)
             except Exception as err:
                 log.exception("request %s failed after an edge step", key)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
         return executor
+
+    def _thumbnail(self) -> None:
+        """The status page's newest thumbnail (rate-limited by the board); never fatal."""
+        try:
+            with self._timed("thumbnail"):
+                self.board.render_thumbnail(self.model)
+        except Exception:
+            log.exception("status thumbnail failed")
+
+    def _fail_running(self, key: str, reason: str) -> None:
+        self._running.discard(key)
+        job = self._get(key)
+        if job is not None:
+            self._finish(job, "failed", reason)
 
     def _capture(self, job: Job | None, state) -> None:
         """Store ``state`` in the cache if it is one of the member's reusable steps."""
         if job is None or state.steps_done not in job.capture_steps:
             return
         job.capture_steps.discard(state.steps_done)
-        if self.cache.insert(job.embedding, state, state.steps_done, job.request.prompt):
-            self.metrics.cache_bytes.set(self.cache.bytes_used)
-            self.metrics.cache_entries.set(len(self.cache))
+        if self._cache_of(job).insert(job.embedding, state, state.steps_done, job.request.prompt):
+            used, entries = self.cache_usage()
+            self.metrics.cache_bytes.set(used)
+            self.metrics.cache_entries.set(entries)
 
     # ------------------------------------------------------------------ state changes
     def _signal(self, event: asyncio.Event | None) -> None:
@@ -426,8 +565,8 @@ class EdgeEngine:
         if status == "failed":
             log.warning("request %s failed: %s", job.id, reason)
         if self._journal is not None:
-            record = dict(id=job.id, status=status, reason=reason, window=snapshot.window, split=snapshot.split)
-            self._journal.write(json.dumps(record) + "\n")
+            self._journal.finished(job.id, status, reason, snapshot.window, snapshot.split)
+        self.board.finished(job)
         if not job.decided.is_set():
             job.decided.set()
             self._signal(job.async_decided)
@@ -436,6 +575,7 @@ class EdgeEngine:
 
     def info(self) -> dict:
         cfg = self.config
+        used, entries = self.cache_usage()
         return {
             "model": None if self.model is None else self.model.name,
             "policy": cfg.policy,
@@ -445,9 +585,10 @@ class EdgeEngine:
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
             "cache": {
-                "capacity_bytes": self.cache.capacity_bytes,
-                "bytes": self.cache.bytes_used,
-                "entries": len(self.cache),
+                "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
+                "bytes": used,
+                "entries": entries,
+                "per_tenant": cfg.api_keys is not None and not cfg.cache_sharing,
                 "eviction": cfg.cache_eviction,
                 "embedder": None if self.embedder is None else getattr(self.embedder, "name", "custom"),
             },
@@ -457,6 +598,9 @@ class EdgeEngine:
                 "member_steps": self.stats.member_steps,
                 "busy_s": self.stats.busy_s,
                 "ideal_s": self.stats.ideal_s,
+                "engine_busy_s": self.stats.engine_busy_s,
+                "engine_cpu_s": self.stats.engine_cpu_s,
+                "phases_s": dict(self.stats.phases_s),
                 "accepted": self.stats.accepted,
                 "terminal": dict(self.stats.terminal),
                 "queued": len(self._queue),

@@ -77,6 +77,8 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
     async_decided: asyncio.Event | None = field(default=None, repr=False)
     async_finished: asyncio.Event | None = field(default=None, repr=False)
+    collected: bool = False  # its terminal answer (latent, or denied/failed status) was served
+    tenant: str | None = None  # who sent it (with API keys)
 
     def __post_init__(self):
         self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
@@ -86,8 +88,38 @@ class Job:
         return self.request.steps
 
     @property
+    def alpha(self) -> float:
+        return self.body.alpha
+
+    @property
+    def prompt(self) -> str:
+        return self.request.prompt
+
+    @property
     def terminal(self) -> bool:
         return self.snapshot.terminal
+
+    def to_status(self) -> dict:
+        return self.snapshot.to_status()
+
+
+@dataclass(eq=False)
+class RestoredJob:
+    """A request known only from the journal: accepted before a restart, now terminal (its
+    journal status, or ``failed`` with reason ``lost in restart``); no latent."""
+
+    snapshot: JobSnapshot
+    tenant: str | None = None
+    async_decided = async_finished = None  # terminal: nothing to wait for
+    collected = True
+
+    @property
+    def id(self) -> str:
+        return self.snapshot.id
+
+    @property
+    def terminal(self) -> bool:
+        return True
 
     def to_status(self) -> dict:
         return self.snapshot.to_status()

@@ -7,43 +7,168 @@ from it if ``sim(prompt, entry prompt) >= theta(m)``, with
 ``theta(m) = theta_min + (1 - theta_min)(m - 1)/(S* - 1)`` (:func:`edgediff.cache.model.theta`):
 early, noisier latents are shared by more prompts, the last reusable step needs (near)
 identical prompts. Among the usable entries the one with the most steps done wins (it saves
-the most edge work), ties by similarity. Capacity is in bytes (latent + embedding); eviction
-by a usage rule of :mod:`edgediff.cache.eviction`: ``lcbfu`` (the Part B store's rule),
-``lru`` or ``lfu``. Thread-safe: the engine thread writes it, ``/metrics`` reads sizes.
+the most edge work), ties by similarity, then the entry stored first. Capacity is in bytes
+(latent + embedding); eviction by a usage rule of :mod:`edgediff.cache.eviction`: ``lcbfu``
+(the Part B store's rule), ``lru`` or ``lfu``. Thread-safe: the engine thread writes it,
+``/metrics`` and the status page read sizes.
+
+Index (docs/service.md, "The latent cache"): entries of one ``(N, latent shape)`` form a
+group. A group keeps one embedding row per distinct prompt embedding (a request stores up to
+``S*`` steps under the same embedding), in float32 blocks of :data:`BLOCK` rows with a free
+list, and a ``(row, step) -> entry`` table; the latents live in preallocated blocks of one
+tensor per group. A lookup is one matrix-vector product over the group's rows plus array
+work on the few rows above the lowest threshold. Rows whose similarity is at least
+:attr:`LatentCache.DUPLICATE` are linked when a row is made, so storing another step of a
+known embedding needs no product. Eviction keys sit in a heap (stale keys are skipped and the
+heap is rebuilt when it doubles), so an eviction is ``O(log n)``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgediff.cache.eviction import USAGE_RULES, EntryStats, check_rule, victim
+from edgediff.cache.eviction import USAGE_RULES, check_rule, sort_key
 from edgediff.cache.model import theta
 
-
-@dataclass(eq=False)
-class CacheEntry:
-    embedding: np.ndarray = field(repr=False)
-    step: int  # m, denoising steps done
-    steps: int  # N of the request that made it
-    shape: tuple[int, ...]
-    state: object = field(repr=False)  # LatentState with split N - m
-    nbytes: int
-    prompt: str
-    uses: int = 0
-    last_used: int = 0
+BLOCK = 4096  # rows (embeddings) or entries (latents) per allocated block: growing never copies
 
 
 @dataclass(frozen=True)
 class CacheHit:
-    entry: CacheEntry
+    state: object = field(repr=False)  # LatentState with split N - step, a copy of the stored latent
+    step: int  # m, denoising steps done
     similarity: float
 
-    @property
-    def step(self) -> int:
-        return self.entry.step
+
+@dataclass(frozen=True)
+class CachedEntry:
+    """What one stored entry is (:meth:`LatentCache.entries`); not the latent itself."""
+
+    prompt: str
+    step: int
+    steps: int
+    shape: tuple[int, ...]
+    uses: int
+    last_used: int
+    nbytes: int
+
+
+def _grow(array: np.ndarray, size: int, fill) -> np.ndarray:
+    """``array`` with at least ``size`` rows (doubling), new rows set to ``fill``."""
+    if len(array) >= size:
+        return array
+    grown = np.full((max(size, 2 * len(array), 16), *array.shape[1:]), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+class _Group:
+    """The entries of one ``(N, latent shape)``: embedding rows, entry slots, latent blocks."""
+
+    def __init__(self, gid: int, steps: int, shape: tuple, dim: int, latent_dtype):
+        self.gid, self.steps, self.shape, self.dim, self.latent_dtype = gid, steps, shape, dim, latent_dtype
+        # rows: one per distinct embedding
+        self.emb_blocks: list[np.ndarray] = []
+        self.n_rows = 0  # rows ever used (the high-water mark); free ones are in free_rows
+        self.free_rows: list[int] = []
+        self.refs = np.zeros(0, np.int64)  # entries per row
+        self.slot_at = np.full((0, 1), -1, np.int64)  # (row, step) -> entry slot, -1: none
+        self.row_of: dict[bytes, int] = {}  # embedding digest -> row
+        self.digest: dict[int, bytes] = {}  # row -> its digest in row_of
+        self.near: dict[int, set[int]] = {}  # row -> rows with similarity >= DUPLICATE
+        # slots: one per entry
+        self.lat_blocks: list = []
+        self.n_slots = 0
+        self.free_slots: list[int] = []
+        ints = ("row", "step", "split", "uses", "last_used", "seq", "version", "nbytes")
+        for name in ints:
+            setattr(self, name, np.zeros(0, np.int64))
+        self.requests: list = []  # the GenerationRequest that made each entry
+        self.prompts: list = []
+        self.scheduler: list = []  # (class, config) of each entry, interned in self.schedulers
+        self.schedulers: list[tuple[str, dict]] = []
+        self.count = 0
+
+    # ------------------------------------------------------------------ rows
+    def embedding(self, row: int) -> np.ndarray:
+        return self.emb_blocks[row // BLOCK][row % BLOCK]
+
+    def similarities(self, query: np.ndarray) -> np.ndarray:
+        """``rows @ query`` over every row ever used (free rows are zero and own no entry)."""
+        parts = [
+            block[: self.n_rows - start] @ query for start, block in zip(range(0, self.n_rows, BLOCK), self.emb_blocks)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def new_row(self, embedding: np.ndarray, digest: bytes | None, near: set[int], width: int) -> int:
+        if self.free_rows:
+            row = self.free_rows.pop()
+        else:
+            row = self.n_rows
+            self.n_rows += 1
+            if row // BLOCK == len(self.emb_blocks):
+                self.emb_blocks.append(np.zeros((BLOCK, self.dim), np.float32))
+            self.refs = _grow(self.refs, self.n_rows, 0)
+        if width > self.slot_at.shape[1]:
+            extra = np.full((len(self.slot_at), width - self.slot_at.shape[1]), -1, np.int64)
+            self.slot_at = np.concatenate([self.slot_at, extra], axis=1)
+        self.slot_at = _grow(self.slot_at, self.n_rows, -1)
+        self.embedding(row)[:] = embedding
+        if digest is not None and digest not in self.row_of:
+            self.row_of[digest] = row
+            self.digest[row] = digest
+        if near:
+            self.near[row] = set(near)
+            for other in near:
+                self.near.setdefault(other, set()).add(row)
+        return row
+
+    def release_row(self, row: int) -> None:
+        digest = self.digest.pop(row, None)
+        if digest is not None:
+            del self.row_of[digest]
+        for other in self.near.pop(row, ()):
+            self.near[other].discard(row)
+            if not self.near[other]:
+                del self.near[other]
+        self.embedding(row)[:] = 0
+        self.slot_at[row] = -1
+        self.free_rows.append(row)
+
+    # ------------------------------------------------------------------ slots
+    def latent(self, slot: int):
+        return self.lat_blocks[slot // BLOCK][slot % BLOCK]
+
+    def new_slot(self) -> int:
+        import torch
+
+        if self.free_slots:
+            return self.free_slots.pop()
+        slot = self.n_slots
+        self.n_slots += 1
+        if slot // BLOCK == len(self.lat_blocks):
+            self.lat_blocks.append(torch.empty((BLOCK, *self.shape[1:]), dtype=self.latent_dtype))
+        for name in ("row", "step", "split", "uses", "last_used", "seq", "version", "nbytes"):
+            setattr(self, name, _grow(getattr(self, name), self.n_slots, 0))
+        for name in ("requests", "prompts", "scheduler"):
+            getattr(self, name).append(None)
+        return slot
+
+    def scheduler_index(self, scheduler_class: str, config: dict) -> int:
+        """One shared copy of each scheduler (class, config): the executor makes a new config
+        dict per member, a few KB each."""
+        for i, (cls, cfg) in enumerate(self.schedulers):
+            if cls == scheduler_class and cfg == config:
+                return i
+        self.schedulers.append((scheduler_class, config))
+        return len(self.schedulers) - 1
 
 
 class LatentCache:
@@ -54,9 +179,13 @@ class LatentCache:
         self.capacity_bytes = int(capacity_bytes)
         self.theta_min = theta_min
         self.eviction = check_rule(eviction, USAGE_RULES)
-        self._entries: list[CacheEntry] = []
+        self._groups: dict[tuple, _Group] = {}
+        self._by_id: list[_Group] = []
+        self._heap: list[tuple] = []  # (*sort key, seq, version, group id, slot); stale items skipped
+        self._count = 0
         self._bytes = 0
         self._clock = 0  # logical time: one tick per lookup or insert
+        self._seq = 0  # insertion order: the eviction tie-break
         self._lock = threading.Lock()
         self.evictions = 0
 
@@ -69,27 +198,63 @@ class LatentCache:
         return self._bytes
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
+
+    def entries(self) -> list[CachedEntry]:
+        """The stored entries in insertion order (for inspection and tests)."""
+        with self._lock:
+            found = []
+            for g in self._by_id:
+                for slot in range(g.n_slots):
+                    if g.requests[slot] is not None:
+                        found.append(
+                            (
+                                int(g.seq[slot]),
+                                CachedEntry(
+                                    g.prompts[slot],
+                                    int(g.step[slot]),
+                                    g.steps,
+                                    g.shape,
+                                    int(g.uses[slot]),
+                                    int(g.last_used[slot]),
+                                    int(g.nbytes[slot]),
+                                ),
+                            )
+                        )
+            return [entry for _, entry in sorted(found, key=lambda item: item[0])]
 
     def lookup(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
         """The best usable entry with at most ``max_step`` steps done, or ``None``."""
+        from edgediff.runtime.request import LatentState
+
         with self._lock:
             self._clock += 1
-            thresholds = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)
-            best, best_key = None, None
-            for e in self._entries:
-                if e.steps != steps or e.shape != shape or e.step > max_step:
-                    continue
-                sim = float(np.dot(embedding, e.embedding))
-                if sim >= thresholds[e.step] - 1e-6:
-                    key = (e.step, sim)
-                    if best_key is None or key > best_key:
-                        best, best_key = e, key
-            if best is None:
+            g = self._groups.get((steps, tuple(shape)))
+            if g is None or not g.count:
                 return None
-            best.uses += 1
-            best.last_used = self._clock
-            return CacheHit(best, best_key[1])
+            top = min(max_step, reusable_steps, g.slot_at.shape[1] - 1)
+            if top < 1:
+                return None
+            need = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)[1 : top + 1] - 1e-6
+            sims = g.similarities(np.asarray(embedding, np.float32))
+            rows = np.flatnonzero(sims >= need.min())
+            if not rows.size:
+                return None
+            slots = g.slot_at[rows, 1 : top + 1]
+            usable = (slots >= 0) & (sims[rows, None] >= need)
+            which, column = np.nonzero(usable)
+            if not which.size:
+                return None
+            slot_of, step_of, sim_of = slots[which, column], column + 1, sims[rows[which]]
+            # most steps done, then most similar, then stored first
+            best = np.lexsort((g.seq[slot_of], -sim_of, -step_of))[0]
+            slot, step, similarity = int(slot_of[best]), int(step_of[best]), float(sim_of[best])
+            g.uses[slot] += 1
+            g.last_used[slot] = self._clock
+            self._push(g, slot)
+            cls, config = g.schedulers[g.scheduler[slot]]
+            latent = g.latent(slot).unsqueeze(0).clone()
+            return CacheHit(LatentState(latent, g.requests[slot], int(g.split[slot]), cls, config), step, similarity)
 
     def insert(self, embedding: np.ndarray, state, step: int, prompt: str) -> bool:
         """Store ``state`` (``step`` steps done); evicts by the rule; ``False`` if not stored
@@ -99,31 +264,87 @@ class LatentCache:
         if nbytes > self.capacity_bytes:
             return False
         shape = tuple(latent.shape)
+        query = np.ascontiguousarray(embedding, np.float32).reshape(-1)
+        digest = hashlib.blake2b(query.tobytes(), digest_size=16).digest()
         with self._lock:
             self._clock += 1
-            for e in self._entries:
-                if e.step == step and e.steps == state.steps and e.shape == shape:
-                    if float(np.dot(embedding, e.embedding)) >= self.DUPLICATE:
-                        return False
+            g = self._groups.get((state.steps, shape))
+            if g is None:
+                g = _Group(len(self._by_id), state.steps, shape, query.size, latent.dtype)
+                self._groups[(state.steps, shape)] = g
+                self._by_id.append(g)
+            if query.size != g.dim:
+                raise ValueError(f"embedding has {query.size} dimensions, the cache holds {g.dim}")
+            row = g.row_of.get(digest)
+            sims = None
+            # a known unit embedding: its duplicates are linked already (a non-unit one may not
+            # even duplicate itself, so it takes the product)
+            if row is not None and float(query @ query) >= self.DUPLICATE:
+                near = [row, *g.near.get(row, ())]
+            else:
+                sims = g.similarities(query)
+                near = np.flatnonzero(sims >= self.DUPLICATE)
+            if step < g.slot_at.shape[1] and any(g.slot_at[r, step] >= 0 for r in near):
+                return False
             while self._bytes + nbytes > self.capacity_bytes:
                 self._evict_one()
-            latent = latent.detach().to("cpu").clone()
-            from edgediff.runtime.request import LatentState
-
-            stored = LatentState(latent, state.request, state.split, state.scheduler_class, state.scheduler_config)
-            self._entries.append(
-                CacheEntry(embedding.copy(), step, state.steps, shape, stored, nbytes, prompt, 0, self._clock)
-            )
+            row = g.row_of.get(digest)  # eviction may have freed it
+            if row is None or step < g.slot_at.shape[1] and g.slot_at[row, step] >= 0:
+                if sims is None:
+                    sims = g.similarities(query)
+                near_rows = {int(r) for r in np.flatnonzero(sims >= self.DUPLICATE) if g.refs[r] > 0}
+                row = g.new_row(query, digest, near_rows, step + 1)
+            elif step >= g.slot_at.shape[1]:
+                extra = np.full((len(g.slot_at), step + 1 - g.slot_at.shape[1]), -1, np.int64)
+                g.slot_at = np.concatenate([g.slot_at, extra], axis=1)
+            slot = g.new_slot()
+            g.latent(slot).copy_(latent.detach()[0])
+            g.row[slot], g.step[slot], g.split[slot], g.nbytes[slot] = row, step, state.split, nbytes
+            g.uses[slot], g.last_used[slot], g.seq[slot] = 0, self._clock, self._seq
+            g.requests[slot], g.prompts[slot] = state.request, prompt
+            g.scheduler[slot] = g.scheduler_index(state.scheduler_class, state.scheduler_config)
+            g.slot_at[row, step] = slot
+            g.refs[row] += 1
+            g.count += 1
+            self._seq += 1
+            self._count += 1
             self._bytes += nbytes
+            self._push(g, slot)
             return True
 
+    # ------------------------------------------------------------------ eviction
+    def _push(self, g: _Group, slot: int) -> None:
+        g.version[slot] += 1
+        key = sort_key(self.eviction, int(g.last_used[slot]), int(g.uses[slot]), int(g.step[slot]))
+        heapq.heappush(self._heap, (*key, int(g.seq[slot]), int(g.version[slot]), g.gid, slot))
+        if len(self._heap) > 2 * self._count + 64:
+            self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        """Only the current keys (drops stale ones); also after statistics are set directly."""
+        heap = []
+        for g in self._by_id:
+            for slot in range(g.n_slots):
+                if g.requests[slot] is not None:
+                    key = sort_key(self.eviction, int(g.last_used[slot]), int(g.uses[slot]), int(g.step[slot]))
+                    heap.append((*key, int(g.seq[slot]), int(g.version[slot]), g.gid, slot))
+        heapq.heapify(heap)
+        self._heap = heap
+
     def _evict_one(self) -> None:
-        entries = self._entries
-        stats = EntryStats(
-            last_used=np.array([e.last_used for e in entries]),
-            uses=np.array([e.uses for e in entries]),
-            step=np.array([e.step for e in entries]),
-        )
-        evicted = entries.pop(victim(self.eviction, stats))
-        self._bytes -= evicted.nbytes
+        while True:
+            *_, seq, version, gid, slot = heapq.heappop(self._heap)
+            g = self._by_id[gid]
+            if g.requests[slot] is not None and g.seq[slot] == seq and g.version[slot] == version:
+                break
+        row, step = int(g.row[slot]), int(g.step[slot])
+        g.slot_at[row, step] = -1
+        g.refs[row] -= 1
+        if not g.refs[row]:
+            g.release_row(row)
+        g.requests[slot] = g.prompts[slot] = g.scheduler[slot] = None
+        g.free_slots.append(slot)
+        g.count -= 1
+        self._count -= 1
+        self._bytes -= int(g.nbytes[slot])
         self.evictions += 1

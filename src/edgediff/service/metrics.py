@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from edgediff.service.schemas import TERMINAL
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+REJECT_REASONS = ("queue_full", "shutting_down")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -18,6 +21,11 @@ class ServiceMetrics:
             "edgediff_rejected_requests", "Requests refused before acceptance, by reason", ["reason"], registry=r
         )
         self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", registry=r)
+        self.lost = Counter(
+            "edgediff_lost_in_restart",
+            "Requests accepted before a restart that never finished (answered failed)",
+            registry=r,
+        )
         self.grants = Counter("edgediff_grants", "Requests granted edge steps", registry=r)
         self.windows = Counter("edgediff_windows", "Decision windows run", registry=r)
         self.batch_size = Histogram(
@@ -35,6 +43,12 @@ class ServiceMetrics:
         self.cache_entries = Gauge("edgediff_cache_entries", "Entries in the latent cache", registry=r)
         self.queue_depth = Gauge("edgediff_queue_depth", "Requests waiting for the next window", registry=r)
         self.in_flight = Gauge("edgediff_batch_members", "Members in the edge batch", registry=r)
+
+        # every labelled series exists at zero from start-up (a rate() over it needs no first event)
+        for outcome in TERMINAL:
+            self.requests.labels(outcome)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,8 @@
 """HTTP bodies of the service (pydantic): what a client sends and what it gets back.
 
-Unknown fields are rejected, numbers must be finite, and every limit names its field, so a
-bad body gets a 422 whose message names the field (see ``app``).
+Strict: unknown fields are rejected, numbers must be JSON numbers (not strings, not booleans;
+an integer field takes no ``20.0``) and finite, and every limit names its field, so a bad
+body gets a 422 whose message names the field (see ``app``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 class Profile(BaseModel):
     """A device's per-step latency ``L(1) = k + h`` (s); an instance file user's ``k``, ``h`` (docs/formats.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     k: Annotated[float, Field(ge=0, le=1e4, allow_inf_nan=False)]
     h: Annotated[float, Field(ge=-1e4, le=1e4, allow_inf_nan=False)]
 
@@ -42,7 +43,7 @@ class SubmitRequest(BaseModel):
     profile table, ``row3`` .. ``row10``, or ``edge-h100``) must be given.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0

@@ -1,12 +1,18 @@
-"""The Part A instance of one decision window (docs/offloading-model.md), from the service's
-queued requests: a pure function, no locks and no torch, so the engine thread only runs it.
+"""The Part A decision of one window (docs/offloading-model.md), from the service's queued
+requests: pure functions, no locks, no clock and no torch. The engine thread runs them on its
+jobs; the digital twin (:mod:`edgediff.twin`) runs the same functions on simulated requests.
+
+A job is anything with ``id``, ``steps`` (``N``), ``k``, ``h``, ``alpha``, ``prompt`` and
+``arrived`` (seconds on the clock of the window's ``start``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgediff.core.instance import Instance
+from edgediff.core.model import Decision, Evaluation, evaluate
 from edgediff.core.pai import PaiCurve
 from edgediff.service.config import ServiceConfig
 
@@ -24,7 +30,7 @@ def window_instance(
     edge_profile: tuple[float, float],
     intermediate_bits: int,
 ) -> Instance:
-    """The instance of ``jobs`` (engine ``Job`` objects of one step count ``N``) in the window
+    """The instance of ``jobs`` (of one step count ``N``) in the window
     that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
 
     Per request: the device's ``k, h`` and α, the request time from the window's start
@@ -43,9 +49,9 @@ def window_instance(
         ids=tuple(job.id for job in jobs),
         k=[job.k for job in jobs],
         h=[job.h for job in jobs],
-        alpha=[job.body.alpha for job in jobs],
+        alpha=[job.alpha for job in jobs],
         request_time=[min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs],
-        prompt_bits=[8 * len(job.request.prompt.encode()) for job in jobs],
+        prompt_bits=[8 * len(job.prompt.encode()) for job in jobs],
         intermediate_bits=[intermediate_bits] * len(jobs),
         N=N,
         N_hat=config.n_hat(N),
@@ -58,3 +64,71 @@ def window_instance(
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
     )
+
+
+def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
+    """Why a request of this window was denied, in words for the status object's ``reason``."""
+    if granted_count >= instance.B_max:
+        return "no batch slot left: this window's B_max slots went to other requests"
+    return (
+        f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
+    )
+
+
+def window_policy(config: ServiceConfig):
+    """The policy that decides the service's windows: ``config.policy`` from the registry, with
+    the service's seed and ``config.policy_options``."""
+    from edgediff.offload.policies import make_policy
+
+    return make_policy(config.policy, {"seed": config.seed, **config.policy_options})
+
+
+@dataclass(frozen=True, eq=False)
+class GroupDecision:
+    """One step count's share of a window: its jobs, their instance, the policy's decision and
+    its evaluation under the timeline model (the predicted latency the service reports), or
+    the ``error`` the policy raised (then the group's requests fail with it)."""
+
+    jobs: list
+    instance: Instance | None = None
+    decision: Decision | None = None
+    outcome: Evaluation | None = None
+    error: Exception | None = None
+
+
+def decide_window(
+    jobs: Sequence,
+    config: ServiceConfig,
+    policy,
+    *,
+    start: float,
+    edge_profile: tuple[float, float],
+    intermediate_bits: int,
+) -> list[GroupDecision]:
+    """The window's decisions: one Part A instance per step count ``N`` (the model has one
+    ``N``), groups in order of first arrival sharing ``config.b_max``, each decided by
+    ``policy`` (anything with ``decide(instance) -> Decision``). A policy that raises on a
+    group (e.g. a learned policy that cannot take the instance) fails that group only."""
+    remaining = config.b_max
+    groups: dict[int, list] = {}
+    for job in jobs:
+        groups.setdefault(job.steps, []).append(job)
+    decided = []
+    for group in groups.values():
+        try:
+            instance = window_instance(
+                group,
+                config,
+                start=start,
+                b_max=remaining,
+                edge_profile=edge_profile,
+                intermediate_bits=intermediate_bits,
+            )
+            decision = policy.decide(instance)
+            outcome = evaluate(instance, decision, "timeline")
+        except Exception as err:
+            decided.append(GroupDecision(group, error=err))
+            continue
+        remaining -= decision.granted_count
+        decided.append(GroupDecision(group, instance, decision, outcome))
+    return decided

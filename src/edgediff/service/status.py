@@ -1,0 +1,220 @@
+"""What the live status page (``GET /``, data at ``GET /v1/status``) shows: recent windows,
+batch occupancy and queue length over time, cache size and hit rate, latency percentiles,
+the latest hand-offs as thumbnails.
+
+The engine thread reports events to a :class:`StatusBoard` (a window decided, a batched
+step, a request finished, a cache lookup); everything is kept in bounded rings, so the board's
+memory does not grow with uptime. :meth:`StatusBoard.snapshot` (called from the HTTP handler)
+copies the rings under the board's lock and builds the JSON. Thumbnails are the hand-off
+latents decoded by the model's VAE on the engine thread, at most one every
+``THUMBNAIL_INTERVAL_S`` and at most ``THUMBNAIL_SHARE`` of the engine's time (a slow VAE
+decodes less often; the decode is timed in the engine's ``thumbnail`` phase).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOWS = 30  # recent windows listed
+SECONDS = 180  # seconds of occupancy / queue history
+LATENCIES = 1000  # recent finished requests for the percentiles
+THUMBNAILS = 8
+THUMBNAIL_INTERVAL_S = 1.0
+THUMBNAIL_SHARE = 0.02  # a decode of d seconds waits d / THUMBNAIL_SHARE for the next one
+THUMBNAIL_PX = 96
+
+
+@dataclass
+class _Window:
+    index: int
+    at: float  # seconds since start
+    queued: int
+    members: list  # (job id, status, split, steps, predicted hand-off s)
+    decision_s: float
+
+
+class StatusBoard:
+    def __init__(self, b_max: int):
+        self.b_max = b_max
+        self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._windows: deque[_Window] = deque(maxlen=WINDOWS)
+        self._measured: dict[str, float | None] = {}  # granted members of those windows -> hand-off s
+        # one bucket per second: [second, batched steps, member-steps, step seconds, max queue]
+        self._seconds: deque[list] = deque(maxlen=SECONDS)
+        self._latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
+        self._lookups: deque[bool] = deque(maxlen=LATENCIES)
+        self._pending = None  # (job id, latent) of the newest hand-off not yet decoded
+        self._thumbnails: deque[dict] = deque(maxlen=THUMBNAILS)
+        self._next_thumbnail = 0.0
+
+    def _bucket(self, now: float) -> list:
+        second = int(now - self.started)
+        if not self._seconds or self._seconds[-1][0] != second:
+            self._seconds.append([second, 0, 0, 0.0, 0])
+        return self._seconds[-1]
+
+    # ------------------------------------------------------------------ events (engine thread)
+    def window(self, index: int, jobs: list, decision_s: float) -> None:
+        """A window was decided: ``jobs`` carry their decided snapshots."""
+        members = []
+        for job in jobs:
+            s = job.snapshot
+            handoff = None
+            if s.granted and s.predicted_latency_s is not None:  # the edge's part: minus the local steps
+                handoff = s.predicted_latency_s - s.split * (job.k + job.h)
+            members.append((job.id, s.status, s.split, s.steps, handoff))
+        now = time.perf_counter()
+        with self._lock:
+            if len(self._windows) == WINDOWS:  # the oldest window leaves: stop tracking its members
+                for member in self._windows[0].members:
+                    self._measured.pop(member[0], None)
+            self._windows.append(_Window(index, now - self.started, len(jobs), members, decision_s))
+            self._measured.update((m[0], None) for m in members if m[4] is not None)
+            bucket = self._bucket(now)
+            bucket[4] = max(bucket[4], len(jobs))
+
+    def step(self, batch: int, elapsed: float) -> None:
+        with self._lock:
+            bucket = self._bucket(time.perf_counter())
+            bucket[1] += 1
+            bucket[2] += batch
+            bucket[3] += elapsed
+
+    def lookup(self, hit: bool) -> None:
+        with self._lock:
+            self._lookups.append(hit)
+
+    def finished(self, job) -> None:
+        """A request reached a terminal state: its arrival-to-answer time (done or denied)."""
+        s = job.snapshot
+        if s.status in ("done", "denied") and s.finished_at is not None:
+            with self._lock:
+                self._latency["granted" if s.status == "done" else "denied"].append(s.finished_at - s.arrived)
+                if s.status == "done" and job.id in self._measured:
+                    self._measured[job.id] = s.finished_at - s.arrived
+
+    def handoff(self, state) -> None:
+        """A granted member left the batch with ``state``: the next thumbnail candidate."""
+        with self._lock:
+            self._pending = (state.split, state.steps, state.latent)
+
+    def render_thumbnail(self, model) -> bool:
+        """Decode the newest hand-off if it is time (engine thread: the model is its own);
+        ``True`` if one was decoded."""
+        now = time.perf_counter()
+        with self._lock:
+            if self._pending is None or now < self._next_thumbnail:
+                return False
+            (split, steps, latent), self._pending = self._pending, None
+        from PIL import Image
+
+        image = Image.fromarray(model.decode(latent)[0])
+        spent = time.perf_counter() - now
+        self._next_thumbnail = now + max(THUMBNAIL_INTERVAL_S, spent / THUMBNAIL_SHARE)
+        if max(image.size) > THUMBNAIL_PX:
+            image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        elif max(image.size) < THUMBNAIL_PX:  # tiny models: scale up, keep the pixels visible
+            scale = THUMBNAIL_PX // max(image.size)
+            image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        png = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        with self._lock:
+            self._thumbnails.appendleft(
+                {"split": split, "steps": steps, "at": round(now - self.started, 1), "png": png}
+            )
+        return True
+
+    # ------------------------------------------------------------------ the page's data (HTTP thread)
+    def snapshot(self, engine, thumbnails: bool = True) -> dict:
+        """The page's data; ``thumbnails=False`` leaves the hand-off images out."""
+        now = time.perf_counter()
+        with self._lock:
+            windows = list(self._windows)
+            measured_of = dict(self._measured)
+            seconds = [list(b) for b in self._seconds]
+            latency = {k: np.array(v) for k, v in self._latency.items()}
+            lookups = list(self._lookups)
+            images = list(self._thumbnails) if thumbnails else []
+        uptime = now - self.started
+        recent = []
+        for w in reversed(windows):
+            granted = [m for m in w.members if m[1] not in ("denied", "failed")]
+            measured, predicted = [], []
+            for job_id, _, _, _, handoff in granted:
+                if measured_of.get(job_id) is not None:
+                    measured.append(measured_of[job_id])
+                    predicted.append(handoff)
+            recent.append(
+                {
+                    "index": w.index,
+                    "age_s": round(uptime - w.at, 1),
+                    "requests": len(w.members),
+                    "granted": len(granted),
+                    "denied": sum(m[1] == "denied" for m in w.members),
+                    "failed": sum(m[1] == "failed" for m in w.members),
+                    "splits": sorted(m[2] for m in granted),
+                    "steps": sorted({m[3] for m in w.members}),
+                    "decision_ms": round(w.decision_s * 1e3, 2),
+                    "predicted_handoff_s": _mean([m[4] for m in granted]),
+                    "measured_handoff_s": _mean(measured),
+                    "predicted_handoff_done_s": _mean(predicted),
+                    "finished": len(measured),
+                }
+            )
+        now_second = int(uptime)
+        occupancy = [
+            {
+                "t": b[0] - now_second,
+                "steps": b[1],
+                "mean_batch": round(b[2] / b[1], 2) if b[1] else 0.0,
+                "busy": round(min(b[3], 1.0), 3),
+                "queue": b[4],
+            }
+            for b in seconds
+        ]
+        info = engine.info()
+        cache = info["cache"]
+        return {
+            "uptime_s": round(uptime, 1),
+            "model": info["model"],
+            "policy": info["policy"],
+            "window_s": info["window_s"],
+            "b_max": self.b_max,
+            "closing": engine.closing,
+            "queue": info["stats"]["queued"],
+            "batch_members": engine.batch_members,
+            "accepted": info["stats"]["accepted"],
+            "terminal": info["stats"]["terminal"],
+            "windows": recent,
+            "occupancy": occupancy,
+            "cache": {
+                "entries": cache["entries"],
+                "bytes": cache["bytes"],
+                "capacity_bytes": cache["capacity_bytes"],
+                "lookups": len(lookups),
+                "hit_rate": round(sum(lookups) / len(lookups), 4) if lookups else None,
+            },
+            "latency_s": {k: _percentiles(v) for k, v in latency.items()},
+            "thumbnails": images,
+        }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _percentiles(values: np.ndarray) -> dict:
+    if not len(values):
+        return {"count": 0, "p50": None, "p99": None}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"count": int(len(values)), "p50": round(float(p50), 4), "p99": round(float(p99), 4)}

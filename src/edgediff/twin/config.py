@@ -1,0 +1,204 @@
+"""The twin's parameters: sites (each a :class:`ServiceConfig` with its calibrated edge), the
+workload, and the run. Frozen dataclasses, validated when built; bad input raises
+:class:`TwinError` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgediff.core.instance import INTERMEDIATE_BITS
+from edgediff.core.profiles import PRESETS, USER_ROWS
+from edgediff.errors import InputError
+from edgediff.service.config import ServiceConfig, ServiceConfigError
+
+
+class TwinError(InputError):
+    """A twin parameter, site or workload file is invalid; the message names it."""
+
+
+def parse_profile(spec) -> tuple[float, float]:
+    """``(k, h)`` seconds per step from a preset name (``edge-h100``, ``row0``..``row10``), a
+    ``"k,h"`` string, a ``{"k": .., "h": ..}`` mapping, or the path of a ``calibrate`` JSON."""
+    if isinstance(spec, dict):
+        try:
+            return float(spec["k"]), float(spec["h"])
+        except (KeyError, TypeError, ValueError):
+            raise TwinError(f"profile {spec!r}: needs numbers k and h") from None
+    spec = str(spec).strip()
+    if spec in PRESETS:
+        return PRESETS[spec].k, PRESETS[spec].h
+    if "," in spec:
+        try:
+            k, h = (float(x) for x in spec.split(","))
+        except ValueError:
+            raise TwinError(f"profile {spec!r}: expected 'k,h' (seconds per step)") from None
+        return k, h
+    path = Path(spec)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            return parse_profile(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise TwinError(f"profile {spec}: not JSON ({err})") from None
+    raise TwinError(f"profile {spec!r}: not a preset ({', '.join(PRESETS)}), 'k,h', or a calibration JSON file")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One edge site: ``service`` is what ``edgediff serve`` would run there (window, policy,
+    ``G``, ``B_max``, cache, link) and must carry the site's calibrated ``edge_profile``;
+    ``intermediate_bits`` is the size of its model's latent payload; ``phase_s`` when its
+    window clock started (windows end at ``phase_s + j K``). ``step_profile`` is what a
+    batched step really takes, when it differs from the calibration the site decides with
+    (default: the same)."""
+
+    service: ServiceConfig
+    name: str = "site0"
+    intermediate_bits: int = INTERMEDIATE_BITS
+    phase_s: float = 0.0
+    step_profile: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.service.edge_profile is None:
+            raise TwinError(f"site {self.name}: needs an edge profile (a calibration, a preset or k,h)")
+        if self.intermediate_bits <= 0 or not math.isfinite(self.phase_s):
+            raise TwinError(f"site {self.name}: intermediate_bits must be > 0 and phase_s finite")
+        if self.step_profile is not None:
+            k, h = self.step_profile
+            if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.service.gpus + h <= 0:
+                raise TwinError(f"site {self.name}: step_profile must have k >= 0 and k/G + h > 0")
+
+    @property
+    def executed_profile(self) -> tuple[float, float]:
+        """``(k, h)`` of the site's batched steps as they run."""
+        return self.service.edge_profile if self.step_profile is None else self.step_profile
+
+
+def make_site(
+    name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service
+) -> Site:
+    """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
+    try:
+        config = ServiceConfig(edge_profile=parse_profile(profile), **service)
+    except ServiceConfigError as err:
+        raise TwinError(f"site {name}: {err}") from None
+    except TypeError as err:
+        raise TwinError(f"site {name}: {err}") from None
+    return Site(config, name, intermediate_bits, phase_s)
+
+
+def load_sites(path: str | Path) -> list[Site]:
+    """Sites from a JSON file: a list of objects with ``name``, ``profile`` (as
+    :func:`parse_profile`), ``count`` (copies, named ``name-0`` ...; default 1) and any
+    :class:`ServiceConfig` field (``window_s``, ``policy``, ``gpus``, ``b_max``, ``cache_gb``, ...)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise TwinError(f"sites file {path}: {err}") from None
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
+        raise TwinError(f"sites file {path}: expected a non-empty JSON list of objects")
+    sites = []
+    for i, spec in enumerate(data):
+        spec = dict(spec)
+        name = str(spec.pop("name", f"site{i}"))
+        count = spec.pop("count", 1)
+        if not isinstance(count, int) or count < 1:
+            raise TwinError(f"sites file {path}: site {name}: count must be a positive integer")
+        for j in range(count):
+            sites.append(make_site(name if count == 1 else f"{name}-{j}", **spec))
+    if len({s.name for s in sites}) != len(sites):
+        raise TwinError(f"sites file {path}: site names must be unique")
+    return sites
+
+
+def uniform_sites(count: int, **site) -> list[Site]:
+    """``count`` identical sites ``site0`` .. (each :func:`make_site` with ``site``)."""
+    if count < 1:
+        raise TwinError(f"sites must be >= 1, got {count}")
+    first = make_site("site0", **site)
+    return [first] + [replace(first, name=f"site{i}") for i in range(1, count)]
+
+
+# the paper's device mix: rows 3..10 with weights rising linearly 1..2 (docs/offloading-model.md)
+PAPER_DEVICE_MIX = {f"row{r}": float(w) for r, w in zip(USER_ROWS, range(1, 1 + USER_ROWS.size))}
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Generated arrivals: Poisson at ``rate`` requests per second (all sites together) for
+    ``duration_s``; with ``diurnal`` (24 hourly multipliers of ``rate``, hour 0 at time 0) a
+    non-homogeneous Poisson process. ``users`` users, each with a device drawn from
+    ``device_mix`` (preset name -> weight; default the paper's rows 3..10) and an α drawn as the
+    paper's generator does for that device (or uniform in ``alpha`` = ``(lo, hi)``); each request
+    asks ``steps`` steps for a content class drawn from a Zipf(``zipf_s``) catalog of
+    ``classes`` classes in ``topics`` topics (the Part B catalog of docs/caching-model.md)."""
+
+    rate: float = 10.0
+    duration_s: float = 600.0
+    diurnal: tuple[float, ...] | None = None
+    users: int = 1000
+    device_mix: dict = field(default_factory=lambda: dict(PAPER_DEVICE_MIX))
+    alpha: tuple[float, float] | None = None
+    steps: int = 50
+    classes: int = 20_000
+    topics: int = 500
+    zipf_s: float = 0.9
+
+    def __post_init__(self):
+        for name in ("rate", "duration_s", "zipf_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TwinError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("users", "steps", "classes", "topics"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TwinError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.topics > self.classes:
+            raise TwinError(f"topics must be <= classes ({self.classes}), got {self.topics}")
+        if self.diurnal is not None:
+            curve = tuple(float(x) for x in self.diurnal)
+            if len(curve) != 24 or min(curve) < 0 or not all(map(math.isfinite, curve)) or max(curve) == 0:
+                raise TwinError("diurnal must be 24 finite hourly multipliers >= 0, not all 0")
+            object.__setattr__(self, "diurnal", curve)
+        if not self.device_mix:
+            raise TwinError("device_mix must name at least one device")
+        for name, weight in self.device_mix.items():
+            parse_profile(name)
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+                raise TwinError(f"device_mix weight of {name} must be >= 0, got {weight!r}")
+        if sum(self.device_mix.values()) <= 0:
+            raise TwinError("device_mix weights must not all be 0")
+        if self.alpha is not None:
+            lo, hi = self.alpha
+            if not (0 < lo <= hi and math.isfinite(hi)):
+                raise TwinError(f"alpha must be (lo, hi) with 0 < lo <= hi, got {self.alpha}")
+
+
+# a diurnal curve shaped like a city's day: a night trough at 4:00, peaks at 12:00 and 19:00
+CITY_DAY = (
+    0.35, 0.25, 0.2, 0.15, 0.15, 0.2, 0.35, 0.6, 0.85, 0.95, 1.0, 1.0,
+    1.0, 0.95, 0.9, 0.9, 0.9, 0.95, 1.0, 1.0, 0.9, 0.75, 0.6, 0.45,
+)  # fmt: skip
+"""Hourly multipliers for ``WorkloadConfig.diurnal`` (``--diurnal city``)."""
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """One run: ``sites`` (routing among them: docs/results-twin.md), ``seed`` for every
+    random draw, and ``bin_s`` the width of the time bins of the per-hour outputs."""
+
+    sites: tuple[Site, ...]
+    seed: int = 0
+    bin_s: float = 3600.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "sites", tuple(self.sites))
+        if not self.sites:
+            raise TwinError("at least one site is needed")
+        if not (math.isfinite(self.bin_s) and self.bin_s > 0):
+            raise TwinError(f"bin_s must be > 0, got {self.bin_s}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise TwinError(f"seed must be an integer >= 0, got {self.seed!r}")

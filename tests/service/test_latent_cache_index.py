@@ -1,0 +1,158 @@
+"""The latent cache's vector index against a brute-force reference: the same hits (entry,
+step, similarity), the same refusals and the same victims over random operations."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgediff.cache.eviction import EntryStats, victim
+from edgediff.cache.model import theta
+from edgediff.runtime.request import GenerationRequest, LatentState
+from edgediff.service.latent_cache import LatentCache
+
+
+class BruteForceCache:
+    """The rules of docs/service.md written out entry by entry: every lookup and insert scans
+    the whole list; the victim is :func:`edgediff.cache.eviction.victim` over all entries."""
+
+    def __init__(self, capacity_bytes, theta_min, eviction):
+        self.capacity, self.theta_min, self.rule = capacity_bytes, theta_min, eviction
+        self.entries = []  # dicts, in insertion order
+        self.bytes = self.clock = self.evictions = 0
+
+    def lookup(self, embedding, steps, shape, max_step, reusable_steps):
+        self.clock += 1
+        best = None
+        for e in self.entries:
+            if e["steps"] != steps or e["shape"] != shape or e["step"] > min(max_step, reusable_steps):
+                continue
+            sim = float(np.dot(embedding.astype(np.float64), e["embedding"].astype(np.float64)))
+            if sim >= theta(e["step"], reusable_steps, self.theta_min) - 1e-6:
+                if best is None or (e["step"], sim) > (best[0]["step"], best[1]):
+                    best = (e, sim)
+        if best is None:
+            return None
+        best[0]["uses"] += 1
+        best[0]["last_used"] = self.clock
+        return best
+
+    def insert(self, embedding, state, step, label):
+        nbytes = state.latent.numel() * state.latent.element_size() + embedding.nbytes
+        if nbytes > self.capacity:
+            return False
+        self.clock += 1
+        shape = tuple(state.latent.shape)
+        for e in self.entries:
+            if e["step"] == step and e["steps"] == state.steps and e["shape"] == shape:
+                if float(np.dot(embedding.astype(np.float64), e["embedding"].astype(np.float64))) >= 0.999:
+                    return False
+        while self.bytes + nbytes > self.capacity:
+            stats = EntryStats(
+                last_used=np.array([e["last_used"] for e in self.entries]),
+                uses=np.array([e["uses"] for e in self.entries]),
+                step=np.array([e["step"] for e in self.entries]),
+            )
+            gone = self.entries.pop(victim(self.rule, stats))
+            self.bytes -= gone["nbytes"]
+            self.evictions += 1
+        entry = dict(embedding=embedding, steps=state.steps, shape=shape, step=step, label=label, nbytes=nbytes)
+        self.entries.append(dict(entry, uses=0, last_used=self.clock))
+        self.bytes += nbytes
+        return True
+
+
+SHAPES = [(1, 2, 2, 2), (1, 2, 4, 4)]
+STEPS = [20, 30]  # S* = 6 and 9 (round(0.3 N))
+
+
+def random_embedding(rng, centres):
+    """Near one of a few prompt clusters (hits and duplicates happen), sometimes an exact repeat
+    of a centre (the same prompt) or, rarely, a non-unit vector."""
+    centre = centres[rng.integers(len(centres))]
+    kind = rng.random()
+    if kind < 0.25:
+        return centre.copy()
+    if kind < 0.28:
+        return (centre * 0.9).astype(np.float32)
+    v = centre + rng.normal(0, rng.choice([0.003, 0.01, 0.2, 0.5]), centre.size)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rule", ["lcbfu", "lru", "lfu"])
+@pytest.mark.parametrize("theta_min", [0.8, 0.3])
+def test_index_matches_brute_force(rule, theta_min):
+    rng = np.random.default_rng([len(rule), int(theta_min * 10)])
+    dim = 24
+    centres = rng.normal(size=(6, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    capacity = 40 * (2 * 16 * 4 + dim * 4)  # about 40 small entries: evictions all the time
+    cache, reference = LatentCache(capacity, theta_min, rule), BruteForceCache(capacity, theta_min, rule)
+    made = {}  # label -> embedding, to know who is who
+    hits = stored = refused = 0
+    for op in range(1500):
+        steps = STEPS[rng.integers(2)]
+        shape = SHAPES[rng.integers(2)]
+        reusable = round(0.3 * steps)
+        embedding = random_embedding(rng, centres)
+        if rng.random() < 0.55:
+            step = int(rng.integers(1, reusable + 1))
+            label = f"e{op}"
+            value = float(op)
+            state = LatentState(torch.full(shape, value), GenerationRequest(label, steps=steps), steps - step, "S", {})
+            got = cache.insert(embedding, state, step, label)
+            assert got == reference.insert(embedding, state, step, label), op
+            stored += got
+            refused += not got
+            made[label] = value
+        else:
+            max_step = int(rng.integers(0, reusable + 1))
+            got = cache.lookup(embedding, steps, shape, max_step, reusable)
+            want = reference.lookup(embedding, steps, shape, max_step, reusable)
+            assert (got is None) == (want is None), op
+            if got is not None:
+                hits += 1
+                entry, sim = want
+                assert got.step == entry["step"] and got.similarity == pytest.approx(sim, abs=1e-5)
+                assert got.state.request.prompt == entry["label"] and got.state.split == steps - got.step
+                assert float(got.state.latent[0, 0, 0, 0]) == made[entry["label"]]  # that entry's latent
+                assert tuple(got.state.latent.shape) == shape
+        assert cache.bytes_used == reference.bytes and len(cache) == len(reference.entries)
+    assert cache.evictions == reference.evictions > 100
+    kept = [(e.prompt, e.step, e.uses, e.last_used, e.nbytes) for e in cache.entries()]
+    want = [(e["label"], e["step"], e["uses"], e["last_used"], e["nbytes"]) for e in reference.entries]
+    assert kept == want
+    assert hits > 100 and refused > 10 and stored > 300, (hits, refused, stored)  # every path exercised
+
+
+def test_growing_past_a_block_and_reusing_freed_rows(monkeypatch):
+    import edgediff.service.latent_cache as module
+
+    monkeypatch.setattr(module, "BLOCK", 8)  # blocks of 8 rows: many blocks, many free-list reuses
+    rng = np.random.default_rng(3)
+    dim, shape = 16, (1, 1, 2, 2)
+    capacity = 30 * (16 + dim * 4)
+    cache, reference = LatentCache(capacity, 0.8, "lru"), BruteForceCache(capacity, 0.8, "lru")
+    vectors = rng.normal(size=(60, dim))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    for op in range(600):
+        v = vectors[rng.integers(60)]
+        if rng.random() < 0.6:
+            step = int(rng.integers(1, 7))
+            state = LatentState(torch.full(shape, float(op)), GenerationRequest(f"e{op}", steps=20), 20 - step, "S", {})
+            assert cache.insert(v, state, step, f"e{op}") == reference.insert(v, state, step, f"e{op}")
+        else:
+            got, want = cache.lookup(v, 20, shape, 6, 6), reference.lookup(v, 20, shape, 6, 6)
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert got.state.request.prompt == want[0]["label"]
+    assert [e.prompt for e in cache.entries()] == [e["label"] for e in reference.entries]
+    (group,) = cache._groups.values()
+    assert group.n_rows <= 60 and len(group.emb_blocks) > 1  # freed rows were reused
+
+
+def test_dimension_mismatch_is_an_error():
+    cache = LatentCache(10**6)
+    state = LatentState(torch.zeros(1, 1, 2, 2), GenerationRequest("p", steps=20), 14, "S", {})
+    assert cache.insert(np.ones(4, np.float32) / 2, state, 6, "p")
+    with pytest.raises(ValueError, match="embedding has 3 dimensions, the cache holds 4"):
+        cache.insert(np.ones(3, np.float32), state, 5, "p")

@@ -1,0 +1,79 @@
+"""``edgediff simulate``: outputs, sweeps, and one stderr line with exit 2 on bad input."""
+
+import json
+
+import pytest
+
+from edgediff.cli import main
+
+
+def test_simulate_writes_the_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["simulate", "--rate", "8", "--duration", "20", "--sites", "2", "--steps", "30", "--window", "0.5",
+                 "--bin", "10", "--out", str(out), "--requests-csv"])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "requests over 2 site(s)" in text and "wrote" in text
+    names = {p.name for p in out.iterdir()}
+    assert {"twin-sites.csv", "twin-bins.csv", "twin-requests.csv", "twin.png", "twin.md", "twin.json"} <= names
+
+
+def test_simulate_json_is_seeded_and_reads_traces(tmp_path, capsys):
+    args = [
+        "simulate",
+        "--rate",
+        "6",
+        "--duration",
+        "15",
+        "--steps",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--seed",
+        "3",
+    ]
+    main(args)
+    first = json.loads(capsys.readouterr().out)
+    main(args)
+    assert json.loads(capsys.readouterr().out) == first
+    trace = tmp_path / "trace.csv"
+    trace.write_text('time,user,prompt_or_class,alpha,device\n0.1,ann,a cat,0.5,row9\n0.3,bob,7,0.5,"0.2,0.01"\n')
+    assert main(["simulate", "--trace", str(trace), "--steps", "20", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["requests"] == 2
+
+
+def test_simulate_sweep(tmp_path, capsys):
+    code = main(["simulate", "--sweep-policies", "exact,b1", "--sweep-windows", "0.5,1", "--rate", "5", "--duration",
+                 "10", "--steps", "20", "--out", str(tmp_path), "--json"])  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["policy"], r["window_s"]) for r in rows] == [("exact", 0.5), ("b1", 0.5), ("exact", 1.0), ("b1", 1.0)]
+    assert len({r["requests"] for r in rows}) == 1  # the same arrivals for every case of one workload
+    assert (tmp_path / "twin-sweep.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--policy", "nope"], "unknown policy 'nope'"),
+        (["--edge-profile", "fast"], "profile 'fast'"),
+        (["--trace", "missing.csv"], "trace missing.csv"),
+        (["--device-mix", "row3=x"], "--device-mix"),
+        (["--diurnal", "missing.txt"], "--diurnal missing.txt"),
+        (["--alpha", "1"], "--alpha"),
+        (["--sweep-policies", "exact", "--trace", "t.csv"], "a sweep"),
+        (["--sweep-windows", "0.5", "--edge-profile", "fast"], "profile 'fast'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    code = main(["simulate", "--duration", "5", "--out", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_malformed_trace_names_its_line(tmp_path, capsys):
+    trace = tmp_path / "t.csv"
+    trace.write_text("time,user,prompt_or_class,alpha,device\n1,u,cat,0,row5\n")
+    assert main(["simulate", "--trace", str(trace), "--out", str(tmp_path)]) == 2
+    assert "line 2: alpha must be > 0" in capsys.readouterr().err
