@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from edgediff.cache.config import CacheConfig, CacheConfigError
+from edgediff.cache.edge import EdgeServer
 from edgediff.cache.model import (
     Slot,
+    backlog_wait,
+    best_store,
     channel_rate,
-    entry_value,
     latencies,
     make_catalog,
     objective,
@@ -31,6 +33,8 @@ def random_slot(cfg, catalog, rng, n):
     usable[:, 0] = False
     cached = np.maximum.accumulate(np.where(usable, np.arange(s1), 0), axis=1)
     floor = float(rng.choice([0.0, 1e-3]))
+    value = rng.choice([0.0, 1e-4, 1e-3, 5e-3], (n, s1))
+    value[:, 0] = 0.0
     return Slot(
         0,
         np.arange(n),
@@ -38,9 +42,10 @@ def random_slot(cfg, catalog, rng, n):
         rng.uniform(0.5e9, 1.5e9, n),
         rng.uniform(1e6, 2e6, n),
         cached,
-        entry_value(cfg, catalog, cls[:, None], np.arange(s1)[None, :]),
+        value,
         floor,
         float(rng.uniform(0, 3000)),
+        backlog_wait(cfg, rng.uniform(0, 0.5, int(rng.integers(0, 4)))),
     )
 
 
@@ -119,7 +124,49 @@ def test_processor_sharing_matches_event_simulation():
         np.testing.assert_allclose(closed, events, rtol=1e-9, atol=1e-12)
 
 
-def test_latency_all_local_and_hit():
+def test_edge_server_carries_work_across_slots():
+    """One slot at a time with carry-over gives the finish times of one long processor-sharing run."""
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        arrivals = [rng.uniform(0.05, 0.6, int(rng.integers(0, 4))) for _ in range(6)]
+        edge, finish = EdgeServer(), {}
+        next_id = 0
+        for t, work in enumerate(arrivals):
+            edge.add(np.arange(next_id, next_id + work.size), work)
+            next_id += work.size
+            done, at = edge.run(1.0)
+            assert np.all(np.diff(at) >= 0) and np.all(at <= 1.0)
+            finish.update({int(j): t + a for j, a in zip(done, at)})
+        done, at = edge.run(np.inf)
+        finish.update({int(j): len(arrivals) + a for j, a in zip(done, at)})
+        # reference: event simulation with arrivals at integer times
+        ref = ps_with_arrivals([(t, w) for t, work in enumerate(arrivals) for w in work])
+        np.testing.assert_allclose([finish[i] for i in range(next_id)], ref, rtol=1e-9, atol=1e-9)
+
+
+def ps_with_arrivals(jobs):
+    """Egalitarian processor sharing with arrivals, event by event."""
+    arrive = np.array([a for a, _ in jobs], dtype=float)
+    remaining = np.array([w for _, w in jobs], dtype=float)
+    done = np.full(len(jobs), np.nan)
+    now = 0.0
+    while np.isnan(done).any():
+        active = (arrive <= now + 1e-12) & np.isnan(done)
+        future = arrive[arrive > now + 1e-12]
+        nxt = future.min() if future.size else np.inf
+        if not active.any():
+            now = nxt
+            continue
+        k = active.sum()
+        dt = min(remaining[active].min() * k, nxt - now)
+        remaining[active] -= dt / k
+        now += dt
+        finished = active & (remaining <= 1e-12)
+        done[finished] = now
+    return done
+
+
+def test_latency_all_local_hit_and_backlog():
     cfg = CacheConfig()
     slot = Slot(
         0,
@@ -131,11 +178,17 @@ def test_latency_all_local_and_hit():
         np.zeros((2, 7)),
         0.0,
         0.0,
+        backlog_wait(cfg, np.array([0.1, 2.0])),
     )
-    lat = latencies(cfg, slot, np.array([0, 6]), np.array([False, False]))
+    lat = latencies(cfg, slot, np.array([0, 6]), np.array([0, 0]))
     assert lat[0] == pytest.approx(20 * 1.5)  # all local: S w / f
-    assert lat[1] == pytest.approx(4e6 / 2e6 + 14 * 1.5)  # full hit: no edge compute
-    assert not storable(slot, np.array([6, 6]))[1]  # nothing new computed, nothing to store
+    assert lat[1] == pytest.approx(4e6 / 2e6 + 14 * 1.5)  # full hit: no edge compute, no wait
+    assert not storable(slot, np.array([6, 6]))[1].any()  # nothing new computed, nothing to store
+    # a 6-step job shares the edge with the backlog: its 0.45 s, plus 0.1 s and 0.45 s of theirs
+    lat = latencies(cfg, slot, np.array([6, 0]), np.array([0, 0]))
+    assert lat[0] == pytest.approx(0.45 + 0.1 + 0.45 + 2.0 + 14 * 1.5)
+    # the stored step may be shallower than the stop step, never one the edge did not compute
+    assert storable(slot, np.array([4, 6]))[0].tolist() == [False, True, True, True, True, False, False]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -147,13 +200,18 @@ def test_oo_is_the_per_slot_optimum(seed):
     for _ in range(15):
         n = int(rng.integers(1, 5))
         slot = random_slot(cfg, catalog, rng, n)
-        ms = np.array(list(itertools.product(range(s1), repeat=n)))
-        flags = np.array(list(itertools.product([False, True], repeat=n)))
-        m_all = np.repeat(ms, len(flags), axis=0)
-        s_all = np.tile(flags, (len(ms), 1)) & storable(slot, m_all)
-        brute = objective(cfg, slot, m_all, s_all).min()
-        m, store = solve_slot(cfg, slot)
-        assert objective(cfg, slot, m, store) == pytest.approx(brute, rel=1e-12, abs=1e-9)
+        per_request = []
+        for r in range(n):
+            opts = []
+            for m in range(s1):
+                ok = storable(slot, np.full(n, m))[r]
+                opts += [(m, k) for k in range(s1) if k == 0 or ok[k]]
+            per_request.append(opts)
+        combos = np.array(list(itertools.product(*per_request)))  # (N, n, 2)
+        brute = objective(cfg, slot, combos[..., 0], combos[..., 1]).min()
+        m, stored = solve_slot(cfg, slot)
+        assert objective(cfg, slot, m, stored) == pytest.approx(brute, rel=1e-12, abs=1e-9)
+        assert np.array_equal(stored, best_store(cfg, slot, m))
 
 
 @pytest.mark.parametrize(
@@ -163,6 +221,7 @@ def test_oo_is_the_per_slot_optimum(seed):
         {"reusable_steps": 21},
         {"p_req": 1.5},
         {"capacity_bytes": -1.0},
+        {"capacity_bytes": 1000.0},  # below one 500 KB output
         {"V": float("nan")},
         {"f_min": 2e9},
         {"slots": 2.5},

@@ -14,6 +14,11 @@ KEYS = {
     "time_saved_per_request_s",
     "mean_queue",
     "decision_time_ms",
+    "mean_backlog_s",
+    "p95_backlog_s",
+    "final_backlog_s",
+    "unstable",
+    "cache_full_slot",
 }
 
 
@@ -43,6 +48,7 @@ def test_cache_sim_text(capsys):
         (["--policy", "lru", "--reusable-steps", "21"], "--reusable-steps must be in [1, steps=20]"),
         (["--policy", "lru", "--users", "0"], "must be >= 1"),
         (["--policy", "lru", "--capacity-gb", "-1"], "must be >= 0.0"),
+        (["--policy", "lru", "--capacity-gb", "0.0001"], "--capacity-gb must be 0 (no cache) or hold at least one"),
         (["--policy", "lru", "--V", "nan"], "must be >= 0.0"),
         (["--policy", "lru", "--slots", "ten"], "expected an integer"),
         (["--policy"], "argument --policy: expected one argument"),  # --policy itself defaults to lcbfu
@@ -76,6 +82,7 @@ def test_reproduce_quick_figure_end_to_end(tmp_path, capsys):
     png = (out / "cache-fig10.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     rows = (out / "cache-fig10.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 7  # 3 capacities x 7 policies
+    assert len(rows) == 1 + 3 * 9  # 3 capacities x (7 policies + 2 reference rows)
     assert rows[0].startswith("capacity_gb,policy,mean_response_time_s")
-    assert "drc cuts response time" in (out / "cache-fig10.md").read_text()
+    summary = (out / "cache-fig10.md").read_text()
+    assert "0 GB (oo)" in summary and "all-hit floor" in summary and "(best classic)" in summary

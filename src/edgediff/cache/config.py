@@ -18,8 +18,8 @@ class CacheConfig:
     users: int = 10  # U
     slots: int = 10_000  # T
     p_req: float = 0.5  # request probability per user and slot
-    classes: int = 20_000  # C
-    topics: int = 500
+    classes: int = 200_000  # C (revision 2: large enough that 1-5 GB binds, docs/caching-model.md)
+    topics: int = 8_000  # 25 classes per topic
     zipf_s: float = 0.9
     # diffusion
     steps: int = 20  # S
@@ -48,6 +48,7 @@ class CacheConfig:
     V: float = 1800.0
     L_bar: float = 28.0  # long-term latency target (s); see docs/caching-model.md
     value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
+    rate_memory_slots: float = 2_000.0  # memory of the online request-rate estimates (decayed counts)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -63,6 +64,11 @@ class CacheConfig:
         for name in ("V", "L_bar", "write_cost_s", "capacity_bytes"):
             if getattr(self, name) < 0:
                 raise CacheConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if 0 < self.capacity_bytes < self.output_bytes:
+            raise CacheConfigError(
+                f"capacity_bytes must be 0 (no cache) or hold at least one output of {self.output_bytes:g} bytes "
+                f"({self.output_bytes / 1e9:g} GB), got {self.capacity_bytes:g} bytes"
+            )
         if self.p_req > 1:
             raise CacheConfigError(f"p_req must be <= 1, got {self.p_req}")
         if not 1 <= self.reusable_steps <= self.steps:

@@ -1,15 +1,18 @@
 """DRC (seed 002, Algorithm 1): a DROO-style actor with a model-based critic, and DNN.
 
-Every slot: the actor (an MLP, ReLU hidden layers, sigmoid output) maps the observed state
-to a relaxed offloading decision ``I_hat`` in (0, 1)^(U x S*) (``I[u, m] = 1``: step ``m`` of
-user ``u``'s request runs at the edge); order-preserving quantization turns it into ``K``
-binary candidates; each candidate's stop steps are ``m_u = sum_m I[u, m]`` (constraint (7):
-edge steps come first); the critic scores every candidate with the per-slot objective of
-``model.objective`` (the store flags, separable given the stop steps, chosen optimally by
-``model.best_store``) and keeps the best; ``(state, best decision)`` goes into a replay
-memory, and every ``train_interval`` slots the actor takes one Adam step on the binary
-cross-entropy (eq. (38)) of a random batch. ``dnn`` is the actor alone: one rounded
-candidate, no search (DROO's K = 1 ablation), trained the same way on what it chose.
+Every slot the actor (an MLP, ReLU hidden layers, sigmoid output, applied to each user's row
+of features with the global ones appended, weights shared across users) maps the observed
+state to a relaxed placement decision in (0, 1)^(U x 2 S*): per user, ``S*`` stop bits ``I[u, m]``
+(step ``m`` runs at the edge; the stop step is their sum, constraint (7)) and ``S*`` store bits
+(the stored step ``m'`` is their sum, clipped to the stop step; it counts only if the edge
+computes that step, else nothing is stored). Order-preserving quantization (eqs. (36)-(37)) of
+the requesting users' entries gives ``K`` binary candidates; the critic scores every candidate
+with the per-slot objective (``model.objective``) and keeps the best; ``(state, best
+decision)`` goes into a replay memory, and every ``train_interval`` slots the actor takes one
+Adam step on the binary cross-entropy (eq. (38)) of a random batch. ``K`` adapts as in DROO:
+every ``k_interval`` slots it becomes one more than the largest index of a winning candidate
+over that interval. ``dnn`` is the actor alone: one rounded candidate, trained on its own
+choices. docs/caching-model.md lists the deviations from Algorithm 1 and DROO.
 """
 
 from __future__ import annotations
@@ -21,22 +24,22 @@ import torch
 from torch import nn
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import Slot, best_store, objective
+from edgediff.cache.model import Slot, latencies, objective, valid_store
 from edgediff.cache.policies import CachePolicy
 
-FEATURES_PER_USER = 5
+GLOBAL_FEATURES = 4
 
 
 @dataclass(frozen=True)
 class DrcConfig:
-    """Hyper-parameters of the actor and its training (DROO's values)."""
+    """Hyper-parameters of the actor and its training (DROO's values where DROO has one)."""
 
     hidden: tuple[int, int] = (120, 80)
     learning_rate: float = 0.01
     memory_size: int = 1024
     batch_size: int = 128
     train_interval: int = 10
-    candidates: int = 0  # K; 0 = every order-preserving threshold (n S* + 1)
+    k_interval: int = 32  # DROO's Delta: how often K adapts
     init_std: float = 0.1  # zero-mean normal initialization (Sec. 4.3)
 
 
@@ -79,34 +82,52 @@ class DrcPolicy(CachePolicy):
         super().__init__(name, cfg, seed)
         self.hp = drc or DrcConfig()
         gen = torch.Generator().manual_seed(seed)
-        self.s_star = cfg.reusable_steps
-        n_in = FEATURES_PER_USER * cfg.users + 1
-        self.actor = Actor(n_in, cfg.users * self.s_star, self.hp.hidden, self.hp.init_std, gen)
+        self.s_star = s = cfg.reusable_steps
+        self.per_user_in = 3 + 3 * s
+        # one network applied to every user's row (its features and the global ones), weights shared
+        self.row_in = self.per_user_in + GLOBAL_FEATURES
+        n_in = self.row_in * cfg.users
+        n_out = cfg.users * 2 * s
+        self.actor = Actor(self.row_in, 2 * s, self.hp.hidden, self.hp.init_std, gen)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=self.hp.learning_rate)
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="none")
         size = self.hp.memory_size
         self.mem_x = np.zeros((size, n_in), dtype=np.float32)
-        self.mem_y = np.zeros((size, cfg.users * self.s_star), dtype=np.float32)
-        self.mem_mask = np.zeros((size, cfg.users * self.s_star), dtype=np.float32)
+        self.mem_y = np.zeros((size, n_out), dtype=np.float32)
+        self.mem_mask = np.zeros((size, n_out), dtype=np.float32)
         self.mem_count = 0
         self.rng = np.random.default_rng(seed)
         self.losses: list[float] = []
+        self.k = cfg.users * 2 * s + 1  # K starts at its largest, as in DROO
+        self.k_history: list[int] = []
+        self._winners: list[int] = []
         self._slots_seen = 0
         self._last_x: np.ndarray | None = None
         self._sync_weights()
 
     # ------------------------------------------------------------------ state
     def features(self, slot: Slot) -> np.ndarray:
-        """Per user: requesting, rate, local speed, best cached step, value of storing at S*; and Q."""
-        cfg, u = self.cfg, slot.users
-        f = np.zeros((cfg.users, FEATURES_PER_USER), dtype=np.float32)
+        """Per user: requesting, rate, local speed; for each step m = 1..S*, the time offloading up to
+        m would save that user alone (with the backlog, no write), the deepest usable cached step
+        ``j(m)``, and the log future value of storing step m; then the edge backlog, its jobs, the
+        queue and the cache fill."""
+        cfg, u, s = self.cfg, slot.users, self.s_star
+        f = np.zeros((cfg.users, self.per_user_in), dtype=np.float32)
         f[u, 0] = 1.0
         f[u, 1] = slot.rate / 2e6
         f[u, 2] = slot.f_local / cfg.f_max
-        f[u, 3] = slot.cached_step[:, -1] / self.s_star
-        f[u, 4] = np.log10(1e-6 + cfg.value_horizon_slots * np.maximum(slot.value[:, -1] - slot.value_floor, 0)) / 6
+        alone = latencies(
+            cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0
+        )
+        own = np.diagonal(alone, axis1=1, axis2=2).T  # (n, S*): user r alone offloading to m
+        local = cfg.steps * cfg.cycles_per_step / slot.f_local
+        f[u, 3 : 3 + s] = (local[:, None] - own) / 10.0
+        f[u, 3 + s : 3 + 2 * s] = slot.cached_step[:, 1:] / s
+        gain = cfg.value_horizon_slots * (slot.value[:, 1:] - slot.value_floor)
+        f[u, 3 + 2 * s :] = np.log10(1.0 + np.maximum(gain, 0.0)) / 3
         q = slot.Q / (slot.Q + cfg.V * max(cfg.request_rate, 1.0))
-        return np.append(f.ravel(), np.float32(q))
+        g = np.array([slot.backlog_s / 5.0, slot.edge_jobs / 10.0, q, slot.cache_fill], dtype=np.float32)
+        return np.concatenate([f, np.broadcast_to(g, (cfg.users, GLOBAL_FEATURES))], axis=1).ravel()
 
     def _sync_weights(self) -> None:
         """Copy the actor's weights to NumPy: a forward pass of this size is faster there."""
@@ -117,32 +138,40 @@ class DrcPolicy(CachePolicy):
         ]
 
     def _relaxed(self, x: np.ndarray) -> np.ndarray:
-        h = x
+        h = x.reshape(self.cfg.users, self.row_in)
         for i, (w, b) in enumerate(self._weights):
             h = h @ w + b
             if i < len(self._weights) - 1:
                 h = np.maximum(h, 0.0)
         return 0.5 * (1.0 + np.tanh(0.5 * h))  # the sigmoid, without overflow
 
+    def decode(self, slot: Slot, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Binary candidates ``(K, n, 2 S*)`` to stop steps and stored steps, each ``(K, n)``."""
+        m = bits[..., : self.s_star].sum(axis=-1)
+        stored = np.minimum(bits[..., self.s_star :].sum(axis=-1), m)
+        return m, valid_store(slot, m, stored)
+
     # ------------------------------------------------------------------ decide
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
         x = self.features(slot)
-        relaxed = self._relaxed(x).reshape(self.cfg.users, self.s_star)
+        relaxed = self._relaxed(x).reshape(self.cfg.users, 2 * self.s_star)
         mine = relaxed[slot.users].ravel()  # only requesting users' entries are decisions
-        k = 1 if self.single_candidate else (self.hp.candidates or mine.size + 1)
-        cands = quantize(mine, k).reshape(-1, slot.n, self.s_star)
-        m = cands.sum(axis=2)  # (K, n) stop steps
-        store = best_store(self.cfg, slot, m)
-        best = int(np.argmin(objective(self.cfg, slot, m, store)))
+        k = 1 if self.single_candidate else min(self.k, mine.size + 1)
+        cands = quantize(mine, k).reshape(-1, slot.n, 2 * self.s_star)
+        m, stored = self.decode(slot, cands)
+        best = int(np.argmin(objective(self.cfg, slot, m, stored)))
+        self._winners.append(best)
         self._last_x = x
-        return m[best], store[best]
+        return m[best], stored[best]
 
     # ------------------------------------------------------------------ learn
-    def learn(self, slot: Slot, m: np.ndarray, store: np.ndarray) -> None:
-        cfg = self.cfg
-        y = np.zeros((cfg.users, self.s_star), dtype=np.float32)
-        y[slot.users] = np.arange(1, self.s_star + 1)[None, :] <= m[:, None]
-        mask = np.zeros((cfg.users, self.s_star), dtype=np.float32)
+    def learn(self, slot: Slot, m: np.ndarray, stored: np.ndarray) -> None:
+        cfg, s = self.cfg, self.s_star
+        levels = np.arange(1, s + 1)[None, :]
+        y = np.zeros((cfg.users, 2 * s), dtype=np.float32)
+        y[slot.users, :s] = levels <= m[:, None]
+        y[slot.users, s:] = levels <= stored[:, None]
+        mask = np.zeros((cfg.users, 2 * s), dtype=np.float32)
         mask[slot.users] = 1.0
         i = self.mem_count % self.hp.memory_size
         self.mem_x[i], self.mem_y[i], self.mem_mask[i] = self._last_x, y.ravel(), mask.ravel()
@@ -150,12 +179,18 @@ class DrcPolicy(CachePolicy):
         self._slots_seen += 1
         if self._slots_seen % self.hp.train_interval == 0 and self.mem_count >= self.hp.batch_size:
             self.train_step()
+        if not self.single_candidate and self._slots_seen % self.hp.k_interval == 0:
+            # DROO's adaptive K: one more than the largest winning index (1-based) of the interval
+            self.k = max(self._winners) + 2
+            self._winners.clear()
+            self.k_history.append(self.k)
 
     def train_step(self) -> float:
         filled = min(self.mem_count, self.hp.memory_size)
         idx = self.rng.choice(filled, size=self.hp.batch_size, replace=False)
         x, y, mask = (torch.from_numpy(a[idx]) for a in (self.mem_x, self.mem_y, self.mem_mask))
-        loss = (self.loss_fn(self.actor(x), y) * mask).sum() / mask.sum().clamp(min=1.0)
+        logits = self.actor(x.view(x.shape[0], self.cfg.users, self.row_in)).reshape(y.shape)
+        loss = (self.loss_fn(logits, y) * mask).sum() / mask.sum().clamp(min=1.0)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

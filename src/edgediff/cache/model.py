@@ -1,10 +1,12 @@
-"""The Part B system model (docs/caching-model.md): catalog, reusable-step rule, channel, compute, latency
-and the drift-plus-penalty per-slot objective. Pure, vectorized NumPy functions.
+"""The Part B system model (docs/caching-model.md, revision 2): catalog, reusable-step rule, channel,
+a loaded processor-sharing edge, latency and the drift-plus-penalty per-slot objective. Pure,
+vectorized NumPy functions.
 
-A slot's decision is, per request ``r``, the step ``m_r`` in ``0..S*`` where the edge stops
-(0 = all local) and whether the output at ``m_r`` is stored. Functions here accept decision
-arrays with any leading candidate axes, shape ``(..., n)``, so a critic scores ``K``
-candidates in one call.
+A slot's decision is the paper's placement ``J`` per request ``r``: the step ``m_r`` in
+``0..S*`` where the edge stops (0 = all local) and the step ``m'_r`` whose output is stored
+(0 = none; else ``j_r(m_r) < m'_r <= m_r``, a step the edge computes for it this slot).
+Functions here accept decision arrays with any leading candidate axes, shape ``(..., n)``, so
+a critic scores ``K`` candidates in one call.
 """
 
 from __future__ import annotations
@@ -82,60 +84,50 @@ def channel_rate(cfg: CacheConfig, bandwidth_hz, distance_m, fading) -> np.ndarr
     return bandwidth_hz * np.log2(1.0 + cfg.tx_power_w * gain / cfg.noise_w)
 
 
-def save_per_hit_s(cfg: CacheConfig) -> np.ndarray:
-    """Estimated slot-wide latency a hit of ``m`` cached steps saves, for m = 0..S*.
-
-    Under processor sharing with ``k`` equal edge jobs the sum of completion times is
-    ``k^2 x / f``; removing one job saves ``(2k - 1) x / f``. We take ``k`` = the expected
-    requests per slot, U * p_req.
-    """
-    k = max(cfg.request_rate, 1.0)
-    m = np.arange(cfg.reusable_steps + 1, dtype=float)
-    return m * cfg.cycles_per_step / cfg.f_es * (2 * k - 1)
-
-
-def entry_value(cfg: CacheConfig, catalog: Catalog, cls: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """Future value rate (seconds saved per slot) of a cached output of class ``cls`` at ``step``.
-
-    ``lambda * pi * s(m)``: the expected requests per slot that the entry can serve (its class,
-    or its whole topic when ``theta(m) <= sigma_topic``) times the time each hit saves.
-    """
-    cls, step = np.asarray(cls), np.asarray(step)
-    topic_ok = topic_reusable_steps(cfg)[step]
-    pi = np.where(topic_ok, catalog.topic_mass[catalog.topic[cls]], catalog.popularity[cls])
-    return np.where(step > 0, cfg.request_rate * pi * save_per_hit_s(cfg)[step], 0.0)
-
-
 @dataclass(frozen=True)
 class Slot:
-    """What a policy sees in one slot: the ``n`` requests and the system state."""
+    """What a policy sees in one slot: the ``n`` requests and the system state (no true popularity)."""
 
     t: int
     users: np.ndarray  # (n,) requesting users
     cls: np.ndarray  # (n,) content classes
     f_local: np.ndarray  # (n,) local CPU frequency this slot (Hz)
     rate: np.ndarray  # (n,) downlink rate this slot (bit/s)
-    cached_step: np.ndarray  # (n, S*+1) J[r, m] = best usable cached step <= m (0: none)
-    value: np.ndarray  # (n, S*+1) entry_value of storing the output at step m
+    cached_step: np.ndarray  # (n, S*+1) j_r(m) = deepest usable cached step <= m (0: none)
+    value: np.ndarray  # (n, S*+1) estimated value rate of storing the output at step m' (demand.py)
     value_floor: float  # value rate of what a store would evict (0 while the cache has room)
     Q: float  # virtual queue backlog
+    backlog_wait: np.ndarray  # (S*+1,) sum_k min(e w / f_es, b_k): the backlog's share against e new steps
+    backlog_s: float = 0.0  # unfinished edge work (s at full speed)
+    edge_jobs: int = 0  # unfinished edge jobs
+    cache_fill: float = 0.0  # fraction of the cache capacity in use
 
     @property
     def n(self) -> int:
         return int(self.users.size)
 
 
+def _pick(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``table[..., r, idx[..., r]]`` for a per-request table ``(n, K)`` and indices ``(..., n)``."""
+    idx = np.asarray(idx)
+    return np.take_along_axis(np.broadcast_to(table, idx.shape + (table.shape[-1],)), idx[..., None], axis=-1)[..., 0]
+
+
 def edge_work(slot: Slot, m: np.ndarray) -> np.ndarray:
-    """Steps the edge computes per request: from the best usable cached step up to ``m``."""
+    """Steps the edge computes per request: from the deepest usable cached step up to ``m``."""
     m = np.asarray(m)
-    j = np.take_along_axis(
-        np.broadcast_to(slot.cached_step, m.shape + (slot.cached_step.shape[-1],)), m[..., None], axis=-1
-    )[..., 0]
-    return m - j
+    return m - _pick(slot.cached_step, m)
+
+
+def backlog_wait(cfg: CacheConfig, backlog: np.ndarray) -> np.ndarray:
+    """``sum_k min(e w / f_es, b_k)`` for e = 0..S*: what unfinished jobs ``b`` (s) add to a new job
+    of ``e`` steps under processor sharing, and equally what that job adds to them."""
+    x = np.arange(cfg.reusable_steps + 1) * (cfg.cycles_per_step / cfg.f_es)
+    return np.minimum(x[:, None], np.asarray(backlog, dtype=float)[None, :]).sum(axis=1)
 
 
 def processor_sharing_times(cfg: CacheConfig, work_steps: np.ndarray) -> np.ndarray:
-    """Completion times under egalitarian processor sharing of ``f_es``, all jobs starting at 0.
+    """Completion times of new jobs among themselves under egalitarian processor sharing of ``f_es``.
 
     Job r finishes at ``sum_s min(e_r, e_s) w / f_es`` = ``sum_l [e_r >= l] N_l w / f_es`` with
     ``N_l`` the number of jobs still running at step level ``l``.
@@ -147,19 +139,33 @@ def processor_sharing_times(cfg: CacheConfig, work_steps: np.ndarray) -> np.ndar
     return (running * n_level).sum(axis=-1) * (cfg.cycles_per_step / cfg.f_es)
 
 
-def latencies(cfg: CacheConfig, slot: Slot, m: np.ndarray, store: np.ndarray) -> np.ndarray:
-    """Per-request latency (s): edge compute + transmission + cache write + local compute."""
+def transmission_s(cfg: CacheConfig, rate: np.ndarray) -> np.ndarray:
+    """Time to send one intermediate output at ``rate`` bit/s."""
+    return cfg.output_bytes * BITS_PER_BYTE / np.asarray(rate)
+
+
+def latencies(cfg: CacheConfig, slot: Slot, m: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Predicted latency per request (s): edge waiting and compute under processor sharing with the
+    backlog and the slot's other jobs (no later arrivals) + transmission + cache write + local compute."""
     m = np.asarray(m)
-    offloaded = m > 0
-    edge = processor_sharing_times(cfg, edge_work(slot, m))
-    tx = cfg.output_bytes * BITS_PER_BYTE / slot.rate
+    e = edge_work(slot, m)
+    edge = processor_sharing_times(cfg, e) + slot.backlog_wait[e]
+    write = (np.asarray(stored) > 0) * cfg.write_cost_s
     local = (cfg.steps - m) * cfg.cycles_per_step / slot.f_local
-    return np.where(offloaded, edge + tx + store * cfg.write_cost_s, 0.0) + local
+    return np.where(m > 0, edge + transmission_s(cfg, slot.rate) + write, 0.0) + local
+
+
+def slot_latency(cfg: CacheConfig, slot: Slot, m: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """``L(t)``: the slot's predicted latency sum plus the delay its edge work adds to unfinished jobs."""
+    delay_to_backlog = slot.backlog_wait[edge_work(slot, m)].sum(axis=-1)
+    return latencies(cfg, slot, m, stored).sum(axis=-1) + delay_to_backlog
 
 
 def storable(slot: Slot, m: np.ndarray) -> np.ndarray:
-    """A request can store its output at ``m`` only if the edge computed it this slot."""
-    return (np.asarray(m) > 0) & (edge_work(slot, m) > 0)
+    """Bool ``(..., n, S*+1)``: steps ``m'`` whose output the edge computes this slot, ``j(m) < m' <= m``."""
+    m = np.asarray(m)
+    steps = np.arange(slot.cached_step.shape[-1])
+    return (steps > _pick(slot.cached_step, m)[..., None]) & (steps <= m[..., None])
 
 
 def latency_weight(cfg: CacheConfig, slot: Slot) -> float:
@@ -167,32 +173,40 @@ def latency_weight(cfg: CacheConfig, slot: Slot) -> float:
     return slot.Q / max(slot.n, 1) + cfg.V
 
 
-def future_value(cfg: CacheConfig, slot: Slot, m: np.ndarray, store: np.ndarray) -> np.ndarray:
+def store_gain(cfg: CacheConfig, slot: Slot) -> np.ndarray:
+    """``(n, S*+1)``: what storing step ``m'`` takes off the objective, ``V H (v - floor) - (Q/n + V) c_w``."""
+    return (
+        cfg.V * cfg.value_horizon_slots * (slot.value - slot.value_floor) - latency_weight(cfg, slot) * cfg.write_cost_s
+    )
+
+
+def future_value(cfg: CacheConfig, slot: Slot, stored: np.ndarray) -> np.ndarray:
     """``FV = H * sum over stored entries of (value - value_floor)`` (seconds), per candidate."""
-    v = np.take_along_axis(
-        np.broadcast_to(slot.value, np.shape(m) + (slot.value.shape[-1],)), np.asarray(m)[..., None], axis=-1
-    )[..., 0]
-    return cfg.value_horizon_slots * (np.where(store, v - slot.value_floor, 0.0)).sum(axis=-1)
+    stored = np.asarray(stored)
+    v = _pick(slot.value, stored)
+    return cfg.value_horizon_slots * np.where(stored > 0, v - slot.value_floor, 0.0).sum(axis=-1)
 
 
 def best_store(cfg: CacheConfig, slot: Slot, m: np.ndarray) -> np.ndarray:
-    """The optimal store flags for given stop steps: the objective is separable in them.
+    """The optimal stored steps for given stop steps (0 = none): the objective is separable in them."""
+    gain = np.where(storable(slot, m), store_gain(cfg, slot), -np.inf)
+    best = gain.argmax(axis=-1)
+    return np.where(np.take_along_axis(gain, best[..., None], axis=-1)[..., 0] > 0, best, 0)
 
-    Storing adds ``(Q/n + V) * write_cost`` and subtracts ``V * H * (value - floor)``.
+
+def valid_store(slot: Slot, m: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """``stored`` where it is a step computed this slot (``j(m) < m' <= m``), else 0."""
+    stored = np.asarray(stored)
+    ok = np.take_along_axis(storable(slot, m), stored[..., None], axis=-1)[..., 0]
+    return np.where(ok, stored, 0)
+
+
+def objective(cfg: CacheConfig, slot: Slot, m: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Drift-plus-penalty bound of eq. (33) with the backlog and future-value terms, per candidate.
+
+    ``Q (L_avg - L_bar) + V (L - FV)`` with ``L`` = :func:`slot_latency` (which sees the edge
+    backlog) and ``L_avg = L / n`` (docs/caching-model.md derives it).
     """
-    m = np.asarray(m)
-    v = np.take_along_axis(np.broadcast_to(slot.value, m.shape + (slot.value.shape[-1],)), m[..., None], axis=-1)[
-        ..., 0
-    ]
-    gain = cfg.V * cfg.value_horizon_slots * (v - slot.value_floor) - latency_weight(cfg, slot) * cfg.write_cost_s
-    return storable(slot, m) & (gain > 0)
-
-
-def objective(cfg: CacheConfig, slot: Slot, m: np.ndarray, store: np.ndarray) -> np.ndarray:
-    """Drift-plus-penalty bound of eq. (33) with the future-value term, per candidate.
-
-    ``Q (L_avg - L_bar) + V (L - FV)`` with ``L`` the slot's latency sum and ``L_avg = L / n``.
-    """
-    lat = latencies(cfg, slot, m, store).sum(axis=-1)
+    lat = slot_latency(cfg, slot, m, stored)
     n = max(slot.n, 1)
-    return slot.Q * (lat / n - cfg.L_bar) + cfg.V * (lat - future_value(cfg, slot, m, store))
+    return slot.Q * (lat / n - cfg.L_bar) + cfg.V * (lat - future_value(cfg, slot, stored))

@@ -2,8 +2,9 @@
 
 Adding a policy is its module and one ``REGISTRY`` line.
 
-A policy returns, for the slot's ``n`` requests, the stop steps ``m`` (ints in 0..S*) and
-the store flags; it names the eviction rule its cache uses, and may ``learn`` from what it
+A policy returns, for the slot's ``n`` requests, the paper's placement decision: the stop
+steps ``m`` (ints in 0..S*) and the stored steps ``m'`` (0 = none, else a step the edge
+computes this slot); it names the eviction rule its cache uses, and may ``learn`` from what it
 decided. Policies are registered by module path and imported when made, so only ``drc`` and
 ``dnn`` load torch.
 """
@@ -16,7 +17,7 @@ import inspect
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import BITS_PER_BYTE, Slot, storable
+from edgediff.cache.model import Slot, edge_work, transmission_s
 from edgediff.errors import InputError
 
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -24,9 +25,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "oo": ("edgediff.cache.optimum:OnlineOptimal", "exact per-slot optimum of the drift-plus-penalty objective"),
     "dnn": ("edgediff.cache.drc:DnnPolicy", "the actor alone: one rounded candidate"),
     "ncldc": ("edgediff.cache.policies:NoCacheLocal", "no cache, every step local"),
-    "lru": ("edgediff.cache.policies:ClassicCache", "cache every new output, evict least recently used"),
-    "lfu": ("edgediff.cache.policies:ClassicCache", "cache every new output, evict least frequently used"),
-    "lcbfu": ("edgediff.cache.policies:ClassicCache", "NIRVANA: evict least computationally beneficial x used"),
+    "lru": ("edgediff.cache.policies:ClassicCache", "store the deepest computed step, evict least recently used"),
+    "lfu": ("edgediff.cache.policies:ClassicCache", "store the deepest computed step, evict least frequently used"),
+    "lcbfu": ("edgediff.cache.policies:ClassicCache", "NIRVANA: store the deepest step, evict least beneficial x used"),
 }
 CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
 
@@ -47,7 +48,7 @@ class CachePolicy:
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def learn(self, slot: Slot, m: np.ndarray, store: np.ndarray) -> None:
+    def learn(self, slot: Slot, m: np.ndarray, stored: np.ndarray) -> None:
         """Online learning hook; most policies do not learn."""
 
 
@@ -57,15 +58,16 @@ class NoCacheLocal(CachePolicy):
     uses_cache = False
 
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(slot.n, dtype=np.int64), np.zeros(slot.n, dtype=bool)
+        return np.zeros(slot.n, dtype=np.int64), np.zeros(slot.n, dtype=np.int64)
 
 
 class ClassicCache(CachePolicy):
     """A standard cache replacement rule with greedy per-request offloading.
 
-    Each request picks the stop step that minimizes its own latency estimate, assuming the
-    edge is shared equally by all ``n`` requests of the slot; every output the edge newly
-    computes is cached (always admit), and the rule (LRU, LFU, LCBFU) picks evictions.
+    Requests are decided one after another; each picks the stop step that minimizes its own
+    predicted latency under processor sharing with the edge backlog and the jobs of the slot
+    decided before it. The deepest step the edge computes for it is stored (always admit), and
+    the rule (LRU, LFU, LCBFU) picks evictions.
     """
 
     def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
@@ -74,15 +76,21 @@ class ClassicCache(CachePolicy):
 
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
+        step_s = cfg.cycles_per_step / cfg.f_es
         steps = np.arange(cfg.reusable_steps + 1)
-        work = steps[None, :] - slot.cached_step
-        edge = work * cfg.cycles_per_step * slot.n / cfg.f_es
-        tx = (cfg.output_bytes * BITS_PER_BYTE / slot.rate)[:, None]
-        write = (work > 0) * cfg.write_cost_s
+        work = steps[None, :] - slot.cached_step  # (n, S*+1) edge steps of each stop step
+        tx = transmission_s(cfg, slot.rate)
         local = (cfg.steps - steps[None, :]) * cfg.cycles_per_step / slot.f_local[:, None]
-        estimate = np.where(steps[None, :] > 0, edge + tx + write, 0.0) + local
-        m = estimate.argmin(axis=1)
-        return m, storable(slot, m) & (cfg.capacity_entries > 0)
+        wait = np.tile(slot.backlog_wait, (slot.n, 1))  # the backlog's share, then this slot's earlier jobs'
+        m = np.zeros(slot.n, dtype=np.int64)
+        for r in range(slot.n):
+            x = work[r] * step_s
+            edge = np.where(work[r] > 0, x + wait[r, work[r]], 0.0)
+            estimate = np.where(steps > 0, edge + tx[r] + (work[r] > 0) * cfg.write_cost_s, 0.0) + local[r]
+            m[r] = int(estimate.argmin())
+            wait += np.minimum(steps * step_s, work[r, m[r]] * step_s)[None, :]
+        deepest = np.where((edge_work(slot, m) > 0) & (cfg.capacity_entries > 0), m, 0)
+        return m, deepest
 
 
 def cache_policy_spec(name: str) -> tuple[str, str]:

@@ -1,18 +1,27 @@
 """The edge cache: intermediate outputs keyed by (class, step) under a byte capacity,
-evicting by one of the rules of :mod:`edgediff.cache.eviction`."""
+evicting by one of the rules of :mod:`edgediff.cache.eviction`.
+
+The ``value`` rule ranks entries by a value function the owner passes in (the simulator's
+online estimates, :mod:`edgediff.cache.demand`), re-read whenever a value is needed because the
+estimates move."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.eviction import EntryStats, check_rule, victim
-from edgediff.cache.model import Catalog, entry_value, topic_reusable_steps
+from edgediff.cache.model import Catalog, topic_reusable_steps
+
+ValueFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class EdgeCache:
-    def __init__(self, cfg: CacheConfig, catalog: Catalog, rule: str) -> None:
+    def __init__(self, cfg: CacheConfig, catalog: Catalog, rule: str, value_fn: ValueFn | None = None) -> None:
         self.cfg, self.catalog, self.rule = cfg, catalog, check_rule(rule)
+        self.value_fn = value_fn
         cap = cfg.capacity_entries
         self.capacity_bytes = cfg.capacity_bytes
         self.valid = np.zeros(cap, dtype=bool)
@@ -52,7 +61,13 @@ class EdgeCache:
             return float("inf")
         if self.free_entries() >= n_new or not self.valid.any():
             return 0.0
+        self._refresh_values()
         return float(self.value[self.valid].min())
+
+    def _refresh_values(self) -> None:
+        if self.value_fn is not None and self.valid.any():
+            idx = np.flatnonzero(self.valid)
+            self.value[idx] = self.value_fn(self.cls[idx], self.step[idx])
 
     def cached_steps(self, cls: np.ndarray) -> np.ndarray:
         """``J[r, m]``: the best usable cached step <= m for each request class (0: none)."""
@@ -71,6 +86,8 @@ class EdgeCache:
         self.uses[idx] += 1
 
     def _evict_one(self) -> None:
+        if self.rule == "value":
+            self._refresh_values()
         idx = np.flatnonzero(self.valid)
         stats = EntryStats(self.last_used[idx], self.uses[idx], self.step[idx], self.value[idx])
         self._remove(int(idx[victim(self.rule, stats)]))
@@ -100,7 +117,6 @@ class EdgeCache:
         self.valid[i] = True
         self.cls[i], self.step[i], self.size[i] = cls, step, size
         self._bytes += size
-        self.value[i] = float(entry_value(self.cfg, self.catalog, np.array(cls), np.array(step)))
         self.last_used[i], self.uses[i] = t, 0
         self.key_index[(cls, step)] = i
         self.class_steps[cls, step] = True

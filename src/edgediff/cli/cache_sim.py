@@ -63,7 +63,8 @@ def run(args) -> None:
             V=args.V,
         )
     except CacheConfigError as err:  # name the option, not the field
-        raise UsageError(str(err).replace("reusable_steps", "--reusable-steps")) from None
+        message = str(err).replace("reusable_steps", "--reusable-steps").replace("capacity_bytes", "--capacity-gb")
+        raise UsageError(message) from None
     cache_policy_spec(args.policy)  # UnknownCachePolicy before any work, without loading torch
     from edgediff.cache.simulator import simulate
 
