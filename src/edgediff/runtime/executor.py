@@ -246,7 +246,8 @@ class BatchedExecutor:
         import torch
 
         def call(group):
-            outputs = self.backend.predict(
+            pool = self.model.workers  # G worker replicas (runtime.workers), or this process
+            outputs = (self.backend if pool is None else pool).predict(
                 torch.cat([inputs[m][0] for m in group]),
                 torch.cat([inputs[m][1] for m in group]),
                 Conditioning.cat([m.conditioning for m in group]),

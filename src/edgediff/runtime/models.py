@@ -70,6 +70,8 @@ class DiffusionModel:
     name: str
     backend: DenoiserBackend
     identifier: str | None = None  # a DreamBooth model's identifier (see personalize.data.personal_prompt)
+    # runs the executor's batched denoiser calls on G replicas (runtime.workers); None: in this process
+    workers: object = None
     _step_counts: dict = field(default_factory=dict, init=False, repr=False)  # steps -> error or None
 
     @property
