@@ -74,6 +74,7 @@ class _UserSchema(_Strict):
     request_time: NonNegativeFloat
     prompt_bits: NonNegativeFloat = PROMPT_BITS
     intermediate_bits: NonNegativeFloat = INTERMEDIATE_BITS
+    cached_steps: Annotated[int, Field(ge=0, strict=True)] = 0
 
     @model_validator(mode="after")
     def _positive_step_latency(self):
@@ -106,6 +107,8 @@ class _InstanceSchema(_Strict):
             seen.add(user.id)
             if user.request_time >= self.K:
                 raise _FieldError(f"users.{i}.request_time", f"must be < K ({self.K}), got {user.request_time}")
+            if user.cached_steps > self.N:
+                raise _FieldError(f"users.{i}.cached_steps", f"must be <= N ({self.N}), got {user.cached_steps}")
         return self
 
 
@@ -166,12 +169,20 @@ class Instance:
     eta: float = 10.0
     W_max: float = 1e6
     pai: PaiCurve = field(default_factory=PaiCurve)
+    # d_i: edge steps a cache hit has already done for user i (docs/offloading-model.md, "Cached steps")
+    cached_steps: np.ndarray | None = None
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
             arr = np.asarray(getattr(self, name), dtype=float)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
+        cached = np.zeros(len(self.ids), np.int64) if self.cached_steps is None else self.cached_steps
+        cached = np.asarray(cached, dtype=np.int64)
+        if cached.shape != (len(self.ids),) or np.any(cached < 0):
+            raise InstanceError("cached_steps must hold one integer >= 0 per user")
+        cached.setflags(write=False)
+        object.__setattr__(self, "cached_steps", cached)
 
     @property
     def num_users(self) -> int:
@@ -191,6 +202,15 @@ class Instance:
     def payload_bits(self) -> np.ndarray:
         """``s_p,i + s_m,i``: the prompt up and the intermediate latent down."""
         return self.prompt_bits + self.intermediate_bits
+
+    @property
+    def has_cached_steps(self) -> bool:
+        """Whether any user's prompt hits the cache (``d_i > 0``)."""
+        return bool(self.cached_steps.any())
+
+    def edge_steps(self, offloaded) -> np.ndarray:
+        """``max(0, m_i - d_i)``: the offloaded steps the edge still runs after the cache hit."""
+        return np.maximum(np.asarray(offloaded) - self.cached_steps, 0)
 
     @property
     def max_granted(self) -> int:
@@ -225,6 +245,7 @@ class Instance:
             eta=s.link.eta,
             W_max=s.link.W_max,
             pai=PaiCurve(a=s.pai.a, b=s.pai.b),
+            cached_steps=[u.cached_steps for u in users],
         )
 
     def to_dict(self) -> dict:
@@ -246,6 +267,8 @@ class Instance:
                     "request_time": float(self.request_time[i]),
                     "prompt_bits": float(self.prompt_bits[i]),
                     "intermediate_bits": float(self.intermediate_bits[i]),
+                    # written only where non-zero: files without cache hits stay as they were
+                    **({"cached_steps": int(self.cached_steps[i])} if self.cached_steps[i] else {}),
                 }
                 for i in range(self.num_users)
             ],

@@ -8,6 +8,10 @@ A decision grants or denies each user and gives each a split point ``n``: steps
 * ``timeline``: what a batch executor really does: the batch shrinks as members reach
   their split points, so user i's edge part is ``sum_{s=1..m_i} L_e(b_s, G)`` with
   ``b_s = #{granted j : m_j >= s}``.
+
+Under both, a user whose prompt hits the cache at depth ``d_i`` (``Instance.cached_steps``)
+needs only ``r_i = max(0, m_i - d_i)`` of its offloaded steps from the edge; ``r_i`` replaces
+``m_i`` above (docs/offloading-model.md, "Cached steps").
 """
 
 from __future__ import annotations
@@ -114,10 +118,11 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
     offloaded = decision.offloaded_steps(instance)
     latency = instance.waiting_latency + n * instance.local_step_latency
     if b:
+        remaining = instance.edge_steps(offloaded)[g]  # a cache hit already did d_i of them
         if latency_model == "paper":
-            edge = offloaded[g] * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
+            edge = remaining * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
         else:
-            edge = edge_latency_timeline(offloaded[g], instance.G, instance.edge_k, instance.edge_h)
+            edge = edge_latency_timeline(remaining, instance.G, instance.edge_k, instance.edge_h)
         tx = transmission_latency(instance.payload_bits[g], b, instance.eta, instance.W_max)
         latency[g] += edge + tx
     pai = instance.pai(n)
