@@ -1,0 +1,153 @@
+"""Part A with cached steps d_i (docs/offloading-model.md, "Cached steps"): every policy that
+optimizes is checked against enumeration, and d = 0 changes nothing."""
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgediff.core.generator import random_instance
+from edgediff.core.instance import Instance, InstanceError
+from edgediff.core.model import Decision, evaluate
+from edgediff.offload.exact import bounded_scan, full_scan, solve_exact
+from edgediff.offload.milp import solve_milp
+from edgediff.offload.policies import make_policy
+from edgediff.offload.split import best_splits
+from edgediff.offload.timeline import brute_force_timeline, solve_timeline
+from reference import objective
+
+
+def small_window(seed: int, users: int, gpus: int, bmax: int, N: int = 12, N_hat: int = 4) -> Instance:
+    """A generator window scaled to N steps (every split enumerable), with random cached steps
+    and a PAI curve whose interesting part lies inside [N_hat, N]."""
+    rng = np.random.default_rng(seed)
+    base = random_instance(users, gpus, seed=seed, B_max=bmax)
+    data = base.to_dict()
+    data.update(N=N, N_hat=N_hat, pai={"a": float(rng.uniform(0.2, 2.0)), "b": float(rng.uniform(0, N))})
+    for user in data["users"]:
+        user["alpha"] = float(rng.uniform(0.05, 5.0))
+        user["cached_steps"] = int(rng.integers(0, N + 1)) if rng.random() < 0.7 else 0
+    return Instance.from_dict(data)
+
+
+def enumerate_all(inst: Instance, model: str = "paper") -> float:
+    """Best objective over every grant vector and every integer split of every granted user,
+    computed by the loop-by-loop reference model (not core.model)."""
+    data = inst.to_dict()
+    options = [None, *range(inst.N_hat, inst.N + 1)]  # None: denied
+    best = -np.inf
+    for choice in itertools.product(options, repeat=inst.num_users):
+        granted = [c is not None for c in choice]
+        if sum(granted) > inst.B_max:
+            continue
+        split = [inst.N if c is None else c for c in choice]
+        best = max(best, objective(data, granted, split, model))
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 4), gpus=st.integers(1, 16), bmax=st.integers(0, 4))
+def test_exact_equals_enumeration_of_grants_and_splits(seed, users, gpus, bmax):
+    inst = small_window(seed, users, gpus, bmax)
+    decision = solve_exact(inst)
+    value = evaluate(inst, decision).objective
+    assert value == pytest.approx(objective(inst.to_dict(), list(decision.granted), list(decision.split)))
+    assert value == pytest.approx(enumerate_all(inst), rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 4), bmax=st.integers(1, 4))
+def test_timeline_equals_enumeration(seed, users, bmax):
+    inst = small_window(seed, users, 8, bmax, N=10, N_hat=4)
+    decision = solve_timeline(inst)
+    value = evaluate(inst, decision, "timeline").objective
+    assert value == pytest.approx(enumerate_all(inst, "timeline"), rel=1e-9, abs=1e-9)
+    grid_value, _ = brute_force_timeline(inst, range(inst.N_hat, inst.N + 1))
+    assert value == pytest.approx(grid_value, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n_hat=st.integers(0, 120),
+    extra=st.integers(1, 120),
+    cached=st.integers(0, 250),
+    pai_b=st.floats(-20, 220),
+    pai_a=st.floats(0.005, 0.5),
+    alpha=st.floats(0.01, 500),
+    k=st.floats(0.0, 0.4),
+    h=st.floats(-0.05, 0.1),
+    gpus=st.integers(1, 16),
+)
+def test_split_with_cached_steps_equals_scan(n_hat, extra, cached, pai_b, pai_a, alpha, k, h, gpus):
+    if k + h <= 1e-4:
+        return
+    N = n_hat + extra
+    user = {"id": "u", "k": k, "h": h, "alpha": alpha, "request_time": 0.5, "cached_steps": min(cached, N)}
+    inst = Instance.from_dict({"N": N, "N_hat": n_hat, "G": gpus, "pai": {"a": pai_a, "b": pai_b}, "users": [user]})
+    split, util = best_splits(inst, [1])  # one user: the reference's batch size is 1
+    n = np.arange(n_hat, N + 1)
+    scan = [objective(inst.to_dict(), [True], [int(m)]) for m in n]
+    assert n_hat <= split[0, 0] <= N
+    np.testing.assert_allclose(util[0, 0], max(scan), rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bounded_scan_keeps_full_scan_decision_with_cached_steps(seed):
+    """The early stop's lemma holds with cached steps (docs/offloading-model.md): same decision."""
+    rng = np.random.default_rng(seed)
+    base = random_instance(int(rng.integers(200, 1500)), int(rng.integers(1, 17)), seed=seed, B_max=int(rng.integers(1, 200)))
+    inst = replace(base, cached_steps=rng.integers(0, base.N + 1, base.num_users) * (rng.random(base.num_users) < 0.5))
+    fast, full = bounded_scan(inst), full_scan(inst)
+    np.testing.assert_array_equal(fast.granted, full.granted)
+    np.testing.assert_array_equal(fast.split, full.split)
+
+
+def test_cached_steps_zero_changes_nothing():
+    inst = random_instance(12, 8, seed=3)
+    zeros = replace(inst, cached_steps=np.zeros(inst.num_users, np.int64))
+    assert inst.to_dict() == zeros.to_dict()  # files without hits are written as before
+    for name in ("exact", "timeline", "b1", "b2", "milp"):
+        a, b = make_policy(name).decide(inst), make_policy(name).decide(zeros)
+        np.testing.assert_array_equal(a.split, b.split)
+        assert evaluate(inst, a).objective == evaluate(zeros, b).objective  # bit for bit
+
+
+def test_a_hit_removes_edge_work_and_is_taken():
+    inst = random_instance(6, 8, seed=4)
+    hit = replace(inst, cached_steps=np.full(inst.num_users, inst.N))
+    # every offloaded step cached: a granted user's edge time is 0 under both models
+    decision = Decision(np.ones(6, bool), np.full(6, inst.N_hat))
+    for model in ("paper", "timeline"):
+        without = evaluate(inst, decision, model).latency
+        with_hit = evaluate(hit, decision, model).latency
+        assert np.all(with_hit < without)
+    assert evaluate(hit, solve_exact(hit)).objective > evaluate(inst, solve_exact(inst)).objective
+
+
+def test_milp_prices_cached_steps():
+    """milp's quadratic model (splits at N_hat) against enumeration of its grant vectors."""
+    for seed in range(5):
+        inst = small_window(seed, 5, 4, 3)
+        chosen = solve_milp(inst)
+        best = max(
+            evaluate(inst, Decision(np.array(g), np.where(g, inst.N_hat, inst.N))).objective
+            for g in itertools.product([False, True], repeat=5)
+            if sum(g) <= inst.B_max
+        )
+        assert evaluate(inst, chosen).objective == pytest.approx(best, rel=1e-7, abs=1e-7)
+
+
+def test_instance_file_cached_steps():
+    data = random_instance(2, 8, seed=0).to_dict()
+    data["users"][1]["cached_steps"] = 7
+    inst = Instance.from_dict(data)
+    assert list(inst.cached_steps) == [0, 7]
+    assert Instance.from_dict(inst.to_dict()).to_dict() == inst.to_dict()
+    assert "cached_steps" not in inst.to_dict()["users"][0]
+    for bad, message in ((-1, "users.1.cached_steps"), (inst.N + 1, "users.1.cached_steps"), (2.5, "users.1.cached_steps")):
+        data["users"][1]["cached_steps"] = bad
+        with pytest.raises(InstanceError, match=message):
+            Instance.from_dict(data)
