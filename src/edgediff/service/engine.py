@@ -375,7 +375,10 @@ class EdgeEngine:
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
+        with self._timed("embed"):
+            self._embed(jobs, index)
         with self._timed("decide"):
+            self._peek(jobs)
             groups = decide_window(
                 jobs,
                 cfg,
@@ -405,8 +408,6 @@ class EdgeEngine:
                 else:  # answered now: the device runs everything
                     reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
                     self._mark_decided(job, index, "denied", reason, **answer)
-            with self._timed("embed"):
-                self._embed([job for job, _ in admitted], index)
             with self._timed("admit"):
                 for job, answer in admitted:
                     executor = self._admit(executor, job, index, answer)
@@ -417,7 +418,7 @@ class EdgeEngine:
         return executor
 
     def _embed(self, jobs: list[Job], index: int) -> None:
-        """Prompt embeddings of the granted requests (only they touch the cache)."""
+        """Prompt embeddings of the window's requests: the decision peeks at the cache for each."""
         if not self.cache.enabled or not jobs:
             return
         try:
@@ -427,6 +428,18 @@ class EdgeEngine:
             log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
             for job in jobs:
                 job.embedding = None
+
+    def _peek(self, jobs: list[Job]) -> None:
+        """Each request's cache hit depth ``d_i`` for its window's Part A instance: a read-only
+        peek (no use or recency counted, no hit statistics); admission then looks up for real."""
+        if not self.cache.enabled:
+            return
+        for job in jobs:
+            if job.embedding is not None:
+                reusable = self.config.reusable_steps(job.steps)
+                job.cached_steps = self._cache_of(job).peek(
+                    job.embedding, job.steps, self.latent_shape, reusable, reusable
+                )
 
     def _admit(self, executor, job: Job, index: int, answer: dict):
         """Start a granted member (from a cached latent if one is usable); ``answer`` is its

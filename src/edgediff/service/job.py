@@ -73,6 +73,7 @@ class Job:
     snapshot: JobSnapshot = field(init=False)
     capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
     embedding: np.ndarray | None = field(default=None, repr=False)
+    cached_steps: int = 0  # d_i: the cache hit depth its window decision counted on (a read-only peek)
     decided: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
     async_decided: asyncio.Event | None = field(default=None, repr=False)

@@ -2,8 +2,9 @@
 requests: pure functions, no locks, no clock and no torch. The engine thread runs them on its
 jobs; the digital twin (:mod:`edgediff.twin`) runs the same functions on simulated requests.
 
-A job is anything with ``id``, ``steps`` (``N``), ``k``, ``h``, ``alpha``, ``prompt`` and
-``arrived`` (seconds on the clock of the window's ``start``).
+A job is anything with ``id``, ``steps`` (``N``), ``k``, ``h``, ``alpha``, ``prompt``,
+``arrived`` (seconds on the clock of the window's ``start``) and, optionally, ``cached_steps``
+(the depth at which its prompt hits the latent cache now, 0 or absent: no hit).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def window_instance(
 
     Per request: the device's ``k, h`` and α, the request time from the window's start
     (the waiting time is ``K - k_i``), ``8 * len(prompt)`` prompt bits and the edge's
-    ``intermediate_bits``. The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
+    ``intermediate_bits``; its ``cached_steps`` ``d_i`` (docs/offloading-model.md, "Cached steps"),
+    so a granted hit is charged only the edge steps the cache has not done. The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
     ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
     ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
     """
@@ -63,6 +65,7 @@ def window_instance(
         eta=config.eta,
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
+        cached_steps=[getattr(job, "cached_steps", 0) for job in jobs],
     )
 
 
