@@ -52,6 +52,19 @@ def add_parsers(sub) -> None:
         help="latent cache capacity in GB (0: off)",
     )
     p.add_argument(
+        "--cache-policy",
+        metavar="lru|lfu|lcbfu",
+        help="the latent cache follows this Part B policy: store the deepest step computed, evict by its rule "
+        "(default: store every reusable step, evict lcbfu; drc is the cache simulator's only)",
+    )
+    p.add_argument(
+        "--pai",
+        type=Path,
+        metavar="FILE",
+        help="PAI curve: edgediff measure-pai's pai.json (default: the curve measured for the shipped tiny "
+        "models when --model is tiny, else the paper's)",
+    )
+    p.add_argument(
         "--queue",
         type=positive_int,
         default=d["queue_limit"],
@@ -130,6 +143,8 @@ def run(args) -> None:
         gpus=args.gpus,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
+        cache_policy=args.cache_policy,
+        pai_file=args.pai,
         queue_limit=args.queue,
         edge_profile=args.edge_profile,
         journal=args.journal,

@@ -456,7 +456,7 @@ class EdgeEngine:
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
-            job.capture_steps = set(range(hit_step + 1, reach + 1))
+            job.capture_steps = set(self.config.stored_steps(hit_step, reach))
         try:
             executor.add(job.id, job.request, split, start)
         except Exception as err:
@@ -597,12 +597,14 @@ class EdgeEngine:
             "b_max": cfg.b_max,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
+            "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200, "source": cfg.pai_source},
             "cache": {
                 "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
                 "bytes": used,
                 "entries": entries,
                 "per_tenant": cfg.api_keys is not None and not cfg.cache_sharing,
                 "eviction": cfg.cache_eviction,
+                "policy": cfg.cache_policy,
                 "embedder": None if self.embedder is None else getattr(self.embedder, "name", "custom"),
             },
             "stats": {
