@@ -71,7 +71,7 @@ def test_window_instance_carries_the_hit_depth():
 
 
 def test_engine_peeks_before_deciding_and_the_hit_is_counted_once(start_service):
-    service, engine = start_service(cache_gb=0.01)
+    service, engine = start_service(cache_gb=0.01, pai_a=None, pai_b=None)  # the default PAI curve
     with EdgeClient(service.url) as client:
         first = client.submit("a castle on a hill", alpha=5.0, profile=SLOW_DEVICE, steps=20, seed=1)
         done = client.status(first["id"], wait=30)
