@@ -99,11 +99,22 @@ class EdgeEngine:
 
     ``model`` (a loaded ``DiffusionModel``) and ``embedder`` may be injected; otherwise they
     are loaded at ``start`` (the model from ``config.model``, the embedder is the MiniLM one
-    when the cache is on).
+    when the cache is on). ``site`` names the engine as one site behind a front door
+    (:mod:`edgediff.service.cluster`): its request ids start with ``<site>-`` and a request
+    naming another site is refused.
     """
 
-    def __init__(self, config: ServiceConfig, model=None, embedder=None, metrics: ServiceMetrics | None = None):
+    def __init__(
+        self,
+        config: ServiceConfig,
+        model=None,
+        embedder=None,
+        metrics: ServiceMetrics | None = None,
+        site: str | None = None,
+    ):
         self.config = config
+        self.site = site
+        self._id_prefix = "" if site is None else f"{site}-"
         self.model = model
         self.embedder = embedder
         self.metrics = metrics or ServiceMetrics()
@@ -128,6 +139,7 @@ class EdgeEngine:
         self._abort = False
         self._thread: threading.Thread | None = None
         self._window_counter = itertools.count()
+        self._boundary: float | None = None  # perf_counter time of the next window end (engine thread)
         self._journal = None
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
@@ -254,9 +266,12 @@ class EdgeEngine:
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
         """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
         ShuttingDown; RequestError for steps the model cannot run)."""
-        from edgediff.runtime.request import GenerationRequest
+        from edgediff.runtime.request import GenerationRequest, RequestError
 
         k, h = body.device_profile()
+        if body.site is not None and body.site != self.site:
+            where = "this service runs one site and takes no site" if self.site is None else f"this is site {self.site!r}"
+            raise RequestError(f"site: unknown site {body.site!r} ({where})")
         if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
             self.model.check_steps(body.steps)
         request = GenerationRequest(
@@ -273,7 +288,7 @@ class EdgeEngine:
             if len(self._queue) >= self.config.queue_limit:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
@@ -334,7 +349,7 @@ class EdgeEngine:
 
         window = self.config.window_s
         executor = BatchedExecutor(self.model)
-        boundary = time.perf_counter() + window
+        boundary = self._boundary = time.perf_counter() + window
         while True:
             now = time.perf_counter()
             with self._cond:
@@ -348,6 +363,7 @@ class EdgeEngine:
                     window_start = boundary - window
                     if now >= boundary:  # the next boundary after now (skip empty windows)
                         boundary += window * (math.floor((now - boundary) / window) + 1)
+                        self._boundary = boundary
                 elif executor.idle:
                     if closing:
                         break
@@ -573,11 +589,33 @@ class EdgeEngine:
         job.finished.set()
         self._signal(job.async_finished)
 
+    def load(self) -> dict:
+        """What a front door routes by (:mod:`edgediff.service.routing`): the queue, the batch,
+        the seconds to the next window decision, the calibration and the limits."""
+        cfg = self.config
+        boundary, now = self._boundary, time.perf_counter()
+        wait = cfg.window_s if boundary is None else max(0.0, boundary - now)
+        with self._cond:
+            queued = len(self._queue)
+        return {
+            "queued": queued,
+            "members": self.batch_members,
+            "next_window_s": wait,
+            "window_s": cfg.window_s,
+            "k": self.edge_k,
+            "h": self.edge_h,
+            "gpus": cfg.gpus,
+            "queue_limit": cfg.queue_limit,
+            "n_hat_fraction": cfg.n_hat_fraction,
+            "closing": self._closing,
+        }
+
     def info(self) -> dict:
         cfg = self.config
         used, entries = self.cache_usage()
         return {
             "model": None if self.model is None else self.model.name,
+            **({} if self.site is None else {"site": self.site}),
             "policy": cfg.policy,
             "window_s": cfg.window_s,
             "gpus": cfg.gpus,

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.store import EdgeCache
+from edgediff.service.routing import least_expected_latency
 from edgediff.service.window import decide_window, window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
 from edgediff.twin.workload import Arrivals
@@ -306,12 +307,10 @@ class Records:
 
 
 class Router:
-    """The front door: each request goes to the site of least expected latency, the wait for
-    that site's next decision plus ``m`` edge steps at the batch it would join (the members
-    now in it, the requests queued there and this one), ``m = N - N_hat`` the most steps a
-    grant offloads: ``(t_next - t) + m L_e(b + q + 1, G)``. A full queue scores infinity; ties
-    go to the lowest site index. Vectorized over sites; each site reports its state after
-    every change."""
+    """The front door: each request goes to the site of least expected latency (the rule of
+    :mod:`edgediff.service.routing`, shared with the service's Ray front door), the wait for
+    a site's next decision being ``t_next - t``. Vectorized over sites; each site reports
+    its state after every change."""
 
     def __init__(self, sites: list[SimSite]):
         self.sites = sites
@@ -336,9 +335,7 @@ class Router:
     def route(self, t: float, offloaded: int) -> int:
         grid = self.phase + self.K * np.maximum(1, np.floor((t - self.phase) / self.K + EPS) + 1)
         wait = np.where(np.isnan(self.event), grid, self.event) - t
-        score = wait + offloaded * (self.k_g * (self.members + self.queued + 1) + self.h)
-        score[self.queued >= self.limit] = np.inf
-        return int(np.argmin(score))
+        return least_expected_latency(wait, offloaded, self.k_g, self.h, self.members, self.queued, self.limit)
 
 
 def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
