@@ -279,12 +279,15 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
         return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
+    @app.get("/healthz", responses={503: {"description": "draining"}})
     async def healthz():
         """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
         if engine.closing:
             return JSONResponse({"status": "draining"}, status_code=503)
         return {"status": "ok", "queued": engine.info()["stats"]["queued"]}
+
+    # HEAD answers as GET does; one route per method keeps OpenAPI's operation ids unique
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics():
