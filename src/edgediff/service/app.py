@@ -349,10 +349,13 @@ def add_routes(app: FastAPI, face, config: ServiceConfig, page: str) -> None:
         (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
         return await face.status_data()
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
+    @app.get("/healthz", responses={503: {"description": "draining"}})
     async def healthz():
         """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
         return (await face.health()).response()
+
+    # HEAD answers as GET does; one route per method keeps OpenAPI's operation ids unique
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics():

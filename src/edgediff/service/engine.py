@@ -391,6 +391,9 @@ class EdgeEngine:
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
+        with self._timed("embed"):
+            self._embed(jobs, index)
+        self._peek(jobs)
         with self._timed("decide"):
             groups = decide_window(
                 jobs,
@@ -421,8 +424,6 @@ class EdgeEngine:
                 else:  # answered now: the device runs everything
                     reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
                     self._mark_decided(job, index, "denied", reason, **answer)
-            with self._timed("embed"):
-                self._embed([job for job, _ in admitted], index)
             with self._timed("admit"):
                 for job, answer in admitted:
                     executor = self._admit(executor, job, index, answer)
@@ -432,8 +433,21 @@ class EdgeEngine:
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
 
+    def _peek(self, jobs: list[Job]) -> None:
+        """Each job's ``cached_steps``: how deep a cached latent it could start from, so that the
+        window's decision sees the cache (docs/offloading-model.md, "Cached steps"). A peek moves
+        no usage statistics: only the granted requests' lookups in ``_admit`` count as uses."""
+        if not self.cache.enabled:
+            return
+        for job in jobs:
+            if job.embedding is not None:
+                reusable = self.config.reusable_steps(job.steps)
+                job.cached_steps = self._cache_of(job).peek(
+                    job.embedding, job.steps, self.latent_shape, reusable, reusable
+                )
+
     def _embed(self, jobs: list[Job], index: int) -> None:
-        """Prompt embeddings of the granted requests (only they touch the cache)."""
+        """Prompt embeddings of the window's requests (the cache is looked up by them)."""
         if not self.cache.enabled or not jobs:
             return
         try:
