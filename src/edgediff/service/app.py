@@ -286,9 +286,10 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     return app
 
 
-def add_routes(app: FastAPI, face, config: ServiceConfig, page: str) -> None:
+def add_routes(app: FastAPI, face, config: ServiceConfig, page: str):
     """The service's routes (module docstring) answered by ``face`` (an :class:`EngineFace`,
-    or the front door of :mod:`edgediff.service.cluster`); ``page`` is the HTML at ``/``."""
+    or the front door of :mod:`edgediff.service.cluster`); ``page`` is the HTML at ``/``.
+    Returns the ``Tenant`` dependency (:func:`install_common`) for further routes."""
     max_wait = config.max_wait_s
     Tenant = install_common(app, config)
 
@@ -361,3 +362,5 @@ def add_routes(app: FastAPI, face, config: ServiceConfig, page: str) -> None:
     async def metrics():
         """Prometheus metrics, names prefixed ``edgediff_``."""
         return Response(await face.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    return Tenant
