@@ -146,3 +146,22 @@ def test_route_picks_least_expected_latency_and_skips_down_sites():
     assert front.route(10).name == "y"  # the only site up, even with a full queue: it answers 503 itself
     front.sites["y"].up = False
     assert front.route(10) is None
+
+
+def test_serve_ray_cli_errors_are_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "edgediff", "serve", "--port", "0", *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nobody = serve("--ray", f"127.0.0.1:{port}", "--sites", "2", "--edge-profile", "0.01,0.004", "--cache-gb", "0")
+    assert nobody.returncode == 2 and "cannot connect to the Ray cluster" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
+    alone = serve("--sites", "2")
+    assert alone.returncode == 2 and "--sites and --health-interval need --ray" in alone.stderr

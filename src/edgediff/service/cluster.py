@@ -454,7 +454,8 @@ def create_front_app(front: FrontDoor):
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(front.start)
+        if not front.sites:  # not deployed yet (serve_front deploys first, to fail in one line)
+            await asyncio.to_thread(front.start)
         front._health = asyncio.create_task(front.run_health())
         try:
             yield
@@ -541,5 +542,6 @@ def serve_front(front: FrontDoor, sock) -> None:
 
     from edgediff.service.server import _uvicorn_config
 
+    front.start()  # ClusterError (one line) before the listener answers
     server = uvicorn.Server(_uvicorn_config(create_front_app(front), front.config, 30.0, "info"))
     server.run(sockets=[sock])
