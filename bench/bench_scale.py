@@ -28,7 +28,7 @@ def bench_front_door(calls: int = 300) -> dict:
     import ray
 
     from edgediff.runtime.models import load_model
-    from edgediff.service.cluster import FrontDoor, FrontDoorThread, SiteSpec
+    from edgediff.service.cluster import FrontDoor, SiteSpec, front_door_thread
     from edgediff.service.config import ServiceConfig
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import ServiceThread
@@ -40,7 +40,7 @@ def bench_front_door(calls: int = 300) -> dict:
     try:
         with (
             ServiceThread(EdgeEngine(config, model=load_model("tiny"))) as direct,
-            FrontDoorThread(FrontDoor(config, [SiteSpec("site0", config)], "local")) as front,
+            front_door_thread(FrontDoor(config, [SiteSpec("site0", config)], "local")) as front,
             httpx.Client(base_url=direct.url, timeout=30) as to_direct,
             httpx.Client(base_url=front.url, timeout=30) as to_front,
         ):

@@ -26,16 +26,16 @@ BODY = {"prompt": "a lighthouse", "steps": 8, "alpha": 5.0, "profile": {"k": 0.2
 def door():
     """One Ray start for the module: site ``a`` (0.2 s windows) and site ``b`` (3 s windows,
     so its requests stay queued long enough to be caught by its death)."""
-    from edgediff.service.cluster import FrontDoor, FrontDoorThread, SiteSpec
+    from edgediff.service.cluster import FrontDoor, SiteSpec, front_door_thread
     from edgediff.service.config import ServiceConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throw-away loopback cluster
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
-    base = ServiceConfig(edge_profile=EDGE, cache_gb=0, linger_s=0)
+    base = ServiceConfig(edge_profile=EDGE, cache_gb=0, linger_s=20)
     sites = [SiteSpec("a", base), SiteSpec("b", ServiceConfig(edge_profile=EDGE, cache_gb=0, window_s=3.0, seed=1))]
     front = FrontDoor(base, sites, address="local", health_s=HEALTH_S)
     try:
-        with FrontDoorThread(front) as thread:
+        with front_door_thread(front) as thread:
             yield thread
     finally:
         ray.shutdown()
@@ -97,7 +97,7 @@ def test_bad_bodies_are_refused_naming_the_field(door):
 
 
 def test_a_killed_site_leaves_routing_and_its_open_requests_fail_once(door):
-    front = door.front
+    front = door.engine  # the ServiceThread serves the front door
     with httpx.Client(base_url=door.url, timeout=30) as http:
         done = http.post("/v1/requests", json={**BODY, "site": "b"}).json()["id"]
         assert http.get(f"/v1/requests/{done}", params={"wait": 10}).json()["status"] == "done"
@@ -118,11 +118,33 @@ def test_a_killed_site_leaves_routing_and_its_open_requests_fail_once(door):
         assert http.get(f"/v1/requests/{done}").json()["status"] == "done"
         assert http.get(f"/v1/requests/{done}/latent").status_code == 410
         # new requests go to the live site; one that names the dead site is refused
-        assert all(http.post("/v1/requests", json=BODY).json()["id"].startswith("a-") for _ in range(3))
+        routed = [http.post("/v1/requests", json=BODY).json()["id"] for _ in range(3)]
+        assert all(job_id.startswith("a-") for job_id in routed)
+        assert all(http.get(f"/v1/requests/{i}", params={"wait": 10}).json()["status"] == "done" for i in routed)
         down = http.post("/v1/requests", json={**BODY, "site": "b"})
         assert down.status_code == 503 and "site b is down" in down.json()["error"]
         assert 'edgediff_front_lost_requests_total{site="b"} 3.0' in http.get("/metrics").text
         assert http.get("/healthz").status_code == 200
+
+
+def test_shutdown_drains_the_sites_while_clients_collect(door):
+    """As one site's shutdown: the sites drain with the listener up; the listener closes once
+    the clients of the requests unfinished at the drain have their answers (not after linger_s)."""
+    import threading
+
+    with httpx.Client(base_url=door.url, timeout=30) as http:
+        ids = [http.post("/v1/requests", json={**BODY, "site": "a", "seed": i}).json()["id"] for i in range(2)]
+        stopping = threading.Thread(target=door.stop)
+        started = time.monotonic()
+        stopping.start()
+        while not door.engine.closing:
+            time.sleep(0.01)
+        refused = http.post("/v1/requests", json=BODY)
+        assert refused.status_code == 503 and "retry-after" in refused.headers
+        for job_id in ids:
+            assert http.get(f"/v1/requests/{job_id}/latent", params={"wait": 10}).status_code == 200
+    stopping.join(30)
+    assert not stopping.is_alive() and time.monotonic() - started < 15  # not the 20 s linger
 
 
 def test_route_picks_least_expected_latency_and_skips_down_sites():

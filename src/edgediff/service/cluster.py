@@ -33,7 +33,6 @@ import asyncio
 import logging
 import math
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -169,6 +168,8 @@ class FrontDoor:
         self.final: OrderedDict[str, tuple[str | None, dict]] = OrderedDict()  # id -> (tenant, terminal status)
         self.closing = False
         self._health: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._uncollected: set[str] = set()  # ids unfinished at the drain, whose end no client has seen
         from edgediff.service.metrics import FrontMetrics
 
         self.metrics_ = FrontMetrics(names)
@@ -265,12 +266,40 @@ class FrontDoor:
         while len(self.final) > self.config.record_limit:
             self.final.popitem(last=False)
 
-    async def stop(self) -> None:
-        """Stop accepting, drain every site (each runs its batch to empty), mirror the last
-        terminal states, then leave the actors to die with this process."""
+    def stop(self) -> None:
+        """Stop accepting and drain every site (from any thread but the front door's loop;
+        ``edgediff.service.server`` calls it at shutdown, with the listener up)."""
+        if self._loop is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.drain(), self._loop).result()
+        else:
+            self.closing = True
+
+    def abort(self) -> None:
+        """A second signal: stop the sites now (their unfinished requests are lost with them)."""
         import ray
 
         self.closing = True
+        for site in self.sites.values():
+            ray.kill(site.handle)
+
+    def wait_collected(self, timeout: float) -> int:
+        """After :meth:`stop`: wait up to ``timeout`` s until the clients of the requests that
+        were unfinished when the drain began have been answered a terminal state; returns
+        how many have not."""
+        deadline = time.monotonic() + timeout
+        while self._uncollected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self._uncollected)
+
+    async def drain(self) -> None:
+        """Stop accepting, drain every site (each runs its batch to empty) and mirror the last
+        terminal states; the actors die with this process."""
+        import ray
+
+        if self.closing:
+            return
+        self.closing = True
+        self._uncollected = {job_id for site in self.sites.values() for job_id in site.open}
         if self._health is not None:
             self._health.cancel()
         live = [s for s in self.sites.values() if s.lost is None]
@@ -354,6 +383,9 @@ class FrontDoor:
             except ray.exceptions.RayActorError as err:
                 self._lose(site, err)
             else:
+                terminal = answer.status_code == 200 or (answer.status_code == 409 and isinstance(answer.content, dict))
+                if terminal and (not isinstance(answer.content, dict) or answer.content["status"] in TERMINAL):
+                    self._uncollected.discard(job_id)
                 if answer.status_code == 200 and isinstance(answer.content, dict):
                     if answer.content["status"] in TERMINAL:
                         self._settle(site, job_id, answer.content)
@@ -366,6 +398,7 @@ class FrontDoor:
         status = self._final(job_id, tenant)  # the site is gone: its requests' last answers
         if status is None:
             return unknown_id(job_id)
+        self._uncollected.discard(job_id)
         if call == "latent":
             if status["status"] == "done":
                 return Answer(410, {"error": f"{site.lost}; the latent of {job_id!r} is gone"})
@@ -456,12 +489,12 @@ def create_front_app(front: FrontDoor):
     async def lifespan(app: FastAPI):
         if not front.sites:  # not deployed yet (serve_front deploys first, to fail in one line)
             await asyncio.to_thread(front.start)
+        front._loop = asyncio.get_running_loop()
         front._health = asyncio.create_task(front.run_health())
         try:
             yield
         finally:
-            log.info("draining the sites")
-            await front.stop()
+            await front.drain()  # already done unless the listener was closed first
 
     app = FastAPI(
         title="edgediff front door",
@@ -488,60 +521,22 @@ def create_front_app(front: FrontDoor):
     return app
 
 
-class FrontDoorThread:
-    """The front door in a background thread on ``host`` and a free port (tests, bench)::
-
-    with FrontDoorThread(front) as door:
-        EdgeClient(door.url) ...
-    """
-
-    def __init__(self, front: FrontDoor, host: str = "127.0.0.1", port: int = 0):
-        self.front, self.host, self.port = front, host, port
-        self.server = self._thread = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> FrontDoorThread:
-        import uvicorn
-
-        from edgediff.service.server import StartupError, _uvicorn_config, bind
-
-        sock = bind(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        config = _uvicorn_config(create_front_app(self.front), self.front.config, 5.0, "warning")
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise StartupError("the front door did not start (see the log)")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> FrontDoorThread:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def serve_front(front: FrontDoor, sock) -> None:
     """Run the front door in the foreground on ``sock`` (from :func:`edgediff.service.server.bind`)
-    until SIGINT/SIGTERM; the sites then drain."""
-    import uvicorn
-
-    from edgediff.service.server import _uvicorn_config
+    until SIGINT/SIGTERM, with a single site's shutdown order (the sites drain while the
+    listener answers, then clients collect for up to ``linger_s``)."""
+    from edgediff.service.server import serve
 
     front.start()  # ClusterError (one line) before the listener answers
-    server = uvicorn.Server(_uvicorn_config(create_front_app(front), front.config, 30.0, "info"))
-    server.run(sockets=[sock])
+    serve(front, sock=sock, app=create_front_app(front))
+
+
+def front_door_thread(front: FrontDoor):
+    """The front door as a :class:`edgediff.service.server.ServiceThread` (tests, bench)::
+
+    with front_door_thread(front) as door:
+        EdgeClient(door.url) ...
+    """
+    from edgediff.service.server import ServiceThread
+
+    return ServiceThread(front, app=create_front_app(front))
