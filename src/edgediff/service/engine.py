@@ -598,6 +598,7 @@ class EdgeEngine:
             "b_max": cfg.b_max,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
+            "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
             "cache": {
                 "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
                 "bytes": used,
