@@ -214,3 +214,23 @@ def test_a_cached_prompt_is_decided_with_its_cached_steps(start_service):
     depth = engine.config.reusable_steps(20)
     assert seen[0] == [0] and seen[-1] == [depth]  # the first left entries up to S*; the second saw them
     assert second["granted"] and second["cache_hit_step"] == min(depth, 20 - second["split"])
+
+
+def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service):
+    from edgediff.service.embedding import HashEmbedder
+
+    threads = []
+
+    class Recording(HashEmbedder):
+        def encode(self, prompts):
+            threads.append(threading.current_thread().name)
+            return super().encode(prompts)
+
+    service, engine = start_service(embedder=Recording(), window_s=0.2, cache_gb=0.01)
+    with EdgeClient(service.url) as client:
+        done = client.status(client.submit("a tern", alpha=5.0, profile=(0.25, 0.02), steps=6)["id"], wait=30)
+        done = client.status(done["id"], wait=30, until="finished")
+    assert done["status"] in ("done", "denied")
+    assert threads and all(name.startswith("edgediff-prep") for name in threads)
+    (job,) = engine.jobs()
+    assert job.conditioning is not None  # the executor took the encoding made ahead

@@ -23,6 +23,34 @@ from edgediff.cli._args import (
 from edgediff.service.config import ServiceConfig
 
 
+def cache_policy(name: str) -> str:
+    """An argparse type: an eviction rule the latent cache applies (drc is Part B's simulator only)."""
+    from edgediff.cache.eviction import USAGE_RULES
+
+    if name == "drc":
+        raise argparse.ArgumentTypeError(
+            "drc decides with Part B's learned actor and demand estimates in the slot simulator (cache-sim); "
+            f"the service's latent cache evicts by {', '.join(USAGE_RULES)}"
+        )
+    if name not in USAGE_RULES:
+        raise argparse.ArgumentTypeError(f"unknown cache policy {name!r}; choose from {', '.join(USAGE_RULES)}")
+    return name
+
+
+def pai_curve(path: Path | None, model: str):
+    """The service's PAI curve in 200-step units: ``--pai``, else the tiny models' measured one
+    for a built-in tiny model, else the paper's fit."""
+    from edgediff.core.pai import PaiCurve, load_pai_fit
+
+    if path is not None:
+        return load_pai_fit(path)
+    if model.startswith("tiny"):
+        from edgediff.runtime.tiny import WEIGHTS_DIR
+
+        return load_pai_fit(WEIGHTS_DIR / "pai.json")
+    return PaiCurve()
+
+
 def add_parsers(sub) -> None:
     from edgediff.offload.policies import REGISTRY
 
@@ -50,6 +78,18 @@ def add_parsers(sub) -> None:
         type=number(float, 0.0),
         default=d["cache_gb"],
         help="latent cache capacity in GB (0: off)",
+    )
+    p.add_argument(
+        "--cache-policy",
+        type=cache_policy,
+        default=d["cache_eviction"],
+        help="what the latent cache evicts first: lru, lfu or lcbfu (docs/service.md)",
+    )
+    p.add_argument(
+        "--pai",
+        type=Path,
+        help="the PAI curve: measure-pai's pai.json or {a, b, N} (default: the tiny models' measured curve "
+        "for a built-in tiny model, else the paper's fit)",
     )
     p.add_argument(
         "--queue",
@@ -137,6 +177,7 @@ def run(args) -> None:
         raise UsageError("--sites and --health-interval need --ray ADDRESS")
     if args.ray is not None and args.journal is not None:
         raise UsageError("--journal is not supported with --ray (each site would need its own file)")
+    pai = pai_curve(args.pai, args.model)
     config = ServiceConfig(
         model=args.model,
         device=args.device,
@@ -146,6 +187,9 @@ def run(args) -> None:
         gpus=args.gpus,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
+        cache_eviction=args.cache_policy,
+        pai_a=pai.a,
+        pai_b=pai.b,
         queue_limit=args.queue,
         edge_profile=args.edge_profile,
         journal=args.journal,

@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -142,6 +143,8 @@ class EdgeEngine:
         self._boundary: float | None = None  # perf_counter time of the next window end (engine thread)
         self._journal = None
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
+        # prompt embeddings and text encodings run here as requests arrive, off the engine thread
+        self._prep: ThreadPoolExecutor | None = None
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,6 +184,7 @@ class EdgeEngine:
             self.config.window_s,
             self.cache.capacity_bytes,
         )
+        self._prep = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep")
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
 
@@ -232,6 +236,8 @@ class EdgeEngine:
                     self._abort = True
                     self._cond.notify_all()
                 self._thread.join()
+        if self._prep is not None:  # after the engine thread: its last windows wait on this work
+            self._prep.shutdown(wait=False, cancel_futures=True)
         with self._cond:  # anything never decided (the thread never started, or aborted)
             leftovers = [j for j in self._jobs.values() if not j.terminal]
         for job in leftovers:
@@ -302,6 +308,8 @@ class EdgeEngine:
             self.metrics.queue_depth.set(len(self._queue))
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
+        if self._prep is not None:
+            job.prepared = self._prep.submit(self._prepare, job)
         return job
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
@@ -391,8 +399,9 @@ class EdgeEngine:
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
-        with self._timed("embed"):
-            self._embed(jobs, index)
+        with self._timed("embed"):  # mostly done ahead on the prep thread: what is left, or the wait for it
+            for job in jobs:
+                self._prepared(job)
         self._peek(jobs)
         with self._timed("decide"):
             groups = decide_window(
@@ -446,17 +455,28 @@ class EdgeEngine:
                     job.embedding, job.steps, self.latent_shape, reusable, reusable
                 )
 
-    def _embed(self, jobs: list[Job], index: int) -> None:
-        """Prompt embeddings of the window's requests (the cache is looked up by them)."""
-        if not self.cache.enabled or not jobs:
-            return
+    def _prepare(self, job: Job) -> None:
+        """A request's prompt work, done once: its embedding (the cache's key; none if the
+        embedder fails, then the request runs without the cache) and the model's text encoding
+        (none if it fails: the executor then encodes it and fails that member only)."""
+        if self.cache.enabled:
+            try:
+                job.embedding = self._embeddings.encode(self.embedder, [job.prompt])[0]
+            except Exception as err:  # a broken embedder must not take the window down: no cache this time
+                log.exception("prompt embedding failed; request %s runs without the cache: %s", job.id, err)
+        from edgediff.runtime.executor import request_conditioning
+
         try:
-            for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.request.prompt for j in jobs])):
-                job.embedding = vector
-        except Exception as err:  # a broken embedder must not take the window down: no cache this time
-            log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
-            for job in jobs:
-                job.embedding = None
+            job.conditioning = request_conditioning(self.model.backend, job.request)
+        except Exception:
+            log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
+
+    def _prepared(self, job: Job) -> None:
+        """Wait for ``job``'s prompt work (or do it here, for a job submitted before the start)."""
+        if job.prepared is None:
+            self._prepare(job)
+        else:
+            job.prepared.result()
 
     def _admit(self, executor, job: Job, index: int, answer: dict):
         """Start a granted member (from a cached latent if one is usable); ``answer`` is its
@@ -475,7 +495,7 @@ class EdgeEngine:
                 self.metrics.cache_misses.inc()
             job.capture_steps = set(range(hit_step + 1, reach + 1))
         try:
-            executor.add(job.id, job.request, split, start)
+            executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
         except Exception as err:
             self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
             return executor
@@ -636,6 +656,7 @@ class EdgeEngine:
             "b_max": cfg.b_max,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
+            "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
             "cache": {
                 "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
                 "bytes": used,

@@ -42,11 +42,12 @@ OUTCOMES = ("denied", "granted", "failed", "rejected")
 class SimJob:
     """What :func:`decide_window` reads of a request (the engine's ``Job`` has the same names)."""
 
-    __slots__ = ("index", "id", "steps", "k", "h", "alpha", "prompt", "arrived", "cls")
+    __slots__ = ("index", "id", "steps", "k", "h", "alpha", "prompt", "arrived", "cls", "cached_steps")
 
     def __init__(self, index, steps, k, h, alpha, prompt, arrived, cls):
         self.index, self.id, self.steps = index, str(index), steps
         self.k, self.h, self.alpha, self.prompt, self.arrived, self.cls = k, h, alpha, prompt, arrived, cls
+        self.cached_steps = 0
 
 
 class SimExecutor:
@@ -204,6 +205,7 @@ class SimSite:
         self.decided_t.append(now)
         self.decided_n.append(len(jobs))
         self._store_captures()
+        self._peek(jobs)
         groups = decide_window(
             jobs,
             svc,
@@ -232,6 +234,14 @@ class SimSite:
         ex.release_pending()
 
     # ------------------------------------------------------------------ the cache
+    def _peek(self, jobs: list[SimJob]) -> None:
+        """The service's peek before a decision: each request's deepest usable cached step."""
+        if self.cache is None or not jobs:
+            return
+        depth = self.cache.cached_steps(np.array([job.cls for job in jobs]))[:, self.cache.cfg.reusable_steps]
+        for job, d in zip(jobs, depth.tolist()):
+            job.cached_steps = d
+
     def _lookup(self, job: SimJob, split: int) -> int:
         """The service's admission: the usable entry with the most steps (at most the member's
         own edge steps); the member then stores its reusable steps after the hit."""
