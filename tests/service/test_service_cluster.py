@@ -124,6 +124,8 @@ def test_a_killed_site_leaves_routing_and_its_open_requests_fail_once(door):
         down = http.post("/v1/requests", json={**BODY, "site": "b"})
         assert down.status_code == 503 and "site b is down" in down.json()["error"]
         assert 'edgediff_front_lost_requests_total{site="b"} 3.0' in http.get("/metrics").text
+        lost = http.get("/v1/info").json()["sites"]["b"]
+        assert lost["up"] is False and lost["lost"].startswith("site b lost") and lost["info"] is None
         assert http.get("/healthz").status_code == 200
 
 

@@ -409,7 +409,7 @@ class FrontDoor:
         infos = await self._each("info")
         return {
             "front_door": {"health_interval_s": self.health_s, "routing": "least expected latency"},
-            "sites": {name: self._view(name, info=info) for name, info in infos.items()},
+            "sites": {name: self._view(name, info=infos.get(name)) for name in self.sites},
         }
 
     async def status_data(self) -> dict:
