@@ -65,7 +65,7 @@ def test_a_request_names_its_site_and_ids_say_where(door):
             assert answer.status_code == 202, answer.text
             ids[site] = answer.json()["id"]
             assert ids[site].startswith(f"{site}-") and answer.headers["location"] == f"/v1/requests/{ids[site]}"
-        for site, job_id in ids.items():
+        for job_id in ids.values():
             status = http.get(f"/v1/requests/{job_id}", params={"wait": 10}).json()
             assert status["status"] == "done", status
             latent = http.get(f"/v1/requests/{job_id}/latent")

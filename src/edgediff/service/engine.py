@@ -276,7 +276,9 @@ class EdgeEngine:
 
         k, h = body.device_profile()
         if body.site is not None and body.site != self.site:
-            where = "this service runs one site and takes no site" if self.site is None else f"this is site {self.site!r}"
+            where = (
+                "this service runs one site and takes no site" if self.site is None else f"this is site {self.site!r}"
+            )
             raise RequestError(f"site: unknown site {body.site!r} ({where})")
         if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
             self.model.check_steps(body.steps)

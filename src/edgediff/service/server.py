@@ -191,9 +191,7 @@ class ServiceThread:
         EdgeClient(service.url) ...
     """
 
-    def __init__(
-        self, engine: EdgeEngine, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 5.0, app=None
-    ):
+    def __init__(self, engine: EdgeEngine, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 5.0, app=None):
         self.engine, self.host, self.port, self.graceful_s, self.app = engine, host, port, graceful_s, app
         self.server = None
         self._thread = None
