@@ -74,7 +74,7 @@ class _UserSchema(_Strict):
     request_time: NonNegativeFloat
     prompt_bits: NonNegativeFloat = PROMPT_BITS
     intermediate_bits: NonNegativeFloat = INTERMEDIATE_BITS
-    cached_steps: Annotated[int, Field(ge=0, strict=True)] = 0
+    cached_steps: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _positive_step_latency(self):
@@ -169,8 +169,7 @@ class Instance:
     eta: float = 10.0
     W_max: float = 1e6
     pai: PaiCurve = field(default_factory=PaiCurve)
-    # d_i: edge steps a cache hit has already done for user i (docs/offloading-model.md, "Cached steps")
-    cached_steps: np.ndarray | None = None
+    cached_steps: np.ndarray | None = None  # d_i: steps of a usable cached output (None: no cache)
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
@@ -179,10 +178,13 @@ class Instance:
             object.__setattr__(self, name, arr)
         cached = np.zeros(len(self.ids), np.int64) if self.cached_steps is None else self.cached_steps
         cached = np.asarray(cached, dtype=np.int64)
-        if cached.shape != (len(self.ids),) or np.any(cached < 0):
-            raise InstanceError("cached_steps must hold one integer >= 0 per user")
         cached.setflags(write=False)
         object.__setattr__(self, "cached_steps", cached)
+
+    @property
+    def has_cached_steps(self) -> bool:
+        """Whether any user's request can start from a cached output (docs/offloading-model.md, "Cached steps")."""
+        return bool(self.cached_steps.any())
 
     @property
     def num_users(self) -> int:
@@ -235,6 +237,7 @@ class Instance:
             request_time=[u.request_time for u in users],
             prompt_bits=[u.prompt_bits for u in users],
             intermediate_bits=[u.intermediate_bits for u in users],
+            cached_steps=[u.cached_steps for u in users],
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,
@@ -267,7 +270,6 @@ class Instance:
                     "request_time": float(self.request_time[i]),
                     "prompt_bits": float(self.prompt_bits[i]),
                     "intermediate_bits": float(self.intermediate_bits[i]),
-                    # written only where non-zero: files without cache hits stay as they were
                     **({"cached_steps": int(self.cached_steps[i])} if self.cached_steps[i] else {}),
                 }
                 for i in range(self.num_users)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,42 +42,33 @@ class PaiCurve:
 
 
 class PaiFileError(InputError):
-    """A PAI file (``edgediff measure-pai``'s ``pai.json``) cannot be used; the message says why."""
+    """A PAI fit file cannot be read; the message names the file and the field."""
 
 
-@dataclass(frozen=True)
-class MeasuredPai:
-    """The curve of a ``measure-pai`` output, for ``PAPER_STEPS``-step runs, and the cluster-wide
-    model it was measured with (``None`` if the file does not say)."""
-
-    curve: PaiCurve
-    cluster: str | None
-
-
-def load_measured_pai(path: str | Path) -> MeasuredPai:
-    """Read ``edgediff measure-pai``'s ``pai.json`` (docs/formats.md): its ``pai_at_N200`` fit,
-    or its ``pai`` fit over ``N``-step runs scaled to ``PAPER_STEPS``; :class:`PaiFileError` naming
-    the problem otherwise."""
+def load_pai_fit(path: str | Path) -> PaiCurve:
+    """The PAI curve of a ``measure-pai`` output (``pai.json``: its ``pai_at_N200``) or of a
+    JSON object ``{"a", "b"}`` with an optional ``"N"`` (the run length it was fitted on,
+    default 200), in ``PAPER_STEPS``-step units (what the service scales to each request's N)."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(path.read_text())
     except OSError as err:
         raise PaiFileError(f"cannot read PAI file {str(path)!r}: {err.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PaiFileError(f"PAI file {str(path)!r} is not valid JSON: {err}") from None
+    except json.JSONDecodeError as err:
+        raise PaiFileError(f"PAI file {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(data, dict):
-        raise PaiFileError(f"PAI file {str(path)!r}: expected measure-pai's pai.json (an object)")
-    key = "pai_at_N200" if "pai_at_N200" in data else "pai"
-    fit, steps = data.get(key), PAPER_STEPS if key == "pai_at_N200" else data.get("N")
-    if not isinstance(fit, dict) or not all(_finite(fit.get(name)) for name in ("a", "b")):
-        raise PaiFileError(f"PAI file {str(path)!r}: needs measure-pai's fit 'pai_at_N200' or 'pai' with numbers a and b")
-    if fit["a"] <= 0:
-        raise PaiFileError(f"PAI file {str(path)!r}: {key}.a must be > 0, got {fit['a']}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise PaiFileError(f"PAI file {str(path)!r}: 'N' must be a positive integer, got {steps!r}")
-    cluster = data.get("cluster")
-    curve = PaiCurve(float(fit["a"]), float(fit["b"])).for_steps(PAPER_STEPS, over=steps)
-    return MeasuredPai(curve, cluster if isinstance(cluster, str) else None)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        raise PaiFileError(f"PAI file {path}: expected a JSON object")
+    fit, N = data, data.get("N", PAPER_STEPS)
+    if "pai_at_N200" in data:
+        fit, N = data["pai_at_N200"], PAPER_STEPS
+    elif "pai" in data:
+        fit = data["pai"]
+    try:
+        a, b, N = float(fit["a"]), float(fit["b"]), int(N)
+    except (KeyError, TypeError, ValueError):
+        raise PaiFileError(
+            f"PAI file {path}: needs numbers a and b (measure-pai's pai.json, or {{'a', 'b', 'N'}})"
+        ) from None
+    if not (np.isfinite(a) and np.isfinite(b) and a > 0 and N >= 1):
+        raise PaiFileError(f"PAI file {path}: needs a > 0, b finite and N >= 1, got a={a}, b={b}, N={N}")
+    return PaiCurve(a, b).for_steps(PAPER_STEPS, over=N)

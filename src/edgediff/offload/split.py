@@ -21,14 +21,20 @@ from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
 
 
-def _upper_root(saving, alpha, pai, low, high) -> np.ndarray:
-    """The larger stationary point ``n+`` of ``alpha F(n) - saving n``, clipped to ``[low, high]``."""
+def _best_on_interval(instance: Instance, alpha, saving, lo, hi) -> np.ndarray:
+    """The ``n`` in ``[lo, hi]`` maximizing ``alpha F(n) - saving n`` (ties: the larger ``n``)."""
+    pai = instance.pai
     q = saving / (alpha * pai.a)
     with np.errstate(invalid="ignore", divide="ignore"):
-        root = pai.inverse(0.5 * (1.0 + np.sqrt(1.0 - 4.0 * q)))
-    # saving <= 0: O increases everywhere (best at high); q >= 1/4: O decreases everywhere (low).
-    root = np.where(saving <= 0, high, np.where(q >= 0.25, low, root))
-    return np.clip(root, low, high)
+        upper_root = pai.inverse(0.5 * (1.0 + np.sqrt(1.0 - 4.0 * q)))
+    # saving <= 0: the objective increases everywhere (best at hi); q >= 1/4: it decreases everywhere (lo).
+    upper_root = np.where(saving <= 0, hi, np.where(q >= 0.25, lo, upper_root))
+    upper_root = np.clip(upper_root, lo, hi)
+
+    # Candidates ordered so that ties keep more steps local.
+    candidates = np.stack(np.broadcast_arrays(hi, np.ceil(upper_root), np.floor(upper_root), lo)).astype(float)
+    value = alpha * pai(candidates) - saving * candidates  # O(n) up to a constant
+    return np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
 
 
 def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
@@ -36,36 +42,28 @@ def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)
 
     Returns ``(split, value)`` shaped ``(len(users), B)`` with
     ``value = alpha F(n) - max(0, N - n - d) edge - n L_i(1)``, the split-dependent part of the
-    granted utility, at the best ``n`` (``d``: the user's cached steps, 0 without a cache hit).
+    granted utility, at the best ``n`` (``d``: the user's cached steps).
 
-    With ``d > 0`` the edge charges nothing for the last ``d`` offloaded steps, so the value is the
-    closed form's on two pieces: ``n <= N - d`` (edge latency ``edge``) and ``n >= N - d`` (edge
-    latency 0); the best split is among each piece's ends and ``floor/ceil(n+)``.
+    With cached steps the objective is the no-cache one on ``n <= N - d`` and the edge-free one
+    ``alpha F(n) - n L_i(1)`` on ``n >= N - d``; each piece has the shape above, so the best of
+    the two pieces' closed-form candidates is the optimum (docs/offloading-model.md, "Cached steps").
     """
     alpha = instance.alpha[users, None]
     local = instance.local_step_latency[users, None]
     N, N_hat = float(instance.N), float(instance.N_hat)
-    hit_split = np.maximum(N - instance.cached_steps[users, None], N_hat)  # max(N_hat, N - d): where hits start to count
-    saving = local - edge_step  # time saved per offloaded step that the edge runs
-    pai = instance.pai
+    best = _best_on_interval(instance, alpha, local - edge_step, N_hat, N)
+    if instance.has_cached_steps:
+        cached_from = np.maximum(N - instance.cached_steps[users, None], N_hat)  # n >= this: no edge step left
+        below = _best_on_interval(instance, alpha, local - edge_step, N_hat, cached_from)
+        above = _best_on_interval(instance, alpha, local + 0.0 * edge_step, cached_from, N)
+        cached = instance.cached_steps[users, None]
 
-    # piece 1, [N_hat, N - d] (empty unless N - d >= N_hat): every offloaded step costs `edge`
-    root = _upper_root(saving, alpha, pai, N_hat, hit_split)
-    # piece 2, [max(N_hat, N - d), N]: the cache already did every offloaded step
-    hit_root = _upper_root(np.broadcast_to(local, saving.shape), alpha, pai, hit_split, N)
-    # Candidates in order of decreasing n, so that ties keep more steps local (with d = 0 the
-    # first four are all N: the choice is the closed form's without cached steps, bit for bit).
-    candidates = np.stack(
-        np.broadcast_arrays(
-            N, np.ceil(hit_root), np.floor(hit_root), hit_split, np.ceil(root), np.floor(root), N_hat
-        )
-    )
-    # O(n) up to a constant: alpha F(n) - saving n on piece 1, and less edge (n - (N - d)) above it
-    beyond = np.maximum(candidates - (N - instance.cached_steps[users, None]), 0.0)
-    value = alpha * pai(candidates) - saving * candidates - beyond * edge_step
-    best = np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
-    remaining = np.maximum(N - best - instance.cached_steps[users, None], 0.0)
-    return best.astype(np.int64), alpha * pai(best) - remaining * edge_step - best * local
+        def value(n):
+            return alpha * instance.pai(n) - np.maximum(N - n - cached, 0) * edge_step - n * local
+
+        best = np.where(value(above) >= value(below), above, below)
+        return best.astype(np.int64), value(best)
+    return best.astype(np.int64), alpha * instance.pai(best) - (instance.N - best) * edge_step - best * local
 
 
 def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:

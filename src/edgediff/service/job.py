@@ -73,7 +73,9 @@ class Job:
     snapshot: JobSnapshot = field(init=False)
     capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
     embedding: np.ndarray | None = field(default=None, repr=False)
-    cached_steps: int = 0  # d_i: the cache hit depth its window decision counted on (a read-only peek)
+    cached_steps: int = 0  # d_i: steps of the cached latent it could start from, seen before its window's decision
+    conditioning: object = field(default=None, repr=False)  # the model's prompt encoding, computed ahead
+    prepared: object = field(default=None, repr=False)  # the Future of that work on the engine's prep thread
     decided: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
     async_decided: asyncio.Event | None = field(default=None, repr=False)

@@ -226,8 +226,8 @@ class LatentCache:
             return [entry for _, entry in sorted(found, key=lambda item: item[0])]
 
     def _find(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
-        """``(group, slot, step, similarity)`` of the best usable entry, or ``None``; reads only
-        (the caller holds the lock)."""
+        """``(group, slot, step, similarity)`` of the best usable entry with at most ``max_step``
+        steps done, or ``None``; changes nothing (the caller holds the lock)."""
         g = self._groups.get((steps, tuple(shape)))
         if g is None or not g.count:
             return None
@@ -250,8 +250,8 @@ class LatentCache:
         return g, int(slot_of[best]), int(step_of[best]), float(sim_of[best])
 
     def peek(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int) -> int:
-        """The steps done of the entry :meth:`lookup` would return now (0: none), read-only: no
-        use, recency, clock or eviction order changes (the window decision asks before it grants)."""
+        """Steps done by the entry :meth:`lookup` would return (0: none), without using it: no
+        usage statistics move, so a window can be decided with the cache in view."""
         with self._lock:
             found = self._find(embedding, steps, shape, max_step, reusable_steps)
             return 0 if found is None else found[2]

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from edgediff.twin.bound import mean_bounds
 from edgediff.twin.config import TwinConfig, WorkloadConfig, uniform_sites
 from edgediff.twin.sim import simulate
 from edgediff.twin.workload import generate
@@ -59,7 +60,8 @@ def case_seeds(cases: list[SweepCase], seed: int) -> list[int]:
 
 
 def run_case(case: SweepCase, seed: int) -> dict:
-    """Simulate one case; its summary over all sites (the ``all`` row) with the case's fields."""
+    """Simulate one case; its summary over all sites (the ``all`` row) with the case's fields and
+    the trace's hindsight bounds (:mod:`edgediff.twin.bound`)."""
     sites = case.site_list()
     arrivals = generate(WorkloadConfig(rate=case.rate, duration_s=case.duration_s, steps=case.steps), sites[0], seed)
     start = time.perf_counter()
@@ -67,7 +69,8 @@ def run_case(case: SweepCase, seed: int) -> dict:
     elapsed = time.perf_counter() - start
     summary = result.site_rows()[-1]
     summary.pop("site")
-    return {**asdict(case), "seed": seed, **summary, "simulate_s": elapsed}
+    bounds = mean_bounds(sites[0], arrivals)  # identical sites: one site's bounds hold for any routing
+    return {**asdict(case), "seed": seed, **summary, **bounds, "simulate_s": elapsed}
 
 
 def run_sweep(
