@@ -1,8 +1,10 @@
-"""Part A with cached steps d_i (docs/offloading-model.md, "Cached steps"): every policy that
-optimizes is checked against enumeration, and d = 0 changes nothing."""
+"""Part A with cached steps d_i (docs/offloading-model.md, "Cached steps"), beyond exact's tests
+in test_exact.py: the split against a scan, timeline and milp against enumeration, dqn's refusal,
+and d = 0 changes no policy's decision."""
 
 import itertools
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +14,8 @@ from hypothesis import strategies as st
 from edgediff.core.generator import random_instance
 from edgediff.core.instance import Instance, InstanceError
 from edgediff.core.model import Decision, evaluate
-from edgediff.offload.exact import bounded_scan, full_scan, solve_exact
 from edgediff.offload.milp import solve_milp
-from edgediff.offload.policies import make_policy
+from edgediff.offload.policies import CheckpointError, make_policy
 from edgediff.offload.split import best_splits
 from edgediff.offload.timeline import brute_force_timeline, solve_timeline
 from reference import objective
@@ -46,16 +47,6 @@ def enumerate_all(inst: Instance, model: str = "paper") -> float:
         split = [inst.N if c is None else c for c in choice]
         best = max(best, objective(data, granted, split, model))
     return best
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 4), gpus=st.integers(1, 16), bmax=st.integers(0, 4))
-def test_exact_equals_enumeration_of_grants_and_splits(seed, users, gpus, bmax):
-    inst = small_window(seed, users, gpus, bmax)
-    decision = solve_exact(inst)
-    value = evaluate(inst, decision).objective
-    assert value == pytest.approx(objective(inst.to_dict(), list(decision.granted), list(decision.split)))
-    assert value == pytest.approx(enumerate_all(inst), rel=1e-9, abs=1e-9)
 
 
 @settings(max_examples=15, deadline=None)
@@ -94,17 +85,6 @@ def test_split_with_cached_steps_equals_scan(n_hat, extra, cached, pai_b, pai_a,
     np.testing.assert_allclose(util[0, 0], max(scan), rtol=1e-10, atol=1e-9)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_bounded_scan_keeps_full_scan_decision_with_cached_steps(seed):
-    """The early stop's lemma holds with cached steps (docs/offloading-model.md): same decision."""
-    rng = np.random.default_rng(seed)
-    base = random_instance(int(rng.integers(200, 1500)), int(rng.integers(1, 17)), seed=seed, B_max=int(rng.integers(1, 200)))
-    inst = replace(base, cached_steps=rng.integers(0, base.N + 1, base.num_users) * (rng.random(base.num_users) < 0.5))
-    fast, full = bounded_scan(inst), full_scan(inst)
-    np.testing.assert_array_equal(fast.granted, full.granted)
-    np.testing.assert_array_equal(fast.split, full.split)
-
-
 def test_cached_steps_zero_changes_nothing():
     inst = random_instance(12, 8, seed=3)
     zeros = replace(inst, cached_steps=np.zeros(inst.num_users, np.int64))
@@ -113,18 +93,6 @@ def test_cached_steps_zero_changes_nothing():
         a, b = make_policy(name).decide(inst), make_policy(name).decide(zeros)
         np.testing.assert_array_equal(a.split, b.split)
         assert evaluate(inst, a).objective == evaluate(zeros, b).objective  # bit for bit
-
-
-def test_a_hit_removes_edge_work_and_is_taken():
-    inst = random_instance(6, 8, seed=4)
-    hit = replace(inst, cached_steps=np.full(inst.num_users, inst.N))
-    # every offloaded step cached: a granted user's edge time is 0 under both models
-    decision = Decision(np.ones(6, bool), np.full(6, inst.N_hat))
-    for model in ("paper", "timeline"):
-        without = evaluate(inst, decision, model).latency
-        with_hit = evaluate(hit, decision, model).latency
-        assert np.all(with_hit < without)
-    assert evaluate(hit, solve_exact(hit)).objective > evaluate(inst, solve_exact(inst)).objective
 
 
 def test_milp_prices_cached_steps():
@@ -147,7 +115,32 @@ def test_instance_file_cached_steps():
     assert list(inst.cached_steps) == [0, 7]
     assert Instance.from_dict(inst.to_dict()).to_dict() == inst.to_dict()
     assert "cached_steps" not in inst.to_dict()["users"][0]
-    for bad, message in ((-1, "users.1.cached_steps"), (inst.N + 1, "users.1.cached_steps"), (2.5, "users.1.cached_steps")):
+    for bad, message in (
+        (-1, "users.1.cached_steps"),
+        (inst.N + 1, "users.1.cached_steps"),
+        (2.5, "users.1.cached_steps"),
+    ):
         data["users"][1]["cached_steps"] = bad
         with pytest.raises(InstanceError, match=message):
             Instance.from_dict(data)
+
+
+def test_instance_rejects_cached_steps_of_another_length():
+    inst = random_instance(3, 8, seed=0)
+    with pytest.raises(InstanceError, match="one integer >= 0 per user"):
+        replace(inst, ids=("a", "b"), k=inst.k[:2], h=inst.h[:2], alpha=inst.alpha[:2])
+    with pytest.raises(InstanceError, match="one integer >= 0 per user"):
+        replace(inst, cached_steps=[0, -1, 0])
+
+
+def test_dqn_refuses_cached_steps_it_cannot_see(monkeypatch):
+    from edgediff.offload.dqn import policy
+
+    q_function, config = policy._load(None)
+    inst = replace(random_instance(6, 8, seed=1), cached_steps=[0, 5, 0, 0, 0, 0])
+    assert config.mdp_options["features"] == "convex"  # the shipped checkpoint sees gains with d_i
+    policy.solve_dqn(inst)
+    paper_state = SimpleNamespace(mdp_options={**config.mdp_options, "features": "paper"})
+    monkeypatch.setattr(policy, "_load", lambda checkpoint: (q_function, paper_state))
+    with pytest.raises(CheckpointError, match="cached_steps"):
+        policy.solve_dqn(inst)

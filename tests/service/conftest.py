@@ -37,9 +37,7 @@ def start_service(tiny):
     with contextlib.ExitStack() as stack:
 
         def start(embedder=None, model=None, **overrides):
-            # the paper's PAI curve: these scenarios were built on it (the default, the curve
-            # measured for the tiny models, is tested in test_service_joint.py)
-            options = dict(window_s=0.2, edge_profile=EDGE, linger_s=0.5, pai_a=0.0413, pai_b=71.44)
+            options = dict(window_s=0.2, edge_profile=EDGE, linger_s=0.5)
             options.update(overrides)
             engine = EdgeEngine(ServiceConfig(**options), model=model or tiny, embedder=embedder or HashEmbedder())
             service = ServiceThread(engine).start()

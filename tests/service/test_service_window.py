@@ -16,7 +16,7 @@ from edgediff.service.job import Job, JobSnapshot
 from edgediff.service.schemas import SubmitRequest
 from edgediff.service.window import LATEST_ARRIVAL, decide_window, window_instance
 
-CONFIG = ServiceConfig(window_s=0.5, gpus=2, eta=12.0, W_max=2e6, pai_a=0.0413, pai_b=71.44)  # the paper's PAI
+CONFIG = ServiceConfig(window_s=0.5, gpus=2, eta=12.0, W_max=2e6)
 EDGE = (0.01, 0.004)
 
 

@@ -66,8 +66,7 @@ def test_run_until_stops_at_the_first_step_end_at_or_after_the_target():
 
 
 def test_an_isolated_window_gets_exactly_the_latency_the_service_predicts():
-    # the paper's PAI curve: with the tiny models' measured one these users all run locally
-    site = make_site(profile="0.02,0.004", window_s=1.0, gpus=1, b_max=4, cache_gb=0, pai_a=0.0413, pai_b=71.44)
+    site = make_site(profile="0.02,0.004", window_s=1.0, gpus=1, b_max=4, cache_gb=0)
     arr = arrivals([0.1, 0.35, 0.6, 0.8, 0.95], k=0.3)
     result = simulate(TwinConfig([site]), arr)
     rec = result.records

@@ -178,6 +178,10 @@ class Instance:
             object.__setattr__(self, name, arr)
         cached = np.zeros(len(self.ids), np.int64) if self.cached_steps is None else self.cached_steps
         cached = np.asarray(cached, dtype=np.int64)
+        if cached.shape != (len(self.ids),) or np.any(cached < 0):  # e.g. replace() with other users
+            raise InstanceError(
+                f"cached_steps must hold one integer >= 0 per user ({len(self.ids)}), got {cached.shape}"
+            )
         cached.setflags(write=False)
         object.__setattr__(self, "cached_steps", cached)
 
@@ -204,15 +208,6 @@ class Instance:
     def payload_bits(self) -> np.ndarray:
         """``s_p,i + s_m,i``: the prompt up and the intermediate latent down."""
         return self.prompt_bits + self.intermediate_bits
-
-    @property
-    def has_cached_steps(self) -> bool:
-        """Whether any user's prompt hits the cache (``d_i > 0``)."""
-        return bool(self.cached_steps.any())
-
-    def edge_steps(self, offloaded) -> np.ndarray:
-        """``max(0, m_i - d_i)``: the offloaded steps the edge still runs after the cache hit."""
-        return np.maximum(np.asarray(offloaded) - self.cached_steps, 0)
 
     @property
     def max_granted(self) -> int:
@@ -248,7 +243,6 @@ class Instance:
             eta=s.link.eta,
             W_max=s.link.W_max,
             pai=PaiCurve(a=s.pai.a, b=s.pai.b),
-            cached_steps=[u.cached_steps for u in users],
         )
 
     def to_dict(self) -> dict:

@@ -123,7 +123,6 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
     edge_steps = edge_steps_to_run(instance, decision)
     latency = instance.waiting_latency + n * instance.local_step_latency
     if b:
-        remaining = instance.edge_steps(offloaded)[g]  # a cache hit already did d_i of them
         if latency_model == "paper":
             edge = edge_steps[g] * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
         else:

@@ -30,11 +30,13 @@ def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
     if instance.max_granted == 0:
         return Decision.all_local(instance)
     pai, steps = instance.pai, instance.N - instance.N_hat
-    edge_steps = instance.edge_steps(steps)  # what the edge still runs after a cache hit
+    edge_steps = np.maximum(steps - instance.cached_steps, 0)  # what the edge runs after a cache hit
     # (steps - edge_steps) h_e is 0.0 without cached steps: the paper's A_i, bit for bit
-    a = instance.alpha * (pai(instance.N_hat) - pai(instance.N)) + steps * (
-        instance.local_step_latency - instance.edge_h
-    ) + (steps - edge_steps) * instance.edge_h
+    a = (
+        instance.alpha * (pai(instance.N_hat) - pai(instance.N))
+        + steps * (instance.local_step_latency - instance.edge_h)
+        + (steps - edge_steps) * instance.edge_h
+    )
     slope = transmission_latency(instance.payload_bits, 1, instance.eta, instance.W_max)
     slope = slope + edge_steps * instance.edge_k / instance.G
     i, j = np.triu_indices(num_users, k=1)

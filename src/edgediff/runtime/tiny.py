@@ -29,9 +29,6 @@ TINY_RANDOM = "tiny-random"
 TINY_PERSONAL = ("tiny-italic", "tiny-bold", "tiny-small")
 EMBEDDED = (TINY_NAME, *TINY_PERSONAL, TINY_RANDOM)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# edgediff measure-pai's output for the shipped models (a copy of docs/results-pai/pai.json):
-# the service's default PAI curve for them
-TINY_PAI_FILE = WEIGHTS_DIR / "tiny_pai.json"
 PERSONALIZATION_FILE = "personalization.json"
 
 

@@ -20,15 +20,9 @@ class ServiceConfigError(InputError):
 class ServiceConfig:
     """Everything ``edgediff serve`` can set. Sizes in bytes, times in seconds.
 
-    ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the Part A constants (``N_hat = 80``
+    ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the paper's Part A defaults (``N_hat = 80``
     and the PAI sigmoid, both for ``N = 200``) to a request's own step count: a request of
     ``N`` steps gets ``N_hat = round(0.4 N)`` and ``F(n) = sigmoid(a 200/N (n - b N/200))``.
-    The PAI curve: ``pai_file`` (``measure-pai``'s ``pai.json``), else ``pai_a``/``pai_b``, else the
-    curve measured for the shipped tiny models when ``model`` is the one it was measured with,
-    else the paper's fit; ``pai_source`` says which.
-    ``cache_policy`` (``lru``, ``lfu``, ``lcbfu``) makes the latent cache follow that Part B
-    policy: store the deepest step the edge computes for a member, evict by its rule; ``None``
-    keeps the service's own rule (every reusable step stored, evicted by ``cache_eviction``).
     ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (the
     caching model's 6 of 20 steps, docs/caching-model.md). ``edge_profile`` ``None`` calibrates the
     edge model at start-up.
@@ -46,10 +40,8 @@ class ServiceConfig:
     theta_min: float = 0.8
     reusable_fraction: float = 0.3
     n_hat_fraction: float = 0.4
-    pai_a: float | None = None
-    pai_b: float | None = None
-    pai_file: Path | None = None
-    cache_policy: str | None = None
+    pai_a: float = 0.0413
+    pai_b: float = 71.44
     eta: float = 10.0
     W_max: float = 1e6
     queue_limit: int = 256
@@ -68,7 +60,6 @@ class ServiceConfig:
     api_keys: tuple[tuple[str, str], ...] | None = None  # (SHA-256 of a key, tenant); see service.tenants
     cache_sharing: bool = False  # with api_keys: one latent cache for all tenants (a membership oracle)
     seed: int = 0
-    pai_source: str = field(default="", init=False)  # where pai_a, pai_b came from (set when built)
 
     def __post_init__(self):
         numbers = [f.name for f in fields(self) if f.type in ("float", "int")]
@@ -86,25 +77,11 @@ class ServiceConfig:
         for name in ("theta_min", "reusable_fraction", "n_hat_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.W_max <= 0:
-            raise ServiceConfigError("W_max must be > 0")
-        self._resolve_pai()
-        rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
+        if self.W_max <= 0 or self.pai_a <= 0:
+            raise ServiceConfigError("W_max and pai_a must be > 0")
         if self.cache_eviction not in USAGE_RULES:
+            rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
             raise ServiceConfigError(f"cache_eviction must be {rules}, got {self.cache_eviction!r}")
-        if self.cache_policy == "drc":
-            raise ServiceConfigError(
-                "cache_policy 'drc' is not available in the service: it needs the Part B slot simulator's "
-                f"learned actor (edgediff cache-sim --policy drc); choose {rules}"
-            )
-        if self.cache_policy is not None:
-            if self.cache_policy not in USAGE_RULES:
-                raise ServiceConfigError(f"cache_policy must be {rules}, got {self.cache_policy!r}")
-            if self.cache_eviction not in (self.cache_policy, "lcbfu"):  # lcbfu: the default
-                raise ServiceConfigError(
-                    f"cache_eviction {self.cache_eviction!r} conflicts with cache_policy {self.cache_policy!r}"
-                )
-            object.__setattr__(self, "cache_eviction", self.cache_policy)  # the policy's own rule
         if not isinstance(self.policy_options, Mapping):
             raise ServiceConfigError(f"policy_options must be a mapping, got {self.policy_options!r}")
         object.__setattr__(self, "policy_options", dict(self.policy_options))  # a copy: the caller's dict may change
@@ -123,35 +100,6 @@ class ServiceConfig:
             if not (math.isfinite(k) and math.isfinite(h)) or k < 0 or k / self.gpus + h <= 0:
                 raise ServiceConfigError(f"edge_profile must have k >= 0 and k/G + h > 0, got {self.edge_profile}")
 
-    def _resolve_pai(self) -> None:
-        """Set ``pai_a``, ``pai_b`` and ``pai_source`` (the class doc says in which order)."""
-        from edgediff.core.pai import PaiCurve, load_measured_pai
-        from edgediff.runtime.tiny import TINY_PAI_FILE
-
-        given = [name for name in ("pai_a", "pai_b") if getattr(self, name) is not None]
-        if self.pai_file is not None:
-            curve, source = load_measured_pai(self.pai_file).curve, str(self.pai_file)
-            if given and (self.pai_a, self.pai_b) != (curve.a, curve.b):  # equal: a copy by replace()
-                raise ServiceConfigError(f"give pai_file or {given[0]}, not both")
-        elif len(given) == 1:
-            raise ServiceConfigError("pai_a and pai_b go together")
-        elif given:
-            curve, source = PaiCurve(self.pai_a, self.pai_b), "pai_a, pai_b"
-        else:
-            shipped = load_measured_pai(TINY_PAI_FILE)
-            if shipped.cluster == self.model:
-                curve, source = shipped.curve, f"measured for {self.model} (shipped {TINY_PAI_FILE.name})"
-            else:
-                curve, source = PaiCurve(), "the paper's fit"
-        for name, value in (("pai_a", curve.a), ("pai_b", curve.b)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ServiceConfigError(f"{name} must be a finite number, got {value!r}")
-        if curve.a <= 0:
-            raise ServiceConfigError(f"pai_a must be > 0, got {curve.a}")
-        object.__setattr__(self, "pai_a", float(curve.a))
-        object.__setattr__(self, "pai_b", float(curve.b))
-        object.__setattr__(self, "pai_source", source)
-
     @property
     def tenants(self) -> tuple[str, ...]:
         """The tenants of ``api_keys`` (empty: no keys, one anonymous tenant)."""
@@ -167,11 +115,3 @@ class ServiceConfig:
     def reusable_steps(self, steps: int) -> int:
         """``S*`` for a request of ``steps`` steps."""
         return max(1, min(steps, round(self.reusable_fraction * steps)))
-
-    def stored_steps(self, hit: int, reach: int) -> range:
-        """Steps done at which a member that started from ``hit`` and runs to ``reach`` stores
-        its latent: every one it computes, or with a ``cache_policy`` the deepest only (Part B's
-        ``m' = m``, docs/caching-model.md)."""
-        if self.cache_policy is not None:
-            return range(reach, reach + 1) if reach > hit else range(0)
-        return range(hit + 1, reach + 1)

@@ -43,7 +43,7 @@ def run_service_demo(out: Path, seed: int = 0, steps: int = 20, window_s: float 
     device = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
     local_step = max(device.k + device.h, 1e-4)  # L(1) of this CPU
     rng = np.random.default_rng(seed)
-    alphas = rng.uniform(0.1, 1.0, size=len(SLOWDOWNS))  # the measured tiny PAI curve: a mix of grants and denials
+    alphas = rng.uniform(0.5, 4.0, size=len(SLOWDOWNS))
     config = ServiceConfig(window_s=window_s, b_max=b_max, cache_gb=0, gpus=1)
     engine = EdgeEngine(config, model=model)
     gate = threading.Barrier(len(SLOWDOWNS))

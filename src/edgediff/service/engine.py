@@ -406,7 +406,6 @@ class EdgeEngine:
                 self._prepared(job)
         self._peek(jobs)
         with self._timed("decide"):
-            self._peek(jobs)
             groups = decide_window(
                 jobs,
                 cfg,
@@ -481,18 +480,6 @@ class EdgeEngine:
         else:
             job.prepared.result()
 
-    def _peek(self, jobs: list[Job]) -> None:
-        """Each request's cache hit depth ``d_i`` for its window's Part A instance: a read-only
-        peek (no use or recency counted, no hit statistics); admission then looks up for real."""
-        if not self.cache.enabled:
-            return
-        for job in jobs:
-            if job.embedding is not None:
-                reusable = self.config.reusable_steps(job.steps)
-                job.cached_steps = self._cache_of(job).peek(
-                    job.embedding, job.steps, self.latent_shape, reusable, reusable
-                )
-
     def _admit(self, executor, job: Job, index: int, answer: dict):
         """Start a granted member (from a cached latent if one is usable); ``answer`` is its
         decision, published with its status once it runs (or has failed to start)."""
@@ -508,7 +495,7 @@ class EdgeEngine:
                 self.metrics.cache_hits.inc()
             else:
                 self.metrics.cache_misses.inc()
-            job.capture_steps = set(self.config.stored_steps(hit_step, reach))
+            job.capture_steps = set(range(hit_step + 1, reach + 1))
         try:
             executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
         except Exception as err:
@@ -678,7 +665,6 @@ class EdgeEngine:
                 "entries": entries,
                 "per_tenant": cfg.api_keys is not None and not cfg.cache_sharing,
                 "eviction": cfg.cache_eviction,
-                "policy": cfg.cache_policy,
                 "embedder": None if self.embedder is None else getattr(self.embedder, "name", "custom"),
             },
             "stats": {

@@ -257,7 +257,7 @@ class LatentCache:
             return 0 if found is None else found[2]
 
     def lookup(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
-        """The best usable entry with at most ``max_step`` steps done, or ``None``; counts as a use."""
+        """The best usable entry with at most ``max_step`` steps done, or ``None``."""
         from edgediff.runtime.request import LatentState
 
         with self._lock:

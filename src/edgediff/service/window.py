@@ -66,7 +66,6 @@ def window_instance(
         eta=config.eta,
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
-        cached_steps=[getattr(job, "cached_steps", 0) for job in jobs],
     )
 
 

@@ -256,7 +256,7 @@ class SimSite:
         if hit:
             self.hits += 1
             cache.touch(job.cls, hit, self.clock)
-        for m in self.service.stored_steps(hit, reach):  # stored when the member has run step m
+        for m in range(hit + 1, reach + 1):  # stored when the member has run step m
             heapq.heappush(self.captures, (self.executor.step_index + m - hit, job.cls, m))
         return hit
 
