@@ -96,13 +96,16 @@ def test_cached_steps_zero_changes_nothing():
 
 
 def test_milp_prices_cached_steps():
-    """milp's quadratic model (splits at N_hat) against enumeration of its grant vectors."""
-    for seed in range(5):
-        inst = small_window(seed, 5, 4, 3)
+    """milp's quadratic model (splits at N_hat) against enumeration of its grant vectors, on
+    windows where a hit decides who is worth granting."""
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        base = random_instance(8, int(rng.integers(1, 4)), seed=seed, B_max=4)
+        inst = replace(base, cached_steps=rng.choice([0, 60, base.N - base.N_hat], 8), alpha=base.alpha * 0.05)
         chosen = solve_milp(inst)
         best = max(
             evaluate(inst, Decision(np.array(g), np.where(g, inst.N_hat, inst.N))).objective
-            for g in itertools.product([False, True], repeat=5)
+            for g in itertools.product([False, True], repeat=8)
             if sum(g) <= inst.B_max
         )
         assert evaluate(inst, chosen).objective == pytest.approx(best, rel=1e-7, abs=1e-7)
