@@ -227,7 +227,7 @@ def test_serve_takes_measure_pai_s_curve_and_defaults_to_the_tiny_models_measure
     measured = json.loads((ROOT / "docs" / "results-pai" / "pai.json").read_text())
     assert pai_curve(None, "tiny") == PaiCurve(**measured["pai_at_N200"])  # the packaged copy is that run's fit
     assert pai_curve(None, "tiny-bold") == pai_curve(None, "tiny")
-    assert pai_curve(None, "arch:sd15") == PaiCurve()  # the paper's fit for other models
+    assert pai_curve(None, "arch:sd15") == pai_curve(None, "tiny-random") == PaiCurve()  # the paper's fit otherwise
     fit = tmp_path / "fit.json"
     fit.write_text(json.dumps({"a": 0.2, "b": 10.0, "N": 50}))  # fitted on 50-step runs
     assert load_pai_fit(fit) == PaiCurve(0.2, 10.0).for_steps(200, over=50)
