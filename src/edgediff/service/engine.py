@@ -145,6 +145,8 @@ class EdgeEngine:
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
         # prompt embeddings and text encodings run here as requests arrive, off the engine thread
         self._prep: ThreadPoolExecutor | None = None
+        self._prep_lock = threading.Lock()
+        self._prep_pending: list[Job] = []  # submitted, not yet taken by the prep thread
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
 
     # ------------------------------------------------------------------ lifecycle
@@ -311,7 +313,10 @@ class EdgeEngine:
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
         if self._prep is not None:
-            job.prepared = self._prep.submit(self._prepare, job)
+            job.prepared = threading.Event()
+            with self._prep_lock:
+                self._prep_pending.append(job)
+            self._prep.submit(self._prepare_pending)
         return job
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
@@ -402,8 +407,7 @@ class EdgeEngine:
         self.metrics.windows.inc()
         start = time.perf_counter()
         with self._timed("embed"):  # mostly done ahead on the prep thread: what is left, or the wait for it
-            for job in jobs:
-                self._prepared(job)
+            self._prepared(jobs)
         self._peek(jobs)
         with self._timed("decide"):
             groups = decide_window(
@@ -457,28 +461,40 @@ class EdgeEngine:
                     job.embedding, job.steps, self.latent_shape, reusable, reusable
                 )
 
-    def _prepare(self, job: Job) -> None:
-        """A request's prompt work, done once: its embedding (the cache's key; none if the
-        embedder fails, then the request runs without the cache) and the model's text encoding
-        (none if it fails: the executor then encodes it and fails that member only)."""
-        if self.cache.enabled:
-            try:
-                job.embedding = self._embeddings.encode(self.embedder, [job.prompt])[0]
-            except Exception as err:  # a broken embedder must not take the window down: no cache this time
-                log.exception("prompt embedding failed; request %s runs without the cache: %s", job.id, err)
+    def _prepare_pending(self) -> None:
+        """On the prep thread: every request submitted since the last call, in one batch."""
+        with self._prep_lock:
+            jobs, self._prep_pending = self._prep_pending, []
+        try:
+            self._prepare(jobs)
+        finally:
+            for job in jobs:
+                job.prepared.set()
+
+    def _prepare(self, jobs: list[Job]) -> None:
+        """The requests' prompt work, done once: their embeddings (the cache's key; none if the
+        embedder fails, then they run without the cache), in one embedder call, and the model's
+        text encodings (none if one fails: the executor then encodes it and fails that member only)."""
         from edgediff.runtime.executor import request_conditioning
 
-        try:
-            job.conditioning = request_conditioning(self.model.backend, job.request)
-        except Exception:
-            log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
+        if self.cache.enabled and jobs:
+            try:
+                for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.prompt for j in jobs])):
+                    job.embedding = vector
+            except Exception as err:  # a broken embedder must not take the window down: no cache this time
+                log.exception("prompt embedding failed; %d requests run without the cache: %s", len(jobs), err)
+        for job in jobs:
+            try:
+                job.conditioning = request_conditioning(self.model.backend, job.request)
+            except Exception:
+                log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
 
-    def _prepared(self, job: Job) -> None:
-        """Wait for ``job``'s prompt work (or do it here, for a job submitted before the start)."""
-        if job.prepared is None:
-            self._prepare(job)
-        else:
-            job.prepared.result()
+    def _prepared(self, jobs: list[Job]) -> None:
+        """Wait for the window's prompt work (or do it here for jobs submitted before the start)."""
+        self._prepare([job for job in jobs if job.prepared is None])
+        for job in jobs:
+            if job.prepared is not None:
+                job.prepared.wait()
 
     def _admit(self, executor, job: Job, index: int, answer: dict):
         """Start a granted member (from a cached latent if one is usable); ``answer`` is its
