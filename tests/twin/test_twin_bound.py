@@ -37,3 +37,19 @@ def test_alone_on_an_idle_edge_exact_reaches_the_windowed_bound(alpha):
     result = simulate(TwinConfig([site], seed=1), trace)
     _, windowed = hindsight_bounds(site, trace)
     assert result.utility == pytest.approx(windowed, rel=1e-9, abs=1e-9)
+
+
+def test_decide_when_idle_answers_at_arrival_and_stays_under_the_free_bound():
+    """The adaptive rule: a request that finds the edge idle is decided at once; it may beat the
+    windowed bound (it does not wait for the window's end) but never the free one."""
+    common = dict(profile="0.02,0.005", gpus=2, b_max=4, window_s=1.0, cache_gb=0.0)
+    fixed, idle = make_site(**common), make_site(**common, decide_when_idle=True)
+    trace = generate(WorkloadConfig(rate=2.0, duration_s=60, users=40, steps=20), fixed, 0)
+    windowed_run = simulate(TwinConfig([fixed], seed=0), trace)
+    idle_run = simulate(TwinConfig([idle], seed=0), trace)
+    assert idle_run.records.decided_at[0] == trace.time[0]  # the first request finds the edge idle
+    assert windowed_run.records.decided_at[0] > trace.time[0]
+    free, windowed = hindsight_bounds(idle, trace)
+    assert np.all(idle_run.utility <= free + 1e-9)
+    assert idle_run.utility.mean() > windowed_run.utility.mean()  # less waiting at this load
+    assert np.any(idle_run.utility > windowed + 1e-9)  # so the windowed bound is not a bound for it

@@ -77,6 +77,11 @@ def add_parsers(sub) -> None:
         help="latent cache per site (0: off)",
     )
     edge.add_argument("--eviction", default=d["cache_eviction"], help="cache eviction rule")
+    edge.add_argument(
+        "--decide-when-idle",
+        action="store_true",
+        help="adaptive windows: a request that finds the edge idle is decided at once (docs/results-twin.md)",
+    )
     sweep = p.add_argument_group("sweep (one run per combination; identical sites, generated arrivals)")
     sweep.add_argument("--sweep-rates", type=float_list, help="rates, e.g. 5,10,20")
     sweep.add_argument("--sweep-windows", type=float_list, help="window lengths, e.g. 0.25,0.5,1")
@@ -172,6 +177,7 @@ def run(args) -> None:
             policy_options=dict(args.policy_options),
             cache_gb=args.cache_gb,
             cache_eviction=args.eviction,
+            decide_when_idle=args.decide_when_idle,
             seed=args.seed,
         )
     if args.trace is not None:
@@ -224,6 +230,7 @@ def _sweep(args, site: dict, steps: int) -> None:
             gpus=site["gpus"],
             b_max=site["b_max"],
             cache_gb=args.cache_gb,
+            decide_when_idle=args.decide_when_idle,
         )
         for sites, rate, window, policy in product(
             args.sweep_sites or [args.sites],

@@ -55,13 +55,16 @@ class Site:
     ``intermediate_bits`` is the size of its model's latent payload; ``phase_s`` when its
     window clock started (windows end at ``phase_s + j K``). ``step_profile`` is what a
     batched step really takes, when it differs from the calibration the site decides with
-    (default: the same)."""
+    (default: the same). ``decide_when_idle``: a request that finds the edge idle and no
+    decision pending is decided at once instead of at its window's end (the adaptive window
+    rule of docs/results-twin.md; windows keep their length while the edge is busy)."""
 
     service: ServiceConfig
     name: str = "site0"
     intermediate_bits: int = INTERMEDIATE_BITS
     phase_s: float = 0.0
     step_profile: tuple[float, float] | None = None
+    decide_when_idle: bool = False
 
     def __post_init__(self):
         if self.service.edge_profile is None:
@@ -80,7 +83,13 @@ class Site:
 
 
 def make_site(
-    name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service
+    name: str = "site0",
+    profile="edge-h100",
+    *,
+    intermediate_bits: int = INTERMEDIATE_BITS,
+    phase_s=0.0,
+    decide_when_idle: bool = False,
+    **service,
 ) -> Site:
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
     try:
@@ -89,7 +98,7 @@ def make_site(
         raise TwinError(f"site {name}: {err}") from None
     except TypeError as err:
         raise TwinError(f"site {name}: {err}") from None
-    return Site(config, name, intermediate_bits, phase_s)
+    return Site(config, name, intermediate_bits, phase_s, decide_when_idle=bool(decide_when_idle))
 
 
 def load_sites(path: str | Path) -> list[Site]:

@@ -168,6 +168,11 @@ class SimSite:
         if self.event is not None:
             self._report()
             return
+        if self.site.decide_when_idle and self.executor.run_until(t) <= t + EPS and not self.executor.members:
+            self.event = t  # the edge is idle: waiting for the window's end would only add latency
+            heapq.heappush(events, (t, self.index))
+            self._report()
+            return
         j = self.first_boundary_index(t)
         when = self.phase + self.K * (j + 1)
         if j >= 1:  # the last window end may not be consumed yet: a step is running across it

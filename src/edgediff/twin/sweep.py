@@ -20,7 +20,8 @@ from edgediff.twin.workload import generate
 @dataclass(frozen=True)
 class SweepCase:
     """One run: ``sites`` identical sites (``profile``, ``gpus``, ``b_max``, ``window_s``,
-    ``policy``, ``cache_gb``) under Poisson arrivals at ``rate`` (all sites) for ``duration_s``."""
+    ``policy``, ``cache_gb``, ``decide_when_idle``) under Poisson arrivals at ``rate`` (all
+    sites) for ``duration_s``."""
 
     sites: int = 1
     rate: float = 10.0
@@ -32,6 +33,7 @@ class SweepCase:
     gpus: int = 8
     b_max: int = 20
     cache_gb: float = 0.0
+    decide_when_idle: bool = False
 
     def workload_key(self) -> tuple:
         return (self.sites, self.rate, self.duration_s, self.steps)
@@ -46,6 +48,7 @@ class SweepCase:
             window_s=self.window_s,
             policy=self.policy,
             cache_gb=self.cache_gb,
+            decide_when_idle=self.decide_when_idle,
         )
 
 
