@@ -112,22 +112,6 @@ def _device_mix(text: str | None):
     return mix
 
 
-def _diurnal(text: str | None):
-    from edgediff.twin import CITY_DAY
-
-    if text is None:
-        return None
-    if text == "city":
-        return CITY_DAY
-    try:
-        values = [float(v) for v in Path(text).read_text().replace(",", " ").split()]
-    except OSError as err:
-        raise UsageError(f"--diurnal {text}: {err.strerror}") from None
-    except ValueError:
-        raise UsageError(f"--diurnal {text}: expected 24 numbers") from None
-    return tuple(values)
-
-
 def _site_and_workload(args) -> tuple[dict, dict]:
     """``make_site`` and ``WorkloadConfig`` fields: the built-in defaults, then the scenario's
     values, then the options given on the command line."""
@@ -156,6 +140,7 @@ def _site_and_workload(args) -> tuple[dict, dict]:
 def run(args) -> None:
     from edgediff.offload.policies import policy_spec
     from edgediff.twin import TwinConfig, WorkloadConfig, generate, load_sites, load_trace, simulate, uniform_sites
+    from edgediff.twin.config import diurnal_curve
 
     sweeping = any(v is not None for v in (args.sweep_rates, args.sweep_windows, args.sweep_policies, args.sweep_sites))
     for name in args.sweep_policies or [args.policy]:  # fail before any work
@@ -186,7 +171,7 @@ def run(args) -> None:
         config = WorkloadConfig(
             rate=args.rate,
             duration_s=args.duration,
-            diurnal=_diurnal(args.diurnal),
+            diurnal=None if args.diurnal is None else diurnal_curve(args.diurnal),
             users=args.users,
             classes=args.classes,
             topics=min(500, args.classes),

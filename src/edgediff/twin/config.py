@@ -229,6 +229,19 @@ CITY_DAY = (
 """Hourly multipliers for ``WorkloadConfig.diurnal`` (``--diurnal city``)."""
 
 
+def diurnal_curve(spec: str) -> tuple[float, ...]:
+    """``"city"`` (:data:`CITY_DAY`) or the path of a file of 24 hourly rate multipliers
+    (separated by spaces, commas or newlines); validated by :class:`WorkloadConfig`."""
+    if spec == "city":
+        return CITY_DAY
+    try:
+        return tuple(float(v) for v in Path(spec).read_text().replace(",", " ").split())
+    except OSError as err:
+        raise TwinError(f"--diurnal {spec}: {err.strerror}") from None
+    except ValueError:
+        raise TwinError(f"--diurnal {spec}: expected 24 numbers") from None
+
+
 @dataclass(frozen=True)
 class TwinConfig:
     """One run: ``sites`` (routing among them: docs/results-twin.md), ``seed`` for every
