@@ -1,6 +1,7 @@
 """DQN benchmark (issue 3): prints the figures, asserts nothing.
 
     python bench/bench_dqn.py [--cases 100] [--seed 2026] [--checkpoint DIR] [--no-baselines] [--timing-only]
+    python bench/bench_dqn.py --bmax-sweep [--cases 20] [--checkpoint DIR]
 
 On ``--cases`` held-out instances for each user count 4, 8, 12, 16, 20 and G in 2, 8, 16
 (instances from ``compare``'s per-case seeds, a stream the training never draws from):
@@ -8,6 +9,10 @@ the mean normalized score (1 = ``exact``, 0 = all-local) and mean decision time 
 ``dqn`` policy (default: the shipped checkpoint), beside ``ga`` and ``milp`` on the same
 instances; then the ``dqn`` decision time for 20 users (median and p95 of the cases).
 Target: overall mean score >= 0.97 and <= 5 ms for 20 users.
+
+``--bmax-sweep`` (windows of any shape, issue 18): for every ``B_max`` in 1..20, ``--cases``
+instances of 12-20 users with G drawn in 1..16 (their own seed stream); prints the dqn
+score's mean and worst per ``B_max`` and overall. Target: mean >= 0.99 and worst >= 0.95.
 """
 
 from __future__ import annotations
@@ -34,8 +39,11 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true", help="dqn only (skip ga and milp)")
     parser.add_argument("--timing-only", action="store_true", help="only the 20-user decision time")
     parser.add_argument("--passes", type=int, default=5, help="timing passes over the cases")
+    parser.add_argument("--bmax-sweep", action="store_true", help="scores for every B_max in 1..20")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.bmax_sweep:
+        return print_bmax_sweep(args)
     policies = ["dqn"] if args.no_baselines else ["dqn", "ga", "milp"]
 
     if not args.timing_only:
@@ -57,6 +65,33 @@ def print_scores(args, policies: list[str]) -> None:
             print(f"{gpus:>3} {users:>5} " + " ".join(cells), flush=True)
     for p in policies:
         print(f"overall mean score {p}: {np.mean(scores[p]):.4f} (min cell {np.min(scores[p]):.4f})")
+
+
+def print_bmax_sweep(args) -> None:
+    from edgediff.core.model import Decision, evaluate
+    from edgediff.offload.compare import normalized_score
+    from edgediff.offload.exact import solve_exact
+
+    policy = make_policy("dqn", checkpoint=args.checkpoint)
+    rng = np.random.default_rng(np.random.SeedSequence([args.seed, 0xB3A7]))
+    means, worsts = [], []
+    print(f"{'B_max':>5} {'mean':>7} {'worst':>7}")
+    for bmax in range(1, 21):
+        scores = []
+        for _ in range(args.cases):
+            users, gpus = int(rng.integers(12, 21)), int(rng.integers(1, 17))
+            instance = random_instance(users, gpus, seed=rng, B_max=bmax)
+            value = evaluate(instance, policy.decide(instance)).objective
+            best = evaluate(instance, solve_exact(instance)).objective
+            local = evaluate(instance, Decision.all_local(instance)).objective
+            scores.append(float(normalized_score(value, best, local)))
+        means.append(np.mean(scores))
+        worsts.append(np.min(scores))
+        print(f"{bmax:>5} {means[-1]:>7.4f} {worsts[-1]:>7.4f}", flush=True)
+    print(
+        f"over B_max 1..20: mean {np.mean(means):.4f} (lowest per-B_max mean {np.min(means):.4f}), "
+        f"worst {np.min(worsts):.4f} (target: mean >= 0.99, worst >= 0.95)"
+    )
 
 
 def print_timing(args) -> None:

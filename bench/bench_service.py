@@ -303,7 +303,7 @@ def run(args, clients: int) -> int:
     }
     if sums.get("edgediff_decision_seconds_count"):
         print(
-            f"window decisions (policy + prompt embeddings of the granted): mean "
+            f"window decisions (policy, the wait for prompt work, cache peeks): mean "
             f"{sums['edgediff_decision_seconds_sum'] / sums['edgediff_decision_seconds_count'] * 1000:.1f} ms"
         )
     print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

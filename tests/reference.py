@@ -15,7 +15,8 @@ def user_latencies(inst: dict, granted: list[bool], split: list[int], model: str
     ke, he = inst["edge"]["k"], inst["edge"]["h"]
     rate = inst["link"]["eta"] * inst["link"]["W_max"]
     b = sum(granted)
-    offloaded = [N - n if g else 0 for g, n in zip(granted, split)]
+    # the edge computes the offloaded steps a cached output does not cover
+    offloaded = [max(0, N - n - u.get("cached_steps", 0)) if g else 0 for g, n, u in zip(granted, split, inst["users"])]
     out = []
     for i, u in enumerate(inst["users"]):
         local = u["k"] + u["h"]

@@ -40,6 +40,7 @@ def store_victim(rule, stats):
     for i in range(n):
         assert cache.insert(i, int(stats.step[i]), t=0)
     cache.last_used[:n], cache.uses[:n], cache.value[:n] = stats.last_used, stats.uses, stats.value
+    cache._rebuild_heap()
     cache._evict_one()
     (gone,) = np.flatnonzero(~cache.valid[:n])
     return int(gone)
@@ -88,3 +89,26 @@ def test_one_list_of_rule_names():
             ServiceConfig(cache_eviction=rule)
     with pytest.raises(ValueError, match="unknown eviction rule"):
         EdgeCache(CFG, make_catalog(CFG, np.random.default_rng(0)), "fifo")
+
+
+class SortingStore(EdgeCache):
+    """The store as it was before its heap: every eviction orders all entries."""
+
+    def _evict_one(self) -> None:
+        self._evict_by_sort()
+
+
+@pytest.mark.parametrize("rule", USAGE_RULES)
+def test_the_store_heap_evicts_as_a_full_sort_does(rule):
+    cfg = CacheConfig(classes=60, topics=6, reusable_steps=6, capacity_bytes=12 * 500e3)
+    catalog = make_catalog(cfg, np.random.default_rng(1))
+    heap, reference = EdgeCache(cfg, catalog, rule), SortingStore(cfg, catalog, rule)
+    rng = np.random.default_rng(5)
+    for t in range(3000):
+        cls, step = int(rng.integers(0, 60)), int(rng.integers(1, 7))
+        if (cls, step) in reference.key_index and rng.uniform() < 0.7:
+            heap.touch(cls, step, t)
+            reference.touch(cls, step, t)
+        else:
+            assert heap.insert(cls, step, t) == reference.insert(cls, step, t)
+        assert heap.key_index == reference.key_index and heap.entries == reference.entries

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from edgediff.core.generator import alpha_interval, random_instance
 from edgediff.core.instance import Instance
-from edgediff.core.model import evaluate
+from edgediff.core.model import Decision, evaluate
 from edgediff.offload import exact
 from edgediff.offload.exact import (
     bounded_scan,
@@ -165,3 +165,58 @@ def test_larger_batch_bound_is_the_max_over_every_larger_batch_size(value, above
     brute = max(value + sum(above[:t]) - slope * t * (offset + t) for t in range(1, len(above) + 1))
     bound = larger_batch_bound(value, np.array(above), slope, offset)
     assert bound == pytest.approx(brute, rel=1e-12, abs=1e-9)
+
+
+def cached_instance(seed: int, users: int, N: int = 12, N_hat: int = 4) -> Instance:
+    """A small random window whose users have random cached steps (some beyond N - N_hat)."""
+    rng = np.random.default_rng(seed)
+    inst = random_instance(users, int(rng.integers(1, 9)), seed=seed, B_max=int(rng.integers(0, users + 1)))
+    pai = inst.pai.for_steps(N)
+    return replace(
+        inst,
+        N=N,
+        N_hat=N_hat,
+        pai=pai,
+        alpha=inst.alpha * rng.uniform(0.02, 2.0, users),  # all sorts of users: some gain from the edge
+        k=inst.k * rng.uniform(0.5, 8.0, users),
+        cached_steps=rng.integers(0, N + 1, users) * (rng.uniform(size=users) < 0.7),
+    )
+
+
+def brute_force_with_cache(inst: Instance) -> float:
+    """Max of (P1) with cached steps over every grant vector and every split of every granted user."""
+    best = -np.inf
+    for mask in itertools.product([False, True], repeat=inst.num_users):
+        if sum(mask) > inst.B_max:
+            continue
+        choices = [range(inst.N_hat, inst.N + 1) if g else [inst.N] for g in mask]
+        for split in itertools.product(*choices):
+            best = max(best, objective(inst.to_dict(), list(mask), list(split)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_exact_is_optimal_with_cached_steps(seed):
+    """exact against every grant set and every split, with users whose request hits the cache."""
+    inst = cached_instance(seed, users=3 + seed % 2)
+    assert inst.has_cached_steps or seed  # the first instance has hits (seed 0 draws some)
+    decision = solve_exact(inst)
+    value = evaluate(inst, decision).objective
+    assert value == pytest.approx(objective(inst.to_dict(), list(decision.granted), list(decision.split)))
+    assert value == pytest.approx(brute_force_with_cache(inst), rel=1e-9, abs=1e-9)
+
+
+def test_cached_steps_are_free_at_the_edge_and_never_hurt():
+    """A hit covering a granted user's offloaded steps removes its edge time; the optimum with
+    hits is at least the optimum without; the bounded scan agrees with the full scan with hits."""
+    inst = replace(cached_instance(3, users=4), B_max=4)
+    hit = replace(inst, cached_steps=np.full(4, inst.N - inst.N_hat))
+    none = replace(inst, cached_steps=None)
+    assert evaluate(hit, solve_exact(hit)).objective >= evaluate(none, solve_exact(none)).objective
+    decision = Decision(np.array([True, True, False, False]), np.array([hit.N_hat, hit.N_hat, hit.N, hit.N]))
+    with_hit, without = evaluate(hit, decision).latency, evaluate(none, decision).latency
+    edge = (hit.N - hit.N_hat) * (hit.edge_k * 2 / hit.G + hit.edge_h)
+    assert with_hit[:2] == pytest.approx(without[:2] - edge) and np.array_equal(with_hit[2:], without[2:])
+    big = random_instance(3000, 8, seed=4, B_max=400)
+    big = replace(big, cached_steps=np.random.default_rng(0).integers(0, 80, 3000))
+    same_decision(bounded_scan(big), full_scan(big))

@@ -1,5 +1,6 @@
 """The latent cache's vector index against a brute-force reference: the same hits (entry,
-step, similarity), the same refusals and the same victims over random operations."""
+step, similarity), the same refusals and the same victims over random operations; a peek
+sees what the lookup then takes and moves no statistic."""
 
 import numpy as np
 import pytest
@@ -106,7 +107,9 @@ def test_index_matches_brute_force(rule, theta_min):
             made[label] = value
         else:
             max_step = int(rng.integers(0, reusable + 1))
+            peeked = cache.peek(embedding, steps, shape, max_step, reusable)  # moves nothing (checked at the end)
             got = cache.lookup(embedding, steps, shape, max_step, reusable)
+            assert peeked == (0 if got is None else got.step), op
             want = reference.lookup(embedding, steps, shape, max_step, reusable)
             assert (got is None) == (want is None), op
             if got is not None:

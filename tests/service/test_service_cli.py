@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from PIL import Image
 from edgediff.cli import main
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args):
@@ -88,6 +91,9 @@ def test_generate_unreachable_server_and_profile_without_server(tmp_path, capsys
         (["--window", "-1"], "--window"),
         (["--edge-profile", "0.1"], "--edge-profile"),
         (["--cache-gb", "nan"], "--cache-gb"),
+        (["--cache-policy", "drc"], "drc decides with Part B's learned actor"),
+        (["--cache-policy", "fifo"], "unknown cache policy 'fifo'"),
+        (["--pai", "/nonexistent/pai.json"], "cannot read PAI file"),
     ],
 )
 def test_serve_bad_options_exit_2(args, message):
@@ -210,3 +216,22 @@ def test_serve_prints_its_url_and_when_ready_the_edge_profile():
     ready = r"edgediff serve: http://127\.0\.0\.1:\d+ once ready: / \(status page\), /docs \(API\), /v1/info"
     assert re.match(ready, lines[0]), lines
     assert any(line.startswith("edge ready: model tiny, L(b) = 0.01 b + 0.004 s, policy exact") for line in lines)
+
+
+def test_serve_takes_measure_pai_s_curve_and_defaults_to_the_tiny_models_measured_one(tmp_path):
+    import json
+
+    from edgediff.cli.serve import pai_curve
+    from edgediff.core.pai import PaiCurve, PaiFileError, load_pai_fit
+
+    measured = json.loads((ROOT / "docs" / "results-pai" / "pai.json").read_text())
+    assert pai_curve(None, "tiny") == PaiCurve(**measured["pai_at_N200"])  # the packaged copy is that run's fit
+    assert pai_curve(None, "tiny-bold") == pai_curve(None, "tiny")
+    assert pai_curve(None, "arch:sd15") == pai_curve(None, "tiny-random") == PaiCurve()  # the paper's fit otherwise
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"a": 0.2, "b": 10.0, "N": 50}))  # fitted on 50-step runs
+    assert load_pai_fit(fit) == PaiCurve(0.2, 10.0).for_steps(200, over=50)
+    assert pai_curve(fit, "tiny") == load_pai_fit(fit)
+    fit.write_text(json.dumps({"a": -1, "b": 10.0}))
+    with pytest.raises(PaiFileError, match="a > 0"):
+        load_pai_fit(fit)

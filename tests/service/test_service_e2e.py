@@ -221,3 +221,13 @@ def test_cache_hit_covering_every_offloaded_step_is_published_at_once(start_serv
     assert b["offloaded_steps"] == a["offloaded_steps"] and b["cache_hit_step"] == b["offloaded_steps"]
     assert engine.stats.steps == steps_before  # the edge ran no step for it
     assert waited < 5  # a window (0.2 s) and a decision, not a wait for other traffic
+
+
+def test_a_single_site_service_refuses_a_named_site(start_service):
+    import httpx
+
+    service, engine = start_service(cache_gb=0)
+    body = {"prompt": "a dog", "steps": 8, "alpha": 1.0, "profile": {"k": 0.1, "h": 0.01}, "site": "site0"}
+    answer = httpx.post(f"{service.url}/v1/requests", json=body)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("body.site: unknown site 'site0'")
+    assert engine.stats.accepted == 0

@@ -12,7 +12,6 @@ from edgediff.offload.policies import make_policy
 from edgediff.runtime.request import GenerationRequest
 from edgediff.service.client import EdgeClient
 from edgediff.service.config import ServiceConfig
-from edgediff.service.embedding import HashEmbedder
 from edgediff.service.job import Job, JobSnapshot
 from edgediff.service.schemas import SubmitRequest
 from edgediff.service.window import LATEST_ARRIVAL, decide_window, window_instance
@@ -137,34 +136,35 @@ def assert_consistent(status: dict) -> None:
         assert status["granted"] is True and status["payload_bytes"] > 0 and status["edge_s"] is not None, status
 
 
-class HeldEmbedder(HashEmbedder):
-    """Holds the engine inside a window's decision (between the policy and the batch)."""
+class HeldPolicy:
+    """Holds the engine inside a window's decision: the policy has decided, nothing is published."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, policy):
+        self.policy = policy
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def encode(self, prompts):
+    def decide(self, instance):
+        decision = self.policy.decide(instance)
         self.entered.set()
         self.release.wait(30)
-        return super().encode(prompts)
+        return decision
 
 
 def test_a_poll_during_the_decision_sees_one_consistent_state(start_service):
     """The engine used to write the decision onto the job before it ran: a poll then saw
     ``queued`` with ``granted: true``. Now each status is one published snapshot."""
-    embedder = HeldEmbedder()
-    service, engine = start_service(embedder=embedder, window_s=0.2)
+    service, engine = start_service(window_s=0.2)
+    held = engine.policy = HeldPolicy(engine.policy)  # the engine thread reads it at the next window
     with EdgeClient(service.url) as client:
         submitted = client.submit("a lighthouse", alpha=5.0, profile=(0.25, 0.02), steps=6)
         assert_consistent(submitted)
         try:
-            assert embedder.entered.wait(30), "the request was not granted"
+            assert held.entered.wait(30), "no window was decided"
             during = client.status(submitted["id"])
             assert_consistent(during)
             assert during["status"] == "queued"
         finally:
-            embedder.release.set()
+            held.release.set()
         final = client.status(submitted["id"], wait=30)
     assert_consistent(final)
     assert final["status"] == "done"
@@ -181,3 +181,56 @@ def test_a_policy_that_raises_fails_its_window_s_requests_and_the_service_goes_o
         engine.policy = exact
     assert failed["status"] == "failed" and failed["reason"].startswith("decision failed: RuntimeError: cannot take")
     assert served["status"] in ("done", "denied")
+
+
+def test_the_window_instance_carries_each_request_s_cached_steps():
+    jobs = [job("a", 100.1), job("b", 100.2)]
+    jobs[1].cached_steps = 5
+    inst = window_instance(jobs, CONFIG, start=100.0, b_max=2, edge_profile=EDGE, intermediate_bits=8)
+    assert inst.cached_steps.tolist() == [0, 5]
+
+
+def test_a_cached_prompt_is_decided_with_its_cached_steps(start_service):
+    """The second request of a prompt sees, before its window is decided, the latent the first
+    one left in the cache, and the decision and prediction account for it."""
+    seen = []
+
+    class Recording:
+        def __init__(self, policy):
+            self.policy = policy
+
+        def decide(self, instance):
+            seen.append(instance.cached_steps.tolist())
+            return self.policy.decide(instance)
+
+    service, engine = start_service(window_s=0.2, cache_gb=0.01)
+    engine.policy = Recording(engine.policy)
+    with EdgeClient(service.url) as client:
+        first = client.submit("a red kite", alpha=0.01, profile=(0.25, 0.02), steps=20)
+        first = client.status(first["id"], wait=30, until="finished")
+        assert first["granted"] and first["cache_hit_step"] == 0
+        second = client.submit("a red kite", alpha=0.01, profile=(0.25, 0.02), steps=20)
+        second = client.status(second["id"], wait=30, until="finished")
+    depth = engine.config.reusable_steps(20)
+    assert seen[0] == [0] and seen[-1] == [depth]  # the first left entries up to S*; the second saw them
+    assert second["granted"] and second["cache_hit_step"] == min(depth, 20 - second["split"])
+
+
+def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service):
+    from edgediff.service.embedding import HashEmbedder
+
+    threads = []
+
+    class Recording(HashEmbedder):
+        def encode(self, prompts):
+            threads.append(threading.current_thread().name)
+            return super().encode(prompts)
+
+    service, engine = start_service(embedder=Recording(), window_s=0.2, cache_gb=0.01)
+    with EdgeClient(service.url) as client:
+        done = client.status(client.submit("a tern", alpha=5.0, profile=(0.25, 0.02), steps=6)["id"], wait=30)
+        done = client.status(done["id"], wait=30, until="finished")
+    assert done["status"] in ("done", "denied")
+    assert threads and all(name.startswith("edgediff-prep") for name in threads)
+    (job,) = engine.jobs()
+    assert job.conditioning is not None  # the executor took the encoding made ahead

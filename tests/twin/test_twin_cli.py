@@ -1,10 +1,17 @@
 """``edgediff simulate``: outputs, sweeps, and one stderr line with exit 2 on bad input."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgediff.cli import main
+from edgediff.core.scenario import load_scenario
+from edgediff.twin import WorkloadConfig, generate, make_site
+from edgediff.twin.config import scenario_site, scenario_workload
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 
 
 def test_simulate_writes_the_outputs(tmp_path, capsys):
@@ -64,6 +71,8 @@ def test_simulate_sweep(tmp_path, capsys):
         (["--alpha", "1"], "--alpha"),
         (["--sweep-policies", "exact", "--trace", "t.csv"], "a sweep"),
         (["--sweep-windows", "0.5", "--edge-profile", "fast"], "profile 'fast'"),
+        (["--scenario", "missing.json"], "cannot read scenario file"),
+        (["--scenario", str(SCENARIOS / "campus-phones.toml"), "--sweep-rates", "1,2"], "a sweep"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
@@ -77,3 +86,31 @@ def test_a_malformed_trace_names_its_line(tmp_path, capsys):
     trace.write_text("time,user,prompt_or_class,alpha,device\n1,u,cat,0,row5\n")
     assert main(["simulate", "--trace", str(trace), "--out", str(tmp_path)]) == 2
     assert "line 2: alpha must be > 0" in capsys.readouterr().err
+
+
+def test_a_scenario_file_states_the_same_run_as_the_options(tmp_path, capsys):
+    """The shipped paper-default scenario at 50 steps is the built-in workload and site, draw for draw."""
+    common = ["simulate", "--rate", "5", "--duration", "20", "--out", str(tmp_path), "--json", "--seed", "2"]
+    assert main(common) == 0
+    builtin = json.loads(capsys.readouterr().out)
+    assert main([*common, "--scenario", str(SCENARIOS / "paper-default.json"), "--steps", "50"]) == 0
+    assert json.loads(capsys.readouterr().out) == builtin
+
+
+def test_a_scenario_sets_the_edge_devices_and_alpha():
+    scenario = load_scenario(SCENARIOS / "campus-phones.toml")
+    site = make_site(**scenario_site(scenario))
+    assert (site.service.gpus, site.service.b_max, site.service.window_s) == (1, 8, 0.5)
+    assert site.service.n_hat(50) == 20
+    arrivals = generate(WorkloadConfig(users=400, **scenario_workload(scenario)), site, seed=1)
+    assert set(arrivals.steps) == {50}
+    devices = {(d.k, d.h) for d in scenario.devices}
+    assert set(zip(arrivals.k, arrivals.h)) <= devices
+    assert 4.0 < np.median(arrivals.alpha) < 6.0  # log-normal around 5 s, not the paper's interval
+
+
+def test_alpha_bounds_from_the_command_line(tmp_path, capsys):
+    assert main(["simulate", "--alpha", "1,5", "--duration", "20", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["requests"] > 0
+    arrivals = generate(WorkloadConfig(alpha=(1.0, 5.0), users=200, duration_s=20), make_site(), seed=0)
+    assert 1.0 <= arrivals.alpha.min() and arrivals.alpha.max() <= 5.0 and np.unique(arrivals.alpha).size > 50

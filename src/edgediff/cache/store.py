@@ -3,16 +3,20 @@ evicting by one of the rules of :mod:`edgediff.cache.eviction`.
 
 The ``value`` rule ranks entries by a value function the owner passes in (the simulator's
 online estimates, :mod:`edgediff.cache.demand`), re-read whenever a value is needed because the
-estimates move."""
+estimates move. The usage rules keep their entries in a heap with lazy deletion (a touched
+entry is pushed again under its new key; stale copies are skipped when popped), so an
+eviction costs O(log n) instead of a sort of every entry; free slots are a heap too, so an
+insert takes the lowest free slot as before and ties (broken by slot) evict the same entry."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.eviction import EntryStats, check_rule, victim
+from edgediff.cache.eviction import EntryStats, check_rule, sort_key, victim
 from edgediff.cache.model import Catalog, topic_reusable_steps
 
 ValueFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -39,6 +43,10 @@ class EdgeCache:
         self.topic_ok = topic_reusable_steps(cfg)
         self.writes = 0
         self._bytes = 0.0
+        self._count = 0
+        self._free = list(range(cap))  # a heap: inserts take the lowest free slot
+        self._heap: list[tuple] = []  # usage rules: (*sort key, slot, stamp), stale when the stamp moved
+        self._stamp = np.zeros(cap, dtype=np.int64)
 
     # ------------------------------------------------------------------ state
     @property
@@ -47,7 +55,7 @@ class EdgeCache:
 
     @property
     def entries(self) -> int:
-        return int(self.valid.sum())
+        return self._count
 
     def free_entries(self) -> int:
         return int((self.capacity_bytes - self.bytes_used) // self.cfg.output_bytes)
@@ -59,7 +67,7 @@ class EdgeCache:
         """
         if self.valid.size == 0:
             return float("inf")
-        if self.free_entries() >= n_new or not self.valid.any():
+        if self.free_entries() >= n_new or self._count == 0:
             return 0.0
         self._refresh_values()
         return float(self.value[self.valid].min())
@@ -84,10 +92,36 @@ class EdgeCache:
             idx = min(self.topic_index[(int(self.catalog.topic[cls]), step)])
         self.last_used[idx] = t
         self.uses[idx] += 1
+        self._push(idx)
+
+    def _heap_item(self, i: int) -> tuple:
+        key = sort_key(self.rule, int(self.last_used[i]), int(self.uses[i]), int(self.step[i]))
+        return (*key, i, int(self._stamp[i]))
+
+    def _push(self, i: int) -> None:
+        """(Re)index slot ``i`` under its current key (usage rules only)."""
+        if self.rule == "value":
+            return
+        self._stamp[i] += 1
+        heapq.heappush(self._heap, self._heap_item(i))
+        if len(self._heap) > 2 * self._count + 64:  # mostly stale copies: rebuild from the live entries
+            self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [self._heap_item(j) for j in np.flatnonzero(self.valid).tolist()]
+        heapq.heapify(self._heap)
 
     def _evict_one(self) -> None:
-        if self.rule == "value":
-            self._refresh_values()
+        if self.rule != "value":
+            while True:
+                *_, i, stamp = heapq.heappop(self._heap)
+                if self.valid[i] and stamp == self._stamp[i]:
+                    return self._remove(i)
+        self._evict_by_sort()
+
+    def _evict_by_sort(self) -> None:
+        """The victim found by ordering every entry (the ``value`` rule; the heap's reference)."""
+        self._refresh_values()
         idx = np.flatnonzero(self.valid)
         stats = EntryStats(self.last_used[idx], self.uses[idx], self.step[idx], self.value[idx])
         self._remove(int(idx[victim(self.rule, stats)]))
@@ -96,6 +130,8 @@ class EdgeCache:
         c, s = int(self.cls[i]), int(self.step[i])
         self.valid[i] = False
         self._bytes -= self.size[i]
+        self._count -= 1
+        heapq.heappush(self._free, i)
         del self.key_index[(c, s)]
         self.class_steps[c, s] = False
         if self.topic_ok[s]:
@@ -109,15 +145,17 @@ class EdgeCache:
         if (cls, step) in self.key_index or self.valid.size == 0:
             return False
         size = self.cfg.output_bytes
-        while self.bytes_used + size > self.capacity_bytes and self.valid.any():
+        while self.bytes_used + size > self.capacity_bytes and self._count:
             self._evict_one()
-        if self.bytes_used + size > self.capacity_bytes:
+        if self.bytes_used + size > self.capacity_bytes or not self._free:
             return False
-        i = int(np.flatnonzero(~self.valid)[0])
+        i = heapq.heappop(self._free)
         self.valid[i] = True
+        self._count += 1
         self.cls[i], self.step[i], self.size[i] = cls, step, size
         self._bytes += size
         self.last_used[i], self.uses[i] = t, 0
+        self._push(i)
         self.key_index[(cls, step)] = i
         self.class_steps[cls, step] = True
         if self.topic_ok[step]:

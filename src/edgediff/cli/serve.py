@@ -23,6 +23,34 @@ from edgediff.cli._args import (
 from edgediff.service.config import ServiceConfig
 
 
+def cache_policy(name: str) -> str:
+    """An argparse type: an eviction rule the latent cache applies (drc is Part B's simulator only)."""
+    from edgediff.cache.eviction import USAGE_RULES
+
+    if name == "drc":
+        raise argparse.ArgumentTypeError(
+            "drc decides with Part B's learned actor and demand estimates in the slot simulator (cache-sim); "
+            f"the service's latent cache evicts by {', '.join(USAGE_RULES)}"
+        )
+    if name not in USAGE_RULES:
+        raise argparse.ArgumentTypeError(f"unknown cache policy {name!r}; choose from {', '.join(USAGE_RULES)}")
+    return name
+
+
+def pai_curve(path: Path | None, model: str):
+    """The service's PAI curve in 200-step units: ``--pai``, else the tiny models' measured one
+    for a built-in tiny model, else the paper's fit."""
+    from edgediff.core.pai import PaiCurve, load_pai_fit
+
+    if path is not None:
+        return load_pai_fit(path)
+    if model.startswith("tiny") and model != "tiny-random":  # measured on the trained tiny models
+        from edgediff.runtime.tiny import WEIGHTS_DIR
+
+        return load_pai_fit(WEIGHTS_DIR / "pai.json")
+    return PaiCurve()
+
+
 def add_parsers(sub) -> None:
     from edgediff.offload.policies import REGISTRY
 
@@ -50,6 +78,18 @@ def add_parsers(sub) -> None:
         type=number(float, 0.0),
         default=d["cache_gb"],
         help="latent cache capacity in GB (0: off)",
+    )
+    p.add_argument(
+        "--cache-policy",
+        type=cache_policy,
+        default=d["cache_eviction"],
+        help="what the latent cache evicts first: lru, lfu or lcbfu (docs/service.md)",
+    )
+    p.add_argument(
+        "--pai",
+        type=Path,
+        help="the PAI curve: measure-pai's pai.json or {a, b, N} (default: the tiny models' measured curve "
+        "for a built-in tiny model, else the paper's fit)",
     )
     p.add_argument(
         "--queue",
@@ -104,6 +144,18 @@ def add_parsers(sub) -> None:
         help="at shutdown, seconds after the drain for clients to collect results",
     )
     p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="deploy --sites sites on the Ray cluster at ADDRESS (host:port or auto) behind this front door",
+    )
+    p.add_argument("--sites", type=positive_int, default=1, help="with --ray: sites to deploy (site0, site1, ...)")
+    p.add_argument(
+        "--health-interval",
+        type=positive_float,
+        default=1.0,
+        help="with --ray: seconds between health polls of each site (a dead site is out of routing after one)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -121,6 +173,11 @@ def run(args) -> None:
     api_keys = None if args.api_keys is None else load_api_keys(args.api_keys)
     if args.share_cache and api_keys is None:
         raise UsageError("--share-cache needs --api-keys")
+    if args.ray is None and (args.sites != 1 or args.health_interval != 1.0):
+        raise UsageError("--sites and --health-interval need --ray ADDRESS")
+    if args.ray is not None and args.journal is not None:
+        raise UsageError("--journal is not supported with --ray (each site would need its own file)")
+    pai = pai_curve(args.pai, args.model)
     config = ServiceConfig(
         model=args.model,
         device=args.device,
@@ -130,6 +187,9 @@ def run(args) -> None:
         gpus=args.gpus,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
+        cache_eviction=args.cache_policy,
+        pai_a=pai.a,
+        pai_b=pai.b,
         queue_limit=args.queue,
         edge_profile=args.edge_profile,
         journal=args.journal,
@@ -142,6 +202,8 @@ def run(args) -> None:
         linger_s=args.linger,
     )
     sock = bind(args.host, args.port)  # a taken port: one line before the model loads
+    if args.ray is not None:
+        return _run_front_door(args, config, sock)
     model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
@@ -163,3 +225,15 @@ def run(args) -> None:
     pages = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
     print(f"edgediff serve: {url} once ready: {pages}", file=sys.stderr)
     serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port, sock=sock)
+
+
+def _run_front_door(args, config: ServiceConfig, sock) -> None:
+    """``--ray``: the sites load on the cluster; this process is the front door."""
+    from edgediff.service.cluster import FrontDoor, serve_front, sites_from
+
+    front = FrontDoor(config, sites_from(config, args.sites), args.ray, health_s=args.health_interval)
+    logging.getLogger("edgediff.service").setLevel(logging.INFO)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    print(f"edgediff serve: front door {url} for {args.sites} site(s) on Ray at {args.ray} once ready", file=sys.stderr)
+    serve_front(front, sock)

@@ -38,13 +38,21 @@ def add_parsers(sub) -> None:
         "window decisions, policies and cache rules, with batched steps taking L(b) = k b / G + h.",
     )
     load = p.add_argument_group("workload")
+    load.add_argument(
+        "--scenario",
+        type=Path,
+        help="a scenario file (docs/formats.md): its edge, G, B_max, K, link, PAI, N, N_hat, devices and alpha "
+        "distribution; the options below that are given override it",
+    )
     load.add_argument("--trace", type=Path, help="a trace CSV: time,user,prompt_or_class,alpha,device")
     load.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all sites")
     load.add_argument("--duration", type=positive_float, default=600.0, help="seconds of arrivals")
     load.add_argument("--diurnal", help="'city' or a file of 24 hourly rate multipliers (hour 0 at time 0)")
     load.add_argument("--users", type=positive_int, default=1000, help="users")
-    load.add_argument("--steps", type=positive_int, default=50, help="denoising steps N per request")
-    load.add_argument("--alpha", type=float_list, help="lo,hi: alpha uniform in [lo, hi] (default: the paper's draw)")
+    load.add_argument("--steps", type=positive_int, help="denoising steps N per request (default: 50)")
+    load.add_argument(
+        "--alpha", type=float_list, help="lo,hi: alpha (s) uniform in [lo, hi] (default: the paper's draw)"
+    )
     load.add_argument("--device-mix", help="devices and weights, e.g. row3=1,row10=2 (default: the paper's rows 3-10)")
     load.add_argument("--classes", type=positive_int, default=20_000, help="content classes (Zipf)")
     edge = p.add_argument_group("sites")
@@ -54,12 +62,12 @@ def add_parsers(sub) -> None:
     )
     edge.add_argument(
         "--edge-profile",
-        default="edge-h100",
-        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON",
+        help="the edge's L(b) = k b + h: a preset (edge-h100, row0..row10), 'k,h', or a calibrate JSON "
+        "(default: edge-h100)",
     )
-    edge.add_argument("--gpus", type=positive_int, default=8, help="G per site")
-    edge.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="B_max per window")
-    edge.add_argument("--window", type=positive_float, default=1.0, help="window K in seconds")
+    edge.add_argument("--gpus", type=positive_int, help="G per site (default: 8)")
+    edge.add_argument("--bmax", type=non_negative_int, help=f"B_max per window (default: {d['b_max']})")
+    edge.add_argument("--window", type=positive_float, help="window K in seconds (default: 1)")
     edge.add_argument("--policy", default=d["policy"], help="a Part A policy")
     add_policy_options(edge)
     edge.add_argument(
@@ -69,6 +77,11 @@ def add_parsers(sub) -> None:
         help="latent cache per site (0: off)",
     )
     edge.add_argument("--eviction", default=d["cache_eviction"], help="cache eviction rule")
+    edge.add_argument(
+        "--decide-when-idle",
+        action="store_true",
+        help="adaptive windows: a request that finds the edge idle is decided at once (docs/results-twin.md)",
+    )
     sweep = p.add_argument_group("sweep (one run per combination; identical sites, generated arrivals)")
     sweep.add_argument("--sweep-rates", type=float_list, help="rates, e.g. 5,10,20")
     sweep.add_argument("--sweep-windows", type=float_list, help="window lengths, e.g. 0.25,0.5,1")
@@ -99,65 +112,72 @@ def _device_mix(text: str | None):
     return mix
 
 
-def _diurnal(text: str | None):
-    from edgediff.twin import CITY_DAY
+def _site_and_workload(args) -> tuple[dict, dict]:
+    """``make_site`` and ``WorkloadConfig`` fields: the built-in defaults, then the scenario's
+    values, then the options given on the command line."""
+    from edgediff.core.scenario import load_scenario
+    from edgediff.twin.config import scenario_site, scenario_workload
 
-    if text is None:
-        return None
-    if text == "city":
-        return CITY_DAY
-    try:
-        values = [float(v) for v in Path(text).read_text().replace(",", " ").split()]
-    except OSError as err:
-        raise UsageError(f"--diurnal {text}: {err.strerror}") from None
-    except ValueError:
-        raise UsageError(f"--diurnal {text}: expected 24 numbers") from None
-    return tuple(values)
+    site = {"profile": "edge-h100", "gpus": 8, "b_max": defaults(ServiceConfig)["b_max"], "window_s": 1.0}
+    workload: dict = {"steps": 50}
+    if args.scenario is not None:
+        scenario = load_scenario(args.scenario)
+        site.update(scenario_site(scenario))
+        workload.update(scenario_workload(scenario))
+    given = {"profile": args.edge_profile, "gpus": args.gpus, "b_max": args.bmax, "window_s": args.window}
+    site.update({name: value for name, value in given.items() if value is not None})
+    if args.steps is not None:
+        workload["steps"] = args.steps
+    if args.alpha is not None:
+        if len(args.alpha) != 2:
+            raise UsageError("--alpha: expected lo,hi")
+        workload["alpha"] = tuple(args.alpha)
+    if args.device_mix is not None:
+        workload["device_mix"] = _device_mix(args.device_mix)
+    return site, workload
 
 
 def run(args) -> None:
     from edgediff.offload.policies import policy_spec
     from edgediff.twin import TwinConfig, WorkloadConfig, generate, load_sites, load_trace, simulate, uniform_sites
+    from edgediff.twin.config import diurnal_curve
 
     sweeping = any(v is not None for v in (args.sweep_rates, args.sweep_windows, args.sweep_policies, args.sweep_sites))
     for name in args.sweep_policies or [args.policy]:  # fail before any work
         policy_spec(name)
-    if args.alpha is not None and len(args.alpha) != 2:
-        raise UsageError("--alpha: expected lo,hi")
+    site, workload = _site_and_workload(args)
     if sweeping:
-        if args.trace is not None or args.sites_file is not None:
-            raise UsageError("a sweep generates its arrivals over identical sites: drop --trace and --sites-file")
-        return _sweep(args)
+        if args.trace is not None or args.sites_file is not None or args.scenario is not None:
+            raise UsageError(
+                "a sweep generates its arrivals over identical sites: drop --trace, --sites-file and --scenario"
+            )
+        return _sweep(args, site, workload["steps"])
     if args.sites_file is not None:
         sites = load_sites(args.sites_file)
     else:
         sites = uniform_sites(
             args.sites,
-            profile=args.edge_profile,
-            gpus=args.gpus,
-            b_max=args.bmax,
-            window_s=args.window,
+            **site,
             policy=args.policy,
             policy_options=dict(args.policy_options),
             cache_gb=args.cache_gb,
             cache_eviction=args.eviction,
+            decide_when_idle=args.decide_when_idle,
             seed=args.seed,
         )
     if args.trace is not None:
-        arrivals = load_trace(args.trace, steps=args.steps)
+        arrivals = load_trace(args.trace, steps=workload["steps"])
     else:
-        workload = WorkloadConfig(
+        config = WorkloadConfig(
             rate=args.rate,
             duration_s=args.duration,
-            diurnal=_diurnal(args.diurnal),
+            diurnal=None if args.diurnal is None else diurnal_curve(args.diurnal),
             users=args.users,
-            alpha=None if args.alpha is None else tuple(args.alpha),
-            steps=args.steps,
             classes=args.classes,
             topics=min(500, args.classes),
-            **({} if args.device_mix is None else {"device_mix": _device_mix(args.device_mix)}),
+            **workload,
         )
-        arrivals = generate(workload, sites[0], args.seed)
+        arrivals = generate(config, sites[0], args.seed)
     config = TwinConfig(sites, seed=args.seed, bin_s=args.bin)
     make_directory(args.out)
     result = simulate(config, arrivals, progress=not args.json)
@@ -177,7 +197,7 @@ def run(args) -> None:
         print(f"wrote {path}")
 
 
-def _sweep(args) -> None:
+def _sweep(args, site: dict, steps: int) -> None:
     from itertools import product
 
     from edgediff.figure_io import write_csv
@@ -188,18 +208,19 @@ def _sweep(args) -> None:
             sites=int(sites),
             rate=rate,
             duration_s=args.duration,
-            steps=args.steps,
+            steps=steps,
             window_s=window,
             policy=policy,
-            profile=args.edge_profile,
-            gpus=args.gpus,
-            b_max=args.bmax,
+            profile=site["profile"],
+            gpus=site["gpus"],
+            b_max=site["b_max"],
             cache_gb=args.cache_gb,
+            decide_when_idle=args.decide_when_idle,
         )
         for sites, rate, window, policy in product(
             args.sweep_sites or [args.sites],
             args.sweep_rates or [args.rate],
-            args.sweep_windows or [args.window],
+            args.sweep_windows or [site["window_s"]],
             args.sweep_policies or [args.policy],
         )
     ]

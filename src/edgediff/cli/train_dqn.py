@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from edgediff.cli._args import make_directory, positive_int, refuse_overwrite
+
+
+def bmax_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (integers), got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def add_parsers(sub) -> None:
@@ -19,6 +30,11 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--gpus", type=positive_int, default=8, help="G of the gpu and specific scopes")
     p.add_argument("--users", type=positive_int, default=20, help="users of the specific scope")
+    p.add_argument(
+        "--bmax-range",
+        type=bmax_range,
+        help="LO,HI: draw B_max per episode in [LO, HI] (general and gpu scopes; default: B_max = 20)",
+    )
     p.add_argument("--episodes", type=positive_int, default=20000, help="training episodes E")
     p.add_argument(
         "--preset",
@@ -51,6 +67,7 @@ def run(args) -> None:
         scope=args.scope,
         gpus=args.gpus,
         users=args.users,
+        bmax_range=args.bmax_range,
         episodes=args.episodes,
         preset=args.preset,
         seed=args.seed,

@@ -74,6 +74,7 @@ class _UserSchema(_Strict):
     request_time: NonNegativeFloat
     prompt_bits: NonNegativeFloat = PROMPT_BITS
     intermediate_bits: NonNegativeFloat = INTERMEDIATE_BITS
+    cached_steps: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _positive_step_latency(self):
@@ -106,6 +107,8 @@ class _InstanceSchema(_Strict):
             seen.add(user.id)
             if user.request_time >= self.K:
                 raise _FieldError(f"users.{i}.request_time", f"must be < K ({self.K}), got {user.request_time}")
+            if user.cached_steps > self.N:
+                raise _FieldError(f"users.{i}.cached_steps", f"must be <= N ({self.N}), got {user.cached_steps}")
         return self
 
 
@@ -166,12 +169,26 @@ class Instance:
     eta: float = 10.0
     W_max: float = 1e6
     pai: PaiCurve = field(default_factory=PaiCurve)
+    cached_steps: np.ndarray | None = None  # d_i: steps of a usable cached output (None: no cache)
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
             arr = np.asarray(getattr(self, name), dtype=float)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
+        cached = np.zeros(len(self.ids), np.int64) if self.cached_steps is None else self.cached_steps
+        cached = np.asarray(cached, dtype=np.int64)
+        if cached.shape != (len(self.ids),) or np.any(cached < 0):  # e.g. replace() with other users
+            raise InstanceError(
+                f"cached_steps must hold one integer >= 0 per user ({len(self.ids)}), got {cached.shape}"
+            )
+        cached.setflags(write=False)
+        object.__setattr__(self, "cached_steps", cached)
+
+    @property
+    def has_cached_steps(self) -> bool:
+        """Whether any user's request can start from a cached output (docs/offloading-model.md, "Cached steps")."""
+        return bool(self.cached_steps.any())
 
     @property
     def num_users(self) -> int:
@@ -215,6 +232,7 @@ class Instance:
             request_time=[u.request_time for u in users],
             prompt_bits=[u.prompt_bits for u in users],
             intermediate_bits=[u.intermediate_bits for u in users],
+            cached_steps=[u.cached_steps for u in users],
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,
@@ -246,6 +264,7 @@ class Instance:
                     "request_time": float(self.request_time[i]),
                     "prompt_bits": float(self.prompt_bits[i]),
                     "intermediate_bits": float(self.intermediate_bits[i]),
+                    **({"cached_steps": int(self.cached_steps[i])} if self.cached_steps[i] else {}),
                 }
                 for i in range(self.num_users)
             ],

@@ -8,6 +8,9 @@ A decision grants or denies each user and gives each a split point ``n``: steps
 * ``timeline``: what a batch executor really does: the batch shrinks as members reach
   their split points, so user i's edge part is ``sum_{s=1..m_i} L_e(b_s, G)`` with
   ``b_s = #{granted j : m_j >= s}``.
+
+A user whose request can start from a cached output ``d_i`` steps deep has only
+``m_i = max(0, N - n_i - d_i)`` edge steps to run (in both models; ``d_i = 0`` without a cache).
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ def check_decision(instance: Instance, decision: Decision) -> None:
         raise DecisionError("a denied user must have split N (all steps local)")
 
 
+def edge_steps_to_run(instance: Instance, decision: Decision) -> np.ndarray:
+    """``max(0, N - n_i - d_i)``: the offloaded steps the edge computes; the first ``d_i`` come
+    from a cached output at no edge time (docs/offloading-model.md, "Cached steps")."""
+    return np.maximum(decision.offloaded_steps(instance) - instance.cached_steps, 0)
+
+
 def denied_latency(instance: Instance) -> np.ndarray:
     """``L_i = l_R,i + N L_i(1)``: the latency of every user if denied."""
     return instance.waiting_latency + instance.N * instance.local_step_latency
@@ -111,13 +120,13 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
         raise ValueError(f"unknown latency model {latency_model!r}; choose from {', '.join(LATENCY_MODELS)}")
     g, n = decision.granted, decision.split
     b = decision.granted_count
-    offloaded = decision.offloaded_steps(instance)
+    edge_steps = edge_steps_to_run(instance, decision)
     latency = instance.waiting_latency + n * instance.local_step_latency
     if b:
         if latency_model == "paper":
-            edge = offloaded[g] * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
+            edge = edge_steps[g] * edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
         else:
-            edge = edge_latency_timeline(offloaded[g], instance.G, instance.edge_k, instance.edge_h)
+            edge = edge_latency_timeline(edge_steps[g], instance.G, instance.edge_k, instance.edge_h)
         tx = transmission_latency(instance.payload_bits[g], b, instance.eta, instance.W_max)
         latency[g] += edge + tx
     pai = instance.pai(n)

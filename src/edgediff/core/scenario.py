@@ -129,7 +129,8 @@ def draw_instance(scenario: Scenario, users: int, seed: int | np.random.SeedSequ
     rows = rng.choice(len(table), size=users, p=weights / weights.sum())
     k, h = table[rows, 0], table[rows, 1]
     request_time = rng.uniform(0.0, scenario.K, size=users)
-    alpha = np.maximum(_draw_alpha(scenario, k + h, rng, users), ALPHA_FLOOR)
+    paper = alpha_interval(k + h, scenario.G, scenario.pai, scenario.N_hat, scenario.N, scenario.edge)
+    alpha = draw_alpha(scenario.alpha, rng, users, paper)
     return Instance(
         ids=tuple(f"u{i}" for i in range(users)),
         k=k,
@@ -151,18 +152,22 @@ def draw_instance(scenario: Scenario, users: int, seed: int | np.random.SeedSequ
     )
 
 
-def _draw_alpha(scenario: Scenario, local_step_latency: np.ndarray, rng: np.random.Generator, users: int):
-    dist = scenario.alpha
+def draw_alpha(dist: AlphaDistribution, rng: np.random.Generator, users: int, paper_interval=None) -> np.ndarray:
+    """``users`` draws of α from ``dist``, floored at :data:`ALPHA_FLOOR`; ``paper_interval``
+    is the users' ``(lo, hi)`` of :func:`alpha_interval`, needed by the ``paper`` kind only."""
     if dist.kind == "paper":
-        lo, hi = alpha_interval(local_step_latency, scenario.G, scenario.pai, scenario.N_hat, scenario.N, scenario.edge)
-        return rng.uniform(lo, hi)
-    if dist.kind == "uniform":
-        return rng.uniform(dist.low, dist.high, size=users)
-    if dist.kind == "lognormal":
-        return rng.lognormal(np.log(dist.median), dist.sigma, size=users)
-    if dist.kind == "fixed":
-        return np.full(users, dist.value)
-    raise ValueError(f"unknown alpha distribution {dist.kind!r}; choose from {', '.join(ALPHA_DISTRIBUTIONS)}")
+        if paper_interval is None:
+            raise ValueError("the paper's alpha distribution needs each user's interval")
+        alpha = rng.uniform(*paper_interval)
+    elif dist.kind == "uniform":
+        alpha = rng.uniform(dist.low, dist.high, size=users)
+    elif dist.kind == "lognormal":
+        alpha = rng.lognormal(np.log(dist.median), dist.sigma, size=users)
+    elif dist.kind == "fixed":
+        alpha = np.full(users, dist.value)
+    else:
+        raise ValueError(f"unknown alpha distribution {dist.kind!r}; choose from {', '.join(ALPHA_DISTRIBUTIONS)}")
+    return np.maximum(alpha, ALPHA_FLOOR)
 
 
 # --- the file format ------------------------------------------------------------------------------
@@ -357,6 +362,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "alpha_interval",
+    "draw_alpha",
     "draw_instance",
     "load_scenario",
     "scenario_from_dict",

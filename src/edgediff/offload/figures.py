@@ -48,6 +48,7 @@ def _single_users(rows: list[int], alphas: np.ndarray, gpus: int) -> tuple[Insta
         request_time=np.zeros(count),
         prompt_bits=np.full(count, template.prompt_bits[0]),
         intermediate_bits=np.full(count, template.intermediate_bits[0]),
+        cached_steps=None,  # no cache hits; the template's array has the wrong length
     )
     return instance, row, alpha
 

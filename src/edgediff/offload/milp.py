@@ -4,7 +4,9 @@ As in the paper (Sec. IV, eqs. (11)-(19); Sec. VI-C) the split of every granted 
 fixed at ``N_hat``, so (P1) becomes a quadratic 0-1 program in the grant vector ``x``:
 with ``b = sum_j x_j``, granting i gains ``A_i - B_i b`` over denying it, where
 ``A_i = alpha_i (F(N_hat) - F(N)) + (N - N_hat)(L_i(1) - h_e)`` and
-``B_i = (s_p,i + s_m,i) / (eta W_max) + (N - N_hat) k_e / G``. The products
+``B_i = (s_p,i + s_m,i) / (eta W_max) + (N - N_hat) k_e / G``. With cached steps ``d_i`` the edge
+runs ``e_i = max(0, N - N_hat - d_i)`` steps: ``A_i`` gains ``(N - N_hat - e_i) h_e`` and
+``B_i``'s edge term is ``e_i k_e / G`` (docs/offloading-model.md, "Cached steps"). The products
 ``y_ij = x_i x_j`` (i < j) are linearized in the standard way (Glover & Woolsey): since
 their cost ``B_i + B_j`` is non-negative, ``y_ij >= x_i + x_j - 1, y_ij >= 0`` suffices.
 The resulting grant vector (split ``N_hat``) is what the policy returns; its objective is
@@ -28,11 +30,15 @@ def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
     if instance.max_granted == 0:
         return Decision.all_local(instance)
     pai, steps = instance.pai, instance.N - instance.N_hat
-    a = instance.alpha * (pai(instance.N_hat) - pai(instance.N)) + steps * (
-        instance.local_step_latency - instance.edge_h
+    edge_steps = np.maximum(steps - instance.cached_steps, 0)  # what the edge runs after a cache hit
+    # (steps - edge_steps) h_e is 0.0 without cached steps: the paper's A_i, bit for bit
+    a = (
+        instance.alpha * (pai(instance.N_hat) - pai(instance.N))
+        + steps * (instance.local_step_latency - instance.edge_h)
+        + (steps - edge_steps) * instance.edge_h
     )
     slope = transmission_latency(instance.payload_bits, 1, instance.eta, instance.W_max)
-    slope = slope + steps * instance.edge_k / instance.G
+    slope = slope + edge_steps * instance.edge_k / instance.G
     i, j = np.triu_indices(num_users, k=1)
     num_pairs = i.size
 

@@ -21,31 +21,49 @@ from edgediff.core.model import Decision
 from edgediff.core.profiles import edge_step_latency
 
 
-def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """Best split of each of ``users`` (default: all) for every per-step edge latency in ``edge_step`` (``(1, B)``).
-
-    Returns ``(split, value)`` shaped ``(len(users), B)`` with ``value = alpha F(n) - (N - n) edge - n L_i(1)``,
-    the split-dependent part of the granted utility, at the best ``n``.
-    """
-    alpha = instance.alpha[users, None]
-    local = instance.local_step_latency[users, None]
-    saving = local - edge_step  # d: time saved per offloaded step
+def _best_on_interval(instance: Instance, alpha, saving, lo, hi) -> np.ndarray:
+    """The ``n`` in ``[lo, hi]`` maximizing ``alpha F(n) - saving n`` (ties: the larger ``n``)."""
     pai = instance.pai
-
     q = saving / (alpha * pai.a)
     with np.errstate(invalid="ignore", divide="ignore"):
         upper_root = pai.inverse(0.5 * (1.0 + np.sqrt(1.0 - 4.0 * q)))
-    # d <= 0: O increases everywhere (best at N); q >= 1/4: O decreases everywhere (N_hat).
-    upper_root = np.where(saving <= 0, instance.N, np.where(q >= 0.25, instance.N_hat, upper_root))
-    upper_root = np.clip(upper_root, instance.N_hat, instance.N)
+    # saving <= 0: the objective increases everywhere (best at hi); q >= 1/4: it decreases everywhere (lo).
+    upper_root = np.where(saving <= 0, hi, np.where(q >= 0.25, lo, upper_root))
+    upper_root = np.clip(upper_root, lo, hi)
 
     # Candidates ordered so that ties keep more steps local.
-    candidates = np.stack(
-        np.broadcast_arrays(float(instance.N), np.ceil(upper_root), np.floor(upper_root), float(instance.N_hat))
-    )
+    candidates = np.stack(np.broadcast_arrays(hi, np.ceil(upper_root), np.floor(upper_root), lo)).astype(float)
     value = alpha * pai(candidates) - saving * candidates  # O(n) up to a constant
-    best = np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
-    return best.astype(np.int64), alpha * pai(best) - (instance.N - best) * edge_step - best * local
+    return np.take_along_axis(candidates, value.argmax(axis=0)[None], axis=0)[0]
+
+
+def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Best split of each of ``users`` (default: all) for every per-step edge latency in ``edge_step`` (``(1, B)``).
+
+    Returns ``(split, value)`` shaped ``(len(users), B)`` with
+    ``value = alpha F(n) - max(0, N - n - d) edge - n L_i(1)``, the split-dependent part of the
+    granted utility, at the best ``n`` (``d``: the user's cached steps).
+
+    With cached steps the objective is the no-cache one on ``n <= N - d`` and the edge-free one
+    ``alpha F(n) - n L_i(1)`` on ``n >= N - d``; each piece has the shape above, so the best of
+    the two pieces' closed-form candidates is the optimum (docs/offloading-model.md, "Cached steps").
+    """
+    alpha = instance.alpha[users, None]
+    local = instance.local_step_latency[users, None]
+    N, N_hat = float(instance.N), float(instance.N_hat)
+    best = _best_on_interval(instance, alpha, local - edge_step, N_hat, N)
+    if instance.has_cached_steps:
+        cached_from = np.maximum(N - instance.cached_steps[users, None], N_hat)  # n >= this: no edge step left
+        below = _best_on_interval(instance, alpha, local - edge_step, N_hat, cached_from)
+        above = _best_on_interval(instance, alpha, local + 0.0 * edge_step, cached_from, N)
+        cached = instance.cached_steps[users, None]
+
+        def value(n):
+            return alpha * instance.pai(n) - np.maximum(N - n - cached, 0) * edge_step - n * local
+
+        best = np.where(value(above) >= value(below), above, below)
+        return best.astype(np.int64), value(best)
+    return best.astype(np.int64), alpha * instance.pai(best) - (instance.N - best) * edge_step - best * local
 
 
 def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:

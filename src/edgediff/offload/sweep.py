@@ -61,16 +61,7 @@ def run_tasks(
 
 
 def _run_on_ray(tasks: Sequence[Task], address: str, progress) -> list:
-    try:
-        import ray
-    except ImportError:
-        raise SweepError("--ray needs Ray: pip install 'edgediff[ray]'") from None
-    if not ray.is_initialized():
-        _check_reachable(address)
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as err:
-            raise SweepError(f"cannot connect to the Ray cluster at {address!r}: {err}") from None
+    ray = connect_ray(address)
     remote = {}
     refs = []
     for function, args in tasks:
@@ -83,6 +74,22 @@ def _run_on_ray(tasks: Sequence[Task], address: str, progress) -> list:
         if progress:
             progress(done)
     return ray.get(refs)
+
+
+def connect_ray(address: str):
+    """The ``ray`` module, connected to the cluster at ``address`` unless this process is
+    already (SweepError, one line, if Ray is missing or nobody answers there)."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--ray needs Ray: pip install 'edgediff[ray]'") from None
+    if not ray.is_initialized():
+        _check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise SweepError(f"cannot connect to the Ray cluster at {address!r}: {err}") from None
+    return ray
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

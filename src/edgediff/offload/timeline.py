@@ -1,7 +1,8 @@
 """``timeline``: the optimum of (P1) under the timeline latency model (docs/offloading-model.md), beyond the paper.
 
 Under the timeline model the batch shrinks as members reach their split point, so a granted
-user's edge time is ``h_e m_i + (k_e/G) sum_j min(m_i, m_j)`` (``m`` = offloaded steps).
+user's edge time is ``h_e m_i + (k_e/G) sum_j min(m_i, m_j)`` (``m`` = the offloaded steps the
+edge runs: ``max(0, N - n - d)`` with ``d`` the cached steps; everything below holds for it).
 Summed over users, ``sum_i sum_j min(m_i, m_j) = sum_r (2r - 1) m_(r)`` with ``m`` sorted in
 descending order, and by the rearrangement inequality that is the *minimum* over rank
 assignments ``pi`` of ``sum_i (2 pi_i - 1) m_i``. The objective is therefore
@@ -49,7 +50,8 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
         raise InputError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
     local = instance.local_step_latency[:, None, None]
     n = grid[None, None, :]  # users x ranks x grid
-    value = instance.alpha[:, None, None] * instance.pai(n) - (instance.N - n) * edge[..., None] - n * local
+    remaining = np.maximum(instance.N - n - instance.cached_steps[:, None, None], 0)  # after a cache hit
+    value = instance.alpha[:, None, None] * instance.pai(n) - remaining * edge[..., None] - n * local
     best = value.argmax(axis=2)
     return grid[best], np.take_along_axis(value, best[..., None], axis=2)[..., 0]
 
@@ -122,7 +124,7 @@ def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: i
         n = options[digits]  # candidates x users
         granted = n >= 0
         count = granted.sum(axis=1)
-        m = np.where(granted, instance.N - n, 0)
+        m = np.where(granted, np.maximum(instance.N - n - instance.cached_steps, 0), 0)  # edge steps still to run
         batch = (m[:, None, :] >= s[None, :, None]).sum(axis=2)  # b_s per candidate
         elapsed = np.concatenate(
             [

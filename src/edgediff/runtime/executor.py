@@ -55,6 +55,11 @@ def _seeded_noise(seed: int, shape: tuple):
     return torch.randn(shape, generator=generator, dtype=torch.float32), generator
 
 
+def request_conditioning(backend, request: GenerationRequest):
+    """A member's conditioning rows: its prompt, after its negative prompt when guided."""
+    return backend.condition([request.prompt], [request.negative_prompt] if request.guided else ())
+
+
 class GenerationFailed(RequestError):
     """A member's generation failed mid-way; the message says which step and why."""
 
@@ -133,13 +138,17 @@ class BatchedExecutor:
     def active(self) -> list:
         return list(self._members)
 
-    def add(self, key, request: GenerationRequest, stop: int, start: LatentState | None = None) -> None:
+    def add(
+        self, key, request: GenerationRequest, stop: int, start: LatentState | None = None, conditioning=None
+    ) -> None:
         """Add member ``key`` that runs until its split is ``stop`` (``stop`` = 0: to the end).
 
         ``start`` is the state to continue from (default: the request's initial noise); its
         prompt may differ from ``request``'s (a cached latent of a similar prompt), but its
         step count must match. The denoising continues on ``start``'s scheduler: its class,
         config and state (model-output history, step index), and its noise generator.
+        ``conditioning``: the request's :func:`request_conditioning`, when computed ahead
+        (the service encodes prompts off its engine thread); default: computed here.
         """
         import torch
 
@@ -172,7 +181,8 @@ class BatchedExecutor:
         seeded = generator.get_state()
         if state.generator_state is not None:
             generator.set_state(state.generator_state)
-        conditioning = self.backend.condition([request.prompt], [request.negative_prompt] if request.guided else ())
+        if conditioning is None:
+            conditioning = request_conditioning(self.backend, request)
         latent = state.latent.to(self.backend.device, self.backend.torch_dtype())
         with torch.inference_mode():
             latent = latent.clone()

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Literal
 
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgediff import __version__
 from edgediff.runtime.request import RequestError
+from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 from edgediff.service.tenants import digest, presented_key
@@ -142,6 +144,123 @@ async def _wait(event: asyncio.Event | None, seconds: float) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as plain data: what the routes below send, and what a site behind a
+    front door (:mod:`edgediff.service.cluster`) returns to it, so both answer alike."""
+
+    status_code: int
+    content: dict | bytes  # bytes: a latent payload
+    headers: dict = field(default_factory=dict)
+
+    def response(self) -> Response:
+        if isinstance(self.content, bytes):
+            return Response(self.content, media_type="application/octet-stream", headers=self.headers)
+        return JSONResponse(self.content, status_code=self.status_code, headers=self.headers or None)
+
+
+class EngineFace:
+    """The routes' answers from one :class:`EdgeEngine` in this process (``create_app``; a
+    site actor of :mod:`edgediff.service.cluster` runs the same class behind a front door)."""
+
+    def __init__(self, engine: EdgeEngine):
+        self.engine = engine
+
+    async def submit(self, body: SubmitRequest, tenant: str | None) -> Answer:
+        """202 with the status, 503 + ``Retry-After`` (queue full, draining), 422 for steps the
+        model cannot run or a site that is not this one."""
+        engine = self.engine
+        try:
+            if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
+                job = await asyncio.to_thread(engine.submit, body, tenant)
+            else:
+                job = engine.submit(body, tenant)
+        except QueueFull as err:
+            return Answer(503, {"error": str(err)}, {"Retry-After": str(err.retry_after)})
+        except ShuttingDown as err:
+            return Answer(503, {"error": str(err)}, {"Retry-After": str(max(1, round(engine.config.window_s)))})
+        except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
+            return Answer(422, {"error": f"body.{err}"})
+        return Answer(202, job.to_status(), {"Location": f"/v1/requests/{job.id}"})
+
+    async def status(self, job_id: str, tenant: str | None, wait: float, until: str) -> Answer:
+        """The status after waiting up to ``wait`` s for the decision or the end; 404 if unknown."""
+        job = self.engine.get(job_id, tenant)
+        if job is None:
+            return unknown_id(job_id)
+        await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
+        status = job.to_status()
+        if status["status"] in ("denied", "failed"):  # the answer is the status itself
+            job.collected = True
+        return Answer(200, status)
+
+    async def latent(self, job_id: str, tenant: str | None, wait: float) -> Answer:
+        """The payload once ``done``; 409 with the status when denied or failed, 202 with it
+        when not ready within ``wait`` s; 404 if unknown."""
+        job = self.engine.get(job_id, tenant)
+        if job is None:
+            return unknown_id(job_id)
+        await _wait(job.async_finished, wait)
+        snap = job.snapshot  # one consistent state: the engine replaces it whole
+        job.collected = job.collected or snap.terminal
+        if snap.status == "done" and snap.payload is not None:
+            headers = {"X-Edgediff-Split": str(snap.split), "X-Edgediff-Cache-Hit-Step": str(snap.cache_hit_step)}
+            return Answer(200, snap.payload, headers)
+        return Answer(409 if snap.terminal else 202, snap.to_status())
+
+    async def info(self) -> dict:
+        return self.engine.info()
+
+    async def status_data(self) -> dict:
+        engine = self.engine
+        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
+
+    async def health(self) -> Answer:
+        if self.engine.closing:
+            return Answer(503, {"status": "draining"})
+        return Answer(200, {"status": "ok", "queued": self.engine.info()["stats"]["queued"]})
+
+    async def metrics(self) -> bytes:
+        engine = self.engine
+        used, entries = engine.cache_usage()
+        engine.metrics.cache_bytes.set(used)
+        engine.metrics.cache_entries.set(entries)
+        return engine.metrics.render()
+
+
+def unknown_id(job_id: str) -> Answer:
+    return Answer(404, {"error": f"unknown request id {job_id!r}"})
+
+
+def install_common(app: FastAPI, config: ServiceConfig):
+    """What every face of the service shares (a site's app here, the front door's in
+    :mod:`edgediff.service.cluster`): the body limit, the error bodies (``{"error": ...}``,
+    a 422 naming the field) and the API-key check. Returns the ``Tenant`` dependency: the
+    tenant of the request's key (None when keys are off), 401 without a valid one."""
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    keys = dict(config.api_keys or ())
+
+    def tenant_of(request: Request) -> str | None:
+        if not keys:
+            return None
+        key = presented_key(request.headers)
+        tenant = None if key is None else keys.get(digest(key))
+        if tenant is None:
+            detail = "missing API key" if key is None else "unknown API key"
+            raise HTTPException(401, f"{detail} (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
+        return tenant
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        return JSONResponse({"error": describe_validation(exc.errors())}, status_code=422)
+
+    return Annotated[str | None, Depends(tenant_of)]
+
+
 def create_app(engine: EdgeEngine) -> FastAPI:
     """The FastAPI app; its lifespan starts the engine (loading the model) and drains it."""
 
@@ -162,34 +281,17 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         "receive the decision and the intermediate latent, finish the denoising on the device.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
     app.state.engine = engine
-    max_wait = engine.config.max_wait_s
-    keys = dict(engine.config.api_keys or ())
+    add_routes(app, EngineFace(engine), engine.config, STATUS_PAGE)
+    return app
 
-    def tenant_of(request: Request) -> str | None:
-        """The tenant of the request's API key (None when keys are off); 401 without a valid one."""
-        if not keys:
-            return None
-        key = presented_key(request.headers)
-        tenant = None if key is None else keys.get(digest(key))
-        if tenant is None:
-            detail = "missing API key" if key is None else "unknown API key"
-            raise HTTPException(401, f"{detail} (Authorization: Bearer KEY)", {"WWW-Authenticate": "Bearer"})
-        return tenant
 
-    Tenant = Annotated[str | None, Depends(tenant_of)]
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, exc: RequestValidationError):
-        return JSONResponse({"error": describe_validation(exc.errors())}, status_code=422)
-
-    def _unknown(job_id: str) -> JSONResponse:
-        return JSONResponse({"error": f"unknown request id {job_id!r}"}, status_code=404)
+def add_routes(app: FastAPI, face, config: ServiceConfig, page: str):
+    """The service's routes (module docstring) answered by ``face`` (an :class:`EngineFace`,
+    or the front door of :mod:`edgediff.service.cluster`); ``page`` is the HTML at ``/``.
+    Returns the ``Tenant`` dependency (:func:`install_common`) for further routes."""
+    max_wait = config.max_wait_s
+    Tenant = install_common(app, config)
 
     @app.post(
         "/v1/requests",
@@ -204,19 +306,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     )
     async def submit(body: SubmitRequest, tenant: Tenant):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
-        try:
-            if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
-                job = await asyncio.to_thread(engine.submit, body, tenant)
-            else:
-                job = engine.submit(body, tenant)
-        except QueueFull as err:
-            return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": str(err.retry_after)})
-        except ShuttingDown as err:
-            retry = str(max(1, round(engine.config.window_s)))
-            return JSONResponse({"error": str(err)}, status_code=503, headers={"Retry-After": retry})
-        except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
-            return JSONResponse({"error": f"body.{err}"}, status_code=422)
-        return JSONResponse(job.to_status(), status_code=202, headers={"Location": f"/v1/requests/{job.id}"})
+        return (await face.submit(body, tenant)).response()
 
     @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
     async def status(
@@ -226,14 +316,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         until: Literal["decided", "finished"] = "finished",
     ):
         """The request's status, after waiting up to ``wait`` seconds for its decision or its end."""
-        job = engine.get(job_id, tenant)
-        if job is None:
-            return _unknown(job_id)
-        await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
-        status = job.to_status()
-        if status["status"] in ("denied", "failed"):  # the answer is the status itself
-            job.collected = True
-        return status
+        return (await face.status(job_id, tenant, wait, until)).response()
 
     @app.get(
         "/v1/requests/{job_id}/latent",
@@ -249,49 +332,35 @@ def create_app(engine: EdgeEngine) -> FastAPI:
         job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0
     ):
         """The intermediate latent of a granted request, once the edge has run its steps."""
-        job = engine.get(job_id, tenant)
-        if job is None:
-            return _unknown(job_id)
-        await _wait(job.async_finished, wait)
-        snap = job.snapshot  # one consistent state: the engine replaces it whole
-        job.collected = job.collected or snap.terminal
-        if snap.status == "done" and snap.payload is not None:
-            return Response(
-                snap.payload,
-                media_type="application/octet-stream",
-                headers={"X-Edgediff-Split": str(snap.split), "X-Edgediff-Cache-Hit-Step": str(snap.cache_hit_step)},
-            )
-        return JSONResponse(snap.to_status(), status_code=409 if snap.terminal else 202)
+        return (await face.latent(job_id, tenant, wait)).response()
 
     @app.get("/v1/info", responses={401: _ERRORS[401]})
     async def info(tenant: Tenant):
         """Model, edge profile, policy, window, cache and counters."""
-        return engine.info()
+        return await face.info()
 
     @app.get("/", response_class=HTMLResponse)
     async def status_page():
         """The live status page (HTML, no external assets; refreshes itself from ``/v1/status``)."""
-        return HTMLResponse(STATUS_PAGE)
+        return HTMLResponse(page)
 
     @app.get("/v1/status", responses={401: _ERRORS[401]})
     async def status_data(tenant: Tenant):
         """The status page's data: recent windows, occupancy, queue, cache, latency, thumbnails
         (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
-        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
+        return await face.status_data()
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], responses={503: {"description": "draining"}})
+    @app.get("/healthz", responses={503: {"description": "draining"}})
     async def healthz():
         """``ok`` while accepting requests; 503 ``draining`` during shutdown."""
-        if engine.closing:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        return {"status": "ok", "queued": engine.info()["stats"]["queued"]}
+        return (await face.health()).response()
+
+    # HEAD answers as GET does; one route per method keeps OpenAPI's operation ids unique
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     async def metrics():
         """Prometheus metrics, names prefixed ``edgediff_``."""
-        used, entries = engine.cache_usage()
-        engine.metrics.cache_bytes.set(used)
-        engine.metrics.cache_entries.set(entries)
-        return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await face.metrics(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return Tenant

@@ -87,9 +87,11 @@ class EdgeClient:
         seed: int = 0,
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
+        site: str | None = None,
     ) -> dict:
-        """Queue a request; returns its status (``queued``). A full queue (503) is retried after
-        ``Retry-After`` up to ``retries`` times; any other refusal raises :class:`ServiceError`."""
+        """Queue a request (behind a front door: at ``site``, else where it routes); returns
+        its status (``queued``). A full queue (503) is retried after ``Retry-After`` up to
+        ``retries`` times; any other refusal raises :class:`ServiceError`."""
         body = {
             "prompt": prompt,
             "steps": steps,
@@ -102,6 +104,8 @@ class EdgeClient:
             body["profile"] = {"k": profile[0], "h": profile[1]}
         if preset is not None:
             body["preset"] = preset
+        if site is not None:
+            body["site"] = site
         for attempt in range(self.retries + 1):
             response = self._call("POST", "/v1/requests", json=body)
             if response.status_code == 202:

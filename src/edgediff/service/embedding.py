@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections import OrderedDict
 from typing import Protocol
 
@@ -76,8 +77,13 @@ class EmbeddingMemo:
     def __init__(self, limit: int = 10_000):
         self.limit = limit
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the engine's prep thread and, before its start, the engine thread
 
     def encode(self, embedder: Embedder, prompts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._encode(embedder, prompts)
+
+    def _encode(self, embedder: Embedder, prompts: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._vectors))
         if missing:
             for prompt, vector in zip(missing, embedder.encode(missing)):

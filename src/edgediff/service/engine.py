@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -99,11 +100,22 @@ class EdgeEngine:
 
     ``model`` (a loaded ``DiffusionModel``) and ``embedder`` may be injected; otherwise they
     are loaded at ``start`` (the model from ``config.model``, the embedder is the MiniLM one
-    when the cache is on).
+    when the cache is on). ``site`` names the engine as one site behind a front door
+    (:mod:`edgediff.service.cluster`): its request ids start with ``<site>-`` and a request
+    naming another site is refused.
     """
 
-    def __init__(self, config: ServiceConfig, model=None, embedder=None, metrics: ServiceMetrics | None = None):
+    def __init__(
+        self,
+        config: ServiceConfig,
+        model=None,
+        embedder=None,
+        metrics: ServiceMetrics | None = None,
+        site: str | None = None,
+    ):
         self.config = config
+        self.site = site
+        self._id_prefix = "" if site is None else f"{site}-"
         self.model = model
         self.embedder = embedder
         self.metrics = metrics or ServiceMetrics()
@@ -128,8 +140,13 @@ class EdgeEngine:
         self._abort = False
         self._thread: threading.Thread | None = None
         self._window_counter = itertools.count()
+        self._boundary: float | None = None  # perf_counter time of the next window end (engine thread)
         self._journal = None
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
+        # prompt embeddings and text encodings run here as requests arrive, off the engine thread
+        self._prep: ThreadPoolExecutor | None = None
+        self._prep_lock = threading.Lock()
+        self._prep_pending: list[Job] = []  # submitted, not yet taken by the prep thread
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,6 +186,7 @@ class EdgeEngine:
             self.config.window_s,
             self.cache.capacity_bytes,
         )
+        self._prep = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep")
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
 
@@ -220,6 +238,8 @@ class EdgeEngine:
                     self._abort = True
                     self._cond.notify_all()
                 self._thread.join()
+        if self._prep is not None:  # after the engine thread: its last windows wait on this work
+            self._prep.shutdown(wait=False, cancel_futures=True)
         with self._cond:  # anything never decided (the thread never started, or aborted)
             leftovers = [j for j in self._jobs.values() if not j.terminal]
         for job in leftovers:
@@ -254,9 +274,14 @@ class EdgeEngine:
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
         """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
         ShuttingDown; RequestError for steps the model cannot run)."""
-        from edgediff.runtime.request import GenerationRequest
+        from edgediff.runtime.request import GenerationRequest, RequestError
 
         k, h = body.device_profile()
+        if body.site is not None and body.site != self.site:
+            where = (
+                "this service runs one site and takes no site" if self.site is None else f"this is site {self.site!r}"
+            )
+            raise RequestError(f"site: unknown site {body.site!r} ({where})")
         if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
             self.model.check_steps(body.steps)
         request = GenerationRequest(
@@ -273,7 +298,7 @@ class EdgeEngine:
             if len(self._queue) >= self.config.queue_limit:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            job = Job(uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
@@ -287,6 +312,11 @@ class EdgeEngine:
             self.metrics.queue_depth.set(len(self._queue))
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
+        if self._prep is not None:
+            job.prepared = threading.Event()
+            with self._prep_lock:
+                self._prep_pending.append(job)
+            self._prep.submit(self._prepare_pending)
         return job
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
@@ -334,7 +364,7 @@ class EdgeEngine:
 
         window = self.config.window_s
         executor = BatchedExecutor(self.model)
-        boundary = time.perf_counter() + window
+        boundary = self._boundary = time.perf_counter() + window
         while True:
             now = time.perf_counter()
             with self._cond:
@@ -348,6 +378,7 @@ class EdgeEngine:
                     window_start = boundary - window
                     if now >= boundary:  # the next boundary after now (skip empty windows)
                         boundary += window * (math.floor((now - boundary) / window) + 1)
+                        self._boundary = boundary
                 elif executor.idle:
                     if closing:
                         break
@@ -375,6 +406,9 @@ class EdgeEngine:
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
+        with self._timed("embed"):  # mostly done ahead on the prep thread: what is left, or the wait for it
+            self._prepared(jobs)
+        self._peek(jobs)
         with self._timed("decide"):
             groups = decide_window(
                 jobs,
@@ -405,8 +439,6 @@ class EdgeEngine:
                 else:  # answered now: the device runs everything
                     reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
                     self._mark_decided(job, index, "denied", reason, **answer)
-            with self._timed("embed"):
-                self._embed([job for job, _ in admitted], index)
             with self._timed("admit"):
                 for job, answer in admitted:
                     executor = self._admit(executor, job, index, answer)
@@ -416,17 +448,53 @@ class EdgeEngine:
         log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
         return executor
 
-    def _embed(self, jobs: list[Job], index: int) -> None:
-        """Prompt embeddings of the granted requests (only they touch the cache)."""
-        if not self.cache.enabled or not jobs:
+    def _peek(self, jobs: list[Job]) -> None:
+        """Each job's ``cached_steps``: how deep a cached latent it could start from, so that the
+        window's decision sees the cache (docs/offloading-model.md, "Cached steps"). A peek moves
+        no usage statistics: only the granted requests' lookups in ``_admit`` count as uses."""
+        if not self.cache.enabled:
             return
+        for job in jobs:
+            if job.embedding is not None:
+                reusable = self.config.reusable_steps(job.steps)
+                job.cached_steps = self._cache_of(job).peek(
+                    job.embedding, job.steps, self.latent_shape, reusable, reusable
+                )
+
+    def _prepare_pending(self) -> None:
+        """On the prep thread: every request submitted since the last call, in one batch."""
+        with self._prep_lock:
+            jobs, self._prep_pending = self._prep_pending, []
         try:
-            for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.request.prompt for j in jobs])):
-                job.embedding = vector
-        except Exception as err:  # a broken embedder must not take the window down: no cache this time
-            log.exception("prompt embedding failed; window %d runs without the cache: %s", index, err)
+            self._prepare(jobs)
+        finally:
             for job in jobs:
-                job.embedding = None
+                job.prepared.set()
+
+    def _prepare(self, jobs: list[Job]) -> None:
+        """The requests' prompt work, done once: their embeddings (the cache's key; none if the
+        embedder fails, then they run without the cache), in one embedder call, and the model's
+        text encodings (none if one fails: the executor then encodes it and fails that member only)."""
+        from edgediff.runtime.executor import request_conditioning
+
+        if self.cache.enabled and jobs:
+            try:
+                for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.prompt for j in jobs])):
+                    job.embedding = vector
+            except Exception as err:  # a broken embedder must not take the window down: no cache this time
+                log.exception("prompt embedding failed; %d requests run without the cache: %s", len(jobs), err)
+        for job in jobs:
+            try:
+                job.conditioning = request_conditioning(self.model.backend, job.request)
+            except Exception:
+                log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
+
+    def _prepared(self, jobs: list[Job]) -> None:
+        """Wait for the window's prompt work (or do it here for jobs submitted before the start)."""
+        self._prepare([job for job in jobs if job.prepared is None])
+        for job in jobs:
+            if job.prepared is not None:
+                job.prepared.wait()
 
     def _admit(self, executor, job: Job, index: int, answer: dict):
         """Start a granted member (from a cached latent if one is usable); ``answer`` is its
@@ -445,7 +513,7 @@ class EdgeEngine:
                 self.metrics.cache_misses.inc()
             job.capture_steps = set(range(hit_step + 1, reach + 1))
         try:
-            executor.add(job.id, job.request, split, start)
+            executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
         except Exception as err:
             self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
             return executor
@@ -573,17 +641,40 @@ class EdgeEngine:
         job.finished.set()
         self._signal(job.async_finished)
 
+    def load(self) -> dict:
+        """What a front door routes by (:mod:`edgediff.service.routing`): the queue, the batch,
+        the seconds to the next window decision, the calibration and the limits."""
+        cfg = self.config
+        boundary, now = self._boundary, time.perf_counter()
+        wait = cfg.window_s if boundary is None else max(0.0, boundary - now)
+        with self._cond:
+            queued = len(self._queue)
+        return {
+            "queued": queued,
+            "members": self.batch_members,
+            "next_window_s": wait,
+            "window_s": cfg.window_s,
+            "k": self.edge_k,
+            "h": self.edge_h,
+            "gpus": cfg.gpus,
+            "queue_limit": cfg.queue_limit,
+            "n_hat_fraction": cfg.n_hat_fraction,
+            "closing": self._closing,
+        }
+
     def info(self) -> dict:
         cfg = self.config
         used, entries = self.cache_usage()
         return {
             "model": None if self.model is None else self.model.name,
+            **({} if self.site is None else {"site": self.site}),
             "policy": cfg.policy,
             "window_s": cfg.window_s,
             "gpus": cfg.gpus,
             "b_max": cfg.b_max,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
+            "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
             "cache": {
                 "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
                 "bytes": used,

@@ -73,6 +73,9 @@ class Job:
     snapshot: JobSnapshot = field(init=False)
     capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
     embedding: np.ndarray | None = field(default=None, repr=False)
+    cached_steps: int = 0  # d_i: steps of the cached latent it could start from, seen before its window's decision
+    conditioning: object = field(default=None, repr=False)  # the model's prompt encoding, computed ahead
+    prepared: threading.Event | None = field(default=None, repr=False)  # set when the prep thread has done it
     decided: threading.Event = field(default_factory=threading.Event, repr=False)
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
     async_decided: asyncio.Event | None = field(default=None, repr=False)

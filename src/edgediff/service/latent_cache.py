@@ -225,32 +225,47 @@ class LatentCache:
                         )
             return [entry for _, entry in sorted(found, key=lambda item: item[0])]
 
+    def _find(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
+        """``(group, slot, step, similarity)`` of the best usable entry with at most ``max_step``
+        steps done, or ``None``; changes nothing (the caller holds the lock)."""
+        g = self._groups.get((steps, tuple(shape)))
+        if g is None or not g.count:
+            return None
+        top = min(max_step, reusable_steps, g.slot_at.shape[1] - 1)
+        if top < 1:
+            return None
+        need = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)[1 : top + 1] - 1e-6
+        sims = g.similarities(np.asarray(embedding, np.float32))
+        rows = np.flatnonzero(sims >= need.min())
+        if not rows.size:
+            return None
+        slots = g.slot_at[rows, 1 : top + 1]
+        usable = (slots >= 0) & (sims[rows, None] >= need)
+        which, column = np.nonzero(usable)
+        if not which.size:
+            return None
+        slot_of, step_of, sim_of = slots[which, column], column + 1, sims[rows[which]]
+        # most steps done, then most similar, then stored first
+        best = np.lexsort((g.seq[slot_of], -sim_of, -step_of))[0]
+        return g, int(slot_of[best]), int(step_of[best]), float(sim_of[best])
+
+    def peek(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int) -> int:
+        """Steps done by the entry :meth:`lookup` would return (0: none), without using it: no
+        usage statistics move, so a window can be decided with the cache in view."""
+        with self._lock:
+            found = self._find(embedding, steps, shape, max_step, reusable_steps)
+            return 0 if found is None else found[2]
+
     def lookup(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
         """The best usable entry with at most ``max_step`` steps done, or ``None``."""
         from edgediff.runtime.request import LatentState
 
         with self._lock:
             self._clock += 1
-            g = self._groups.get((steps, tuple(shape)))
-            if g is None or not g.count:
+            found = self._find(embedding, steps, shape, max_step, reusable_steps)
+            if found is None:
                 return None
-            top = min(max_step, reusable_steps, g.slot_at.shape[1] - 1)
-            if top < 1:
-                return None
-            need = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)[1 : top + 1] - 1e-6
-            sims = g.similarities(np.asarray(embedding, np.float32))
-            rows = np.flatnonzero(sims >= need.min())
-            if not rows.size:
-                return None
-            slots = g.slot_at[rows, 1 : top + 1]
-            usable = (slots >= 0) & (sims[rows, None] >= need)
-            which, column = np.nonzero(usable)
-            if not which.size:
-                return None
-            slot_of, step_of, sim_of = slots[which, column], column + 1, sims[rows[which]]
-            # most steps done, then most similar, then stored first
-            best = np.lexsort((g.seq[slot_of], -sim_of, -step_of))[0]
-            slot, step, similarity = int(slot_of[best]), int(step_of[best]), float(sim_of[best])
+            g, slot, step, similarity = found
             g.uses[slot] += 1
             g.last_used[slot] = self._clock
             self._push(g, slot)

@@ -52,3 +52,42 @@ class ServiceMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FrontMetrics:
+    """The front door's own series, by site, and every site's series with a ``site`` label
+    (:mod:`edgediff.service.cluster`)."""
+
+    def __init__(self, sites):
+        r = self.registry = CollectorRegistry()
+        self.up = Gauge("edgediff_site_up", "1 while the front door routes to the site", ["site"], registry=r)
+        self.routed = Counter("edgediff_front_routed_requests", "Requests accepted at each site", ["site"], registry=r)
+        self.lost = Counter(
+            "edgediff_front_lost_requests", "Requests failed because their site was lost", ["site"], registry=r
+        )
+        for site in sites:
+            self.up.labels(site)
+            self.routed.labels(site)
+            self.lost.labels(site)
+
+    def render(self, site_texts: dict) -> bytes:
+        """This registry's series, then each site's (``{site: text or None}``) labelled by site."""
+        from prometheus_client.core import Metric
+        from prometheus_client.parser import text_string_to_metric_families
+
+        merged: dict[str, Metric] = {}
+        for site, text in site_texts.items():
+            if text is None:
+                continue
+            for family in text_string_to_metric_families(text.decode()):
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, "site": site}, sample.value, sample.timestamp)
+
+        class Sites:
+            def collect(self):
+                return list(merged.values())
+
+        registry = CollectorRegistry()
+        registry.register(Sites())
+        return generate_latest(self.registry) + generate_latest(registry)

@@ -18,6 +18,8 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 STATUSES = ("queued", "running", "done", "denied", "failed")
 TERMINAL = ("done", "denied", "failed")
+SITE_NAME = r"^[a-z0-9_]+$"  # no "-": a request id is "<site>-<hex>"
+SITE_NAME_CHARS = 64
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -40,7 +42,8 @@ class SubmitRequest(BaseModel):
     """``POST /v1/requests``: one text-to-image request with the device's profile and α.
 
     Exactly one of ``profile`` (measured ``k``, ``h``) and ``preset`` (a row of the paper's
-    profile table, ``row3`` .. ``row10``, or ``edge-h100``) must be given.
+    profile table, ``row3`` .. ``row10``, or ``edge-h100``) must be given. ``site`` names the
+    site to run at behind a front door (docs/service.md, "Deployment").
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -52,6 +55,8 @@ class SubmitRequest(BaseModel):
     preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
     negative_prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] = ""
     guidance_scale: Annotated[float, Field(ge=0, le=MAX_GUIDANCE, allow_inf_nan=False)] = 7.5
+    # behind a front door (edgediff serve --ray): the site to run at; omitted, the front door picks one
+    site: Annotated[str, Field(min_length=1, max_length=SITE_NAME_CHARS, pattern=SITE_NAME)] | None = None
 
     @model_validator(mode="after")
     def _one_profile(self):

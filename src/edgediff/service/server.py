@@ -135,7 +135,7 @@ def _uvicorn_config(app, config: ServiceConfig, graceful_s: float, log_level: st
     )
 
 
-def _server(engine: EdgeEngine, graceful_s: float, log_level: str):
+def _server(engine: EdgeEngine, graceful_s: float, log_level: str, app=None):
     import uvicorn
 
     class EdgeServer(uvicorn.Server):
@@ -160,7 +160,8 @@ def _server(engine: EdgeEngine, graceful_s: float, log_level: str):
                 log.warning("closing the listener with %d result(s) not collected", left)
             self.should_exit = True
 
-    return EdgeServer(_uvicorn_config(create_app(engine), engine.config, graceful_s, log_level))
+    app = create_app(engine) if app is None else app
+    return EdgeServer(_uvicorn_config(app, engine.config, graceful_s, log_level))
 
 
 def serve(
@@ -169,25 +170,29 @@ def serve(
     port: int = 8000,
     graceful_s: float = GRACEFUL_S,
     sock: socket.socket | None = None,
+    app=None,
 ) -> None:
     """Run until SIGINT/SIGTERM, then drain before closing (module docstring). ``sock``: a
-    socket from :func:`bind` (``edgediff serve`` binds before loading the model)."""
+    socket from :func:`bind` (``edgediff serve`` binds before loading the model). ``engine``
+    may be a front door (:mod:`edgediff.service.cluster`: the same ``stop``, ``abort``,
+    ``wait_collected`` and ``config``) with its ``app``."""
     sock = bind(host, port) if sock is None else sock
-    server = _server(engine, graceful_s, "info")
+    server = _server(engine, graceful_s, "info", app)
     server.run(sockets=[sock])
     if not server.started:
         raise StartupError(f"the service did not start on {host}:{port} (see the log above)")
 
 
 class ServiceThread:
-    """The service in a background thread on ``host`` and a free port (``port=0``)::
+    """The service (or a front door and its ``app``, as :func:`serve`) in a background thread
+    on ``host`` and a free port (``port=0``)::
 
     with ServiceThread(engine) as service:
         EdgeClient(service.url) ...
     """
 
-    def __init__(self, engine: EdgeEngine, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 5.0):
-        self.engine, self.host, self.port, self.graceful_s = engine, host, port, graceful_s
+    def __init__(self, engine: EdgeEngine, host: str = "127.0.0.1", port: int = 0, graceful_s: float = 5.0, app=None):
+        self.engine, self.host, self.port, self.graceful_s, self.app = engine, host, port, graceful_s, app
         self.server = None
         self._thread = None
 
@@ -198,7 +203,7 @@ class ServiceThread:
     def start(self, timeout: float = 300.0) -> ServiceThread:
         sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        self.server = _server(self.engine, self.graceful_s, "warning")
+        self.server = _server(self.engine, self.graceful_s, "warning", self.app)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout

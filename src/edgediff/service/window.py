@@ -3,7 +3,8 @@ requests: pure functions, no locks, no clock and no torch. The engine thread run
 jobs; the digital twin (:mod:`edgediff.twin`) runs the same functions on simulated requests.
 
 A job is anything with ``id``, ``steps`` (``N``), ``k``, ``h``, ``alpha``, ``prompt`` and
-``arrived`` (seconds on the clock of the window's ``start``).
+``arrived`` (seconds on the clock of the window's ``start``), and optionally ``cached_steps``
+(the depth of a cached output it could start from; 0 when absent).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def window_instance(
 
     Per request: the device's ``k, h`` and α, the request time from the window's start
     (the waiting time is ``K - k_i``), ``8 * len(prompt)`` prompt bits and the edge's
-    ``intermediate_bits``. The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
+    ``intermediate_bits``, and its ``cached_steps`` (docs/offloading-model.md, "Cached steps").
+    The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
     ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
     ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
     """
@@ -53,6 +55,7 @@ def window_instance(
         request_time=[min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs],
         prompt_bits=[8 * len(job.prompt.encode()) for job in jobs],
         intermediate_bits=[intermediate_bits] * len(jobs),
+        cached_steps=[getattr(job, "cached_steps", 0) for job in jobs],
         N=N,
         N_hat=config.n_hat(N),
         B_max=b_max,

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgediff.core.instance import INTERMEDIATE_BITS
+from edgediff.core.pai import PAPER_STEPS
 from edgediff.core.profiles import PRESETS, USER_ROWS
+from edgediff.core.scenario import USER_ROW_WEIGHTS, AlphaDistribution, Scenario
 from edgediff.errors import InputError
 from edgediff.service.config import ServiceConfig, ServiceConfigError
 
@@ -53,13 +55,16 @@ class Site:
     ``intermediate_bits`` is the size of its model's latent payload; ``phase_s`` when its
     window clock started (windows end at ``phase_s + j K``). ``step_profile`` is what a
     batched step really takes, when it differs from the calibration the site decides with
-    (default: the same)."""
+    (default: the same). ``decide_when_idle``: a request that finds the edge idle and no
+    decision pending is decided at once instead of at its window's end (the adaptive window
+    rule of docs/results-twin.md; windows keep their length while the edge is busy)."""
 
     service: ServiceConfig
     name: str = "site0"
     intermediate_bits: int = INTERMEDIATE_BITS
     phase_s: float = 0.0
     step_profile: tuple[float, float] | None = None
+    decide_when_idle: bool = False
 
     def __post_init__(self):
         if self.service.edge_profile is None:
@@ -78,7 +83,13 @@ class Site:
 
 
 def make_site(
-    name: str = "site0", profile="edge-h100", *, intermediate_bits: int = INTERMEDIATE_BITS, phase_s=0.0, **service
+    name: str = "site0",
+    profile="edge-h100",
+    *,
+    intermediate_bits: int = INTERMEDIATE_BITS,
+    phase_s=0.0,
+    decide_when_idle: bool = False,
+    **service,
 ) -> Site:
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
     try:
@@ -87,7 +98,7 @@ def make_site(
         raise TwinError(f"site {name}: {err}") from None
     except TypeError as err:
         raise TwinError(f"site {name}: {err}") from None
-    return Site(config, name, intermediate_bits, phase_s)
+    return Site(config, name, intermediate_bits, phase_s, decide_when_idle=bool(decide_when_idle))
 
 
 def load_sites(path: str | Path) -> list[Site]:
@@ -123,7 +134,7 @@ def uniform_sites(count: int, **site) -> list[Site]:
 
 
 # the paper's device mix: rows 3..10 with weights rising linearly 1..2 (docs/offloading-model.md)
-PAPER_DEVICE_MIX = {f"row{r}": float(w) for r, w in zip(USER_ROWS, range(1, 1 + USER_ROWS.size))}
+PAPER_DEVICE_MIX = {f"row{r}": float(w) for r, w in zip(USER_ROWS, USER_ROW_WEIGHTS)}
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,7 @@ class WorkloadConfig:
     diurnal: tuple[float, ...] | None = None
     users: int = 1000
     device_mix: dict = field(default_factory=lambda: dict(PAPER_DEVICE_MIX))
-    alpha: tuple[float, float] | None = None
+    alpha: AlphaDistribution | tuple[float, float] | None = None
     steps: int = 50
     classes: int = 20_000
     topics: int = 500
@@ -171,10 +182,43 @@ class WorkloadConfig:
                 raise TwinError(f"device_mix weight of {name} must be >= 0, got {weight!r}")
         if sum(self.device_mix.values()) <= 0:
             raise TwinError("device_mix weights must not all be 0")
-        if self.alpha is not None:
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", AlphaDistribution("paper"))
+        elif not isinstance(self.alpha, AlphaDistribution):
             lo, hi = self.alpha
             if not (0 < lo <= hi and math.isfinite(hi)):
                 raise TwinError(f"alpha must be (lo, hi) with 0 < lo <= hi, got {self.alpha}")
+            object.__setattr__(self, "alpha", AlphaDistribution("uniform", low=float(lo), high=float(hi)))
+
+
+def scenario_site(scenario: Scenario) -> dict:
+    """:func:`make_site` keyword arguments for a scenario's edge: its profile, ``G``, ``B_max``,
+    window ``K``, link, ``N_hat`` and PAI curve (docs/results-twin.md, "Scenario files")."""
+    N = scenario.N
+    pai = scenario.pai.for_steps(PAPER_STEPS, over=N)  # the service keeps PAI in 200-step units
+    return dict(
+        profile={"k": scenario.edge.k, "h": scenario.edge.h},
+        intermediate_bits=max(1, round(scenario.intermediate_bits)),
+        gpus=scenario.G,
+        b_max=scenario.B_max,
+        window_s=scenario.K,
+        n_hat_fraction=scenario.N_hat / N,
+        pai_a=pai.a,
+        pai_b=pai.b,
+        eta=scenario.eta,
+        W_max=scenario.W_max,
+    )
+
+
+def scenario_workload(scenario: Scenario) -> dict:
+    """:class:`WorkloadConfig` keyword arguments for a scenario's users: the device mix (as
+    ``"k,h"`` keys), the α distribution and ``N``. The scenario's per-window user counts do not
+    apply: in the twin, a window holds whoever arrived in it."""
+    mix: dict[str, float] = {}
+    for device, weight in zip(scenario.devices, scenario.weights):
+        key = f"{float(device.k)!r},{float(device.h)!r}"
+        mix[key] = mix.get(key, 0.0) + float(weight)
+    return dict(device_mix=mix, alpha=scenario.alpha, steps=scenario.N)
 
 
 # a diurnal curve shaped like a city's day: a night trough at 4:00, peaks at 12:00 and 19:00
@@ -183,6 +227,19 @@ CITY_DAY = (
     1.0, 0.95, 0.9, 0.9, 0.9, 0.95, 1.0, 1.0, 0.9, 0.75, 0.6, 0.45,
 )  # fmt: skip
 """Hourly multipliers for ``WorkloadConfig.diurnal`` (``--diurnal city``)."""
+
+
+def diurnal_curve(spec: str) -> tuple[float, ...]:
+    """``"city"`` (:data:`CITY_DAY`) or the path of a file of 24 hourly rate multipliers
+    (separated by spaces, commas or newlines); validated by :class:`WorkloadConfig`."""
+    if spec == "city":
+        return CITY_DAY
+    try:
+        return tuple(float(v) for v in Path(spec).read_text().replace(",", " ").split())
+    except OSError as err:
+        raise TwinError(f"--diurnal {spec}: {err.strerror}") from None
+    except ValueError:
+        raise TwinError(f"--diurnal {spec}: expected 24 numbers") from None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.store import EdgeCache
+from edgediff.service.routing import least_expected_latency
 from edgediff.service.window import decide_window, window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
 from edgediff.twin.workload import Arrivals
@@ -41,11 +42,12 @@ OUTCOMES = ("denied", "granted", "failed", "rejected")
 class SimJob:
     """What :func:`decide_window` reads of a request (the engine's ``Job`` has the same names)."""
 
-    __slots__ = ("index", "id", "steps", "k", "h", "alpha", "prompt", "arrived", "cls")
+    __slots__ = ("index", "id", "steps", "k", "h", "alpha", "prompt", "arrived", "cls", "cached_steps")
 
     def __init__(self, index, steps, k, h, alpha, prompt, arrived, cls):
         self.index, self.id, self.steps = index, str(index), steps
         self.k, self.h, self.alpha, self.prompt, self.arrived, self.cls = k, h, alpha, prompt, arrived, cls
+        self.cached_steps = 0
 
 
 class SimExecutor:
@@ -166,6 +168,11 @@ class SimSite:
         if self.event is not None:
             self._report()
             return
+        if self.site.decide_when_idle and self.executor.run_until(t) <= t + EPS and not self.executor.members:
+            self.event = t  # the edge is idle: waiting for the window's end would only add latency
+            heapq.heappush(events, (t, self.index))
+            self._report()
+            return
         j = self.first_boundary_index(t)
         when = self.phase + self.K * (j + 1)
         if j >= 1:  # the last window end may not be consumed yet: a step is running across it
@@ -203,6 +210,7 @@ class SimSite:
         self.decided_t.append(now)
         self.decided_n.append(len(jobs))
         self._store_captures()
+        self._peek(jobs)
         groups = decide_window(
             jobs,
             svc,
@@ -231,6 +239,14 @@ class SimSite:
         ex.release_pending()
 
     # ------------------------------------------------------------------ the cache
+    def _peek(self, jobs: list[SimJob]) -> None:
+        """The service's peek before a decision: each request's deepest usable cached step."""
+        if self.cache is None or not jobs:
+            return
+        depth = self.cache.cached_steps(np.array([job.cls for job in jobs]))[:, self.cache.cfg.reusable_steps]
+        for job, d in zip(jobs, depth.tolist()):
+            job.cached_steps = d
+
     def _lookup(self, job: SimJob, split: int) -> int:
         """The service's admission: the usable entry with the most steps (at most the member's
         own edge steps); the member then stores its reusable steps after the hit."""
@@ -306,12 +322,10 @@ class Records:
 
 
 class Router:
-    """The front door: each request goes to the site of least expected latency, the wait for
-    that site's next decision plus ``m`` edge steps at the batch it would join (the members
-    now in it, the requests queued there and this one), ``m = N - N_hat`` the most steps a
-    grant offloads: ``(t_next - t) + m L_e(b + q + 1, G)``. A full queue scores infinity; ties
-    go to the lowest site index. Vectorized over sites; each site reports its state after
-    every change."""
+    """The front door: each request goes to the site of least expected latency (the rule of
+    :mod:`edgediff.service.routing`, shared with the service's Ray front door), the wait for
+    a site's next decision being ``t_next - t``. Vectorized over sites; each site reports
+    its state after every change."""
 
     def __init__(self, sites: list[SimSite]):
         self.sites = sites
@@ -336,9 +350,7 @@ class Router:
     def route(self, t: float, offloaded: int) -> int:
         grid = self.phase + self.K * np.maximum(1, np.floor((t - self.phase) / self.K + EPS) + 1)
         wait = np.where(np.isnan(self.event), grid, self.event) - t
-        score = wait + offloaded * (self.k_g * (self.members + self.queued + 1) + self.h)
-        score[self.queued >= self.limit] = np.inf
-        return int(np.argmin(score))
+        return least_expected_latency(wait, offloaded, self.k_g, self.h, self.members, self.queued, self.limit)
 
 
 def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):

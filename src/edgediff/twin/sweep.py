@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from edgediff.twin.bound import mean_bounds
 from edgediff.twin.config import TwinConfig, WorkloadConfig, uniform_sites
 from edgediff.twin.sim import simulate
 from edgediff.twin.workload import generate
@@ -19,7 +20,8 @@ from edgediff.twin.workload import generate
 @dataclass(frozen=True)
 class SweepCase:
     """One run: ``sites`` identical sites (``profile``, ``gpus``, ``b_max``, ``window_s``,
-    ``policy``, ``cache_gb``) under Poisson arrivals at ``rate`` (all sites) for ``duration_s``."""
+    ``policy``, ``cache_gb``, ``decide_when_idle``) under Poisson arrivals at ``rate`` (all
+    sites) for ``duration_s``."""
 
     sites: int = 1
     rate: float = 10.0
@@ -31,6 +33,7 @@ class SweepCase:
     gpus: int = 8
     b_max: int = 20
     cache_gb: float = 0.0
+    decide_when_idle: bool = False
 
     def workload_key(self) -> tuple:
         return (self.sites, self.rate, self.duration_s, self.steps)
@@ -45,6 +48,7 @@ class SweepCase:
             window_s=self.window_s,
             policy=self.policy,
             cache_gb=self.cache_gb,
+            decide_when_idle=self.decide_when_idle,
         )
 
 
@@ -59,7 +63,8 @@ def case_seeds(cases: list[SweepCase], seed: int) -> list[int]:
 
 
 def run_case(case: SweepCase, seed: int) -> dict:
-    """Simulate one case; its summary over all sites (the ``all`` row) with the case's fields."""
+    """Simulate one case; its summary over all sites (the ``all`` row) with the case's fields and
+    the trace's hindsight bounds (:mod:`edgediff.twin.bound`)."""
     sites = case.site_list()
     arrivals = generate(WorkloadConfig(rate=case.rate, duration_s=case.duration_s, steps=case.steps), sites[0], seed)
     start = time.perf_counter()
@@ -67,7 +72,8 @@ def run_case(case: SweepCase, seed: int) -> dict:
     elapsed = time.perf_counter() - start
     summary = result.site_rows()[-1]
     summary.pop("site")
-    return {**asdict(case), "seed": seed, **summary, "simulate_s": elapsed}
+    bounds = mean_bounds(sites[0], arrivals)  # identical sites: one site's bounds hold for any routing
+    return {**asdict(case), "seed": seed, **summary, **bounds, "simulate_s": elapsed}
 
 
 def run_sweep(

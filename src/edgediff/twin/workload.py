@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.cache.model import Catalog
-from edgediff.core.generator import alpha_interval
 from edgediff.core.pai import PaiCurve
 from edgediff.core.profiles import GpuProfile
+from edgediff.core.scenario import alpha_interval, draw_alpha
 from edgediff.twin.config import Site, TwinError, WorkloadConfig, parse_profile
 
 TRACE_COLUMNS = ("time", "user", "prompt_or_class", "alpha", "device")
@@ -66,7 +66,7 @@ def arrival_times(config: WorkloadConfig, rng: np.random.Generator) -> np.ndarra
 
 
 def generate(config: WorkloadConfig, reference: Site, seed: int) -> Arrivals:
-    """Seeded arrivals of ``config``. α follows the paper's generator for each user's device
+    """Seeded arrivals of ``config``. The paper's α distribution is taken for each user's device
     against the ``reference`` site's edge (its ``G``, ``N_hat`` and PAI curve for ``steps``)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7419]))
     names = list(config.device_mix)
@@ -74,13 +74,10 @@ def generate(config: WorkloadConfig, reference: Site, seed: int) -> Arrivals:
     profiles = np.array([parse_profile(n) for n in names])
     device = rng.choice(len(names), size=config.users, p=weights / weights.sum())
     uk, uh = profiles[device, 0], profiles[device, 1]
-    if config.alpha is None:
-        svc, N = reference.service, config.steps
-        pai = PaiCurve(svc.pai_a, svc.pai_b).for_steps(N)
-        lo, hi = alpha_interval(uk + uh, svc.gpus, pai, svc.n_hat(N), N, edge=GpuProfile(*svc.edge_profile))
-    else:
-        lo, hi = config.alpha
-    ualpha = np.maximum(rng.uniform(lo, hi), 1e-6)
+    svc, N = reference.service, config.steps
+    pai = PaiCurve(svc.pai_a, svc.pai_b).for_steps(N)
+    paper = alpha_interval(uk + uh, svc.gpus, pai, svc.n_hat(N), N, edge=GpuProfile(*svc.edge_profile))
+    ualpha = draw_alpha(config.alpha, rng, config.users, paper)
     catalog = zipf_catalog(config, rng)
     time = arrival_times(config, rng)
     user = rng.integers(0, config.users, size=time.size)

@@ -70,7 +70,9 @@ class ScopeConfig:
 
     ``general``: random G in ``gpus_range``, random user count in ``users_range``;
     ``gpu``: G fixed at ``gpus``, random user count; ``specific``: the one instance
-    ``random_instance(users, gpus, seed=instance_seed)``.
+    ``random_instance(users, gpus, seed=instance_seed)``. ``B_max`` is fixed, or with
+    ``bmax_range`` drawn per episode (general and gpu scopes), so that one network serves
+    windows of any ``B_max`` (the twin's and the service's windows have any).
     """
 
     scope: str = "general"
@@ -80,6 +82,7 @@ class ScopeConfig:
     gpus_range: tuple[int, int] = (1, 16)
     B_max: int = 20
     instance_seed: int = 0
+    bmax_range: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.scope not in SCOPES:
@@ -91,6 +94,10 @@ class ScopeConfig:
             raise ValueError(f"gpus_range must satisfy 1 <= lo <= hi, got {self.gpus_range}")
         if self.gpus < 1 or self.users < 1 or self.B_max < 1:
             raise ValueError("gpus, users and B_max must be >= 1")
+        if self.bmax_range is not None:
+            object.__setattr__(self, "bmax_range", tuple(self.bmax_range))
+            if not 1 <= self.bmax_range[0] <= self.bmax_range[1]:
+                raise ValueError(f"bmax_range must satisfy 1 <= lo <= hi, got {self.bmax_range}")
 
     @property
     def max_users(self) -> int:
@@ -101,7 +108,8 @@ class ScopeConfig:
             return random_instance(self.users, self.gpus, seed=self.instance_seed, B_max=self.B_max)
         users = int(rng.integers(self.users_range[0], self.users_range[1] + 1))
         gpus = self.gpus if self.scope == "gpu" else int(rng.integers(self.gpus_range[0], self.gpus_range[1] + 1))
-        return random_instance(users, gpus, seed=rng, B_max=self.B_max)
+        B_max = self.B_max if self.bmax_range is None else int(rng.integers(self.bmax_range[0], self.bmax_range[1] + 1))
+        return random_instance(users, gpus, seed=rng, B_max=B_max)
 
 
 class EpisodeBatch:

@@ -73,6 +73,13 @@ def solve_dqn(instance: Instance, checkpoint: str | None = None) -> Decision:
         raise CheckpointError(
             f"the dqn checkpoint handles at most {q_function.max_users} users; the instance has {instance.num_users}"
         )
+    if instance.has_cached_steps and config.mdp_options.get("features") != "convex":
+        # the paper's state has no cached steps: its grants would ignore them (the convex
+        # features carry each user's gain, which counts them)
+        raise CheckpointError(
+            "the dqn checkpoint's state (features 'paper') does not see users' cached_steps; "
+            "use a checkpoint trained with features 'convex', or exact, timeline or ga"
+        )
     batch = EpisodeBatch(1, q_function.max_users, **config.mdp_options)
     batch.reset_slot(0, instance)
     greedy_rollout(q_function, batch)

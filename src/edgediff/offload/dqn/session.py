@@ -22,6 +22,7 @@ def train_to_directory(
     gpus: int = 8,
     users: int = 20,
     instance_seed: int = 0,
+    bmax_range: tuple[int, int] | None = None,
     episodes: int = 20000,
     preset: str = "tuned",
     seed: int = 0,
@@ -35,7 +36,7 @@ def train_to_directory(
 
     out = Path(out)
     torch.set_num_threads(1)  # small networks: one thread is as fast and leaves a core free
-    scope_config = ScopeConfig(scope=scope, gpus=gpus, users=users, instance_seed=instance_seed)
+    scope_config = ScopeConfig(scope=scope, gpus=gpus, users=users, instance_seed=instance_seed, bmax_range=bmax_range)
     config = PRESETS[preset]
     held = HeldOut.draw(scope_config, held_out, HELD_OUT_SEED + seed)
     eval_every = eval_every or max(1, episodes // 20)
