@@ -79,9 +79,23 @@ def random_embedding(rng, centres):
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def exhaustive_index(monkeypatch):
+    """The approximate index from 4 live rows on, searching all of its lists: its candidates are
+    then every row, so the cache must still equal brute force (the index's upkeep is right)."""
+    pytest.importorskip("faiss")
+    import edgediff.service.latent_cache as module
+
+    monkeypatch.setattr(module, "INDEX_ROWS", 4)
+    monkeypatch.setattr(module, "INDEX_LISTS", 2)
+    monkeypatch.setattr(module, "INDEX_PROBES", 2)
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["exact", "faiss"])
 @pytest.mark.parametrize("rule", ["lcbfu", "lru", "lfu"])
 @pytest.mark.parametrize("theta_min", [0.8, 0.3])
-def test_index_matches_brute_force(rule, theta_min):
+def test_index_matches_brute_force(rule, theta_min, indexed, monkeypatch):
+    if indexed:
+        exhaustive_index(monkeypatch)
     rng = np.random.default_rng([len(rule), int(theta_min * 10)])
     dim = 24
     centres = rng.normal(size=(6, dim))
@@ -125,6 +139,10 @@ def test_index_matches_brute_force(rule, theta_min):
     want = [(e["label"], e["step"], e["uses"], e["last_used"], e["nbytes"]) for e in reference.entries]
     assert kept == want
     assert hits > 100 and refused > 10 and stored > 300, (hits, refused, stored)  # every path exercised
+    if indexed:
+        groups = [g for g in cache._groups.values() if g.index]
+        assert groups  # built (where a group reached 4 live rows), and kept in step with the rows:
+        assert [g.index.ntotal for g in groups] == [g.live_rows for g in groups]
 
 
 def test_growing_past_a_block_and_reusing_freed_rows(monkeypatch):
@@ -159,3 +177,58 @@ def test_dimension_mismatch_is_an_error():
     assert cache.insert(np.ones(4, np.float32) / 2, state, 6, "p")
     with pytest.raises(ValueError, match="embedding has 3 dimensions, the cache holds 4"):
         cache.insert(np.ones(3, np.float32), state, 5, "p")
+
+
+def test_approximate_index_finds_near_duplicates_and_hits_only_by_the_rule(monkeypatch):
+    """Above INDEX_ROWS the candidates come from the IVF index probing 8 of 64 lists: a stored
+    prompt with a little noise (similarity >= 0.98) is always found, at the step exact search
+    finds; any hit is one the rule allows (its exact similarity >= theta(step)), never deeper
+    than exact search's; the index holds exactly the live rows through evictions."""
+    faiss = pytest.importorskip("faiss")
+    import edgediff.service.latent_cache as module
+
+    faiss.omp_set_num_threads(1)
+    monkeypatch.setattr(module, "INDEX_ROWS", 512)
+    monkeypatch.setattr(module, "INDEX_LISTS", 64)
+    monkeypatch.setattr(module, "INDEX_PROBES", 8)
+    rng = np.random.default_rng(16)
+    dim, shape, n = 32, (1, 1, 2, 2), 1500
+    capacity = 1200 * (16 + dim * 4)  # evictions once 1200 entries are stored
+    stored = rng.normal(size=(n, dim)).astype(np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    cache, exact = LatentCache(capacity, 0.8, "lru"), LatentCache(capacity, 0.8, "lru")
+    monkeypatch.setattr(exact, "_candidates", lambda g, q, d: g_exact(g, q))
+
+    def g_exact(g, q):
+        sims = g.similarities(q)
+        rows = np.flatnonzero(sims >= 0.8 - 1e-6)
+        return rows, sims[rows]
+
+    for i, v in enumerate(stored):
+        step = 1 + i % 6
+        state = LatentState(torch.full(shape, float(i)), GenerationRequest(f"e{i}", steps=20), 20 - step, "S", {})
+        assert cache.insert(v, state, step, f"e{i}") == exact.insert(v, state, step, f"e{i}")
+    (group,) = cache._groups.values()
+    assert group.index and group.index.ntotal == group.live_rows >= 512 and cache.evictions > 200
+    kept = {e.prompt for e in cache.entries()}
+    assert kept == {e.prompt for e in exact.entries()}
+    near_found = agree = 0
+    for i in rng.choice([int(p[1:]) for p in kept], size=200, replace=False):
+        noisy = stored[i] + rng.normal(0, 0.02, dim).astype(np.float32)  # similarity ~0.99
+        noisy /= np.linalg.norm(noisy)
+        got, want = cache.peek(noisy, 20, shape, 6, 6), exact.peek(noisy, 20, shape, 6, 6)
+        assert got == want
+        near_found += want > 0
+    for _ in range(300):  # paraphrase-like queries, similarity 0.75..0.95 to a stored one
+        i = int(rng.integers(n))
+        c = rng.uniform(0.75, 0.95)
+        r = rng.normal(size=dim).astype(np.float32)
+        r -= (r @ stored[i]) * stored[i]
+        q = (c * stored[i] + np.sqrt(1 - c * c) * r / np.linalg.norm(r)).astype(np.float32)
+        got, want = cache.lookup(q, 20, shape, 6, 6), exact.lookup(q, 20, shape, 6, 6)
+        if got is not None:
+            assert got.similarity >= theta(got.step, 6, 0.8) - 1e-6
+            assert float(np.dot(q, stored[int(got.state.request.prompt[1:])])) == pytest.approx(got.similarity, abs=1e-5)
+            assert want is not None and got.step <= want.step
+        agree += (got is None) == (want is None) and (got is None or got.step == want.step)
+    assert near_found > 150 and agree >= 285, agree  # measured 170 and 298; the bench gives the 100k figures

@@ -16,17 +16,26 @@ Index (docs/service.md, "The latent cache"): entries of one ``(N, latent shape)`
 group. A group keeps one embedding row per distinct prompt embedding (a request stores up to
 ``S*`` steps under the same embedding), in float32 blocks of :data:`BLOCK` rows with a free
 list, and a ``(row, step) -> entry`` table; the latents live in preallocated blocks of one
-tensor per group. A lookup is one matrix-vector product over the group's rows plus array
-work on the few rows above the lowest threshold. Rows whose similarity is at least
-:attr:`LatentCache.DUPLICATE` are linked when a row is made, so storing another step of a
-known embedding needs no product. Eviction keys sit in a heap (stale keys are skipped and the
-heap is rebuilt when it doubles), so an eviction is ``O(log n)``.
+tensor per group. A lookup finds the rows whose similarity to the query is at least
+``theta_min`` (the candidates), then does array work on those few rows. Below
+:data:`INDEX_ROWS` live rows the candidates come from one exact matrix-vector product over
+the group's rows; from there on (with ``faiss`` installed, the ``index`` extra) from an
+inverted-file index of float16 rows (faiss ``IndexIVFScalarQuantizer``, inner product) kept
+beside the rows, whose candidates' similarities are then computed exactly from the float32
+rows: the reuse rule is applied exactly, but a row the index does not probe is missed
+(docs/service.md gives the measured agreement with exact search). The similarities a peek computed are kept until the
+group's rows change, so the lookup that follows for the same embedding takes no product.
+Rows whose similarity is at least :attr:`LatentCache.DUPLICATE` are linked when a row is
+made, so storing another step of a known embedding needs no product. Eviction keys sit in a
+heap (stale keys are skipped and the heap is rebuilt when it doubles), so an eviction is
+``O(log n)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -36,6 +45,17 @@ from edgediff.cache.eviction import USAGE_RULES, check_rule, sort_key
 from edgediff.cache.model import theta
 
 BLOCK = 4096  # rows (embeddings) or entries (latents) per allocated block: growing never copies
+# live rows from which a group's candidates come from the approximate index: an exact product
+# over this many 384-d rows takes ~0.8 ms on one core (bench/bench_latent_cache.py)
+INDEX_ROWS = 16384
+INDEX_LISTS = 1024  # inverted lists, trained once on the rows present at INDEX_ROWS
+INDEX_PROBES = 64  # lists searched per query (bench/bench_latent_cache.py measures the agreement)
+# the index holds float16 rows: each component off by at most 2^-11 of itself, so a product
+# of unit vectors by at most 2^-11 ~ 4.9e-4 (the candidates' similarities are then exact)
+INDEX_MARGIN = 1e-3
+PEEKS = 4096  # kept peek results per cache (dropped all at once beyond that)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class _Group:
         self.row_of: dict[bytes, int] = {}  # embedding digest -> row
         self.digest: dict[int, bytes] = {}  # row -> its digest in row_of
         self.near: dict[int, set[int]] = {}  # row -> rows with similarity >= DUPLICATE
+        self.index = None  # faiss IVF index over the live rows (ids = rows), built at INDEX_ROWS
+        self.rows_version = 0  # bumped when a row is made or freed: kept peeks are then stale
         # slots: one per entry
         self.lat_blocks: list = []
         self.n_slots = 0
@@ -100,6 +122,10 @@ class _Group:
     def embedding(self, row: int) -> np.ndarray:
         return self.emb_blocks[row // BLOCK][row % BLOCK]
 
+    @property
+    def live_rows(self) -> int:
+        return self.n_rows - len(self.free_rows)
+
     def similarities(self, query: np.ndarray) -> np.ndarray:
         """``rows @ query`` over every row ever used (free rows are zero and own no entry)."""
         parts = [
@@ -108,6 +134,53 @@ class _Group:
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def candidates(self, query: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, similarities)`` of the rows with ``row @ query >= floor``, similarities in
+        float32 from the rows; exact below :data:`INDEX_ROWS` live rows (or without faiss),
+        from the index's candidates above."""
+        if self.index is None and self.live_rows >= INDEX_ROWS:
+            self.build_index()
+        if not self.index or self.live_rows < INDEX_ROWS:
+            sims = self.similarities(query)
+            rows = np.flatnonzero(sims >= floor)
+            return rows, sims[rows]
+        _, _, found = self.index.range_search(query[None], floor - INDEX_MARGIN)
+        rows = np.sort(found)
+        if not rows.size:
+            return rows, np.zeros(0, np.float32)
+        sims = np.stack([self.embedding(r) for r in rows]) @ query
+        keep = sims >= floor
+        return rows[keep], sims[keep]
+
+    def build_index(self) -> None:
+        """The IVF index over the live rows (k-means on them: ~0.5 s once per group at 16k
+        384-d rows); nothing if faiss is not installed (the exact product stays)."""
+        try:
+            import faiss
+        except ImportError:
+            log.warning(
+                "latent cache group (N=%d, %s) has %d embedding rows; exact search from here on costs more "
+                "than 1 ms per lookup (pip install 'edgediff[index]' for the approximate index)",
+                self.steps,
+                self.shape,
+                self.live_rows,
+            )
+            self.index = False  # asked once
+            return
+        live = np.setdiff1d(np.arange(self.n_rows), self.free_rows)
+        vectors = np.stack([self.embedding(r) for r in live])
+        index = faiss.IndexIVFScalarQuantizer(
+            faiss.IndexFlatIP(self.dim), self.dim, INDEX_LISTS, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
+        index.cp.min_points_per_centroid = 1  # fewer rows than faiss asks for per list: fine here, no warning
+        index.cp.seed = 0
+        index.train(vectors)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by row without a scan
+        index.nprobe = INDEX_PROBES
+        index.add_with_ids(vectors, live.astype(np.int64))
+        self.index = index
+        log.info("latent cache group (N=%d, %s): approximate index built over %d rows", self.steps, self.shape, len(live))
 
     def new_row(self, embedding: np.ndarray, digest: bytes | None, near: set[int], width: int) -> int:
         if self.free_rows:
@@ -123,6 +196,9 @@ class _Group:
             self.slot_at = np.concatenate([self.slot_at, extra], axis=1)
         self.slot_at = _grow(self.slot_at, self.n_rows, -1)
         self.embedding(row)[:] = embedding
+        self.rows_version += 1
+        if self.index:
+            self.index.add_with_ids(self.embedding(row)[None], np.array([row], np.int64))
         if digest is not None and digest not in self.row_of:
             self.row_of[digest] = row
             self.digest[row] = digest
@@ -143,6 +219,9 @@ class _Group:
         self.embedding(row)[:] = 0
         self.slot_at[row] = -1
         self.free_rows.append(row)
+        self.rows_version += 1
+        if self.index:
+            self.index.remove_ids(np.array([row], np.int64))
 
     # ------------------------------------------------------------------ slots
     def latent(self, slot: int):
@@ -189,6 +268,7 @@ class LatentCache:
         self._clock = 0  # logical time: one tick per lookup or insert
         self._seq = 0  # insertion order: the eviction tie-break
         self._lock = threading.Lock()
+        self._peeked: dict[tuple, tuple] = {}  # (group id, embedding digest) -> (rows version, rows, sims)
         self.evictions = 0
 
     @property
@@ -235,19 +315,34 @@ class LatentCache:
         if top < 1:
             return None
         need = theta(np.arange(reusable_steps + 1), reusable_steps, self.theta_min)[1 : top + 1] - 1e-6
-        sims = g.similarities(np.asarray(embedding, np.float32))
-        rows = np.flatnonzero(sims >= need.min())
+        query = np.ascontiguousarray(embedding, np.float32).reshape(-1)
+        rows, sims = self._candidates(g, query, _digest(query))
         if not rows.size:
             return None
         slots = g.slot_at[rows, 1 : top + 1]
-        usable = (slots >= 0) & (sims[rows, None] >= need)
+        usable = (slots >= 0) & (sims[:, None] >= need)
         which, column = np.nonzero(usable)
         if not which.size:
             return None
-        slot_of, step_of, sim_of = slots[which, column], column + 1, sims[rows[which]]
+        slot_of, step_of, sim_of = slots[which, column], column + 1, sims[which]
         # most steps done, then most similar, then stored first
         best = np.lexsort((g.seq[slot_of], -sim_of, -step_of))[0]
         return g, int(slot_of[best]), int(step_of[best]), float(sim_of[best])
+
+    def _candidates(self, g: _Group, query: np.ndarray, digest: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """The group's rows at least ``min(theta_min, DUPLICATE)`` similar to ``query`` (every
+        row a lookup or a duplicate check can use), and their similarities. Kept until the
+        group's rows change: a window peeks every queued request, then its granted ones look up
+        with nothing stored or evicted in between, so their lookups reuse the peek."""
+        key = (g.gid, digest)
+        kept = self._peeked.get(key)
+        if kept is not None and kept[0] == g.rows_version:
+            return kept[1], kept[2]
+        rows, sims = g.candidates(query, min(self.theta_min, self.DUPLICATE) - 1e-6)
+        if len(self._peeked) >= PEEKS:
+            self._peeked.clear()
+        self._peeked[key] = (g.rows_version, rows, sims)
+        return rows, sims
 
     def peek(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int) -> int:
         """Steps done by the entry :meth:`lookup` would return (0: none), without using it: no
@@ -283,7 +378,7 @@ class LatentCache:
             return False
         shape = tuple(latent.shape)
         query = np.ascontiguousarray(embedding, np.float32).reshape(-1)
-        digest = hashlib.blake2b(query.tobytes(), digest_size=16).digest()
+        digest = _digest(query)
         with self._lock:
             self._clock += 1
             g = self._groups.get((state.steps, shape))
@@ -294,23 +389,23 @@ class LatentCache:
             if query.size != g.dim:
                 raise ValueError(f"embedding has {query.size} dimensions, the cache holds {g.dim}")
             row = g.row_of.get(digest)
-            sims = None
+            found = None
             # a known unit embedding: its duplicates are linked already (a non-unit one may not
             # even duplicate itself, so it takes the product)
             if row is not None and float(query @ query) >= self.DUPLICATE:
                 near = [row, *g.near.get(row, ())]
             else:
-                sims = g.similarities(query)
-                near = np.flatnonzero(sims >= self.DUPLICATE)
+                found = self._candidates(g, query, digest)
+                near = found[0][found[1] >= self.DUPLICATE]
             if step < g.slot_at.shape[1] and any(g.slot_at[r, step] >= 0 for r in near):
                 return False
             while self._bytes + nbytes > self.capacity_bytes:
                 self._evict_one()
             row = g.row_of.get(digest)  # eviction may have freed it
             if row is None or step < g.slot_at.shape[1] and g.slot_at[row, step] >= 0:
-                if sims is None:
-                    sims = g.similarities(query)
-                near_rows = {int(r) for r in np.flatnonzero(sims >= self.DUPLICATE) if g.refs[r] > 0}
+                # eviction only frees rows (refs 0): the candidates found before still hold
+                rows, sims = self._candidates(g, query, digest) if found is None else found
+                near_rows = {int(r) for r in rows[sims >= self.DUPLICATE] if g.refs[r] > 0}
                 row = g.new_row(query, digest, near_rows, step + 1)
             elif step >= g.slot_at.shape[1]:
                 extra = np.full((len(g.slot_at), step + 1 - g.slot_at.shape[1]), -1, np.int64)
@@ -367,6 +462,10 @@ class LatentCache:
         self._count -= 1
         self._bytes -= int(g.nbytes[slot])
         self.evictions += 1
+
+
+def _digest(query: np.ndarray) -> bytes:
+    return hashlib.blake2b(query.tobytes(), digest_size=16).digest()
 
 
 def _carried(carry: tuple) -> tuple:
