@@ -232,3 +232,30 @@ def test_approximate_index_finds_near_duplicates_and_hits_only_by_the_rule(monke
             assert want is not None and got.step <= want.step
         agree += (got is None) == (want is None) and (got is None or got.step == want.step)
     assert near_found > 150 and agree >= 285, agree  # measured 170 and 298; the bench gives the 100k figures
+
+
+def test_lookup_reuses_the_peek_until_the_rows_change(monkeypatch):
+    """A window peeks, then its granted requests look up with nothing stored in between: the
+    lookup takes the peek's similarities; a new row (or a freed one) makes it search afresh."""
+    import edgediff.service.latent_cache as module
+
+    searches = []
+    search = module._Group.candidates
+    monkeypatch.setattr(module._Group, "candidates", lambda g, q, floor: searches.append(1) or search(g, q, floor))
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(3, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cache, shape = LatentCache(10**6), (1, 1, 2, 2)
+
+    def store(i, step):
+        state = LatentState(torch.zeros(shape), GenerationRequest(f"p{i}", steps=20), 20 - step, "S", {})
+        return cache.insert(rows[i], state, step, f"p{i}")
+
+    assert store(0, 1)
+    searches.clear()
+    assert cache.peek(rows[0], 20, shape, 6, 6) == 1 and len(searches) == 1
+    assert cache.lookup(rows[0], 20, shape, 6, 6).step == 1 and len(searches) == 1  # the peek's
+    assert store(0, 2) and len(searches) == 1  # another step of a stored embedding: same row
+    assert cache.lookup(rows[0], 20, shape, 6, 6).step == 2 and len(searches) == 1
+    assert store(1, 1) and len(searches) == 2  # a new row: the kept peeks are stale
+    assert cache.lookup(rows[0], 20, shape, 6, 6).step == 2 and len(searches) == 3
