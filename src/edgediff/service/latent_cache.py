@@ -171,16 +171,20 @@ class _Group:
         live = np.setdiff1d(np.arange(self.n_rows), self.free_rows)
         vectors = np.stack([self.embedding(r) for r in live])
         index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatIP(self.dim), self.dim, INDEX_LISTS, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            faiss.IndexFlatIP(self.dim),
+            self.dim,
+            INDEX_LISTS,
+            faiss.ScalarQuantizer.QT_fp16,
+            faiss.METRIC_INNER_PRODUCT,
         )
-        index.cp.min_points_per_centroid = 1  # fewer rows than faiss asks for per list: fine here, no warning
+        index.cp.min_points_per_centroid = 1  # fewer rows per list than faiss asks for: fine here, no warning
         index.cp.seed = 0
         index.train(vectors)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by row without a scan
         index.nprobe = INDEX_PROBES
         index.add_with_ids(vectors, live.astype(np.int64))
         self.index = index
-        log.info("latent cache group (N=%d, %s): approximate index built over %d rows", self.steps, self.shape, len(live))
+        log.info("latent cache group (N=%d, %s): approximate index over %d rows", self.steps, self.shape, len(live))
 
     def new_row(self, embedding: np.ndarray, digest: bytes | None, near: set[int], width: int) -> int:
         if self.free_rows:
