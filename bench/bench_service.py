@@ -35,6 +35,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,13 +78,17 @@ def running_service(options: list[str], timeout_s: float = 300):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), *options]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its log goes to a file: a pipe nobody reads fills after ~64 KB (13 minutes of window
+    # lines) and then blocks the engine thread in a write
+    log = tempfile.TemporaryFile("w+")
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"the service exited: {server.stderr.read()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"the service exited: {log.read()[-2000:]}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -100,6 +105,7 @@ def running_service(options: list[str], timeout_s: float = 300):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
 
 
 def free_port() -> int:
