@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 
@@ -100,12 +101,15 @@ def _free_port():
 def local_ray_cluster():
     """A throw-away loopback Ray cluster; yields its address. ``ray start --block`` in its own
     process group, killed as a group at the end: ``ray stop`` would stop every Ray cluster on
-    the machine, the user's own included."""
+    the machine, the user's own included. Its files live in a temporary directory of their
+    own, so it leaves no ``ray_current_cluster`` behind for a later ``ray.init()`` to join."""
     ray_cli = shutil.which("ray")
     assert ray_cli, "the ray package is installed but its command is not on PATH"
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit 107 bytes
     args = ["--head", "--block", f"--port={address.split(':')[1]}", "--num-cpus=2", "--include-dashboard=false"]
+    args += [f"--temp-dir={temp_dir}"]
     head = subprocess.Popen(
         [ray_cli, "start", *args, "--disable-usage-stats"],
         stdout=subprocess.DEVNULL,
@@ -123,6 +127,7 @@ def local_ray_cluster():
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_reproduce_on_a_local_ray_cluster(tmp_path):
