@@ -64,7 +64,13 @@ def print_scores(args, policies: list[str]) -> None:
     print(f"{'G':>3} {'users':>5} " + " ".join(f"{p + ' score':>11} {p + ' ms':>9}" for p in policies))
     for gpus in GPUS:
         rows = compare(
-            USERS, gpus, args.cases, policies, seed=args.seed, checkpoint=args.checkpoint, progress=False,
+            USERS,
+            gpus,
+            args.cases,
+            policies,
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+            progress=False,
             policy_options=dqn_options(args),
         )
         for users in USERS:

@@ -159,7 +159,6 @@ def test_numpy_forward_matches_torch():
         np.testing.assert_allclose(NumpyQ(network)(obs.numpy()), expected, rtol=1e-5, atol=1e-5)
 
 
-
 def test_beam_width_one_is_the_greedy_agent():
     from edgediff.offload.dqn.policy import _load
     from edgediff.offload.dqn.train import greedy_rollout
@@ -182,7 +181,8 @@ def test_a_wider_beam_finds_better_grant_sets_on_small_windows():
     rng = np.random.default_rng(11)
     scores = {"greedy": [], "beam": []}
     for _case in range(40):
-        instance = random_instance(int(rng.integers(12, 21)), int(rng.integers(1, 17)), seed=rng, B_max=int(rng.integers(1, 6)))
+        users, gpus, bmax = int(rng.integers(12, 21)), int(rng.integers(1, 17)), int(rng.integers(1, 6))
+        instance = random_instance(users, gpus, seed=rng, B_max=bmax)
         best = evaluate(instance, exact.decide(instance)).objective
         local = evaluate(instance, make_policy("b3").decide(instance)).objective
         for name, policy in (("greedy", greedy), ("beam", beam)):

@@ -1,8 +1,8 @@
 import contextlib
 import csv
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys

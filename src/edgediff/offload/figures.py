@@ -165,7 +165,8 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         f"{name}: {title}",
         [
             f"{cases} random instances per point (docs/offloading-model.md), seed {seed}; every policy on the same "
-            "instances." + (" `dqn` is the paper's agent: one greedy episode (`beam_width` 1)." if "dqn" in policies else ""),
+            "instances."
+            + (" `dqn` is the paper's agent: one greedy episode (`beam_width` 1)." if "dqn" in policies else ""),
             f"Largest mean objective above `exact` over all points and policies: {excess:.3g} "
             "(exact is the optimum under the paper model, so this is never positive beyond rounding).",
             "",

@@ -19,8 +19,8 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision
-from edgediff.offload.dqn.checkpoint import load_checkpoint
 from edgediff.errors import InputError
+from edgediff.offload.dqn.checkpoint import load_checkpoint
 from edgediff.offload.dqn.env import EpisodeBatch
 from edgediff.offload.dqn.network import QNetwork
 from edgediff.offload.dqn.train import DqnConfig
