@@ -168,6 +168,15 @@ class WorkersProfile:
     worker_threads: int
     profiles: list[Profile]
 
+    @classmethod
+    def fit(cls, workers: Sequence[int], profiles: Sequence[Profile], threads: int) -> WorkersProfile:
+        """The least-squares ``k_e, h_e`` over every ``(b / G, seconds)`` of ``profiles``
+        (``profiles[i]`` timed with ``workers[i]`` workers)."""
+        per_gpu = [b / g for g, p in zip(workers, profiles) for b in p.batches]
+        latency = [t for p in profiles for t in p.step_latency_s]
+        k, h, r2 = fit_linear(per_gpu, latency)
+        return cls(k, h, r2, list(workers), threads, list(profiles))
+
     def to_dict(self) -> dict:
         first = self.profiles[0]
         return {
@@ -203,7 +212,4 @@ def calibrate_workers(
                 profiles.append(replace(calibrate(model, config), threads=threads))
             finally:
                 model.workers = previous
-    per_gpu = [b / g for g, p in zip(workers, profiles) for b in p.batches]
-    latency = [t for p in profiles for t in p.step_latency_s]
-    k, h, r2 = fit_linear(per_gpu, latency)
-    return WorkersProfile(k, h, r2, list(workers), threads, profiles)
+    return WorkersProfile.fit(workers, profiles, threads)
