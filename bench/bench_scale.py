@@ -128,10 +128,13 @@ def bench_workers(batches=(4, 8, 16), size: int = 64, rounds: int = 7, steps: in
         verdict = "" if b < 8 else " (meets the >= 1.6x target)" if ratio >= 1.6 else " (MISSES the >= 1.6x target)"
         row = "".join(f"{medians[name]:20.1f}" for name in pools)
         print(f"  {b:<7}{row}{ratio:15.2f}x{verdict}")
-    points = [(b / g, b / result[b][0][name]) for g, name in ((1, "1 worker process"), (2, "2 workers")) for b in batches]
+    pooled = ((1, "1 worker process"), (2, "2 workers"))
+    points = [(b / g, b / result[b][0][name]) for g, name in pooled for b in batches]
     k_e, h_e, r2 = fit_linear(*zip(*points))
-    print(f"  L_e(b, G) = k_e b / G + h_e over 1 and 2 worker processes: k_e = {k_e * 1e3:.2f} ms, "
-          f"h_e = {h_e * 1e3:.2f} ms, R^2 = {r2:.3f}")
+    print(
+        f"  L_e(b, G) = k_e b / G + h_e over 1 and 2 worker processes: k_e = {k_e * 1e3:.2f} ms, "
+        f"h_e = {h_e * 1e3:.2f} ms, R^2 = {r2:.3f}"
+    )
     print(f"  load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
     return result
 

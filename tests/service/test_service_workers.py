@@ -1,6 +1,7 @@
 """G denoiser workers in the service: config checks; a service with workers=2 gives the
 single-process latents, survives a SIGKILLed worker (no request lost, /v1/info and /metrics
-report 1 alive) and plans the next window with G = 1."""
+report 1 alive) and plans the next window with G = 1; with the last worker gone it runs the
+denoiser in its own process."""
 
 import os
 import signal
@@ -81,7 +82,7 @@ def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_servic
         info = http.get("/v1/info").json()
         assert info["workers"]["configured"] == 2 and info["workers"]["alive"] == 2 and info["gpus"] == 2
         assert "edgediff_workers_alive 2.0" in http.get("/metrics").text
-        ids = [_submit(http, seed, steps=40) for seed in range(6)]
+        ids = [_submit(http, seed, steps=24) for seed in range(6)]
         deadline = time.monotonic() + 30
         while engine.batch_members == 0 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -100,10 +101,18 @@ def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_servic
         later = _submit(http, 99, steps=8)
         assert _wait_terminal(http, [later])[later]["status"] == "done"
         assert planned[-1] == 1
-        payloads = {i: http.get(f"/v1/requests/{i}/latent").content for i in [*ids, later]}
+        # the last worker gone (between steps): the denoiser falls back to the service's process
+        os.kill(engine.pool.pids()[0], signal.SIGKILL)
+        while engine.pool.alive:
+            time.sleep(0.01)
+        last = _submit(http, 98, steps=8)
+        assert _wait_terminal(http, [last])[last]["status"] == "done"
+        assert planned[-1] == 1 and edge_model.workers is None
+        assert http.get("/v1/info").json()["workers"]["alive"] == 0
+        payloads = {i: http.get(f"/v1/requests/{i}/latent").content for i in [*ids, later, last]}
     service.stop()
-    assert edge_model.workers is None  # the pool is closed and detached at stop
-    assert sum(engine.stats.terminal.values()) == engine.stats.accepted == len(ids) + 1
+    assert edge_model.workers is None
+    assert sum(engine.stats.terminal.values()) == engine.stats.accepted == len(ids) + 2
     # the pooled edge's latents are the single-process ones within the tolerance, and so are the images
     single = load_model("tiny")
     for key, payload in payloads.items():
