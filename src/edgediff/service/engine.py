@@ -31,6 +31,7 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -137,7 +138,6 @@ class EdgeEngine:
         self.latent_shape = None
         self.policy = None
         self.pool = None  # the WorkerPool this engine started (config.workers > 1)
-        self.window_gpus = None  # the G the last window was planned with
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cond = threading.Condition()
         self._queue: list[Job] = []
@@ -268,12 +268,11 @@ class EdgeEngine:
         its workers, if any: the fitted slope there is ``k_e / G``)."""
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
 
-        gpus = self.live_gpus()
+        pooled = self.live_gpus() if self.pool is not None else 1  # the G the timed steps were split over
         profile = calibrate(self.model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=3, warmup=1))
-        k, h = profile.k * (gpus if self.pool is not None else 1), profile.h
+        k, h = profile.k * pooled, profile.h
         if k <= 0 or k / self.config.gpus + h <= 0:  # noisy timings on a loaded machine
-            per_member = float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
-            per_member *= gpus if self.pool is not None else 1
+            per_member = pooled * float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
             log.warning("calibration fit k = %.3g, h = %.3g is unusable; using k = %.3g, h = 0", k, h, per_member)
             k, h = per_member, 0.0
         return k, h
@@ -469,7 +468,7 @@ class EdgeEngine:
             self._prepared(jobs)
         self._peek(jobs)
         with self._timed("decide"):
-            gpus = self.window_gpus = self.live_gpus()
+            gpus = self.live_gpus()
             groups = decide_window(
                 jobs,
                 cfg,
@@ -726,8 +725,6 @@ class EdgeEngine:
     def workers_info(self) -> dict:
         """The denoiser workers: configured, alive, threads each and one entry per worker
         (index, pid, device, alive, rows computed); without a pool, this process."""
-        import os
-
         cfg = self.config
         if self.pool is None:
             device = None if self.model is None else self.model.device
