@@ -81,7 +81,8 @@ def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_servic
     with httpx.Client(base_url=service.url, timeout=90) as http:
         info = http.get("/v1/info").json()
         assert info["workers"]["configured"] == 2 and info["workers"]["alive"] == 2 and info["gpus"] == 2
-        assert "edgediff_workers_alive 2.0" in http.get("/metrics").text
+        metrics = http.get("/metrics").text
+        assert "edgediff_workers_alive 2.0" in metrics and 'edgediff_worker_alive{worker="1"} 1.0' in metrics
         ids = [_submit(http, seed, steps=24) for seed in range(6)]
         deadline = time.monotonic() + 30
         while engine.batch_members == 0 and time.monotonic() < deadline:
@@ -95,7 +96,9 @@ def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_servic
         info = http.get("/v1/info").json()
         assert info["workers"]["alive"] == 1 and info["gpus"] == 1
         assert [w["alive"] for w in info["workers"]["each"] if w["pid"] == victim] == [False]
-        assert "edgediff_workers_alive 1.0" in http.get("/metrics").text
+        metrics = http.get("/metrics").text
+        assert "edgediff_workers_alive 1.0" in metrics and 'edgediff_worker_alive{worker="1"} 0.0' in metrics
+        assert 'edgediff_worker_rows{worker="0"} 0.0' not in metrics  # the survivor computed rows
         assert http.get("/v1/status").json()["workers"] == {"configured": 2, "alive": 1}
         # the next window is planned with G - 1
         later = _submit(http, 99, steps=8)

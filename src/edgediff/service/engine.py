@@ -238,24 +238,32 @@ class EdgeEngine:
             self.pool = WorkerPool(self.model.backend, cfg.workers, cfg.worker_threads)
             self.model.workers = self.pool
         self.metrics.workers.set(cfg.workers)
-        self.live_gpus()  # sets the alive gauge
+        for index in range(cfg.workers if self.pool is not None else 1):
+            self.metrics.worker_alive.labels(str(index))
+            self.metrics.worker_rows.labels(str(index))
+        self.live_gpus()  # sets the alive gauges
 
     def _stop_workers(self) -> None:
         if self.pool is not None:
             if self.model.workers is self.pool:
                 self.model.workers = None
             self.pool.close()
-            self.metrics.workers_alive.set(0)
+            self.live_gpus()  # every worker's gauge to 0
 
     def live_gpus(self) -> int:
         """The edge's ``G`` now: the workers alive, or ``config.gpus`` without a pool. With every
-        worker gone the denoiser falls back to this process (``G = 1``). Keeps the
-        ``edgediff_workers_alive`` gauge current."""
+        worker gone the denoiser falls back to this process (``G = 1``). Keeps the workers'
+        gauges current."""
+        metrics = self.metrics
         if self.pool is None:
-            self.metrics.workers_alive.set(1)
+            metrics.workers_alive.set(1)
+            metrics.worker_alive.labels("0").set(1)
             return self.config.gpus
+        for worker in self.pool.info():
+            metrics.worker_alive.labels(str(worker.index)).set(worker.alive)
+            metrics.worker_rows.labels(str(worker.index)).set(worker.rows)
         alive = self.pool.alive
-        self.metrics.workers_alive.set(alive)
+        metrics.workers_alive.set(alive)
         if alive:
             return alive
         if self.model.workers is self.pool:
