@@ -18,7 +18,9 @@ pool's per-step messaging to pay off). Configurations are timed round-robin (a b
 from other processes hits all alike); printed: the median member-steps/s of each, the ratio
 2 workers / 1 (target >= 1.6x on a 2-core machine; batch sizes >= 8 count, batch 4 feeds the
 fit), the law ``L_e(b, G) = k_e b / G + h_e`` fitted over the pools of 1 and 2 worker
-processes (step seconds ``b / rate``) with its R², and the load average before and after.
+processes (step seconds ``b / rate``) with its R², and the load average before and after. A
+control prints the machine's own ceiling: the throughput of two one-thread torch matmul
+processes run at once against one alone (2.0x on two free cores).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_scale.py [--calls 300] [--only front|workers]
 """
@@ -84,6 +86,29 @@ def bench_front_door(calls: int = 300) -> dict:
     return result
 
 
+MATMUL = (
+    "import time, torch; torch.set_num_threads(1); x = torch.randn(512, 512); t = time.perf_counter()\n"
+    "for _ in range(300): x @ x\n"
+    "print(time.perf_counter() - t)"
+)
+
+
+def parallel_ceiling() -> float:
+    """Throughput of two one-thread matmul processes at once over one alone."""
+    import subprocess
+    import sys
+
+    def run(count: int) -> list[float]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [
+            subprocess.Popen([sys.executable, "-c", MATMUL], stdout=subprocess.PIPE, env=env) for _ in range(count)
+        ]
+        return [float(p.communicate()[0]) for p in procs]
+
+    (alone,) = run(1)
+    return 2 * alone / max(run(2))
+
+
 def bench_workers(batches=(4, 8, 16), size: int = 64, rounds: int = 7, steps: int = 3) -> dict:
     import torch
 
@@ -135,6 +160,8 @@ def bench_workers(batches=(4, 8, 16), size: int = 64, rounds: int = 7, steps: in
         f"  L_e(b, G) = k_e b / G + h_e over 1 and 2 worker processes: k_e = {k_e * 1e3:.2f} ms, "
         f"h_e = {h_e * 1e3:.2f} ms, R^2 = {r2:.3f}"
     )
+    ceiling = parallel_ceiling()
+    print(f"  control: two 1-thread matmul processes at once give {ceiling:.2f}x the throughput of one alone")
     print(f"  load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
     return result
 
