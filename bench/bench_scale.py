@@ -8,7 +8,21 @@ keep-alive connections: ``POST /v1/requests`` (a fast device, so every request i
 its window and no model work competes) and ``GET /v1/requests/{id}`` (``wait=0``). Printed:
 p50 and p90 per call and path, and the front door's added p50 (target <= 5 ms).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_scale.py [--calls 300]
+``bench_workers()``: member-steps/s of the batched executor at ``--workers 1`` (the
+service's default: the denoiser in the calling process) against a pool of 2 worker
+processes (``edgediff.runtime.workers``, what ``serve --workers 2`` runs), one torch thread
+each, at batch sizes >= 8 with guidance; a pool of 1 worker process is timed too (the
+inter-process cost alone). The model is the tiny architecture with random weights at
+``--size`` pixels (64: 4x32x32 latents; the shipped 16x16 model's step is too small for the
+pool's per-step messaging to pay off). Configurations are timed round-robin (a burst of load
+from other processes hits all alike); printed: the median member-steps/s of each, the ratio
+2 workers / 1 (target >= 1.6x on a 2-core machine; batch sizes >= 8 count, batch 4 feeds the
+fit), the law ``L_e(b, G) = k_e b / G + h_e`` fitted over the pools of 1 and 2 worker
+processes (step seconds ``b / rate``) with its R², and the load average before and after. A
+control prints the machine's own ceiling: the throughput of two one-thread torch matmul
+processes run at once against one alone (2.0x on two free cores).
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_scale.py [--calls 300] [--only front|workers]
 """
 
 from __future__ import annotations
@@ -72,11 +86,96 @@ def bench_front_door(calls: int = 300) -> dict:
     return result
 
 
+MATMUL = (
+    "import time, torch; torch.set_num_threads(1); x = torch.randn(512, 512); t = time.perf_counter()\n"
+    "for _ in range(300): x @ x\n"
+    "print(time.perf_counter() - t)"
+)
+
+
+def parallel_ceiling() -> float:
+    """Throughput of two one-thread matmul processes at once over one alone."""
+    import subprocess
+    import sys
+
+    def run(count: int) -> list[float]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [
+            subprocess.Popen([sys.executable, "-c", MATMUL], stdout=subprocess.PIPE, env=env) for _ in range(count)
+        ]
+        return [float(p.communicate()[0]) for p in procs]
+
+    (alone,) = run(1)
+    return 2 * alone / max(run(2))
+
+
+def bench_workers(batches=(4, 8, 16), size: int = 64, rounds: int = 7, steps: int = 3) -> dict:
+    import torch
+
+    from edgediff.runtime.calibrate import CalibrationConfig, filled_executor, fit_linear
+    from edgediff.runtime.models import ModelSpec, load_model
+    from edgediff.runtime.tiny import TinyConfig
+    from edgediff.runtime.workers import WorkerPool
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    model = load_model(ModelSpec("tiny-random", tiny=TinyConfig(image_size=size)))
+    pools = {"1 (in process)": None, "1 worker process": WorkerPool(model.backend, 1), "2 workers": None}
+    pools["2 workers"] = WorkerPool(model.backend, 2)
+    config = CalibrationConfig(batches=tuple(batches), repeats=rounds * steps, warmup=1)
+    rates = {(name, b): [] for name in pools for b in batches}
+    try:
+        executors = {}
+        for name, pool in pools.items():
+            model.workers = pool
+            executors.update({(name, b): filled_executor(model, b, config) for b in batches})
+        for _ in range(rounds):
+            for (name, b), executor in executors.items():
+                model.workers = pools[name]
+                start = time.perf_counter()
+                for _ in range(steps):
+                    executor.step()
+                rates[name, b].append(b * steps / (time.perf_counter() - start))
+    finally:
+        model.workers = None
+        for pool in pools.values():
+            if pool is not None:
+                pool.close()
+    load_after = os.getloadavg()
+    cores = len(os.sched_getaffinity(0))
+    print(f"member-steps/s, {size}x{size} tiny-random model, guidance on, 1 thread per worker, {cores} cores:")
+    print(f"  {'batch':<7}" + "".join(f"{name:>20}" for name in pools) + f"{'2 workers / 1':>16}")
+    result = {}
+    for b in batches:
+        medians = {name: float(np.median(rates[name, b])) for name in pools}
+        ratio = medians["2 workers"] / medians["1 (in process)"]
+        result[b] = (medians, ratio)
+        verdict = "" if b < 8 else " (meets the >= 1.6x target)" if ratio >= 1.6 else " (MISSES the >= 1.6x target)"
+        row = "".join(f"{medians[name]:20.1f}" for name in pools)
+        print(f"  {b:<7}{row}{ratio:15.2f}x{verdict}")
+    pooled = ((1, "1 worker process"), (2, "2 workers"))
+    points = [(b / g, b / result[b][0][name]) for g, name in pooled for b in batches]
+    k_e, h_e, r2 = fit_linear(*zip(*points))
+    print(
+        f"  L_e(b, G) = k_e b / G + h_e over 1 and 2 worker processes: k_e = {k_e * 1e3:.2f} ms, "
+        f"h_e = {h_e * 1e3:.2f} ms, R^2 = {r2:.3f}"
+    )
+    ceiling = parallel_ceiling()
+    print(f"  control: two 1-thread matmul processes at once give {ceiling:.2f}x the throughput of one alone")
+    print(f"  load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="timed calls per path and kind")
+    parser.add_argument("--only", choices=("front", "workers"), help="run one benchmark (default: both)")
+    parser.add_argument("--size", type=int, default=64, help="workers: the model's image size in pixels")
     args = parser.parse_args()
-    bench_front_door(args.calls)
+    if args.only != "workers":
+        bench_front_door(args.calls)
+    if args.only != "front":
+        bench_workers(size=args.size)
 
 
 if __name__ == "__main__":

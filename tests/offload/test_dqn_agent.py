@@ -157,3 +157,59 @@ def test_numpy_forward_matches_torch():
         with torch.no_grad():
             expected = network(obs).numpy()
         np.testing.assert_allclose(NumpyQ(network)(obs.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_beam_width_one_is_the_greedy_agent():
+    from edgediff.offload.dqn.policy import _load
+    from edgediff.offload.dqn.train import greedy_rollout
+
+    q_function, config = _load(None)
+    policy = make_policy("dqn", beam_width=1)
+    for seed in range(10):
+        instance = random_instance(6 + seed, 1 + seed, seed=seed, B_max=1 + seed % 5)
+        batch = EpisodeBatch(1, q_function.max_users, **config.mdp_options)
+        batch.reset_slot(0, instance)
+        greedy = greedy_rollout(q_function, batch)[0]
+        assert evaluate(instance, policy.decide(instance)).objective == pytest.approx(greedy, abs=1e-9)
+        assert (policy.decide(instance).granted == batch.granted_users(0)).all()
+
+
+def test_a_wider_beam_finds_better_grant_sets_on_small_windows():
+    # small B_max is where the greedy agent errs most (a wrong early grant ends the episode)
+    greedy, beam = make_policy("dqn", beam_width=1), make_policy("dqn")
+    exact = make_policy("exact")
+    rng = np.random.default_rng(11)
+    scores = {"greedy": [], "beam": []}
+    for _case in range(40):
+        users, gpus, bmax = int(rng.integers(12, 21)), int(rng.integers(1, 17)), int(rng.integers(1, 6))
+        instance = random_instance(users, gpus, seed=rng, B_max=bmax)
+        best = evaluate(instance, exact.decide(instance)).objective
+        local = evaluate(instance, make_policy("b3").decide(instance)).objective
+        for name, policy in (("greedy", greedy), ("beam", beam)):
+            decision = policy.decide(instance)
+            check_decision(instance, decision)
+            value = evaluate(instance, decision).objective
+            assert value <= best + 1e-9
+            scores[name].append(normalized_score(value, best, local))
+    assert np.mean(scores["beam"]) > np.mean(scores["greedy"])
+    assert np.sum(np.array(scores["beam"]) > np.array(scores["greedy"]) + 1e-9) >= 3
+
+
+def test_copy_slots_continues_the_same_episode():
+    batch = EpisodeBatch(2, 20)
+    other = EpisodeBatch(2, 20)
+    instance = random_instance(8, 4, seed=5, B_max=3)
+    batch.reset_slot(0, instance)
+    batch.step([0], [0])
+    other.copy_slots(batch, [0, 0], [0, 1])
+    for action in (1, 0, 1):
+        batch.step([action], [0])
+        other.step([action, action], [0, 1])
+    assert other.objective([0, 1]) == pytest.approx([batch.objective([0])[0]] * 2)
+    assert (other.indicator[1] == batch.indicator[0]).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "4"])
+def test_bad_beam_widths_are_refused(bad):
+    with pytest.raises(ValueError, match="beam_width"):
+        make_policy("dqn", beam_width=bad)

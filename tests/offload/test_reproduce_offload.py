@@ -1,9 +1,13 @@
+import contextlib
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections import defaultdict
 
 import pytest
@@ -93,15 +97,42 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_reproduce_on_a_local_ray_cluster(tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
+@contextlib.contextmanager
+def local_ray_cluster():
+    """A throw-away loopback Ray cluster; yields its address. ``ray start --block`` in its own
+    process group, killed as a group at the end: ``ray stop`` would stop every Ray cluster on
+    the machine, the user's own included. Its files live in a temporary directory of their
+    own, so it leaves no ``ray_current_cluster`` behind for a later ``ray.init()`` to join."""
     ray_cli = shutil.which("ray")
     assert ray_cli, "the ray package is installed but its command is not on PATH"
-    port = _free_port()
-    env_args = ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throw-away loopback cluster
-    subprocess.run([ray_cli, "start", *env_args], check=True, capture_output=True, timeout=120, env=env)
+    address = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit 107 bytes
+    args = ["--head", "--block", f"--port={address.split(':')[1]}", "--num-cpus=2", "--include-dashboard=false"]
+    args += [f"--temp-dir={temp_dir}"]
+    head = subprocess.Popen(
+        [ray_cli, "start", *args, "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
+        probe = f"import ray; ray.init(address={address!r}, log_to_driver=False); ray.shutdown()"
+        deadline = time.monotonic() + 120
+        while subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env).returncode:
+            assert head.poll() is None and time.monotonic() < deadline, "the local Ray cluster did not start"
+            time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_reproduce_on_a_local_ray_cluster(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
+    with local_ray_cluster() as address:
         run = subprocess.run(
             [
                 sys.executable,
@@ -113,15 +144,13 @@ def test_reproduce_on_a_local_ray_cluster(tmp_path):
                 "--out",
                 str(tmp_path / "ray"),
                 "--ray",
-                f"127.0.0.1:{port}",
+                address,
             ],
             capture_output=True,
             text=True,
             timeout=300,
         )
-        assert run.returncode == 0, run.stderr[-2000:]
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
     reproduce("fig11b", tmp_path / "local", quick=True, workers=1)
     on_ray, local = read_csv(tmp_path / "ray" / "fig11b.csv"), read_csv(tmp_path / "local" / "fig11b.csv")
     key = ("users", "gpus", "policy", "mean_objective")

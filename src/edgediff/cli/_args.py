@@ -116,6 +116,16 @@ non_negative_int = number(int, 0)
 positive_float = number(float, 0.0, strict=True)
 
 
+def check_worker_devices(device: str, workers: int) -> None:
+    """A usage error if ``device`` cannot hold ``workers`` replicas (too few GPUs)."""
+    from edgediff.runtime.workers import WorkerPoolError, worker_devices
+
+    try:
+        worker_devices(device, workers)
+    except WorkerPoolError as err:
+        raise UsageError(f"--workers: {err}") from None
+
+
 def profile(text: str) -> tuple[float, float]:
     """``k,h`` in seconds per step (k >= 0, k + h > 0), or a profile JSON file with ``k`` and ``h``
     (what ``edgediff calibrate --out`` writes; its other keys are ignored)."""

@@ -12,6 +12,7 @@ from edgediff.cli._args import (
     add_model_config,
     add_policy_options,
     check_model_config,
+    check_worker_devices,
     defaults,
     load_model,
     non_negative_int,
@@ -72,6 +73,18 @@ def add_parsers(sub) -> None:
     )
     add_policy_options(p)
     p.add_argument("--gpus", type=positive_int, default=d["gpus"], help="edge GPUs G")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=d["workers"],
+        help="denoiser replicas, one per GPU (cuda:0..G-1) or CPU process; G is then the workers alive",
+    )
+    p.add_argument(
+        "--worker-threads",
+        type=positive_int,
+        default=d["worker_threads"],
+        help="torch threads of each CPU worker",
+    )
     p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
         "--cache-gb",
@@ -185,6 +198,8 @@ def run(args) -> None:
         policy=args.policy,
         policy_options=dict(args.policy_options),
         gpus=args.gpus,
+        workers=args.workers,
+        worker_threads=args.worker_threads,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
         cache_eviction=args.cache_policy,
@@ -201,6 +216,8 @@ def run(args) -> None:
         body_timeout_s=args.body_timeout,
         linger_s=args.linger,
     )
+    if args.ray is None and config.workers > 1:  # not enough GPUs: one line before the model loads
+        check_worker_devices(args.device, config.workers)
     sock = bind(args.host, args.port)  # a taken port: one line before the model loads
     if args.ray is not None:
         return _run_front_door(args, config, sock)

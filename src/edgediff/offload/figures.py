@@ -125,6 +125,8 @@ def _fig8(name, rows, panel_key, panels, line_key, lines, panel_label, gpus=None
 
 
 MARKERS = ("s", "^", "v", "D", "P", "X", "*")  # one per policy, so overlapping lines stay apart
+# The paper's figures show the paper's agent: one greedy episode (no beam)
+PAPER_DQN = {"beam_width": 1}
 
 
 def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed, options) -> Figure:
@@ -136,6 +138,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         workers=options.get("workers"),
         ray_address=options.get("ray"),
         progress=options.get("progress"),
+        policy_options=PAPER_DQN if "dqn" in policies else None,
     )
     records = [{**asdict(r), "mean_objective_per_user": r.mean_objective / r.users} for r in rows]
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
@@ -162,7 +165,8 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         f"{name}: {title}",
         [
             f"{cases} random instances per point (docs/offloading-model.md), seed {seed}; every policy on the same "
-            "instances.",
+            "instances."
+            + (" `dqn` is the paper's agent: one greedy episode (`beam_width` 1)." if "dqn" in policies else ""),
             f"Largest mean objective above `exact` over all points and policies: {excess:.3g} "
             "(exact is the optimum under the paper model, so this is never positive beyond rounding).",
             "",
@@ -221,7 +225,7 @@ def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> F
 
 
 def _time_policy(name: str, users: int, repeats: int, seed: int, time_limit: float) -> dict:
-    policy = make_policy(name, seed=seed, time_limit=time_limit)
+    policy = make_policy(name, PAPER_DQN if name == "dqn" else None, seed=seed, time_limit=time_limit)
     instances = [
         random_instance(users, 8, seed=np.random.default_rng(case_seed(seed, users, 8, c))) for c in range(repeats)
     ]
@@ -388,7 +392,7 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Fig
 
 def _evaluate_scope_models(users: int, gpus: int, seed: int, checkpoints: dict[str, str]) -> list[dict]:
     instance = random_instance(users, gpus, seed=_specific_instance_seed(seed, users, gpus))
-    policies = {label: make_policy("dqn", checkpoint=path) for label, path in checkpoints.items()}
+    policies = {label: make_policy("dqn", PAPER_DQN, checkpoint=path) for label, path in checkpoints.items()}
     policies["exact"] = make_policy("exact")
     rows = []
     for label, policy in policies.items():

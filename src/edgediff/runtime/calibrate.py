@@ -5,6 +5,10 @@ the edge really pays per denoising step (UNet forward of ``2b`` rows with guidan
 members' scheduler updates). The fit is ordinary least squares; R^2 says how linear the
 device is. The profile's ``k`` and ``h`` (seconds) go into an instance file's ``edge`` or a
 user row (instance file, docs/formats.md).
+
+:func:`calibrate_workers` times the same steps through a
+:class:`~edgediff.runtime.workers.WorkerPool` of each worker count ``G`` and fits the paper's
+edge law ``L_e(b, G) = k_e b / G + h_e`` jointly over every ``(b, G)``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +153,63 @@ def calibrate(model: DiffusionModel, config: CalibrationConfig = CalibrationConf
         guidance=config.guidance_scale > 1,
         threads=torch.get_num_threads(),
     )
+
+
+@dataclass(frozen=True)
+class WorkersProfile:
+    """``L_e(b, G) = k_e b / G + h_e`` (``k``, ``h``; ``r2`` its R²), fitted on the steps of
+    ``profiles``: one :class:`Profile` per worker count in ``workers``, each timed through a
+    pool of that many workers of ``worker_threads`` threads (its own ``k`` is ``k_e / G``)."""
+
+    k: float
+    h: float
+    r2: float
+    workers: list[int]
+    worker_threads: int
+    profiles: list[Profile]
+
+    @classmethod
+    def fit(cls, workers: Sequence[int], profiles: Sequence[Profile], threads: int) -> WorkersProfile:
+        """The least-squares ``k_e, h_e`` over every ``(b / G, seconds)`` of ``profiles``
+        (``profiles[i]`` timed with ``workers[i]`` workers)."""
+        per_gpu = [b / g for g, p in zip(workers, profiles) for b in p.batches]
+        latency = [t for p in profiles for t in p.step_latency_s]
+        k, h, r2 = fit_linear(per_gpu, latency)
+        return cls(k, h, r2, list(workers), threads, list(profiles))
+
+    def to_dict(self) -> dict:
+        first = self.profiles[0]
+        return {
+            "k": self.k,
+            "h": self.h,
+            "r2": self.r2,
+            "model": first.model,
+            "device": first.device,
+            "workers": self.workers,
+            "worker_threads": self.worker_threads,
+            "per_workers": [p.to_dict() for p in self.profiles],
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def calibrate_workers(
+    model: DiffusionModel,
+    workers: Sequence[int],
+    config: CalibrationConfig = CalibrationConfig(),
+    threads: int = 1,
+) -> WorkersProfile:
+    """Time ``config``'s batch sizes through a worker pool of each count in ``workers`` (one
+    pool at a time: a GPU holds one replica) and fit ``L_e(b, G) = k_e b / G + h_e``."""
+    from edgediff.runtime.workers import WorkerPool
+
+    profiles, previous = [], model.workers
+    for count in workers:
+        with WorkerPool(model.backend, count, threads) as pool:
+            model.workers = pool
+            try:
+                profiles.append(replace(calibrate(model, config), threads=threads))
+            finally:
+                model.workers = previous
+    return WorkersProfile.fit(workers, profiles, threads)

@@ -37,7 +37,6 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     if size % backend.size_multiple:
         raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
     model.check_steps(request.steps)
-    model.check_steps(request.steps)
     scheduler = backend.new_scheduler()
     scheduler.set_timesteps(request.steps, device=backend.device)
     side = size // backend.vae_scale_factor

@@ -155,10 +155,18 @@ class WorkerPool:
 
     @property
     def alive(self) -> int:
-        """Workers still serving: the edge's ``G`` now."""
+        """Workers still serving: the edge's ``G`` now (a worker whose process has exited is
+        counted out at once, not only at the next step)."""
+        self._reap()
         return sum(w.alive for w in self._workers)
 
+    def _reap(self) -> None:
+        for worker in self._workers:
+            if worker.alive and not worker.process.is_alive():
+                self._lost(worker, "exited")
+
     def info(self) -> list[WorkerInfo]:
+        self._reap()
         return [WorkerInfo(w.index, w.process.pid, w.device, w.alive, w.rows) for w in self._workers]
 
     def pids(self) -> list[int]:
@@ -168,7 +176,8 @@ class WorkerPool:
     def _lost(self, worker: _Worker, why: str) -> None:
         if worker.alive:
             worker.alive = False
-            log.error("denoiser worker %d (pid %s) %s; %d left", worker.index, worker.process.pid, why, self.alive)
+            left = sum(w.alive for w in self._workers)
+            log.error("denoiser worker %d (pid %s) %s; %d left", worker.index, worker.process.pid, why, left)
 
     def predict(self, latents, timesteps, conditioning: Conditioning):
         """The backend's batched ``predict``, its rows split over the live workers."""

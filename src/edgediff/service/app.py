@@ -225,6 +225,7 @@ class EngineFace:
         used, entries = engine.cache_usage()
         engine.metrics.cache_bytes.set(used)
         engine.metrics.cache_entries.set(entries)
+        engine.live_gpus()  # counts out a worker that died since the last step
         return engine.metrics.render()
 
 

@@ -26,6 +26,11 @@ class ServiceConfig:
     ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (the
     caching model's 6 of 20 steps, docs/caching-model.md). ``edge_profile`` ``None`` calibrates the
     edge model at start-up.
+
+    ``workers`` > 1 runs the denoiser on that many replicas (:mod:`edgediff.runtime.workers`:
+    one per GPU on CUDA, else CPU processes of ``worker_threads`` torch threads each); then
+    ``gpus``, the ``G`` of ``L_e(b, G) = k b / G + h``, is the worker count (another ``gpus``
+    is refused) and each window is planned with the workers still alive.
     """
 
     model: str = "tiny"
@@ -34,6 +39,8 @@ class ServiceConfig:
     policy: str = "exact"
     policy_options: Mapping[str, Any] = field(default_factory=dict, hash=False)  # e.g. {"time_limit": 2} for milp
     gpus: int = 1
+    workers: int = 1  # denoiser replicas (runtime.workers); 1: the model runs in the service's process
+    worker_threads: int = 1  # torch threads of each CPU worker
     b_max: int = 20
     cache_gb: float = 1.0
     cache_eviction: str = "lcbfu"
@@ -67,6 +74,16 @@ class ServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ServiceConfigError(f"{name} must be a finite number, got {value!r}")
+        for name in ("workers", "worker_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ServiceConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.workers > 1:
+            if self.gpus not in (1, self.workers):
+                raise ServiceConfigError(
+                    f"gpus ({self.gpus}) and workers ({self.workers}) disagree: with workers, G is the worker count"
+                )
+            object.__setattr__(self, "gpus", self.workers)
         positive = ("window_s", "gpus", "queue_limit", "max_body_bytes", "eta", "max_connections")
         for name in (*positive, "header_timeout_s", "body_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:

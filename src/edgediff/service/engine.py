@@ -17,6 +17,10 @@ journal (its acceptance is journaled before the client hears of it; on restart t
 answers every earlier request by id). A member whose step raises fails alone (the executor
 is exception-safe per member). ``stop`` drains: queued requests are decided at once, the
 batch runs to empty.
+With ``config.workers`` > 1 the engine runs the denoiser on a
+:class:`~edgediff.runtime.workers.WorkerPool` it starts and closes, and plans each window
+with ``G`` = the workers alive then: a worker that dies has its rows of the step re-run on
+the others (no member fails), and the next window is planned with ``G - 1``.
 A job's status changes only by a new :class:`~edgediff.service.job.JobSnapshot` published
 under the engine's lock; the HTTP handlers read no other job state.
 """
@@ -27,13 +31,14 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -132,6 +137,7 @@ class EdgeEngine:
         self.intermediate_bits = None
         self.latent_shape = None
         self.policy = None
+        self.pool = None  # the WorkerPool this engine started (config.workers > 1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cond = threading.Condition()
         self._queue: list[Job] = []
@@ -166,10 +172,15 @@ class EdgeEngine:
             self._restore(restored)
         if self.model is None:
             self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
-        if self.config.edge_profile is None:
-            self.edge_k, self.edge_h = self._calibrate()
-        else:
-            self.edge_k, self.edge_h = self.config.edge_profile
+        self._start_workers()
+        try:
+            if self.config.edge_profile is None:
+                self.edge_k, self.edge_h = self._calibrate()
+            else:
+                self.edge_k, self.edge_h = self.config.edge_profile
+        except BaseException:
+            self._stop_workers()
+            raise
         probe = initial_state(self.model, GenerationRequest("probe", steps=1))
         self.latent_shape = tuple(probe.latent.shape)
         self.intermediate_bits = payload_bits(probe)
@@ -186,6 +197,15 @@ class EdgeEngine:
             self.config.window_s,
             self.cache.capacity_bytes,
         )
+        if self.pool is not None:
+            log.info(
+                "%d denoiser workers on %s, %d thread(s) each: L_e(b, G) = %.4g b / G + %.4g s",
+                self.live_gpus(),
+                ", ".join(w.device for w in self.pool.info()),
+                self.config.worker_threads,
+                self.edge_k,
+                self.edge_h,
+            )
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep")
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
@@ -209,13 +229,58 @@ class EdgeEngine:
                 LOST,
             )
 
+    def _start_workers(self) -> None:
+        """``config.workers`` > 1: start the worker pool and route the model's denoiser calls to it."""
+        cfg = self.config
+        if cfg.workers > 1 and self.pool is None and self.model.workers is None:
+            from edgediff.runtime.workers import WorkerPool
+
+            self.pool = WorkerPool(self.model.backend, cfg.workers, cfg.worker_threads)
+            self.model.workers = self.pool
+        self.metrics.workers.set(cfg.workers)
+        for index in range(cfg.workers if self.pool is not None else 1):
+            self.metrics.worker_alive.labels(str(index))
+            self.metrics.worker_rows.labels(str(index))
+        self.live_gpus()  # sets the alive gauges
+
+    def _stop_workers(self) -> None:
+        if self.pool is not None:
+            if self.model.workers is self.pool:
+                self.model.workers = None
+            self.pool.close()
+            self.live_gpus()  # every worker's gauge to 0
+
+    def live_gpus(self) -> int:
+        """The edge's ``G`` now: the workers alive, or ``config.gpus`` without a pool. With every
+        worker gone the denoiser falls back to this process (``G = 1``). Keeps the workers'
+        gauges current."""
+        metrics = self.metrics
+        if self.pool is None:
+            metrics.workers_alive.set(1)
+            metrics.worker_alive.labels("0").set(1)
+            return self.config.gpus
+        for worker in self.pool.info():
+            metrics.worker_alive.labels(str(worker.index)).set(worker.alive)
+            metrics.worker_rows.labels(str(worker.index)).set(worker.rows)
+        alive = self.pool.alive
+        metrics.workers_alive.set(alive)
+        if alive:
+            return alive
+        if self.model.workers is self.pool:
+            log.error("all %d denoiser workers are gone; the denoiser runs in the service's process", self.pool.size)
+            self.model.workers = None
+        return 1
+
     def _calibrate(self) -> tuple[float, float]:
+        """``k_e, h_e`` of ``L_e(b, G) = k_e b / G + h_e``, timed on the edge as it runs (through
+        its workers, if any: the fitted slope there is ``k_e / G``)."""
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
 
+        pooled = self.live_gpus() if self.pool is not None else 1  # the G the timed steps were split over
         profile = calibrate(self.model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=3, warmup=1))
-        k, h = profile.k, profile.h
+        k, h = profile.k * pooled, profile.h
         if k <= 0 or k / self.config.gpus + h <= 0:  # noisy timings on a loaded machine
-            per_member = float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
+            per_member = pooled * float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
             log.warning("calibration fit k = %.3g, h = %.3g is unusable; using k = %.3g, h = 0", k, h, per_member)
             k, h = per_member, 0.0
         return k, h
@@ -240,6 +305,7 @@ class EdgeEngine:
                 self._thread.join()
         if self._prep is not None:  # after the engine thread: its last windows wait on this work
             self._prep.shutdown(wait=False, cancel_futures=True)
+        self._stop_workers()
         with self._cond:  # anything never decided (the thread never started, or aborted)
             leftovers = [j for j in self._jobs.values() if not j.terminal]
         for job in leftovers:
@@ -410,6 +476,7 @@ class EdgeEngine:
             self._prepared(jobs)
         self._peek(jobs)
         with self._timed("decide"):
+            gpus = self.live_gpus()
             groups = decide_window(
                 jobs,
                 cfg,
@@ -417,6 +484,7 @@ class EdgeEngine:
                 start=window_start,
                 edge_profile=(self.edge_k, self.edge_h),
                 intermediate_bits=self.intermediate_bits,
+                gpus=gpus,
             )
         for group in groups:
             if group.error is not None:  # e.g. a learned policy that cannot take this instance
@@ -445,7 +513,7 @@ class EdgeEngine:
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
         self.board.window(index, jobs, elapsed)
-        log.info("window %d: %d requests decided in %.3f s", index, len(jobs), elapsed)
+        log.info("window %d: %d requests decided in %.3f s (G = %d)", index, len(jobs), elapsed, gpus)
         return executor
 
     def _peek(self, jobs: list[Job]) -> None:
@@ -549,7 +617,7 @@ class EdgeEngine:
             self.stats.steps += 1
             self.stats.member_steps += batch
             self.stats.busy_s += elapsed
-            self.stats.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
+            self.stats.ideal_s += self.edge_k * batch / self.live_gpus() + self.edge_h
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
             self.board.step(batch, elapsed)
@@ -656,11 +724,23 @@ class EdgeEngine:
             "window_s": cfg.window_s,
             "k": self.edge_k,
             "h": self.edge_h,
-            "gpus": cfg.gpus,
+            "gpus": self.live_gpus(),
             "queue_limit": cfg.queue_limit,
             "n_hat_fraction": cfg.n_hat_fraction,
             "closing": self._closing,
         }
+
+    def workers_info(self) -> dict:
+        """The denoiser workers: configured, alive, threads each and one entry per worker
+        (index, pid, device, alive, rows computed); without a pool, this process."""
+        cfg = self.config
+        if self.pool is None:
+            device = None if self.model is None else self.model.device
+            each = [{"index": 0, "pid": os.getpid(), "device": device, "alive": True, "rows": None}]
+            return {"configured": cfg.workers, "alive": 1, "threads": None, "each": each}
+        each = [asdict(w) for w in self.pool.info()]
+        alive = sum(w["alive"] for w in each)
+        return {"configured": cfg.workers, "alive": alive, "threads": cfg.worker_threads, "each": each}
 
     def info(self) -> dict:
         cfg = self.config
@@ -670,7 +750,8 @@ class EdgeEngine:
             **({} if self.site is None else {"site": self.site}),
             "policy": cfg.policy,
             "window_s": cfg.window_s,
-            "gpus": cfg.gpus,
+            "gpus": self.live_gpus(),
+            "workers": self.workers_info(),
             "b_max": cfg.b_max,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,

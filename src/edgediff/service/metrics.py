@@ -43,6 +43,17 @@ class ServiceMetrics:
         self.cache_entries = Gauge("edgediff_cache_entries", "Entries in the latent cache", registry=r)
         self.queue_depth = Gauge("edgediff_queue_depth", "Requests waiting for the next window", registry=r)
         self.in_flight = Gauge("edgediff_batch_members", "Members in the edge batch", registry=r)
+        self.workers = Gauge(
+            "edgediff_workers", "Denoiser workers configured (1: the service's own process)", registry=r
+        )
+        self.workers_alive = Gauge(
+            "edgediff_workers_alive", "Denoiser workers serving: the G each window is planned with", registry=r
+        )
+        # per worker (labelled 0 .. workers-1 at start-up; worker 0 is the service's process without a pool)
+        self.worker_alive = Gauge("edgediff_worker_alive", "1 while the denoiser worker serves", ["worker"], registry=r)
+        self.worker_rows = Gauge(
+            "edgediff_worker_rows", "Denoiser rows the worker has computed (0 without a pool)", ["worker"], registry=r
+        )
 
         # every labelled series exists at zero from start-up (a rate() over it needs no first event)
         for outcome in TERMINAL:

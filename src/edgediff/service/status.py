@@ -192,6 +192,7 @@ class StatusBoard:
             "closing": engine.closing,
             "queue": info["stats"]["queued"],
             "batch_members": engine.batch_members,
+            "workers": {key: info["workers"][key] for key in ("configured", "alive")},
             "accepted": info["stats"]["accepted"],
             "terminal": info["stats"]["terminal"],
             "windows": recent,

@@ -30,6 +30,7 @@ def window_instance(
     b_max: int,
     edge_profile: tuple[float, float],
     intermediate_bits: int,
+    gpus: int | None = None,
 ) -> Instance:
     """The instance of ``jobs`` (of one step count ``N``) in the window
     that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
@@ -37,7 +38,8 @@ def window_instance(
     Per request: the device's ``k, h`` and α, the request time from the window's start
     (the waiting time is ``K - k_i``), ``8 * len(prompt)`` prompt bits and the edge's
     ``intermediate_bits``, and its ``cached_steps`` (docs/offloading-model.md, "Cached steps").
-    The edge: its profile ``L(b) = k b + h`` and ``G``. The paper's
+    The edge: its profile ``L(b) = k b / G + h`` and ``G``: ``gpus`` (the edge's live workers),
+    default ``config.gpus``. The paper's
     ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
     ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
     """
@@ -59,7 +61,7 @@ def window_instance(
         N=N,
         N_hat=config.n_hat(N),
         B_max=b_max,
-        G=config.gpus,
+        G=config.gpus if gpus is None else gpus,
         K=K,
         edge_k=edge_k,
         edge_h=edge_h,
@@ -107,10 +109,12 @@ def decide_window(
     start: float,
     edge_profile: tuple[float, float],
     intermediate_bits: int,
+    gpus: int | None = None,
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` (the model has one
     ``N``), groups in order of first arrival sharing ``config.b_max``, each decided by
-    ``policy`` (anything with ``decide(instance) -> Decision``). A policy that raises on a
+    ``policy`` (anything with ``decide(instance) -> Decision``), with ``G = gpus`` (default
+    ``config.gpus``). A policy that raises on a
     group (e.g. a learned policy that cannot take the instance) fails that group only."""
     remaining = config.b_max
     groups: dict[int, list] = {}
@@ -126,6 +130,7 @@ def decide_window(
                 b_max=remaining,
                 edge_profile=edge_profile,
                 intermediate_bits=intermediate_bits,
+                gpus=gpus,
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")

@@ -112,6 +112,10 @@ class ScopeConfig:
         return random_instance(users, gpus, seed=rng, B_max=B_max)
 
 
+# What changes along an episode; every other array of a slot is its instance's tables
+EPISODE_STATE = ("indicator", "current", "granted", "earned", "value", "granted_gain", "grant_change")
+
+
 class EpisodeBatch:
     """``size`` episodes of the MDP stepped together with NumPy; each slot resets on its own.
 
@@ -181,6 +185,14 @@ class EpisodeBatch:
         self.earned[slot] = self.value[slot] = 0.0
         self.granted_gain[slot] = 0.0
         self.grant_change[slot] = self._grant_change(np.array([slot]))[0]
+
+    def copy_slots(self, source: EpisodeBatch, from_slots, to_slots, *, state_only: bool = False) -> None:
+        """Put ``to_slots`` where ``source``'s ``from_slots`` are (the same instance, the same
+        point of its episode) without rebuilding tables; ``state_only`` copies only what
+        changes along an episode (the slots already hold the same instance)."""
+        names = EPISODE_STATE if state_only else [k for k, v in vars(self).items() if isinstance(v, np.ndarray)]
+        for name in names:
+            getattr(self, name)[to_slots] = getattr(source, name)[from_slots]
 
     def observe(self, slots=None) -> np.ndarray:
         """Observations (float32, ``(len(slots), observation_size)``), current user first."""
