@@ -260,3 +260,25 @@ def test_lookup_reuses_the_peek_until_the_rows_change(monkeypatch):
     assert cache.lookup(rows[0], 20, shape, 6, 6).step == 2 and len(searches) == 1
     assert store(1, 1) and len(searches) == 2  # a new row: the kept peeks are stale
     assert cache.lookup(rows[0], 20, shape, 6, 6).step == 2 and len(searches) == 3
+
+
+def test_without_faiss_the_search_stays_exact(monkeypatch, caplog):
+    import sys
+
+    import edgediff.service.latent_cache as module
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    monkeypatch.setattr(module, "INDEX_ROWS", 4)
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(10, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cache, shape = LatentCache(10**6), (1, 1, 2, 2)
+    with caplog.at_level("WARNING", logger=module.__name__):
+        for i, v in enumerate(rows):
+            state = LatentState(torch.zeros(shape), GenerationRequest(f"p{i}", steps=20), 19, "S", {})
+            assert cache.insert(v, state, 1, f"p{i}")
+        for i, v in enumerate(rows):
+            assert cache.lookup(v, 20, shape, 6, 6).state.request.prompt == f"p{i}"
+    (group,) = cache._groups.values()
+    assert group.index is False
+    assert sum("edgediff[index]" in r.message for r in caplog.records) == 1  # said once
