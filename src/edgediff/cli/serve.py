@@ -87,10 +87,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
-        "--cache-gb",
-        type=number(float, 0.0),
-        default=d["cache_gb"],
-        help="latent cache capacity in GB (0: off)",
+        "--cache-gb", type=number(float, 0.0), default=d["cache_gb"], help="latent cache capacity in GB (0: off)"
     )
     p.add_argument(
         "--cache-policy",
@@ -104,12 +101,7 @@ def add_parsers(sub) -> None:
         help="the PAI curve: measure-pai's pai.json or {a, b, N} (default: the tiny models' measured curve "
         "for a built-in tiny model, else the paper's fit)",
     )
-    p.add_argument(
-        "--queue",
-        type=positive_int,
-        default=d["queue_limit"],
-        help="queued requests before 503",
-    )
+    p.add_argument("--queue", type=positive_int, default=d["queue_limit"], help="queued requests before 503")
     p.add_argument(
         "--edge-profile",
         type=profile,
