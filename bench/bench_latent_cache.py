@@ -20,7 +20,11 @@ finds (0: none) against exact search over all rows, for stored prompts with a li
 (similarity ~0.98) and for paraphrase-like queries (similarity 0.8-0.95 to a stored one, the
 range where a hit is decided by ``theta``).
 
+``--exact-scans``: instead, the exact searches that were weighed against the index, one
+query against ``--entries`` rows: NumPy's float32 and float16 products, faiss's int8 flat scan.
+
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_latent_cache.py [--entries 100000] [--steps-per-prompt 6 1]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_latent_cache.py --exact-scans
 """
 
 from __future__ import annotations
@@ -191,6 +195,28 @@ def run(args, steps_per_prompt: int) -> float:
     return max(np.median(miss), np.median(hits), np.median(first), np.median(known), np.median(evicting))
 
 
+def exact_scans(rows: int, calls: int, seed: int) -> None:
+    """Median time of one exact search over ``rows`` unit rows, three ways."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one core, as the engine thread has
+    rng = np.random.default_rng(seed)
+    matrix = unit_rows(rng, rows)
+    queries = unit_rows(rng, calls)
+    half = matrix.astype(np.float16)
+    int8 = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    int8.train(matrix)  # learns each component's range
+    int8.add(matrix)
+    searches = {
+        "NumPy float32 product": lambda q: matrix @ q,
+        "NumPy float16 product": lambda q: half @ q.astype(np.float16),
+        "faiss int8 flat scan": lambda q: int8.search(q[None], 16),
+    }
+    print(f"exact search, one query against {rows} rows of {DIM} dimensions:")
+    for name, search in searches.items():
+        print(summary(name, timed(search, queries[: max(1, calls // 10)])))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=100_000)
@@ -199,7 +225,12 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=500, help="timed calls per operation (500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exact-scans", action="store_true", help="time the exact searches weighed against the index")
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.exact_scans:
+        exact_scans(args.entries, args.calls, args.seed)
+        return 0
     if len(args.steps_per_prompt) > 1:  # one process per pattern: RSS growth is then each one's own
         common = ["--entries", str(args.entries), "--calls", str(args.calls), "--seed", str(args.seed)]
         for k in args.steps_per_prompt:
@@ -207,7 +238,6 @@ def main() -> int:
             if done.returncode:
                 return done.returncode
         return 0
-    torch.set_num_threads(1)
     worst = run(args, args.steps_per_prompt[0])
     print(f"target: lookup and insert/evict <= 1 ms at 100k entries; slowest median here {worst:.3f} ms")
     return 0
