@@ -89,13 +89,13 @@ def print_bmax_sweep(args) -> None:
     from edgediff.offload.compare import normalized_score
     from edgediff.offload.exact import solve_exact
 
-    counts = sorted({1, args.beam_width or DEFAULT_BEAM_WIDTH})
-    policies = {k: make_policy("dqn", checkpoint=args.checkpoint, beam_width=k) for k in counts}
+    widths = sorted({1, args.beam_width or DEFAULT_BEAM_WIDTH})
+    policies = {k: make_policy("dqn", checkpoint=args.checkpoint, beam_width=k) for k in widths}
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 0xB3A7]))
-    means, worsts = {k: [] for k in counts}, {k: [] for k in counts}
-    print(f"{'B_max':>5} " + " ".join(f"{f'mean W={k}':>10} {f'worst W={k}':>11}" for k in counts))
+    means, worsts = {k: [] for k in widths}, {k: [] for k in widths}
+    print(f"{'B_max':>5} " + " ".join(f"{f'mean W={k}':>10} {f'worst W={k}':>11}" for k in widths))
     for bmax in range(1, 21):
-        scores = {k: [] for k in counts}
+        scores = {k: [] for k in widths}
         for _ in range(args.cases):
             users, gpus = int(rng.integers(12, 21)), int(rng.integers(1, 17))
             instance = random_instance(users, gpus, seed=rng, B_max=bmax)
@@ -104,11 +104,11 @@ def print_bmax_sweep(args) -> None:
             for k, policy in policies.items():
                 value = evaluate(instance, policy.decide(instance)).objective
                 scores[k].append(float(normalized_score(value, best, local)))
-        for k in counts:
+        for k in widths:
             means[k].append(np.mean(scores[k]))
             worsts[k].append(np.min(scores[k]))
-        print(f"{bmax:>5} " + " ".join(f"{means[k][-1]:>10.4f} {worsts[k][-1]:>11.4f}" for k in counts), flush=True)
-    for k in counts:
+        print(f"{bmax:>5} " + " ".join(f"{means[k][-1]:>10.4f} {worsts[k][-1]:>11.4f}" for k in widths), flush=True)
+    for k in widths:
         print(
             f"beam width {k}: over B_max 1..20 mean {np.mean(means[k]):.4f} (lowest per-B_max mean "
             f"{np.min(means[k]):.4f}), worst {np.min(worsts[k]):.4f} (target: mean >= 0.99, worst >= 0.95)"

@@ -120,8 +120,11 @@ def bench_workers(batches=(4, 8, 16), size: int = 64, rounds: int = 7, steps: in
     torch.set_num_threads(1)
     load_before = os.getloadavg()
     model = load_model(ModelSpec("tiny-random", tiny=TinyConfig(image_size=size)))
-    pools = {"1 (in process)": None, "1 worker process": WorkerPool(model.backend, 1), "2 workers": None}
-    pools["2 workers"] = WorkerPool(model.backend, 2)
+    pools = {
+        "1 (in process)": None,
+        "1 worker process": WorkerPool(model.backend, 1),
+        "2 workers": WorkerPool(model.backend, 2),
+    }
     config = CalibrationConfig(batches=tuple(batches), repeats=rounds * steps, warmup=1)
     rates = {(name, b): [] for name in pools for b in batches}
     try:
