@@ -71,6 +71,19 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (the engine process, denoiser workers)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        with contextlib.suppress(OSError):
+            total += process_cpu_s(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+    return total
+
+
 @contextlib.contextmanager
 def running_service(options: list[str], timeout_s: float = 300):
     """``edgediff serve`` on a free loopback port in a subprocess: yields ``(process, url)``
@@ -205,7 +218,7 @@ async def load(url: str, args) -> tuple[list, float]:
     return records, time.perf_counter() - start
 
 
-def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float) -> None:
+def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float, apart: bool) -> None:
     """Service member-steps/s against the executor's calibrated ideal, and where the rest went."""
     member_steps = stats["member_steps"] - before["member_steps"]
     ideal = stats["ideal_s"] - before["ideal_s"]
@@ -228,21 +241,23 @@ def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float) 
         print(f"    {name:<10} {seconds:7.2f} s  {seconds / working:6.1%}{extra}")
     rest = working - sum(phases.values())
     print(f"    {'loop':<10} {rest:7.2f} s  {rest / working:6.1%}  (locks, bookkeeping, metrics)")
+    http = server_cpu if apart else server_cpu - engine_cpu  # apart: the HTTP process has no engine thread
     print(
         f"  engine thread: CPU {engine_cpu:.2f} s of {working:.2f} s working (the other "
-        f"{working - engine_cpu:.2f} s it waited for the GIL or a core); server process CPU outside the "
-        f"engine thread (HTTP, event loop): {server_cpu - engine_cpu:.2f} s"
+        f"{working - engine_cpu:.2f} s it waited for the GIL or a core); HTTP (uvicorn, routes"
+        f"{'' if apart else ', in the engine thread' + chr(39) + 's process'}): {http:.2f} s of CPU"
     )
 
 
 def run(args, clients: int) -> int:
     args = argparse.Namespace(**{**vars(args), "clients": clients})
     options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
+    options += ["--engine-process"] if args.engine_process else []
     with running_service(options) as (server, url):
         info = before = httpx.get(f"{url}/v1/info").json()
-        cpu0 = process_cpu_s(server.pid)
+        cpu0, tree0 = process_cpu_s(server.pid), tree_cpu_s(server.pid)
         records, wall = asyncio.run(load(url, args))
-        server_cpu = process_cpu_s(server.pid) - cpu0
+        server_cpu, tree_cpu = process_cpu_s(server.pid) - cpu0, tree_cpu_s(server.pid) - tree0
         after = httpx.get(f"{url}/v1/info").json()
         metrics = httpx.get(f"{url}/metrics").text
         ids = [r["id"] for r in records if "id" in r]
@@ -301,7 +316,7 @@ def run(args, clients: int) -> int:
     print(f"client side, s: submit -> 202 p50 {pct(submit, 50)}, p99 {pct(submit, 99)}")
     print(f"cache hits {hits} of {len(granted)} granted")
     if stats["steps"]:
-        print_throughput(stats, before["stats"], wall, server_cpu)
+        print_throughput(stats, before["stats"], wall, server_cpu, args.engine_process)
     sums = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in metrics.splitlines()
@@ -314,8 +329,8 @@ def run(args, clients: int) -> int:
         )
     print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(
-        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s (cumulative), service process "
-        f"{server_cpu:.1f} s during the load (this host has {os.cpu_count()} cores, shared)"
+        f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s (cumulative), service processes "
+        f"{tree_cpu:.1f} s during the load (this host has {os.cpu_count()} cores, shared)"
     )
     for r in errors[:5]:
         print("error:", r["error"])
@@ -331,6 +346,12 @@ def main() -> int:
     parser.add_argument("--bmax", type=int, default=20)
     parser.add_argument("--cache-gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--engine-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve with --engine-process (the engine apart from the HTTP server; default), or in one process",
+    )
     args = parser.parse_args()
     status = 0
     for clients in (int(c) for c in args.clients.split(",")):

@@ -94,6 +94,7 @@ def test_generate_unreachable_server_and_profile_without_server(tmp_path, capsys
         (["--cache-policy", "drc"], "drc decides with Part B's learned actor"),
         (["--cache-policy", "fifo"], "unknown cache policy 'fifo'"),
         (["--pai", "/nonexistent/pai.json"], "cannot read PAI file"),
+        (["--engine-process", "--ray", "auto"], "--engine-process does not apply with --ray"),
     ],
 )
 def test_serve_bad_options_exit_2(args, message):
@@ -221,8 +222,8 @@ def test_serve_prints_its_url_and_when_ready_the_edge_profile():
 def test_serve_takes_measure_pai_s_curve_and_defaults_to_the_tiny_models_measured_one(tmp_path):
     import json
 
-    from edgediff.cli.serve import pai_curve
     from edgediff.core.pai import PaiCurve, PaiFileError, load_pai_fit
+    from edgediff.service.config import service_pai_curve as pai_curve
 
     measured = json.loads((ROOT / "docs" / "results-pai" / "pai.json").read_text())
     assert pai_curve(None, "tiny") == PaiCurve(**measured["pai_at_N200"])  # the packaged copy is that run's fit

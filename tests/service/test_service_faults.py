@@ -44,16 +44,16 @@ def test_a_poisoned_request_fails_only_itself(start_service, tiny, monkeypatch, 
 
 
 def test_an_unattributable_step_failure_still_answers_everyone(start_service, monkeypatch, tmp_path):
-    step, calls = BatchedExecutor.step, []
+    complete, calls = BatchedExecutor.complete, []
 
-    def fails_third_call(self):
-        left = step(self)  # members may have finished in this step: the failure must not lose them
+    def fails_third_call(self, pending):
+        left = complete(self, pending)  # members may have finished in this step: the failure must not lose them
         calls.append(len(left))
         if len(calls) == 3:
             raise RuntimeError("device lost")
         return left
 
-    monkeypatch.setattr(BatchedExecutor, "step", fails_third_call)
+    monkeypatch.setattr(BatchedExecutor, "complete", fails_third_call)
     journal = tmp_path / "journal.jsonl"
     service, engine = start_service(cache_gb=0, window_s=0.3, journal=journal)
     ids = [_submit(service.url, seed=i, steps=3 + i % 3) for i in range(6)]

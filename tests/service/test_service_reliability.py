@@ -153,7 +153,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigterm_drains_then_stops(tmp_path):
+@pytest.mark.parametrize("apart", [[], ["--engine-process"]], ids=["one-process", "engine-process"])
+def test_sigterm_drains_then_stops(tmp_path, apart):
     port, journal = _free_port(), tmp_path / "journal.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     command = [
@@ -171,6 +172,7 @@ def test_sigterm_drains_then_stops(tmp_path):
         "0.01,0.004",
         "--journal",
         str(journal),
+        *apart,
     ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -25,12 +25,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text, default = action.help or "", action.default
-        if (
-            "%(default)" in text
-            or not action.option_strings
-            or default in (None, False, argparse.SUPPRESS)
-            or default == []
-        ):
+        unset = default in (None, False, argparse.SUPPRESS) or default == []
+        if "%(default)" in text or not action.option_strings or unset:
             return text
         if isinstance(default, (list, tuple)):
             default = ",".join(str(v) for v in default)
@@ -237,3 +233,17 @@ def load_model(source: str, device: str | None = None, config: Path | None = Non
         return load_single_file(spec, config) if is_single_file(source) else load_model(spec)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
+
+
+def cache_policy(name: str) -> str:
+    """An argparse type: an eviction rule the latent cache applies (drc is Part B's simulator only)."""
+    from edgediff.cache.eviction import USAGE_RULES
+
+    if name == "drc":
+        raise argparse.ArgumentTypeError(
+            "drc decides with Part B's learned actor and demand estimates in the slot simulator (cache-sim); "
+            f"the service's latent cache evicts by {', '.join(USAGE_RULES)}"
+        )
+    if name not in USAGE_RULES:
+        raise argparse.ArgumentTypeError(f"unknown cache policy {name!r}; choose from {', '.join(USAGE_RULES)}")
+    return name

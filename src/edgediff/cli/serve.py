@@ -11,6 +11,7 @@ from edgediff.cli._args import (
     UsageError,
     add_model_config,
     add_policy_options,
+    cache_policy,
     check_model_config,
     check_worker_devices,
     defaults,
@@ -21,35 +22,9 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
-from edgediff.service.config import ServiceConfig
+from edgediff.service.config import ServiceConfig, service_pai_curve
 
-
-def cache_policy(name: str) -> str:
-    """An argparse type: an eviction rule the latent cache applies (drc is Part B's simulator only)."""
-    from edgediff.cache.eviction import USAGE_RULES
-
-    if name == "drc":
-        raise argparse.ArgumentTypeError(
-            "drc decides with Part B's learned actor and demand estimates in the slot simulator (cache-sim); "
-            f"the service's latent cache evicts by {', '.join(USAGE_RULES)}"
-        )
-    if name not in USAGE_RULES:
-        raise argparse.ArgumentTypeError(f"unknown cache policy {name!r}; choose from {', '.join(USAGE_RULES)}")
-    return name
-
-
-def pai_curve(path: Path | None, model: str):
-    """The service's PAI curve in 200-step units: ``--pai``, else the tiny models' measured one
-    for a built-in tiny model, else the paper's fit."""
-    from edgediff.core.pai import PaiCurve, load_pai_fit
-
-    if path is not None:
-        return load_pai_fit(path)
-    if model.startswith("tiny") and model != "tiny-random":  # measured on the trained tiny models
-        from edgediff.runtime.tiny import WEIGHTS_DIR
-
-        return load_pai_fit(WEIGHTS_DIR / "pai.json")
-    return PaiCurve()
+PAGES = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
 
 
 def add_parsers(sub) -> None:
@@ -84,6 +59,11 @@ def add_parsers(sub) -> None:
         type=positive_int,
         default=d["worker_threads"],
         help="torch threads of each CPU worker",
+    )
+    p.add_argument(
+        "--engine-process",
+        action="store_true",
+        help="run the edge engine in its own process, apart from the HTTP server (faster under load)",
     )
     p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
@@ -180,9 +160,11 @@ def run(args) -> None:
         raise UsageError("--share-cache needs --api-keys")
     if args.ray is None and (args.sites != 1 or args.health_interval != 1.0):
         raise UsageError("--sites and --health-interval need --ray ADDRESS")
+    if args.ray is not None and args.engine_process:
+        raise UsageError("--engine-process does not apply with --ray (each site already runs in its own process)")
     if args.ray is not None and args.journal is not None:
         raise UsageError("--journal is not supported with --ray (each site would need its own file)")
-    pai = pai_curve(args.pai, args.model)
+    pai = service_pai_curve(args.pai, args.model)
     config = ServiceConfig(
         model=args.model,
         device=args.device,
@@ -192,6 +174,7 @@ def run(args) -> None:
         gpus=args.gpus,
         workers=args.workers,
         worker_threads=args.worker_threads,
+        engine_process=args.engine_process,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
         cache_eviction=args.cache_policy,
@@ -213,6 +196,8 @@ def run(args) -> None:
     sock = bind(args.host, args.port)  # a taken port: one line before the model loads
     if args.ray is not None:
         return _run_front_door(args, config, sock)
+    if config.engine_process:
+        return _run_engine_process(args, config, sock)
     model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
@@ -229,11 +214,24 @@ def run(args) -> None:
 
     # when ready, the engine logs its model, edge profile L(b) (calibrated unless --edge-profile) and policy
     logging.getLogger("edgediff.service").setLevel(logging.INFO)
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    pages = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
-    print(f"edgediff serve: {url} once ready: {pages}", file=sys.stderr)
+    print(f"edgediff serve: {_url(args, sock)} once ready: {PAGES}", file=sys.stderr)
     serve(EdgeEngine(config, model=model, embedder=embedder), args.host, args.port, sock=sock)
+
+
+def _run_engine_process(args, config: ServiceConfig, sock) -> None:
+    """``--engine-process``: the model loads in the engine process; this one serves HTTP."""
+    from functools import partial
+
+    from edgediff.service.engine_process import EngineProcess, serve_engine_process
+
+    logging.getLogger("edgediff.service").setLevel(logging.INFO)
+    print(f"edgediff serve: {_url(args, sock)} once ready (engine in its own process): {PAGES}", file=sys.stderr)
+    serve_engine_process(EngineProcess(config, partial(load_model, args.model, args.device, args.model_config)), sock)
+
+
+def _url(args, sock) -> str:
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    return f"http://{host}:{sock.getsockname()[1]}"
 
 
 def _run_front_door(args, config: ServiceConfig, sock) -> None:
@@ -242,7 +240,6 @@ def _run_front_door(args, config: ServiceConfig, sock) -> None:
 
     front = FrontDoor(config, sites_from(config, args.sites), args.ray, health_s=args.health_interval)
     logging.getLogger("edgediff.service").setLevel(logging.INFO)
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    print(f"edgediff serve: front door {url} for {args.sites} site(s) on Ray at {args.ray} once ready", file=sys.stderr)
+    ready = f"front door {_url(args, sock)} for {args.sites} site(s) on Ray at {args.ray} once ready"
+    print(f"edgediff serve: {ready}", file=sys.stderr)
     serve_front(front, sock)

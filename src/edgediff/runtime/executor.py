@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from edgediff.runtime.backends import Conditioning
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
-from edgediff.runtime.schedulers import capture, restore
+from edgediff.runtime.schedulers import capture, fresh_scheduler, restore
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     if size % backend.size_multiple:
         raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
     model.check_steps(request.steps)
-    scheduler = backend.new_scheduler()
-    scheduler.set_timesteps(request.steps, device=backend.device)
+    scheduler = fresh_scheduler(backend.scheduler_class, backend.scheduler_config, request.steps, backend.device)
     side = size // backend.vae_scale_factor
     noise, _ = _seeded_noise(request.seed, (1, backend.latent_channels, side, side))
     latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
@@ -105,6 +104,16 @@ class _Member:
             generator_state,
             self.start.steps,
         )
+
+
+@dataclass(frozen=True)
+class PendingStep:
+    """A launched step (:meth:`BatchedExecutor.launch`): the members that had already reached
+    their stop, the launched members' denoiser inputs, and the denoiser call if it runs elsewhere."""
+
+    finished: list
+    inputs: dict
+    future: object = None
 
 
 class BatchedExecutor:
@@ -201,6 +210,10 @@ class BatchedExecutor:
         """The current state of active member ``key`` (e.g. for the edge's latent cache)."""
         return self._members[key].state()
 
+    def steps_done(self, key) -> int:
+        """Denoising steps active member ``key`` has done (its state's ``steps_done``), cheaply."""
+        return self._members[key].position
+
     def pop_failed(self) -> list[tuple[object, str]]:
         """``(key, reason)`` of the members that failed since the last call; they have left."""
         failed, self._failed = self._failed, []
@@ -218,20 +231,36 @@ class BatchedExecutor:
         Exception-safe per member: a member whose input or scheduler step raises leaves the
         batch (see :meth:`pop_failed`); if the batched denoiser call raises, each member is
         retried alone so that only the members whose own call fails leave."""
+        return self.complete(self.launch())
+
+    def launch(self, denoiser=None) -> PendingStep:
+        """The first half of :meth:`step`: the members' denoiser inputs, and the batched
+        denoiser call started on ``denoiser`` (a ``concurrent.futures`` executor; default:
+        none, the call runs in :meth:`complete`). Members added before :meth:`complete` join
+        the next step. Finish with :meth:`complete`; :meth:`step` is both at once."""
         import torch
 
         finished, self._done = self._done, []
-        members = list(self._members.values())
-        if not members:
-            return finished
+        inputs = {}
         with torch.inference_mode():
-            inputs = {}
-            for m in members:
+            for m in list(self._members.values()):
                 try:
                     inputs[m] = self._input(m)
                 except Exception as err:
                     self._fail(m, err)
-            for m, output in self._predict(inputs).items():
+        future = None
+        if denoiser is not None and inputs:
+            future = denoiser.submit(self._call, list(inputs), inputs)
+        return PendingStep(finished, inputs, future)
+
+    def complete(self, pending: PendingStep) -> list[tuple[object, LatentState]]:
+        """The second half of :meth:`step`: wait for the denoiser call, advance every member
+        of the launched step, return ``(key, state)`` of those that reached their stop."""
+        import torch
+
+        finished = pending.finished
+        with torch.inference_mode():
+            for m, output in self._predict(pending.inputs, pending.future).items():
                 try:
                     self._advance(m, output)
                 except Exception as err:
@@ -249,29 +278,32 @@ class BatchedExecutor:
         copies = len(m.conditioning)  # the latent once per conditioning row
         return x.expand(copies, *x.shape[1:]), t.reshape(1).expand(copies)
 
-    def _predict(self, inputs: dict) -> dict:
-        """The denoiser output rows of every member in ``inputs``: one batched call; if it
-        raises, one call per member (a member whose own call raises fails)."""
+    def _call(self, group: list, inputs: dict) -> dict:
+        """One batched denoiser call for the members in ``group``: their output rows."""
         import torch
 
-        def call(group):
-            pool = self.model.workers  # G worker replicas (runtime.workers), or this process
+        pool = self.model.workers  # G worker replicas (runtime.workers), or this process
+        with torch.inference_mode():  # thread-local: set here too, for a call on another thread
             outputs = (self.backend if pool is None else pool).predict(
                 torch.cat([inputs[m][0] for m in group]),
                 torch.cat([inputs[m][1] for m in group]),
                 Conditioning.cat([m.conditioning for m in group]),
             )
-            rows, row = {}, 0
-            for m in group:
-                rows[m] = outputs[row : row + len(m.conditioning)]
-                row += len(m.conditioning)
-            return rows
+        rows, row = {}, 0
+        for m in group:
+            rows[m] = outputs[row : row + len(m.conditioning)]
+            row += len(m.conditioning)
+        return rows
 
+    def _predict(self, inputs: dict, future=None) -> dict:
+        """The denoiser output rows of every member in ``inputs``: one batched call (already
+        started, if ``future``); if it raises, one call per member (a member whose own call
+        raises fails)."""
         group = list(inputs)
         if not group:
             return {}
         try:
-            return call(group)
+            return future.result() if future is not None else self._call(group, inputs)
         except Exception as err:
             if len(group) == 1:
                 self._fail(group[0], err)
@@ -280,7 +312,7 @@ class BatchedExecutor:
         outputs = {}
         for m in group:
             try:
-                outputs.update(call([m]))
+                outputs.update(self._call([m], inputs))
             except Exception as err:
                 self._fail(m, err)
         return outputs

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import json
 
 from edgediff.errors import InputError
 
@@ -42,8 +43,15 @@ def scheduler_type(class_name: str):
 
 def fresh_scheduler(class_name: str, config: dict, steps: int, device: str = "cpu"):
     """A new scheduler of ``class_name`` with ``config``, its schedule set for ``steps``
-    inference steps on ``device`` (as a diffusers pipeline sets it)."""
-    scheduler = scheduler_type(class_name).from_config(config)
+    inference steps on ``device`` (as a diffusers pipeline sets it): a copy of a memoized one,
+    since building a diffusers scheduler (config registration, signature inspection) costs
+    several times a copy, and the edge builds one per request and per payload."""
+    return copy.deepcopy(_scheduler_template(class_name, json.dumps(config, sort_keys=True), steps, str(device)))
+
+
+@functools.lru_cache(maxsize=64)
+def _scheduler_template(class_name: str, config: str, steps: int, device: str):
+    scheduler = scheduler_type(class_name).from_config(json.loads(config))
     scheduler.set_timesteps(steps, device=device)
     return scheduler
 

@@ -41,6 +41,7 @@ class ServiceConfig:
     gpus: int = 1
     workers: int = 1  # denoiser replicas (runtime.workers); 1: the model runs in the service's process
     worker_threads: int = 1  # torch threads of each CPU worker
+    engine_process: bool = False  # the engine in its own process, the HTTP face in this one (service.engine_process)
     b_max: int = 20
     cache_gb: float = 1.0
     cache_eviction: str = "lcbfu"
@@ -132,3 +133,18 @@ class ServiceConfig:
     def reusable_steps(self, steps: int) -> int:
         """``S*`` for a request of ``steps`` steps."""
         return max(1, min(steps, round(self.reusable_fraction * steps)))
+
+
+def service_pai_curve(path=None, model: str = "tiny"):
+    """The service's PAI curve in 200-step units: the fit at ``path`` (``measure-pai``'s
+    ``pai.json`` or ``{a, b, N}``), else the tiny models' measured one for a built-in trained
+    tiny model, else the paper's fit."""
+    from edgediff.core.pai import PaiCurve, load_pai_fit
+
+    if path is not None:
+        return load_pai_fit(path)
+    if model.startswith("tiny") and model != "tiny-random":  # measured on the trained tiny models
+        from edgediff.runtime.tiny import WEIGHTS_DIR
+
+        return load_pai_fit(WEIGHTS_DIR / "pai.json")
+    return PaiCurve()

@@ -97,6 +97,39 @@ class EmbeddingMemo:
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
+class ConditioningMemo:
+    """The model's text conditionings of the most recently seen prompts, up to ``max_bytes``:
+    a repeated prompt is not tokenized and run through the text encoder again (per request,
+    that was the largest piece of the engine's prompt work under load). The tensors are
+    shared between the members that use them; nothing writes into a conditioning."""
+
+    def __init__(self, max_bytes: int = 64 << 20):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._rows: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, backend, request):
+        """``request_conditioning(backend, request)``, computed once per prompt and negative prompt."""
+        from edgediff.runtime.executor import request_conditioning
+
+        key = (request.prompt, request.negative_prompt if request.guided else None)
+        with self._lock:
+            if key in self._rows:
+                self._rows.move_to_end(key)
+                return self._rows[key]
+        conditioning = request_conditioning(backend, request)
+        size = sum(t.numel() * t.element_size() for t in conditioning.tensors.values())
+        with self._lock:
+            if key not in self._rows and size <= self.max_bytes:
+                self._rows[key] = conditioning
+                self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, old = self._rows.popitem(last=False)
+                self.nbytes -= sum(t.numel() * t.element_size() for t in old.tensors.values())
+        return conditioning
+
+
 def make_embedder(name: str, device: str = "cpu") -> Embedder:
     if name == MiniLmEmbedder.name or name == "minilm":
         return MiniLmEmbedder(device)

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
-from edgediff.service.embedding import EmbeddingMemo
+from edgediff.service.embedding import ConditioningMemo, EmbeddingMemo
 from edgediff.service.job import Job, JobSnapshot, RestoredJob
 from edgediff.service.journal import LOST, Journal, replay
 from edgediff.service.latent_cache import LatentCache
@@ -91,6 +91,15 @@ class EdgeStats:
     phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
 
+def calibration_batches(b_max: int) -> tuple[int, ...]:
+    """The batch sizes the start-up calibration times: 1 to ``B_max`` (at least 8), since a
+    step's cost grows faster than linearly past small batches on a CPU (the tiny model at 20:
+    24.8 ms measured, 20.6 ms extrapolated from a fit over 1-8), and the fit is the law the
+    windows are planned with at the batches the edge really runs."""
+    top = max(8, b_max)
+    return tuple(sorted({1, 2, 4, 8, max(1, top // 2), top}))
+
+
 def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnapshot:
     """The status of a request of an earlier run from its journal ``record``."""
     steps, split = int(record.get("steps") or 0), record.get("split")
@@ -132,6 +141,7 @@ class EdgeEngine:
         self.stats = EdgeStats()
         self.board = StatusBoard(config.b_max)
         self._embeddings = EmbeddingMemo()
+        self._conditionings = ConditioningMemo()
         self.batch_members = 0
         self.edge_k = self.edge_h = None
         self.intermediate_bits = None
@@ -151,6 +161,7 @@ class EdgeEngine:
         self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
         # prompt embeddings and text encodings run here as requests arrive, off the engine thread
         self._prep: ThreadPoolExecutor | None = None
+        self._denoiser: ThreadPoolExecutor | None = None  # runs each step's batched denoiser call
         self._prep_lock = threading.Lock()
         self._prep_pending: list[Job] = []  # submitted, not yet taken by the prep thread
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
@@ -207,6 +218,7 @@ class EdgeEngine:
                 self.edge_h,
             )
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep")
+        self._denoiser = ThreadPoolExecutor(1, thread_name_prefix="edgediff-denoiser")
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
 
@@ -277,7 +289,9 @@ class EdgeEngine:
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
 
         pooled = self.live_gpus() if self.pool is not None else 1  # the G the timed steps were split over
-        profile = calibrate(self.model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=3, warmup=1))
+        profile = calibrate(
+            self.model, CalibrationConfig(batches=calibration_batches(self.config.b_max), repeats=3, warmup=1)
+        )
         k, h = profile.k * pooled, profile.h
         if k <= 0 or k / self.config.gpus + h <= 0:  # noisy timings on a loaded machine
             per_member = pooled * float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
@@ -305,6 +319,8 @@ class EdgeEngine:
                 self._thread.join()
         if self._prep is not None:  # after the engine thread: its last windows wait on this work
             self._prep.shutdown(wait=False, cancel_futures=True)
+        if self._denoiser is not None:
+            self._denoiser.shutdown(wait=True)  # a step the engine thread left running ends first
         self._stop_workers()
         with self._cond:  # anything never decided (the thread never started, or aborted)
             leftovers = [j for j in self._jobs.values() if not j.terminal]
@@ -426,11 +442,16 @@ class EdgeEngine:
             self.stats.phases_s[phase] += time.perf_counter() - start
 
     def _run(self) -> None:
+        """The engine loop. Each turn launches the batch's step on the denoiser thread and,
+        while it runs, does the host-side work: the previous step's hand-off (cache inserts,
+        payload encoding, answers), a due window's decision and admissions (the admitted join
+        the next step), the status thumbnail. Then it completes the step."""
         from edgediff.runtime.executor import BatchedExecutor
 
         window = self.config.window_s
         executor = BatchedExecutor(self.model)
         boundary = self._boundary = time.perf_counter() + window
+        handoff: list = []  # the last step's (job, state, leaving), handed off during the next
         while True:
             now = time.perf_counter()
             with self._cond:
@@ -445,20 +466,22 @@ class EdgeEngine:
                     if now >= boundary:  # the next boundary after now (skip empty windows)
                         boundary += window * (math.floor((now - boundary) / window) + 1)
                         self._boundary = boundary
-                elif executor.idle:
+                elif executor.idle and not handoff:
                     if closing:
                         break
                     self._cond.wait(timeout=boundary - now)
                     continue
             cpu = time.thread_time()
+            pending = None if executor.idle else self._launch(executor)
+            handoff = self._hand_off(handoff)
             if jobs:
                 executor = self._decide(executor, jobs, window_start)
-            if not executor.idle:
-                executor = self._step(executor)
-                self.batch_members = len(executor)
             self._thumbnail()
+            if pending is not None:
+                executor, handoff = self._complete(executor, pending)
             self.stats.engine_cpu_s += time.thread_time() - cpu
             self.stats.engine_busy_s += time.perf_counter() - now
+        self._hand_off(handoff)
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
             self._finish(job, "failed", "shutdown: drain did not finish in time")
@@ -543,8 +566,6 @@ class EdgeEngine:
         """The requests' prompt work, done once: their embeddings (the cache's key; none if the
         embedder fails, then they run without the cache), in one embedder call, and the model's
         text encodings (none if one fails: the executor then encodes it and fails that member only)."""
-        from edgediff.runtime.executor import request_conditioning
-
         if self.cache.enabled and jobs:
             try:
                 for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.prompt for j in jobs])):
@@ -553,7 +574,7 @@ class EdgeEngine:
                 log.exception("prompt embedding failed; %d requests run without the cache: %s", len(jobs), err)
         for job in jobs:
             try:
-                job.conditioning = request_conditioning(self.model.backend, job.request)
+                job.conditioning = self._conditionings.get(self.model.backend, job.request)
             except Exception:
                 log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
 
@@ -590,26 +611,32 @@ class EdgeEngine:
         self._mark_decided(job, index, "running", cache_hit_step=hit_step, **answer)
         return executor
 
-    def _step(self, executor):
-        """One batched step; every member that leaves it (reached its split, or failed) is
-        answered. The executor fails only the members whose own work raised; anything else
-        failing here fails every member still in the batch, including those that had already
-        left in this step or were waiting to (``_running``), and a fresh executor takes over."""
-        from edgediff.runtime.executor import BatchedExecutor
-        from edgediff.runtime.payload import encode_latent
+    def _launch(self, executor):
+        """Start one batched step: the members' inputs here, the denoiser call on the denoiser
+        thread (so the host-side work of :meth:`_run` overlaps it)."""
+        self.batch_members = len(executor)
+        self.metrics.in_flight.set(self.batch_members)
+        with self._timed("step"):
+            return executor.launch(self._denoiser), self.batch_members, time.perf_counter()
 
-        batch = self.batch_members = len(executor)
-        self.metrics.in_flight.set(batch)
-        start = time.perf_counter()
+    def _complete(self, executor, launched):
+        """Finish the launched step; returns the executor and the step's hand-off: each member
+        that left (reached its split) and each state the cache should store. The executor fails
+        only the members whose own work raised; anything else failing here fails every member
+        still in the batch, including those that had already left in this step or were waiting
+        to (``_running``), and a fresh executor takes over."""
+        from edgediff.runtime.executor import BatchedExecutor
+
+        pending, batch, start = launched
         try:
             with self._timed("step"):
-                left = executor.step()
+                left = executor.complete(pending)
             failed = executor.pop_failed()
         except Exception as err:  # not attributable to a member: fail them all, keep serving
             log.exception("edge step failed")
             for key in list(self._running):
                 self._fail_running(key, f"edge step failed: {type(err).__name__}: {err}")
-            return BatchedExecutor(self.model)
+            return BatchedExecutor(self.model), []
         elapsed = time.perf_counter() - start
         for key, reason in failed:
             self._fail_running(key, f"edge step failed: {reason}")
@@ -621,28 +648,45 @@ class EdgeEngine:
             self.metrics.batch_size.observe(batch)
             self.metrics.step_latency.observe(elapsed)
             self.board.step(batch, elapsed)
+        self.batch_members = len(executor)
+        handoff = []
         if self.cache.enabled:
             try:
-                with self._timed("capture"):
+                with self._timed("capture"):  # the states to store, taken now: the next step moves on
                     for key in executor.active:
-                        self._capture(self._get(key), executor.state(key))
+                        job = self._get(key)
+                        if job is not None and executor.steps_done(key) in job.capture_steps:
+                            handoff.append((job, executor.state(key), False))
             except Exception:  # a cache failure costs reuse, never a request
-                log.exception("latent cache insert failed")
+                log.exception("latent cache capture failed")
         for key, state in left:
             self._running.discard(key)
             job = self._get(key)
-            if job is None or job.terminal:
-                continue
+            if job is not None and not job.terminal:
+                handoff.append((job, state, True))
+        return executor, handoff
+
+    def _hand_off(self, handoff: list) -> list:
+        """A step's hand-off (:meth:`_complete`): store the captured states in the cache, and
+        answer each member that left with its latent. Returns an empty hand-off."""
+        from edgediff.runtime.payload import encode_latent
+
+        for job, state, leaving in handoff:
             try:
                 with self._timed("capture"):
                     self._capture(job, state)
+            except Exception:  # a cache failure costs reuse, never a request
+                log.exception("latent cache insert failed")
+            if not leaving:
+                continue
+            try:
                 with self._timed("encode"):
                     self._finish(job, "done", payload=encode_latent(state))
                 self.board.handoff(state)
             except Exception as err:
-                log.exception("request %s failed after an edge step", key)
+                log.exception("request %s failed after an edge step", job.id)
                 self._finish(job, "failed", f"edge result failed: {type(err).__name__}: {err}")
-        return executor
+        return []
 
     def _thumbnail(self) -> None:
         """The status page's newest thumbnail (rate-limited by the board); never fatal."""
