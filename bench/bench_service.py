@@ -218,7 +218,7 @@ async def load(url: str, args) -> tuple[list, float]:
     return records, time.perf_counter() - start
 
 
-def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float, apart: bool) -> None:
+def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float | None, apart: bool) -> None:
     """Service member-steps/s against the executor's calibrated ideal, and where the rest went."""
     member_steps = stats["member_steps"] - before["member_steps"]
     ideal = stats["ideal_s"] - before["ideal_s"]
@@ -241,15 +241,60 @@ def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float, 
         print(f"    {name:<10} {seconds:7.2f} s  {seconds / working:6.1%}{extra}")
     rest = working - sum(phases.values())
     print(f"    {'loop':<10} {rest:7.2f} s  {rest / working:6.1%}  (locks, bookkeeping, metrics)")
-    http = server_cpu if apart else server_cpu - engine_cpu  # apart: the HTTP process has no engine thread
+    waited = f"engine thread: CPU {engine_cpu:.2f} s of {working:.2f} s working (the other {working - engine_cpu:.2f} s"
+    print(f"  {waited} it waited for the denoiser thread, the GIL or a core)")
+    if server_cpu is not None:
+        http = server_cpu if apart else server_cpu - engine_cpu  # apart: the HTTP process has no engine thread
+        where = "its own process" if apart else "the engine's process"
+        print(f"  HTTP (uvicorn, routes; in {where}): {http:.2f} s of CPU")
+
+
+def run_engine_only(args, clients: int) -> int:
+    """The same closed loop of ``clients`` against an :class:`EdgeEngine` in this process,
+    with no HTTP: what the engine itself reaches against its calibrated ideal on this host."""
+    from edgediff.service.config import ServiceConfig
+    from edgediff.service.engine import EdgeEngine
+    from edgediff.service.schemas import SubmitRequest
+
+    config = ServiceConfig(window_s=args.window, b_max=args.bmax, cache_gb=args.cache_gb, queue_limit=100_000)
+    engine = EdgeEngine(config)
+    engine.start()
+    prompts = [f"{s} {t}" for s in SUBJECTS for t in STYLES]
+    weights = 1.0 / np.arange(1, len(prompts) + 1) ** 0.9
+    weights /= weights.sum()
+    rngs = [np.random.default_rng([args.seed, i]) for i in range(clients)]
+    before = engine.info()["stats"]
+    start = time.perf_counter()
+    try:
+        for r in range(args.requests):  # each client's next request once its previous one is answered
+            jobs = []
+            for i, rng in enumerate(rngs):
+                body = SubmitRequest(
+                    prompt=prompts[rng.choice(len(prompts), p=weights)],
+                    steps=args.steps,
+                    seed=i * 1000 + r,
+                    alpha=float(rng.uniform(0.5, 4.0)),
+                    preset=PRESETS[rng.integers(len(PRESETS))],
+                )
+                jobs.append(engine.submit(body))
+            for job in jobs:
+                job.finished.wait(120)
+        wall = time.perf_counter() - start
+        after = engine.info()["stats"]
+    finally:
+        engine.stop()
     print(
-        f"  engine thread: CPU {engine_cpu:.2f} s of {working:.2f} s working (the other "
-        f"{working - engine_cpu:.2f} s it waited for the GIL or a core); HTTP (uvicorn, routes"
-        f"{'' if apart else ', in the engine thread' + chr(39) + 's process'}): {http:.2f} s of CPU"
+        f"edgediff engine alone (no HTTP, same closed loop): {clients} clients x {args.requests} requests, "
+        f"N = {args.steps}, window {args.window} s, B_max {args.bmax}; wall time {wall:.1f} s; "
+        f"terminal {dict(after['terminal'])}"
     )
+    print_throughput(after, before, wall, None, True)
+    return 0
 
 
 def run(args, clients: int) -> int:
+    if args.engine_only:
+        return run_engine_only(args, clients)
     args = argparse.Namespace(**{**vars(args), "clients": clients})
     options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
     options += ["--engine-process"] if args.engine_process else []
@@ -340,12 +385,17 @@ def run(args, clients: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="100,200", help="concurrent clients, one run per comma-separated value")
-    parser.add_argument("--requests", type=int, default=2, help="requests per client, one after another (2)")
+    parser.add_argument("--requests", type=int, default=8, help="requests per client, one after another (8)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--window", type=float, default=0.5)
     parser.add_argument("--bmax", type=int, default=20)
     parser.add_argument("--cache-gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="no HTTP: the same closed loop submitted to an engine in this process (the engine's own ceiling)",
+    )
     parser.add_argument(
         "--engine-process",
         action=argparse.BooleanOptionalAction,

@@ -11,6 +11,7 @@ from edgediff.cache.model import (
     best_store,
     channel_rate,
     latencies,
+    latency_weight,
     make_catalog,
     objective,
     processor_sharing_times,
@@ -20,7 +21,7 @@ from edgediff.cache.model import (
     thresholds,
     topic_reusable_steps,
 )
-from edgediff.cache.optimum import solve_slot
+from edgediff.cache.optimum import _levels_by_dp, _levels_by_flow, level_costs, solve_slot
 from edgediff.cache.store import EdgeCache
 
 TINY = CacheConfig(users=4, classes=40, topics=4, reusable_steps=3, capacity_bytes=2e6, slots=50)
@@ -212,6 +213,29 @@ def test_oo_is_the_per_slot_optimum(seed):
         m, stored = solve_slot(cfg, slot)
         assert objective(cfg, slot, m, stored) == pytest.approx(brute, rel=1e-12, abs=1e-9)
         assert np.array_equal(stored, best_store(cfg, slot, m))
+        m = _solve_with(_levels_by_flow, cfg, slot)  # the min-cost flow finds the same optimum
+        assert objective(cfg, slot, m, best_store(cfg, slot, m)) == pytest.approx(brute, rel=1e-12, abs=1e-9)
+
+
+def _solve_with(levels_of, cfg, slot):
+    """Stop steps from one of oo's two exact solvers (solve_slot picks one by the DP's size)."""
+    cost, best = level_costs(cfg, slot)
+    share_weight = latency_weight(cfg, slot) * cfg.cycles_per_step / cfg.f_es
+    return best[np.arange(slot.n), levels_of(cost, share_weight)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_oo_min_cost_flow_equals_the_dynamic_program_on_larger_slots(seed):
+    """Where exhaustive search is out of reach: the flow and the DP (both exact) agree, e.g.
+    14 requests at S* = 8 (320k histogram states, the flow's side of solve_slot's switch)."""
+    rng = np.random.default_rng(100 + seed)
+    cfg = CacheConfig(users=20, reusable_steps=int(rng.integers(4, 9)))
+    catalog = make_catalog(cfg, rng)
+    for n in (6, 10, 14):
+        slot = random_slot(cfg, catalog, rng, n)
+        by_dp, by_flow = (_solve_with(f, cfg, slot) for f in (_levels_by_dp, _levels_by_flow))
+        dp_value, flow_value = (objective(cfg, slot, m, best_store(cfg, slot, m)) for m in (by_dp, by_flow))
+        assert flow_value == pytest.approx(dp_value, rel=1e-12, abs=1e-9)
 
 
 @pytest.mark.parametrize(

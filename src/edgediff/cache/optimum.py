@@ -12,10 +12,20 @@ new jobs couple only through the processor-sharing sum ``(w / f_es) * sum_l N_l^
 2. dynamic programming over requests whose state is the histogram so far (at most
    ``C(n + S*, S*)`` states), then add the sharing term to each final histogram.
 
-Exact, and polynomial in ``n`` for a fixed ``S*``.
+Exact, and polynomial in ``n`` for a fixed ``S*`` — but ``C(n + S*, S*)`` is 10 million at
+``n = 20, S* = 9`` (0.5 s per slot). Above :data:`DP_STATES` states the same problem is
+solved as a **min-cost flow with convex arc costs**: each request sends one unit to the exit
+node of its work level ``e`` (arc cost: its cheapest option at that level); exit ``e`` feeds a
+chain ``U_e -> U_{e-1} -> ... -> U_1 -> sink``, so the flow on chain arc ``l`` is ``N_l``; its
+cost ``λ N_l²`` is ``n`` parallel unit arcs of cost ``λ (2k - 1)``, ``k = 1..n`` (increasing,
+so the cheapest fill first). A node-arc incidence matrix is totally unimodular, so HiGHS's
+simplex vertex is integral: the same optimum, found in milliseconds
+(``tests/cache/test_cache_model.py`` checks both against exhaustive search and each other).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -52,12 +62,25 @@ def level_costs(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
     return cost, best
 
 
+DP_STATES = 50_000  # above this many histogram states, the min-cost flow is faster
+
+
 def solve_slot(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
     """The stop steps and stored steps minimizing ``model.objective`` for this slot."""
     n, s1 = slot.n, cfg.reusable_steps + 1
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     cost, best = level_costs(cfg, slot)
+    solve = _levels_by_flow if math.comb(n + s1 - 1, s1 - 1) > DP_STATES else _levels_by_dp
+    level = solve(cost, latency_weight(cfg, slot) * cfg.cycles_per_step / cfg.f_es)
+    m = best[np.arange(n), level]
+    return m, best_store(cfg, slot, m)
+
+
+def _levels_by_dp(cost: np.ndarray, share_weight: float) -> np.ndarray:
+    """Each request's work level minimizing ``sum cost[r, e_r] + share_weight * sum_l N_l^2``:
+    dynamic programming over the histogram of levels (module docstring)."""
+    n, s1 = cost.shape
     base = n + 1
     inc = np.zeros(s1, dtype=np.int64)
     inc[1:] = base ** np.arange(s1 - 1)  # histogram code: count of level l in digit l-1
@@ -79,13 +102,53 @@ def solve_slot(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
     # decode histograms and add the processor-sharing term alpha * (w / f_es) * sum_l N_l^2
     counts = (codes[:, None] // inc[None, 1:]) % base  # (states, S*)
     n_level = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # N_l = #requests with level >= l
-    share = latency_weight(cfg, slot) * cfg.cycles_per_step / cfg.f_es * (n_level**2).sum(axis=1)
-    state = int(np.argmin(values + share))
-    m = np.zeros(n, dtype=np.int64)
+    state = int(np.argmin(values + share_weight * (n_level**2).sum(axis=1)))
+    level = np.zeros(n, dtype=np.int64)
     for r in range(n - 1, -1, -1):
-        m[r] = best[r, levels[r][state]]
+        level[r] = levels[r][state]
         state = int(parents[r][state])
-    return m, best_store(cfg, slot, m)
+    return level
+
+
+def _levels_by_flow(cost: np.ndarray, share_weight: float) -> np.ndarray:
+    """The same minimum as :func:`_levels_by_dp`, as a min-cost flow solved by HiGHS's simplex
+    (module docstring). Variables: the finite ``(request, level)`` arcs, then ``S* x n`` unit
+    segments of the chain arcs; rows: one per request (it picks one level), one per chain arc
+    (its flow ``N_l`` = the requests at level ``>= l``)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    n, s1 = cost.shape
+    r_idx, e_idx = np.nonzero(np.isfinite(cost))
+    arcs = r_idx.size
+    rows, cols = [r_idx], [np.arange(arcs)]
+    for level in range(1, s1):  # chain row l: sum of the arcs at levels >= l, minus its segments
+        above = np.flatnonzero(e_idx >= level)
+        rows.append(np.full(above.size, n + level - 1))
+        cols.append(above)
+    segment_cols = arcs + np.arange((s1 - 1) * n)
+    data = np.concatenate([np.ones(sum(c.size for c in cols)), -np.ones(segment_cols.size)])
+    rows.append(n + np.repeat(np.arange(s1 - 1), n))
+    cols.append(segment_cols)
+    a_eq = coo_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=(n + s1 - 1, arcs + (s1 - 1) * n))
+    b_eq = np.concatenate([np.ones(n), np.zeros(s1 - 1)])
+    segment_cost = np.tile(share_weight * (2 * np.arange(1, n + 1) - 1.0), s1 - 1)
+    result = linprog(
+        np.concatenate([cost[r_idx, e_idx], segment_cost]),
+        A_eq=a_eq.tocsr(),
+        b_eq=b_eq,
+        bounds=(0, 1),
+        method="highs-ds",  # the simplex: a vertex, integral on this totally unimodular matrix
+    )
+    if result.status != 0:
+        raise RuntimeError(f"oo's min-cost flow failed: {result.message}")
+    flow = result.x[:arcs]
+    chosen = flow > 0.5
+    if not np.allclose(flow, chosen, atol=1e-6) or np.bincount(r_idx[chosen], minlength=n).tolist() != [1] * n:
+        raise RuntimeError("oo's min-cost flow returned a fractional vertex")  # cannot happen on a TU matrix
+    level = np.zeros(n, dtype=np.int64)
+    level[r_idx[chosen]] = e_idx[chosen]
+    return level
 
 
 class OnlineOptimal(CachePolicy):
