@@ -75,6 +75,8 @@ def test_the_engine_process_answers_the_routes_and_its_death_is_a_503():
         assert "engine process stopped" in answer.json()["error"]
         assert httpx.get(f"{url}/v1/requests/{ids[0]}").status_code == 503
         assert httpx.get(f"{url}/healthz").status_code == 503
+        for route in ("/v1/info", "/metrics", "/v1/status"):
+            assert httpx.get(f"{url}{route}").status_code == 503, route
     finally:
         output = _stop(process)
     assert "the engine process stopped" in output

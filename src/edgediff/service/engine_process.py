@@ -236,13 +236,22 @@ class EngineProcess:
         return await self._answer("health")
 
     async def info(self) -> dict:
-        return await self.call("info")
+        return await self._data("info")
 
     async def status_data(self) -> dict:
-        return await self.call("status_data")
+        return await self._data("status_data")
 
     async def metrics(self) -> bytes:
-        return await self.call("metrics")
+        return await self._data("metrics")
+
+    async def _data(self, name: str):
+        """A route that answers with data, not an :class:`Answer`: 503 once the engine is gone."""
+        from fastapi import HTTPException
+
+        try:
+            return await self.call(name)
+        except EngineProcessError as err:
+            raise HTTPException(503, str(err), {"Retry-After": "1"}) from None
 
     # ---------------------------------------------------------------- the server's interface
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
