@@ -1,5 +1,12 @@
 import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -45,3 +52,46 @@ def start_service(tiny):
             return service, engine
 
         yield start
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve_subprocess():
+    """``serve_subprocess(*options)``: ``edgediff serve OPTIONS`` on loopback in a subprocess;
+    any still running at the test's end is killed."""
+    processes = []
+
+    def start(*options, output=subprocess.PIPE):
+        process, url = _serve_subprocess(options, output)
+        processes.append(process)
+        return process, url
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _serve_subprocess(options, output):
+    """The subprocess (one torch thread; its stdout and stderr together into ``output``) and its
+    URL, once ``/healthz`` answers 200."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), *options]
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 150
+    while True:
+        assert process.poll() is None, process.stdout.read() if process.stdout else "the service exited"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "service did not start"
+        time.sleep(0.2)

@@ -18,28 +18,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
 BODY = {"prompt": "a cat", "steps": 10, "alpha": 2.0, "profile": {"k": 0.2, "h": 0.01}}
 
 
-def _serve(*options):
-    """``edgediff serve --engine-process`` on a free port: ``(process, url)`` once healthy."""
-    from edgediff.service.server import bind
-
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    sock.close()
-    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), "--engine-process", *options]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while True:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "service did not start"
-        time.sleep(0.2)
-
-
 def _stop(process) -> str:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -51,8 +29,10 @@ def _stop(process) -> str:
     return output
 
 
-def test_the_engine_process_answers_the_routes_and_its_death_is_a_503():
-    process, url = _serve("--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004")
+def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subprocess):
+    process, url = serve_subprocess(
+        "--engine-process", "--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004"
+    )
     try:
         info = httpx.get(f"{url}/v1/info").json()
         engine_pid = info["workers"]["each"][0]["pid"]

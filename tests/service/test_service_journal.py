@@ -3,14 +3,10 @@ SIGKILL) every accepted request is answered by id; those that never finished are
 ``failed``, reason ``lost in restart``."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -70,32 +66,10 @@ def test_unusable_journal_paths(tmp_path):
     check_journal(tmp_path / "new.jsonl")  # a new file is fine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(port, journal):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), "--window", "0.3"]
-    command += ["--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-    while True:
-        assert process.poll() is None, "the service exited"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "service did not start"
-        time.sleep(0.2)
-
-
-def test_sigkill_under_load_then_restart_answers_every_accepted_request(start_service, tmp_path):
+def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_subprocess, start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
-    process, url = _serve(_free_port(), journal)
+    options = ["--window", "0.3", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
+    process, url = serve_subprocess(*options, output=subprocess.DEVNULL)
     accepted, stop = [], threading.Event()
 
     def client(i):  # submit until the kill: a bounded load of 4 clients on loopback

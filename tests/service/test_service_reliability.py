@@ -2,14 +2,10 @@
 every accepted request ends in a recorded terminal state."""
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -147,46 +143,12 @@ def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
     assert engine.stats.terminal["done"] + engine.stats.terminal["denied"] == 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("apart", [[], ["--engine-process"]], ids=["one-process", "engine-process"])
-def test_sigterm_drains_then_stops(tmp_path, apart):
-    port, journal = _free_port(), tmp_path / "journal.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    command = [
-        sys.executable,
-        "-m",
-        "edgediff",
-        "serve",
-        "--port",
-        str(port),
-        "--window",
-        "5",
-        "--cache-gb",
-        "0",
-        "--edge-profile",
-        "0.01,0.004",
-        "--journal",
-        str(journal),
-        *apart,
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def test_sigterm_drains_then_stops(serve_subprocess, tmp_path, apart):
+    journal = tmp_path / "journal.jsonl"
+    options = ["--window", "5", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
+    process, url = serve_subprocess(*options, *apart)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not start"
-            time.sleep(0.2)
         ids = [httpx.post(f"{url}/v1/requests", json={**GOOD, "seed": i, "steps": 10}).json()["id"] for i in range(3)]
         process.send_signal(signal.SIGTERM)  # long before the 5 s window ends
         # drain first: the listener still answers, new requests get 503, every result is served
