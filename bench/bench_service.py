@@ -297,7 +297,7 @@ def run(args, clients: int) -> int:
         return run_engine_only(args, clients)
     args = argparse.Namespace(**{**vars(args), "clients": clients})
     options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
-    options += ["--engine-process"] if args.engine_process else []
+    options += ["--engine-process" if args.engine_process else "--no-engine-process"]
     with running_service(options) as (server, url):
         info = before = httpx.get(f"{url}/v1/info").json()
         cpu0, tree0 = process_cpu_s(server.pid), tree_cpu_s(server.pid)

@@ -31,7 +31,7 @@ def _stop(process) -> str:
 
 def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subprocess):
     process, url = serve_subprocess(
-        "--engine-process", "--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004"
+        "--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004"
     )
     try:
         info = httpx.get(f"{url}/v1/info").json()

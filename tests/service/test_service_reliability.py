@@ -143,7 +143,7 @@ def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
     assert engine.stats.terminal["done"] + engine.stats.terminal["denied"] == 6
 
 
-@pytest.mark.parametrize("apart", [[], ["--engine-process"]], ids=["one-process", "engine-process"])
+@pytest.mark.parametrize("apart", [["--no-engine-process"], []], ids=["one-process", "engine-process"])
 def test_sigterm_drains_then_stops(serve_subprocess, tmp_path, apart):
     journal = tmp_path / "journal.jsonl"
     options = ["--window", "5", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]

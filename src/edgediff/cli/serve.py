@@ -62,8 +62,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--engine-process",
-        action="store_true",
-        help="run the edge engine in its own process, apart from the HTTP server (faster under load)",
+        action=argparse.BooleanOptionalAction,
+        help="run the edge engine in its own process, apart from the HTTP server (faster under load; "
+        "default: on, except with --ray)",
     )
     p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
@@ -160,7 +161,7 @@ def run(args) -> None:
         raise UsageError("--share-cache needs --api-keys")
     if args.ray is None and (args.sites != 1 or args.health_interval != 1.0):
         raise UsageError("--sites and --health-interval need --ray ADDRESS")
-    if args.ray is not None and args.engine_process:
+    if args.ray is not None and args.engine_process:  # only when asked for: its default is off there
         raise UsageError("--engine-process does not apply with --ray (each site already runs in its own process)")
     if args.ray is not None and args.journal is not None:
         raise UsageError("--journal is not supported with --ray (each site would need its own file)")
@@ -174,7 +175,7 @@ def run(args) -> None:
         gpus=args.gpus,
         workers=args.workers,
         worker_threads=args.worker_threads,
-        engine_process=args.engine_process,
+        engine_process=args.ray is None if args.engine_process is None else args.engine_process,
         b_max=args.bmax,
         cache_gb=args.cache_gb,
         cache_eviction=args.cache_policy,
@@ -225,7 +226,7 @@ def _run_engine_process(args, config: ServiceConfig, sock) -> None:
     from edgediff.service.engine_process import EngineProcess, serve_engine_process
 
     logging.getLogger("edgediff.service").setLevel(logging.INFO)
-    print(f"edgediff serve: {_url(args, sock)} once ready (engine in its own process): {PAGES}", file=sys.stderr)
+    print(f"edgediff serve: {_url(args, sock)} once ready: {PAGES}", file=sys.stderr)
     serve_engine_process(EngineProcess(config, partial(load_model, args.model, args.device, args.model_config)), sock)
 
 

@@ -41,7 +41,8 @@ class ServiceConfig:
     gpus: int = 1
     workers: int = 1  # denoiser replicas (runtime.workers); 1: the model runs in the service's process
     worker_threads: int = 1  # torch threads of each CPU worker
-    engine_process: bool = False  # the engine in its own process, the HTTP face in this one (service.engine_process)
+    # edgediff serve: the engine in its own process, the HTTP face in this one (service.engine_process)
+    engine_process: bool = True
     b_max: int = 20
     cache_gb: float = 1.0
     cache_eviction: str = "lcbfu"
