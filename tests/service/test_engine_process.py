@@ -30,9 +30,7 @@ def _stop(process) -> str:
 
 
 def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subprocess):
-    process, url = serve_subprocess(
-        "--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004"
-    )
+    process, url = serve_subprocess("--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004")
     try:
         info = httpx.get(f"{url}/v1/info").json()
         engine_pid = info["workers"]["each"][0]["pid"]
