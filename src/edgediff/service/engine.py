@@ -196,9 +196,9 @@ class EdgeEngine:
         self.latent_shape = tuple(probe.latent.shape)
         self.intermediate_bits = payload_bits(probe)
         if self.cache.enabled and self.embedder is None:
-            from edgediff.service.embedding import MiniLmEmbedder
+            from edgediff.service.embedding import load_prompt_embedder
 
-            self.embedder = MiniLmEmbedder()
+            self.embedder = load_prompt_embedder()
         log.info(
             "edge ready: model %s, L(b) = %.4g b + %.4g s, policy %s, window %.3g s, cache %d bytes",
             self.model.name,

@@ -87,7 +87,7 @@ async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader
         engine = EdgeEngine(config, model=model)
         await asyncio.to_thread(engine.start, asyncio.get_running_loop())
     except BaseException as err:  # noqa: BLE001 - told to the service's process, which fails in one line
-        await _send(writer, ("failed", f"{type(err).__name__}: {err}"))
+        await _send(writer, ("failed", str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"))
         writer.close()
         return
     await _send(writer, ("ready", None))
