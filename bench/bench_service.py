@@ -71,16 +71,25 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of ``pid`` and its live descendants (the engine process, denoiser workers)."""
-    total, stack = 0.0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (the engine process, denoiser workers), Linux /proc."""
+    pids, stack = [], [pid]
     while stack:
         current = stack.pop()
         with contextlib.suppress(OSError):
-            total += process_cpu_s(current)
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as f:
                     stack += [int(c) for c in f.read().split()]
+            pids.append(current)
+    return pids
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants."""
+    total = 0.0
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += process_cpu_s(current)
     return total
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 
 import httpx
 import numpy as np
-from bench_service import RawHttp, running_service
+from bench_service import RawHttp, process_tree, running_service
 
 WORDS = (
     "red blue green golden silver ancient modern tiny giant quiet stormy sunny misty frozen burning "
@@ -37,11 +38,12 @@ WORDS = (
 
 
 def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    """Resident bytes of the service: ``pid`` and its descendants (the engine process holds the cache)."""
+    total = 0
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{current}/status") as f:
+            total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return total
 
 
 async def client(url: str, index: int, args, deadline: float, answers: list) -> None:
