@@ -139,10 +139,7 @@ class EngineProcess:
         self._ids = itertools.count()
         self._gone: str | None = None
         self._closed = False
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        self._reading: asyncio.Task | None = None
 
     def start(self) -> None:
         """Spawn the engine process and wait until its engine is ready (model loaded, calibrated)."""
@@ -174,7 +171,7 @@ class EngineProcess:
         """Attach the channel to the running event loop (the one that serves the routes)."""
         self._loop = asyncio.get_running_loop()
         self._reader, self._writer = await asyncio.open_connection(sock=self._socket)
-        asyncio.create_task(self._read_answers())
+        self._reading = asyncio.create_task(self._read_answers())  # held: the loop keeps only a weak reference
 
     async def _read_answers(self) -> None:
         while (message := await _receive(self._reader)) is not None:
