@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import threading
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
@@ -126,6 +127,7 @@ class WorkerPool:
         context = mp.get_context("spawn")
         payload = _dumps(backend)
         self._workers: list[_Worker] = []
+        self._lost_lock = threading.Lock()
         try:
             for index, device in enumerate(devices):
                 parent, child = context.Pipe()
@@ -174,7 +176,9 @@ class WorkerPool:
         return [w.process.pid for w in self._workers if w.alive]
 
     def _lost(self, worker: _Worker, why: str) -> None:
-        if worker.alive:
+        with self._lost_lock:  # the engine thread (reaping) and the denoiser thread (a step) may both notice
+            if not worker.alive:
+                return
             worker.alive = False
             left = sum(w.alive for w in self._workers)
             log.error("denoiser worker %d (pid %s) %s; %d left", worker.index, worker.process.pid, why, left)
