@@ -60,6 +60,33 @@ def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subp
     assert "the engine process stopped" in output
 
 
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: nobody may reap an orphan in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_when_the_http_process_is_killed_the_engine_exits_and_journals_nothing_as_finished(serve_subprocess, tmp_path):
+    from edgediff.service.journal import replay
+
+    journal = tmp_path / "journal.jsonl"
+    options = ["--window", "5", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
+    process, url = serve_subprocess(*options)
+    engine_pid = httpx.get(f"{url}/v1/info").json()["workers"]["each"][0]["pid"]
+    ids = [httpx.post(f"{url}/v1/requests", json={**BODY, "seed": i}).json()["id"] for i in range(3)]
+    process.kill()  # long before the 5 s window ends: all three are still queued
+    process.communicate()
+    deadline = time.monotonic() + 20
+    while not _gone(engine_pid):
+        assert time.monotonic() < deadline, "the engine process outlived the service's process"
+        time.sleep(0.05)
+    after = replay(journal, keep=100)  # the next start answers these "lost in restart"
+    assert sorted(r["id"] for r in after.lost) == sorted(ids) and not after.finished
+
+
 def test_an_engine_process_that_cannot_load_its_model_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
         [

@@ -3,6 +3,7 @@ SIGKILL) every accepted request is answered by id; those that never finished are
 ``failed``, reason ``lost in restart``."""
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -70,6 +71,7 @@ def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_su
     journal = tmp_path / "journal.jsonl"
     options = ["--window", "0.3", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
     process, url = serve_subprocess(*options, output=subprocess.DEVNULL)
+    engine_pid = httpx.get(f"{url}/v1/info").json()["workers"]["each"][0]["pid"]
     accepted, stop = [], threading.Event()
 
     def client(i):  # submit until the kill: a bounded load of 4 clients on loopback
@@ -90,6 +92,7 @@ def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_su
         for thread in threads:
             thread.start()
         time.sleep(1.5)
+        os.kill(engine_pid, signal.SIGKILL)  # the whole service: its engine process, then its HTTP process
         process.send_signal(signal.SIGKILL)
         process.wait(30)
     finally:

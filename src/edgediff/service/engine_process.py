@@ -16,7 +16,9 @@ stream on both sides, so many calls (long polls included) are in flight at once:
 carries an id and its answer comes back under it. The engine process ignores SIGINT and
 SIGTERM: the service's shutdown order (drain with the listener up, then close) is driven
 from this process through ``stop`` / ``wait_collected``. If this process dies the channel
-closes, and the engine process stops at once (``abort``) and exits. If the engine process
+closes, and the engine process exits at once without answering anything more, as a killed
+one-process service would: with a journal, the next start answers the requests it had
+accepted and not finished ``lost in restart``. If the engine process
 dies, every call in flight and every later one is answered 503 (``engine process stopped``).
 
 Nothing is shared but the channel: metrics, the journal, the cache and the status page's
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -92,8 +95,14 @@ async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader
         return
     await _send(writer, ("ready", None))
     face = EngineFace(engine)
+    stopped = []  # a stop call came: the service's process is shutting down in order
+
+    def stop(*args):
+        stopped.append(True)
+        return asyncio.to_thread(engine.stop, *args)
+
     lifecycle = {
-        "stop": lambda *a: asyncio.to_thread(engine.stop, *a),
+        "stop": stop,
         "wait_collected": lambda *a: asyncio.to_thread(engine.wait_collected, *a),
         "abort": lambda: asyncio.to_thread(engine.abort),
     }
@@ -114,8 +123,11 @@ async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader
         task = asyncio.create_task(answer(*message))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    # the service's process is gone (or closed the channel after its drain): stop now
-    await asyncio.to_thread(engine.stop, False)
+    if not stopped:  # the service's process died (SIGKILL, OOM): end as a killed one-process service would
+        log.error("the service's HTTP process is gone; the engine process exits now (unfinished requests are "
+                  "answered 'lost in restart' by the next start on the same journal)")  # fmt: skip
+        os._exit(1)  # nothing journaled as finished that did not finish; workers see their pipes close
+    await asyncio.to_thread(engine.stop, False)  # after the drain: release the workers, close the journal
     writer.close()
 
 
