@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -64,11 +65,43 @@ SUBJECTS = [
 STYLES = ["at dusk", "in the snow", "oil painting", "watercolor", "photograph"]
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
+def process_cpu_s(pid: int, task: int | None = None) -> float:
+    """User + system CPU seconds so far of process ``pid``, or of its thread ``task`` (Linux /proc)."""
+    with open(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def threads_cpu_s(pid: int) -> collections.Counter:
+    """CPU seconds per OS thread name (``top -H``'s; the engine names its threads) over ``pid``
+    and its descendants."""
+    seconds = collections.Counter()
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/comm") as f:
+                    seconds[f.read().strip()] += process_cpu_s(current, int(task))
+    return seconds
+
+
+def pin_engine(pid: int) -> None:
+    """The engine process (the descendant of ``pid`` with the engine's threads) alone on the last
+    core; the HTTP process and this one (the clients) on the others."""
+    cores = sorted(os.sched_getaffinity(0))
+    engine = [p for p in process_tree(pid)[1:] if "edgediff-calls" in _thread_names(p)]
+    for current, allowed in [*((e, cores[-1:]) for e in engine), (pid, cores[:-1]), (os.getpid(), cores[:-1])]:
+        for task in os.listdir(f"/proc/{current}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), set(allowed))
+
+
+def _thread_names(pid: int) -> set[str]:
+    names = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                names.add(f.read().strip())
+    return names
 
 
 def process_tree(pid: int) -> list[int]:
@@ -212,10 +245,15 @@ async def one_client(url: str, index: int, args, prompts, weights, rng, records:
     await http.close()
 
 
-async def load(url: str, args) -> tuple[list, float]:
+def prompt_pool() -> tuple[list[str], np.ndarray]:
+    """The benchmark's prompts and their Zipf popularity (so that the latent cache sees repeats)."""
     prompts = [f"{s} {t}" for s in SUBJECTS for t in STYLES]
     weights = 1.0 / np.arange(1, len(prompts) + 1) ** 0.9
-    weights /= weights.sum()
+    return prompts, weights / weights.sum()
+
+
+async def load(url: str, args) -> tuple[list, float]:
+    prompts, weights = prompt_pool()
     records: list = []
     start = time.perf_counter()
     await asyncio.gather(
@@ -268,9 +306,7 @@ def run_engine_only(args, clients: int) -> int:
     config = ServiceConfig(window_s=args.window, b_max=args.bmax, cache_gb=args.cache_gb, queue_limit=100_000)
     engine = EdgeEngine(config)
     engine.start()
-    prompts = [f"{s} {t}" for s in SUBJECTS for t in STYLES]
-    weights = 1.0 / np.arange(1, len(prompts) + 1) ** 0.9
-    weights /= weights.sum()
+    prompts, weights = prompt_pool()
     rngs = [np.random.default_rng([args.seed, i]) for i in range(clients)]
     before = engine.info()["stats"]
     start = time.perf_counter()
@@ -308,10 +344,13 @@ def run(args, clients: int) -> int:
     options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
     options += ["--engine-process" if args.engine_process else "--no-engine-process"]
     with running_service(options) as (server, url):
+        if args.pin_engine:
+            pin_engine(server.pid)
         info = before = httpx.get(f"{url}/v1/info").json()
-        cpu0, tree0 = process_cpu_s(server.pid), tree_cpu_s(server.pid)
+        cpu0, tree0, threads0 = process_cpu_s(server.pid), tree_cpu_s(server.pid), threads_cpu_s(server.pid)
         records, wall = asyncio.run(load(url, args))
         server_cpu, tree_cpu = process_cpu_s(server.pid) - cpu0, tree_cpu_s(server.pid) - tree0
+        threads = threads_cpu_s(server.pid) - threads0
         after = httpx.get(f"{url}/v1/info").json()
         metrics = httpx.get(f"{url}/metrics").text
         ids = [r["id"] for r in records if "id" in r]
@@ -386,6 +425,8 @@ def run(args, clients: int) -> int:
         f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s (cumulative), service processes "
         f"{tree_cpu:.1f} s during the load (this host has {os.cpu_count()} cores, shared)"
     )
+    named = ", ".join(f"{name} {seconds:.2f}" for name, seconds in threads.most_common() if seconds >= 0.01)
+    print(f"  by thread, s of CPU: {named}")
     for r in errors[:5]:
         print("error:", r["error"])
     return 0 if not errors and accounted else 1
@@ -400,6 +441,11 @@ def main() -> int:
     parser.add_argument("--bmax", type=int, default=20)
     parser.add_argument("--cache-gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pin-engine",
+        action="store_true",
+        help="the engine process alone on the last core, HTTP and clients on the others (is the gap cores?)",
+    )
     parser.add_argument(
         "--engine-only",
         action="store_true",

@@ -40,6 +40,7 @@ from contextlib import asynccontextmanager
 from edgediff.errors import InputError
 from edgediff.service.app import Answer, EngineFace
 from edgediff.service.config import ServiceConfig
+from edgediff.service.engine import EdgeEngine, name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,11 @@ def _engine_main(sock: socket.socket, config: ServiceConfig, model_loader, log_l
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("edgediff.service").setLevel(log_level)
+    name_os_thread("edgediff-calls")  # this thread answers the calls (top -H tells it from the engine's)
     asyncio.run(_engine_serve(sock, config, model_loader))
 
 
 async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader) -> None:
-    from edgediff.service.engine import EdgeEngine
-
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         model = None if model_loader is None else await asyncio.to_thread(model_loader)
