@@ -72,16 +72,22 @@ def process_cpu_s(pid: int, task: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def threads_cpu_s(pid: int) -> collections.Counter:
-    """CPU seconds per OS thread name (``top -H``'s; the engine names its threads) over ``pid``
-    and its descendants."""
-    seconds = collections.Counter()
+def threads_sched_s(pid: int) -> tuple[collections.Counter, collections.Counter]:
+    """Per OS thread name (``top -H``'s; the engine names its threads) over ``pid`` and its
+    descendants: seconds on a core, and seconds runnable but waiting for one (the scheduler's
+    run-queue delay, Linux ``/proc/PID/task/TID/schedstat``). A thread waiting for the GIL
+    sleeps: that is neither."""
+    on_core, waiting = collections.Counter(), collections.Counter()
     for current in process_tree(pid):
         with contextlib.suppress(OSError):
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/comm") as f:
-                    seconds[f.read().strip()] += process_cpu_s(current, int(task))
-    return seconds
+                    name = f.read().strip()
+                with open(f"/proc/{current}/task/{task}/schedstat") as f:
+                    on_core_ns, run_queue_ns = (int(v) for v in f.read().split()[:2])
+                on_core[name] += on_core_ns / 1e9
+                waiting[name] += run_queue_ns / 1e9
+    return on_core, waiting
 
 
 def pin_engine(pid: int) -> None:
@@ -288,6 +294,11 @@ def print_throughput(stats: dict, before: dict, wall: float, server_cpu: float |
         print(f"    {name:<10} {seconds:7.2f} s  {seconds / working:6.1%}{extra}")
     rest = working - sum(phases.values())
     print(f"    {'loop':<10} {rest:7.2f} s  {rest / working:6.1%}  (locks, bookkeeping, metrics)")
+    alone, turns = stats["alone_s"] - before["alone_s"], stats["alone_turns"] - before["alone_turns"]
+    print(
+        f"  host work with no step in flight: {alone:.2f} s ({alone / working:.1%}) in {turns} turns "
+        "(decisions on an empty batch, hand-offs after the last member left: nothing to overlap)"
+    )
     waited = f"engine thread: CPU {engine_cpu:.2f} s of {working:.2f} s working (the other {working - engine_cpu:.2f} s"
     print(f"  {waited} it waited for the denoiser thread, the GIL or a core)")
     if server_cpu is not None:
@@ -347,10 +358,10 @@ def run(args, clients: int) -> int:
         if args.pin_engine:
             pin_engine(server.pid)
         info = before = httpx.get(f"{url}/v1/info").json()
-        cpu0, tree0, threads0 = process_cpu_s(server.pid), tree_cpu_s(server.pid), threads_cpu_s(server.pid)
+        cpu0, tree0, sched0 = process_cpu_s(server.pid), tree_cpu_s(server.pid), threads_sched_s(server.pid)
         records, wall = asyncio.run(load(url, args))
         server_cpu, tree_cpu = process_cpu_s(server.pid) - cpu0, tree_cpu_s(server.pid) - tree0
-        threads = threads_cpu_s(server.pid) - threads0
+        threads, core_wait = (now - then for now, then in zip(threads_sched_s(server.pid), sched0))
         after = httpx.get(f"{url}/v1/info").json()
         metrics = httpx.get(f"{url}/metrics").text
         ids = [r["id"] for r in records if "id" in r]
@@ -425,8 +436,10 @@ def run(args, clients: int) -> int:
         f"CPU time: benchmark clients {own.ru_utime + own.ru_stime:.1f} s (cumulative), service processes "
         f"{tree_cpu:.1f} s during the load (this host has {os.cpu_count()} cores, shared)"
     )
-    named = ", ".join(f"{name} {seconds:.2f}" for name, seconds in threads.most_common() if seconds >= 0.01)
-    print(f"  by thread, s of CPU: {named}")
+    named = ", ".join(
+        f"{name} {seconds:.2f} ({core_wait[name]:.2f})" for name, seconds in threads.most_common() if seconds >= 0.01
+    )
+    print(f"  by thread, s on a core (s runnable, waiting for one): {named}")
     for r in errors[:5]:
         print("error:", r["error"])
     return 0 if not errors and accounted else 1

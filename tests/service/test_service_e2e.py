@@ -83,6 +83,10 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
             assert float((state.latent - alone).abs().max()) <= 1e-4 * max(1.0, float(alone.abs().max()))
     assert engine.stats.member_steps == sum(f["offloaded_steps"] for f in granted)
     assert engine.stats.terminal == {"done": 2, "denied": 3, "failed": 0}
+    # the window's decision (empty batch) and the hand-off after the last member left: host
+    # work with no step in flight, part of the engine's working time
+    assert engine.stats.alone_turns >= 2
+    assert 0 < engine.stats.alone_s <= engine.stats.engine_busy_s
 
 
 def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, tiny):

@@ -77,7 +77,10 @@ class EdgeStats:
     ``engine_cpu_s`` its CPU time, ``phases_s`` splits the working time: ``decide`` (instance
     + policy), ``embed`` (prompt embeddings), ``admit`` (cache lookup, joining the batch),
     ``step`` (the executor), ``capture`` (cache inserts), ``encode`` (payload encoding and
-    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself."""
+    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself.
+    ``alone_s`` is the working time of the loop's turns with no step in flight (a window's
+    decision on an empty batch, the hand-off after the last member left): host work that
+    nothing overlaps, ``alone_turns`` their number."""
 
     windows: int = 0
     steps: int = 0
@@ -89,6 +92,8 @@ class EdgeStats:
     engine_busy_s: float = 0.0
     engine_cpu_s: float = 0.0
     phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    alone_s: float = 0.0
+    alone_turns: int = 0
 
 
 def name_os_thread(name: str | None = None) -> None:
@@ -493,6 +498,9 @@ class EdgeEngine:
                 executor, handoff = self._complete(executor, pending)
             self.stats.engine_cpu_s += time.thread_time() - cpu
             self.stats.engine_busy_s += time.perf_counter() - now
+            if pending is None:
+                self.stats.alone_s += time.perf_counter() - now
+                self.stats.alone_turns += 1
         self._hand_off(handoff)
         failed = [j for j in self.jobs() if not j.terminal]
         for job in failed:
@@ -829,6 +837,8 @@ class EdgeEngine:
                 "engine_busy_s": self.stats.engine_busy_s,
                 "engine_cpu_s": self.stats.engine_cpu_s,
                 "phases_s": dict(self.stats.phases_s),
+                "alone_s": self.stats.alone_s,
+                "alone_turns": self.stats.alone_turns,
                 "accepted": self.stats.accepted,
                 "terminal": dict(self.stats.terminal),
                 "queued": len(self._queue),
