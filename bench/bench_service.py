@@ -314,7 +314,9 @@ def run_engine_only(args, clients: int) -> int:
     from edgediff.service.engine import EdgeEngine
     from edgediff.service.schemas import SubmitRequest
 
-    config = ServiceConfig(window_s=args.window, b_max=args.bmax, cache_gb=args.cache_gb, queue_limit=100_000)
+    config = ServiceConfig(
+        model=args.model, window_s=args.window, b_max=args.bmax, cache_gb=args.cache_gb, queue_limit=100_000
+    )
     engine = EdgeEngine(config)
     engine.start()
     prompts, weights = prompt_pool()
@@ -353,6 +355,7 @@ def run(args, clients: int) -> int:
         return run_engine_only(args, clients)
     args = argparse.Namespace(**{**vars(args), "clients": clients})
     options = ["--window", str(args.window), "--bmax", str(args.bmax), "--cache-gb", str(args.cache_gb)]
+    options += ["--model", args.model]
     options += ["--engine-process" if args.engine_process else "--no-engine-process"]
     with running_service(options) as (server, url):
         if args.pin_engine:
@@ -454,6 +457,11 @@ def main() -> int:
     parser.add_argument("--bmax", type=int, default=20)
     parser.add_argument("--cache-gb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="the served model (edgediff serve --model): the shipped tiny one (default), or a pipeline directory",
+    )
     parser.add_argument(
         "--pin-engine",
         action="store_true",
