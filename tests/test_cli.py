@@ -149,6 +149,8 @@ def test_policy_option_reaches_the_policy(tmp_path, capsys):
     [
         (["solve", "{f}", "--policy", "ga", "--policy-option", "populaton=5"], "takes no option 'populaton'"),
         (["solve", "{f}", "--policy", "timeline", "--policy-option", "split_grid=[1]"], "split_grid must be"),
+        (["solve", "{f}", "--policy", "timeline", "--policy-option", "split_grid=8"], "a list of whole split points"),
+        (["solve", "{f}", "--policy", "timeline", "--policy-option", "split_grid=[80.5]"], "whole split points"),
         (["compare", "--policies", "exact,b1", "--policy-option", "population=5"], "takes the option 'population'"),
         (["cache-sim", "--policy", "lru", "--policy-option", "x=1"], "takes no option 'x'"),
     ],

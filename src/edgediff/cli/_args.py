@@ -167,7 +167,7 @@ def add_policy_options(parser: argparse.ArgumentParser, applies_to: str = "the p
         type=policy_option,
         action="append",
         default=[],
-        help=f"an option of {applies_to}, e.g. population=50 (ga), time_limit=2 (milp), split_grid=[0,40,80]"
+        help=f"an option of {applies_to}, e.g. population=50 (ga), time_limit=2 (milp), split_grid=[80,140,200]"
         " (timeline); VALUE is JSON when it parses, else text; repeatable",
     )
 

