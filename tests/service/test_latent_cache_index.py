@@ -2,6 +2,8 @@
 step, similarity), the same refusals and the same victims over random operations; a peek
 sees what the lookup then takes and moves no statistic."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,7 @@ def test_index_matches_brute_force(rule, theta_min, indexed, monkeypatch):
     assert kept == want
     assert hits > 100 and refused > 10 and stored > 300, (hits, refused, stored)  # every path exercised
     if indexed:
+        cache.wait_index(30)  # built in the background; the search was exact until taken
         groups = [g for g in cache._groups.values() if g.index]
         assert groups  # built (where a group reached 4 live rows), and kept in step with the rows:
         assert [g.index.ntotal for g in groups] == [g.live_rows for g in groups]
@@ -208,6 +211,7 @@ def test_approximate_index_finds_near_duplicates_and_hits_only_by_the_rule(monke
         step = 1 + i % 6
         state = LatentState(torch.full(shape, float(i)), GenerationRequest(f"e{i}", steps=20), 20 - step, "S", {})
         assert cache.insert(v, state, step, f"e{i}") == exact.insert(v, state, step, f"e{i}")
+    cache.wait_index(30)
     (group,) = cache._groups.values()
     assert group.index and group.index.ntotal == group.live_rows >= 512 and cache.evictions > 200
     kept = {e.prompt for e in cache.entries()}
@@ -282,3 +286,38 @@ def test_without_faiss_the_search_stays_exact(monkeypatch, caplog):
     (group,) = cache._groups.values()
     assert group.index is False
     assert sum("edgediff[index]" in r.message for r in caplog.records) == 1  # said once
+
+
+def test_the_index_is_built_apart_and_takes_the_rows_changed_meanwhile(monkeypatch):
+    """The index trains on a thread of its own: inserts and lookups go on (exact search) while
+    it is held back, and the rows made and freed meanwhile (evictions) are in it once taken."""
+    pytest.importorskip("faiss")
+    import edgediff.service.latent_cache as module
+
+    exhaustive_index(monkeypatch)
+    gate = threading.Event()
+    train = module._IndexBuild._run
+    monkeypatch.setattr(module._IndexBuild, "_run", lambda build, *a: gate.wait(30) and train(build, *a))
+    rng = np.random.default_rng(11)
+    dim, shape = 16, (1, 1, 2, 2)
+    rows = rng.normal(size=(40, dim)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    cache = LatentCache(12 * (16 + dim * 4), 0.8, "lru")  # 12 entries: the later inserts evict
+    for i, v in enumerate(rows):
+        state = LatentState(torch.full(shape, float(i)), GenerationRequest(f"p{i}", steps=20), 19, "S", {})
+        assert cache.insert(v, state, 1, f"p{i}")
+        assert cache.lookup(v, 20, shape, 6, 6).state.request.prompt == f"p{i}"  # exact meanwhile
+    (group,) = cache._groups.values()
+    build = group._build
+    assert group.index is None and build is not None
+    assert cache.evictions == len(rows) - 12  # rows freed and made again meanwhile
+    gate.set()
+    cache.wait_index(30)
+    assert build.touched & set(build.rows.tolist()) and build.touched - set(
+        build.rows.tolist()
+    )  # in the snapshot and not
+    assert group.index and group._build is None and group.index.ntotal == group.live_rows == 12
+    for i in range(len(rows) - 12, len(rows)):  # the live rows, found through the index
+        assert cache.lookup(rows[i], 20, shape, 6, 6).state.request.prompt == f"p{i}"
+    for i in range(len(rows) - 12):  # evicted ones are gone from it
+        assert cache.lookup(rows[i], 20, shape, 6, 6) is None

@@ -21,7 +21,9 @@ tensor per group. A lookup finds the rows whose similarity to the query is at le
 :data:`INDEX_ROWS` live rows the candidates come from one exact matrix-vector product over
 the group's rows; from there on (with ``faiss`` installed, the ``index`` extra) from an
 inverted-file index of float16 rows (faiss ``IndexIVFScalarQuantizer``, inner product) kept
-beside the rows, whose candidates' similarities are then computed exactly from the float32
+beside the rows — trained on a thread of its own when the group reaches that size, the exact
+product answering meanwhile, the rows made and freed during the build applied when the
+search takes it —, whose candidates' similarities are then computed exactly from the float32
 rows: the reuse rule is applied exactly, but a row the index does not probe is missed
 (docs/service.md gives the measured agreement with exact search). The similarities a peek computed are kept until the
 group's rows change, so the lookup that follows for the same embedding takes no product.
@@ -33,6 +35,7 @@ heap (stale keys are skipped and the heap is rebuilt when it doubles), so an evi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import logging
@@ -87,6 +90,43 @@ def _grow(array: np.ndarray, size: int, fill) -> np.ndarray:
     return grown
 
 
+class _IndexBuild:
+    """One IVF index trained and filled on a snapshot of a group's live rows, on a daemon thread
+    (faiss releases the interpreter lock while it trains). ``touched``: the rows made or freed
+    since the snapshot, noted by the group (under the cache's lock) and brought up to date
+    when the group adopts the index."""
+
+    def __init__(self, dim: int, blocks: list, n_rows: int, free_rows: list):
+        self.rows = None  # the snapshot's live rows: the index's ids once built
+        self.index = None
+        self.touched: set[int] = set()
+        self.done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(dim, blocks, n_rows, free_rows), name="edgediff-index", daemon=True
+        ).start()
+
+    def _run(self, dim: int, blocks: list, n_rows: int, free_rows: list) -> None:
+        import faiss
+
+        try:
+            self.rows = np.setdiff1d(np.arange(n_rows), free_rows)
+            vectors = np.concatenate(blocks)[self.rows]
+            index = faiss.IndexIVFScalarQuantizer(
+                faiss.IndexFlatIP(dim), dim, INDEX_LISTS, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+            index.cp.min_points_per_centroid = 1  # fewer rows per list than faiss asks for: fine here, no warning
+            index.cp.seed = 0
+            index.train(vectors)
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by row without a scan
+            index.nprobe = INDEX_PROBES
+            index.add_with_ids(vectors, self.rows.astype(np.int64))
+            self.index = index
+        except Exception:  # a failed build costs speed, never a lookup
+            log.exception("building the latent cache's approximate index failed; exact search stays")
+        finally:
+            self.done.set()
+
+
 class _Group:
     """The entries of one ``(N, latent shape)``: embedding rows, entry slots, latent blocks."""
 
@@ -102,6 +142,7 @@ class _Group:
         self.digest: dict[int, bytes] = {}  # row -> its digest in row_of
         self.near: dict[int, set[int]] = {}  # row -> rows with similarity >= DUPLICATE
         self.index = None  # faiss IVF index over the live rows (ids = rows), built at INDEX_ROWS
+        self._build: _IndexBuild | None = None  # the index being built in the background
         self.rows_version = 0  # bumped when a row is made or freed: kept peeks are then stale
         # slots: one per entry
         self.lat_blocks: list = []
@@ -137,10 +178,12 @@ class _Group:
 
     def candidates(self, query: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, similarities)`` of the rows with ``row @ query >= floor``, similarities in
-        float32 from the rows; exact below :data:`INDEX_ROWS` live rows (or without faiss),
-        from the index's candidates above."""
-        if self.index is None and self.live_rows >= INDEX_ROWS:
+        float32 from the rows; exact below :data:`INDEX_ROWS` live rows (or without faiss, or
+        while the index is being built), from the index's candidates above."""
+        if self.index is None and self._build is None and self.live_rows >= INDEX_ROWS:
             self.build_index()
+        if self._build is not None and self._build.done.is_set():
+            self.adopt_index()
         if not self.index or self.live_rows < INDEX_ROWS:
             sims = self.similarities(query)
             rows = np.flatnonzero(sims >= floor)
@@ -154,10 +197,12 @@ class _Group:
         return rows[keep], sims[keep]
 
     def build_index(self) -> None:
-        """The IVF index over the live rows (k-means on them: ~0.5 s once per group at 16k
-        384-d rows); nothing if faiss is not installed (the exact product stays)."""
+        """Start building the IVF index over the live rows on a thread of its own (k-means on
+        them: ~0.5 s once per group at 16k 384-d rows, which would stall the engine thread);
+        the exact product answers until :meth:`adopt_index` takes it. Nothing if faiss is not
+        installed (the exact product stays)."""
         try:
-            import faiss
+            import faiss  # noqa: F401 - the build thread uses it
         except ImportError:
             log.warning(
                 "latent cache group (N=%d, %s) has %d embedding rows; exact search from here on costs more "
@@ -168,23 +213,32 @@ class _Group:
             )
             self.index = False  # asked once
             return
-        live = np.setdiff1d(np.arange(self.n_rows), self.free_rows)
-        vectors = np.stack([self.embedding(r) for r in live])
-        index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatIP(self.dim),
-            self.dim,
-            INDEX_LISTS,
-            faiss.ScalarQuantizer.QT_fp16,
-            faiss.METRIC_INNER_PRODUCT,
+        # the thread copies the rows (tens of ms at 16k rows); a row made or freed meanwhile is
+        # touched, so whatever the copy read of it is replaced when the index is taken
+        self._build = _IndexBuild(self.dim, list(self.emb_blocks), self.n_rows, list(self.free_rows))
+
+    def adopt_index(self, timeout: float | None = None) -> None:
+        """Take the index built in the background (waiting up to ``timeout`` s for it), with the
+        rows made and freed since its snapshot applied in order."""
+        build = self._build
+        if build is None or not build.done.wait(timeout):
+            return
+        self._build = None
+        if build.index is None:  # the build failed: exact search from here on
+            self.index = False
+            return
+        # each row touched since the snapshot: out of the index with its snapshot vector, back
+        # in with its vector now if it is live now (its last change made it)
+        touched = np.array(sorted(build.touched), np.int64)
+        if touched.size:
+            build.index.remove_ids(touched[np.isin(touched, build.rows)])
+            live = touched[np.isin(touched, self.free_rows, invert=True) & (touched < self.n_rows)]
+            if live.size:
+                build.index.add_with_ids(np.stack([self.embedding(r) for r in live]), live)
+        self.index = build.index
+        log.info(
+            "latent cache group (N=%d, %s): approximate index over %d rows", self.steps, self.shape, self.live_rows
         )
-        index.cp.min_points_per_centroid = 1  # fewer rows per list than faiss asks for: fine here, no warning
-        index.cp.seed = 0
-        index.train(vectors)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by row without a scan
-        index.nprobe = INDEX_PROBES
-        index.add_with_ids(vectors, live.astype(np.int64))
-        self.index = index
-        log.info("latent cache group (N=%d, %s): approximate index over %d rows", self.steps, self.shape, len(live))
 
     def new_row(self, embedding: np.ndarray, digest: bytes | None, near: set[int], width: int) -> int:
         if self.free_rows:
@@ -203,6 +257,8 @@ class _Group:
         self.rows_version += 1
         if self.index:
             self.index.add_with_ids(self.embedding(row)[None], np.array([row], np.int64))
+        elif self._build is not None:
+            self._build.touched.add(row)
         if digest is not None and digest not in self.row_of:
             self.row_of[digest] = row
             self.digest[row] = digest
@@ -226,6 +282,8 @@ class _Group:
         self.rows_version += 1
         if self.index:
             self.index.remove_ids(np.array([row], np.int64))
+        elif self._build is not None:
+            self._build.touched.add(row)
 
     # ------------------------------------------------------------------ slots
     def latent(self, slot: int):
@@ -274,6 +332,9 @@ class LatentCache:
         self._lock = threading.Lock()
         self._peeked: dict[tuple, tuple] = {}  # (group id, embedding digest) -> (rows version, rows, sims)
         self.evictions = 0
+        if self.enabled:  # load faiss now (tens of ms, under the interpreter lock), not on the engine thread later
+            with contextlib.suppress(ImportError):
+                import faiss  # noqa: F401
 
     @property
     def enabled(self) -> bool:
@@ -347,6 +408,17 @@ class LatentCache:
             self._peeked.clear()
         self._peeked[key] = (g.rows_version, rows, sims)
         return rows, sims
+
+    def wait_index(self, timeout: float | None = None) -> None:
+        """Wait for the approximate indexes being built and take them now (tests and
+        benchmarks; the engine never waits: its next search takes a finished one)."""
+        for g in list(self._by_id):
+            build = g._build
+            if build is not None:
+                build.done.wait(timeout)
+        with self._lock:
+            for g in self._by_id:
+                g.adopt_index(0)
 
     def peek(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int) -> int:
         """Steps done by the entry :meth:`lookup` would return (0: none), without using it: no
