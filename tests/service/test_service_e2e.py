@@ -1,6 +1,8 @@
 """The real service on a loopback port: grant and deny paths end to end, equality with the
 in-process split generation, the cache hit path, metrics."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,29 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
     # work with no step in flight, part of the engine's working time
     assert engine.stats.alone_turns >= 2
     assert 0 < engine.stats.alone_s <= engine.stats.engine_busy_s
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_max_batch_caps_the_running_batch_across_windows(start_service, cap):
+    """Windows shorter than a request's edge steps: members of several windows share the batch,
+    which grows past B_max without a cap and never past ``max_batch`` with one (the windows
+    meanwhile are denied: no slot)."""
+    service, engine = start_service(cache_gb=0, b_max=1, max_batch=cap, window_s=0.04)
+    sizes = []
+    launch = engine._launch
+    engine._launch = lambda executor: sizes.append(len(executor)) or launch(executor)
+    with EdgeClient(service.url) as client:
+        ids = []
+        for i in range(8):
+            ids.append(client.submit(f"prompt {i}", alpha=5.0, profile=SLOW_DEVICE, steps=50, seed=i)["id"])
+            time.sleep(0.03)
+        finals = [client.status(i, wait=60) for i in ids]
+    assert all(f["status"] in ("done", "denied") for f in finals)
+    if cap is None:
+        assert max(sizes) > 2  # the premise: windows overlap in the batch
+    else:
+        assert max(sizes) <= cap
+        assert any("no batch slot" in (f["reason"] or "") for f in finals if f["status"] == "denied")
 
 
 def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, tiny):

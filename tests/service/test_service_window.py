@@ -99,6 +99,27 @@ def test_decide_window_groups_by_step_count_in_arrival_order_sharing_b_max():
         assert g.outcome.latency_model == "timeline"
 
 
+def test_max_batch_leaves_a_window_only_the_running_batch_s_free_slots():
+    cfg = dataclasses.replace(CONFIG, b_max=3, max_batch=5)
+    jobs = [job(f"u{i}", 100.0 + 0.01 * i, alpha=50.0, k=0.5) for i in range(6)]  # all want the edge
+
+    def granted(running):
+        (group,) = decide_window(
+            jobs, cfg, make_policy("exact"), start=100.0, edge_profile=EDGE, intermediate_bits=64, running=running
+        )
+        return group.instance.B_max, group.decision.granted_count
+
+    assert granted(0) == (3, 3) and granted(2) == (3, 3)  # B_max binds
+    assert granted(4) == (1, 1) and granted(5) == (0, 0) and granted(9) == (0, 0)  # the batch cap binds
+    uncapped = dataclasses.replace(cfg, max_batch=None)
+    (group,) = decide_window(
+        jobs, uncapped, make_policy("exact"), start=100.0, edge_profile=EDGE, intermediate_bits=64, running=50
+    )
+    assert group.instance.B_max == 3  # without a cap, members running change nothing (the paper's window)
+    with pytest.raises(ValueError, match="max_batch"):
+        ServiceConfig(max_batch=0)
+
+
 class FailsOnLongRuns:
     def decide(self, instance):
         if instance.N > 10:

@@ -97,6 +97,18 @@ def test_a_step_across_the_window_end_delays_the_decision_to_its_end():
     assert rec.decided_at[1] == pytest.approx(2.4) and rec.decided_at[2] == pytest.approx(2.4)
 
 
+def test_max_batch_caps_the_running_batch_across_windows():
+    # steps of 0.1 s per member over a 0.25 s window: each window's members outlast it
+    arr = arrivals(np.linspace(0.01, 6.0, 60), k=5.0, alpha=50.0, steps=10)
+    batches = {}
+    for cap in (None, 3):
+        site = make_site(profile="0.1,0.0", window_s=0.25, gpus=1, b_max=2, max_batch=cap, cache_gb=0)
+        result = simulate(TwinConfig([site]), arr)
+        batches[cap] = result.sites[0].busy_b
+    assert batches[None].max() > 3  # windows overlap: without a cap the batch grows past B_max
+    assert batches[3].max() == 3
+
+
 def test_runs_are_seeded():
     sites = uniform_sites(3, profile="edge-h100", gpus=8, window_s=0.5, cache_gb=0.5)
     wl = WorkloadConfig(rate=30, duration_s=20, steps=30, users=50)

@@ -68,6 +68,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--bmax", type=non_negative_int, default=d["b_max"], help="max granted users per window B_max")
     p.add_argument(
+        "--max-batch", type=positive_int, help="most members in the running batch, windows together (default: no cap)"
+    )
+    p.add_argument(
         "--cache-gb", type=number(float, 0.0), default=d["cache_gb"], help="latent cache capacity in GB (0: off)"
     )
     p.add_argument(
@@ -177,6 +180,7 @@ def run(args) -> None:
         worker_threads=args.worker_threads,
         engine_process=args.ray is None if args.engine_process is None else args.engine_process,
         b_max=args.bmax,
+        max_batch=args.max_batch,
         cache_gb=args.cache_gb,
         cache_eviction=args.cache_policy,
         pai_a=pai.a,

@@ -27,6 +27,10 @@ class ServiceConfig:
     caching model's 6 of 20 steps, docs/caching-model.md). ``edge_profile`` ``None`` calibrates the
     edge model at start-up.
 
+    ``b_max`` bounds the requests each window grants; ``max_batch`` (optional) bounds the
+    running batch, where members of earlier windows may still be: a window then grants at most
+    ``min(b_max, max_batch - members running)``.
+
     ``workers`` > 1 runs the denoiser on that many replicas (:mod:`edgediff.runtime.workers`:
     one per GPU on CUDA, else CPU processes of ``worker_threads`` torch threads each); then
     ``gpus``, the ``G`` of ``L_e(b, G) = k b / G + h``, is the worker count (another ``gpus``
@@ -44,6 +48,8 @@ class ServiceConfig:
     # edgediff serve: the engine in its own process, the HTTP face in this one (service.engine_process)
     engine_process: bool = True
     b_max: int = 20
+    # the most members the running batch holds (e.g. what GPU memory allows); None: B_max per window only
+    max_batch: int | None = None
     cache_gb: float = 1.0
     cache_eviction: str = "lcbfu"
     theta_min: float = 0.8
@@ -93,6 +99,10 @@ class ServiceConfig:
         for name in ("b_max", "cache_gb", "max_wait_s", "drain_timeout_s", "linger_s", "record_limit", "seed"):
             if getattr(self, name) < 0:
                 raise ServiceConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_batch is not None and (
+            isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1
+        ):
+            raise ServiceConfigError(f"max_batch must be an integer >= 1, got {self.max_batch!r}")
         for name in ("theta_min", "reusable_fraction", "n_hat_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

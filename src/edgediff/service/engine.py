@@ -528,6 +528,7 @@ class EdgeEngine:
                 edge_profile=(self.edge_k, self.edge_h),
                 intermediate_bits=self.intermediate_bits,
                 gpus=gpus,
+                running=len(executor),
             )
         for group in groups:
             if group.error is not None:  # e.g. a learned policy that cannot take this instance

@@ -71,10 +71,18 @@ def window_instance(
     )
 
 
+def window_slots(config: ServiceConfig, running: int) -> int:
+    """The requests a window may grant: ``B_max``, and with ``max_batch`` no more than the
+    running batch of ``running`` members has free."""
+    if config.max_batch is None:
+        return config.b_max
+    return max(0, min(config.b_max, config.max_batch - running))
+
+
 def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
     """Why a request of this window was denied, in words for the status object's ``reason``."""
     if granted_count >= instance.B_max:
-        return "no batch slot left: this window's B_max slots went to other requests"
+        return "no batch slot left: other requests hold the batch's slots"
     return (
         f"policy {policy}: running every step on the device scores higher (given this request's α and device step time)"
     )
@@ -110,13 +118,15 @@ def decide_window(
     edge_profile: tuple[float, float],
     intermediate_bits: int,
     gpus: int | None = None,
+    running: int = 0,
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` (the model has one
-    ``N``), groups in order of first arrival sharing ``config.b_max``, each decided by
+    ``N``), groups in order of first arrival sharing the window's slots, each decided by
     ``policy`` (anything with ``decide(instance) -> Decision``), with ``G = gpus`` (default
-    ``config.gpus``). A policy that raises on a
-    group (e.g. a learned policy that cannot take the instance) fails that group only."""
-    remaining = config.b_max
+    ``config.gpus``). The slots: ``config.b_max``, and with ``config.max_batch`` no more than
+    the running batch (``running`` members of earlier windows) has free. A policy that raises
+    on a group (e.g. a learned policy that cannot take the instance) fails that group only."""
+    remaining = window_slots(config, running)
     groups: dict[int, list] = {}
     for job in jobs:
         groups.setdefault(job.steps, []).append(job)

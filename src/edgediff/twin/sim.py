@@ -218,6 +218,7 @@ class SimSite:
             start=end - self.K,
             edge_profile=svc.edge_profile,
             intermediate_bits=self.site.intermediate_bits,
+            running=len(ex),
         )
         for group in groups:
             if group.error is not None:  # summarized once per site at the end of the run
