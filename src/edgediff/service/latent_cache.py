@@ -106,9 +106,9 @@ class _IndexBuild:
         ).start()
 
     def _run(self, dim: int, blocks: list, n_rows: int, free_rows: list) -> None:
-        import faiss
-
         try:
+            import faiss
+
             self.rows = np.setdiff1d(np.arange(n_rows), free_rows)
             vectors = np.concatenate(blocks)[self.rows]
             index = faiss.IndexIVFScalarQuantizer(
@@ -198,7 +198,7 @@ class _Group:
 
     def build_index(self) -> None:
         """Start building the IVF index over the live rows on a thread of its own (k-means on
-        them: ~0.5 s once per group at 16k 384-d rows, which would stall the engine thread);
+        them: 0.5–1.5 s once per group at 16k 384-d rows, which would stall the engine thread);
         the exact product answers until :meth:`adopt_index` takes it. Nothing if faiss is not
         installed (the exact product stays)."""
         try:
@@ -219,7 +219,7 @@ class _Group:
 
     def adopt_index(self, timeout: float | None = None) -> None:
         """Take the index built in the background (waiting up to ``timeout`` s for it), with the
-        rows made and freed since its snapshot applied in order."""
+        rows made and freed since its snapshot brought up to date."""
         build = self._build
         if build is None or not build.done.wait(timeout):
             return
@@ -232,7 +232,7 @@ class _Group:
         touched = np.array(sorted(build.touched), np.int64)
         if touched.size:
             build.index.remove_ids(touched[np.isin(touched, build.rows)])
-            live = touched[np.isin(touched, self.free_rows, invert=True) & (touched < self.n_rows)]
+            live = touched[np.isin(touched, self.free_rows, invert=True)]
             if live.size:
                 build.index.add_with_ids(np.stack([self.embedding(r) for r in live]), live)
         self.index = build.index
