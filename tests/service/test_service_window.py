@@ -118,6 +118,8 @@ def test_max_batch_leaves_a_window_only_the_running_batch_s_free_slots():
     assert group.instance.B_max == 3  # without a cap, members running change nothing (the paper's window)
     with pytest.raises(ValueError, match="max_batch"):
         ServiceConfig(max_batch=0)
+    # the start-up calibration spans the batches the edge may run: up to the cap when there is one
+    assert (cfg.batch_limit, uncapped.batch_limit) == (5, 3)
 
 
 class FailsOnLongRuns:

@@ -76,6 +76,12 @@ class ServiceConfig:
     cache_sharing: bool = False  # with api_keys: one latent cache for all tenants (a membership oracle)
     seed: int = 0
 
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch the edge plans for (and calibrates up to): ``max_batch`` if set, else
+        ``b_max`` (windows that overlap may still exceed it then)."""
+        return self.b_max if self.max_batch is None else self.max_batch
+
     def __post_init__(self):
         numbers = [f.name for f in fields(self) if f.type in ("float", "int")]
         for name in numbers:

@@ -306,7 +306,7 @@ class EdgeEngine:
 
         pooled = self.live_gpus() if self.pool is not None else 1  # the G the timed steps were split over
         profile = calibrate(
-            self.model, CalibrationConfig(batches=calibration_batches(self.config.b_max), repeats=3, warmup=1)
+            self.model, CalibrationConfig(batches=calibration_batches(self.config.batch_limit), repeats=3, warmup=1)
         )
         k, h = profile.k * pooled, profile.h
         if k <= 0 or k / self.config.gpus + h <= 0:  # noisy timings on a loaded machine
@@ -818,6 +818,7 @@ class EdgeEngine:
             "gpus": self.live_gpus(),
             "workers": self.workers_info(),
             "b_max": cfg.b_max,
+            "max_batch": cfg.max_batch,
             "edge_profile": {"k": self.edge_k, "h": self.edge_h},
             "intermediate_bits": self.intermediate_bits,
             "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
