@@ -139,6 +139,8 @@ def run(args, steps_per_prompt: int) -> float:
     embeddings = unit_rows(rng, prompts)
 
     gc.collect()
+    if args.gc_freeze:  # as the engine process does once started: the start-up heap out of the collector's reach
+        gc.freeze()
     rss0 = rss_bytes()
     start = time.perf_counter()
     inserted, slowest, gc_pause = fill(cache, embeddings, steps_per_prompt)
@@ -240,6 +242,12 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=500, help="timed calls per operation (500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="freeze the start-up heap before the fill, as the service's engine process does (default: on)",
+    )
     parser.add_argument("--exact-scans", action="store_true", help="time the exact searches weighed against the index")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -248,6 +256,7 @@ def main() -> int:
         return 0
     if len(args.steps_per_prompt) > 1:  # one process per pattern: RSS growth is then each one's own
         common = ["--entries", str(args.entries), "--calls", str(args.calls), "--seed", str(args.seed)]
+        common.append("--gc-freeze" if args.gc_freeze else "--no-gc-freeze")
         for k in args.steps_per_prompt:
             done = subprocess.run([sys.executable, __file__, "--steps-per-prompt", str(k), *common])
             if done.returncode:
