@@ -41,6 +41,15 @@ def test_unet_backend_puts_negative_prompts_first_and_guides(tiny):
     assert torch.equal(backend.guide(uncond, cond, 7.5), 7.5 * cond)
 
 
+def test_a_denoiser_worker_places_only_the_denoiser():
+    backend = load_model("tiny").backend  # its own copy: this test casts it
+    backend.place("cpu", "float64", only_denoiser=True)
+    assert backend.unet.dtype == torch.float64 and backend.dtype == "float64"
+    assert backend.vae.dtype == backend.text_encoder.dtype == torch.float32  # left as they were
+    backend.place("cpu", "float64")
+    assert backend.vae.dtype == backend.text_encoder.dtype == torch.float64
+
+
 def test_registry_picks_the_family_and_refuses_an_unknown_one():
     assert backend_class("stable-diffusion") is UNetBackend
     assert family_of({"_class_name": "StableDiffusionPipeline"}) == "stable-diffusion"

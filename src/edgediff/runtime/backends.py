@@ -83,7 +83,7 @@ class DenoiserBackend(ABC):
     @property
     @abstractmethod
     def modules(self) -> tuple:
-        """The torch modules, which :meth:`place` moves, casts and freezes."""
+        """The torch modules, which :meth:`place` moves, casts and freezes; the denoiser first."""
 
     @property
     @abstractmethod
@@ -123,11 +123,14 @@ class DenoiserBackend(ABC):
     def save(self, directory: str | Path) -> None:
         """Write a diffusers pipeline directory that this family loads back."""
 
-    def place(self, device: str, dtype: str) -> None:
-        """Move the modules to ``device`` and ``dtype``, in eval mode without gradients."""
+    def place(self, device: str, dtype: str, only_denoiser: bool = False) -> None:
+        """Move the modules to ``device`` and ``dtype``, in eval mode without gradients;
+        ``only_denoiser``: the denoiser alone, the first of :attr:`modules` (a denoiser worker
+        calls nothing but :meth:`predict`, so its GPU need not hold the autoencoder and text
+        encoders)."""
         self.device, self.dtype = device, dtype
         torch_dtype = self.torch_dtype()
-        for module in self.modules:
+        for module in self.modules[:1] if only_denoiser else self.modules:
             module.to(device)
             if module.dtype != torch_dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
                 module.to(dtype=torch_dtype)

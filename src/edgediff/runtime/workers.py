@@ -87,7 +87,7 @@ def _serve(conn, backend_bytes: bytes, device: str, dtype: str, threads: int) ->
     torch.set_num_threads(threads)
     backend: DenoiserBackend = _loads(backend_bytes)
     del backend_bytes
-    backend.place(device, dtype)
+    backend.place(device, dtype, only_denoiser=True)  # the rest stays in host memory, unused
     conn.send(("ready", None))
     while True:
         message = conn.recv_bytes()
