@@ -17,11 +17,13 @@ working time (everything but waiting for a window: decisions, embeddings, cache,
 steps, payload encoding); the ideal is the executor's calibrated ``L(b) = k b + h`` summed
 over the batches the edge really ran (what the same steps cost in the calibration's steady
 state). The ratio ideal / working time is the service's efficiency (target 90 %); the rest is
-split by the engine's phase timers (``/v1/info`` ``stats.phases_s``), the engine thread's
-wall time beyond its CPU time (waiting for the GIL or a core: the HTTP thread and the
-clients share them), and the server process's CPU outside the engine thread (HTTP).
+split by the engine's phase timers (``/v1/info`` ``stats.phases_s``), its host work with no
+step in flight (``stats.alone_s``), the engine thread's wall time beyond its CPU time (waiting
+for the denoiser thread, the GIL or a core), the HTTP side's CPU, and each thread's time on a
+core and runnable without one.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_service.py [--clients 100,200] [--requests 2] [--steps 20]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_service.py [--clients 100,200] [--requests 8] [--steps 20]
+        [--model DIR] [--no-engine-process | --engine-only] [--pin-engine]
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ SUBJECTS = [
 STYLES = ["at dusk", "in the snow", "oil painting", "watercolor", "photograph"]
 
 
-def process_cpu_s(pid: int, task: int | None = None) -> float:
-    """User + system CPU seconds so far of process ``pid``, or of its thread ``task`` (Linux /proc)."""
-    with open(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat") as f:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -79,12 +81,9 @@ def threads_sched_s(pid: int) -> tuple[collections.Counter, collections.Counter]
     sleeps: that is neither."""
     on_core, waiting = collections.Counter(), collections.Counter()
     for current in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/comm") as f:
-                    name = f.read().strip()
-                with open(f"/proc/{current}/task/{task}/schedstat") as f:
-                    on_core_ns, run_queue_ns = (int(v) for v in f.read().split()[:2])
+        for task, name in named_tasks(current):
+            with contextlib.suppress(OSError), open(f"/proc/{current}/task/{task}/schedstat") as f:
+                on_core_ns, run_queue_ns = (int(v) for v in f.read().split()[:2])
                 on_core[name] += on_core_ns / 1e9
                 waiting[name] += run_queue_ns / 1e9
     return on_core, waiting
@@ -94,20 +93,21 @@ def pin_engine(pid: int) -> None:
     """The engine process (the descendant of ``pid`` with the engine's threads) alone on the last
     core; the HTTP process and this one (the clients) on the others."""
     cores = sorted(os.sched_getaffinity(0))
-    engine = [p for p in process_tree(pid)[1:] if "edgediff-calls" in _thread_names(p)]
+    engine = [p for p in process_tree(pid)[1:] if any(name == "edgediff-calls" for _, name in named_tasks(p))]
     for current, allowed in [*((e, cores[-1:]) for e in engine), (pid, cores[:-1]), (os.getpid(), cores[:-1])]:
         for task in os.listdir(f"/proc/{current}/task"):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(task), set(allowed))
 
 
-def _thread_names(pid: int) -> set[str]:
-    names = set()
+def named_tasks(pid: int) -> list[tuple[int, str]]:
+    """``(thread id, OS thread name)`` of each thread of process ``pid`` (none once it is gone)."""
+    tasks = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/comm") as f:
-                names.add(f.read().strip())
-    return names
+                tasks.append((int(task), f.read().strip()))
+    return tasks
 
 
 def process_tree(pid: int) -> list[int]:

@@ -129,15 +129,19 @@ class ConditioningMemo:
                 self._rows.move_to_end(key)
                 return self._rows[key]
         conditioning = request_conditioning(backend, request)
-        size = sum(t.numel() * t.element_size() for t in conditioning.tensors.values())
+        size = _nbytes(conditioning)
         with self._lock:
             if key not in self._rows and size <= self.max_bytes:
                 self._rows[key] = conditioning
                 self.nbytes += size
             while self.nbytes > self.max_bytes:
                 _, old = self._rows.popitem(last=False)
-                self.nbytes -= sum(t.numel() * t.element_size() for t in old.tensors.values())
+                self.nbytes -= _nbytes(old)
         return conditioning
+
+
+def _nbytes(conditioning) -> int:
+    return sum(t.numel() * t.element_size() for t in conditioning.tensors.values())
 
 
 class EmbedderError(InputError):

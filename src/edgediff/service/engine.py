@@ -497,9 +497,10 @@ class EdgeEngine:
             if pending is not None:
                 executor, handoff = self._complete(executor, pending)
             self.stats.engine_cpu_s += time.thread_time() - cpu
-            self.stats.engine_busy_s += time.perf_counter() - now
+            busy = time.perf_counter() - now
+            self.stats.engine_busy_s += busy
             if pending is None:
-                self.stats.alone_s += time.perf_counter() - now
+                self.stats.alone_s += busy
                 self.stats.alone_turns += 1
         self._hand_off(handoff)
         failed = [j for j in self.jobs() if not j.terminal]

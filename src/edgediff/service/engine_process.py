@@ -96,7 +96,7 @@ async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader
         return
     # the start-up heap (torch, diffusers, the model, the embedder) never becomes garbage: out of
     # the collector's reach, a full collection traverses only what serving makes (the latent
-    # cache's entries): its longest pause over a 100k-entry fill fell from 116-145 ms to 20-39 ms
+    # cache's entries): its longest pause over a 100k-entry fill fell from 116-142 ms to 20-39 ms
     # (bench/bench_latent_cache.py --no-gc-freeze against the default)
     gc.collect()
     gc.freeze()
