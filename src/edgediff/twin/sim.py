@@ -24,13 +24,13 @@ import numpy as np
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.store import EdgeCache
 from edgediff.service.routing import least_expected_latency
-from edgediff.service.window import decide_window, window_policy
+from edgediff.service.scheduler import EPS, Hit, WindowScheduler
+from edgediff.service.window import window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
 from edgediff.twin.workload import Arrivals
 
 log = logging.getLogger(__name__)
 
-EPS = 1e-9  # seconds: times closer than this are the same instant
 EMBEDDING_BYTES = 384 * 4  # a cached entry holds its prompt's embedding too (the service's MiniLM)
 PROMPT = " " * 27  # a class-keyed request's prompt: the paper's 216 bits
 
@@ -114,24 +114,52 @@ class SimExecutor:
         return self.t
 
 
+class SimCache:
+    """Part B's class-keyed store (:class:`~edgediff.cache.store.EdgeCache`) as the window
+    scheduler's cache: a request's key is its content class, time is the cache's logical
+    clock (one tick per use or store), a hit's start state is its depth."""
+
+    def __init__(self, entries: EdgeCache):
+        self.entries = entries
+        self.clock = 0
+        self.lookups = self.hits = 0
+
+    def peek(self, jobs, reusable) -> list[int]:
+        depth = self.entries.cached_steps(np.array([job.cls for job in jobs]))
+        return depth[np.arange(len(jobs)), reusable].tolist()
+
+    def lookup(self, job: SimJob, reach: int, reusable: int) -> Hit:
+        self.clock += 1
+        self.lookups += 1
+        hit = int(self.entries.cached_steps(job.cls)[reach]) if reach > 0 else 0
+        if hit:
+            self.hits += 1
+            self.entries.touch(job.cls, hit, self.clock)
+        return Hit(hit, hit)
+
+    def store(self, job: SimJob, step: int, state) -> None:
+        self.clock += 1
+        self.entries.insert(job.cls, step, self.clock)
+
+    def order(self, job: SimJob) -> int:
+        return job.cls
+
+
 class SimSite:
-    """One site: its queue, window clock, executor, cache and policy."""
+    """One site: the service's window scheduler around a simulated executor and cache, with
+    the site's window clock; this class only says when the scheduler looks (at arrivals and
+    at the step ends its events fall on)."""
 
     def __init__(self, index: int, site: Site, policy, records: Records, arrivals: Arrivals):
-        self.index, self.site, self.policy, self.records = index, site, policy, records
+        self.index, self.site, self.records = index, site, records
         self.service = svc = site.service
-        self.K, self.phase = svc.window_s, site.phase_s
         self.executor = SimExecutor(*site.executed_profile, svc.gpus)
-        self.queue: list[SimJob] = []
         self.event: float | None = None  # time of the pending decision (None: queue empty)
-        self.windows = 0
         self.decided_t, self.decided_n = array("d"), array("q")
-        self.cache = None
-        self.captures: list[tuple[int, int, int]] = []  # (step index due, class, step m)
-        self.clock = 0  # the cache's logical time
-        self.lookups = self.hits = 0
         self.router: Router | None = None
         self.failed_windows, self.first_failure = 0, None
+        self.left_seen = 0  # members out of the executor that the scheduler has been told of
+        self.cache = None
         steps = set(np.unique(arrivals.steps).tolist())
         if svc.cache_bytes > 0:
             if len(steps) != 1:
@@ -147,24 +175,38 @@ class SimSite:
                 output_bytes=site.intermediate_bits / 8 + EMBEDDING_BYTES,
                 capacity_bytes=svc.cache_bytes,
             )
-            self.cache = EdgeCache(cfg, arrivals.catalog, svc.cache_eviction)
+            self.cache = SimCache(EdgeCache(cfg, arrivals.catalog, svc.cache_eviction))
+        self.scheduler = WindowScheduler(
+            svc,
+            policy,
+            SimBatch(self.executor),
+            self.cache,
+            edge_profile=svc.edge_profile,
+            intermediate_bits=site.intermediate_bits,
+            phase=site.phase_s,
+        )
 
-    # ------------------------------------------------------------------ the window clock
-    def first_boundary_index(self, t: float) -> int:
-        """``j`` of the last window end ``phase + j K`` at or before ``t`` (the first is j = 1)."""
-        return math.floor((t - self.phase) / self.K + EPS)
+    @property
+    def windows(self) -> int:
+        return self.scheduler.windows
 
-    def next_decision(self, t: float) -> float:
-        """When a request arriving at ``t`` would be decided if no step ran past a window end."""
-        if self.event is not None:
-            return self.event
-        return self.phase + self.K * max(1, self.first_boundary_index(t) + 1)
+    @property
+    def queued(self) -> int:
+        return len(self.scheduler.queue)
 
+    @property
+    def lookups(self) -> int:
+        return 0 if self.cache is None else self.cache.lookups
+
+    @property
+    def hits(self) -> int:
+        return 0 if self.cache is None else self.cache.hits
+
+    # ------------------------------------------------------------------ when the scheduler looks
     def arrive(self, job: SimJob, t: float, events: list) -> None:
-        if len(self.queue) >= self.service.queue_limit:  # 503: the device runs it all
+        if not self.scheduler.submit(job):  # 503: the device runs it all
             self.records.reject(job.index, t)
             return
-        self.queue.append(job)
         if self.event is not None:
             self._report()
             return
@@ -173,10 +215,11 @@ class SimSite:
             heapq.heappush(events, (t, self.index))
             self._report()
             return
-        j = self.first_boundary_index(t)
-        when = self.phase + self.K * (j + 1)
+        clock = self.scheduler
+        j = clock.boundary_index(t)
+        when = clock.phase + clock.K * (j + 1)
         if j >= 1:  # the last window end may not be consumed yet: a step is running across it
-            reached = self.executor.run_until(self.phase + self.K * j)
+            reached = self.executor.run_until(clock.phase + clock.K * j)
             if reached > t + EPS:
                 when = reached
         self.event = when
@@ -197,83 +240,56 @@ class SimSite:
         if self.router is not None:
             self.router.report(self)
 
-    # ------------------------------------------------------------------ a window
     def decide(self, now: float) -> None:
-        svc, ex, rec = self.service, self.executor, self.records
-        last = ex.last_start
-        if last is None:  # idle: the window end itself
-            end = self.phase + self.K * self.first_boundary_index(now)
-        else:  # the first window end after the previous step end, as the engine's boundary
-            end = self.phase + self.K * max(1, self.first_boundary_index(last) + 1)
-        jobs, self.queue = self.queue, []
-        self.windows += 1
+        """The scheduler's look at ``now``, a step end (or the edge idle): the queue's window."""
+        ex, rec, scheduler = self.executor, self.records, self.scheduler
+        self.sync()
+        window = scheduler.take(now, ex.last_start)
+        if window is None:
+            return
         self.decided_t.append(now)
-        self.decided_n.append(len(jobs))
-        self._store_captures()
-        self._peek(jobs)
-        groups = decide_window(
-            jobs,
-            svc,
-            self.policy,
-            start=end - self.K,
-            edge_profile=svc.edge_profile,
-            intermediate_bits=self.site.intermediate_bits,
-            running=len(ex),
-        )
-        for group in groups:
-            if group.error is not None:  # summarized once per site at the end of the run
-                self.failed_windows += 1
-                self.first_failure = self.first_failure or f"at {now:.3f} s: {group.error}"
-                for job in group.jobs:
-                    rec.fail(job.index, now)
+        self.decided_n.append(len(window.jobs))
+        decided = scheduler.decide(window)
+        for err in decided.policy_errors:  # summarized once per site at the end of the run
+            self.failed_windows += 1
+            self.first_failure = self.first_failure or f"at {now:.3f} s: {err}"
+        for answer in decided.answers:
+            i = answer.job.index
+            if answer.status == "failed":
+                rec.fail(i, now)
                 continue
-            granted, split = group.decision.granted, group.decision.split
-            b = group.decision.granted_count
-            latency = group.outcome.latency
-            for i, job in enumerate(group.jobs):
-                n = int(split[i])
-                rec.decide(job.index, self.index, now, bool(granted[i]), n, b, float(latency[i]))
-                if granted[i]:
-                    hit = self._lookup(job, n)
-                    rec.hit[job.index] = hit
-                    ex.add(job.index, job.steps - n - hit)
+            granted = answer.status == "running"
+            rec.decide(i, self.index, now, granted, answer.split, answer.window_granted, answer.predicted_latency_s)
+            if granted:
+                rec.hit[i] = answer.cache_hit_step
         ex.release_pending()
 
-    # ------------------------------------------------------------------ the cache
-    def _peek(self, jobs: list[SimJob]) -> None:
-        """The service's peek before a decision: each request's deepest usable cached step."""
-        if self.cache is None or not jobs:
-            return
-        depth = self.cache.cached_steps(np.array([job.cls for job in jobs]))[:, self.cache.cfg.reusable_steps]
-        for job, d in zip(jobs, depth.tolist()):
-            job.cached_steps = d
+    def sync(self) -> None:
+        """Tell the scheduler what the executor ran since the last look: the outputs now due
+        are stored, the members that left are out of the running set."""
+        ex = self.executor
+        left = [str(i) for i in ex.left_index[self.left_seen :]]
+        self.left_seen = len(ex.left_index)
+        for job, step in self.scheduler.step_done(ex.step_index, left):
+            self.scheduler.store(job, step, None)
 
-    def _lookup(self, job: SimJob, split: int) -> int:
-        """The service's admission: the usable entry with the most steps (at most the member's
-        own edge steps); the member then stores its reusable steps after the hit."""
-        cache = self.cache
-        if cache is None:
-            return 0
-        reusable = cache.cfg.reusable_steps
-        reach = min(reusable, job.steps - split)
-        self.clock += 1
-        self.lookups += 1
-        hit = int(cache.cached_steps(job.cls)[reach]) if reach > 0 else 0
-        if hit:
-            self.hits += 1
-            cache.touch(job.cls, hit, self.clock)
-        for m in range(hit + 1, reach + 1):  # stored when the member has run step m
-            heapq.heappush(self.captures, (self.executor.step_index + m - hit, job.cls, m))
-        return hit
 
-    def _store_captures(self) -> None:
-        if self.cache is None:
-            return
-        done = self.executor.step_index
-        while self.captures and self.captures[0][0] <= done:
-            _, cls, m = heapq.heappop(self.captures)
-            self.clock += 1
-            self.cache.insert(cls, m, self.clock)
+class SimBatch:
+    """:class:`SimExecutor` as the window scheduler's executor: a member joins with its edge
+    steps after its cache hit's depth."""
+
+    def __init__(self, executor: SimExecutor):
+        self.executor = executor
+
+    def __len__(self) -> int:
+        return len(self.executor)
+
+    @property
+    def steps(self) -> int:
+        return self.executor.step_index
+
+    def add(self, job: SimJob, split: int, start) -> None:
+        self.executor.add(job.index, job.steps - split - (start or 0))
 
 
 @dataclass
@@ -333,8 +349,8 @@ class Router:
         # what the front door knows: each site's calibration
         self.k_g = np.array([s.service.edge_profile[0] / s.service.gpus for s in sites])
         self.h = np.array([s.service.edge_profile[1] for s in sites])
-        self.K = np.array([s.K for s in sites])
-        self.phase = np.array([s.phase for s in sites])
+        self.K = np.array([s.scheduler.K for s in sites])
+        self.phase = np.array([s.scheduler.phase for s in sites])
         self.limit = np.array([s.service.queue_limit for s in sites])
         self.members = np.zeros(len(sites))
         self.queued = np.zeros(len(sites))
@@ -345,7 +361,7 @@ class Router:
     def report(self, site: SimSite) -> None:
         s = site.index
         self.members[s] = len(site.executor.members)
-        self.queued[s] = len(site.queue)
+        self.queued[s] = site.queued
         self.event[s] = np.nan if site.event is None else site.event
 
     def route(self, t: float, offloaded: int) -> int:

@@ -1,0 +1,302 @@
+"""The window scheduler: what the edge decides, written once for the service and the twin.
+
+Synchronous and clock-free: every method that acts at a time takes it as an argument, so the
+engine (:mod:`edgediff.service.engine`, real time, threads and I/O around this) and the
+digital twin (:mod:`edgediff.twin.sim`, simulated time) run the same rules and agree by
+construction. It owns
+
+- the request queue and the window clock: windows end at ``phase + j K`` (``j >= 1``); a
+  window is decided at the first look at or after its end, and a look is made between
+  batched steps (the edge cannot decide in the middle of a step), so the window that is
+  decided is the one that ended first after the previous look (``since``);
+- each window's decision (:func:`edgediff.service.window.decide_window`): its requests'
+  cached depths (a peek that moves no usage statistics), the policy's decision with the slots
+  the running batch leaves, one :class:`Answer` per request;
+- the cache's part: a granted member's lookup (the deepest usable entry within its own edge
+  steps and the reusable bound ``S*``), and the steps after the hit up to that bound that the
+  member's run stores, due at the executor's step count (:meth:`step_done`);
+- the running set: the members admitted and not yet out of the batch.
+
+It reaches the denoiser through :class:`StepExecutor` and the cache through
+:class:`WindowCache`, two small protocols: the engine passes its batched executor and latent
+caches, the twin a simulated executor and Part B's class-keyed store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from edgediff.service.config import ServiceConfig
+from edgediff.service.window import decide_window, denial_reason
+
+EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
+
+
+class StepExecutor(Protocol):
+    """The batched denoiser as the scheduler sees it: its members and how one joins."""
+
+    def __len__(self) -> int:
+        """Members in the running batch (those of earlier windows included)."""
+        ...
+
+    @property
+    def steps(self) -> int:
+        """Batched steps started so far, the one in flight included (a member added now
+        runs its first step in the next one)."""
+        ...
+
+    def add(self, job: Any, split: int, start: Any) -> None:
+        """Start ``job``'s edge part, from ``start`` (a cache hit's state, or None: noise), to
+        run until ``split``; raises if the member cannot start (it then fails alone)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A lookup's answer: the cached depth ``step`` (0: a miss) and the state to start from."""
+
+    step: int
+    state: Any = None
+
+
+class WindowCache(Protocol):
+    """The edge's cache of intermediate outputs as the scheduler sees it."""
+
+    def peek(self, jobs: Sequence, reusable: Sequence[int]) -> list[int]:
+        """Each job's deepest cached step within its ``reusable`` bound, moving no statistics."""
+        ...
+
+    def lookup(self, job: Any, reach: int, reusable: int) -> Hit | None:
+        """A granted member's use of the deepest entry within ``reach`` steps (counted as a
+        use); None if the job has no key into the cache (then nothing of it is stored)."""
+        ...
+
+    def store(self, job: Any, step: int, state: Any) -> None:
+        """Store ``job``'s output after ``step`` steps."""
+        ...
+
+    def order(self, job: Any) -> int:
+        """Rank of ``job`` among the outputs due at the same step (stored in rank order)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window taken from the queue: its number, its start on the clock, its requests."""
+
+    index: int
+    start: float
+    jobs: list
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's answer from its window: ``running`` (admitted), ``denied`` (the device
+    runs every step) or ``failed`` (``reason``); the decision's fields when one was made.
+    ``window_granted`` is how many requests its group (its step count) granted."""
+
+    job: Any
+    status: str
+    reason: str | None = None
+    granted: bool | None = None
+    split: int | None = None
+    predicted_latency_s: float | None = None
+    predicted_pai: float | None = None
+    cache_hit_step: int = 0
+    window_granted: int = 0
+
+    def decision(self) -> dict:
+        """The fields a status snapshot takes (none when no decision was made)."""
+        if self.granted is None:
+            return {}
+        return {
+            "granted": self.granted,
+            "split": self.split,
+            "predicted_latency_s": self.predicted_latency_s,
+            "predicted_pai": self.predicted_pai,
+            "cache_hit_step": self.cache_hit_step,
+        }
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A window's outcome: one answer per request (in the window's group order), and the
+    errors of the policy on the groups it failed to decide."""
+
+    window: Window
+    answers: list[Answer]
+    policy_errors: list[Exception]
+    gpus: int
+
+
+class WindowScheduler:
+    """The queue, window clock, decisions, cache admission and running set of one edge site.
+
+    ``config`` gives ``K``, ``B_max``, ``max_batch``, the queue limit, the cache's reusable
+    bound and the instance's constants; ``policy`` decides (``decide(instance) -> Decision``);
+    ``edge_profile`` and ``intermediate_bits`` are the edge's calibration and latent size;
+    ``phase`` is when the window clock started. Not thread-safe: the engine calls it under
+    its lock or from its one engine thread.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        policy,
+        executor: StepExecutor,
+        cache: WindowCache | None = None,
+        *,
+        edge_profile: tuple[float, float],
+        intermediate_bits: int,
+        phase: float = 0.0,
+    ):
+        self.config, self.policy, self.executor, self.cache = config, policy, executor, cache
+        self.edge_profile, self.intermediate_bits = edge_profile, intermediate_bits
+        self.K, self.phase = config.window_s, phase
+        self.queue: list = []
+        self.running: dict[str, Any] = {}  # id -> job: admitted, not yet out of the batch
+        self.windows = 0
+        self._captures: list[tuple[int, int, int, int, Any]] = []  # (due step count, rank, step, seq, job)
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------ the window clock
+    def boundary_index(self, t: float) -> int:
+        """``j`` of the last window end ``phase + j K`` at or before ``t``."""
+        return math.floor((t - self.phase) / self.K + EPS)
+
+    def window_end_after(self, since: float) -> float:
+        """The first window end strictly after ``since`` (the first is ``phase + K``)."""
+        return self.phase + self.K * max(1, self.boundary_index(since) + 1)
+
+    def due(self, now: float, since: float) -> bool:
+        """Whether a look at ``now``, the previous having been at ``since``, decides a window."""
+        return now >= self.window_end_after(since)
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, job) -> bool:
+        """Queue ``job`` for the next window; False if the queue is at its limit (not queued)."""
+        if len(self.queue) >= self.config.queue_limit:
+            return False
+        self.queue.append(job)
+        return True
+
+    def take(self, now: float, since: float | None) -> Window | None:
+        """Take the queue as the window that ended first after ``since`` (None: the edge was
+        idle, the last window end at or before ``now``); None if nothing is queued."""
+        if not self.queue:
+            return None
+        if since is None:
+            end = self.phase + self.K * self.boundary_index(now)
+        else:
+            end = self.window_end_after(since)
+        jobs, self.queue = self.queue, []
+        index = self.windows
+        self.windows += 1
+        return Window(index, end - self.K, jobs)
+
+    # ------------------------------------------------------------------ a window's decision
+    def decide(self, window: Window, gpus: int | None = None) -> Decided:
+        """Decide ``window`` with ``G = gpus`` (default ``config.gpus``) and admit the granted
+        requests into the executor (from their cache hits). A policy that raises fails the
+        requests it was deciding: the window's requests of that step count (one instance);
+        the window's other step counts are decided as usual."""
+        self._peek(window.jobs)
+        groups = decide_window(
+            window.jobs,
+            self.config,
+            self.policy,
+            start=window.start,
+            edge_profile=self.edge_profile,
+            intermediate_bits=self.intermediate_bits,
+            gpus=gpus,
+            running=len(self.executor),
+        )
+        answers, errors = [], []
+        for group in groups:
+            if group.error is not None:
+                err = group.error
+                errors.append(err)
+                reason = f"decision failed: policy {self.config.policy}: {type(err).__name__}: {err}"
+                answers.extend(Answer(job, "failed", reason) for job in group.jobs)
+                continue
+            decision, outcome = group.decision, group.outcome
+            b = decision.granted_count
+            for i, job in enumerate(group.jobs):
+                granted, split = bool(decision.granted[i]), int(decision.split[i])
+                answer = Answer(
+                    job,
+                    "running" if granted else "denied",
+                    granted=granted,
+                    split=split,
+                    predicted_latency_s=float(outcome.latency[i]),
+                    predicted_pai=float(outcome.pai[i]),
+                    window_granted=b if granted else 0,
+                )
+                if granted:
+                    answers.append(self._admit(answer))
+                else:
+                    reason = denial_reason(group.instance, b, self.config.policy)
+                    answers.append(replace(answer, reason=reason))
+        return Decided(window, answers, errors, self.config.gpus if gpus is None else gpus)
+
+    def _peek(self, jobs: list) -> None:
+        """Each job's ``cached_steps``: how deep a cached output it could start from, so that
+        the decision sees the cache (docs/offloading-model.md, "Cached steps")."""
+        if self.cache is None or not jobs:
+            return
+        reusable = [self.config.reusable_steps(job.steps) for job in jobs]
+        for job, depth in zip(jobs, self.cache.peek(jobs, reusable)):
+            job.cached_steps = depth
+
+    def _admit(self, answer: Answer) -> Answer:
+        """Start a granted member from its best usable cache entry; the steps it runs after
+        the hit, up to ``S*`` and within its own edge steps, are due for the cache."""
+        job, split = answer.job, answer.split
+        assert split is not None
+        hit, reach = None, 0
+        if self.cache is not None:
+            reusable = self.config.reusable_steps(job.steps)
+            reach = min(reusable, job.steps - split)
+            hit = self.cache.lookup(job, reach, reusable)
+        hit_step = 0 if hit is None else hit.step
+        try:
+            self.executor.add(job, split, None if hit is None else hit.state)
+        except Exception as err:
+            return replace(answer, status="failed", reason=f"edge could not start: {err}", cache_hit_step=hit_step)
+        self.running[job.id] = job
+        if hit is not None:
+            # stored once the member has run step m: the executor's count then is now's + m - hit
+            launched, rank = self.executor.steps, self.cache.order(job)  # type: ignore[union-attr]
+            for m in range(hit_step + 1, reach + 1):
+                heapq.heappush(self._captures, (launched + m - hit_step, rank, m, next(self._seq), job))
+        return replace(answer, cache_hit_step=hit_step)
+
+    # ------------------------------------------------------------------ the running batch
+    def step_done(self, steps: int, left: Sequence[str] = (), failed: Sequence[str] = ()) -> list[tuple[Any, int]]:
+        """After the executor's ``steps``-th step: the ``(job, m)`` outputs now due for the
+        cache (each member that is still running, or left in this step, at its step ``m``;
+        in due order; ``failed`` members store nothing more); then ``left`` and ``failed``
+        leave the running set."""
+        self.drop(failed)
+        due = []
+        captures = self._captures
+        while captures and captures[0][0] <= steps:
+            _, _, m, _, job = heapq.heappop(captures)
+            if job.id in self.running:
+                due.append((job, m))
+        self.drop(left)
+        return due
+
+    def drop(self, keys) -> list:
+        """Take the members ``keys`` out of the running set; returns those that were in it."""
+        return [job for job in (self.running.pop(key, None) for key in keys) if job is not None]
+
+    def store(self, job, step: int, state) -> None:
+        """Store a due output (:meth:`step_done`) in the cache."""
+        if self.cache is not None:
+            self.cache.store(job, step, state)
