@@ -65,17 +65,17 @@ def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_servic
     from edgediff.runtime.models import load_model
     from edgediff.runtime.payload import decode_latent
     from edgediff.runtime.split import run_edge, run_local
-    from edgediff.service import window
+    from edgediff.service import scheduler
 
     planned = []  # the G of every instance the engine decided on
-    decide = window.decide_window
+    decide = scheduler.decide_window
 
     def recording(*args, **kwargs):
         groups = decide(*args, **kwargs)
         planned.extend(g.instance.G for g in groups if g.instance is not None)
         return groups
 
-    monkeypatch.setattr(window, "decide_window", recording)
+    monkeypatch.setattr(scheduler, "decide_window", recording)
     service, engine = start_service(model=edge_model, workers=2, cache_gb=0, window_s=0.3)
     assert engine.pool.alive == 2 and edge_model.workers is engine.pool
     with httpx.Client(base_url=service.url, timeout=90) as http:

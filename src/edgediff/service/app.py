@@ -263,7 +263,7 @@ def install_common(app: FastAPI, config: ServiceConfig):
 
 
 def create_app(engine: EdgeEngine) -> FastAPI:
-    """The FastAPI app; its lifespan starts the engine (loading the model) and drains it."""
+    """The FastAPI app; its lifespan starts the engine's threads and drains it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

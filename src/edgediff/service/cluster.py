@@ -99,8 +99,8 @@ class SiteActor:
     async def start(self) -> dict:
         from edgediff.service.engine import EdgeEngine
 
-        engine = EdgeEngine(self.config, site=self.name)
-        await asyncio.to_thread(engine.start, asyncio.get_running_loop())
+        engine = await asyncio.to_thread(EdgeEngine, self.config, site=self.name)
+        engine.start(asyncio.get_running_loop())
         self.engine, self.face = engine, EngineFace(engine)
         return {"pid": os.getpid(), **engine.load()}
 

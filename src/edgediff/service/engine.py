@@ -28,26 +28,24 @@ under the engine's lock; the HTTP handlers read no other job state.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-
-import numpy as np
+from dataclasses import dataclass, field, replace
 
 from edgediff.service.config import ServiceConfig
-from edgediff.service.embedding import ConditioningMemo, EmbeddingMemo
+from edgediff.service.denoiser import EdgeDenoiser, name_os_thread
 from edgediff.service.job import Job, JobSnapshot, RestoredJob
 from edgediff.service.journal import LOST, Journal, replay
-from edgediff.service.latent_cache import LatentCache
+from edgediff.service.latent_cache import TenantCaches
 from edgediff.service.metrics import ServiceMetrics
+from edgediff.service.prep import PromptPrep
+from edgediff.service.scheduler import WindowScheduler
 from edgediff.service.schemas import TERMINAL, SubmitRequest
 from edgediff.service.status import StatusBoard
 
@@ -96,26 +94,6 @@ class EdgeStats:
     alone_turns: int = 0
 
 
-def name_os_thread(name: str | None = None) -> None:
-    """Give the calling thread its Python name (or ``name``) in the OS too, cut to Linux's 15
-    bytes, so that ``top -H`` and ``/proc/PID/task/*/comm`` tell the engine's threads apart
-    (the benchmark's CPU split reads them); nothing where ``/proc`` is missing."""
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
-            comm.write((name or threading.current_thread().name)[:15])
-    except OSError:
-        pass
-
-
-def calibration_batches(b_max: int) -> tuple[int, ...]:
-    """The batch sizes the start-up calibration times: 1 to ``B_max`` (at least 8), since a
-    step's cost grows faster than linearly past small batches on a CPU (compare ``edgediff
-    calibrate --batches 1,2,4,8`` with ``--batches 1,4,8,16,20``), and the fit is the law the
-    windows are planned with at the batches the edge really runs."""
-    top = max(8, b_max)
-    return tuple(sorted({1, 2, 4, 8, top // 2, top}))
-
-
 def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnapshot:
     """The status of a request of an earlier run from its journal ``record``."""
     steps, split = int(record.get("steps") or 0), record.get("split")
@@ -125,14 +103,36 @@ def _restored_snapshot(record: dict, status: str, reason: str | None) -> JobSnap
     return JobSnapshot(record["id"], steps, 0.0, status, window, granted, split, reason=reason)
 
 
+class EdgeBatch:
+    """The runtime's batched executor as the window scheduler's executor, counting the steps
+    it launched (a fresh executor takes over after a step failed as a whole)."""
+
+    def __init__(self, model):
+        from edgediff.runtime.executor import BatchedExecutor
+
+        self.model, self.executor, self.steps = model, BatchedExecutor(model), 0
+
+    def __len__(self) -> int:
+        return len(self.executor)
+
+    def add(self, job: Job, split: int, start) -> None:
+        self.executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
+
+    def reset(self) -> None:
+        from edgediff.runtime.executor import BatchedExecutor
+
+        self.executor = BatchedExecutor(self.model)
+
+
 class EdgeEngine:
     """The edge: ``start()``, ``submit(body) -> Job``, ``get(id)``, ``stop()``.
 
-    ``model`` (a loaded ``DiffusionModel``) and ``embedder`` may be injected; otherwise they
-    are loaded at ``start`` (the model from ``config.model``, the embedder is the MiniLM one
-    when the cache is on). ``site`` names the engine as one site behind a front door
+    Complete when constructed: the journal replayed, the model loaded (or ``model`` given),
+    the edge calibrated (unless ``config.edge_profile``), the embedder loaded when the cache
+    is on (or ``embedder`` given). ``site`` names the engine as one site behind a front door
     (:mod:`edgediff.service.cluster`): its request ids start with ``<site>-`` and a request
-    naming another site is refused.
+    naming another site is refused. What a window decides is :mod:`edgediff.service.scheduler`'s;
+    this class is the threads and I/O around it.
     """
 
     def __init__(
@@ -143,98 +143,94 @@ class EdgeEngine:
         metrics: ServiceMetrics | None = None,
         site: str | None = None,
     ):
-        self.config = config
-        self.site = site
-        self._id_prefix = "" if site is None else f"{site}-"
-        self.model = model
-        self.embedder = embedder
-        self.metrics = metrics or ServiceMetrics()
-        # one latent cache, or one per tenant (with API keys and no cache_sharing), sharing the bytes
-        owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
-        share = config.cache_bytes // len(owners)
-        self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
-        self.cache = next(iter(self.caches.values()))  # the only one, or the first tenant's
-        self.stats = EdgeStats()
-        self.board = StatusBoard(config.b_max)
-        self._embeddings = EmbeddingMemo()
-        self._conditionings = ConditioningMemo()
-        self.batch_members = 0
-        self.edge_k = self.edge_h = None
-        self.intermediate_bits = None
-        self.latent_shape = None
-        self.policy = None
-        self.pool = None  # the WorkerPool this engine started (config.workers > 1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._cond = threading.Condition()
-        self._queue: list[Job] = []
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._closing = False
-        self._abort = False
-        self._thread: threading.Thread | None = None
-        self._window_counter = itertools.count()
-        self._boundary: float | None = None  # perf_counter time of the next window end (engine thread)
-        self._journal = None
-        self._running: set[str] = set()  # ids of the jobs handed to the executor and not yet out
-        # prompt embeddings and text encodings run here as requests arrive, off the engine thread
-        self._prep: ThreadPoolExecutor | None = None
-        self._denoiser: ThreadPoolExecutor | None = None  # runs each step's batched denoiser call
-        self._prep_lock = threading.Lock()
-        self._prep_pending: list[Job] = []  # submitted, not yet taken by the prep thread
-        self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Load what is missing, calibrate the edge if no profile was given, start the thread."""
-        from edgediff.runtime.executor import initial_state
-        from edgediff.runtime.models import ModelSpec, load_model
-        from edgediff.runtime.payload import payload_bits
-        from edgediff.runtime.request import GenerationRequest
         from edgediff.service.window import window_policy
 
-        self._loop = loop
-        self.policy = window_policy(self.config)
-        if self.config.journal is not None and self._journal is None:  # before the model: a bad path fails fast
-            restored = replay(self.config.journal, keep=self.config.record_limit)
-            self._journal = Journal(self.config.journal, fsync=self.config.journal_fsync)
+        self.config, self.site = config, site
+        self._id_prefix = "" if site is None else f"{site}-"
+        self.metrics = metrics or ServiceMetrics()
+        self.stats = EdgeStats()
+        self.board = StatusBoard(config.b_max)
+        self.caches = TenantCaches(config, self.metrics, self.board)
+        self.cache = self.caches.first  # the only one, or the first tenant's
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cond = threading.Condition()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._closing = self._abort = False
+        self._thread: threading.Thread | None = None
+        self._denoiser_thread: ThreadPoolExecutor | None = None  # runs each step's batched denoiser call
+        self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
+        self._journal = None
+        if config.journal is not None:  # before the model: a bad path fails fast
+            restored = replay(config.journal, keep=config.record_limit)
+            self._journal = Journal(config.journal, fsync=config.journal_fsync)
             self._restore(restored)
-        if self.model is None:
-            self.model = load_model(ModelSpec(self.config.model, device=self.config.device))
-        self._start_workers()
         try:
-            if self.config.edge_profile is None:
-                self.edge_k, self.edge_h = self._calibrate()
-            else:
-                self.edge_k, self.edge_h = self.config.edge_profile
-        except BaseException:
-            self._stop_workers()
-            raise
-        probe = initial_state(self.model, GenerationRequest("probe", steps=1))
-        self.latent_shape = tuple(probe.latent.shape)
-        self.intermediate_bits = payload_bits(probe)
-        if self.cache.enabled and self.embedder is None:
-            from edgediff.service.embedding import load_prompt_embedder
+            self.denoiser = EdgeDenoiser(config, self.metrics, model)
+            if self.cache.enabled and embedder is None:
+                from edgediff.service.embedding import load_prompt_embedder
 
-            self.embedder = load_prompt_embedder()
+                embedder = load_prompt_embedder()
+        except BaseException:
+            if self._journal is not None:
+                self._journal.close()
+            raise
+        self.embedder = embedder
+        self.caches.latent_shape = self.denoiser.latent_shape
+        self.prep = PromptPrep(self.model.backend, embedder if self.cache.enabled else None)
+        self.batch = EdgeBatch(self.model)
+        self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
+        self.scheduler = WindowScheduler(
+            config,
+            window_policy(config),
+            self.batch,
+            self.caches if self.cache.enabled else None,
+            edge_profile=(self.edge_k, self.edge_h),
+            intermediate_bits=self.intermediate_bits,
+            phase=self._since,
+        )
         log.info(
             "edge ready: model %s, L(b) = %.4g b + %.4g s, policy %s, window %.3g s, cache %d bytes",
             self.model.name,
             self.edge_k,
             self.edge_h,
-            self.config.policy,
-            self.config.window_s,
+            config.policy,
+            config.window_s,
             self.cache.capacity_bytes,
         )
-        if self.pool is not None:
-            log.info(
-                "%d denoiser workers on %s, %d thread(s) each: L_e(b, G) = %.4g b / G + %.4g s",
-                self.live_gpus(),
-                ", ".join(w.device for w in self.pool.info()),
-                self.config.worker_threads,
-                self.edge_k,
-                self.edge_h,
-            )
-        self._prep = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep", initializer=name_os_thread)
-        self._denoiser = ThreadPoolExecutor(1, thread_name_prefix="edgediff-step", initializer=name_os_thread)
+
+    # the denoiser's and the scheduler's parts, by the names the service's other modules read
+    model = property(lambda self: self.denoiser.model)
+    pool = property(lambda self: self.denoiser.pool)
+    edge_k = property(lambda self: self.denoiser.k)
+    edge_h = property(lambda self: self.denoiser.h)
+    intermediate_bits = property(lambda self: self.denoiser.intermediate_bits)
+    latent_shape = property(lambda self: self.denoiser.latent_shape)
+    batch_members = property(lambda self: len(self.batch))
+
+    @property
+    def policy(self):
+        return self.scheduler.policy
+
+    @policy.setter
+    def policy(self, policy) -> None:  # read at the next window
+        self.scheduler.policy = policy
+
+    def live_gpus(self) -> int:
+        return self.denoiser.live_gpus()
+
+    def workers_info(self) -> dict:
+        return self.denoiser.workers_info()
+
+    def cache_usage(self) -> tuple[int, int]:
+        return self.caches.usage()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the prep, denoiser and engine threads (``loop``: where waiting clients are told)."""
+        self._loop = loop
+        self.scheduler.phase = self._since = time.perf_counter()  # the window clock starts now
+        self.prep.start()
+        self._denoiser_thread = ThreadPoolExecutor(1, thread_name_prefix="edgediff-step", initializer=name_os_thread)
         self._thread = threading.Thread(target=self._run, name="edgediff-engine", daemon=True)
         self._thread.start()
 
@@ -257,64 +253,6 @@ class EdgeEngine:
                 LOST,
             )
 
-    def _start_workers(self) -> None:
-        """``config.workers`` > 1: start the worker pool and route the model's denoiser calls to it."""
-        cfg = self.config
-        if cfg.workers > 1 and self.pool is None and self.model.workers is None:
-            from edgediff.runtime.workers import WorkerPool
-
-            self.pool = WorkerPool(self.model.backend, cfg.workers, cfg.worker_threads)
-            self.model.workers = self.pool
-        self.metrics.workers.set(cfg.workers)
-        for index in range(cfg.workers if self.pool is not None else 1):
-            self.metrics.worker_alive.labels(str(index))
-            self.metrics.worker_rows.labels(str(index))
-        self.live_gpus()  # sets the alive gauges
-
-    def _stop_workers(self) -> None:
-        if self.pool is not None:
-            if self.model.workers is self.pool:
-                self.model.workers = None
-            self.pool.close()
-            self.live_gpus()  # every worker's gauge to 0
-
-    def live_gpus(self) -> int:
-        """The edge's ``G`` now: the workers alive, or ``config.gpus`` without a pool. With every
-        worker gone the denoiser falls back to this process (``G = 1``). Keeps the workers'
-        gauges current."""
-        metrics = self.metrics
-        if self.pool is None:
-            metrics.workers_alive.set(1)
-            metrics.worker_alive.labels("0").set(1)
-            return self.config.gpus
-        for worker in self.pool.info():
-            metrics.worker_alive.labels(str(worker.index)).set(worker.alive)
-            metrics.worker_rows.labels(str(worker.index)).set(worker.rows)
-        alive = self.pool.alive
-        metrics.workers_alive.set(alive)
-        if alive:
-            return alive
-        if self.model.workers is self.pool:
-            log.error("all %d denoiser workers are gone; the denoiser runs in the service's process", self.pool.size)
-            self.model.workers = None
-        return 1
-
-    def _calibrate(self) -> tuple[float, float]:
-        """``k_e, h_e`` of ``L_e(b, G) = k_e b / G + h_e``, timed on the edge as it runs (through
-        its workers, if any: the fitted slope there is ``k_e / G``)."""
-        from edgediff.runtime.calibrate import CalibrationConfig, calibrate
-
-        pooled = self.live_gpus() if self.pool is not None else 1  # the G the timed steps were split over
-        profile = calibrate(
-            self.model, CalibrationConfig(batches=calibration_batches(self.config.batch_limit), repeats=3, warmup=1)
-        )
-        k, h = profile.k * pooled, profile.h
-        if k <= 0 or k / self.config.gpus + h <= 0:  # noisy timings on a loaded machine
-            per_member = pooled * float(np.median(np.asarray(profile.step_latency_s) / np.asarray(profile.batches)))
-            log.warning("calibration fit k = %.3g, h = %.3g is unusable; using k = %.3g, h = 0", k, h, per_member)
-            k, h = per_member, 0.0
-        return k, h
-
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop accepting; with ``drain`` decide every queued request now and run the batch to
         empty (at most ``timeout``, default ``config.drain_timeout_s``); whatever is left then
@@ -329,15 +267,12 @@ class EdgeEngine:
         if self._thread is not None:
             self._thread.join(self.config.drain_timeout_s if timeout is None else timeout)
             if self._thread.is_alive():
-                with self._cond:
-                    self._abort = True
-                    self._cond.notify_all()
+                self.abort()
                 self._thread.join()
-        if self._prep is not None:  # after the engine thread: its last windows wait on this work
-            self._prep.shutdown(wait=False, cancel_futures=True)
-        if self._denoiser is not None:
-            self._denoiser.shutdown(wait=True)  # a step the engine thread left running ends first
-        self._stop_workers()
+        self.prep.stop()  # after the engine thread: its last windows wait on this work
+        if self._denoiser_thread is not None:
+            self._denoiser_thread.shutdown(wait=True)  # a step the engine thread left running ends first
+        self.denoiser.close()
         with self._cond:  # anything never decided (the thread never started, or aborted)
             leftovers = [j for j in self._jobs.values() if not j.terminal]
         for job in leftovers:
@@ -380,8 +315,7 @@ class EdgeEngine:
                 "this service runs one site and takes no site" if self.site is None else f"this is site {self.site!r}"
             )
             raise RequestError(f"site: unknown site {body.site!r} ({where})")
-        if self.model is not None:  # RequestError naming steps: the model's scheduler cannot run them
-            self.model.check_steps(body.steps)
+        self.model.check_steps(body.steps)  # RequestError naming steps: the model's scheduler cannot run them
         request = GenerationRequest(
             body.prompt,
             steps=body.steps,
@@ -393,28 +327,23 @@ class EdgeEngine:
             if self._closing:
                 self.metrics.rejected.labels("shutting_down").inc()
                 raise ShuttingDown("the service is shutting down")
-            if len(self._queue) >= self.config.queue_limit:
+            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            if not self.scheduler.submit(job):
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
             if self._loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
             if journal is not None:  # written ahead, before the job can run or finish
                 journal.accepted(job.id, job.steps, tenant)
-            self._queue.append(job)
             self._jobs[job.id] = job
             self.stats.accepted += 1
             self._prune()
             self.metrics.accepted.inc()
-            self.metrics.queue_depth.set(len(self._queue))
+            self.metrics.queue_depth.set(len(self.scheduler.queue))
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
-        if self._prep is not None:
-            job.prepared = threading.Event()
-            with self._prep_lock:
-                self._prep_pending.append(job)
-            self._prep.submit(self._prepare_pending)
+        self.prep.submit(job)
         return job
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
@@ -427,14 +356,6 @@ class EdgeEngine:
     def _get(self, job_id: str) -> Job | None:
         with self._cond:
             return self._jobs.get(job_id)
-
-    def _cache_of(self, job: Job) -> LatentCache:
-        return self.caches.get(job.tenant, self.cache)
-
-    def cache_usage(self) -> tuple[int, int]:
-        """Bytes and entries held by the latent cache(s)."""
-        caches = list(self.caches.values())
-        return sum(c.bytes_used for c in caches), sum(len(c) for c in caches)
 
     def jobs(self) -> list[Job]:
         with self._cond:
@@ -458,44 +379,37 @@ class EdgeEngine:
             self.stats.phases_s[phase] += time.perf_counter() - start
 
     def _run(self) -> None:
-        """The engine loop. Each turn launches the batch's step on the denoiser thread and,
-        while it runs, does the host-side work: the previous step's hand-off (cache inserts,
-        payload encoding, answers), a due window's decision and admissions (the admitted join
-        the next step), the status thumbnail. Then it completes the step."""
-        from edgediff.runtime.executor import BatchedExecutor
-
+        """The engine loop. Each turn looks at the window clock, launches the batch's step on
+        the denoiser thread and, while it runs, does the host-side work: the previous step's
+        hand-off (cache stores, payload encoding, answers), a due window's decision (the
+        admitted join the next step), the status thumbnail. Then it completes the step."""
         name_os_thread()
-        window = self.config.window_s
-        executor = BatchedExecutor(self.model)
-        boundary = self._boundary = time.perf_counter() + window
-        handoff: list = []  # the last step's (job, state, leaving), handed off during the next
+        scheduler, batch = self.scheduler, self.batch
+        handoff: list = []  # the last step's (job, step, state, leaving), handed off during the next
         while True:
             now = time.perf_counter()
             with self._cond:
                 if self._abort:
                     break
-                closing = self._closing
-                jobs = []
-                if now >= boundary or (closing and self._queue):
-                    jobs, self._queue = self._queue, []
+                closing, window = self._closing, None
+                if scheduler.due(now, self._since) or (closing and scheduler.queue):
+                    window = scheduler.take(now, self._since)
                     self.metrics.queue_depth.set(0)
-                    window_start = boundary - window
-                    if now >= boundary:  # the next boundary after now (skip empty windows)
-                        boundary += window * (math.floor((now - boundary) / window) + 1)
-                        self._boundary = boundary
-                elif executor.idle and not handoff:
+                elif batch.executor.idle and not handoff:
                     if closing:
                         break
-                    self._cond.wait(timeout=boundary - now)
+                    self._cond.wait(timeout=scheduler.window_end_after(self._since) - now)
+                    self._since = now
                     continue
+                self._since = now
             cpu = time.thread_time()
-            pending = None if executor.idle else self._launch(executor)
+            pending = None if batch.executor.idle else self._launch(batch)
             handoff = self._hand_off(handoff)
-            if jobs:
-                executor = self._decide(executor, jobs, window_start)
+            if window is not None:
+                self._decide(window)
             self._thumbnail()
             if pending is not None:
-                executor, handoff = self._complete(executor, pending)
+                handoff = self._complete(batch, pending)
             self.stats.engine_cpu_s += time.thread_time() - cpu
             busy = time.perf_counter() - now
             self.stats.engine_busy_s += busy
@@ -508,198 +422,95 @@ class EdgeEngine:
             self._finish(job, "failed", "shutdown: drain did not finish in time")
         self.metrics.in_flight.set(0)
 
-    def _decide(self, executor, jobs: list[Job], window_start: float):
-        from edgediff.service.window import decide_window, denial_reason
-
-        cfg = self.config
-        index = next(self._window_counter)
+    def _decide(self, window) -> None:
+        """Decide ``window`` (the scheduler) and publish each request's answer."""
+        index = window.index
         self.stats.windows += 1
         self.metrics.windows.inc()
         start = time.perf_counter()
         with self._timed("embed"):  # mostly done ahead on the prep thread: what is left, or the wait for it
-            self._prepared(jobs)
-        self._peek(jobs)
+            self.prep.wait(window.jobs)
         with self._timed("decide"):
             gpus = self.live_gpus()
-            groups = decide_window(
-                jobs,
-                cfg,
-                self.policy,
-                start=window_start,
-                edge_profile=(self.edge_k, self.edge_h),
-                intermediate_bits=self.intermediate_bits,
-                gpus=gpus,
-                running=len(executor),
-            )
-        for group in groups:
-            if group.error is not None:  # e.g. a learned policy that cannot take this instance
-                err = group.error
-                log.error("window %d: policy %s failed", index, cfg.policy, exc_info=err)
-                for job in group.jobs:
-                    self._mark_decided(job, index, "failed", f"decision failed: {type(err).__name__}: {err}")
-                continue
-            decision, outcome = group.decision, group.outcome
-            admitted = []
-            for i, job in enumerate(group.jobs):
-                answer = dict(
-                    granted=bool(decision.granted[i]),
-                    split=int(decision.split[i]),
-                    predicted_latency_s=float(outcome.latency[i]),
-                    predicted_pai=float(outcome.pai[i]),
-                )
-                if answer["granted"]:
-                    admitted.append((job, answer))
-                else:  # answered now: the device runs everything
-                    reason = denial_reason(group.instance, decision.granted_count, cfg.policy)
-                    self._mark_decided(job, index, "denied", reason, **answer)
-            with self._timed("admit"):
-                for job, answer in admitted:
-                    executor = self._admit(executor, job, index, answer)
+            decided = self.scheduler.decide(window, gpus)
+        for err in decided.policy_errors:  # e.g. a learned policy that cannot take this instance
+            log.error("window %d: policy %s failed", index, self.config.policy, exc_info=err)
+        with self._timed("admit"):
+            for answer in decided.answers:
+                if answer.status == "running":
+                    self.metrics.grants.inc()
+                self._mark_decided(answer.job, index, answer.status, answer.reason, **answer.decision())
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
-        self.board.window(index, jobs, elapsed)
-        log.info("window %d: %d requests decided in %.3f s (G = %d)", index, len(jobs), elapsed, gpus)
-        return executor
+        self.board.window(index, window.jobs, elapsed)
+        log.info("window %d: %d requests decided in %.3f s (G = %d)", index, len(window.jobs), elapsed, gpus)
 
-    def _peek(self, jobs: list[Job]) -> None:
-        """Each job's ``cached_steps``: how deep a cached latent it could start from, so that the
-        window's decision sees the cache (docs/offloading-model.md, "Cached steps"). A peek moves
-        no usage statistics: only the granted requests' lookups in ``_admit`` count as uses."""
-        if not self.cache.enabled:
-            return
-        for job in jobs:
-            if job.embedding is not None:
-                reusable = self.config.reusable_steps(job.steps)
-                job.cached_steps = self._cache_of(job).peek(
-                    job.embedding, job.steps, self.latent_shape, reusable, reusable
-                )
-
-    def _prepare_pending(self) -> None:
-        """On the prep thread: every request submitted since the last call, in one batch."""
-        with self._prep_lock:
-            jobs, self._prep_pending = self._prep_pending, []
-        try:
-            self._prepare(jobs)
-        finally:
-            for job in jobs:
-                job.prepared.set()
-
-    def _prepare(self, jobs: list[Job]) -> None:
-        """The requests' prompt work, done once: their embeddings (the cache's key; none if the
-        embedder fails, then they run without the cache), in one embedder call, and the model's
-        text encodings (none if one fails: the executor then encodes it and fails that member only)."""
-        if self.cache.enabled and jobs:
-            try:
-                for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.prompt for j in jobs])):
-                    job.embedding = vector
-            except Exception as err:  # a broken embedder must not take the window down: no cache this time
-                log.exception("prompt embedding failed; %d requests run without the cache: %s", len(jobs), err)
-        for job in jobs:
-            try:
-                job.conditioning = self._conditionings.get(self.model.backend, job.request)
-            except Exception:
-                log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)
-
-    def _prepared(self, jobs: list[Job]) -> None:
-        """Wait for the window's prompt work (or do it here for jobs submitted before the start)."""
-        self._prepare([job for job in jobs if job.prepared is None])
-        for job in jobs:
-            if job.prepared is not None:
-                job.prepared.wait()
-
-    def _admit(self, executor, job: Job, index: int, answer: dict):
-        """Start a granted member (from a cached latent if one is usable); ``answer`` is its
-        decision, published with its status once it runs (or has failed to start)."""
-        steps, split = job.steps, answer["split"]
-        start, hit_step = None, 0
-        if self.cache.enabled and job.embedding is not None:
-            reusable = self.config.reusable_steps(steps)
-            reach = min(reusable, steps - split)
-            hit = self._cache_of(job).lookup(job.embedding, steps, self.latent_shape, reach, reusable)
-            self.board.lookup(hit is not None)
-            if hit is not None:
-                start, hit_step = hit.state, hit.step
-                self.metrics.cache_hits.inc()
-            else:
-                self.metrics.cache_misses.inc()
-            job.capture_steps = set(range(hit_step + 1, reach + 1))
-        try:
-            executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
-        except Exception as err:
-            self._mark_decided(job, index, "failed", f"edge could not start: {err}", cache_hit_step=hit_step, **answer)
-            return executor
-        self._running.add(job.id)
-        self.metrics.grants.inc()
-        self._mark_decided(job, index, "running", cache_hit_step=hit_step, **answer)
-        return executor
-
-    def _launch(self, executor):
+    def _launch(self, batch: EdgeBatch):
         """Start one batched step: the members' inputs here, the denoiser call on the denoiser
         thread (so the host-side work of :meth:`_run` overlaps it)."""
-        self.batch_members = len(executor)
-        self.metrics.in_flight.set(self.batch_members)
+        members = len(batch)
+        self.metrics.in_flight.set(members)
         with self._timed("step"):
-            return executor.launch(self._denoiser), self.batch_members, time.perf_counter()
+            pending = batch.executor.launch(self._denoiser_thread)
+        batch.steps += 1
+        return pending, members, time.perf_counter()
 
-    def _complete(self, executor, launched):
-        """Finish the launched step; returns the executor and the step's hand-off: each member
-        that left (reached its split) and each state the cache should store. The executor fails
-        only the members whose own work raised; anything else failing here fails every member
-        still in the batch, including those that had already left in this step or were waiting
-        to (``_running``), and a fresh executor takes over."""
-        from edgediff.runtime.executor import BatchedExecutor
-
-        pending, batch, start = launched
+    def _complete(self, batch: EdgeBatch, launched) -> list:
+        """Finish the launched step; returns its hand-off: the outputs due for the cache (the
+        states taken now: the next step moves on) and each member that left (reached its
+        split). The executor fails only the members whose own work raised; anything else
+        failing here fails every member still in the batch, including those that had already
+        left in this step or were waiting to, and a fresh executor takes over."""
+        pending, members, start = launched
         try:
             with self._timed("step"):
-                left = executor.complete(pending)
-            failed = executor.pop_failed()
+                left = batch.executor.complete(pending)
+            failed = batch.executor.pop_failed()
         except Exception as err:  # not attributable to a member: fail them all, keep serving
             log.exception("edge step failed")
-            for key in list(self._running):
-                self._fail_running(key, f"edge step failed: {type(err).__name__}: {err}")
-            return BatchedExecutor(self.model), []
+            for job in self.scheduler.drop(list(self.scheduler.running)):
+                self._finish(job, "failed", f"edge step failed: {type(err).__name__}: {err}")
+            batch.reset()
+            return []
         elapsed = time.perf_counter() - start
-        for key, reason in failed:
-            self._fail_running(key, f"edge step failed: {reason}")
-        if batch:
+        if members:
             self.stats.steps += 1
-            self.stats.member_steps += batch
+            self.stats.member_steps += members
             self.stats.busy_s += elapsed
-            self.stats.ideal_s += self.edge_k * batch / self.live_gpus() + self.edge_h
-            self.metrics.batch_size.observe(batch)
+            self.stats.ideal_s += self.denoiser.ideal_step_s(members)
+            self.metrics.batch_size.observe(members)
             self.metrics.step_latency.observe(elapsed)
-            self.board.step(batch, elapsed)
-        self.batch_members = len(executor)
+            self.board.step(members, elapsed)
+        for job in self.scheduler.drop([key for key, _ in failed]):
+            self._finish(job, "failed", f"edge step failed: {dict(failed)[job.id]}")
+        states = dict(left)
         handoff = []
-        if self.cache.enabled:
-            try:
-                with self._timed("capture"):  # the states to store, taken now: the next step moves on
-                    for key in executor.active:
-                        job = self._get(key)
-                        if job is not None and executor.steps_done(key) in job.capture_steps:
-                            handoff.append((job, executor.state(key), False))
-            except Exception:  # a cache failure costs reuse, never a request
-                log.exception("latent cache capture failed")
+        try:
+            with self._timed("capture"):
+                for job, step in self.scheduler.step_done(batch.steps, left=list(states)):
+                    state = states.get(job.id) or batch.executor.state(job.id)
+                    if state.steps_done == step:
+                        handoff.append((job, step, state, False))
+        except Exception:  # a cache failure costs reuse, never a request
+            log.exception("latent cache capture failed")
         for key, state in left:
-            self._running.discard(key)
             job = self._get(key)
             if job is not None and not job.terminal:
-                handoff.append((job, state, True))
-        return executor, handoff
+                handoff.append((job, None, state, True))
+        return handoff
 
     def _hand_off(self, handoff: list) -> list:
-        """A step's hand-off (:meth:`_complete`): store the captured states in the cache, and
-        answer each member that left with its latent. Returns an empty hand-off."""
+        """A step's hand-off (:meth:`_complete`): store the due outputs in the cache, and answer
+        each member that left with its latent. Returns an empty hand-off."""
         from edgediff.runtime.payload import encode_latent
 
-        for job, state, leaving in handoff:
-            try:
-                with self._timed("capture"):
-                    self._capture(job, state)
-            except Exception:  # a cache failure costs reuse, never a request
-                log.exception("latent cache insert failed")
+        for job, step, state, leaving in handoff:
             if not leaving:
+                try:
+                    with self._timed("capture"):
+                        self.scheduler.store(job, step, state)
+                except Exception:  # a cache failure costs reuse, never a request
+                    log.exception("latent cache insert failed")
                 continue
             try:
                 with self._timed("encode"):
@@ -717,22 +528,6 @@ class EdgeEngine:
                 self.board.render_thumbnail(self.model)
         except Exception:
             log.exception("status thumbnail failed")
-
-    def _fail_running(self, key: str, reason: str) -> None:
-        self._running.discard(key)
-        job = self._get(key)
-        if job is not None:
-            self._finish(job, "failed", reason)
-
-    def _capture(self, job: Job | None, state) -> None:
-        """Store ``state`` in the cache if it is one of the member's reusable steps."""
-        if job is None or state.steps_done not in job.capture_steps:
-            return
-        job.capture_steps.discard(state.steps_done)
-        if self._cache_of(job).insert(job.embedding, state, state.steps_done, job.request.prompt):
-            used, entries = self.cache_usage()
-            self.metrics.cache_bytes.set(used)
-            self.metrics.cache_entries.set(entries)
 
     # ------------------------------------------------------------------ state changes
     def _signal(self, event: asyncio.Event | None) -> None:
@@ -779,10 +574,9 @@ class EdgeEngine:
         """What a front door routes by (:mod:`edgediff.service.routing`): the queue, the batch,
         the seconds to the next window decision, the calibration and the limits."""
         cfg = self.config
-        boundary, now = self._boundary, time.perf_counter()
-        wait = cfg.window_s if boundary is None else max(0.0, boundary - now)
+        wait = max(0.0, self.scheduler.window_end_after(self._since) - time.perf_counter())
         with self._cond:
-            queued = len(self._queue)
+            queued = len(self.scheduler.queue)
         return {
             "queued": queued,
             "members": self.batch_members,
@@ -796,23 +590,11 @@ class EdgeEngine:
             "closing": self._closing,
         }
 
-    def workers_info(self) -> dict:
-        """The denoiser workers: configured, alive, threads each and one entry per worker
-        (index, pid, device, alive, rows computed); without a pool, this process."""
-        cfg = self.config
-        if self.pool is None:
-            device = None if self.model is None else self.model.device
-            each = [{"index": 0, "pid": os.getpid(), "device": device, "alive": True, "rows": None}]
-            return {"configured": cfg.workers, "alive": 1, "threads": None, "each": each}
-        each = [asdict(w) for w in self.pool.info()]
-        alive = sum(w["alive"] for w in each)
-        return {"configured": cfg.workers, "alive": alive, "threads": cfg.worker_threads, "each": each}
-
     def info(self) -> dict:
         cfg = self.config
         used, entries = self.cache_usage()
         return {
-            "model": None if self.model is None else self.model.name,
+            "model": self.model.name,
             **({} if self.site is None else {"site": self.site}),
             "policy": cfg.policy,
             "window_s": cfg.window_s,
@@ -824,7 +606,7 @@ class EdgeEngine:
             "intermediate_bits": self.intermediate_bits,
             "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
             "cache": {
-                "capacity_bytes": sum(c.capacity_bytes for c in self.caches.values()),
+                "capacity_bytes": self.caches.capacity_bytes,
                 "bytes": used,
                 "entries": entries,
                 "per_tenant": cfg.api_keys is not None and not cfg.cache_sharing,
@@ -844,6 +626,6 @@ class EdgeEngine:
                 "alone_turns": self.stats.alone_turns,
                 "accepted": self.stats.accepted,
                 "terminal": dict(self.stats.terminal),
-                "queued": len(self._queue),
+                "queued": len(self.scheduler.queue),
             },
         }

@@ -41,7 +41,8 @@ from contextlib import asynccontextmanager
 from edgediff.errors import InputError
 from edgediff.service.app import Answer, EngineFace
 from edgediff.service.config import ServiceConfig
-from edgediff.service.engine import EdgeEngine, name_os_thread
+from edgediff.service.denoiser import name_os_thread
+from edgediff.service.engine import EdgeEngine
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ async def _engine_serve(sock: socket.socket, config: ServiceConfig, model_loader
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         model = None if model_loader is None else await asyncio.to_thread(model_loader)
-        engine = EdgeEngine(config, model=model)
-        await asyncio.to_thread(engine.start, asyncio.get_running_loop())
+        engine = await asyncio.to_thread(EdgeEngine, config, model=model)
+        engine.start(asyncio.get_running_loop())
     except BaseException as err:  # noqa: BLE001 - told to the service's process, which fails in one line
         await _send(writer, ("failed", str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"))
         writer.close()

@@ -71,7 +71,6 @@ class Job:
     h: float
     arrived: float
     snapshot: JobSnapshot = field(init=False)
-    capture_steps: set = field(default_factory=set)  # steps done at which the edge stores its latent
     embedding: np.ndarray | None = field(default=None, repr=False)
     cached_steps: int = 0  # d_i: steps of the cached latent it could start from, seen before its window's decision
     conditioning: object = field(default=None, repr=False)  # the model's prompt encoding, computed ahead

@@ -551,3 +551,66 @@ def _carried(carry: tuple) -> tuple:
 
     scheduler_state, generator_state, schedule_steps = carry
     return copy.deepcopy(scheduler_state), generator_state, schedule_steps
+
+
+class TenantCaches:
+    """The service's latent caches as the window scheduler's cache
+    (:class:`~edgediff.service.scheduler.WindowCache`): one cache, or one per tenant (with API
+    keys and no cache sharing) splitting the bytes; a request's key is its prompt embedding
+    (a request without one neither reads nor writes the cache). Counts hits and misses in the
+    metrics and on the status board."""
+
+    def __init__(self, config, metrics=None, board=None):
+        owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
+        share = config.cache_bytes // len(owners)
+        self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
+        self.metrics, self.board = metrics, board
+        self.latent_shape: tuple | None = None  # the model's latent shape, set by the engine
+
+    @property
+    def first(self) -> LatentCache:
+        """The only cache, or the first tenant's."""
+        return next(iter(self.caches.values()))
+
+    @property
+    def enabled(self) -> bool:
+        return self.first.enabled
+
+    def of(self, job) -> LatentCache:
+        return self.caches.get(job.tenant, self.first)
+
+    @property
+    def capacity_bytes(self) -> int:
+        return sum(c.capacity_bytes for c in self.caches.values())
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes and entries held by the latent cache(s)."""
+        caches = list(self.caches.values())
+        return sum(c.bytes_used for c in caches), sum(len(c) for c in caches)
+
+    def peek(self, jobs, reusable) -> list[int]:
+        return [
+            0 if job.embedding is None else self.of(job).peek(job.embedding, job.steps, self.latent_shape, r, r)
+            for job, r in zip(jobs, reusable)
+        ]
+
+    def lookup(self, job, reach: int, reusable: int):
+        from edgediff.service.scheduler import Hit
+
+        if job.embedding is None:
+            return None
+        hit = self.of(job).lookup(job.embedding, job.steps, self.latent_shape, reach, reusable)
+        if self.board is not None:
+            self.board.lookup(hit is not None)
+        if self.metrics is not None:
+            (self.metrics.cache_misses if hit is None else self.metrics.cache_hits).inc()
+        return Hit(0) if hit is None else Hit(hit.step, hit.state)
+
+    def store(self, job, step: int, state) -> None:
+        if self.of(job).insert(job.embedding, state, step, job.request.prompt) and self.metrics is not None:
+            used, entries = self.usage()
+            self.metrics.cache_bytes.set(used)
+            self.metrics.cache_entries.set(entries)
+
+    def order(self, job) -> int:
+        return 0  # outputs due at the same step are stored in their members' admission order

@@ -221,7 +221,7 @@ class WindowScheduler:
             if group.error is not None:
                 err = group.error
                 errors.append(err)
-                reason = f"decision failed: policy {self.config.policy}: {type(err).__name__}: {err}"
+                reason = f"decision failed: {type(err).__name__}: {err}"
                 answers.extend(Answer(job, "failed", reason) for job in group.jobs)
                 continue
             decision, outcome = group.decision, group.outcome
