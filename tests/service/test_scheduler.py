@@ -1,0 +1,250 @@
+"""The window scheduler alone: fake executor, fake cache, time as an argument (no HTTP, no
+threads, no sleeps, no model). Each test takes milliseconds."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgediff.core.model import Decision
+from edgediff.service.config import ServiceConfig
+from edgediff.service.scheduler import Hit, WindowScheduler
+
+EDGE = (0.01, 0.004)
+
+
+class FakeExecutor:
+    """Members by id; ``fail_on`` ids refuse to start."""
+
+    def __init__(self, running: int = 0, fail_on=()):
+        self.members = {f"old{i}": None for i in range(running)}
+        self.started = {}
+        self.steps = 0
+        self.fail_on = set(fail_on)
+
+    def __len__(self):
+        return len(self.members)
+
+    def add(self, job, split, start):
+        if job.id in self.fail_on:
+            raise RuntimeError("no memory for this member")
+        self.members[job.id] = (split, start)
+        self.started[job.id] = (split, start)
+
+
+class FakeCache:
+    """Depths by prompt; records uses and stores."""
+
+    def __init__(self, depth=None):
+        self.depth = dict(depth or {})
+        self.peeks, self.lookups, self.stored = [], [], []
+
+    def peek(self, jobs, reusable):
+        self.peeks.append([j.id for j in jobs])
+        return [min(self.depth.get(j.prompt, 0), r) for j, r in zip(jobs, reusable)]
+
+    def lookup(self, job, reach, reusable):
+        self.lookups.append((job.id, reach, reusable))
+        step = min(self.depth.get(job.prompt, 0), reach)
+        return Hit(step, f"latent of {job.prompt} at {step}" if step else None)
+
+    def store(self, job, step, state):
+        self.stored.append((job.id, step, state))
+
+    def order(self, job):
+        return 0
+
+
+class GrantFirst:
+    """Grants the first ``B_max`` requests with split ``N_hat``; records the instances."""
+
+    def __init__(self):
+        self.instances = []
+
+    def decide(self, instance):
+        self.instances.append(instance)
+        granted = np.arange(instance.num_users) < instance.B_max
+        return Decision(granted, np.where(granted, instance.N_hat, instance.N))
+
+
+class RaisesOn:
+    def __init__(self, steps):
+        self.steps, self.inner = steps, GrantFirst()
+
+    def decide(self, instance):
+        if instance.N == self.steps:
+            raise RuntimeError(f"cannot take N = {instance.N}")
+        return self.inner.decide(instance)
+
+
+def job(name, arrived=0.0, steps=20, prompt=None):
+    return SimpleNamespace(
+        id=name, steps=steps, k=0.2, h=0.01, alpha=5.0, prompt=prompt or name, arrived=arrived, cached_steps=0
+    )
+
+
+def scheduler(policy=None, executor=None, cache=None, phase=10.0, **config):
+    cfg = ServiceConfig(**{"window_s": 0.5, "edge_profile": EDGE, **config})
+    return WindowScheduler(
+        cfg,
+        policy or GrantFirst(),
+        executor if executor is not None else FakeExecutor(),
+        cache,
+        edge_profile=EDGE,
+        intermediate_bits=8192,
+        phase=phase,
+    )
+
+
+def test_window_boundaries_and_the_window_a_look_decides():
+    s = scheduler(phase=10.0)  # windows end at 10.5, 11.0, 11.5, ...
+    assert not s.due(10.49, since=10.0) and s.due(10.5, since=10.0)
+    assert s.window_end_after(10.5) == 11.0  # strictly after: a look at the end belongs to the next
+    assert s.take(10.7, since=10.2) is None  # nothing queued: no window, no number used
+    s.submit(job("a", 10.3))
+    # a step ran from 10.2 to 10.7 across the end at 10.5: the look at its end decides [10.0, 10.5)
+    window = s.take(10.7, since=10.2)
+    assert (window.index, window.start, [j.id for j in window.jobs]) == (0, 10.0, ["a"])
+    assert not s.due(10.9, since=10.7) and s.due(11.0, since=10.7)
+    s.submit(job("b", 11.2))
+    idle = s.take(11.2, since=None)  # the edge idle: the last window end at or before the look
+    assert (idle.index, idle.start) == (1, 10.5)
+    assert s.queue == []
+
+
+def test_the_queue_limit_refuses_without_queueing():
+    s = scheduler(queue_limit=2)
+    assert s.submit(job("a")) and s.submit(job("b"))
+    assert not s.submit(job("c"))
+    assert [j.id for j in s.queue] == ["a", "b"]
+
+
+def test_grants_under_max_batch_count_the_members_still_running():
+    policy = GrantFirst()
+    s = scheduler(policy, FakeExecutor(running=3), b_max=4, max_batch=5)
+    for name in "abcd":
+        s.submit(job(name, 10.1))
+    decided = s.decide(s.take(10.5, since=10.0))
+    assert policy.instances[0].B_max == 2  # min(B_max 4, max_batch 5 - 3 running)
+    assert [a.status for a in decided.answers] == ["running", "running", "denied", "denied"]
+    assert decided.answers[2].reason.startswith("no batch slot left")
+    assert set(s.running) == {"a", "b"} and len(s.executor) == 5
+    assert [a.window_granted for a in decided.answers] == [2, 2, 0, 0]
+
+
+def test_without_max_batch_each_window_grants_b_max_whatever_runs():
+    policy = GrantFirst()
+    s = scheduler(policy, FakeExecutor(running=30), b_max=4)
+    s.submit(job("a", 10.1))
+    s.decide(s.take(10.5, since=10.0))
+    assert policy.instances[0].B_max == 4
+
+
+def test_the_decision_sees_the_cache_and_a_hit_covering_the_edge_part_stores_nothing():
+    cache = FakeCache({"kite": 12})
+    policy = GrantFirst()
+    s = scheduler(policy, cache=cache, reusable_fraction=0.3)  # S* = 6 of 20 steps
+    s.submit(job("a", 10.1, prompt="kite"))
+    s.submit(job("b", 10.2, prompt="boat"))
+    decided = s.decide(s.take(10.5, since=10.0))
+    assert policy.instances[0].cached_steps.tolist() == [6, 0]  # the peek, capped at S*
+    a, b = decided.answers
+    assert (a.split, a.cache_hit_step, b.cache_hit_step) == (8, 6, 0)  # N_hat = 8: 12 edge steps
+    assert s.executor.started["a"] == (8, "latent of kite at 6")
+    assert s.executor.started["b"] == (8, None)
+    # a starts at its S*: nothing of it is due; b stores its steps 1..6 as it runs them
+    due = s.step_done(3)
+    assert [(j.id, m) for j, m in due] == [("b", 1), ("b", 2), ("b", 3)]
+    assert [(j.id, m) for j, m in s.step_done(10)] == [("b", 4), ("b", 5), ("b", 6)]
+
+
+def test_a_hit_as_deep_as_the_member_s_edge_part_runs_no_edge_step():
+    cache = FakeCache({"kite": 20})
+    s = scheduler(cache=cache, reusable_fraction=1.0, n_hat_fraction=0.9)  # N_hat = 18: 2 edge steps
+    s.submit(job("a", 10.1, prompt="kite"))
+    (answer,) = s.decide(s.take(10.5, since=10.0)).answers
+    assert (answer.split, answer.cache_hit_step) == (18, 2)
+    assert cache.lookups == [("a", 2, 20)]  # the reach: its own edge steps
+    assert s.step_done(100) == []
+
+
+def test_outputs_are_due_at_the_executor_s_step_count_after_the_step_in_flight():
+    executor = FakeExecutor()
+    executor.steps = 7  # seven steps launched, the seventh in flight while the window is decided
+    s = scheduler(executor=executor, cache=FakeCache(), reusable_fraction=0.1)  # S* = 2
+    s.submit(job("a", 10.1))
+    s.decide(s.take(10.5, since=10.0))
+    assert s.step_done(7) == []  # the step in flight is not a's
+    assert [(j.id, m) for j, m in s.step_done(8)] == [("a", 1)]  # step 8 is a's first
+    assert [(j.id, m) for j, m in s.step_done(9)] == [("a", 2)]
+
+
+def test_a_policy_that_raises_fails_only_the_requests_it_was_deciding():
+    policy = RaisesOn(steps=12)
+    s = scheduler(policy, b_max=3)
+    s.submit(job("long1", 10.1, steps=12))
+    s.submit(job("short1", 10.2, steps=6))
+    s.submit(job("long2", 10.3, steps=12))
+    s.submit(job("short2", 10.4, steps=6))
+    decided = s.decide(s.take(10.5, since=10.0))
+    by_id = {a.job.id: a for a in decided.answers}
+    for name in ("long1", "long2"):  # its requests: the window's requests of that step count
+        assert by_id[name].status == "failed"
+        assert by_id[name].reason == "decision failed: RuntimeError: cannot take N = 12"
+        assert by_id[name].decision() == {}
+    assert by_id["short1"].status == by_id["short2"].status == "running"
+    # the failed group granted nothing: the other group got all three slots
+    assert policy.inner.instances[0].B_max == 3
+    assert [str(e) for e in decided.policy_errors] == ["cannot take N = 12"]
+    assert set(s.running) == {"short1", "short2"}
+
+
+def test_a_member_that_cannot_start_fails_alone_with_its_decision():
+    s = scheduler(executor=FakeExecutor(fail_on={"b"}), cache=FakeCache())
+    s.submit(job("a", 10.1))
+    s.submit(job("b", 10.2))
+    a, b = s.decide(s.take(10.5, since=10.0)).answers
+    assert a.status == "running"
+    assert b.status == "failed" and b.reason == "edge could not start: no memory for this member"
+    assert b.decision()["granted"] is True  # the decision is kept on the failed request
+    assert set(s.running) == {"a"}
+    assert all(j.id == "a" for j, _ in s.step_done(100))  # nothing of b is ever due
+
+
+def test_a_member_whose_step_fails_stores_nothing_more_and_leaves_the_running_set():
+    s = scheduler(cache=FakeCache(), reusable_fraction=0.3)  # S* = 6
+    for name in "ab":
+        s.submit(job(name, 10.1))
+    s.decide(s.take(10.5, since=10.0))
+    assert [(j.id, m) for j, m in s.step_done(1)] == [("a", 1), ("b", 1)]
+    due = s.step_done(2, failed=["b"])  # b's second step raised
+    assert [(j.id, m) for j, m in due] == [("a", 2)]
+    assert set(s.running) == {"a"}
+    assert [(j.id, m) for j, m in s.step_done(3, left=["a"])] == [("a", 3)]  # a leaving stores its last step
+    assert s.running == {} and s.step_done(10) == []
+
+
+def test_drop_takes_members_out_of_the_running_set():
+    s = scheduler()
+    for name in "abc":
+        s.submit(job(name, 10.1))
+    s.decide(s.take(10.5, since=10.0))
+    assert [j.id for j in s.drop(["c", "zz", "a"])] == ["c", "a"]
+    assert set(s.running) == {"b"}
+
+
+def test_groups_are_decided_in_order_of_first_arrival_sharing_the_slots():
+    policy = GrantFirst()
+    s = scheduler(policy, b_max=3)
+    for name, steps in (("x", 30), ("y", 20), ("z", 30), ("w", 20)):
+        s.submit(job(name, 10.1, steps=steps))
+    decided = s.decide(s.take(10.5, since=10.0))
+    assert [inst.N for inst in policy.instances] == [30, 20]
+    assert [inst.B_max for inst in policy.instances] == [3, 1]
+    assert [a.job.id for a in decided.answers] == ["x", "z", "y", "w"]
+    assert [a.status for a in decided.answers] == ["running", "running", "running", "denied"]
+
+
+@pytest.mark.parametrize("since", [10.0, 10.49])
+def test_a_look_before_the_end_is_not_due(since):
+    assert not scheduler().due(since, since=since)
