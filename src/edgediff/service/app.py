@@ -36,7 +36,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgediff import __version__
 from edgediff.runtime.request import RequestError
 from edgediff.service.config import ServiceConfig
-from edgediff.service.engine import EdgeEngine, QueueFull, ShuttingDown
+from edgediff.service.engine import EdgeEngine
+from edgediff.service.job import QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 from edgediff.service.tenants import digest, presented_key
 
@@ -222,7 +223,7 @@ class EngineFace:
 
     async def metrics(self) -> bytes:
         engine = self.engine
-        used, entries = engine.cache_usage()
+        used, entries = engine.caches.usage()
         engine.metrics.cache_bytes.set(used)
         engine.metrics.cache_entries.set(entries)
         engine.live_gpus()  # counts out a worker that died since the last step

@@ -144,3 +144,24 @@ class EdgeDenoiser:
         each = [asdict(w) for w in self.pool.info()]
         alive = sum(w["alive"] for w in each)
         return {"configured": cfg.workers, "alive": alive, "threads": cfg.worker_threads, "each": each}
+
+
+class EdgeBatch:
+    """The runtime's batched executor as the window scheduler's executor, counting the steps
+    it launched (a fresh executor takes over after a step failed as a whole)."""
+
+    def __init__(self, model):
+        from edgediff.runtime.executor import BatchedExecutor
+
+        self.model, self.executor, self.steps = model, BatchedExecutor(model), 0
+
+    def __len__(self) -> int:
+        return len(self.executor)
+
+    def add(self, job, split: int, start) -> None:
+        self.executor.add(job.id, job.request, split, start, conditioning=job.conditioning)
+
+    def reset(self) -> None:
+        from edgediff.runtime.executor import BatchedExecutor
+
+        self.executor = BatchedExecutor(self.model)

@@ -8,12 +8,28 @@ A poll therefore sees one consistent state (never ``queued`` with a decision in 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgediff.service.schemas import TERMINAL, SubmitRequest
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The request queue is at its limit; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"request queue is full; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class ShuttingDown(Exception):
+    """The service is draining and accepts no new requests."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,15 @@ class RestoredJob:
     async_decided = async_finished = None  # terminal: nothing to wait for
     collected = True
 
+    @classmethod
+    def from_record(cls, record: dict, status: str, reason: str | None) -> RestoredJob:
+        """The request of an earlier run from its journal ``record``, answered ``status``."""
+        steps, split = int(record.get("steps") or 0), record.get("split")
+        split = split if isinstance(split, int) and not isinstance(split, bool) else None
+        granted = None if split is None else split < steps
+        snapshot = JobSnapshot(record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason)
+        return cls(snapshot, record.get("tenant"))
+
     @property
     def id(self) -> str:
         return self.snapshot.id
@@ -125,3 +150,53 @@ class RestoredJob:
 
     def to_status(self) -> dict:
         return self.snapshot.to_status()
+
+
+def restore_jobs(restored, journal, metrics, path) -> list[RestoredJob]:
+    """The requests of an earlier run (``restored``, a journal's replay), by id: finished ones
+    keep their journal status; those accepted and never finished are answered ``failed``,
+    reason ``lost in restart`` (journaled so, and counted in ``metrics.lost``)."""
+    from edgediff.service.journal import LOST
+
+    jobs = []
+    for record in restored.finished:
+        if isinstance(record.get("steps"), int):  # no acceptance line (an old journal): no status to show
+            jobs.append(RestoredJob.from_record(record, record["status"], record.get("reason")))
+    for record in restored.lost:
+        jobs.append(RestoredJob.from_record(record, "failed", LOST))
+        journal.finished(record["id"], "failed", LOST, None, None)
+        metrics.lost.inc()
+    if restored.lost:
+        log.warning(
+            "journal %s: %d request(s) accepted before a restart never finished; answered failed (%s)",
+            path,
+            len(restored.lost),
+            LOST,
+        )
+    return jobs
+
+
+class JobTable:
+    """The engine's requests by id (a :class:`Job`, or a :class:`RestoredJob` of an earlier
+    run), at most ``limit`` kept: beyond it the oldest terminal ones are dropped. Not
+    thread-safe: the engine holds its lock."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._jobs: OrderedDict[str, Job | RestoredJob] = OrderedDict()
+
+    def add(self, job) -> None:
+        self._jobs[job.id] = job
+        excess = len(self._jobs) - self.limit
+        if excess > 0:
+            for job_id in [j.id for j in self._jobs.values() if j.terminal][:excess]:
+                del self._jobs[job_id]
+
+    def get(self, job_id: str):
+        return self._jobs.get(job_id)
+
+    def all(self) -> list:
+        return list(self._jobs.values())
+
+    def unfinished(self) -> list:
+        return [j for j in self._jobs.values() if not j.terminal]

@@ -1,6 +1,11 @@
-"""Prometheus metrics of one service instance (own registry: no global state)."""
+"""Prometheus metrics of one service instance (own registry: no global state), and the
+engine's own counters of what the edge did (``/v1/info``'s ``stats``)."""
 
 from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -102,3 +107,42 @@ class FrontMetrics:
         registry = CollectorRegistry()
         registry.register(Sites())
         return generate_latest(self.registry) + generate_latest(registry)
+
+
+PHASES = ("decide", "embed", "admit", "step", "capture", "encode", "thumbnail")
+
+
+@dataclass
+class EdgeStats:
+    """What the edge did: batched steps, member-steps, busy time (in the executor's steps),
+    and the calibrated ideal ``sum_s L(b_s)`` of the same steps (``L(b) = k b + h`` of the
+    edge's profile). ``engine_busy_s`` is all the engine thread's working (not waiting) time,
+    ``engine_cpu_s`` its CPU time, ``phases_s`` splits the working time: ``decide`` (instance
+    + policy), ``embed`` (prompt embeddings), ``admit`` (cache lookup, joining the batch),
+    ``step`` (the executor), ``capture`` (cache inserts), ``encode`` (payload encoding and
+    publishing), ``thumbnail`` (the status page's decode); the rest is the loop itself.
+    ``alone_s`` is the working time of the loop's turns with no step in flight (a window's
+    decision on an empty batch, the hand-off after the last member left): host work that
+    nothing overlaps, ``alone_turns`` their number."""
+
+    windows: int = 0
+    steps: int = 0
+    member_steps: int = 0
+    busy_s: float = 0.0
+    ideal_s: float = 0.0
+    accepted: int = 0
+    terminal: dict = field(default_factory=lambda: {s: 0 for s in TERMINAL})
+    engine_busy_s: float = 0.0
+    engine_cpu_s: float = 0.0
+    phases_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    alone_s: float = 0.0
+    alone_turns: int = 0
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Add the time of the ``with`` block to ``phases_s[phase]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases_s[phase] += time.perf_counter() - start
