@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Literal
 
@@ -37,6 +36,7 @@ from edgediff import __version__
 from edgediff.runtime.request import RequestError
 from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine
+from edgediff.service.face import Answer, Face
 from edgediff.service.job import QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
 from edgediff.service.tenants import digest, presented_key
@@ -143,21 +143,6 @@ async def _wait(event: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), seconds)
     except asyncio.TimeoutError:
         pass
-
-
-@dataclass(frozen=True)
-class Answer:
-    """An HTTP answer as plain data: what the routes below send, and what a site behind a
-    front door (:mod:`edgediff.service.cluster`) returns to it, so both answer alike."""
-
-    status_code: int
-    content: dict | bytes  # bytes: a latent payload
-    headers: dict = field(default_factory=dict)
-
-    def response(self) -> Response:
-        if isinstance(self.content, bytes):
-            return Response(self.content, media_type="application/octet-stream", headers=self.headers)
-        return JSONResponse(self.content, status_code=self.status_code, headers=self.headers or None)
 
 
 class EngineFace:
@@ -288,7 +273,7 @@ def create_app(engine: EdgeEngine) -> FastAPI:
     return app
 
 
-def add_routes(app: FastAPI, face, config: ServiceConfig, page: str):
+def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     """The service's routes (module docstring) answered by ``face`` (an :class:`EngineFace`,
     or the front door of :mod:`edgediff.service.cluster`); ``page`` is the HTML at ``/``.
     Returns the ``Tenant`` dependency (:func:`install_common`) for further routes."""

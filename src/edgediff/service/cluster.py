@@ -43,8 +43,9 @@ from typing import get_args
 import numpy as np
 
 from edgediff.errors import InputError
-from edgediff.service.app import Answer, EngineFace, unknown_id
+from edgediff.service.app import EngineFace, unknown_id
 from edgediff.service.config import ServiceConfig
+from edgediff.service.face import Answer
 from edgediff.service.routing import least_expected_latency
 from edgediff.service.schemas import SITE_NAME, TERMINAL, SubmitRequest
 

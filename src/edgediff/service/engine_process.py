@@ -39,17 +39,16 @@ import struct
 from contextlib import asynccontextmanager
 
 from edgediff.errors import InputError
-from edgediff.service.app import Answer, EngineFace
+from edgediff.service.app import EngineFace
 from edgediff.service.config import ServiceConfig
 from edgediff.service.denoiser import name_os_thread
 from edgediff.service.engine import EdgeEngine
+from edgediff.service.face import FACE_CALLS, Answer
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 600.0  # the engine process loads its model and calibrates within this
 _HEADER = struct.Struct("!I")
-# the EngineFace calls forwarded as they are (async, answered in the engine process's loop)
-FACE_CALLS = ("submit", "status", "latent", "info", "status_data", "health", "metrics")
 
 
 class EngineProcessError(RuntimeError):

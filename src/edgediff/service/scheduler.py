@@ -216,7 +216,8 @@ class WindowScheduler:
             gpus=gpus,
             running=len(self.executor),
         )
-        answers, errors = [], []
+        answers: list[Answer] = []
+        errors: list[Exception] = []
         for group in groups:
             if group.error is not None:
                 err = group.error
@@ -224,7 +225,8 @@ class WindowScheduler:
                 reason = f"decision failed: {type(err).__name__}: {err}"
                 answers.extend(Answer(job, "failed", reason) for job in group.jobs)
                 continue
-            decision, outcome = group.decision, group.outcome
+            decision, outcome, instance = group.decision, group.outcome, group.instance
+            assert decision is not None and outcome is not None and instance is not None
             b = decision.granted_count
             for i, job in enumerate(group.jobs):
                 granted, split = bool(decision.granted[i]), int(decision.split[i])
@@ -240,7 +242,7 @@ class WindowScheduler:
                 if granted:
                     answers.append(self._admit(answer))
                 else:
-                    reason = denial_reason(group.instance, b, self.config.policy)
+                    reason = denial_reason(instance, b, self.config.policy)
                     answers.append(replace(answer, reason=reason))
         return Decided(window, answers, errors, self.config.gpus if gpus is None else gpus)
 
