@@ -1,5 +1,4 @@
-"""What the command modules share: the parser class and help formatter, argparse types, config
-defaults, the usage error."""
+"""What the command modules share: parser, help formatter, argparse types, config defaults, usage error."""
 
 from __future__ import annotations
 
@@ -179,7 +178,9 @@ def listing(title: str, summaries: dict[str, str], width: int, note: str = "") -
 
 
 def defaults(config: type) -> dict[str, Any]:
-    """The field defaults of a config dataclass, so that options repeat no literal."""
+    """The field defaults of a config dataclass (a composed one's flat keys): no literal repeated."""
+    if hasattr(config, "defaults"):
+        return config.defaults()
     return {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
 
 

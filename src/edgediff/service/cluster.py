@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import get_args
 
 import numpy as np
@@ -86,7 +86,7 @@ def sites_from(config: ServiceConfig, count: int) -> list[SiteSpec]:
     each with its own seed (``config.seed + i``)."""
     if count < 1:
         raise ClusterError(f"--sites must be >= 1, got {count}")
-    return [SiteSpec(f"site{i}", replace(config, seed=config.seed + i)) for i in range(count)]
+    return [SiteSpec(f"site{i}", config.replace(seed=config.seed + i)) for i in range(count)]
 
 
 class SiteActor:

@@ -1,12 +1,20 @@
-"""The service's parameters, one frozen dataclass validated when built."""
+"""The service's parameters: frozen dataclasses of one concern each, validated when built,
+composed into :class:`ServiceConfig` (and, for the digital twin, :class:`SiteConfig`).
+
+``edgediff serve``'s options, config files and the twin's sites files name the parameters
+flat (``window_s``, ``cache_gb``, ``header_timeout_s`` ...): a composed config is built from
+those flat keys (an unknown one is an error naming it, with the closest valid name) and reads
+them flat too (``config.window_s`` is ``config.scheduling.window_s``).
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgediff.cache.eviction import USAGE_RULES
 from edgediff.errors import InputError
@@ -16,107 +24,83 @@ class ServiceConfigError(InputError):
     """A service parameter is invalid; the message names it."""
 
 
+def _check_numbers(part) -> None:
+    """Every int/float field a finite number (not a bool)."""
+    for f in fields(part):
+        if f.type in ("float", "int"):
+            value = getattr(part, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ServiceConfigError(f"{f.name} must be a finite number, got {value!r}")
+
+
+def _check(part, positive=(), non_negative=(), unit=()) -> None:
+    _check_numbers(part)
+    for name in positive:
+        if getattr(part, name) <= 0:
+            raise ServiceConfigError(f"{name} must be > 0, got {getattr(part, name)}")
+    for name in non_negative:
+        if getattr(part, name) < 0:
+            raise ServiceConfigError(f"{name} must be >= 0, got {getattr(part, name)}")
+    for name in unit:
+        if not 0 <= getattr(part, name) <= 1:
+            raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(part, name)}")
+
+
 @dataclass(frozen=True)
-class ServiceConfig:
-    """Everything ``edgediff serve`` can set. Sizes in bytes, times in seconds.
-
-    ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the paper's Part A defaults (``N_hat = 80``
-    and the PAI sigmoid, both for ``N = 200``) to a request's own step count: a request of
-    ``N`` steps gets ``N_hat = round(0.4 N)`` and ``F(n) = sigmoid(a 200/N (n - b N/200))``.
-    ``reusable_fraction`` sets the cache's reusable bound ``S* = max(1, round(0.3 N))`` (the
-    caching model's 6 of 20 steps, docs/caching-model.md). ``edge_profile`` ``None`` calibrates the
-    edge model at start-up.
-
-    ``b_max`` bounds the requests each window grants; ``max_batch`` (optional) bounds the
-    running batch, where members of earlier windows may still be: a window then grants at most
-    ``min(b_max, max_batch - members running)``.
-
-    ``workers`` > 1 runs the denoiser on that many replicas (:mod:`edgediff.runtime.workers`:
-    one per GPU on CUDA, else CPU processes of ``worker_threads`` torch threads each); then
-    ``gpus``, the ``G`` of ``L_e(b, G) = k b / G + h``, is the worker count (another ``gpus``
-    is refused) and each window is planned with the workers still alive.
-    """
+class ModelSettings:
+    """The model and where its denoiser runs. ``workers`` > 1 runs the denoiser on that many
+    replicas (:mod:`edgediff.runtime.workers`: one per GPU on CUDA, else CPU processes of
+    ``worker_threads`` torch threads each); ``engine_process``: the engine in its own process,
+    the HTTP face in this one (:mod:`edgediff.service.engine_process`)."""
 
     model: str = "tiny"
     device: str = "cpu"
+    workers: int = 1
+    worker_threads: int = 1
+    engine_process: bool = True
+
+    def __post_init__(self):
+        for name in ("workers", "worker_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ServiceConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SchedulingSettings:
+    """What each window is decided with. ``n_hat_fraction`` and ``pai_a``/``pai_b`` scale the
+    paper's Part A defaults (``N_hat = 80`` and the PAI sigmoid, both for ``N = 200``) to a
+    request's own step count: a request of ``N`` steps gets ``N_hat = round(0.4 N)`` and
+    ``F(n) = sigmoid(a 200/N (n - b N/200))``. ``edge_profile`` ``None`` calibrates the edge at
+    start-up. ``b_max`` bounds the requests each window grants; ``max_batch`` (optional) the
+    running batch, where members of earlier windows may still be: a window then grants at most
+    ``min(b_max, max_batch - members running)``. ``gpus`` is the ``G`` of
+    ``L_e(b, G) = k b / G + h``."""
+
     window_s: float = 0.5
     policy: str = "exact"
     policy_options: Mapping[str, Any] = field(default_factory=dict, hash=False)  # e.g. {"time_limit": 2} for milp
     gpus: int = 1
-    workers: int = 1  # denoiser replicas (runtime.workers); 1: the model runs in the service's process
-    worker_threads: int = 1  # torch threads of each CPU worker
-    # edgediff serve: the engine in its own process, the HTTP face in this one (service.engine_process)
-    engine_process: bool = True
     b_max: int = 20
-    # the most members the running batch holds (e.g. what GPU memory allows); None: B_max per window only
     max_batch: int | None = None
-    cache_gb: float = 1.0
-    cache_eviction: str = "lcbfu"
-    theta_min: float = 0.8
-    reusable_fraction: float = 0.3
+    queue_limit: int = 256
     n_hat_fraction: float = 0.4
     pai_a: float = 0.0413
     pai_b: float = 71.44
     eta: float = 10.0
     W_max: float = 1e6
-    queue_limit: int = 256
-    max_body_bytes: int = 16_384
-    max_wait_s: float = 60.0
-    record_limit: int = 2_000  # finished requests kept (with their latent) for retrieval by id
-    drain_timeout_s: float = 120.0
-    linger_s: float = 10.0  # after the drain: the listener waits this long for clients to collect results
-    header_timeout_s: float = 10.0  # a connection sends its request headers within this, or is closed
-    body_timeout_s: float = 30.0  # ... and its body within this of the headers
-    keep_alive_s: float = 30.0  # an idle keep-alive connection is closed after this
-    max_connections: int = 1000  # open connections; one more is answered 503 and closed
     edge_profile: tuple[float, float] | None = None
-    journal: Path | None = None
-    journal_fsync: bool = True  # acceptance records forced to disk before the 202 (docs/service.md)
-    api_keys: tuple[tuple[str, str], ...] | None = None  # (SHA-256 of a key, tenant); see service.tenants
-    cache_sharing: bool = False  # with api_keys: one latent cache for all tenants (a membership oracle)
     seed: int = 0
 
-    @property
-    def batch_limit(self) -> int:
-        """The largest batch the edge plans for (and calibrates up to): ``max_batch`` if set, else
-        ``b_max`` (windows that overlap may still exceed it then)."""
-        return self.b_max if self.max_batch is None else self.max_batch
-
     def __post_init__(self):
-        numbers = [f.name for f in fields(self) if f.type in ("float", "int")]
-        for name in numbers:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ServiceConfigError(f"{name} must be a finite number, got {value!r}")
-        for name in ("workers", "worker_threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ServiceConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.workers > 1:
-            if self.gpus not in (1, self.workers):
-                raise ServiceConfigError(
-                    f"gpus ({self.gpus}) and workers ({self.workers}) disagree: with workers, G is the worker count"
-                )
-            object.__setattr__(self, "gpus", self.workers)
-        positive = ("window_s", "gpus", "queue_limit", "max_body_bytes", "eta", "max_connections")
-        for name in (*positive, "header_timeout_s", "body_timeout_s", "keep_alive_s"):
-            if getattr(self, name) <= 0:
-                raise ServiceConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("b_max", "cache_gb", "max_wait_s", "drain_timeout_s", "linger_s", "record_limit", "seed"):
-            if getattr(self, name) < 0:
-                raise ServiceConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self, positive=("window_s", "gpus", "queue_limit", "eta"), non_negative=("b_max", "seed"))
+        _check(self, unit=("n_hat_fraction",))
         if self.max_batch is not None and (
             isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1
         ):
             raise ServiceConfigError(f"max_batch must be an integer >= 1, got {self.max_batch!r}")
-        for name in ("theta_min", "reusable_fraction", "n_hat_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ServiceConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.W_max <= 0 or self.pai_a <= 0:
             raise ServiceConfigError("W_max and pai_a must be > 0")
-        if self.cache_eviction not in USAGE_RULES:
-            rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
-            raise ServiceConfigError(f"cache_eviction must be {rules}, got {self.cache_eviction!r}")
         if not isinstance(self.policy_options, Mapping):
             raise ServiceConfigError(f"policy_options must be a mapping, got {self.policy_options!r}")
         object.__setattr__(self, "policy_options", dict(self.policy_options))  # a copy: the caller's dict may change
@@ -136,20 +120,178 @@ class ServiceConfig:
                 raise ServiceConfigError(f"edge_profile must have k >= 0 and k/G + h > 0, got {self.edge_profile}")
 
     @property
-    def tenants(self) -> tuple[str, ...]:
-        """The tenants of ``api_keys`` (empty: no keys, one anonymous tenant)."""
-        return tuple(sorted({tenant for _, tenant in self.api_keys or ()}))
+    def batch_limit(self) -> int:
+        """The largest batch the edge plans for (and calibrates up to): ``max_batch`` if set, else
+        ``b_max`` (windows that overlap may still exceed it then)."""
+        return self.b_max if self.max_batch is None else self.max_batch
+
+    def n_hat(self, steps: int) -> int:
+        return min(steps, round(self.n_hat_fraction * steps))
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The latent cache: its size, eviction rule (:mod:`edgediff.cache.eviction`), the
+    similarity floor ``theta_min`` of ``θ(m)`` and ``reusable_fraction``, which sets the
+    reusable bound ``S* = max(1, round(0.3 N))`` (the caching model's 6 of 20 steps,
+    docs/caching-model.md)."""
+
+    cache_gb: float = 1.0
+    cache_eviction: str = "lcbfu"
+    theta_min: float = 0.8
+    reusable_fraction: float = 0.3
+
+    def __post_init__(self):
+        _check(self, non_negative=("cache_gb",), unit=("theta_min", "reusable_fraction"))
+        if self.cache_eviction not in USAGE_RULES:
+            rules = ", ".join(USAGE_RULES[:-1]) + f" or {USAGE_RULES[-1]}"
+            raise ServiceConfigError(f"cache_eviction must be {rules}, got {self.cache_eviction!r}")
 
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_gb * 1e9)
 
-    def n_hat(self, steps: int) -> int:
-        return min(steps, round(self.n_hat_fraction * steps))
-
     def reusable_steps(self, steps: int) -> int:
         """``S*`` for a request of ``steps`` steps."""
         return max(1, min(steps, round(self.reusable_fraction * steps)))
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP side: body size, long-poll bound, connection deadlines and cap, and how long
+    the listener waits after the drain for clients to collect their results."""
+
+    max_body_bytes: int = 16_384
+    max_wait_s: float = 60.0
+    header_timeout_s: float = 10.0  # a connection sends its request headers within this, or is closed
+    body_timeout_s: float = 30.0  # ... and its body within this of the headers
+    keep_alive_s: float = 30.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections; one more is answered 503 and closed
+    linger_s: float = 10.0  # after the drain: the listener waits this long for clients to collect results
+
+    def __post_init__(self):
+        positive = ("max_body_bytes", "max_connections", "header_timeout_s", "body_timeout_s", "keep_alive_s")
+        _check(self, positive=positive, non_negative=("max_wait_s", "linger_s"))
+
+
+@dataclass(frozen=True)
+class TenancySettings:
+    """API keys (``(SHA-256 of a key, tenant)`` pairs, :mod:`edgediff.service.tenants`) and
+    whether tenants share one latent cache (a membership oracle between them)."""
+
+    api_keys: tuple[tuple[str, str], ...] | None = None
+    cache_sharing: bool = False
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants of ``api_keys`` (empty: no keys, one anonymous tenant)."""
+        return tuple(sorted({tenant for _, tenant in self.api_keys or ()}))
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    """Records and restarts: finished requests kept for retrieval by id, the drain's bound,
+    and the write-ahead journal (acceptances forced to disk before the 202 with
+    ``journal_fsync``; docs/service.md)."""
+
+    record_limit: int = 2_000
+    drain_timeout_s: float = 120.0
+    journal: Path | None = None
+    journal_fsync: bool = True
+
+    def __post_init__(self):
+        _check(self, non_negative=("record_limit", "drain_timeout_s"))
+
+
+class _Composed:
+    """A frozen config composed of parts (dataclass fields), built from flat keys, from parts,
+    or both (the flat keys then change the given parts), and read by flat keys."""
+
+    PARTS: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, **options):
+        owner = {f.name: part for part, cls in self.PARTS.items() for f in fields(cls)}
+        for key in options:
+            if key not in owner and key not in self.PARTS:
+                close = difflib.get_close_matches(key, owner, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ServiceConfigError(f"unknown parameter {key!r}{hint}")
+        for part, cls in self.PARTS.items():
+            mine = {key: value for key, value in options.items() if owner.get(key) == part}
+            base = options.get(part)
+            if base is not None and not isinstance(base, cls):
+                raise ServiceConfigError(f"{part} must be a {cls.__name__}, got {type(base).__name__}")
+            object.__setattr__(self, part, cls(**mine) if base is None else replace(base, **mine))
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        for part in type(self).PARTS:
+            value = self.__dict__.get(part)
+            if value is not None and hasattr(value, name):
+                return getattr(value, name)
+        raise AttributeError(f"{type(self).__name__} has no parameter {name!r}")
+
+    def options(self) -> dict[str, Any]:
+        """The flat keys and values (what builds an equal config)."""
+        return {f.name: getattr(getattr(self, p), f.name) for p in self.PARTS for f in fields(getattr(self, p))}
+
+    def replace(self, **changes):
+        """A copy with the flat ``changes``."""
+        return replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The flat keys' defaults (those with one)."""
+        return {f.name: f.default for part in cls.PARTS.values() for f in fields(part) if f.default is not MISSING}
+
+
+@dataclass(frozen=True, init=False)
+class SiteConfig(_Composed):
+    """What an edge site decides with, and all the digital twin reads of a site's service:
+    ``scheduling`` and ``caching``."""
+
+    PARTS = {"scheduling": SchedulingSettings, "caching": CacheSettings}
+    scheduling: SchedulingSettings
+    caching: CacheSettings
+
+
+@dataclass(frozen=True, init=False)
+class ServiceConfig(_Composed):
+    """Everything ``edgediff serve`` can set, in parts: ``runtime`` (:class:`ModelSettings`),
+    ``scheduling``, ``caching``, ``http``, ``tenancy``, ``lifecycle``. Sizes in bytes, times in
+    seconds. With ``workers`` > 1, ``gpus`` is the worker count (another ``gpus`` is refused)
+    and each window is planned with the workers still alive."""
+
+    PARTS = {
+        "runtime": ModelSettings,
+        "scheduling": SchedulingSettings,
+        "caching": CacheSettings,
+        "http": HttpSettings,
+        "tenancy": TenancySettings,
+        "lifecycle": LifecycleSettings,
+    }
+    runtime: ModelSettings
+    scheduling: SchedulingSettings
+    caching: CacheSettings
+    http: HttpSettings
+    tenancy: TenancySettings
+    lifecycle: LifecycleSettings
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        workers = self.runtime.workers
+        if workers > 1:
+            if self.scheduling.gpus not in (1, workers):
+                gpus = self.scheduling.gpus
+                why = "with workers, G is the worker count"
+                raise ServiceConfigError(f"gpus ({gpus}) and workers ({workers}) disagree: {why}")
+            object.__setattr__(self, "scheduling", replace(self.scheduling, gpus=workers))
+
+    @property
+    def site(self) -> SiteConfig:
+        """The parts a site's windows are decided with (what the digital twin takes)."""
+        return SiteConfig(scheduling=self.scheduling, caching=self.caching)
 
 
 def service_pai_curve(path=None, model: str = "tiny"):

@@ -15,7 +15,7 @@ from edgediff.core.pai import PAPER_STEPS
 from edgediff.core.profiles import PRESETS, USER_ROWS
 from edgediff.core.scenario import USER_ROW_WEIGHTS, AlphaDistribution, Scenario
 from edgediff.errors import InputError
-from edgediff.service.config import ServiceConfig, ServiceConfigError
+from edgediff.service.config import ServiceConfig, ServiceConfigError, SiteConfig
 
 
 class TwinError(InputError):
@@ -59,7 +59,7 @@ class Site:
     decision pending is decided at once instead of at its window's end (the adaptive window
     rule of docs/results-twin.md; windows keep their length while the edge is busy)."""
 
-    service: ServiceConfig
+    service: SiteConfig
     name: str = "site0"
     intermediate_bits: int = INTERMEDIATE_BITS
     phase_s: float = 0.0
@@ -93,10 +93,8 @@ def make_site(
 ) -> Site:
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
     try:
-        config = ServiceConfig(edge_profile=parse_profile(profile), **service)
+        config = ServiceConfig(edge_profile=parse_profile(profile), **service).site
     except ServiceConfigError as err:
-        raise TwinError(f"site {name}: {err}") from None
-    except TypeError as err:
         raise TwinError(f"site {name}: {err}") from None
     return Site(config, name, intermediate_bits, phase_s, decide_when_idle=bool(decide_when_idle))
 

@@ -47,18 +47,18 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
     from edgediff.service.server import ServiceThread
 
     class TimedEngine(EdgeEngine):
-        """The engine, timing each whole batched step as its loop runs it (the executor's step
-        plus publishing the members that leave), against the calibrated ``L(b)``."""
+        """The engine, timing each batched step from its launch to its completion (what the
+        host work done meanwhile adds included), against the calibrated ``L(b)``."""
 
         step_s = ideal_s = 0.0
 
-        def _step(self, executor):
-            batch, start = len(executor), time.perf_counter()
-            executor = super()._step(executor)
-            if batch:
+        def _complete(self, batch, launched):
+            handoff = super()._complete(batch, launched)
+            _, members, start = launched
+            if members:
                 self.step_s += time.perf_counter() - start
-                self.ideal_s += self.edge_k * batch / self.config.gpus + self.edge_h
-            return executor
+                self.ideal_s += self.denoiser.ideal_step_s(members)
+            return handoff
 
     engine = TimedEngine(config, model=model, embedder=HashEmbedder())
     ids = []
@@ -136,9 +136,8 @@ def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[s
 
     def twin_run(scale: float) -> TwinResult:
         k, h = run.edge_profile  # decided with the service's calibration, stepped at the run's pace
-        site = Site(
-            replace(config, edge_profile=(k, h)), "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale)
-        )
+        decided_with = config.replace(edge_profile=(k, h)).site
+        site = Site(decided_with, "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale))
         return simulate(TwinConfig([site]), twin_arrivals)
 
     twin, calibrated = twin_run(run.step_scale), twin_run(1.0)
