@@ -119,7 +119,8 @@ class _FieldError(ValueError):
 
 def _known_fields() -> set[str]:
     """Every field name of the instance schemas (what a misspelt key is compared against)."""
-    names, todo = set(), [_Strict]
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [_Strict]
     while todo:
         cls = todo.pop()
         names.update(cls.model_fields)
@@ -169,7 +170,8 @@ class Instance:
     eta: float = 10.0
     W_max: float = 1e6
     pai: PaiCurve = field(default_factory=PaiCurve)
-    cached_steps: np.ndarray | None = None  # d_i: steps of a usable cached output (None: no cache)
+    # d_i: steps of a usable cached output; None (no cache) becomes zeros when built
+    cached_steps: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
@@ -226,13 +228,13 @@ class Instance:
         warn_implausible("users.{i}", [u.k for u in users], [u.h for u in users])
         return cls(
             ids=tuple(u.id for u in users),
-            k=[u.k for u in users],
-            h=[u.h for u in users],
-            alpha=[u.alpha for u in users],
-            request_time=[u.request_time for u in users],
-            prompt_bits=[u.prompt_bits for u in users],
-            intermediate_bits=[u.intermediate_bits for u in users],
-            cached_steps=[u.cached_steps for u in users],
+            k=np.array([u.k for u in users]),
+            h=np.array([u.h for u in users]),
+            alpha=np.array([u.alpha for u in users]),
+            request_time=np.array([u.request_time for u in users]),
+            prompt_bits=np.array([u.prompt_bits for u in users]),
+            intermediate_bits=np.array([u.intermediate_bits for u in users]),
+            cached_steps=np.array([u.cached_steps for u in users]),
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,

@@ -14,7 +14,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -193,7 +193,10 @@ class _DeviceSchema(_Strict):
         return self
 
     def gpu(self) -> GpuProfile:
-        return PRESETS[self.profile] if self.profile is not None else GpuProfile(self.k, self.h)
+        if self.profile is not None:
+            return PRESETS[self.profile]
+        assert self.k is not None and self.h is not None  # the validator saw to it
+        return GpuProfile(self.k, self.h)
 
 
 class _PaperAlpha(_Strict):
@@ -297,7 +300,7 @@ class _ScenarioSchema(_Strict):
             sigma=getattr(a, "sigma", 0.0),
             value=getattr(a, "value", 0.0),
         )
-        devices = {}
+        devices: dict[str, Any] = {}
         if self.devices is not None:
             devices = {
                 "devices": tuple(d.gpu() for d in self.devices),

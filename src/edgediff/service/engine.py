@@ -91,7 +91,7 @@ class EdgeEngine:
         self.batch = EdgeBatch(self.model)
         self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
         self.scheduler = WindowScheduler(
-            config,
+            config.site,
             window_policy(config),
             self.batch,
             self.caches if self.cache.enabled else None,

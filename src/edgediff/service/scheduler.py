@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from edgediff.service.config import ServiceConfig
+from edgediff.service.config import SiteConfig
 from edgediff.service.window import decide_window, denial_reason
 
 EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
@@ -146,7 +146,7 @@ class WindowScheduler:
 
     def __init__(
         self,
-        config: ServiceConfig,
+        config: SiteConfig,
         policy,
         executor: StepExecutor,
         cache: WindowCache | None = None,

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision, Evaluation, evaluate
 from edgediff.core.pai import PaiCurve
-from edgediff.service.config import ServiceConfig
+from edgediff.service.config import SiteConfig
 
 # latest request time k_i as a fraction of K: the model needs k_i < K, and a request that
 # arrived after the boundary (while the previous window was being decided) counts as last
@@ -24,7 +26,7 @@ LATEST_ARRIVAL = 0.999
 
 def window_instance(
     jobs: Sequence,
-    config: ServiceConfig,
+    config: SiteConfig,
     *,
     start: float,
     b_max: int,
@@ -51,13 +53,13 @@ def window_instance(
     edge_k, edge_h = edge_profile
     return Instance(
         ids=tuple(job.id for job in jobs),
-        k=[job.k for job in jobs],
-        h=[job.h for job in jobs],
-        alpha=[job.alpha for job in jobs],
-        request_time=[min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs],
-        prompt_bits=[8 * len(job.prompt.encode()) for job in jobs],
-        intermediate_bits=[intermediate_bits] * len(jobs),
-        cached_steps=[getattr(job, "cached_steps", 0) for job in jobs],
+        k=np.array([job.k for job in jobs]),
+        h=np.array([job.h for job in jobs]),
+        alpha=np.array([job.alpha for job in jobs]),
+        request_time=np.array([min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs]),
+        prompt_bits=np.array([8 * len(job.prompt.encode()) for job in jobs]),
+        intermediate_bits=np.full(len(jobs), intermediate_bits),
+        cached_steps=np.array([getattr(job, "cached_steps", 0) for job in jobs]),
         N=N,
         N_hat=config.n_hat(N),
         B_max=b_max,
@@ -71,7 +73,7 @@ def window_instance(
     )
 
 
-def window_slots(config: ServiceConfig, running: int) -> int:
+def window_slots(config: SiteConfig, running: int) -> int:
     """The requests a window may grant: ``B_max``, and with ``max_batch`` no more than the
     running batch of ``running`` members has free."""
     if config.max_batch is None:
@@ -88,7 +90,7 @@ def denial_reason(instance: Instance, granted_count: int, policy: str) -> str:
     )
 
 
-def window_policy(config: ServiceConfig):
+def window_policy(config: SiteConfig):
     """The policy that decides the service's windows: ``config.policy`` from the registry, with
     the service's seed and ``config.policy_options``."""
     from edgediff.offload.policies import make_policy
@@ -111,7 +113,7 @@ class GroupDecision:
 
 def decide_window(
     jobs: Sequence,
-    config: ServiceConfig,
+    config: SiteConfig,
     policy,
     *,
     start: float,

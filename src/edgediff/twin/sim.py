@@ -157,7 +157,8 @@ class SimSite:
         self.event: float | None = None  # time of the pending decision (None: queue empty)
         self.decided_t, self.decided_n = array("d"), array("q")
         self.router: Router | None = None
-        self.failed_windows, self.first_failure = 0, None
+        self.failed_windows = 0
+        self.first_failure: str | None = None
         self.left_seen = 0  # members out of the executor that the scheduler has been told of
         self.cache = None
         steps = set(np.unique(arrivals.steps).tolist())
@@ -411,15 +412,15 @@ def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
     while events:
         when, s = heapq.heappop(events)
         sites[s].on_event(when, events)
-    for site in sites:
-        if site.failed_windows:
+    for sim in sites:
+        if sim.failed_windows:
             log.warning(
                 "site %s: policy %s failed on %d window(s), their requests failed; first %s",
-                site.site.name, site.service.policy, site.failed_windows, site.first_failure,
+                sim.site.name, sim.service.policy, sim.failed_windows, sim.first_failure,
             )  # fmt: skip
-        site.executor.run_until(math.inf)
-        site.executor.release_pending()
-        ex = site.executor
+        ex = sim.executor
+        ex.run_until(math.inf)
+        ex.release_pending()
         records.answered_at[np.frombuffer(ex.left_index, np.int64)] = np.frombuffer(ex.left_time, np.float64)
     if bar is not None:
         bar.update(n - bar.n)

@@ -68,7 +68,7 @@ def run_case(case: SweepCase, seed: int) -> dict:
     sites = case.site_list()
     arrivals = generate(WorkloadConfig(rate=case.rate, duration_s=case.duration_s, steps=case.steps), sites[0], seed)
     start = time.perf_counter()
-    result = simulate(TwinConfig(sites, seed=seed), arrivals)
+    result = simulate(TwinConfig(tuple(sites), seed=seed), arrivals)
     elapsed = time.perf_counter() - start
     summary = result.site_rows()[-1]
     summary.pop("site")

@@ -76,9 +76,13 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
                 seed=i,
             )
             ids.append(status["id"])
+        jobs = []
         for job_id in ids:
-            engine.get(job_id).finished.wait(120)
-        snaps = [engine.get(job_id).snapshot for job_id in ids]
+            job = engine.get(job_id)
+            assert job is not None  # fewer requests than the engine keeps records of
+            job.finished.wait(120)
+            jobs.append(job)
+        snaps = [job.snapshot for job in jobs]
         edge_profile, bits = (engine.edge_k, engine.edge_h), engine.intermediate_bits
         step_scale = engine.step_s / engine.ideal_s if engine.ideal_s > 0 else 1.0
     arrived = np.array([s.arrived for s in snaps]) - t0
@@ -115,7 +119,7 @@ def service_latency(run: ServiceRun, arrivals: Arrivals, config: ServiceConfig, 
     edge's answer (measured), plus the link (eq. (3), the window's granted count) and the
     device's ``split`` steps at its ``L(1)``."""
     bits = np.array([8 * len(p.encode()) for p in prompts]) + run.intermediate_bits
-    counts = {}
+    counts: dict[int, int] = {}
     for w, g in zip(run.window, run.granted):
         counts[w] = counts.get(w, 0) + int(g)
     b = np.array([counts[w] if g else 0 for w, g in zip(run.window, run.granted)])
@@ -138,7 +142,7 @@ def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[s
         k, h = run.edge_profile  # decided with the service's calibration, stepped at the run's pace
         decided_with = config.replace(edge_profile=(k, h)).site
         site = Site(decided_with, "loopback", run.intermediate_bits, run.phase_s, (k * scale, h * scale))
-        return simulate(TwinConfig([site]), twin_arrivals)
+        return simulate(TwinConfig((site,)), twin_arrivals)
 
     twin, calibrated = twin_run(run.step_scale), twin_run(1.0)
     real = service_latency(run, arrivals, config, prompts)

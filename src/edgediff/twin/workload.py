@@ -12,7 +12,7 @@ import numpy as np
 from edgediff.cache.model import Catalog
 from edgediff.core.pai import PaiCurve
 from edgediff.core.profiles import GpuProfile
-from edgediff.core.scenario import alpha_interval, draw_alpha
+from edgediff.core.scenario import AlphaDistribution, alpha_interval, draw_alpha
 from edgediff.twin.config import Site, TwinError, WorkloadConfig, parse_profile
 
 TRACE_COLUMNS = ("time", "user", "prompt_or_class", "alpha", "device")
@@ -77,6 +77,7 @@ def generate(config: WorkloadConfig, reference: Site, seed: int) -> Arrivals:
     svc, N = reference.service, config.steps
     pai = PaiCurve(svc.pai_a, svc.pai_b).for_steps(N)
     paper = alpha_interval(uk + uh, svc.gpus, pai, svc.n_hat(N), N, edge=GpuProfile(*svc.edge_profile))
+    assert isinstance(config.alpha, AlphaDistribution)  # WorkloadConfig made it one
     ualpha = draw_alpha(config.alpha, rng, config.users, paper)
     catalog = zipf_catalog(config, rng)
     time = arrival_times(config, rng)
