@@ -59,6 +59,7 @@ class Publisher:
                 job.snapshot, status=status, reason=reason, finished_at=time.perf_counter(), **changes
             )
             self.stats.terminal[status] += 1
+        job.conditioning = job.embedding = None  # a kept record holds its answer, not its prompt work
         self.metrics.requests.labels(status).inc()
         if status == "failed":
             log.warning("request %s failed: %s", job.id, reason)
