@@ -46,8 +46,6 @@ class SiteStats:
     busy_b: np.ndarray
     decided_t: np.ndarray
     decided_n: np.ndarray
-    cache_lookups: int
-    cache_hits: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,8 +93,6 @@ class TwinResult:
                 np.frombuffer(s.executor.seg_b),
                 np.frombuffer(s.decided_t),
                 np.frombuffer(s.decided_n, np.int64),
-                s.lookups,
-                s.hits,
             )
             for s in sims
         )

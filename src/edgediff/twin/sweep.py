@@ -7,7 +7,7 @@ only in the edge's choices (policy, window, ``B_max``) see the same arrivals."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -84,6 +84,3 @@ def run_sweep(
 
     tasks = [(run_case, (case, s)) for case, s in zip(cases, case_seeds(cases, seed))]
     return run_tasks(tasks, workers=workers, ray_address=ray_address, progress=progress)
-
-
-CASE_FIELDS = tuple(f.name for f in fields(SweepCase))
