@@ -7,12 +7,9 @@ import sys
 import pytest
 
 from edgediff.cli import main
+from helpers import run_cli
 
 DEFAULT_ROW = {"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_instance_then_solve_json(tmp_path, capsys):

@@ -11,12 +11,7 @@ import pytest
 
 from edgediff.cli import build_parser, main
 from edgediff.cli._args import default_threads
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180, env=env
-    )
+from helpers import run_cli
 
 
 def commands():

@@ -2,19 +2,14 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgediff.cli import main
+from helpers import run_cli
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "scenarios"
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir()))

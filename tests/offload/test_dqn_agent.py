@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +12,7 @@ from edgediff.offload.dqn.checkpoint import SHIPPED, load_checkpoint, save_check
 from edgediff.offload.dqn.env import EpisodeBatch, ScopeConfig, observation_size
 from edgediff.offload.dqn.train import PRESETS, DqnConfig, HeldOut, make_network, select_actions, train
 from edgediff.offload.policies import CheckpointError, make_policy
+from helpers import run_cli
 
 FAST = replace(PRESETS["tuned"], learning_starts=64, memory=5000)
 
@@ -109,10 +108,6 @@ def test_shipped_checkpoint_decides_well():
         assert value <= exact + 1e-9
         scores.append(normalized_score(value, exact, local))
     assert np.mean(scores) >= 0.9
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_solve_with_dqn_and_bad_checkpoint(tmp_path):

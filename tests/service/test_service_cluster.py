@@ -41,13 +41,6 @@ def door():
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from edgediff.runtime.models import load_model
-
-    return load_model("tiny")
-
-
 def test_through_the_front_door_images_equal_in_process_split(door, tiny):
     request = GenerationRequest("a lighthouse at dusk", steps=12, seed=11)
     with EdgeClient(door.url) as client:
