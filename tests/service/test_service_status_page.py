@@ -127,12 +127,15 @@ def test_with_api_keys_the_status_needs_a_key_and_shows_no_images(start_service,
 
     keys = tmp_path / "keys.txt"
     keys.write_text("alice alice-key-0123456789\n")
-    service, _ = start_service(api_keys=load_api_keys(keys))
+    service, engine = start_service(api_keys=load_api_keys(keys))
     headers = {"Authorization": "Bearer alice-key-0123456789"}
     body = {"prompt": "a private prompt", "steps": 20, "seed": 1, "alpha": 3.0, "preset": "row9"}
     job = httpx.post(f"{service.url}/v1/requests", json=body, headers=headers).json()["id"]
     httpx.get(f"{service.url}/v1/requests/{job}/latent", params={"wait": 20}, headers=headers, timeout=30)
-    time.sleep(1.2)  # a thumbnail would have been decoded by now
+    deadline = time.monotonic() + 30
+    while not engine.board._thumbnails:  # the engine decodes its thumbnail (the next loop turn): one exists
+        assert time.monotonic() < deadline, "no thumbnail was decoded: the check below would prove nothing"
+        time.sleep(0.02)
     assert httpx.get(f"{service.url}/v1/status").status_code == 401
     status = httpx.get(f"{service.url}/v1/status", headers=headers).json()
     assert status["terminal"]["done"] == 1 and status["thumbnails"] == []
