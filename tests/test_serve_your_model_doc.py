@@ -76,6 +76,7 @@ def commands(block: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+@pytest.mark.slow
 def test_every_command_of_the_guide_runs(tmp_path, monkeypatch):
     from PIL import Image
 

@@ -34,6 +34,7 @@ def test_every_paper_figure_is_registered():
     assert set(PART_A) <= set(REGISTRY)
 
 
+@pytest.mark.slow
 def test_fig11a_quick_end_to_end(tmp_path):
     paths = reproduce("fig11a", tmp_path, quick=True, workers=2)
     assert sorted(p.suffix for p in paths) == [".csv", ".md", ".png"]
@@ -48,6 +49,7 @@ def test_fig11a_quick_end_to_end(tmp_path):
     assert "exact" in (tmp_path / "fig11a.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_results_do_not_depend_on_workers():
     points = [(4, 8), (12, 2)]
     serial = compare_points(points, 7, ["b1", "exact"], workers=1, chunk=3)
@@ -57,6 +59,7 @@ def test_sweep_results_do_not_depend_on_workers():
     ]
 
 
+@pytest.mark.slow
 def test_fig8_trends_follow_the_paper(tmp_path):
     reproduce("fig8a", tmp_path)
     curves = defaultdict(list)
@@ -71,6 +74,7 @@ def test_fig8_trends_follow_the_paper(tmp_path):
             assert all(s >= t for (_, s), (_, t) in zip(sorted(curves[row, small]), sorted(curves[row, large])))
 
 
+@pytest.mark.slow
 def test_timeline_figure_quick(tmp_path):
     reproduce("timeline", tmp_path, quick=True, workers=1)
     for r in read_csv(tmp_path / "timeline.csv"):
@@ -83,6 +87,7 @@ def test_timeline_figure_quick(tmp_path):
     assert "largest |timeline - brute force| = 0" in (tmp_path / "timeline.md").read_text()
 
 
+@pytest.mark.slow
 def test_table2_quick_measures_every_policy(tmp_path):
     reproduce("table2", tmp_path, quick=True)
     rows = read_csv(tmp_path / "table2.csv")
@@ -130,6 +135,8 @@ def local_ray_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_reproduce_on_a_local_ray_cluster(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
     with local_ray_cluster() as address:
@@ -158,6 +165,7 @@ def test_reproduce_on_a_local_ray_cluster(tmp_path):
     assert_no_policy_beats_exact(on_ray)
 
 
+@pytest.mark.slow
 def test_reproduce_cli_errors(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "edgediff", "reproduce", *args], capture_output=True, text=True)

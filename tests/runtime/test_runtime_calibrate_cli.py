@@ -28,6 +28,7 @@ def test_calibrate_times_batched_steps(tiny):
         CalibrationConfig(batches=(4, 4))
 
 
+@pytest.mark.slow
 def test_cli_calibrate_json_and_out(tmp_path, capsys):
     out = tmp_path / "edge.json"
     # batch sizes far apart, so that timing noise cannot flip the slope's sign
@@ -45,6 +46,7 @@ def test_cli_calibrate_json_and_out(tmp_path, capsys):
     load_instance(instance)
 
 
+@pytest.mark.slow
 def test_cli_generate_writes_png(tmp_path, capsys):
     out = tmp_path / "img.png"
     args = ["generate", "--prompt", "a dog", "--steps", "4", "--seed", "1", "--out", str(out)]
@@ -84,6 +86,7 @@ def test_cli_generate_bad_options_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "img.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_in_a_subprocess(tmp_path):
     result = subprocess.run(
         [

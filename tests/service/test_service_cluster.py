@@ -15,6 +15,7 @@ from edgediff.runtime.split import generate
 from edgediff.service.client import EdgeClient, generate_remote
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 EDGE = (0.01, 0.004)
 SLOW_DEVICE = (0.25, 0.02)

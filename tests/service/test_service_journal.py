@@ -28,6 +28,7 @@ def _records(path):
     return records
 
 
+@pytest.mark.slow
 def test_restart_answers_every_journaled_request(start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
     lines = [
@@ -132,6 +133,7 @@ def test_unusable_journal_paths(tmp_path):
     check_journal(tmp_path / "new.jsonl")  # a new file is fine
 
 
+@pytest.mark.slow
 def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_subprocess, start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
     options = ["--window", "0.3", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]

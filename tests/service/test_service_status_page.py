@@ -42,6 +42,7 @@ def text(dom: str, element_id: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_status_json_is_bounded_and_consistent(start_service):
     service, engine = start_service(b_max=4)
     stop = threading.Event()
@@ -69,6 +70,8 @@ def test_status_json_is_bounded_and_consistent(start_service):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.slow
+@pytest.mark.browser
 def test_status_page_renders_live_data_in_chromium(start_service):
     service, engine = start_service(b_max=4)
     stop = threading.Event()
@@ -122,6 +125,7 @@ def test_thumbnail_decodes_are_rate_limited_by_their_cost():
     assert len(thumbnails) == 2 and thumbnails[0]["png"].startswith("data:image/png;base64,")
 
 
+@pytest.mark.slow
 def test_with_api_keys_the_status_needs_a_key_and_shows_no_images(start_service, tmp_path):
     from edgediff.service.tenants import load_api_keys
 
