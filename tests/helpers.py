@@ -1,6 +1,7 @@
 """Helpers shared by tests in several folders (``tests/conftest.py`` puts this folder on ``sys.path``)."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,10 @@ def run_cli(*args, env=None, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import pytest
 
 from edgediff.offload.compare import compare_points
 from edgediff.reproduce import REGISTRY, reproduce
+from helpers import free_port, run_cli
 
 PART_A = ("fig8a", "fig8b", "fig9", "fig10", "fig11a", "fig11b", "fig11c", "table2", "timeline")
 
@@ -96,12 +96,6 @@ def test_table2_quick_measures_every_policy(tmp_path):
     assert max(int(r["users"]) for r in rows if r["policy"] == "dqn") <= 20
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def local_ray_cluster():
     """A throw-away loopback Ray cluster; yields its address. ``ray start --block`` in its own
@@ -110,7 +104,7 @@ def local_ray_cluster():
     own, so it leaves no ``ray_current_cluster`` behind for a later ``ray.init()`` to join."""
     ray_cli = shutil.which("ray")
     assert ray_cli, "the ray package is installed but its command is not on PATH"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit 107 bytes
     args = ["--head", "--block", f"--port={address.split(':')[1]}", "--num-cpus=2", "--include-dashboard=false"]
@@ -168,11 +162,11 @@ def test_reproduce_on_a_local_ray_cluster(tmp_path):
 @pytest.mark.slow
 def test_reproduce_cli_errors(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "edgediff", "reproduce", *args], capture_output=True, text=True)
+        return run_cli("reproduce", *args)
 
     for args in (["fig99", "--out", str(tmp_path)], ["fig8a", "--out", str(tmp_path), "--workers", "0"]):
         result = run(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("edgediff reproduce: error:")
-    result = run("fig11a", "--quick", "--out", str(tmp_path), "--ray", f"127.0.0.1:{_free_port()}")
+    result = run("fig11a", "--quick", "--out", str(tmp_path), "--ray", f"127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot connect to the Ray cluster" in result.stderr

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ from PIL import Image
 
 from edgediff.cli import main
 from edgediff.runtime.calibrate import CalibrationConfig, calibrate, fit_linear
+from helpers import run_cli
 
 
 def test_fit_linear_recovers_a_line_and_r2():
@@ -88,27 +87,9 @@ def test_cli_generate_bad_options_exit_2(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_cli_exit_codes_in_a_subprocess(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgediff",
-            "generate",
-            "--prompt",
-            "x",
-            "--model",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "a.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("generate", "--prompt", "x", "--model", str(tmp_path), "--out", str(tmp_path / "a.png"))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model_index.json" in lines[0], result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "edgediff", "calibrate", "--batches", "0,2"], capture_output=True, text=True, timeout=60
-    )
+    result = run_cli("calibrate", "--batches", "0,2")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--batches" in result.stderr

@@ -183,7 +183,7 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
         args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
-        result = subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180)
+        result = run_cli(*args)
     finally:
         server.shutdown()
     assert result.returncode == 4, result.stderr
