@@ -63,7 +63,7 @@ def run_tasks(
 
 def _run_on_ray(tasks: Sequence[Task], address: str, progress) -> list:
     ray = connect_ray(address)
-    remote = {}
+    remote: dict[Callable[..., Any], Any] = {}
     refs = []
     for function, args in tasks:
         remote.setdefault(function, ray.remote(function))
