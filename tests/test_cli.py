@@ -7,12 +7,9 @@ import sys
 import pytest
 
 from edgediff.cli import main
+from helpers import run_cli
 
 DEFAULT_ROW = {"id": "a", "k": 0.1, "h": 0.01, "alpha": 20.0, "request_time": 0.3}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_instance_then_solve_json(tmp_path, capsys):
@@ -63,6 +60,7 @@ def test_instance_to_stdout_is_seeded(capsys):
         ("[1, 2]", "instance"),
     ],
 )
+@pytest.mark.slow
 def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
     path = tmp_path / "bad.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
@@ -84,6 +82,7 @@ def test_invalid_instance_file_exit_2_one_line(tmp_path, content, field):
         ["compare", "--policies", "exact,zzz"],
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path, args):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"users": [DEFAULT_ROW]}))
@@ -91,6 +90,7 @@ def test_bad_arguments_exit_2(tmp_path, args):
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stderr.strip()
 
 
+@pytest.mark.slow
 def test_compare_writes_csv_and_json(tmp_path, capsys):
     args = ["compare", "--users", "4,6", "--gpus", "8", "--cases", "3", "--policies", "exact,ga,b2", "--seed", "1"]
     assert main([*args, "--out", str(tmp_path)]) == 0
@@ -109,6 +109,7 @@ def test_compare_writes_csv_and_json(tmp_path, capsys):
     assert as_json[0]["mean_objective"] == pytest.approx(float(rows[0]["mean_objective"]))
 
 
+@pytest.mark.slow
 def test_demo_prints_every_policy(capsys):
     assert main(["demo", "--seed", "2", "--no-service"]) == 0
     out = capsys.readouterr().out
@@ -117,6 +118,7 @@ def test_demo_prints_every_policy(capsys):
         assert re.search(rf"\n *{name}  ", out), name
 
 
+@pytest.mark.slow
 def test_import_stays_light():
     code = (
         "import sys, edgediff, edgediff.core.generator, edgediff.offload.policies as p, edgediff.cli\n"
@@ -155,6 +157,7 @@ def test_policy_option_reaches_the_policy(tmp_path, capsys):
         (["cache-sim", "--policy", "lru", "--policy-option", "x=1"], "takes no option 'x'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_policy_option_is_one_line_exit_2(tmp_path, args, message):
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"users": [DEFAULT_ROW]}))
@@ -163,6 +166,7 @@ def test_bad_policy_option_is_one_line_exit_2(tmp_path, args, message):
     assert result.stderr.startswith(f"edgediff {args[0]}: error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_policy_option_needs_key_and_value(tmp_path):
     result = run_cli("solve", str(tmp_path / "x.json"), "--policy-option", "novalue")
     assert result.returncode == 2 and "expected KEY=VALUE" in result.stderr

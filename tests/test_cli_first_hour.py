@@ -11,12 +11,7 @@ import pytest
 
 from edgediff.cli import build_parser, main
 from edgediff.cli._args import default_threads
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180, env=env
-    )
+from helpers import run_cli
 
 
 def commands():
@@ -55,6 +50,7 @@ def test_serve_policy_help_lists_every_registered_policy():
         assert name in text
 
 
+@pytest.mark.slow
 def test_argparse_error_is_one_line_exit_2():
     result = run_cli("instance", "--users", "x")
     assert result.returncode == 2
@@ -138,6 +134,7 @@ def test_train_dqn_refuses_to_overwrite_a_checkpoint_without_force(tmp_path, cap
     assert (tmp_path / "model.safetensors").read_bytes() == b"x"
 
 
+@pytest.mark.slow
 def test_cuda_without_cuda_is_one_line(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
@@ -163,6 +160,7 @@ def test_default_threads():
     assert 1 <= threads <= 4
 
 
+@pytest.mark.slow
 def test_default_threads_reach_torch():
     pytest.importorskip("torch")
     import os
@@ -174,6 +172,7 @@ def test_default_threads_reach_torch():
     assert int(out) == default_threads({})
 
 
+@pytest.mark.slow
 def test_cli_start_loads_no_heavy_library():
     code = (
         "import sys, edgediff.cli as c; c.build_parser(); "

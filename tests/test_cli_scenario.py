@@ -2,19 +2,14 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgediff.cli import main
+from helpers import run_cli
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "scenarios"
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir()))
@@ -87,6 +82,7 @@ def test_compare_instances_directory_scores_each_file_against_its_own_exact(tmp_
         ("{}", ["compare", "--instances", "{d}", "--scenario", "{f}"], "not allowed with"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_bad_scenario_input_is_one_line_exit_2(tmp_path, content, args, message):
     path = tmp_path / "s.json"
     path.write_text(content)
@@ -95,6 +91,7 @@ def test_bad_scenario_input_is_one_line_exit_2(tmp_path, content, args, message)
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_milliseconds_in_an_instance_warn_in_one_line_and_still_run(tmp_path):
     users = [{"id": f"u{i}", "k": 195.7, "h": -67.0, "alpha": 20.0, "request_time": 0.1} for i in range(3)]
     path = tmp_path / "ms.json"
@@ -105,6 +102,7 @@ def test_milliseconds_in_an_instance_warn_in_one_line_and_still_run(tmp_path):
     assert len(lines) == 1 and "users.0" in lines[0] and "milliseconds" in lines[0] and "2 more" in lines[0]
 
 
+@pytest.mark.slow
 def test_calibrate_profile_is_an_instance_edge(tmp_path, capsys):
     profile = {"k": 0.0109, "h": 0.0041, "r2": 0.9967, "model": "tiny", "device": "cpu (x86_64)", "batches": [1, 2]}
     profile.update({"step_latency_s": [0.0174, 0.0257], "repeats": 7, "guidance": True, "threads": 1})

@@ -52,6 +52,7 @@ def test_every_registered_figure_loads():
 
 
 @pytest.mark.parametrize("name", ["fig8a", "cache-fig5", "cache-fig6"])
+@pytest.mark.slow
 def test_cheap_figures_return_rows_figure_and_summary(tmp_path, name):
     figure = REGISTRY[name].load()(tmp_path, quick=True, seed=0)
     assert isinstance(figure, Figure) and figure.name == name

@@ -56,10 +56,12 @@ def test_every_figure_is_drawn_here_or_named_slow():
 
 
 @pytest.mark.parametrize("name", [name for name in REGISTRY if name not in SLOW])
+@pytest.mark.slow
 def test_figure_lines_are_sorted_by_x(name, tmp_path):
     assert check(REGISTRY[name].load()(tmp_path, quick=True, seed=0, workers=1)) > 0
 
 
+@pytest.mark.slow
 def test_fig7_sorts_splits_given_in_any_order():
     from edgediff.personalize.classifier import shipped_classifier
     from edgediff.personalize.pai import PaiConfig, measure_pai, pai_figures
@@ -77,6 +79,7 @@ def test_fig7_sorts_splits_given_in_any_order():
     assert check(pai_figures(result)) > 0
 
 
+@pytest.mark.slow
 def test_exact_does_not_hide_a_policy_that_matches_it(tmp_path):
     from edgediff.offload.figures import _comparison
 

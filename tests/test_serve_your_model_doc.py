@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import free_port
 
 pytest.importorskip("torch")
 
@@ -37,12 +38,6 @@ SHELL = re.compile(r"[|<>;&$`]")  # a line needing the shell
 
 def bash_blocks(text: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stand_ins(directory: Path) -> None:
@@ -76,6 +71,7 @@ def commands(block: str) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+@pytest.mark.slow
 def test_every_command_of_the_guide_runs(tmp_path, monkeypatch):
     from PIL import Image
 

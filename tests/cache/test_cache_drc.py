@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.drc import DrcConfig, quantize
@@ -18,6 +19,7 @@ def test_quantize_order_preserving():
     assert len({tuple(c) for c in cands}) == 6  # all K candidates differ here
 
 
+@pytest.mark.slow
 def test_drc_learns_caching_and_gets_close_to_oo():
     cfg = CacheConfig(slots=800, capacity_bytes=200 * 500e3)
     env = make_environment(cfg, 5)
@@ -34,6 +36,7 @@ def test_drc_learns_caching_and_gets_close_to_oo():
     assert np.any(drc.stored_step[stored] < drc.stop_step[stored])
 
 
+@pytest.mark.slow
 def test_adaptive_k_follows_the_winning_candidates():
     cfg = CacheConfig(slots=400)
     pol = make_cache_policy("drc", cfg, seed=1)
@@ -45,6 +48,7 @@ def test_adaptive_k_follows_the_winning_candidates():
     assert min(res.k_history) < largest  # it adapted to where the winners are
 
 
+@pytest.mark.slow
 def test_dnn_is_one_candidate_and_worse_than_drc():
     cfg = CacheConfig(slots=300)
     env = make_environment(cfg, 4)

@@ -26,6 +26,7 @@ SHORT = CacheConfig(slots=200)
 
 
 @pytest.mark.parametrize("policy", ["oo", "lru", "drc"])
+@pytest.mark.slow
 def test_same_seed_same_results(policy):
     a = simulate(SHORT, policy, seed=7)
     b = simulate(SHORT, policy, seed=7)
@@ -58,6 +59,7 @@ def test_every_policy_runs_and_respects_capacity(policy):
         assert res.stores > 20 and s["cache_full_slot"] >= 0  # it filled, then evicted to keep storing
 
 
+@pytest.mark.slow
 def test_eviction_rules_differ_when_capacity_binds():
     cfg = CacheConfig(slots=400, capacity_bytes=50 * 500e3)
     env = make_environment(cfg, 3)
@@ -65,6 +67,7 @@ def test_eviction_rules_differ_when_capacity_binds():
     assert len(set(rates.values())) > 1
 
 
+@pytest.mark.slow
 def test_caching_beats_no_cache_and_oo_beats_dnn():
     env = make_environment(SHORT, 2)
     t = {p: simulate(SHORT, p, 2, env=env).summary()["mean_response_time_s"] for p in ("ncldc", "oo", "dnn")}
@@ -73,6 +76,7 @@ def test_caching_beats_no_cache_and_oo_beats_dnn():
 
 
 @pytest.mark.parametrize("policy", ["oo", "lfu", "drc"])
+@pytest.mark.slow
 def test_no_oracle_shuffled_popularity_same_decisions(policy):
     """Policies never read the catalog's true popularity: permuting it (same requests) changes nothing."""
     cfg = CacheConfig(slots=150, capacity_bytes=30 * 500e3)
@@ -93,6 +97,7 @@ def test_backlog_carries_over_and_unstable_runs_are_flagged():
     assert grow.unstable and grow.summary()["unstable"] and not flat.unstable
 
 
+@pytest.mark.slow
 def test_larger_V_lower_cost_larger_queue():
     # a tight latency target so the queue is active on a short run
     cfg = CacheConfig(slots=300, L_bar=26.0)

@@ -1,10 +1,9 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
 from edgediff.cli import main
+from helpers import run_cli
 
 KEYS = {
     "policy",
@@ -54,25 +53,20 @@ def test_cache_sim_text(capsys):
         (["--policy"], "argument --policy: expected one argument"),  # --policy itself defaults to lcbfu
     ],
 )
+@pytest.mark.slow
 def test_cache_sim_bad_input_exit_2(args, message):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgediff", "cache-sim", *args], capture_output=True, text=True, timeout=120
-    )
+    proc = run_cli("cache-sim", *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("edgediff cache-sim: error:")
 
 
 def test_reproduce_unknown_figure_exit_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgediff", "reproduce", "cache-fig7", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("reproduce", "cache-fig7", "--out", str(tmp_path))
     assert proc.returncode == 2 and "unknown figure 'cache-fig7'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_quick_figure_end_to_end(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["reproduce", "cache-fig10", "--out", str(out), "--quick", "--seed", "1"]) == 0

@@ -51,6 +51,7 @@ def test_calibrate_refuses_bad_workers_before_the_model_loads(args, message, cap
     assert len(err) == 1 and message in err[0], err
 
 
+@pytest.mark.slow
 def test_calibrate_workers_writes_k_e_h_e(tmp_path, capsys):
     out = tmp_path / "edge.json"
     args = ["calibrate", "--workers", "1", "--batches", "1,4", "--repeats", "1", "--out", str(out)]

@@ -72,6 +72,7 @@ def test_timeline_equals_enumeration(seed, users, bmax):
     h=st.floats(-0.05, 0.1),
     gpus=st.integers(1, 16),
 )
+@pytest.mark.slow
 def test_split_with_cached_steps_equals_scan(n_hat, extra, cached, pai_b, pai_a, alpha, k, h, gpus):
     if k + h <= 1e-4:
         return

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +12,7 @@ from edgediff.offload.dqn.checkpoint import SHIPPED, load_checkpoint, save_check
 from edgediff.offload.dqn.env import EpisodeBatch, ScopeConfig, observation_size
 from edgediff.offload.dqn.train import PRESETS, DqnConfig, HeldOut, make_network, select_actions, train
 from edgediff.offload.policies import CheckpointError, make_policy
+from helpers import run_cli
 
 FAST = replace(PRESETS["tuned"], learning_starts=64, memory=5000)
 
@@ -47,6 +46,7 @@ def test_exploration_extremes():
     assert abs(select_actions(q, 1.0, 1e-3, rng).mean() - 0.5) < 0.05  # uniform
 
 
+@pytest.mark.slow
 def test_same_seed_same_training():
     scope = ScopeConfig(scope="gpu", gpus=4, users_range=(4, 8))
     a = train(FAST, scope, 40, seed=3)
@@ -57,6 +57,7 @@ def test_same_seed_same_training():
     assert not torch.equal(weights_of(a.network), weights_of(c.network))
 
 
+@pytest.mark.slow
 def test_short_training_beats_a_random_policy_on_a_fixed_instance():
     scope = ScopeConfig(scope="specific", users=12, gpus=8, instance_seed=5)
     config = replace(PRESETS["tuned"], learning_starts=128, num_envs=8, train_frequency=2)
@@ -111,10 +112,7 @@ def test_shipped_checkpoint_decides_well():
     assert np.mean(scores) >= 0.9
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=300)
-
-
+@pytest.mark.slow
 def test_cli_solve_with_dqn_and_bad_checkpoint(tmp_path):
     path = tmp_path / "inst.json"
     assert run_cli("instance", "--users", "10", "--seed", "2", "-o", str(path)).returncode == 0
@@ -129,6 +127,7 @@ def test_cli_solve_with_dqn_and_bad_checkpoint(tmp_path):
     assert refused.returncode == 2 and "at most 20 users" in refused.stderr
 
 
+@pytest.mark.slow
 def test_cli_train_dqn_writes_checkpoint_and_curve(tmp_path):
     out = tmp_path / "run"
     done = run_cli(
@@ -174,6 +173,7 @@ def test_beam_width_one_is_the_greedy_agent():
         assert (policy.decide(instance).granted == batch.granted_users(0)).all()
 
 
+@pytest.mark.slow
 def test_a_wider_beam_finds_better_grant_sets_on_small_windows():
     # small B_max is where the greedy agent errs most (a wrong early grant ends the episode)
     greedy, beam = make_policy("dqn", beam_width=1), make_policy("dqn")

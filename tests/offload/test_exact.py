@@ -45,6 +45,7 @@ def brute_force_optimum(inst):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 14), gpus=st.integers(1, 16), bmax=st.integers(0, 16))
+@pytest.mark.slow
 def test_exact_equals_brute_force(seed, users, gpus, bmax):
     inst = random_instance(users, gpus, seed=seed, B_max=bmax)
     decision = solve_exact(inst)
@@ -96,6 +97,7 @@ window = dict(
 
 @settings(max_examples=150, deadline=None)
 @given(**window)
+@pytest.mark.slow
 def test_gains_fall_at_least_by_the_link_cost(seed, users, gpus, bmax_share, alpha_mode, payload_scale):
     # the lemma behind both of bounded_scan's bounds: gain_i(b + 1) <= gain_i(b) - delta_i
     inst = varied_instance(seed, users, gpus, max(1, round(bmax_share * users)), alpha_mode, payload_scale)
@@ -106,12 +108,14 @@ def test_gains_fall_at_least_by_the_link_cost(seed, users, gpus, bmax_share, alp
 
 @settings(max_examples=150, deadline=None)
 @given(**window)
+@pytest.mark.slow
 def test_bounded_scan_equals_the_full_scan(seed, users, gpus, bmax_share, alpha_mode, payload_scale):
     inst = varied_instance(seed, users, gpus, round(bmax_share * users), alpha_mode, payload_scale)
     assert same_decision(bounded_scan(inst), full_scan(inst))
 
 
 @pytest.mark.parametrize("users, bmax, gpus", [(3000, 600, 8), (2000, 2000, 16), (2000, 400, 1)])
+@pytest.mark.slow
 def test_bounded_scan_equals_the_full_scan_at_city_scale(users, bmax, gpus):
     inst = random_instance(users, gpus, seed=users + gpus, B_max=bmax)
     assert same_decision(solve_exact(inst), full_scan(inst))
@@ -161,6 +165,7 @@ def test_solve_exact_falls_back_to_the_full_scan_when_gains_can_rise():
     slope=st.floats(0, 2),
     offset=st.integers(1, 60),
 )
+@pytest.mark.slow
 def test_larger_batch_bound_is_the_max_over_every_larger_batch_size(value, above, slope, offset):
     brute = max(value + sum(above[:t]) - slope * t * (offset + t) for t in range(1, len(above) + 1))
     bound = larger_batch_bound(value, np.array(above), slope, offset)
@@ -206,6 +211,7 @@ def test_exact_is_optimal_with_cached_steps(seed):
     assert value == pytest.approx(brute_force_with_cache(inst), rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cached_steps_are_free_at_the_edge_and_never_hurt():
     """A hit covering a granted user's offloaded steps removes its edge time; the optimum with
     hits is at least the optimum without; the bounded scan agrees with the full scan with hits."""

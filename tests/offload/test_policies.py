@@ -14,6 +14,7 @@ from reference import objective
 
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 20), gpus=st.integers(1, 16), bmax=st.integers(0, 20))
+@pytest.mark.slow
 def test_no_policy_beats_exact_and_reports_honestly(seed, users, gpus, bmax):
     inst = random_instance(users, gpus, seed=seed, B_max=bmax)
     best = evaluate(inst, make_policy("exact").decide(inst)).objective

@@ -3,7 +3,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import pytest
 
 from edgediff.offload.compare import compare_points
 from edgediff.reproduce import REGISTRY, reproduce
+from helpers import free_port, run_cli
 
 PART_A = ("fig8a", "fig8b", "fig9", "fig10", "fig11a", "fig11b", "fig11c", "table2", "timeline")
 
@@ -34,6 +34,7 @@ def test_every_paper_figure_is_registered():
     assert set(PART_A) <= set(REGISTRY)
 
 
+@pytest.mark.slow
 def test_fig11a_quick_end_to_end(tmp_path):
     paths = reproduce("fig11a", tmp_path, quick=True, workers=2)
     assert sorted(p.suffix for p in paths) == [".csv", ".md", ".png"]
@@ -48,6 +49,7 @@ def test_fig11a_quick_end_to_end(tmp_path):
     assert "exact" in (tmp_path / "fig11a.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_results_do_not_depend_on_workers():
     points = [(4, 8), (12, 2)]
     serial = compare_points(points, 7, ["b1", "exact"], workers=1, chunk=3)
@@ -57,6 +59,7 @@ def test_sweep_results_do_not_depend_on_workers():
     ]
 
 
+@pytest.mark.slow
 def test_fig8_trends_follow_the_paper(tmp_path):
     reproduce("fig8a", tmp_path)
     curves = defaultdict(list)
@@ -71,6 +74,7 @@ def test_fig8_trends_follow_the_paper(tmp_path):
             assert all(s >= t for (_, s), (_, t) in zip(sorted(curves[row, small]), sorted(curves[row, large])))
 
 
+@pytest.mark.slow
 def test_timeline_figure_quick(tmp_path):
     reproduce("timeline", tmp_path, quick=True, workers=1)
     for r in read_csv(tmp_path / "timeline.csv"):
@@ -83,18 +87,13 @@ def test_timeline_figure_quick(tmp_path):
     assert "largest |timeline - brute force| = 0" in (tmp_path / "timeline.md").read_text()
 
 
+@pytest.mark.slow
 def test_table2_quick_measures_every_policy(tmp_path):
     reproduce("table2", tmp_path, quick=True)
     rows = read_csv(tmp_path / "table2.csv")
     assert {r["policy"] for r in rows} == {"exact", "timeline", "dqn", "ga", "milp"}
     assert all(float(r["median_decision_time_s"]) > 0 for r in rows)
     assert max(int(r["users"]) for r in rows if r["policy"] == "dqn") <= 20
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -105,7 +104,7 @@ def local_ray_cluster():
     own, so it leaves no ``ray_current_cluster`` behind for a later ``ray.init()`` to join."""
     ray_cli = shutil.which("ray")
     assert ray_cli, "the ray package is installed but its command is not on PATH"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit 107 bytes
     args = ["--head", "--block", f"--port={address.split(':')[1]}", "--num-cpus=2", "--include-dashboard=false"]
@@ -130,6 +129,8 @@ def local_ray_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_reproduce_on_a_local_ray_cluster(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
     with local_ray_cluster() as address:
@@ -158,13 +159,14 @@ def test_reproduce_on_a_local_ray_cluster(tmp_path):
     assert_no_policy_beats_exact(on_ray)
 
 
+@pytest.mark.slow
 def test_reproduce_cli_errors(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "edgediff", "reproduce", *args], capture_output=True, text=True)
+        return run_cli("reproduce", *args)
 
     for args in (["fig99", "--out", str(tmp_path)], ["fig8a", "--out", str(tmp_path), "--workers", "0"]):
         result = run(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("edgediff reproduce: error:")
-    result = run("fig11a", "--quick", "--out", str(tmp_path), "--ray", f"127.0.0.1:{_free_port()}")
+    result = run("fig11a", "--quick", "--out", str(tmp_path), "--ray", f"127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot connect to the Ray cluster" in result.stderr

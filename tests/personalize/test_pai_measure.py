@@ -12,6 +12,7 @@ from edgediff.cli import main  # noqa: E402
 PERSONAL = "tiny-italic,tiny-bold,tiny-small"
 
 
+@pytest.mark.slow
 def test_measure_pai_small_run_writes_files_and_json(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a handwritten digit 3\n\na handwritten digit 7\n")
@@ -115,6 +116,7 @@ def test_measure_reuse_latent_output_follows_the_executor_trajectory():
     assert result["mse"][0] == pytest.approx(np.mean((first[1] - first[0]) ** 2), rel=1e-4, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_train_tiny_quick_writes_loadable_models(tmp_path, capsys):
     out = tmp_path / "weights"
     assert main(["train-tiny", "--out", str(out), "--quick"]) == 0

@@ -34,6 +34,7 @@ def test_styles_keep_shape_and_change_the_glyph(digits):
         apply_style(images[:1], "gothic")
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_reduce_the_losses(digits):
     images, labels = digits
     config = TrainConfig(vae_steps=25, vae_batch=16, warmup_steps=2, uncond_prob=0.0)
@@ -93,6 +94,7 @@ def test_shipped_classifier_recognizes_held_out_digits(digits, tmp_path):
     np.testing.assert_array_equal(classifier.predict(rgb), classifier.predict(test_x[:5]))
 
 
+@pytest.mark.slow
 def test_shipped_cluster_model_samples_are_recognized():
     # 30 fixed-seed samples, 3 per digit: the target is >= 80 % recognized
     config = TrainConfig(eval_per_digit=3)
@@ -101,6 +103,7 @@ def test_shipped_cluster_model_samples_are_recognized():
     assert rate >= 0.8
 
 
+@pytest.mark.slow
 def test_shipped_personal_models_draw_their_style_and_the_digit():
     classifier = shipped_classifier()
     config = TrainConfig()
@@ -121,6 +124,7 @@ def test_shipped_personal_models_draw_their_style_and_the_digit():
     assert recognition_rate(cluster, classifier, digits, digits, None, config) >= 0.6
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tmp_path):
     from edgediff.personalize.train import train_tiny
 

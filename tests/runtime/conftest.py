@@ -5,12 +5,5 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="session")
-def tiny():
-    from edgediff.runtime.models import load_model
-
-    return load_model("tiny")
-
-
-@pytest.fixture(scope="session")
 def sd_dir(tmp_path_factory):
     return build_sd_directory(tmp_path_factory.mktemp("sd") / "pipe")

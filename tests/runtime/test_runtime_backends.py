@@ -17,6 +17,7 @@ def close(a, b, rel=1e-5):
     return float((a - b).abs().max()) <= rel * scale
 
 
+@pytest.mark.slow
 def test_unet_backend_batched_call_equals_per_member_calls(tiny):
     backend = tiny.backend
     assert isinstance(backend, UNetBackend)
@@ -41,6 +42,7 @@ def test_unet_backend_puts_negative_prompts_first_and_guides(tiny):
     assert torch.equal(backend.guide(uncond, cond, 7.5), 7.5 * cond)
 
 
+@pytest.mark.slow
 def test_a_denoiser_worker_places_only_the_denoiser():
     backend = load_model("tiny").backend  # its own copy: this test casts it
     backend.place("cpu", "float64", only_denoiser=True)

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ from PIL import Image
 
 from edgediff.cli import main
 from edgediff.runtime.calibrate import CalibrationConfig, calibrate, fit_linear
+from helpers import run_cli
 
 
 def test_fit_linear_recovers_a_line_and_r2():
@@ -28,6 +27,7 @@ def test_calibrate_times_batched_steps(tiny):
         CalibrationConfig(batches=(4, 4))
 
 
+@pytest.mark.slow
 def test_cli_calibrate_json_and_out(tmp_path, capsys):
     out = tmp_path / "edge.json"
     # batch sizes far apart, so that timing noise cannot flip the slope's sign
@@ -45,6 +45,7 @@ def test_cli_calibrate_json_and_out(tmp_path, capsys):
     load_instance(instance)
 
 
+@pytest.mark.slow
 def test_cli_generate_writes_png(tmp_path, capsys):
     out = tmp_path / "img.png"
     args = ["generate", "--prompt", "a dog", "--steps", "4", "--seed", "1", "--out", str(out)]
@@ -84,28 +85,11 @@ def test_cli_generate_bad_options_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "img.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_in_a_subprocess(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgediff",
-            "generate",
-            "--prompt",
-            "x",
-            "--model",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "a.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("generate", "--prompt", "x", "--model", str(tmp_path), "--out", str(tmp_path / "a.png"))
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model_index.json" in lines[0], result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "edgediff", "calibrate", "--batches", "0,2"], capture_output=True, text=True, timeout=60
-    )
+    result = run_cli("calibrate", "--batches", "0,2")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--batches" in result.stderr

@@ -44,6 +44,7 @@ FAMILIES = {
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("guidance, negative", [(5.0, ""), (1.0, ""), (5.0, "blurry")])
+@pytest.mark.slow
 def test_family_equals_its_pipeline_and_splits_exactly(request, family, guidance, negative):
     fixture, backend, absent = FAMILIES[family]
     directory = request.getfixturevalue(fixture)
@@ -71,6 +72,7 @@ def test_family_equals_its_pipeline_and_splits_exactly(request, family, guidance
         assert torch.equal(run_local(model, received).latent, unsplit)
 
 
+@pytest.mark.slow
 def test_sdxl_generate_and_calibrate_from_the_cli(sdxl_dir, tmp_path, capsys):
     out = tmp_path / "x.png"
     assert (
@@ -111,6 +113,7 @@ def test_unsupported_pipeline_class_named_with_the_supported_ones(sd_dir, tmp_pa
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_non_finite_weights_refused_at_load(sd_dir, tmp_path, capsys):
     model = load_model(sd_dir)
     with torch.no_grad():
@@ -134,6 +137,7 @@ def test_non_finite_weights_refused_at_load(sd_dir, tmp_path, capsys):
         ),
     ],
 )
+@pytest.mark.slow
 def test_tokenizer_that_does_not_fit_its_text_encoder_refused(sd_dir, tmp_path, break_it, message):
     path = shutil.copytree(sd_dir, tmp_path / "pipe")
     break_it(path)

@@ -11,6 +11,7 @@ from edgediff.runtime.split import run_edge, run_local
 from edgediff.runtime.tiny import TinyConfig
 
 
+@pytest.mark.slow
 def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -28,6 +29,7 @@ def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
     assert random0.image_size == 16 and tiny.identifier is None
 
 
+@pytest.mark.slow
 def test_embedded_personal_models_share_the_vae_and_carry_identifiers(tiny):
     models = {name: load_model(name) for name in ("tiny-italic", "tiny-bold", "tiny-small")}
     assert [m.identifier for m in models.values()] == ["sks", "zwx", "vkq"]
@@ -42,6 +44,7 @@ def test_embedded_personal_models_share_the_vae_and_carry_identifiers(tiny):
         load_tiny("tiny-nope")
 
 
+@pytest.mark.slow
 def test_trained_tiny_is_not_random(tiny):
     # the shipped weights denoise: a digit prompt gives ink on a dark background, not noise
     from edgediff.runtime.split import generate
@@ -58,6 +61,7 @@ def test_tiny_tokenizer_is_local_and_encodes_prompts(tiny):
     assert embeds.shape == (2, 64, 32) and not torch.equal(embeds[0], embeds[1])
 
 
+@pytest.mark.slow
 def test_saved_tiny_loads_as_a_pipeline_directory(tiny, tmp_path):
     tiny.save(tmp_path / "pipe")
     loaded = load_model(tmp_path / "pipe")
@@ -72,6 +76,7 @@ def test_saved_tiny_loads_as_a_pipeline_directory(tiny, tmp_path):
     assert torch.equal(run_local(loaded, run_edge(tiny, request, 2)).latent, run_edge(tiny, request, 0).latent)
 
 
+@pytest.mark.slow
 def test_loads_as_diffusers_loads_sd_scheduler_configs_are_corrected(tiny, tmp_path):
     """The trained tiny weights with SD 1.5's PNDM config (no clip_sample, steps_offset 1), or
     with a DDIM config diffusers corrects (clip_sample true, steps_offset 0): edgediff gives

@@ -61,6 +61,7 @@ def oracle(pipe, request, output_type):
 
 
 @pytest.mark.parametrize("guidance", [7.5, 1.0])
+@pytest.mark.slow
 def test_unsplit_equals_diffusers_and_every_split_is_exact(pair, guidance):
     model, pipe = pair
     request = GenerationRequest("a photo of a cat", steps=STEPS, seed=5, guidance_scale=guidance)
@@ -74,6 +75,7 @@ def test_unsplit_equals_diffusers_and_every_split_is_exact(pair, guidance):
         assert torch.equal(run_local(model, received).latent, unsplit.latent), split
 
 
+@pytest.mark.slow
 def test_each_member_keeps_its_own_scheduler_state(pair):
     model, _ = pair  # every scheduler: the stateful ones (history, half steps, noise) are the ones at risk
     requests = [

@@ -27,6 +27,7 @@ def files(tmp_path_factory):
     return bold, checkpoint, config
 
 
+@pytest.mark.slow
 def test_single_file_loads_offline_with_the_same_weights_and_images(files):
     import torch
 
@@ -42,6 +43,7 @@ def test_single_file_loads_offline_with_the_same_weights_and_images(files):
     assert latent_space(loaded) == latent_space(bold)
 
 
+@pytest.mark.slow
 def test_latent_space_tells_models_apart(tiny):
     assert latent_space(load_model("tiny-bold"))["latent_channels"] == latent_space(tiny)["latent_channels"] == 4
     other = load_model(ModelSpec("tiny-random", tiny=TinyConfig(latent_channels=8)))
@@ -61,6 +63,7 @@ def test_single_file_errors_name_the_problem(files, tmp_path):
         load_single_file(str(broken), config)
 
 
+@pytest.mark.slow
 def test_cli_generate_from_a_single_file(files, tmp_path, capsys):
     bold, checkpoint, config = files
     out = tmp_path / "a.png"
@@ -98,6 +101,7 @@ def test_cli_single_file_errors_exit_2(files, tmp_path, capsys, extra, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_check_model(files, tmp_path, capsys):
     _, checkpoint, config = files
     args = ["check-model", "--model", str(checkpoint), "--model-config", str(config), "--cluster", "tiny"]

@@ -17,6 +17,7 @@ def close(a, b, rel=1e-5):
 
 
 @pytest.mark.parametrize("guidance", [7.5, 1.0])
+@pytest.mark.slow
 def test_split_equals_unsplit_bit_for_bit(tiny, guidance):
     request = GenerationRequest("a photo of a dog", steps=STEPS, seed=11, guidance_scale=guidance)
     unsplit = run_local(tiny, initial_state(tiny, request))
@@ -30,6 +31,7 @@ def test_split_equals_unsplit_bit_for_bit(tiny, guidance):
     assert np.array_equal(image, tiny.decode(unsplit.latent)[0])
 
 
+@pytest.mark.slow
 def test_generate_split_and_local_give_the_same_image(tiny):
     request = GenerationRequest("a red car", steps=STEPS, seed=2)
     local = generate(request, tiny)
@@ -51,6 +53,7 @@ def test_same_seed_same_result_other_seed_differs(tiny):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.mark.slow
 def test_guidance_matters(tiny):
     base = dict(prompt="a cat", steps=4, seed=5)
     guided = run_edge(tiny, GenerationRequest(**base, guidance_scale=7.5), 0).latent
@@ -61,6 +64,7 @@ def test_guidance_matters(tiny):
     assert torch.equal(off, off_zero)  # scale <= 1 means no guidance, as in diffusers
 
 
+@pytest.mark.slow
 def test_batched_heterogeneous_members_equal_running_alone(tiny):
     requests = [
         GenerationRequest(f"prompt number {i}", steps=10, seed=i, guidance_scale=(7.5, 1.0, 4.0)[i % 3])
@@ -96,6 +100,7 @@ def test_executor_batch_shrinks_and_reports_leavers(tiny):
     assert list(executor.run()) == ["b"]
 
 
+@pytest.mark.slow
 def test_executor_matches_diffusers_stable_diffusion_pipeline(tiny):
     from diffusers import StableDiffusionPipeline
 

@@ -24,6 +24,7 @@ def model():
     return load_model("tiny")
 
 
+@pytest.mark.slow
 def test_pool_matches_single_process_and_survives_a_killed_worker(model):
     single = _run(model)
     pool = WorkerPool(model.backend, 2)

@@ -1,6 +1,5 @@
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -9,19 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import free_port
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 # a fixed edge profile (seconds per step: L(b) = 0.01 b + 0.004) so tests need no calibration
 EDGE = (0.01, 0.004)
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    from edgediff.runtime.models import load_model
-
-    return load_model("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +48,6 @@ def start_service(tiny):
         yield start
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve_subprocess():
     """``serve_subprocess(*options)``: ``edgediff serve OPTIONS`` on loopback in a subprocess;
@@ -81,7 +69,7 @@ def serve_subprocess():
 def _serve_subprocess(options, output):
     """The subprocess (one torch thread; its stdout and stderr together into ``output``) and its
     URL, once ``/healthz`` answers 200."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), *options]
     process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)

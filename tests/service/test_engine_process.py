@@ -29,6 +29,7 @@ def _stop(process) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subprocess):
     process, url = serve_subprocess("--window", "0.3", "--cache-gb", "0.01", "--edge-profile", "0.01,0.004")
     try:
@@ -69,6 +70,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_when_the_http_process_is_killed_the_engine_exits_and_journals_nothing_as_finished(serve_subprocess, tmp_path):
     from edgediff.service.journal import replay
 
@@ -87,6 +89,7 @@ def test_when_the_http_process_is_killed_the_engine_exits_and_journals_nothing_a
     assert sorted(r["id"] for r in after.lost) == sorted(ids) and not after.finished
 
 
+@pytest.mark.slow
 def test_an_engine_process_that_cannot_load_its_model_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
         [

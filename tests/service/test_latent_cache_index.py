@@ -95,6 +95,7 @@ def exhaustive_index(monkeypatch):
 @pytest.mark.parametrize("indexed", [False, True], ids=["exact", "faiss"])
 @pytest.mark.parametrize("rule", ["lcbfu", "lru", "lfu"])
 @pytest.mark.parametrize("theta_min", [0.8, 0.3])
+@pytest.mark.slow
 def test_index_matches_brute_force(rule, theta_min, indexed, monkeypatch):
     if indexed:
         exhaustive_index(monkeypatch)

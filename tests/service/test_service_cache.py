@@ -89,6 +89,7 @@ def test_hash_embedder_is_deterministic_and_unit():
     assert np.array_equal(e.encode(["x y z"]), HashEmbedder().encode(["x y z"]))
 
 
+@pytest.mark.slow
 def test_minilm_similarity_drives_reuse(minilm):
     vectors = minilm.encode(["a photo of a dog on the beach", "a picture of a dog at the beach", "a red sports car"])
     assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

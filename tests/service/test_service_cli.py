@@ -11,14 +11,12 @@ from PIL import Image
 from edgediff.cli import main
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=120)
-
-
+@pytest.mark.slow
 def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_path, capsys):
     service, engine = start_service(cache_gb=0)
     out = tmp_path / "remote.png"
@@ -97,12 +95,14 @@ def test_generate_unreachable_server_and_profile_without_server(tmp_path, capsys
         (["--engine-process", "--ray", "auto"], "--engine-process does not apply with --ray"),
     ],
 )
+@pytest.mark.slow
 def test_serve_bad_options_exit_2(args, message):
     result = run_cli("serve", "--port", "0", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_the_service_window_and_writes_the_grid(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["demo", "--users", "4", "--out", str(out)]) == 0
@@ -151,12 +151,11 @@ def test_serve_refuses_bad_journal_port_and_keys_before_loading_the_model(tmp_pa
             assert len(err) == 1 and message in err[0], (args, err)
 
 
+@pytest.mark.slow
 def test_generate_timeout_has_its_own_exit_code(tmp_path):
     """Issue 19.1: an edge that never decides is a timeout (exit 4, one line), not bad input (2)."""
     import http.server
     import json
-    import subprocess
-    import sys
     import threading
 
     class NeverDecides(http.server.BaseHTTPRequestHandler):
@@ -184,7 +183,7 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
         url = f"http://127.0.0.1:{server.server_address[1]}"
         args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
         args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
-        result = subprocess.run([sys.executable, "-m", "edgediff", *args], capture_output=True, text=True, timeout=180)
+        result = run_cli(*args)
     finally:
         server.shutdown()
     assert result.returncode == 4, result.stderr
@@ -192,11 +191,10 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
     assert not (tmp_path / "a.png").exists()
 
 
+@pytest.mark.slow
 def test_serve_prints_its_url_and_when_ready_the_edge_profile():
     """Issue 19.10: the operator sees where to look and the profile the edge decides with."""
     import re
-    import subprocess
-    import sys
     import time
 
     args = ["serve", "--port", "0", "--cache-gb", "0", "--edge-profile", "0.01,0.004"]

@@ -13,8 +13,10 @@ import pytest
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.split import generate
 from edgediff.service.client import EdgeClient, generate_remote
+from helpers import run_cli
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgediff[ray]')")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 EDGE = (0.01, 0.004)
 SLOW_DEVICE = (0.25, 0.02)
@@ -39,13 +41,6 @@ def door():
             yield thread
     finally:
         ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from edgediff.runtime.models import load_model
-
-    return load_model("tiny")
 
 
 def test_through_the_front_door_images_equal_in_process_split(door, tiny):
@@ -174,12 +169,9 @@ def test_route_picks_least_expected_latency_and_skips_down_sites():
 
 def test_serve_ray_cli_errors_are_one_line(tmp_path):
     import socket
-    import subprocess
-    import sys
 
     def serve(*args):
-        return subprocess.run([sys.executable, "-m", "edgediff", "serve", "--port", "0", *args],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return run_cli("serve", "--port", "0", *args)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,6 +33,7 @@ def _closed_after(sock, send=(), every=0.0, limit=10.0) -> float:
     return float("inf")
 
 
+@pytest.mark.slow
 def test_slow_clients_are_closed_after_the_read_deadlines(start_service):
     service, _ = start_service(cache_gb=0, header_timeout_s=0.6, body_timeout_s=0.6, keep_alive_s=5)
     address = ("127.0.0.1", service.port)
@@ -52,6 +53,7 @@ def test_slow_clients_are_closed_after_the_read_deadlines(start_service):
     assert httpx.get(f"{service.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_connection_cap(start_service):
     service, _ = start_service(cache_gb=0, max_connections=3, header_timeout_s=30)
     address = ("127.0.0.1", service.port)

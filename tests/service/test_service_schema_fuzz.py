@@ -42,6 +42,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
+@pytest.mark.slow
 def test_no_server_errors_and_responses_match_the_schema(case, fuzz_service):
     response = case.call(base_url=fuzz_service.url, timeout=30)
     assert response.status_code < 500, response.text

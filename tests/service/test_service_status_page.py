@@ -42,6 +42,7 @@ def text(dom: str, element_id: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_status_json_is_bounded_and_consistent(start_service):
     service, engine = start_service(b_max=4)
     stop = threading.Event()
@@ -69,6 +70,8 @@ def test_status_json_is_bounded_and_consistent(start_service):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.slow
+@pytest.mark.browser
 def test_status_page_renders_live_data_in_chromium(start_service):
     service, engine = start_service(b_max=4)
     stop = threading.Event()
@@ -122,17 +125,21 @@ def test_thumbnail_decodes_are_rate_limited_by_their_cost():
     assert len(thumbnails) == 2 and thumbnails[0]["png"].startswith("data:image/png;base64,")
 
 
+@pytest.mark.slow
 def test_with_api_keys_the_status_needs_a_key_and_shows_no_images(start_service, tmp_path):
     from edgediff.service.tenants import load_api_keys
 
     keys = tmp_path / "keys.txt"
     keys.write_text("alice alice-key-0123456789\n")
-    service, _ = start_service(api_keys=load_api_keys(keys))
+    service, engine = start_service(api_keys=load_api_keys(keys))
     headers = {"Authorization": "Bearer alice-key-0123456789"}
     body = {"prompt": "a private prompt", "steps": 20, "seed": 1, "alpha": 3.0, "preset": "row9"}
     job = httpx.post(f"{service.url}/v1/requests", json=body, headers=headers).json()["id"]
     httpx.get(f"{service.url}/v1/requests/{job}/latent", params={"wait": 20}, headers=headers, timeout=30)
-    time.sleep(1.2)  # a thumbnail would have been decoded by now
+    deadline = time.monotonic() + 30
+    while not engine.board._thumbnails:  # the engine decodes its thumbnail (the next loop turn): one exists
+        assert time.monotonic() < deadline, "no thumbnail was decoded: the check below would prove nothing"
+        time.sleep(0.02)
     assert httpx.get(f"{service.url}/v1/status").status_code == 401
     status = httpx.get(f"{service.url}/v1/status", headers=headers).json()
     assert status["terminal"]["done"] == 1 and status["thumbnails"] == []

@@ -34,6 +34,7 @@ def test_bad_keys_files(tmp_path, text, message):
         _keys(tmp_path, text)
 
 
+@pytest.mark.slow
 def test_tenants_see_only_their_own_requests(start_service, tmp_path):
     service, engine = start_service(cache_gb=0, api_keys=_keys(tmp_path))
     url = f"{service.url}/v1/requests"
@@ -56,6 +57,7 @@ def test_tenants_see_only_their_own_requests(start_service, tmp_path):
 
 
 @pytest.mark.parametrize("sharing", [False, True])
+@pytest.mark.slow
 def test_the_latent_cache_is_per_tenant_unless_shared(start_service, tmp_path, caplog, sharing):
     caplog.set_level(logging.DEBUG)
     service, engine = start_service(cache_gb=0.01, api_keys=_keys(tmp_path), cache_sharing=sharing)

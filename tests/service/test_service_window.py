@@ -173,6 +173,7 @@ class HeldPolicy:
         return decision
 
 
+@pytest.mark.slow
 def test_a_poll_during_the_decision_sees_one_consistent_state(start_service):
     """The engine used to write the decision onto the job before it ran: a poll then saw
     ``queued`` with ``granted: true``. Now each status is one published snapshot."""
@@ -193,6 +194,7 @@ def test_a_poll_during_the_decision_sees_one_consistent_state(start_service):
     assert final["status"] == "done"
 
 
+@pytest.mark.slow
 def test_a_policy_that_raises_fails_its_window_s_requests_and_the_service_goes_on(start_service):
     service, engine = start_service(window_s=0.2)
     exact = engine.policy
@@ -213,6 +215,7 @@ def test_the_window_instance_carries_each_request_s_cached_steps():
     assert inst.cached_steps.tolist() == [0, 5]
 
 
+@pytest.mark.slow
 def test_a_cached_prompt_is_decided_with_its_cached_steps(start_service):
     """The second request of a prompt sees, before its window is decided, the latent the first
     one left in the cache, and the decision and prediction account for it."""
@@ -239,6 +242,7 @@ def test_a_cached_prompt_is_decided_with_its_cached_steps(start_service):
     assert second["granted"] and second["cache_hit_step"] == min(depth, 20 - second["split"])
 
 
+@pytest.mark.slow
 def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service):
     from edgediff.service.embedding import HashEmbedder
 

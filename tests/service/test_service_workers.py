@@ -61,6 +61,7 @@ def _wait_terminal(http, ids, timeout=60):
     return {i: http.get(f"/v1/requests/{i}", params={"wait": timeout}).json() for i in ids}
 
 
+@pytest.mark.slow
 def test_two_workers_equal_one_and_a_killed_worker_costs_no_request(start_service, edge_model, monkeypatch):
     from edgediff.runtime.models import load_model
     from edgediff.runtime.payload import decode_latent

@@ -212,6 +212,7 @@ def test_binned_integral_is_the_overlap():
     assert got == pytest.approx(brute)
 
 
+@pytest.mark.slow
 def test_outputs_are_written(tmp_path):
     site = dataclasses.replace(make_site(profile="edge-h100", gpus=8, window_s=0.5))
     result = simulate(

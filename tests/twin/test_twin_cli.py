@@ -14,6 +14,7 @@ from edgediff.twin.config import scenario_site, scenario_workload
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_outputs(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["simulate", "--rate", "8", "--duration", "20", "--sites", "2", "--steps", "30", "--window", "0.5",
@@ -25,6 +26,7 @@ def test_simulate_writes_the_outputs(tmp_path, capsys):
     assert {"twin-sites.csv", "twin-bins.csv", "twin-requests.csv", "twin.png", "twin.md", "twin.json"} <= names
 
 
+@pytest.mark.slow
 def test_simulate_json_is_seeded_and_reads_traces(tmp_path, capsys):
     args = [
         "simulate",
@@ -88,6 +90,7 @@ def test_a_malformed_trace_names_its_line(tmp_path, capsys):
     assert "line 2: alpha must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scenario_file_states_the_same_run_as_the_options(tmp_path, capsys):
     """The shipped paper-default scenario at 50 steps is the built-in workload and site, draw for draw."""
     common = ["simulate", "--rate", "5", "--duration", "20", "--out", str(tmp_path), "--json", "--seed", "2"]
@@ -109,6 +112,7 @@ def test_a_scenario_sets_the_edge_devices_and_alpha():
     assert 4.0 < np.median(arrivals.alpha) < 6.0  # log-normal around 5 s, not the paper's interval
 
 
+@pytest.mark.slow
 def test_alpha_bounds_from_the_command_line(tmp_path, capsys):
     assert main(["simulate", "--alpha", "1,5", "--duration", "20", "--out", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["requests"] > 0

@@ -6,6 +6,7 @@ pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
 
+@pytest.mark.slow
 def test_the_twin_matches_the_real_service_on_loopback():
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
     from edgediff.runtime.models import load_model

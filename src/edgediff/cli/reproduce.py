@@ -26,7 +26,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args) -> None:
-    from edgediff.offload.sweep import SweepError
+    from edgediff.parallel import SweepError
     from edgediff.reproduce import figure_names, reproduce
 
     figure_names(args.name)  # UnknownFigure before any work

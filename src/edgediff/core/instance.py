@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgediff.core.pai import PaiCurve
-from edgediff.core.profiles import DEFAULT_EDGE, warn_implausible
+from edgediff.core.profiles import DEFAULT_EDGE, local_step_latency, warn_implausible
 from edgediff.errors import InputError
 
 PROMPT_BITS = 216
@@ -199,7 +199,7 @@ class Instance:
     @property
     def local_step_latency(self) -> np.ndarray:
         """``L_i(1) = k_i + h_i`` for every user."""
-        return self.k + self.h
+        return local_step_latency(self.k, self.h)
 
     @property
     def waiting_latency(self) -> np.ndarray:

@@ -24,7 +24,7 @@ class GpuProfile:
     @property
     def local_step_latency(self) -> float:
         """``L(1) = k + h``: a user device always runs batch size 1."""
-        return self.k + self.h
+        return local_step_latency(self.k, self.h)
 
 
 # The paper authors' measured profiles (published computing_power_profile.npy), ms -> s.
@@ -55,6 +55,11 @@ PRESETS.update({f"row{r}": GpuProfile(*PROFILE_TABLE[r]) for r in range(len(PROF
 """Named presets: ``edge-h100`` (= ``row0``) and ``row0`` .. ``row10``."""
 
 DEFAULT_EDGE = PRESETS["edge-h100"]
+
+
+def local_step_latency(k, h):
+    """``L_i(1) = k_i + h_i``: a user device's step latency, at batch size 1 (vectorized)."""
+    return k + h
 
 
 def edge_step_latency(batch_size, gpus, k_e: float, h_e: float):

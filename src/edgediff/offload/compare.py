@@ -137,7 +137,7 @@ def compare_points(
 ) -> list[CompareRow]:
     """Mean objective, normalized score and decision time of each policy at each ``(users, gpus)``.
 
-    Cases are split into chunks that run in parallel (:func:`edgediff.offload.sweep.run_tasks`);
+    Cases are split into chunks that run in parallel (:func:`edgediff.parallel.run_tasks`);
     every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
     Each policy gets the ``policy_options`` it takes; an option no policy takes is an error.
     Instances are drawn from ``scenario`` (default: the paper's distribution) at each point's
@@ -145,7 +145,7 @@ def compare_points(
     """
     from tqdm.auto import tqdm
 
-    from edgediff.offload.sweep import run_tasks
+    from edgediff.parallel import run_tasks
 
     points, policies = list(points), list(policies)
     _check_options(policies, policy_options)

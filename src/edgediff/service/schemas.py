@@ -21,8 +21,6 @@ TERMINAL = ("done", "denied", "failed")
 SITE_NAME = r"^[a-z0-9_]+$"  # no "-": a request id is "<site>-<hex>"
 SITE_NAME_CHARS = 64
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
 
 class Profile(BaseModel):
     """A device's per-step latency ``L(1) = k + h`` (s); an instance file user's ``k``, ``h`` (docs/formats.md)."""

@@ -23,9 +23,11 @@ import math
 
 import numpy as np
 
+from edgediff.core.link import transmission_latency
 from edgediff.core.pai import PaiCurve
+from edgediff.core.profiles import edge_step_latency, local_step_latency
 from edgediff.twin.config import Site
-from edgediff.twin.sim import EPS, PROMPT
+from edgediff.twin.records import EPS, prompt_bits
 from edgediff.twin.workload import Arrivals
 
 
@@ -33,13 +35,9 @@ def hindsight_bounds(site: Site, arrivals: Arrivals) -> tuple[np.ndarray, np.nda
     """``(free, windowed)`` upper bounds on each request's utility at ``site`` (seconds)."""
     svc = site.service
     k_e, h_e = site.executed_profile
-    edge_step = k_e / svc.gpus + h_e  # the fastest an edge step can be: batch size 1
-    if arrivals.prompts is None:
-        prompt_bits = np.full(len(arrivals), 8.0 * len(PROMPT))
-    else:
-        prompt_bits = np.array([8.0 * len(p.encode()) for p in arrivals.prompts])
-    link = (prompt_bits + site.intermediate_bits) / (svc.eta * svc.W_max)
-    local = arrivals.k + arrivals.h
+    edge_step = float(edge_step_latency(1, svc.gpus, k_e, h_e))  # the fastest an edge step can be: batch size 1
+    link = transmission_latency(prompt_bits(arrivals) + site.intermediate_bits, 1, svc.eta, svc.W_max)  # the link alone
+    local = local_step_latency(arrivals.k, arrivals.h)
     free = np.empty(len(arrivals))
     for N in np.unique(arrivals.steps).tolist():
         rows = arrivals.steps == N

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgediff.core.link import transmission_latency
 from edgediff.core.pai import PaiCurve
+from edgediff.core.profiles import local_step_latency
 from edgediff.figure_io import Figure, markdown, markdown_table, pyplot, write_csv, write_figure
 from edgediff.twin.config import TwinConfig
-from edgediff.twin.sim import DENIED, EPS, FAILED, GRANTED, OUTCOMES, PROMPT, REJECTED, Records
+from edgediff.twin.records import DENIED, EPS, FAILED, GRANTED, OUTCOMES, REJECTED, Records, prompt_bits
 from edgediff.twin.workload import Arrivals
 
 PERCENTILES = (50, 90, 99)
@@ -44,8 +46,6 @@ class SiteStats:
     busy_b: np.ndarray
     decided_t: np.ndarray
     decided_n: np.ndarray
-    cache_lookups: int
-    cache_hits: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,14 +70,12 @@ class TwinResult:
         eta = np.array([c.eta for c in svc])[site_of]
         w_max = np.array([c.W_max for c in svc])[site_of]
         s_m = np.array([s.intermediate_bits for s in config.sites], dtype=float)[site_of]
-        if arrivals.prompts is None:
-            s_p = np.full(len(arrivals), 8.0 * len(PROMPT))
-        else:
-            s_p = np.array([8.0 * len(p.encode()) for p in arrivals.prompts])
         granted = records.outcome == GRANTED
-        tx = np.where(granted, (s_p + s_m) * records.window_granted / (eta * w_max), 0.0)
+        tx = np.where(
+            granted, transmission_latency(prompt_bits(arrivals) + s_m, records.window_granted, eta, w_max), 0.0
+        )
         answer = records.answered_at - arrivals.time
-        local = records.split * (arrivals.k + arrivals.h)
+        local = records.split * local_step_latency(arrivals.k, arrivals.h)
         latency = answer + tx + local
         pai = np.empty(len(arrivals))
         for s, c in enumerate(svc):
@@ -95,8 +93,6 @@ class TwinResult:
                 np.frombuffer(s.executor.seg_b),
                 np.frombuffer(s.decided_t),
                 np.frombuffer(s.decided_n, np.int64),
-                s.lookups,
-                s.hits,
             )
             for s in sims
         )

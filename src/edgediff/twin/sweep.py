@@ -1,5 +1,5 @@
 """Sweeps of twin runs over sites, rates, window lengths and policies, serially, on local
-processes or on a Ray cluster (:func:`edgediff.offload.sweep.run_tasks`). Each case's seed
+processes or on a Ray cluster (:func:`edgediff.parallel.run_tasks`). Each case's seed
 comes from the base seed and the case's *workload* (sites, rate, duration, steps), never from
 its position or the worker that runs it: results do not depend on the worker count, and cases that differ
 only in the edge's choices (policy, window, ``B_max``) see the same arrivals."""
@@ -7,7 +7,7 @@ only in the edge's choices (policy, window, ``B_max``) see the same arrivals."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -80,10 +80,7 @@ def run_sweep(
     cases: list[SweepCase], *, seed: int = 0, workers: int | None = 1, ray_address: str | None = None, progress=None
 ) -> list[dict]:
     """Every case's :func:`run_case` row, in case order."""
-    from edgediff.offload.sweep import run_tasks
+    from edgediff.parallel import run_tasks
 
     tasks = [(run_case, (case, s)) for case, s in zip(cases, case_seeds(cases, seed))]
     return run_tasks(tasks, workers=workers, ray_address=ray_address, progress=progress)
-
-
-CASE_FIELDS = tuple(f.name for f in fields(SweepCase))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edgediff.core.link import transmission_latency
+from edgediff.core.profiles import local_step_latency
 from edgediff.service.config import ServiceConfig
 from edgediff.twin.config import Site, TwinConfig
 from edgediff.twin.report import TwinResult
@@ -123,8 +125,8 @@ def service_latency(run: ServiceRun, arrivals: Arrivals, config: ServiceConfig, 
     for w, g in zip(run.window, run.granted):
         counts[w] = counts.get(w, 0) + int(g)
     b = np.array([counts[w] if g else 0 for w, g in zip(run.window, run.granted)])
-    tx = bits * b / (config.eta * config.W_max)
-    return (run.answered - run.arrived) + tx + run.split * (arrivals.k + arrivals.h)
+    tx = transmission_latency(bits, b, config.eta, config.W_max)
+    return (run.answered - run.arrived) + tx + run.split * local_step_latency(arrivals.k, arrivals.h)
 
 
 def compare(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[str]) -> Comparison:
