@@ -22,8 +22,9 @@ from edgediff.twin import (
     uniform_sites,
     write_trace,
 )
+from edgediff.twin.records import GRANTED
 from edgediff.twin.report import binned_integral
-from edgediff.twin.sim import GRANTED, SimExecutor, SimJob
+from edgediff.twin.sim import SimExecutor, SimJob
 from edgediff.twin.workload import Arrivals, zipf_catalog
 
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgediff.service.scheduler import EPS
 from edgediff.twin.workload import Arrivals
 
-EPS = 1e-9  # seconds: times closer than this are the same instant
+__all__ = ["DENIED", "EPS", "FAILED", "GRANTED", "OUTCOMES", "PROMPT", "REJECTED", "Records", "prompt_bits"]
+
 PROMPT = " " * 27  # a class-keyed request's prompt: the paper's 216 bits
 
 # request outcomes

@@ -17,7 +17,6 @@ import heapq
 import logging
 import math
 from array import array
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,16 +26,13 @@ from edgediff.service.routing import least_expected_latency
 from edgediff.service.scheduler import EPS, Hit, WindowScheduler
 from edgediff.service.window import window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
+from edgediff.twin.records import PROMPT, Records
+from edgediff.twin.report import TwinResult
 from edgediff.twin.workload import Arrivals
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_BYTES = 384 * 4  # a cached entry holds its prompt's embedding too (the service's MiniLM)
-PROMPT = " " * 27  # a class-keyed request's prompt: the paper's 216 bits
-
-# request outcomes
-DENIED, GRANTED, FAILED, REJECTED = 0, 1, 2, 3
-OUTCOMES = ("denied", "granted", "failed", "rejected")
 
 
 class SimJob:
@@ -122,7 +118,6 @@ class SimCache:
     def __init__(self, entries: EdgeCache):
         self.entries = entries
         self.clock = 0
-        self.lookups = self.hits = 0
 
     def peek(self, jobs, reusable) -> list[int]:
         depth = self.entries.cached_steps(np.array([job.cls for job in jobs]))
@@ -130,10 +125,8 @@ class SimCache:
 
     def lookup(self, job: SimJob, reach: int, reusable: int) -> Hit:
         self.clock += 1
-        self.lookups += 1
         hit = int(self.entries.cached_steps(job.cls)[reach]) if reach > 0 else 0
         if hit:
-            self.hits += 1
             self.entries.touch(job.cls, hit, self.clock)
         return Hit(hit, hit)
 
@@ -194,14 +187,6 @@ class SimSite:
     @property
     def queued(self) -> int:
         return len(self.scheduler.queue)
-
-    @property
-    def lookups(self) -> int:
-        return 0 if self.cache is None else self.cache.lookups
-
-    @property
-    def hits(self) -> int:
-        return 0 if self.cache is None else self.cache.hits
 
     # ------------------------------------------------------------------ when the scheduler looks
     def arrive(self, job: SimJob, t: float, events: list) -> None:
@@ -293,52 +278,6 @@ class SimBatch:
         self.executor.add(job.index, job.steps - split - (start or 0))
 
 
-@dataclass
-class Records:
-    """Per-request outcome arrays, filled as the simulation runs."""
-
-    site: np.ndarray
-    outcome: np.ndarray
-    decided_at: np.ndarray
-    answered_at: np.ndarray
-    split: np.ndarray
-    hit: np.ndarray
-    window_granted: np.ndarray
-    predicted_latency: np.ndarray
-
-    @classmethod
-    def empty(cls, n: int, steps: np.ndarray) -> Records:
-        nan = np.full(n, np.nan)
-        return cls(
-            site=np.full(n, -1, np.int32),
-            outcome=np.full(n, FAILED, np.int8),
-            decided_at=nan.copy(),
-            answered_at=nan.copy(),
-            split=steps.astype(np.int64).copy(),
-            hit=np.zeros(n, np.int64),
-            window_granted=np.zeros(n, np.int64),
-            predicted_latency=nan.copy(),
-        )
-
-    def decide(self, i, site, t, granted, split, b, predicted):
-        self.site[i] = site
-        self.decided_at[i] = t
-        self.outcome[i] = GRANTED if granted else DENIED
-        self.split[i] = split
-        self.window_granted[i] = b if granted else 0
-        self.predicted_latency[i] = predicted
-        if not granted:
-            self.answered_at[i] = t
-
-    def fail(self, i, t):
-        self.outcome[i] = FAILED
-        self.decided_at[i] = self.answered_at[i] = t
-
-    def reject(self, i, t):
-        self.outcome[i] = REJECTED
-        self.decided_at[i] = self.answered_at[i] = t
-
-
 class Router:
     """The front door: each request goes to the site of least expected latency (the rule of
     :mod:`edgediff.service.routing`, shared with the service's Ray front door), the wait for
@@ -373,8 +312,6 @@ class Router:
 
 def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
     """Run ``arrivals`` through ``config.sites``; returns a :class:`~edgediff.twin.report.TwinResult`."""
-    from edgediff.twin.report import TwinResult
-
     n = len(arrivals)
     records = Records.empty(n, arrivals.steps)
     policies = {}
