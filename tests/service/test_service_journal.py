@@ -77,7 +77,7 @@ NOT_RECORDS = [
 
 
 def test_replay_skips_lines_that_are_not_records_with_one_warning(tmp_path, caplog):
-    from edgediff.service.engine import _restored_snapshot
+    from edgediff.service.job import RestoredJob
     from edgediff.service.schemas import JobStatus
 
     journal = tmp_path / "journal.jsonl"
@@ -106,9 +106,9 @@ def test_replay_skips_lines_that_are_not_records_with_one_warning(tmp_path, capl
     ]
     assert replayed.finished[0]["reason"] == "boom" and replayed.finished[1]["window"] == 2
     for record in replayed.finished:  # what GET /v1/requests/{id} answers fits its schema
-        JobStatus.model_validate(_restored_snapshot(record, record["status"], record["reason"]).to_status())
+        JobStatus.model_validate(RestoredJob.from_record(record, record["status"], record["reason"]).to_status())
     for record in replayed.lost:
-        JobStatus.model_validate(_restored_snapshot(record, "failed", LOST).to_status())
+        JobStatus.model_validate(RestoredJob.from_record(record, "failed", LOST).to_status())
     assert replay(journal, keep=1).finished == replayed.finished[1:]  # the newest kept
 
 

@@ -134,8 +134,7 @@ class RestoredJob:
     @classmethod
     def from_record(cls, record: dict, status: str, reason: str | None) -> RestoredJob:
         """The request of an earlier run from its journal ``record``, answered ``status``."""
-        steps, split = int(record.get("steps") or 0), record.get("split")
-        split = split if isinstance(split, int) and not isinstance(split, bool) else None
+        steps, split = record["steps"], record.get("split")  # replay returns only valid records
         granted = None if split is None else split < steps
         snapshot = JobSnapshot(record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason)
         return cls(snapshot, record.get("tenant"))
@@ -160,8 +159,7 @@ def restore_jobs(restored, journal, metrics, path) -> list[RestoredJob]:
 
     jobs = []
     for record in restored.finished:
-        if isinstance(record.get("steps"), int):  # no acceptance line (an old journal): no status to show
-            jobs.append(RestoredJob.from_record(record, record["status"], record.get("reason")))
+        jobs.append(RestoredJob.from_record(record, record["status"], record.get("reason")))
     for record in restored.lost:
         jobs.append(RestoredJob.from_record(record, "failed", LOST))
         journal.finished(record["id"], "failed", LOST, None, None)
