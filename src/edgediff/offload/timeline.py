@@ -121,7 +121,7 @@ def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: i
     steps = int(instance.N - grid.min())
     s = np.arange(1, steps + 1)
     denied = denied_utility(instance)
-    best_value, best = -np.inf, None
+    best_value, best = -np.inf, Decision.all_local(instance)  # all-denied is a candidate: replaced below
     for start in range(0, len(options) ** users, chunk):
         index = np.arange(start, min(start + chunk, len(options) ** users))
         digits = (index[:, None] // len(options) ** np.arange(users)[None, :]) % len(options)
