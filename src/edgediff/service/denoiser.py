@@ -11,11 +11,15 @@ import logging
 import os
 import threading
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgediff.service.config import ServiceConfig
 from edgediff.service.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from edgediff.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,16 @@ class EdgeDenoiser:
 
         self.config, self.metrics = config, metrics
         self.model = model if model is not None else load_model(ModelSpec(config.model, device=config.device))
-        self.pool = None
+        self.pool: WorkerPool | None = None
         self._start_workers()
         try:
-            self.k, self.h = self._calibrate() if config.edge_profile is None else config.edge_profile
+            profile = self._calibrate() if config.edge_profile is None else config.edge_profile
+            self.k, self.h = float(profile[0]), float(profile[1])
         except BaseException:
             self.close()
             raise
         probe = initial_state(self.model, GenerationRequest("probe", steps=1))
-        self.latent_shape = tuple(probe.latent.shape)
+        self.latent_shape = tuple(probe.latent.shape)  # type: ignore[attr-defined]  # a torch tensor
         self.intermediate_bits = payload_bits(probe)
         if self.pool is not None:
             log.info(
@@ -142,7 +147,7 @@ class EdgeDenoiser:
             each = [{"index": 0, "pid": os.getpid(), "device": self.model.device, "alive": True, "rows": None}]
             return {"configured": cfg.workers, "alive": 1, "threads": None, "each": each}
         each = [asdict(w) for w in self.pool.info()]
-        alive = sum(w["alive"] for w in each)
+        alive = sum(bool(w["alive"]) for w in each)
         return {"configured": cfg.workers, "alive": alive, "threads": cfg.worker_threads, "each": each}
 
 

@@ -69,7 +69,7 @@ class EdgeEngine:
         self._thread: threading.Thread | None = None
         self._denoiser_thread: ThreadPoolExecutor | None = None  # runs each step's batched denoiser call
         self._at_close: list[Job] = []  # the jobs not yet terminal when the drain began
-        self._journal = None
+        self._journal: Journal | None = None
         if config.journal is not None:  # before the model: a bad path fails fast
             restored = replay(config.journal, keep=config.record_limit)
             self._journal = self.publish.journal = Journal(config.journal, fsync=config.journal_fsync)
@@ -92,7 +92,7 @@ class EdgeEngine:
         self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
         self.scheduler = WindowScheduler(
             config.site,
-            window_policy(config),
+            window_policy(config.site),
             self.batch,
             self.caches if self.cache.enabled else None,
             edge_profile=(self.edge_k, self.edge_h),
@@ -348,7 +348,7 @@ class EdgeEngine:
         for job in self.scheduler.drop([key for key, _ in failed]):
             self.publish.finish(job, "failed", f"edge step failed: {dict(failed)[job.id]}")
         states = dict(left)
-        handoff = []
+        handoff: list[tuple[Job, int | None, object, bool]] = []
         try:
             with self.stats.timed("capture"):
                 for job, step in self.scheduler.step_done(batch.steps, left=list(states)):

@@ -12,10 +12,14 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgediff.service.schemas import TERMINAL, SubmitRequest
+
+if TYPE_CHECKING:
+    from edgediff.runtime.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ class Job:
 
     id: str
     body: SubmitRequest
-    request: object  # GenerationRequest
+    request: GenerationRequest
     k: float
     h: float
     arrived: float

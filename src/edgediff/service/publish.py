@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 from edgediff.service.job import Job
+from edgediff.service.journal import Journal
 from edgediff.service.metrics import EdgeStats, ServiceMetrics
 from edgediff.service.schemas import TERMINAL
 from edgediff.service.status import StatusBoard
@@ -28,7 +29,7 @@ class Publisher:
 
     def __init__(self, lock: threading.Condition, stats: EdgeStats, metrics: ServiceMetrics, board: StatusBoard):
         self.lock, self.stats, self.metrics, self.board = lock, stats, metrics, board
-        self.journal = None
+        self.journal: Journal | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _signal(self, event: asyncio.Event | None) -> None:
