@@ -60,6 +60,7 @@ class ModelSettings:
     engine_process: bool = True
 
     def __post_init__(self):
+        _check_numbers(self)
         for name in ("workers", "worker_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
