@@ -128,10 +128,8 @@ class Decided:
     """A window's outcome: one answer per request (in the window's group order), and the
     errors of the policy on the groups it failed to decide."""
 
-    window: Window
     answers: list[Answer]
     policy_errors: list[Exception]
-    gpus: int
 
 
 class WindowScheduler:
@@ -244,7 +242,7 @@ class WindowScheduler:
                 else:
                     reason = denial_reason(instance, b, self.config.policy)
                     answers.append(replace(answer, reason=reason))
-        return Decided(window, answers, errors, self.config.gpus if gpus is None else gpus)
+        return Decided(answers, errors)
 
     def _peek(self, jobs: list) -> None:
         """Each job's ``cached_steps``: how deep a cached output it could start from, so that
