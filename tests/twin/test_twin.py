@@ -250,3 +250,11 @@ def test_a_slower_edge_than_calibrated_changes_time_not_decisions():
     assert a.records.split.tolist() == b.records.split.tolist()
     granted = a.records.outcome == GRANTED
     assert granted.any() and (b.answer_s[granted] > a.answer_s[granted]).all()
+
+
+@pytest.mark.parametrize(("key", "hint"), [("profil", "profile"), ("window", "window_s"), ("bmax", "b_max")])
+def test_a_misspelt_site_key_is_one_error_naming_the_closest_key(key, hint):
+    from edgediff.twin.config import TwinError, make_site
+
+    with pytest.raises(TwinError, match=f"site s1: unknown key '{key}'; did you mean '{hint}'"):
+        make_site("s1", **{key: 1})

@@ -5,6 +5,7 @@ workload, and the run. Frozen dataclasses, validated when built; bad input raise
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -92,6 +93,12 @@ def make_site(
     **service,
 ) -> Site:
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
+    site_keys = ("name", "profile", "count", "intermediate_bits", "phase_s", "decide_when_idle")
+    for key in service:  # a misspelt site key is named with the site's own keys in view
+        if key not in ServiceConfig.defaults():
+            close = difflib.get_close_matches(key, [*site_keys, *ServiceConfig.defaults()], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TwinError(f"site {name}: unknown key {key!r}{hint}")
     try:
         config = ServiceConfig(edge_profile=parse_profile(profile), **service).site
     except ServiceConfigError as err:
