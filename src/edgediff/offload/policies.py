@@ -5,17 +5,29 @@ Policies are registered by module path and imported only when made, so choosing
 issue) can bring torch without burdening the others. A policy's options are its function's
 keyword parameters (``dqn``'s ``checkpoint``, ``timeline``'s ``split_grid``) and the fields of a
 config dataclass parameter (ga's ``GaConfig``): adding a policy is its module and one line here.
+
+Your own policy needs no line here (docs/your-policy.md): a name ``module:function`` (an
+importable module) or ``path/to/file.py:function`` is a plugin, and an installed package adds
+names through the entry-point group ``edgediff.policies`` (``name = "module:function"``). A
+plugin is the same :class:`PolicyFunction`; its decisions are checked against the instance's
+constraints (:func:`edgediff.core.model.check_decision`): an infeasible one is refused with one
+line naming the broken constraint, never evaluated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edgediff.core.model import Decision
 from edgediff.errors import InputError
@@ -52,6 +64,17 @@ POLICY_NAMES: tuple[str, ...] = tuple(REGISTRY)
 SHARED_OPTIONS: tuple[str, ...] = ("seed", "time_limit", "checkpoint")
 
 
+ENTRY_POINTS = "edgediff.policies"  # the entry-point group through which a package adds policy names
+
+
+class PolicyFunction(Protocol):
+    """An offloading policy: the window's instance (docs/offloading-model.md, its arrays one
+    per user) and the policy's options as keywords, to a :class:`Decision` (a grant and a
+    split point per user). Keyword parameters with defaults are its ``--policy-option``s."""
+
+    def __call__(self, instance: Instance, /, **options: Any) -> Decision: ...
+
+
 class UnknownPolicy(InputError):
     """The policy name is not registered."""
 
@@ -81,22 +104,81 @@ class Policy:
         start = time.perf_counter()
         decision = self.solve(instance, **self.options)
         self.last_decision_time_s = time.perf_counter() - start
+        if self.name not in REGISTRY:  # your own policy: its decision is checked, never taken on trust
+            _check_plugin_decision(self.name, instance, decision)
         return decision
 
 
-def policy_spec(name: str) -> PolicySpec:
-    """The registered spec of ``name``; raises :class:`UnknownPolicy` naming the choices."""
+def _check_plugin_decision(name: str, instance: Instance, decision) -> None:
+    from edgediff.core.model import DecisionError, check_decision
+
+    if not isinstance(decision, Decision):
+        raise DecisionError(f"policy {name!r} returned {type(decision).__name__}, not a Decision")
     try:
+        check_decision(instance, decision)
+    except DecisionError as err:
+        raise DecisionError(f"policy {name!r} returned an infeasible decision: {err}") from None
+
+
+def _installed() -> dict[str, str]:
+    """Names added by installed packages (entry-point group :data:`ENTRY_POINTS`)."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
+
+
+def policy_spec(name: str) -> PolicySpec:
+    """The spec of ``name``: registered, installed (entry point) or a plugin
+    (``module:function``, ``file.py:function``); raises :class:`UnknownPolicy` naming the
+    choices."""
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise UnknownPolicy(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
+    installed = _installed()
+    if name in installed:
+        return PolicySpec(installed[name], "installed plugin")
+    if ":" in name:
+        return PolicySpec(name, "plugin")
+    choices = ", ".join([*POLICY_NAMES, *installed])
+    raise UnknownPolicy(
+        f"unknown policy {name!r}; choose from {choices}, or name your own as module:function or file.py:function"
+    )
+
+
+def _import_target(target: str) -> tuple[Any, str]:
+    """The module of ``module:function`` or ``path/to/file.py:function`` (imported now) and the
+    function's name; :class:`UnknownPolicy` naming what is missing."""
+    where, _, func = target.rpartition(":")
+    if not where or not func:
+        raise UnknownPolicy(f"policy {target!r}: expected module:function or file.py:function")
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise UnknownPolicy(f"policy {target!r}: no file {where}")
+        # a stable module name per file, so that a worker process imports the same module
+        module_name = "edgediff_plugin_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+        if module_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception:
+                del sys.modules[module_name]
+                raise
+        return sys.modules[module_name], func
+    try:
+        return importlib.import_module(where), func
+    except ModuleNotFoundError as err:
+        raise UnknownPolicy(f"policy {target!r}: cannot import {where!r} ({err})") from None
 
 
 def _solver(name: str) -> tuple[Any, Callable[..., Decision]]:
-    """The registered module of ``name`` (imported now) and its policy function."""
-    module_name, func = policy_spec(name).target.split(":")
-    module = importlib.import_module(module_name)
-    return module, getattr(module, func)
+    """The module of ``name`` (imported now) and its policy function."""
+    target = policy_spec(name).target
+    module, func = _import_target(target)
+    solve = getattr(module, func, None)
+    if not callable(solve):
+        raise UnknownPolicy(f"policy {name!r}: {target.rpartition(':')[0]} has no function {func!r}")
+    return module, solve
 
 
 def _config_defaults(solve: Callable[..., Decision]) -> dict[str, Any]:
