@@ -84,6 +84,12 @@ def test_the_cli_solves_and_compares_with_a_file_plugin(tmp_path):
     compared = run_cli("compare", "--users", "6", "--cases", "2", "--policies", f"exact,{EXAMPLE}:solve")
     assert compared.returncode == 0, compared.stderr
     assert "slowest_first.py:solve" in compared.stdout
+    out = tmp_path / "twin"
+    simulated = run_cli(
+        "simulate", "--rate", "5", "--duration", "20", "--policy", f"{EXAMPLE}:solve", "--out", str(out)
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    assert (out / "twin.json").is_file()
     bad = write(tmp_path, "def solve(instance):\n    raise AssertionError('unreachable')\n")
     refused = run_cli("solve", str(instance), "--policy", f"{bad}:nothere")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "has no function 'nothere'" in refused.stderr

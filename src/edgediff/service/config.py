@@ -242,6 +242,11 @@ class _Composed:
         return replace(self, **changes)  # type: ignore[type-var]
 
     @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every flat key."""
+        return tuple(f.name for part in cls.PARTS.values() for f in fields(part))
+
+    @classmethod
     def defaults(cls) -> dict[str, Any]:
         """The flat keys' defaults (those with one)."""
         return {f.name: f.default for part in cls.PARTS.values() for f in fields(part) if f.default is not MISSING}

@@ -95,8 +95,8 @@ def make_site(
     """A site from a profile spec (see :func:`parse_profile`) and :class:`ServiceConfig` fields."""
     site_keys = ("name", "profile", "count", "intermediate_bits", "phase_s", "decide_when_idle")
     for key in service:  # a misspelt site key is named with the site's own keys in view
-        if key not in ServiceConfig.defaults():
-            close = difflib.get_close_matches(key, [*site_keys, *ServiceConfig.defaults()], n=1)
+        if key not in ServiceConfig.names():
+            close = difflib.get_close_matches(key, [*site_keys, *ServiceConfig.names()], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TwinError(f"site {name}: unknown key {key!r}{hint}")
     try:
