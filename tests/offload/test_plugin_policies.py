@@ -93,3 +93,46 @@ def test_the_cli_solves_and_compares_with_a_file_plugin(tmp_path):
     bad = write(tmp_path, "def solve(instance):\n    raise AssertionError('unreachable')\n")
     refused = run_cli("solve", str(instance), "--policy", f"{bad}:nothere")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "has no function 'nothere'" in refused.stderr
+
+
+def test_a_policy_that_cannot_decide_a_case_gets_a_row_without_figures_and_the_others_run(tmp_path):
+    from edgediff.offload.compare import compare
+
+    path = write(
+        tmp_path,
+        """
+        def solve(instance):
+            if instance.num_users > 5:
+                raise ValueError("takes at most 5 users")
+            from edgediff.offload.baselines import solve_b1
+            return solve_b1(instance)
+        """,
+    )
+    rows = compare([4, 8], 8, 2, ["exact", f"{path}:solve", "b1"], seed=3)
+    by = {(r.users, r.policy.rsplit("/", 1)[-1]): r for r in rows}
+    assert by[(4, "mine.py:solve")].note == "" and by[(4, "mine.py:solve")].mean_score == pytest.approx(
+        by[(4, "b1")].mean_score
+    )
+    failed = by[(8, "mine.py:solve")]
+    assert np.isnan(failed.mean_objective) and np.isnan(failed.mean_score)
+    assert failed.note == "case of 8 users: ValueError: takes at most 5 users"
+    assert by[(8, "b1")].note == "" and np.isfinite(by[(8, "b1")].mean_score)
+
+
+def test_the_library_compare_draws_at_the_scenario_s_b_max(monkeypatch):
+    from dataclasses import replace
+
+    from edgediff.core.scenario import PAPER_SCENARIO
+    from edgediff.offload import compare as module
+
+    seen, decide = [], module._decide
+
+    def recording(solvers, instances):
+        seen.extend(inst.B_max for inst in instances)
+        return decide(solvers, instances)
+
+    monkeypatch.setattr(module, "_decide", recording)
+    scenario = replace(PAPER_SCENARIO, B_max=3)
+    module.compare([6], 8, 2, ["b1"], scenario=scenario)
+    module.compare([6], 8, 1, ["b1"], scenario=scenario, B_max=5)
+    assert seen == [3, 3, 5]

@@ -94,12 +94,18 @@ def run(args) -> None:
             format_table(
                 ["policy", "mean_objective", "mean_score", "mean_decision_ms"],
                 [
-                    [r.policy, r.mean_objective, r.mean_score, r.mean_decision_time_s * 1000]
+                    [
+                        r.policy,
+                        *(["n/a"] * 3 if r.note else [r.mean_objective, r.mean_score, r.mean_decision_time_s * 1000]),
+                    ]
                     for r in rows
                     if (r.users, r.gpus) == (users, gpus)
                 ],
             )
         )
+        for r in rows:
+            if r.note and (r.users, r.gpus) == (users, gpus):
+                print(f"n/a {r.policy}: {r.note}")
     if args.out is not None:
         print(f"\nwrote {args.out / 'compare.csv'} (mean_decision_time_s in seconds)")
 

@@ -14,7 +14,7 @@ from edgediff.core.model import evaluate
 from edgediff.core.scenario import PAPER_SCENARIO, Scenario, draw_instance
 from edgediff.offload.policies import UnknownPolicyOption, make_policy, policy_option_names
 
-CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s")
+CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s", "note")
 SCORE_REFERENCES = ("exact", "b3")
 
 
@@ -27,6 +27,11 @@ class CompareRow:
     mean_objective: float
     mean_score: float
     mean_decision_time_s: float
+    note: str = ""  # why a policy has no figures here (n/a): it could not decide a case
+
+    @property
+    def mean_decision_ms(self) -> float:
+        return self.mean_decision_time_s * 1000
 
 
 def normalized_score(objective, exact_objective, all_local_objective):
@@ -61,14 +66,27 @@ def _solvers(policies, seed: int, checkpoint, policy_options) -> dict:
     }
 
 
-def _decide(solvers: Mapping, instances: Sequence[Instance]) -> dict[str, np.ndarray]:
-    """``{policy: array shaped (2, len(instances))}``: row 0 the objective, row 1 the decision seconds."""
+Results = tuple[dict[str, np.ndarray], dict[str, str]]
+
+
+def _decide(solvers: Mapping, instances: Sequence[Instance]) -> Results:
+    """``{policy: array shaped (2, len(instances))}`` (row 0 the objective, row 1 the decision
+    seconds; NaN where the policy could not decide) and ``{policy: why}`` for the policies that
+    failed on a case. The score's references (``exact``, ``b3``) must decide every case."""
     out = {name: np.empty((2, len(instances))) for name in solvers}
+    failed: dict[str, str] = {}
     for j, instance in enumerate(instances):
         for name, policy in solvers.items():
-            decision = policy.decide(instance)
+            try:
+                decision = policy.decide(instance)
+            except Exception as err:  # one policy that cannot decide a case does not stop the others
+                if name in SCORE_REFERENCES:
+                    raise
+                failed.setdefault(name, f"case of {instance.num_users} users: {type(err).__name__}: {err}")
+                out[name][:, j] = np.nan
+                continue
             out[name][:, j] = evaluate(instance, decision).objective, policy.last_decision_time_s
-    return out
+    return out, failed
 
 
 def run_cases(
@@ -77,19 +95,20 @@ def run_cases(
     cases: Sequence[int],
     policies: Sequence[str],
     seed: int,
-    B_max: int,
+    B_max: int | None,
     checkpoint: str | None,
     policy_options: Mapping[str, Any] | None = None,
     scenario: Scenario | None = None,
-) -> dict[str, np.ndarray]:
+) -> Results:
     """Objective and decision time of every policy on the given cases of one point.
 
-    Returns ``{policy: array shaped (2, len(cases))}`` (row 0 objective, row 1 seconds). A
-    module-level function of plain arguments, so a sweep can run it in another process. Cases
-    are drawn from ``scenario`` (default: the paper's) with its ``G`` and ``B_max`` replaced by
-    ``gpus`` and ``B_max``.
+    Returns ``{policy: array shaped (2, len(cases))}`` (row 0 objective, row 1 seconds) and the
+    policies that failed (:func:`_decide`). A module-level function of plain arguments, so a
+    sweep can run it in another process. Cases are drawn from ``scenario`` (default: the
+    paper's) with its ``G`` replaced by ``gpus``, and its ``B_max`` by ``B_max`` if given.
     """
-    drawn = replace(scenario or PAPER_SCENARIO, G=gpus, B_max=B_max)
+    scenario = scenario or PAPER_SCENARIO
+    drawn = replace(scenario, G=gpus, B_max=scenario.B_max if B_max is None else B_max)
     instances = [draw_instance(drawn, num_users, case_seed(seed, num_users, gpus, case)) for case in cases]
     return _decide(_solvers(policies, seed, checkpoint, policy_options), instances)
 
@@ -100,23 +119,17 @@ def _check_options(policies: Sequence[str], policy_options: Mapping[str, Any] | 
             raise UnknownPolicyOption(f"no policy of {','.join(policies)} takes the option {key!r}")
 
 
-def _rows(users: int, gpus: int, policies: Sequence[str], merged: Mapping[str, np.ndarray]) -> list[CompareRow]:
-    """One row per policy from the merged ``(2, cases)`` results of one point (references included)."""
+def _rows(users: int, gpus: int, policies: Sequence[str], results: Results) -> list[CompareRow]:
+    """One row per policy from the merged ``(2, cases)`` results of one point (references
+    included); a policy that failed on a case has no figures (NaN) and says why."""
+    merged, failed = results
     objective = {name: merged[name][0] for name in merged}
     rows = []
     for name in policies:
         score = normalized_score(objective[name], objective["exact"], objective["b3"])
-        rows.append(
-            CompareRow(
-                users,
-                gpus,
-                name,
-                objective[name].size,
-                float(objective[name].mean()),
-                float(score.mean()),
-                float(merged[name][1].mean()),
-            )
-        )
+        means = (float(objective[name].mean()), float(score.mean()), float(merged[name][1].mean()))
+        row = CompareRow(users, gpus, name, objective[name].size, *means, note=failed.get(name, ""))
+        rows.append(row)
     return rows
 
 
@@ -126,7 +139,7 @@ def compare_points(
     policies: Iterable[str],
     *,
     seed: int = 0,
-    B_max: int = 20,
+    B_max: int | None = None,
     checkpoint: str | None = None,
     policy_options: Mapping[str, Any] | None = None,
     progress: bool | None = None,
@@ -141,7 +154,8 @@ def compare_points(
     every case has its own seed, so the numbers do not depend on ``workers`` (the times do).
     Each policy gets the ``policy_options`` it takes; an option no policy takes is an error.
     Instances are drawn from ``scenario`` (default: the paper's distribution) at each point's
-    ``gpus`` and at ``B_max``.
+    ``gpus`` and at ``B_max`` (default: the scenario's). A policy that cannot decide a case
+    (it raises) gets a row without figures whose ``note`` says why; the others still run.
     """
     from tqdm.auto import tqdm
 
@@ -162,8 +176,11 @@ def compare_points(
     rows: list[CompareRow] = []
     for p, (users, gpus) in enumerate(points):
         parts = results[p * len(chunks) : (p + 1) * len(chunks)]
-        merged = {name: np.concatenate([part[name] for part in parts], axis=1) for name in everyone}
-        rows += _rows(users, gpus, policies, merged)
+        merged = {name: np.concatenate([part[0][name] for part in parts], axis=1) for name in everyone}
+        failed: dict[str, str] = {}
+        for part in parts:
+            failed = {**part[1], **failed}  # the first failure of each policy
+        rows += _rows(users, gpus, policies, (merged, failed))
     return rows
 
 
