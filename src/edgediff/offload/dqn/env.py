@@ -25,8 +25,9 @@ each of the (at most 16) pending users of largest gain at the next batch size,
 logarithms and ratios (slots left, users pending, granted; pending users with a larger gain than
 the current one's, with a positive gain), the edge, the value change of granting the current
 user and what the granted users lose if one more joins. With it the environment also denies, without
-a step, every user whose gain at the next batch size is not positive: such a grant never beats
-the same decision without it (gains fall with the batch size), so no optimum is lost.
+a step, every user whose gain at the next batch size is not positive (such a grant never beats
+the same decision without it: gains fall with the batch size) and every user that is among the
+best ``b`` at no batch size ``b`` (:func:`candidates`), so no optimum is lost.
 
 ``EpisodeBatch`` is the vectorized core (many episodes at once, used by training and the
 policy); ``OffloadEnv`` is the Gymnasium face of one episode.
@@ -183,6 +184,18 @@ class ScopeConfig:
         return instance
 
 
+def candidates(gain: np.ndarray) -> np.ndarray:
+    """Users that some optimum may hold, from the ``(I, B)`` gain table: those among the best ``b``
+    (ties by index, as ``exact``) with a positive gain at some batch size ``b``. A user outside this
+    set is never needed: every optimum's users with a positive gain are among its batch size's best."""
+    if gain.size == 0:
+        return np.zeros(gain.shape[0], bool)
+    order = np.argsort(-gain, axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(gain.shape[0])[:, None], axis=0)
+    return ((rank < np.arange(1, gain.shape[1] + 1)[None, :]) & (gain > 0)).any(1)
+
+
 def with_cached_steps(instance: Instance, rng: np.random.Generator) -> Instance:
     """``instance`` with random cached steps: each user a hit with a probability drawn in 0.1-0.9,
     its depth uniform in ``1..N - N_hat`` (the steps an edge can run) or, in half of the draws, ``1..N``."""
@@ -244,6 +257,8 @@ class EpisodeBatch:
         # step (only where gains provably fall with the batch size)
         self.skip_hopeless = features == "set"
         self.can_skip = np.zeros(E, bool)
+        self.candidate = np.ones((E, M), bool)  # users some optimum may hold (features="set")
+        self.candidates_from = np.zeros((E, M + 1), np.int64)  # candidates at positions >= i
 
     def reset_slot(self, slot: int, instance: Instance) -> None:
         users, M = instance.num_users, self.max_users
@@ -274,6 +289,11 @@ class EpisodeBatch:
         self.cached[slot] = 0.0
         self.cached[slot, :users] = instance.cached_steps / instance.N
         self.can_skip[slot] = self.skip_hopeless and gains_fall_with_batch_size(instance)
+        self.candidate[slot] = True
+        if self.can_skip[slot]:
+            self.candidate[slot, :users] = candidates(gain)
+        self.candidate[slot, users:] = False
+        self.candidates_from[slot] = np.concatenate([np.cumsum(self.candidate[slot][::-1])[::-1], [0]])
         if self.can_skip[slot]:
             self._skip(np.array([slot]))
         self.grant_change[slot] = self._grant_change(np.array([slot]))[0]
@@ -288,7 +308,7 @@ class EpisodeBatch:
         column = np.minimum(self.granted[slots], M - 1)
         position = np.arange(M)[None, :]
         current, n = self.current[slots, None], self.num_users[slots, None]
-        worth = (position >= current) & (position < n) & (self.gain[slots, :, column] > 0)
+        worth = (position >= current) & (position < n) & (self.gain[slots, :, column] > 0) & self.candidate[slots]
         following = np.where(worth.any(1), worth.argmax(1), n[:, 0])
         hopeless = (position >= current) & (position < following[:, None])
         indicator = self.indicator[slots]
@@ -356,7 +376,7 @@ class EpisodeBatch:
         current = np.minimum(self.current[slots], M - 1)
         gain_all = self.gain[slots, :, column]  # (slots, M): every user's gain at the next batch size
         gain_current = gain_all[np.arange(len(slots)), current]
-        pending = (position > self.current[slots, None]) & (position < n)
+        pending = (position > self.current[slots, None]) & (position < n) & self.candidate[slots]
         ranked = np.where(pending, gain_all, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")[:, : R - 1]
         users = np.concatenate([current[:, None], order], 1)
@@ -371,8 +391,7 @@ class EpisodeBatch:
         local[:, : users.shape[1], SET_VALID] = valid
         local[:, 0, F] = 1.0  # the current user (the others are pending)
         local[:, : users.shape[1]][~valid] = 0.0
-        handled = np.minimum(self.current[slots], n[:, 0])
-        waiting = n[:, 0] - handled
+        waiting = self.candidates_from[slots, np.minimum(self.current[slots], M)]  # the current one included
         left = np.maximum(self.B_max[slots] - granted, 0)
         glob = obs[:, R * (F + 1) :]
         glob[:, 0] = np.log1p(left) / 4.0

@@ -129,12 +129,12 @@ def solve_dqn(instance: Instance, checkpoint: str | None = None, beam_width: int
         raise CheckpointError(
             f"the dqn checkpoint handles at most {q_function.max_users} users; the instance has {instance.num_users}"
         )
-    if instance.has_cached_steps and config.mdp_options.get("features") != "convex":
+    if instance.has_cached_steps and config.mdp_options.get("features") not in ("convex", "set"):
         # the paper's state has no cached steps: its grants would ignore them (the convex
         # features carry each user's gain, which counts them)
         raise CheckpointError(
             "the dqn checkpoint's state (features 'paper') does not see users' cached_steps; "
-            "use a checkpoint trained with features 'convex', or exact, timeline or ga"
+            "use a checkpoint trained with features 'convex' or 'set', or exact, timeline or ga"
         )
     search = set_beam_search if isinstance(q_function, SetNumpyQ) else beam_search
     granted, split = search(q_function, config, instance, beam_width)
@@ -174,15 +174,17 @@ def beam_search(q_function: NumpyQ, config: DqnConfig, instance: Instance, width
 def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance, width: int):
     """:func:`beam_search` for a ``set`` network: the same episodes and the same states as
     :class:`EpisodeBatch` builds, without its per-slot tables (a test checks both agree)."""
-    from edgediff.offload.dqn.env import _EDGE_UNIT, _GAIN_UNIT, _LOCAL_UNIT
+    from edgediff.offload.dqn.env import _EDGE_UNIT, _GAIN_UNIT, _LOCAL_UNIT, candidates
     from edgediff.offload.exact import denied_utility, gain_table, gains_fall_with_batch_size
 
     n, R, F = instance.num_users, SET_ROWS, SET_USER_FEATURES
     split, gain = gain_table(instance)
     limit = gain.shape[1]  # min(B_max, n)
     by_batch = np.ascontiguousarray(gain.T)  # row b: every user's gain at batch size b + 1
-    positive = by_batch > 0
     can_skip = gains_fall_with_batch_size(instance)
+    candidate = candidates(gain) if can_skip else np.ones(n, bool)
+    positive = (by_batch > 0) & candidate
+    waiting_from = np.concatenate([np.cumsum(candidate[::-1])[::-1], [0]])
     static = np.zeros((n, F + 1), np.float32)  # a user's row without its gains; the valid flag set
     static[:, :3] = np.stack([instance.alpha, instance.local_step_latency, instance.request_time], 1) / _LOCAL_UNIT
     static[:, 3] = instance.cached_steps / instance.N
@@ -219,7 +221,7 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
         row = np.minimum(b, limit - 1)
         gain_all = by_batch[row]  # (k, n)
         gain_current = gain_all[beam, current]
-        pending = users[None, :] > current[:, None]
+        pending = (users[None, :] > current[:, None]) & candidate
         ranked = np.where(pending, gain_all, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")[:, :rows_taken]
         chosen = np.concatenate([current[:, None], order], 1)
@@ -232,7 +234,7 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
         local[:, 0, F] = 1.0
         local[~valid] = 0.0
         encoded = np.maximum(local @ q_function.encoder[0] + q_function.encoder[1], 0.0) * valid[..., None]
-        waiting = n - current
+        waiting = waiting_from[current]
         left = limit - b
         change = totals[beam, row] + gain[current, row] - value
         glob = np.empty((k, SET_GLOBAL_FEATURES), np.float32)
