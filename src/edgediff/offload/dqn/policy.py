@@ -177,17 +177,20 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
     from edgediff.offload.dqn.env import _EDGE_UNIT, _GAIN_UNIT, _LOCAL_UNIT, candidates
     from edgediff.offload.exact import denied_utility, gain_table, gains_fall_with_batch_size
 
-    n, R, F = instance.num_users, SET_ROWS, SET_USER_FEATURES
-    split, gain = gain_table(instance)
-    limit = gain.shape[1]  # min(B_max, n)
-    by_batch = np.ascontiguousarray(gain.T)  # row b: every user's gain at batch size b + 1
+    R, F = SET_ROWS, SET_USER_FEATURES
+    split, full_gain = gain_table(instance)
+    limit = full_gain.shape[1]  # min(B_max, I)
     can_skip = gains_fall_with_batch_size(instance)
-    candidate = candidates(gain) if can_skip else np.ones(n, bool)
-    positive = (by_batch > 0) & candidate
-    waiting_from = np.concatenate([np.cumsum(candidate[::-1])[::-1], [0]])
+    # only the candidates ever get a step, count as pending or get a row: the episode runs on them alone
+    kept = np.flatnonzero(candidates(full_gain)) if can_skip else np.arange(instance.num_users)
+    n, gain = len(kept), full_gain[kept]
+    by_batch = np.ascontiguousarray(gain.T)  # row b: every candidate's gain at batch size b + 1
+    positive = by_batch > 0
     static = np.zeros((n, F + 1), np.float32)  # a user's row without its gains; the valid flag set
-    static[:, :3] = np.stack([instance.alpha, instance.local_step_latency, instance.request_time], 1) / _LOCAL_UNIT
-    static[:, 3] = instance.cached_steps / instance.N
+    static[:, :3] = (
+        np.stack([instance.alpha, instance.local_step_latency, instance.request_time], 1)[kept] / _LOCAL_UNIT
+    )
+    static[:, 3] = instance.cached_steps[kept] / instance.N
     static[:, SET_VALID] = 1.0
     edge = np.array([instance.edge_k / instance.G, instance.edge_h]) / _EDGE_UNIT
     denied_total = float(denied_utility(instance).sum())
@@ -221,7 +224,7 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
         row = np.minimum(b, limit - 1)
         gain_all = by_batch[row]  # (k, n)
         gain_current = gain_all[beam, current]
-        pending = (users[None, :] > current[:, None]) & candidate
+        pending = users[None, :] > current[:, None]
         ranked = np.where(pending, gain_all, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")[:, :rows_taken]
         chosen = np.concatenate([current[:, None], order], 1)
@@ -234,7 +237,7 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
         local[:, 0, F] = 1.0
         local[~valid] = 0.0
         encoded = np.maximum(local @ q_function.encoder[0] + q_function.encoder[1], 0.0) * valid[..., None]
-        waiting = waiting_from[current]
+        waiting = n - current
         left = limit - b
         change = totals[beam, row] + gain[current, row] - value
         glob = np.empty((k, SET_GLOBAL_FEATURES), np.float32)
@@ -271,4 +274,6 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
             objective = denied_total + (totals[r, b[r] - 1] if b[r] else 0.0)
             if objective > best_objective:
                 best_objective, best = objective, granted[r].copy()
-    return best, split
+    chosen_users = np.zeros(instance.num_users, bool)
+    chosen_users[kept[best]] = True
+    return chosen_users, split
