@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--bmax-sweep", action="store_true", help="scores for every B_max in 1..20")
     parser.add_argument("--beam-width", type=int, default=None, help="dqn beam width (1: the paper's greedy agent)")
     parser.add_argument("--any-size", action="store_true", help="scores at 5-100 users with/without cached steps")
+    parser.add_argument(
+        "--users", default=None, help="--any-size: comma-separated user counts (default 5,20,50,100)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.any_size:
@@ -152,7 +155,7 @@ def print_any_size(args) -> None:
     print(f"dqn beam width {args.beam_width or DEFAULT_BEAM_WIDTH}; {cases} windows per cell, G 1-16, B_max 1-50")
     print(f"{'users':>5} {'cached':>6} {'mean':>7} {'worst':>7} {'< 0.99':>6} {'median ms':>9}")
     cells = []
-    for users in ANY_SIZE_USERS:
+    for users in [int(u) for u in args.users.split(",")] if args.users else ANY_SIZE_USERS:
         for cached in (False, True):
             scores, times = [], []
             for instance in any_size_windows(users, cached, cases, args.seed):
@@ -172,7 +175,7 @@ def print_any_size(args) -> None:
     print(
         f"lowest cell mean {means.min():.4f}, worst window {worsts.min():.4f} (targets: mean >= 0.99, worst >= 0.95)"
     )
-    for bmax in (20, 50):
+    for bmax in (20, 50) if not args.users or "100" in args.users.split(",") else ():
         windows = [random_instance(100, 8, seed=args.seed + 500 + c, B_max=bmax) for c in range(20)]
         policy.decide(windows[0])
         times = []
