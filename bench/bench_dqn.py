@@ -57,9 +57,7 @@ def main() -> None:
     parser.add_argument("--bmax-sweep", action="store_true", help="scores for every B_max in 1..20")
     parser.add_argument("--beam-width", type=int, default=None, help="dqn beam width (1: the paper's greedy agent)")
     parser.add_argument("--any-size", action="store_true", help="scores at 5-100 users with/without cached steps")
-    parser.add_argument(
-        "--users", default=None, help="--any-size: comma-separated user counts (default 5,20,50,100)"
-    )
+    parser.add_argument("--users", default=None, help="--any-size: comma-separated user counts (default 5,20,50,100)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.any_size:
@@ -172,24 +170,32 @@ def print_any_size(args) -> None:
                 flush=True,
             )
     means, worsts = np.array(cells).T
-    print(
-        f"lowest cell mean {means.min():.4f}, worst window {worsts.min():.4f} (targets: mean >= 0.99, worst >= 0.95)"
-    )
+    print(f"lowest cell mean {means.min():.4f}, worst window {worsts.min():.4f} (targets: mean >= 0.99, worst >= 0.95)")
     for bmax in (20, 50) if not args.users or "100" in args.users.split(",") else ():
         windows = [random_instance(100, 8, seed=args.seed + 500 + c, B_max=bmax) for c in range(20)]
-        policy.decide(windows[0])
-        times = []
-        for _ in range(args.passes):
-            for instance in windows:
-                start = time.perf_counter()
-                policy.decide(instance)
-                times.append(time.perf_counter() - start)
-        times = np.array(times) * 1000
+        times = time_decisions(policy, windows, args.passes)
         print(
             f"dqn decision time, 100 users, G 8, B_max {bmax}, {len(times)} decisions: median "
             f"{np.median(times):.2f} ms, p95 {np.percentile(times, 95):.2f} ms (target <= 10 ms)",
             flush=True,
         )
+    # the machine's load, in the same minutes: the paper-network model at 20 users (2.8 ms when quiet)
+    from edgediff.offload.dqn.checkpoint import PAPER
+
+    windows = [random_instance(20, 8, seed=args.seed + c) for c in range(20)]
+    times = time_decisions(make_policy("dqn", checkpoint=str(PAPER)), windows, args.passes)
+    print(f"reference: the paper-network model (beam 8), 20 users: median {np.median(times):.2f} ms", flush=True)
+
+
+def time_decisions(policy, windows, passes: int) -> np.ndarray:
+    policy.decide(windows[0])
+    times = []
+    for _ in range(passes):
+        for instance in windows:
+            start = time.perf_counter()
+            policy.decide(instance)
+            times.append(time.perf_counter() - start)
+    return np.array(times) * 1000
 
 
 def dqn_options(args) -> dict:

@@ -176,7 +176,8 @@ def test_scenario_scope_draws_the_scenario_and_cached_steps():
 
 def test_set_training_is_seeded():
     scope = ScopeConfig(users_range=(2, 30), bmax_range=(1, 10), cached_share=0.5, curriculum_stages=2)
-    a, b = train(FAST_SET, scope, 16, seed=1), train(FAST_SET, scope, 16, seed=1)
+    config = replace(FAST_SET, learning_starts=32, num_envs=8)
+    a, b = train(config, scope, 10, seed=1), train(config, scope, 10, seed=1)
     assert a.updates > 0 and a.episode_objectives == b.episode_objectives
     for x, y in zip(a.network.parameters(), b.network.parameters()):
         assert torch.equal(x, y)

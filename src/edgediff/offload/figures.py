@@ -234,9 +234,8 @@ def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> F
 
 def _time_policy(name: str, users: int, repeats: int, seed: int, time_limit: float) -> dict:
     dqn = name == "dqn"
-    policy = make_policy(
-        name, PAPER_DQN if dqn else None, seed=seed, time_limit=time_limit, checkpoint=paper_checkpoint() if dqn else None
-    )
+    checkpoint = paper_checkpoint() if dqn else None
+    policy = make_policy(name, PAPER_DQN if dqn else None, seed=seed, time_limit=time_limit, checkpoint=checkpoint)
     instances = [
         random_instance(users, 8, seed=np.random.default_rng(case_seed(seed, users, 8, c))) for c in range(repeats)
     ]
