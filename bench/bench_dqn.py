@@ -3,6 +3,7 @@
     python bench/bench_dqn.py --any-size [--cases 200] [--seed 2026] [--checkpoint DIR] [--beam-width W]
     python bench/bench_dqn.py [--cases 100] [--seed 2026] [--checkpoint DIR] [--no-baselines] [--timing-only]
     python bench/bench_dqn.py --bmax-sweep [--cases 20] [--checkpoint DIR] [--beam-width W]
+    python bench/bench_dqn.py --twin [--seed 2026]
 
 ``--any-size`` (windows of any size, issue 30): for 5, 20, 50 and 100 users, without and with
 cached steps, ``--cases`` windows each with G drawn in 1..16 and ``B_max`` in 1..50 (capped at the
@@ -18,6 +19,11 @@ the mean normalized score (1 = ``exact``, 0 = all-local) and mean decision time 
 ``dqn`` policy (default: the shipped checkpoint), beside ``ga`` and ``milp`` on the same
 instances; then the ``dqn`` decision time for 20 users (median and p95 of the cases).
 Target: overall mean score >= 0.97 and <= 5 ms for 20 users.
+
+``--twin`` (issue 30, point 4): the digital twin (``edgediff simulate``, one H100 site, G = 8,
+``B_max`` 20, N = 50, 1 s windows, 600 s of arrivals) at 1, 10, 20 and 40 requests/s, without and
+with a 3 GB latent cache, ``exact`` beside ``dqn``; prints failed requests, the largest window
+and ``dqn``'s mean utility against ``exact``'s.
 
 ``--bmax-sweep`` (windows of any shape, issue 18): for every ``B_max`` in 1..20, ``--cases``
 instances of 12-20 users with G drawn in 1..16 (their own seed stream); prints the dqn
@@ -58,10 +64,13 @@ def main() -> None:
     parser.add_argument("--beam-width", type=int, default=None, help="dqn beam width (1: the paper's greedy agent)")
     parser.add_argument("--any-size", action="store_true", help="scores at 5-100 users with/without cached steps")
     parser.add_argument("--users", default=None, help="--any-size: comma-separated user counts (default 5,20,50,100)")
+    parser.add_argument("--twin", action="store_true", help="the twin at 1-40 requests/s, dqn against exact")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.any_size:
         return print_any_size(args)
+    if args.twin:
+        return print_twin(args)
     if args.bmax_sweep:
         return print_bmax_sweep(args)
     policies = ["dqn"] if args.no_baselines else ["dqn", "ga", "milp"]
@@ -185,6 +194,34 @@ def print_any_size(args) -> None:
     windows = [random_instance(20, 8, seed=args.seed + c) for c in range(20)]
     times = time_decisions(make_policy("dqn", checkpoint=str(PAPER)), windows, args.passes)
     print(f"reference: the paper-network model (beam 8), 20 users: median {np.median(times):.2f} ms", flush=True)
+
+
+def print_twin(args) -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    print(f"{'cache':>5} {'rate':>5} {'requests':>8} {'failed dqn':>10} {'largest window':>14} "
+          f"{'utility exact':>13} {'utility dqn':>11} {'dqn vs exact':>12}")  # fmt: skip
+    for cache_gb in (0, 3):
+        with tempfile.TemporaryDirectory() as out:
+            done = subprocess.run(
+                [sys.executable, "-m", "edgediff", "simulate", "--sweep-rates", "1,10,20,40", "--sweep-policies",
+                 "exact,dqn", "--duration", "600", "--cache-gb", str(cache_gb), "--seed", str(args.seed), "--out",
+                 out, "--json"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+        rows = {(r["rate"], r["policy"]): r for r in json.loads(done.stdout)}
+        for rate in (1.0, 10.0, 20.0, 40.0):
+            exact, dqn = rows[(rate, "exact")], rows[(rate, "dqn")]
+            gap = (dqn["utility_mean"] - exact["utility_mean"]) / abs(exact["utility_mean"])
+            print(
+                f"{cache_gb:>4}G {rate:>5g} {dqn['requests']:>8} {dqn['failed']:>10} "
+                f"{dqn['queue_at_decision_max']:>14} {exact['utility_mean']:>13.4f} {dqn['utility_mean']:>11.4f} "
+                f"{100 * gap:>11.2f}%",
+                flush=True,
+            )
 
 
 def time_decisions(policy, windows, passes: int) -> np.ndarray:
