@@ -485,7 +485,13 @@ class OffloadEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        instance = (options or {}).get("instance") or self.scope.sample(self.np_random)
+        instance = (options or {}).get("instance")
+        if instance is None:  # with features="set" a drawn window may have no decision to make: draw again
+            instance = self.scope.sample(self.np_random)
+            self.batch.reset_slot(0, instance)
+            while self.batch.finished([0])[0]:
+                instance = self.scope.sample(self.np_random)
+                self.batch.reset_slot(0, instance)
         self.batch.reset_slot(0, instance)
         return self.batch.observe()[0], {"num_users": instance.num_users, "gpus": instance.G}
 
