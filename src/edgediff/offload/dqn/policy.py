@@ -198,12 +198,17 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
     users = np.arange(n)
     rows_taken = min(R - 1, n)
 
+    # following[b, i]: the first candidate from position i on whose gain at batch size b + 1 is positive (n: none)
+    following = np.full((limit, n + 1), n, np.int64)
+    if can_skip:
+        for i in range(n - 1, -1, -1):
+            following[:, i] = np.where(positive[:, i], i, following[:, i + 1])
+    else:
+        following[:, :n] = np.arange(n)
+
     def skip(current, b):
         """The next user from ``current`` on whose gain at batch size ``b + 1`` is positive."""
-        if not can_skip:
-            return current
-        worth = positive[np.minimum(b, limit - 1)] & (users[None, :] >= current[:, None])
-        return np.where(worth.any(1), worth.argmax(1), n)
+        return following[np.minimum(b, limit - 1), current]
 
     # the beam: one row per partial episode
     current = skip(np.zeros(1, np.int64), np.zeros(1, np.int64))
@@ -215,11 +220,12 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
     best, best_objective = np.zeros(n, bool), -np.inf  # a window with no decision to make: all local
     active = (current < n) & (b < limit)
     while active.any():
-        keep = np.flatnonzero(active)
-        current, b, value, totals, collected, granted = (
-            current[keep], b[keep], value[keep], totals[keep], collected[keep], granted[keep],
-        )  # fmt: skip
-        k = len(keep)
+        if not active.all():
+            keep = np.flatnonzero(active)
+            current, b, value, totals, collected, granted = (
+                current[keep], b[keep], value[keep], totals[keep], collected[keep], granted[keep],
+            )  # fmt: skip
+        k = len(current)
         beam = np.arange(k)
         row = np.minimum(b, limit - 1)
         gain_all = by_batch[row]  # (k, n)
@@ -234,22 +240,20 @@ def set_beam_search(q_function: SetNumpyQ, config: DqnConfig, instance: Instance
         g = gain_all[across, chosen] / _GAIN_UNIT
         local[..., 4] = g
         local[..., 5] = g - g[:, :1]
-        local[:, 0, F] = 1.0
-        local[~valid] = 0.0
+        local[:, 0, F] = 1.0  # (rows past the valid ones are masked after the encoder)
         encoded = np.maximum(local @ q_function.encoder[0] + q_function.encoder[1], 0.0) * valid[..., None]
         waiting = n - current
         left = limit - b
         change = totals[beam, row] + gain[current, row] - value
         glob = np.empty((k, SET_GLOBAL_FEATURES), np.float32)
-        glob[:, 0] = np.log1p(left) / 4.0
-        glob[:, 1] = np.log1p(waiting) / 4.0
-        glob[:, 2] = np.log1p(b) / 4.0
+        counts = np.stack([left, waiting, b, (ranked > gain_current[:, None]).sum(1), (ranked > 0).sum(1)], 1)
+        logs = np.log1p(counts) / 4.0
+        glob[:, :3] = logs[:, :3]
         glob[:, 3] = np.minimum(left / waiting, 1.0)
         glob[:, 4:6] = edge
         glob[:, 6] = change / _GAIN_UNIT
         glob[:, 7] = (totals[beam, row] - value) / _GAIN_UNIT
-        glob[:, 8] = np.log1p((ranked > gain_current[:, None]).sum(1)) / 4.0
-        glob[:, 9] = np.log1p((ranked > 0).sum(1)) / 4.0
+        glob[:, 8:] = logs[:, 3:]
         mean = encoded.sum(1) / valid.sum(1, keepdims=True)
         hidden = np.concatenate([encoded[:, 0], mean, encoded.max(1), glob], 1)
         score = collected[:, None] + q_function.head_q(hidden)
