@@ -8,7 +8,7 @@ import torch
 from edgediff.core.generator import random_instance
 from edgediff.core.model import check_decision, evaluate
 from edgediff.offload.compare import normalized_score
-from edgediff.offload.dqn.checkpoint import SHIPPED, load_checkpoint, save_checkpoint
+from edgediff.offload.dqn.checkpoint import PAPER, SHIPPED, load_checkpoint, save_checkpoint
 from edgediff.offload.dqn.env import EpisodeBatch, ScopeConfig, observation_size
 from edgediff.offload.dqn.train import PRESETS, DqnConfig, HeldOut, make_network, select_actions, train
 from edgediff.offload.policies import CheckpointError, make_policy
@@ -96,9 +96,10 @@ def test_bad_checkpoints_are_refused(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_shipped_checkpoint_decides_well():
+@pytest.mark.parametrize("checkpoint", [None, str(PAPER)])
+def test_shipped_checkpoint_decides_well(checkpoint):
     assert (SHIPPED / "model.safetensors").stat().st_size < 5_000_000
-    policy = make_policy("dqn")
+    policy = make_policy("dqn", checkpoint=checkpoint)
     scores = []
     for seed in range(30):
         instance = random_instance(4 + seed % 17, [2, 8, 16][seed % 3], seed=seed)
@@ -123,7 +124,8 @@ def test_cli_solve_with_dqn_and_bad_checkpoint(tmp_path):
     assert bad.returncode == 2 and "missing model.safetensors" in bad.stderr and "Traceback" not in bad.stderr
     big = tmp_path / "big.json"
     run_cli("instance", "--users", "25", "--seed", "2", "-o", str(big))
-    refused = run_cli("solve", str(big), "--policy", "dqn")
+    assert run_cli("solve", str(big), "--policy", "dqn").returncode == 0  # the shipped model takes any size
+    refused = run_cli("solve", str(big), "--policy", "dqn", "--checkpoint", str(PAPER))
     assert refused.returncode == 2 and "at most 20 users" in refused.stderr
 
 
@@ -162,8 +164,8 @@ def test_beam_width_one_is_the_greedy_agent():
     from edgediff.offload.dqn.policy import _load
     from edgediff.offload.dqn.train import greedy_rollout
 
-    q_function, config = _load(None)
-    policy = make_policy("dqn", beam_width=1)
+    q_function, config = _load(str(PAPER))  # the paper's network (any-size: test_dqn_any_size.py)
+    policy = make_policy("dqn", beam_width=1, checkpoint=str(PAPER))
     for seed in range(10):
         instance = random_instance(6 + seed, 1 + seed, seed=seed, B_max=1 + seed % 5)
         batch = EpisodeBatch(1, q_function.max_users, **config.mdp_options)
@@ -176,7 +178,7 @@ def test_beam_width_one_is_the_greedy_agent():
 @pytest.mark.slow
 def test_a_wider_beam_finds_better_grant_sets_on_small_windows():
     # small B_max is where the greedy agent errs most (a wrong early grant ends the episode)
-    greedy, beam = make_policy("dqn", beam_width=1), make_policy("dqn")
+    greedy, beam = make_policy("dqn", beam_width=1, checkpoint=str(PAPER)), make_policy("dqn", checkpoint=str(PAPER))
     exact = make_policy("exact")
     rng = np.random.default_rng(11)
     scores = {"greedy": [], "beam": []}

@@ -21,7 +21,14 @@ def run_episode(env, actions_rng, **reset):
     return np.array(trace), np.array(rewards), info
 
 
-@pytest.mark.parametrize("options", [{}, {"state_scaling": "unit", "reward": "marginal", "features": "convex"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"state_scaling": "unit", "reward": "marginal", "features": "convex"},
+        {"reward": "marginal", "features": "set"},
+    ],
+)
 def test_env_checker_passes(options):
     check_env(gym.make(ENV_ID, **options).unwrapped, skip_render_check=True)
 

@@ -125,8 +125,15 @@ def _fig8(name, rows, panel_key, panels, line_key, lines, panel_label, gpus=None
 
 
 MARKERS = ("s", "^", "v", "D", "P", "X", "*")  # one per policy, so overlapping lines stay apart
-# The paper's figures show the paper's agent: one greedy episode (no beam)
+# The paper's figures show the paper's agent: one greedy episode (no beam) of the paper's network
+# (20 user slots; checkpoints/general), not the dqn policy's default any-size model
 PAPER_DQN = {"beam_width": 1}
+
+
+def paper_checkpoint() -> str:
+    from edgediff.offload.dqn.checkpoint import PAPER
+
+    return str(PAPER)
 
 
 def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed, options) -> Figure:
@@ -138,6 +145,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         workers=options.get("workers"),
         ray_address=options.get("ray"),
         progress=options.get("progress"),
+        checkpoint=paper_checkpoint() if "dqn" in policies else None,
         policy_options=PAPER_DQN if "dqn" in policies else None,
     )
     records = [{**asdict(r), "mean_objective_per_user": r.mean_objective / r.users} for r in rows]
@@ -225,7 +233,9 @@ def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> F
 
 
 def _time_policy(name: str, users: int, repeats: int, seed: int, time_limit: float) -> dict:
-    policy = make_policy(name, PAPER_DQN if name == "dqn" else None, seed=seed, time_limit=time_limit)
+    dqn = name == "dqn"
+    checkpoint = paper_checkpoint() if dqn else None
+    policy = make_policy(name, PAPER_DQN if dqn else None, seed=seed, time_limit=time_limit, checkpoint=checkpoint)
     instances = [
         random_instance(users, 8, seed=np.random.default_rng(case_seed(seed, users, 8, c))) for c in range(repeats)
     ]
@@ -252,7 +262,7 @@ def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
 
     user_counts = [4, 20, 100] if quick else [4, 10, 20, 50, 100, 200, 500, 1000]
     repeats, time_limit = (2, 2.0) if quick else (5, 10.0)
-    dqn_max = max_users()
+    dqn_max = max_users(paper_checkpoint())
     rows = []
     for name in ("exact", "timeline", "dqn", "ga", "milp"):
         for users in user_counts:

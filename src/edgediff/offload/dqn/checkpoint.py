@@ -2,7 +2,9 @@
 
 A checkpoint is a directory holding ``model.safetensors`` and ``config.json``
 (``{"dqn": DqnConfig fields, "scope": ScopeConfig fields, "max_users": M, "training": {...}}``).
-The package ships one trained on the general scope (``SHIPPED``).
+The package ships two: ``SHIPPED`` (``any-size``, the ``set`` network: windows of any user count,
+``B_max`` and cached steps; the ``dqn`` policy's default) and ``PAPER`` (``general``, the paper's
+network with 20 user slots, trained on the paper's general scope; the paper's figures use it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from edgediff.offload.dqn.network import QNetwork
 from edgediff.offload.dqn.train import DqnConfig, make_network
 from edgediff.offload.policies import CheckpointError
 
-SHIPPED = Path(__file__).parent / "checkpoints" / "general"
+SHIPPED = Path(__file__).parent / "checkpoints" / "any-size"
+PAPER = Path(__file__).parent / "checkpoints" / "general"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -44,7 +47,7 @@ def load_checkpoint(path=None) -> tuple[QNetwork, DqnConfig, dict]:
         meta = json.loads(config_path.read_text())
         known = {f.name for f in fields(DqnConfig)}
         config = DqnConfig(**{k: v for k, v in meta["dqn"].items() if k in known})
-        network = make_network(config, int(meta["max_users"]))
+        network = make_network(config, int(meta["max_users"] or 0))
         network.load_state_dict(load_file(str(weights)))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {directory}: {err}".splitlines()[0]) from None

@@ -17,20 +17,33 @@ objective: each non-final step earns ``alpha_t F(n_t)`` (with ``n_t`` the split 
 batch size reached so far, or ``N`` if denied), the final step the objective of the final
 decision minus everything earned before. All rewards are multiplied by ``reward_scale``.
 
+``features="set"`` (beyond the paper; docs/offloading-model.md, "Windows of any size") is a
+state for a network whose input does not fix the user count: a row for the current user and for
+each of the (at most 16) pending users of largest gain at the next batch size,
+``[alpha, L_i(1), k_i, d_i/N, gain_i(b+1), gain_i(b+1) - gain_current(b+1), valid; current]``
+(``d_i`` the cached steps, ``b`` the users granted so far), and size-free globals: counts as
+logarithms and ratios (slots left, users pending, granted; pending users with a larger gain than
+the current one's, with a positive gain), the edge, the value change of granting the current
+user and what the granted users lose if one more joins. With it the environment also denies, without
+a step, every user whose gain at the next batch size is not positive (such a grant never beats
+the same decision without it: gains fall with the batch size) and every user that is among the
+best ``b`` at no batch size ``b`` (:func:`candidates`), so no optimum is lost.
+
 ``EpisodeBatch`` is the vectorized core (many episodes at once, used by training and the
 policy); ``OffloadEnv`` is the Gymnasium face of one episode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import numpy as np
 
 from edgediff.core.generator import random_instance
 from edgediff.core.instance import Instance
-from edgediff.offload.exact import denied_utility, gain_table
+from edgediff.core.scenario import Scenario, draw_instance
+from edgediff.offload.exact import denied_utility, gain_table, gains_fall_with_batch_size
 
 PENDING, CURRENT, GRANTED, DENIED = 0, 1, 2, 3
 NUM_INDICATORS = 4
@@ -39,7 +52,13 @@ GLOBAL_FEATURES = 6  # B_max, k_e/G, h_e, pending, granted, denied
 SCOPES = ("general", "gpu", "specific")
 STATE_SCALINGS = ("raw", "unit")
 REWARDS = ("paper", "marginal")
-FEATURES = ("paper", "convex")
+FEATURES = ("paper", "convex", "set")
+# features="set": per-user columns (the indicator follows them) and global features
+SET_USER_FEATURES = 7  # alpha, L_i(1), request time, d_i / N, gain(b+1), gain(b+1) - current's, valid
+SET_VALID = 6  # column of the valid flag (0 for the padding rows)
+SET_GLOBAL_FEATURES = 10  # log slots left, pending, granted; slots/pending; k_e/G, h_e; grant change, loss;
+# log of the pending users with a gain above the current user's, and with a positive gain
+SET_ROWS = 17  # the current user and the 16 pending users of largest gain at the next batch size
 
 # "unit" state scaling divides each feature by a typical magnitude under the paper's
 # distribution (alpha up to ~70, L_i(1) 0.12-0.31 s, k_e/G up to 36 ms, h_e ~14 ms).
@@ -55,12 +74,16 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def feature_counts(features: str) -> tuple[int, int]:
     """``(local, global)`` feature counts besides the indicator; ``convex`` adds one each."""
+    if features == "set":
+        return SET_USER_FEATURES, SET_GLOBAL_FEATURES
     extra = int(features == "convex")
     return LOCAL_FEATURES + extra, GLOBAL_FEATURES + extra
 
 
 def observation_size(max_users: int, features: str = "paper") -> int:
     local, glob = feature_counts(features)
+    if features == "set":
+        max_users = SET_ROWS  # the set state has a fixed number of rows, whatever the user count
     return max_users * (local + 1) + glob
 
 
@@ -73,6 +96,13 @@ class ScopeConfig:
     ``random_instance(users, gpus, seed=instance_seed)``. ``B_max`` is fixed, or with
     ``bmax_range`` drawn per episode (general and gpu scopes), so that one network serves
     windows of any ``B_max`` (the twin's and the service's windows have any).
+
+    Beyond the paper (all off by default, so the paper's scopes draw what they drew before):
+    ``scenario`` draws windows from a scenario (its devices, alpha, link, edge, ``G`` and ``B_max``,
+    and user counts from ``users_choices``, default its ``users``); ``cached_share`` of the windows
+    carry cached steps (each user a hit with a probability drawn in 0.1-0.9 per window, its depth
+    uniform in ``1..N - N_hat`` or, in half of the windows, ``1..N``); ``curriculum_stages`` > 1
+    makes :meth:`at` widen the user counts stage by stage across training.
     """
 
     scope: str = "general"
@@ -83,6 +113,10 @@ class ScopeConfig:
     B_max: int = 20
     instance_seed: int = 0
     bmax_range: tuple[int, int] | None = None
+    scenario: Scenario | None = None
+    users_choices: tuple[int, ...] | None = None
+    cached_share: float = 0.0
+    curriculum_stages: int = 1
 
     def __post_init__(self):
         if self.scope not in SCOPES:
@@ -98,18 +132,77 @@ class ScopeConfig:
             object.__setattr__(self, "bmax_range", tuple(self.bmax_range))
             if not 1 <= self.bmax_range[0] <= self.bmax_range[1]:
                 raise ValueError(f"bmax_range must satisfy 1 <= lo <= hi, got {self.bmax_range}")
+        if self.scenario is not None and self.users_choices is None:
+            object.__setattr__(self, "users_choices", tuple(self.scenario.users))
+        if self.users_choices is not None:
+            object.__setattr__(self, "users_choices", tuple(sorted(int(u) for u in self.users_choices)))
+            if not self.users_choices or self.users_choices[0] < 1:
+                raise ValueError(f"users_choices must be user counts >= 1, got {self.users_choices}")
+        if self.scenario is not None and self.scenario.B_max < 1:
+            raise ValueError("the scenario's B_max must be >= 1 to train (B_max = 0 is all-local)")
+        if not 0.0 <= self.cached_share <= 1.0:
+            raise ValueError(f"cached_share must be in [0, 1], got {self.cached_share}")
+        if self.curriculum_stages < 1:
+            raise ValueError(f"curriculum_stages must be >= 1, got {self.curriculum_stages}")
 
     @property
     def max_users(self) -> int:
-        return self.users if self.scope == "specific" else self.users_range[1]
+        if self.scope == "specific":
+            return self.users
+        return self.users_choices[-1] if self.users_choices is not None else self.users_range[1]
+
+    def at(self, fraction: float) -> ScopeConfig:
+        """The scope of the curriculum stage reached at ``fraction`` of the training (0 to 1):
+        stage ``k`` of ``S`` draws from the smallest ``k/S`` of the user counts. Itself when
+        ``curriculum_stages`` is 1 or the scope is ``specific``."""
+        stages = self.curriculum_stages
+        if stages == 1 or self.scope == "specific":
+            return self
+        stage = min(stages, int(fraction * stages) + 1)
+        if self.users_choices is not None:
+            keep = max(1, -(-len(self.users_choices) * stage // stages))
+            return replace(self, users_choices=self.users_choices[:keep], curriculum_stages=1)
+        lo, hi = self.users_range
+        return replace(self, users_range=(lo, lo + -(-(hi - lo) * stage // stages)), curriculum_stages=1)
 
     def sample(self, rng: np.random.Generator) -> Instance:
         if self.scope == "specific":
             return random_instance(self.users, self.gpus, seed=self.instance_seed, B_max=self.B_max)
-        users = int(rng.integers(self.users_range[0], self.users_range[1] + 1))
-        gpus = self.gpus if self.scope == "gpu" else int(rng.integers(self.gpus_range[0], self.gpus_range[1] + 1))
-        B_max = self.B_max if self.bmax_range is None else int(rng.integers(self.bmax_range[0], self.bmax_range[1] + 1))
-        return random_instance(users, gpus, seed=rng, B_max=B_max)
+        if self.scenario is not None:
+            users = int(self.users_choices[rng.integers(len(self.users_choices))])
+            instance = draw_instance(self.scenario, users, rng)
+        else:
+            if self.users_choices is not None:
+                users = int(self.users_choices[rng.integers(len(self.users_choices))])
+            else:
+                users = int(rng.integers(self.users_range[0], self.users_range[1] + 1))
+            gpus = self.gpus if self.scope == "gpu" else int(rng.integers(self.gpus_range[0], self.gpus_range[1] + 1))
+            B_max = self.B_max if self.bmax_range is None else int(rng.integers(*self.bmax_range, endpoint=True))
+            instance = random_instance(users, gpus, seed=rng, B_max=B_max)
+        if self.cached_share > 0 and rng.random() < self.cached_share:
+            instance = with_cached_steps(instance, rng)
+        return instance
+
+
+def candidates(gain: np.ndarray) -> np.ndarray:
+    """Users that some optimum may hold, from the ``(I, B)`` gain table: those among the best ``b``
+    (ties by index, as ``exact``) with a positive gain at some batch size ``b``. A user outside this
+    set is never needed: every optimum's users with a positive gain are among its batch size's best."""
+    if gain.size == 0:
+        return np.zeros(gain.shape[0], bool)
+    order = np.argsort(-gain, axis=0, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(gain.shape[0])[:, None], axis=0)
+    return ((rank < np.arange(1, gain.shape[1] + 1)[None, :]) & (gain > 0)).any(1)
+
+
+def with_cached_steps(instance: Instance, rng: np.random.Generator) -> Instance:
+    """``instance`` with random cached steps: each user a hit with a probability drawn in 0.1-0.9,
+    its depth uniform in ``1..N - N_hat`` (the steps an edge can run) or, in half of the draws, ``1..N``."""
+    hit = rng.random(instance.num_users) < rng.uniform(0.1, 0.9)
+    deepest = instance.N if rng.random() < 0.5 else max(1, instance.N - instance.N_hat)
+    depth = rng.integers(1, deepest, size=instance.num_users, endpoint=True)
+    return replace(instance, cached_steps=np.where(hit, depth, 0).astype(np.int64))
 
 
 # What changes along an episode; every other array of a slot is its instance's tables
@@ -137,6 +230,8 @@ class EpisodeBatch:
         _check_choice("state_scaling", state_scaling, STATE_SCALINGS)
         _check_choice("reward", reward, REWARDS)
         _check_choice("features", features, FEATURES)
+        if features == "set" and reward != "marginal":
+            raise ValueError("features 'set' needs reward 'marginal' (users denied without a step earn nothing)")
         self.size, self.max_users = size, max_users
         self.reward_scale = reward_scale
         self.state_scaling, self.reward, self.features = state_scaling, reward, features
@@ -157,6 +252,13 @@ class EpisodeBatch:
         self.value = np.zeros(E)  # sum of the granted users' gains at the current batch size
         self.granted_gain = np.zeros((E, M))  # the same sum at every batch size b (column b - 1)
         self.grant_change = np.zeros(E)  # value change if the current user were granted now
+        self.cached = np.zeros((E, M))  # d_i / N
+        # features="set": deny users whose gain at the next batch size is not positive without a
+        # step (only where gains provably fall with the batch size)
+        self.skip_hopeless = features == "set"
+        self.can_skip = np.zeros(E, bool)
+        self.candidate = np.ones((E, M), bool)  # users some optimum may hold (features="set")
+        self.candidates_from = np.zeros((E, M + 1), np.int64)  # candidates at positions >= i
 
     def reset_slot(self, slot: int, instance: Instance) -> None:
         users, M = instance.num_users, self.max_users
@@ -184,7 +286,35 @@ class EpisodeBatch:
         self.current[slot] = self.granted[slot] = 0
         self.earned[slot] = self.value[slot] = 0.0
         self.granted_gain[slot] = 0.0
+        self.cached[slot] = 0.0
+        self.cached[slot, :users] = instance.cached_steps / instance.N
+        self.can_skip[slot] = self.skip_hopeless and gains_fall_with_batch_size(instance)
+        self.candidate[slot] = True
+        if self.can_skip[slot]:
+            self.candidate[slot, :users] = candidates(gain)
+        self.candidate[slot, users:] = False
+        self.candidates_from[slot] = np.concatenate([np.cumsum(self.candidate[slot][::-1])[::-1], [0]])
+        if self.can_skip[slot]:
+            self._skip(np.array([slot]))
         self.grant_change[slot] = self._grant_change(np.array([slot]))[0]
+
+    def _skip(self, slots: np.ndarray) -> None:
+        """Deny, without a step, the users from the current one on whose gain at the next batch
+        size is not positive, and make the next other user current (``num_users`` if none is left)."""
+        slots = slots[self.can_skip[slots]]
+        if not slots.size:
+            return
+        M = self.max_users
+        column = np.minimum(self.granted[slots], M - 1)
+        position = np.arange(M)[None, :]
+        current, n = self.current[slots, None], self.num_users[slots, None]
+        worth = (position >= current) & (position < n) & (self.gain[slots, :, column] > 0) & self.candidate[slots]
+        following = np.where(worth.any(1), worth.argmax(1), n[:, 0])
+        hopeless = (position >= current) & (position < following[:, None])
+        indicator = self.indicator[slots]
+        indicator[hopeless] = DENIED
+        self.indicator[slots] = indicator
+        self.current[slots] = following
 
     def copy_slots(self, source: EpisodeBatch, from_slots, to_slots, *, state_only: bool = False) -> None:
         """Put ``to_slots`` where ``source``'s ``from_slots`` are (the same instance, the same
@@ -197,6 +327,8 @@ class EpisodeBatch:
     def observe(self, slots=None) -> np.ndarray:
         """Observations (float32, ``(len(slots), observation_size)``), current user first."""
         slots = np.arange(self.size) if slots is None else np.asarray(slots)
+        if self.features == "set":
+            return self._observe_set(slots)
         M, (nl, ng) = self.max_users, feature_counts(self.features)
         n = self.num_users[slots, None]
         position = np.arange(M)[None, :]
@@ -225,6 +357,54 @@ class EpisodeBatch:
             glob[:, 6] = self.grant_change[slots] / gain_unit
         return obs
 
+    def finished(self, slots=None) -> np.ndarray:
+        """Whether each slot's episode has no decision left (with ``features="set"`` a window can
+        have none from its start: every user's gain is not positive)."""
+        slots = np.arange(self.size) if slots is None else np.asarray(slots)
+        return (self.current[slots] >= self.num_users[slots]) | (self.granted[slots] >= self.B_max[slots])
+
+    def _observe_set(self, slots: np.ndarray) -> np.ndarray:
+        """The ``set`` state: a row for the current user, then rows for the pending users of
+        largest gain at the next batch size (``SET_ROWS - 1`` at most, best first; padding rows of
+        zeros), and size-free globals (module docstring)."""
+        M, F, R = self.max_users, SET_USER_FEATURES, SET_ROWS
+        n = self.num_users[slots, None]
+        position = np.arange(M)[None, :]
+        rows = slots[:, None]
+        granted = self.granted[slots]
+        column = np.minimum(granted, M - 1)
+        current = np.minimum(self.current[slots], M - 1)
+        gain_all = self.gain[slots, :, column]  # (slots, M): every user's gain at the next batch size
+        gain_current = gain_all[np.arange(len(slots)), current]
+        pending = (position > self.current[slots, None]) & (position < n) & self.candidate[slots]
+        ranked = np.where(pending, gain_all, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")[:, : R - 1]
+        users = np.concatenate([current[:, None], order], 1)
+        valid = np.concatenate([np.ones((len(slots), 1), bool), np.take_along_axis(pending, order, 1)], 1)
+        gain = np.take_along_axis(gain_all, users, 1) / _GAIN_UNIT
+        obs = np.zeros((len(slots), R * (F + 1) + SET_GLOBAL_FEATURES), np.float32)
+        local = obs[:, : R * (F + 1)].reshape(len(slots), R, F + 1)
+        local[:, : users.shape[1], :LOCAL_FEATURES] = self.static[rows, users] / _LOCAL_UNIT
+        local[:, : users.shape[1], 3] = self.cached[rows, users]
+        local[:, : users.shape[1], 4] = gain
+        local[:, : users.shape[1], 5] = gain - gain[:, :1]
+        local[:, : users.shape[1], SET_VALID] = valid
+        local[:, 0, F] = 1.0  # the current user (the others are pending)
+        local[:, : users.shape[1]][~valid] = 0.0
+        waiting = self.candidates_from[slots, np.minimum(self.current[slots], M)]  # the current one included
+        left = np.maximum(self.B_max[slots] - granted, 0)
+        glob = obs[:, R * (F + 1) :]
+        glob[:, 0] = np.log1p(left) / 4.0
+        glob[:, 1] = np.log1p(waiting) / 4.0
+        glob[:, 2] = np.log1p(granted) / 4.0
+        glob[:, 3] = np.minimum(left / np.maximum(waiting, 1), 1.0)
+        glob[:, 4:6] = self.edge[slots] / _EDGE_UNIT
+        glob[:, 6] = self.grant_change[slots] / _GAIN_UNIT
+        glob[:, 7] = (self.granted_gain[slots, column] - self.value[slots]) / _GAIN_UNIT
+        glob[:, 8] = np.log1p((ranked > gain_current[:, None]).sum(1)) / 4.0
+        glob[:, 9] = np.log1p((ranked > 0).sum(1)) / 4.0
+        return obs
+
     def _grant_change(self, slots) -> np.ndarray:
         """Change of the value if the current user of each slot were granted now (kept in
         ``grant_change``, refreshed whenever a slot moves to its next user)."""
@@ -250,6 +430,8 @@ class EpisodeBatch:
         batch = np.maximum(self.granted[slots], 1)
         step_reward = np.where(grant, self.pai_value[slots, user, batch - 1], self.denied_pai[slots, user])
         self.current[slots] += 1
+        if self.skip_hopeless:
+            self._skip(slots[self.granted[slots] < self.B_max[slots]])
         done = (self.current[slots] >= self.num_users[slots]) | (self.granted[slots] >= self.B_max[slots])
 
         if self.reward == "marginal":
@@ -303,7 +485,13 @@ class OffloadEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        instance = (options or {}).get("instance") or self.scope.sample(self.np_random)
+        instance = (options or {}).get("instance")
+        if instance is None:  # with features="set" a drawn window may have no decision to make: draw again
+            instance = self.scope.sample(self.np_random)
+            self.batch.reset_slot(0, instance)
+            while self.batch.finished([0])[0]:
+                instance = self.scope.sample(self.np_random)
+                self.batch.reset_slot(0, instance)
         self.batch.reset_slot(0, instance)
         return self.batch.observe()[0], {"num_users": instance.num_users, "gpus": instance.G}
 

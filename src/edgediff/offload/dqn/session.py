@@ -23,6 +23,11 @@ def train_to_directory(
     users: int = 20,
     instance_seed: int = 0,
     bmax_range: tuple[int, int] | None = None,
+    users_range: tuple[int, int] | None = None,
+    gpus_range: tuple[int, int] | None = None,
+    scenario=None,
+    cached_share: float = 0.0,
+    curriculum: int = 1,
     episodes: int = 20000,
     preset: str = "tuned",
     seed: int = 0,
@@ -30,13 +35,29 @@ def train_to_directory(
     held_out: int = 100,
     progress: bool | None = None,
 ) -> dict:
-    """Train, write ``model.safetensors``, ``config.json`` and the learning curve; return a summary."""
+    """Train, write ``model.safetensors``, ``config.json`` and the learning curve; return a summary.
+
+    ``scenario`` (a :class:`~edgediff.core.scenario.Scenario`) draws the windows from it (its users,
+    ``B_max``, ``G``, devices and alpha); ``users_range``/``gpus_range`` widen the general scope;
+    ``cached_share`` of the windows carry cached steps; ``curriculum`` stages widen the user counts.
+    """
     import torch
     from tqdm.auto import tqdm
 
     out = Path(out)
     torch.set_num_threads(1)  # small networks: one thread is as fast and leaves a core free
-    scope_config = ScopeConfig(scope=scope, gpus=gpus, users=users, instance_seed=instance_seed, bmax_range=bmax_range)
+    ranges = {k: v for k, v in (("users_range", users_range), ("gpus_range", gpus_range)) if v is not None}
+    scope_config = ScopeConfig(
+        scope=scope,
+        gpus=gpus,
+        users=users,
+        instance_seed=instance_seed,
+        bmax_range=bmax_range,
+        scenario=scenario,
+        cached_share=cached_share,
+        curriculum_stages=curriculum,
+        **ranges,
+    )
     config = PRESETS[preset]
     held = HeldOut.draw(scope_config, held_out, HELD_OUT_SEED + seed)
     eval_every = eval_every or max(1, episodes // 20)
@@ -52,6 +73,7 @@ def train_to_directory(
     final_score, final_objective = held.score(result.network, config, scope_config.max_users)
     summary = {
         "scope": scope,
+        "scenario": None if scenario is None else (scenario.name or "unnamed"),
         "preset": preset,
         "episodes": episodes,
         "seed": seed,

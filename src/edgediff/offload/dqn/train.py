@@ -21,7 +21,7 @@ from edgediff.core.instance import Instance
 from edgediff.core.model import Decision, evaluate
 from edgediff.figure_io import Figure, pyplot, write_csv, write_figure
 from edgediff.offload.dqn.env import EpisodeBatch, ScopeConfig, observation_size
-from edgediff.offload.dqn.network import QNetwork
+from edgediff.offload.dqn.network import QNetwork, SetQNetwork
 from edgediff.offload.dqn.replay import PrioritizedReplay
 from edgediff.offload.exact import solve_exact
 
@@ -56,10 +56,11 @@ class DqnConfig:
     num_envs: int = 1  # episodes stepped together
     train_frequency: int = 1  # transitions per gradient update (paper: one update per step)
     learning_starts: int = 1000  # transitions collected before the first update
+    encoder: int = 32  # features="set": width of the per-user encoder (SetQNetwork)
 
     def __post_init__(self):
         EpisodeBatch(1, 1, **self.mdp_options)  # validates the MDP choices
-        for name in ("hidden", "embedding_dim", "target_update", "memory", "batch_size", "num_envs"):
+        for name in ("hidden", "embedding_dim", "target_update", "memory", "batch_size", "num_envs", "encoder"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.train_frequency < 1 or self.terminal_ratio < 1:
@@ -72,7 +73,10 @@ class DqnConfig:
         )
 
 
-def make_network(config: DqnConfig, max_users: int) -> QNetwork:
+def make_network(config: DqnConfig, max_users: int) -> QNetwork | SetQNetwork:
+    """The paper's network for ``max_users`` users, or with ``features="set"`` one for any number."""
+    if config.features == "set":
+        return SetQNetwork(encoder=config.encoder, hidden=config.hidden, dueling=config.dueling)
     return QNetwork(
         max_users,
         features=config.features,
@@ -95,7 +99,7 @@ def greedy_rollout(q_values: Callable[[np.ndarray], np.ndarray], batch: EpisodeB
 
     ``q_values`` maps observations to Q-values (NumPy in, NumPy out).
     """
-    active = np.arange(batch.size)
+    active = np.flatnonzero(~batch.finished())
     while active.size:
         _, done = batch.step(q_values(batch.observe(active)).argmax(axis=1), active)
         active = active[~done]
@@ -177,8 +181,16 @@ def train(
     terminal_batch = max(1, round(config.batch_size * terminal_share))
 
     batch = EpisodeBatch(config.num_envs, max_users, **config.mdp_options)
+
+    def new_episode(slot: int, fraction: float) -> None:
+        """A window of the curriculum stage at ``fraction``; one with no decision to make
+        (possible with features="set") is drawn again."""
+        batch.reset_slot(slot, scope.at(fraction).sample(rng))
+        while batch.finished([slot])[0]:
+            batch.reset_slot(slot, scope.at(fraction).sample(rng))
+
     for slot in range(batch.size):
-        batch.reset_slot(slot, scope.sample(rng))
+        new_episode(slot, 0.0)
     obs = batch.observe()
     result = TrainResult(network)
     next_update, next_target_copy = config.learning_starts, config.target_update
@@ -236,7 +248,7 @@ def train(
                 score, objective = held_out.score(network, config, max_users)
                 result.evaluations.append({"episode": episodes_done, "mean_score": score, "mean_objective": objective})
                 log.info("episode %d: held-out mean score %.4f", episodes_done, score)
-            batch.reset_slot(slot, scope.sample(rng))
+            new_episode(slot, episodes_done / episodes)
         if done.any():
             next_obs[done] = batch.observe(np.flatnonzero(done))
         obs = next_obs
@@ -265,6 +277,21 @@ PRESETS: dict[str, DqnConfig] = {
         features="convex",
         num_envs=16,
         train_frequency=4,
+    ),
+    # Windows of any size (docs/offloading-model.md, "Windows of any size"): tuned's choices with
+    # the set state and network (per-user encoder, pooling over users), a smaller replay memory
+    # (a state holds up to 100 users) and a larger learning rate for a short CPU budget.
+    "set": DqnConfig(
+        double_dqn=True,
+        dueling=True,
+        state_scaling="unit",
+        reward="marginal",
+        features="set",
+        num_envs=16,
+        train_frequency=4,
+        hidden=128,
+        memory=100_000,
+        learning_rate=3e-4,
     ),
 }
 
