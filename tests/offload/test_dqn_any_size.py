@@ -174,6 +174,7 @@ def test_scenario_scope_draws_the_scenario_and_cached_steps():
     assert not plain[0].has_cached_steps and np.array_equal(plain[0].alpha, plain[1].alpha)
 
 
+@pytest.mark.slow
 def test_set_training_is_seeded():
     scope = ScopeConfig(users_range=(2, 30), bmax_range=(1, 10), cached_share=0.5, curriculum_stages=2)
     config = replace(FAST_SET, learning_starts=32, num_envs=8)
