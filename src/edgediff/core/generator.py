@@ -24,7 +24,7 @@ def random_instance(
     num_users: int,
     gpus: int = 8,
     *,
-    seed: int | np.random.Generator,
+    seed: int | np.random.SeedSequence | np.random.Generator,
     B_max: int = 20,
     N: int = 200,
     N_hat: int = 80,

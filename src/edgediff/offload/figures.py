@@ -48,7 +48,8 @@ def _single_users(rows: list[int], alphas: np.ndarray, gpus: int) -> tuple[Insta
         request_time=np.zeros(count),
         prompt_bits=np.full(count, template.prompt_bits[0]),
         intermediate_bits=np.full(count, template.intermediate_bits[0]),
-        cached_steps=None,  # no cache hits; the template's array has the wrong length
+        # no cache hits; the template's array has the wrong length (None: Instance.__post_init__ fills zeros)
+        cached_steps=None,  # type: ignore[arg-type]
     )
     return instance, row, alpha
 
@@ -60,7 +61,7 @@ def fig8a(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     """Optimal offloaded steps against alpha: batch sizes at the edge x local GPUs (G = 8)."""
     gpus, batches, local_rows = 8, [1, 5, 10, 20], [3, 6, 10]
     instance, row, alpha = _single_users(local_rows, ALPHAS, gpus)
-    split, _ = best_splits(instance, batches)
+    split = best_splits(instance, batches)[0]
     rows = [
         {"alpha": a, "local_row": int(r), "batch_size": b, "gpus": gpus, "offloaded_steps": int(instance.N - n)}
         for j, b in enumerate(batches)
@@ -74,8 +75,8 @@ def fig8b(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     local_row, batches, gpu_counts = 6, [5, 20], [1, 2, 4, 8, 16]
     rows = []
     for gpus in gpu_counts:
-        instance, _, alpha = _single_users([local_row], ALPHAS, gpus)
-        split, _ = best_splits(instance, batches)
+        instance, _row, alpha = _single_users([local_row], ALPHAS, gpus)
+        split = best_splits(instance, batches)[0]
         rows += [
             {"alpha": a, "local_row": local_row, "batch_size": b, "gpus": gpus, "offloaded_steps": int(instance.N - n)}
             for j, b in enumerate(batches)
@@ -263,6 +264,7 @@ def table2(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     user_counts = [4, 20, 100] if quick else [4, 10, 20, 50, 100, 200, 500, 1000]
     repeats, time_limit = (2, 2.0) if quick else (5, 10.0)
     dqn_max = max_users(paper_checkpoint())
+    assert dqn_max is not None  # the paper's network pads its input to a fixed user count
     rows = []
     for name in ("exact", "timeline", "dqn", "ga", "milp"):
         for users in user_counts:
@@ -315,7 +317,7 @@ def _specific_instance_seed(seed: int, users: int, gpus: int) -> int:
     return int(np.random.SeedSequence([seed, users, gpus]).generate_state(1)[0])
 
 
-def _train_scope(directory: str, scope: str, gpus: int, users: int, episodes: int, seed: int) -> dict:
+def _train_scope(directory: str | Path, scope: str, gpus: int, users: int, episodes: int, seed: int) -> dict:
     """Train one scope into ``directory`` unless the same training is already there."""
     from edgediff.offload.dqn.session import train_to_directory
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from edgediff.offload.dqn.env import ScopeConfig
-from edgediff.offload.dqn.network import QNetwork
+from edgediff.offload.dqn.network import QNetwork, SetQNetwork
 from edgediff.offload.dqn.train import DqnConfig, make_network
 from edgediff.offload.policies import CheckpointError
 
@@ -25,7 +25,9 @@ PAPER = Path(__file__).parent / "checkpoints" / "general"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def save_checkpoint(directory, network: QNetwork, config: DqnConfig, scope: ScopeConfig, training: dict) -> Path:
+def save_checkpoint(
+    directory: str | Path, network: QNetwork | SetQNetwork, config: DqnConfig, scope: ScopeConfig, training: dict
+) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(directory / WEIGHTS))
@@ -34,7 +36,7 @@ def save_checkpoint(directory, network: QNetwork, config: DqnConfig, scope: Scop
     return directory
 
 
-def load_checkpoint(path=None) -> tuple[QNetwork, DqnConfig, dict]:
+def load_checkpoint(path: str | Path | None = None) -> tuple[QNetwork | SetQNetwork, DqnConfig, dict]:
     """``(network in eval mode, its DqnConfig, the whole config.json)``; default: the shipped one."""
     directory = Path(path) if path is not None else SHIPPED
     if directory.is_file():

@@ -169,6 +169,7 @@ class ScopeConfig:
         if self.scope == "specific":
             return random_instance(self.users, self.gpus, seed=self.instance_seed, B_max=self.B_max)
         if self.scenario is not None:
+            assert self.users_choices is not None  # __post_init__ takes the scenario's users
             users = int(self.users_choices[rng.integers(len(self.users_choices))])
             instance = draw_instance(self.scenario, users, rng)
         else:
@@ -193,7 +194,8 @@ def candidates(gain: np.ndarray) -> np.ndarray:
     order = np.argsort(-gain, axis=0, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(gain.shape[0])[:, None], axis=0)
-    return ((rank < np.arange(1, gain.shape[1] + 1)[None, :]) & (gain > 0)).any(1)
+    # NumPy's stubs type any() over an axis as a scalar or an array; over axis 1 of a 2-D array it is an array
+    return ((rank < np.arange(1, gain.shape[1] + 1)[None, :]) & (gain > 0)).any(1)  # type: ignore[return-value]
 
 
 def with_cached_steps(instance: Instance, rng: np.random.Generator) -> Instance:

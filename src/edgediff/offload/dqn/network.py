@@ -37,7 +37,7 @@ class QNetwork(nn.Module):
         )  # fmt: skip
         self.dueling = dueling
         self.head = nn.Linear(hidden, 2)
-        self.value = nn.Linear(hidden, 1) if dueling else None
+        self.value: nn.Linear | None = nn.Linear(hidden, 1) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         nl, ng = self.local_features, self.global_features
@@ -47,6 +47,7 @@ class QNetwork(nn.Module):
         hidden = self.body(torch.cat([encoded, obs[:, -ng:]], dim=1))
         q = self.head(hidden)
         if self.dueling:
+            assert self.value is not None  # built with dueling
             q = self.value(hidden) + q - q.mean(dim=1, keepdim=True)
         return q
 
@@ -58,7 +59,7 @@ class SetQNetwork(nn.Module):
 
     def __init__(self, *, encoder: int = 32, hidden: int = 128, dueling: bool = True):
         super().__init__()
-        self.max_users = None  # any
+        self.max_users: int | None = None  # any
         self.local_features, self.global_features = SET_USER_FEATURES, SET_GLOBAL_FEATURES
         self.encoder = nn.Linear(SET_USER_FEATURES + 1, encoder)  # the row and its current flag
         self.body = nn.Sequential(
@@ -67,7 +68,7 @@ class SetQNetwork(nn.Module):
         )  # fmt: skip
         self.dueling = dueling
         self.head = nn.Linear(hidden, 2)
-        self.value = nn.Linear(hidden, 1) if dueling else None
+        self.value: nn.Linear | None = nn.Linear(hidden, 1) if dueling else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         F, ng = SET_USER_FEATURES, SET_GLOBAL_FEATURES
@@ -80,5 +81,6 @@ class SetQNetwork(nn.Module):
         hidden = self.body(torch.cat([encoded[:, 0], mean, encoded.max(1).values, obs[:, -ng:]], dim=1))
         q = self.head(hidden)
         if self.dueling:
+            assert self.value is not None  # built with dueling
             q = self.value(hidden) + q - q.mean(dim=1, keepdim=True)
         return q

@@ -136,15 +136,17 @@ def solve_dqn(instance: Instance, checkpoint: str | None = None, beam_width: int
             "the dqn checkpoint's state (features 'paper') does not see users' cached_steps; "
             "use a checkpoint trained with features 'convex' or 'set', or exact, timeline or ga"
         )
-    search = set_beam_search if isinstance(q_function, SetNumpyQ) else beam_search
-    granted, split = search(q_function, config, instance, beam_width)
+    if isinstance(q_function, SetNumpyQ):
+        granted, split = set_beam_search(q_function, config, instance, beam_width)
+    else:
+        granted, split = beam_search(q_function, config, instance, beam_width)
     return decision_from_table(instance, granted, split[: instance.num_users])
 
 
 def beam_search(q_function: NumpyQ, config: DqnConfig, instance: Instance, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The granted users and split table of the best finished episode of a beam search."""
-    slots = q_function.max_users or instance.num_users  # a set network: no padding
-    batches = [EpisodeBatch(width, slots, **config.mdp_options) for _ in range(2)]
+    users = q_function.max_users or instance.num_users  # a set network: no padding
+    batches = [EpisodeBatch(width, users, **config.mdp_options) for _ in range(2)]
     batches[0].reset_slot(0, instance)
     if batches[0].finished([0])[0]:  # no user worth a decision: all local
         return np.zeros(instance.num_users, bool), batches[0].split[0]
@@ -168,6 +170,7 @@ def beam_search(q_function: NumpyQ, config: DqnConfig, instance: Instance, width
                 best_objective, best = objective, (children.granted_users(slot), children.split[slot].copy())
         beam, children = children, beam
         active = slots[~done]
+    assert best is not None  # every beam episode ends, and the first one to end is taken
     return best
 
 

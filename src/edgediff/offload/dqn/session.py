@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from edgediff.offload.dqn.checkpoint import save_checkpoint
 from edgediff.offload.dqn.env import ScopeConfig
@@ -46,7 +47,10 @@ def train_to_directory(
 
     out = Path(out)
     torch.set_num_threads(1)  # small networks: one thread is as fast and leaves a core free
-    ranges = {k: v for k, v in (("users_range", users_range), ("gpus_range", gpus_range)) if v is not None}
+    # Any: mypy cannot match the keys to ScopeConfig's fields in the ** below
+    ranges: dict[str, Any] = {
+        k: v for k, v in (("users_range", users_range), ("gpus_range", gpus_range)) if v is not None
+    }
     scope_config = ScopeConfig(
         scope=scope,
         gpus=gpus,

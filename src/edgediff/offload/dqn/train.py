@@ -106,7 +106,7 @@ def greedy_rollout(q_values: Callable[[np.ndarray], np.ndarray], batch: EpisodeB
     return batch.objective(np.arange(batch.size))
 
 
-def numpy_q(network: QNetwork) -> Callable[[np.ndarray], np.ndarray]:
+def numpy_q(network: QNetwork | SetQNetwork) -> Callable[[np.ndarray], np.ndarray]:
     def q_values(obs: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return network(torch.from_numpy(obs)).numpy()
@@ -130,7 +130,7 @@ class HeldOut:
         local = np.array([evaluate(i, Decision.all_local(i)).objective for i in instances])
         return cls(instances, exact, local)
 
-    def score(self, network: QNetwork, config: DqnConfig, max_users: int) -> tuple[float, float]:
+    def score(self, network: QNetwork | SetQNetwork, config: DqnConfig, max_users: int) -> tuple[float, float]:
         """``(mean normalized score, mean objective)`` of the greedy policy."""
         from edgediff.offload.compare import normalized_score
 
@@ -145,7 +145,7 @@ class HeldOut:
 
 @dataclass
 class TrainResult:
-    network: QNetwork
+    network: QNetwork | SetQNetwork
     episode_objectives: list[float] = field(default_factory=list)
     evaluations: list[dict] = field(default_factory=list)  # episode, mean_score, mean_objective
     transitions: int = 0
@@ -239,7 +239,7 @@ def train(
                 memory.add(obs[rows], actions[rows], rewards[rows], next_obs[rows], done[rows].astype(np.float32))
         result.transitions += batch.size
 
-        for slot in np.flatnonzero(done):
+        for slot in np.flatnonzero(done).tolist():  # Python ints
             result.episode_objectives.append(float(batch.objective([slot])[0]))
             episodes_done += 1
             if progress is not None:
