@@ -243,21 +243,31 @@ def test_a_cached_prompt_is_decided_with_its_cached_steps(start_service):
 
 
 @pytest.mark.slow
-def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service):
+def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service, monkeypatch):
+    from edgediff.runtime import executor
     from edgediff.service.embedding import HashEmbedder
 
-    threads = []
+    threads, encoders = [], []
 
     class Recording(HashEmbedder):
         def encode(self, prompts):
             threads.append(threading.current_thread().name)
             return super().encode(prompts)
 
+    encode = executor.request_conditioning
+
+    def recording(backend, request):
+        encoders.append(threading.current_thread().name)
+        return encode(backend, request)
+
+    monkeypatch.setattr(executor, "request_conditioning", recording)
     service, engine = start_service(embedder=Recording(), window_s=0.2, cache_gb=0.01)
     with EdgeClient(service.url) as client:
         done = client.status(client.submit("a tern", alpha=5.0, profile=(0.25, 0.02), steps=6)["id"], wait=30)
         done = client.status(done["id"], wait=30, until="finished")
     assert done["status"] in ("done", "denied")
     assert threads and all(name.startswith("edgediff-prep") for name in threads)
+    # the text encoding ran once, ahead on the prep thread; the executor took it from there
+    assert encoders == ["edgediff-prep_0"]
     (job,) = engine.jobs()
-    assert job.conditioning is not None  # the executor took the encoding made ahead
+    assert job.conditioning is None and job.embedding is None  # a finished record keeps no prompt work
