@@ -7,6 +7,9 @@ from dataclasses import dataclass, fields, replace
 
 from edgediff.errors import InputError
 
+# the units the paper's bandwidth "[80, 100]" may be read in (docs/caching-model.md, "The link")
+BANDWIDTH_UNITS: dict[str, float] = {"MHz": 1e6, "kHz": 1e3}
+
 
 class CacheConfigError(InputError):
     """A Part B parameter is invalid; the message names it."""
@@ -34,8 +37,11 @@ class CacheConfig:
     # channel
     tx_power_w: float = 50.0
     noise_w: float = 1e-13
-    bandwidth_min_hz: float = 80e3
-    bandwidth_max_hz: float = 100e3
+    # (r3) the paper's "[80, 100]" in its 5G setting carries no unit: read as MHz (5G NR carriers) by
+    # default; bandwidth_unit_hz=1e3 is the kHz reading of revision 2, a sensitivity case
+    bandwidth_min: float = 80.0
+    bandwidth_max: float = 100.0
+    bandwidth_unit_hz: float = 1e6
     g0: float = 1e-3
     pathloss_exp: float = 3.0
     distance_min_m: float = 50.0
@@ -80,11 +86,19 @@ class CacheConfig:
                 raise CacheConfigError(f"{name} must be <= 1, got {getattr(self, name)}")
         for lo, hi in (
             ("f_min", "f_max"),
-            ("bandwidth_min_hz", "bandwidth_max_hz"),
+            ("bandwidth_min", "bandwidth_max"),
             ("distance_min_m", "distance_max_m"),
         ):
             if getattr(self, lo) > getattr(self, hi):
                 raise CacheConfigError(f"{lo} must be <= {hi}")
+
+    @property
+    def bandwidth_min_hz(self) -> float:
+        return self.bandwidth_min * self.bandwidth_unit_hz
+
+    @property
+    def bandwidth_max_hz(self) -> float:
+        return self.bandwidth_max * self.bandwidth_unit_hz
 
     @property
     def capacity_entries(self) -> int:
