@@ -53,6 +53,10 @@ class CacheConfig:
     # Lyapunov
     V: float = 1800.0
     L_bar: float = 28.0  # long-term latency target (s); see docs/caching-model.md
+    # (r3) what a second of new edge work costs the jobs of later slots: it delays about
+    # later_delay_factor x (the unfinished edge jobs) of them by that second (docs/caching-model.md,
+    # "What the per-slot objective missed"); 0 is revision 2's objective
+    later_delay_factor: float = 4.0
     value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
     rate_memory_slots: float = 2_000.0  # memory of the online request-rate estimates (decayed counts)
 
@@ -63,11 +67,15 @@ class CacheConfig:
                 raise CacheConfigError(f"{f.name} must be a finite number, got {value!r}")
             if f.type == "int" and not isinstance(value, int):
                 raise CacheConfigError(f"{f.name} must be an integer, got {value!r}")
-        positive = [f.name for f in fields(self) if f.name not in ("V", "L_bar", "write_cost_s", "capacity_bytes")]
+        positive = [
+            f.name
+            for f in fields(self)
+            if f.name not in ("V", "L_bar", "write_cost_s", "capacity_bytes", "later_delay_factor")
+        ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise CacheConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("V", "L_bar", "write_cost_s", "capacity_bytes"):
+        for name in ("V", "L_bar", "write_cost_s", "capacity_bytes", "later_delay_factor"):
             if getattr(self, name) < 0:
                 raise CacheConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if 0 < self.capacity_bytes < self.output_bytes:

@@ -30,9 +30,17 @@ import math
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import Slot, best_store, edge_work, latency_weight, storable, store_gain, transmission_s
+from edgediff.cache.model import (
+    Slot,
+    best_store,
+    edge_work,
+    latency_weight,
+    later_delay_per_step,
+    storable,
+    store_gain,
+    transmission_s,
+)
 from edgediff.cache.policies import CachePolicy
-
 
 ADMISSIONS = ("value", "deepest")
 
@@ -55,6 +63,7 @@ def level_costs(cfg: CacheConfig, slot: Slot, admission: str = "value") -> tuple
     tx = transmission_s(cfg, slot.rate)[:, None]
     local = (cfg.steps - steps) * cfg.cycles_per_step / slot.f_local[:, None]
     lat = np.where(steps > 0, tx + 2.0 * slot.backlog_wait[level], 0.0) + local
+    lat = lat + later_delay_per_step(cfg, slot) * level  # (r3) the delay to later slots' jobs
     if admission == "deepest":
         writes = (level > 0) & (cfg.capacity_entries > 0)
         return _cheapest_per_level(alpha * (lat + writes * cfg.write_cost_s), level)

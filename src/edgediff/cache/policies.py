@@ -25,8 +25,14 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "oo": ("edgediff.cache.optimum:OnlineOptimal", "exact per-slot optimum of the drift-plus-penalty objective"),
     "dnn": ("edgediff.cache.drc:DnnPolicy", "the actor alone: one rounded candidate"),
     "ncldc": ("edgediff.cache.policies:NoCacheLocal", "no cache, every step local"),
-    "lru": ("edgediff.cache.policies:ClassicCache", "oo's offloading, store the deepest step, evict least recently used"),
-    "lfu": ("edgediff.cache.policies:ClassicCache", "oo's offloading, store the deepest step, evict least frequently used"),
+    "lru": (
+        "edgediff.cache.policies:ClassicCache",
+        "oo's offloading, store the deepest step, evict least recently used",
+    ),
+    "lfu": (
+        "edgediff.cache.policies:ClassicCache",
+        "oo's offloading, store the deepest step, evict least frequently used",
+    ),
     "lcbfu": (
         "edgediff.cache.policies:ClassicCache",
         "oo's offloading, store the deepest step, evict by NIRVANA's cost-benefit (steps x hit rate)",
