@@ -18,6 +18,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.model import Slot, edge_work, transmission_s
+from edgediff.cache.store import COST_BENEFIT
 from edgediff.errors import InputError
 
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -87,7 +88,8 @@ class ClassicCache(CachePolicy):
 
     def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
         super().__init__(name, cfg, seed)
-        self.eviction = name.removesuffix("-greedy")
+        rule = name.removesuffix("-greedy")
+        self.eviction = COST_BENEFIT if rule == "lcbfu" else rule
 
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
         from edgediff.cache.optimum import solve_slot
