@@ -57,7 +57,7 @@ class CacheConfig:
     # later_delay_factor x (the unfinished edge jobs) of them by that second (docs/caching-model.md,
     # "What the per-slot objective missed"); 0 is revision 2's objective
     later_delay_factor: float = 4.0
-    value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
+    value_horizon_slots: float = 100.0  # H, the future-value horizon of a cached entry (r3: was 300)
     rate_memory_slots: float = 2_000.0  # memory of the online request-rate estimates (decayed counts)
 
     def __post_init__(self) -> None:

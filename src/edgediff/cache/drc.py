@@ -179,7 +179,8 @@ class DrcPolicy(CachePolicy):
             m = np.concatenate([m, m])
             stored = np.concatenate([stored, best_store(self.cfg, slot, m[: m.shape[0] // 2])])
         best = int(np.argmin(objective(self.cfg, slot, m, stored)))
-        self._winners.append(min(best % (m.shape[0] // 2 if self.complete_stores else m.shape[0]), k - 1))
+        source = best % (m.shape[0] // 2 if self.complete_stores else m.shape[0])
+        self._winners.append(source if source < k else 0)  # K adapts to the quantized candidates only
         self._last_x = x
         return m[best], stored[best]
 

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 # a run is flagged unstable when its edge backlog grew, over the second half of the run, by
 # more than this fraction of the edge's capacity per slot (least-squares slope)
 UNSTABLE_GROWTH = 0.01
-COUNT_ON_ARRIVAL = True  # TEMP
 
 
 @dataclass(frozen=True)
@@ -160,8 +159,7 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
             ids = np.arange(nxt, nxt + n)
             nxt += n
             cls = env.cls[t, users]
-            if COUNT_ON_ARRIVAL:
-                demand.count(t, cls)
+            demand.count(t, cls)  # (r3) on arrival: a request is evidence of its class's demand
             cached = cache.cached_steps(cls) if pol.uses_cache else np.zeros((n, s1), dtype=np.int64)
             slot = Slot(
                 t=t,
@@ -199,8 +197,6 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
             resolved.append(ids[now_done])
             edge.add(ids[~now_done], e[~now_done] * step_s)
             pol.learn(slot, m, st)
-            if not COUNT_ON_ARRIVAL:
-                demand.count(t, cls)
             demand.observe_load(edge.jobs)
         done, finish = edge.run(1.0)
         latency[done] = (t - arrival[done]) + finish + after_edge[done]
