@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.policies import CACHE_POLICIES
+from edgediff.cache.policies import COMPARED_POLICIES
 from edgediff.cache.simulator import all_hit_floor, make_environment, simulate
 from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 
@@ -64,7 +64,7 @@ def draw_sweep(rows: list[dict], param: str, label: str):
     from its rows, every policy and the two reference rows."""
     fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
-        for policy in (*CACHE_POLICIES, OFFLOAD_ONLY, FLOOR):
+        for policy in (*COMPARED_POLICIES, OFFLOAD_ONLY, FLOOR):
             if policy == FLOOR and key in ("hit_rate", "mean_backlog_s"):
                 continue
             pts = [r for r in rows if r["policy"] == policy]
@@ -91,7 +91,7 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
     rows = []
     for value, cfg in zip(values, cfgs):
         env = make_environment(cfg, seed)
-        for policy in CACHE_POLICIES:
+        for policy in COMPARED_POLICIES:
             summary = simulate(cfg, policy, seed, env=env).summary()
             log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
             rows.append({param: value, **summary})
