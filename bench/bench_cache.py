@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--save", help="write every run's per-seed summary to this JSON file")
     parser.add_argument("--load", help="print the tables of a --save file; run nothing")
+    parser.add_argument("--no-references", action="store_true", help="skip the 0 GB and all-hit floor rows")
     parser.add_argument("--timings", action="store_true", help="also time decisions (drc, oo, brute force)")
     args = parser.parse_args()
 
@@ -185,13 +186,13 @@ def main() -> None:
         import torch  # noqa: F401  (import time is not the policy's)
 
         saved = {"slots": args.slots, "seeds": args.seeds, "bandwidth_unit_hz": args.bandwidth_unit_hz, "points": {}}
-        references = None
+        references = {} if args.no_references else None
         for gb in args.capacities:
             cfg = CacheConfig(slots=args.slots, capacity_bytes=gb * 1e9, bandwidth_unit_hz=args.bandwidth_unit_hz)
             start = time.perf_counter()
             runs = run_point(cfg, args.seeds, args.policies, references=references is None, jobs=args.jobs)
             if references is None:  # the reference rows do not depend on the capacity
-                references = {p: runs[p] for p in (OFFLOAD_ONLY, FLOOR)}
+                references = {p: runs.pop(p) for p in (OFFLOAD_ONLY, FLOOR)}
             saved["points"][f"{gb:g}"] = runs | references
             print(f"({gb:g} GB: {time.perf_counter() - start:.0f} s)", flush=True)
             if args.save:
