@@ -120,6 +120,20 @@ def targets(gb: float, runs: dict[str, list[dict]]) -> None:
                 print(f"|   the same for {p} | {mean_ci(s)[0]:.1f} ± {mean_ci(s)[1]:.1f} % | | |")
 
 
+def draw_capacity_figure(saved: dict, path: str) -> None:
+    """Fig. 10's four panels against the capacity, every point a mean over the seeds with its 95 % CI."""
+    from edgediff.cache.figures import aggregate, draw_sweep
+
+    rows = [
+        aggregate(per_seed, capacity_gb=float(gb)) for gb, runs in saved["points"].items() for per_seed in runs.values()
+    ]
+    fig = draw_sweep(rows, "capacity_gb", "edge cache capacity (GB)")
+    fig.suptitle(f"Impact of the cache capacity ({saved['slots']} slots, seeds {saved['seeds']}, 95 % CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
 def decision_times(slots: int) -> None:
     for users in (10, 25):
         cfg = CacheConfig(slots=slots, users=users)
@@ -175,6 +189,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--save", help="write every run's per-seed summary to this JSON file")
     parser.add_argument("--load", help="print the tables of a --save file; run nothing")
+    parser.add_argument("--figure", help="draw the capacity figure (Fig. 10 panels, 95 %% CIs) to this PNG")
     parser.add_argument("--no-references", action="store_true", help="skip the 0 GB and all-hit floor rows")
     parser.add_argument("--timings", action="store_true", help="also time decisions (drc, oo, brute force)")
     args = parser.parse_args()
@@ -203,6 +218,8 @@ def main() -> None:
               f"{saved['bandwidth_unit_hz']:g} Hz: means over seeds, 95 % CIs")  # fmt: skip
         print_table(runs)
         targets(float(gb), runs)
+    if args.figure:
+        draw_capacity_figure(saved, args.figure)
     if args.timings:
         print()
         decision_times(1000)

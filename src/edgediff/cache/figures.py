@@ -77,7 +77,8 @@ def draw_sweep(rows: list[dict], param: str, label: str):
     from its rows, every policy and the two reference rows."""
     fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
-        for policy in (*COMPARED_POLICIES, OFFLOAD_ONLY, FLOOR):
+        present = {r["policy"] for r in rows}
+        for policy in [p for p in (*COMPARED_POLICIES, OFFLOAD_ONLY, FLOOR) if p in present]:
             if policy == FLOOR and key in ("hit_rate", "mean_backlog_s"):
                 continue
             pts = [r for r in rows if r["policy"] == policy]
