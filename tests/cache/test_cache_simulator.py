@@ -86,7 +86,7 @@ def test_no_oracle_shuffled_popularity_same_decisions(policy):
 
 def test_backlog_carries_over_and_unstable_runs_are_flagged():
     cfg = CacheConfig(slots=300, users=25, capacity_bytes=0.0)
-    res = simulate(cfg, "lru", 0)  # 25 users, no cache: the edge is busy across slots
+    res = simulate(cfg, "lru-greedy", 0)  # 25 users, no cache: the edge is busy across slots (greedy: fast)
     assert res.backlog.max() > 1.0 and not res.unstable
     grow = SimResult("x", *[np.zeros(1)] * 6, np.linspace(0, 50, 200), *[np.zeros(200)] * 2, 0, -1)
     flat = replace(grow, backlog=np.abs(np.sin(np.arange(200.0))))

@@ -85,6 +85,7 @@ def test_reproduce_unknown_figure_exit_2(tmp_path):
     assert proc.returncode == 2 and "unknown figure 'cache-fig7'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_quick_figure_end_to_end(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["reproduce", "cache-fig10", "--out", str(out), "--quick", "--seed", "1"]) == 0
