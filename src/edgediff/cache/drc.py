@@ -125,7 +125,7 @@ class DrcPolicy(CachePolicy):
         cfg, u, s = self.cfg, slot.users, self.s_star
         f = np.zeros((cfg.users, self.per_user_in), dtype=np.float32)
         f[u, 0] = 1.0
-        f[u, 1] = slot.rate / 2e6
+        f[u, 1] = slot.rate / (2e3 * cfg.bandwidth_unit_hz)  # ~1 at either unit of the link (r3)
         f[u, 2] = slot.f_local / cfg.f_max
         alone = latencies(
             cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0
