@@ -1,25 +1,28 @@
-"""Caching benchmark (issue 14, Part B revision 2): prints the figures and the targets, asserts nothing.
+"""Caching benchmark (issue 29, Part B revision 3): prints the target table; asserts nothing.
 
-    OMP_NUM_THREADS=1 python bench/bench_cache.py [--slots 10000] [--seeds 0,1,2] [--capacities 3,1]
+    OMP_NUM_THREADS=1 python bench/bench_cache.py [--slots 10000] [--seeds 1,2,3,4,5] [--capacities 1,3,5]
+        [--policies drc,oo,lru,lfu,lcbfu,ncldc] [--jobs 2] [--save runs.json | --load runs.json] [--timings]
 
-1. Every policy at each capacity (default 3 GB, the paper's default, and 1 GB), means over the
-   seeds, on the same requests per seed: response time, p95, hit rate, time saved per request
-   against ``ncldc``, edge backlog (mean, p95, final, runs flagged unstable), cache fill slot,
-   decision time; plus the reference rows "0 GB (offloading only)" (``oo`` with no cache) and
-   "all-hit floor" (every request served from an output ``S*`` steps deep, or all local).
-2. The issue's targets, each with its measured value: drc >= 3 % below the best of lru, lfu,
-   lcbfu and within 2 % of oo (each capacity); drc >= 20 % below ncldc; drc vs dnn (the paper
-   reports 28.57 % less time per request at 5 GB); drc below the 0 GB row.
-3. Decision times: drc at 10 users (target <= 5 ms per slot); drc and oo at 25 users (target:
-   drc at least 10x faster); a brute-force per-slot optimum at 10 users (every stop step and
-   stored step of every request) against oo's dynamic program on the same slots.
-4. Wall time of 10,000 slots of drc at 10 users (target <= 2 minutes), training included.
+1. Per capacity, every policy on the same requests per seed (common random numbers): mean response
+   time with its 95 % confidence interval over the seeds (Student t), p95, hit rate, time saved per
+   request against ``ncldc``, edge backlog (mean; p95 and final, worst seed), runs flagged unstable;
+   plus the reference rows "0 GB (oo)" (offloading only) and "all-hit floor".
+2. The targets (SPEC r3, issue 29), each from per-seed paired ratios (mean and 95 % CI, and every
+   seed): drc <= the best fair classic cache (lru, lfu, lcbfu with oo's offloading); drc within 2 %
+   of oo on every seed; drc >= 20 % below ncldc at 3 GB and 17 % at 1 GB; no seed overloads the
+   edge; caching's share of the gap from the 0 GB row to the all-hit floor.
+3. With ``--timings``: decision times of drc and oo at 10 and 25 users, and a brute-force per-slot
+   optimum against oo's dynamic program on the same slots.
+
+``--save`` writes every run's summary (per seed) as JSON; ``--load`` prints the tables from such a
+file without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 
 import numpy as np
@@ -27,80 +30,108 @@ import numpy as np
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.model import Slot, backlog_wait, objective, storable
 from edgediff.cache.optimum import solve_slot
-from edgediff.cache.policies import CACHE_POLICIES
-from edgediff.cache.simulator import all_hit_floor, make_environment, simulate
+from edgediff.cache.policies import CLASSIC_POLICIES
+from edgediff.cache.simulator import make_environment, simulate
+from edgediff.cache.sweep import FLOOR, OFFLOAD_ONLY, mean_ci, paired_ratio, run_point
 
-CLASSIC = ("lru", "lfu", "lcbfu")
-COLUMNS = [
-    ("resp_s", "mean_response_time_s"),
-    ("p95_s", "p95_response_time_s"),
-    ("hit", "hit_rate"),
-    ("saved_s", "time_saved_per_request_s"),
-    ("backlog", "mean_backlog_s"),
-    ("bl_p95", "p95_backlog_s"),
-    ("bl_end", "final_backlog_s"),
-    ("unstable", "unstable"),
-    ("full_at", "cache_full_slot"),
-    ("Q", "mean_queue"),
-    ("dec_ms", "decision_time_ms"),
-]
+DEFAULT_POLICIES = ["drc", "oo", "lru", "lfu", "lcbfu", "ncldc"]
+NCLDC_TARGETS = {1.0: -17.0, 3.0: -20.0}  # drc against ncldc, % (issue 29)
 
 
-def run_capacity(cfg: CacheConfig, seeds: list[int], policies: list[str]) -> dict[str, dict[str, float]]:
-    rows: dict[str, list[dict]] = {}
-    for seed in seeds:
-        env = make_environment(cfg, seed)
-        for policy in policies:
-            start = time.perf_counter()
-            res = simulate(cfg, policy, seed, env=env)
-            rows.setdefault(policy, []).append(res.summary() | {"wall_s": time.perf_counter() - start})
-        res = simulate(cfg.with_(capacity_bytes=0.0), "oo", seed, env=env)
-        rows.setdefault("0 GB (oo)", []).append(res.summary())
-        floor = all_hit_floor(cfg, env)
-        local = res.local_latency
-        rows.setdefault("all-hit floor", []).append(
-            {
-                "mean_response_time_s": floor.mean(),
-                "p95_response_time_s": np.percentile(floor, 95),
-                "hit_rate": 1.0,
-                "time_saved_per_request_s": (local - floor).mean(),
-            }  # fmt: skip
-        )
-    return {p: {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "policy"} for p, rs in rows.items()}
+def _pm(values, fmt=".3f") -> str:
+    mean, ci = mean_ci(values)
+    return f"{mean:{fmt}} ± {ci:{fmt}}"
 
 
-def print_table(mean: dict[str, dict[str, float]]) -> None:
-    print("".join(f"{h:>10}" for h in ["policy", *(c for c, _ in COLUMNS)]))
-    for p, m in mean.items():
-        cells = [f"{m[k]:>10.3f}" if k in m else f"{'-':>10}" for _, k in COLUMNS]
-        print(f"{p:>10}" + "".join(cells))
+def print_table(runs: dict[str, list[dict]]) -> None:
+    head = ["policy", "response (s), 95% CI", "p95 (s)", "hit rate", "saved/req (s)", "backlog mean",
+            "bl p95 (worst)", "bl final (worst)", "unstable", "full at"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for p, rs in runs.items():
+        col = {k: [r[k] for r in rs] for k in rs[0] if k not in ("policy",)}
+        backlog = "mean_backlog_s" in col
+        cells = [
+            p,
+            _pm(col["mean_response_time_s"]),
+            f"{np.mean(col['p95_response_time_s']):.2f}",
+            _pm(col["hit_rate"]),
+            f"{np.mean(col['time_saved_per_request_s']):.3f}",
+            f"{np.mean(col['mean_backlog_s']):.2f}" if backlog else "-",
+            f"{np.max(col['p95_backlog_s']):.2f}" if backlog else "-",
+            f"{np.max(col['final_backlog_s']):.2f}" if backlog else "-",
+            f"{sum(col['unstable'])}/{len(rs)}" if backlog else "-",
+            (f"{np.mean(col['cache_full_slot']):.0f}" if min(col["cache_full_slot"]) >= 0 else "never")
+            if backlog
+            else "-",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
-def targets(gb: float, mean: dict[str, dict[str, float]]) -> None:
-    t = {p: m["mean_response_time_s"] for p, m in mean.items()}
-    if "drc" not in t:
+def resp(runs: dict[str, list[dict]], p: str) -> np.ndarray:
+    return np.array([r["mean_response_time_s"] for r in runs[p]])
+
+
+def targets(gb: float, runs: dict[str, list[dict]]) -> None:
+    if "drc" not in runs:
         return
-    d = t["drc"]
+    d = resp(runs, "drc")
+    seeds = [r["seed"] for r in runs["drc"]]
 
-    def line(what, value, ok):
-        print(f"  {what:<52} {value:>+9.2f} %   {'met' if ok else 'NOT met'}")
+    def line(what, ratio, ok):
+        mean, ci, per_seed = ratio
+        seeds_text = ", ".join(f"{v:+.2f}" for v in per_seed)
+        print(f"| {what} | {mean:+.2f} ± {ci:.2f} % | {seeds_text} | {'met' if ok else '**NOT met**'} |")
 
-    print(f"targets at {gb:g} GB (mean response time, means over seeds):")
-    classic = [p for p in CLASSIC if p in t]
+    print(f"\ntargets at {gb:g} GB, seeds {seeds} (per seed: drc / other - 1)")
+    print("| target | mean ± 95% CI | per seed (%) | met? |")
+    print("| --- | --- | --- | --- |")
+    classic = [p for p in CLASSIC_POLICIES if p in runs]
     if classic:
-        best = min(classic, key=t.get)
-        line(f"drc vs best classic ({best}), target <= -3 %", 100 * (d / t[best] - 1), d <= 0.97 * t[best])
-    if "oo" in t:
-        line("drc vs oo, target within 2 %", 100 * (d / t["oo"] - 1), d <= 1.02 * t["oo"])
-    if "ncldc" in t:
-        line("drc vs ncldc, target <= -20 %", 100 * (d / t["ncldc"] - 1), d <= 0.8 * t["ncldc"])
-    if "dnn" in t:
-        line("drc vs dnn, target below (paper: -28.57 % at 5 GB)", 100 * (d / t["dnn"] - 1), d < t["dnn"])
-    line(
-        "drc vs 0 GB (oo, offloading only), target well below",
-        100 * (d / t["0 GB (oo)"] - 1),
-        d < 0.97 * t["0 GB (oo)"],
-    )
+        best = min(classic, key=lambda p: resp(runs, p).mean())
+        line(
+            f"drc <= best fair classic ({best})", paired_ratio(d, resp(runs, best)), d.mean() <= resp(runs, best).mean()
+        )
+    if "oo" in runs:
+        r = paired_ratio(d, resp(runs, "oo"))
+        line("drc within 2 % of oo, every seed", r, bool(np.all(r[2] <= 2.0)))
+    if "ncldc" in runs:
+        goal = NCLDC_TARGETS.get(gb)
+        r = paired_ratio(d, resp(runs, "ncldc"))
+        line(f"drc vs ncldc{f', target <= {goal:g} %' if goal is not None else ' (no target)'}", r,
+             goal is None or r[0] <= goal)  # fmt: skip
+    if "dnn" in runs:
+        r = paired_ratio(d, resp(runs, "dnn"))
+        line("drc vs dnn (paper: -28.57 % at 5 GB)", r, r[0] < 0)
+    unstable = sum(r["unstable"] for r in runs["drc"])
+    p95 = max(r["p95_backlog_s"] for r in runs["drc"])
+    final = max(r["final_backlog_s"] for r in runs["drc"])
+    print(f"| drc: no seed overloads the edge | backlog p95 {p95:.2f} s, final {final:.2f} s (worst seed) | "
+          f"unstable in {unstable} of {len(d)} | {'met' if unstable == 0 else '**NOT met**'} |")  # fmt: skip
+    if OFFLOAD_ONLY in runs and FLOOR in runs:
+        zero, floor = resp(runs, OFFLOAD_ONLY), resp(runs, FLOOR)
+        share = 100 * (zero - d) / (zero - floor)
+        mean, ci = mean_ci(share)
+        print(f"| caching's share of the gap from 0 GB to the all-hit floor (drc) | {mean:.1f} ± {ci:.1f} % | "
+              + ", ".join(f"{v:.1f}" for v in share) + " | (reported) |")  # fmt: skip
+        for p in classic + ["oo"]:
+            if p in runs:
+                s = 100 * (zero - resp(runs, p)) / (zero - floor)
+                print(f"|   the same for {p} | {mean_ci(s)[0]:.1f} ± {mean_ci(s)[1]:.1f} % | | |")
+
+
+def draw_capacity_figure(saved: dict, path: str) -> None:
+    """Fig. 10's four panels against the capacity, every point a mean over the seeds with its 95 % CI."""
+    from edgediff.cache.figures import aggregate, draw_sweep
+
+    rows = [
+        aggregate(per_seed, capacity_gb=float(gb)) for gb, runs in saved["points"].items() for per_seed in runs.values()
+    ]
+    fig = draw_sweep(rows, "capacity_gb", "edge cache capacity (GB)")
+    fig.suptitle(f"Impact of the cache capacity ({saved['slots']} slots, seeds {saved['seeds']}, 95 % CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def decision_times(slots: int) -> None:
@@ -110,7 +141,6 @@ def decision_times(slots: int) -> None:
         ms = {p: simulate(cfg, p, 0, env=env).summary()["decision_time_ms"] for p in ("drc", "oo")}
         print(f"decision time at {users} users ({slots} slots): drc {ms['drc']:.3f} ms, oo {ms['oo']:.3f} ms, "
               f"oo / drc = {ms['oo'] / ms['drc']:.1f}x")  # fmt: skip
-    print("  targets: drc <= 5 ms at 10 users; oo / drc >= 10x at 25 users")
 
 
 def brute_force_vs_dp(cfg: CacheConfig, n: int = 5, slots: int = 3) -> tuple[float, float]:
@@ -127,7 +157,7 @@ def brute_force_vs_dp(cfg: CacheConfig, n: int = 5, slots: int = 3) -> tuple[flo
         value[:, 0] = 0
         slot = Slot(0, np.arange(n), rng.integers(0, 100, n), rng.uniform(cfg.f_min, cfg.f_max, n),
                     rng.uniform(1.4e6, 1.7e6, n), np.maximum.accumulate(np.where(usable, np.arange(s1), 0), axis=1),
-                    value, 0.0, 50.0, backlog_wait(cfg, rng.uniform(0, 0.5, 4)))  # fmt: skip
+                    value, 0.0, 50.0, backlog_wait(cfg, rng.uniform(0, 0.5, 4)), edge_jobs=4)  # fmt: skip
         start = time.perf_counter()
         per_request = []
         for r in range(n):
@@ -152,28 +182,49 @@ def brute_force_vs_dp(cfg: CacheConfig, n: int = 5, slots: int = 3) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, default=10_000)
-    parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
-    parser.add_argument("--capacities", type=lambda s: [float(v) for v in s.split(",")], default=[3.0, 1.0])
-    parser.add_argument("--policies", type=lambda s: s.split(","), default=list(CACHE_POLICIES))
-    parser.add_argument("--decision-slots", type=int, default=1000, help="slots of the 10/25-user timing runs")
+    parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 3, 4, 5])
+    parser.add_argument("--capacities", type=lambda s: [float(v) for v in s.split(",")], default=[1.0, 3.0, 5.0])
+    parser.add_argument("--policies", type=lambda s: s.split(","), default=DEFAULT_POLICIES)
+    parser.add_argument("--bandwidth-unit-hz", type=float, default=CacheConfig().bandwidth_unit_hz)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--save", help="write every run's per-seed summary to this JSON file")
+    parser.add_argument("--load", help="print the tables of a --save file; run nothing")
+    parser.add_argument("--figure", help="draw the capacity figure (Fig. 10 panels, 95 %% CIs) to this PNG")
+    parser.add_argument("--no-references", action="store_true", help="skip the 0 GB and all-hit floor rows")
+    parser.add_argument("--timings", action="store_true", help="also time decisions (drc, oo, brute force)")
     args = parser.parse_args()
-    import torch  # noqa: F401  (import time is not the policy's)
 
-    for gb in args.capacities:
-        cfg = CacheConfig(slots=args.slots, capacity_bytes=gb * 1e9)
-        mean = run_capacity(cfg, args.seeds, args.policies)
-        print(f"\n{gb:g} GB, {cfg.slots} slots, {cfg.users} users, seeds {args.seeds} (means over seeds)")
-        print_table(mean)
-        targets(gb, mean)
-        if "drc" in mean:
-            print(
-                f"  drc wall time per {cfg.slots}-slot run: {mean['drc']['wall_s']:.1f} s (target <= 120 s at 10,000)"
-            )
-    print()
-    decision_times(args.decision_slots)
-    b, d = brute_force_vs_dp(CacheConfig())
-    print(f"per-slot optimum, 5 requests (10 users): brute force {b:.0f} ms, oo's dynamic program {d:.2f} ms "
-          "(same optimum)")  # fmt: skip
+    if args.load:
+        with open(args.load) as f:
+            saved = json.load(f)
+    else:
+        import torch  # noqa: F401  (import time is not the policy's)
+
+        saved = {"slots": args.slots, "seeds": args.seeds, "bandwidth_unit_hz": args.bandwidth_unit_hz, "points": {}}
+        references = {} if args.no_references else None
+        for gb in args.capacities:
+            cfg = CacheConfig(slots=args.slots, capacity_bytes=gb * 1e9, bandwidth_unit_hz=args.bandwidth_unit_hz)
+            start = time.perf_counter()
+            runs = run_point(cfg, args.seeds, args.policies, references=references is None, jobs=args.jobs)
+            if references is None:  # the reference rows do not depend on the capacity
+                references = {p: runs.pop(p) for p in (OFFLOAD_ONLY, FLOOR)}
+            saved["points"][f"{gb:g}"] = runs | references
+            print(f"({gb:g} GB: {time.perf_counter() - start:.0f} s)", flush=True)
+            if args.save:
+                with open(args.save, "w") as f:
+                    json.dump(saved, f)
+    for gb, runs in saved["points"].items():
+        print(f"\n## {gb} GB, {saved['slots']} slots, seeds {saved['seeds']}, bandwidth unit "
+              f"{saved['bandwidth_unit_hz']:g} Hz: means over seeds, 95 % CIs")  # fmt: skip
+        print_table(runs)
+        targets(float(gb), runs)
+    if args.figure:
+        draw_capacity_figure(saved, args.figure)
+    if args.timings:
+        print()
+        decision_times(1000)
+        b, d = brute_force_vs_dp(CacheConfig())
+        print(f"per-slot optimum, 5 requests: brute force {b:.0f} ms, oo's dynamic program {d:.2f} ms (same optimum)")
 
 
 if __name__ == "__main__":

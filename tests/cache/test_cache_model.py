@@ -47,6 +47,7 @@ def random_slot(cfg, catalog, rng, n):
         floor,
         float(rng.uniform(0, 3000)),
         backlog_wait(cfg, rng.uniform(0, 0.5, int(rng.integers(0, 4)))),
+        edge_jobs=int(rng.integers(0, 6)),  # (r3) the delay new edge work adds to later slots' jobs
     )
 
 
@@ -112,7 +113,8 @@ def test_reusable_rule_in_cache_lookup():
 def test_channel_rate_magnitude():
     cfg = CacheConfig()
     rate = channel_rate(cfg, 90e3, 100.0, 1.0)
-    assert 1.4e6 < rate < 1.9e6  # SPEC: about 1.4-1.7 Mbit/s, a 500 KB output in about 2.5 s
+    assert 1.4e6 < rate < 1.9e6  # at 90 kHz: about 1.4-1.7 Mbit/s, a 500 KB output in about 2.5 s
+    assert channel_rate(cfg, 90e6, 100.0, 1.0) == pytest.approx(1000 * rate)  # at 90 MHz (r3): ~2.5 ms
 
 
 def test_processor_sharing_matches_event_simulation():
@@ -250,6 +252,9 @@ def test_oo_min_cost_flow_equals_the_dynamic_program_on_larger_slots(seed):
         {"f_min": 2e9},
         {"slots": 2.5},
         {"nope": 1},
+        {"bandwidth_unit_hz": 0.0},
+        {"bandwidth_min": 120.0},  # above bandwidth_max
+        {"later_delay_factor": -1.0},
     ],
 )
 def test_config_validation(change):

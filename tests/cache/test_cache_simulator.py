@@ -90,7 +90,7 @@ def test_no_oracle_shuffled_popularity_same_decisions(policy):
 
 def test_backlog_carries_over_and_unstable_runs_are_flagged():
     cfg = CacheConfig(slots=300, users=25, capacity_bytes=0.0)
-    res = simulate(cfg, "lru", 0)  # 25 users, no cache: the edge is busy across slots
+    res = simulate(cfg, "lru-greedy", 0)  # 25 users, no cache: the edge is busy across slots (greedy: fast)
     assert res.backlog.max() > 1.0 and not res.unstable
     grow = SimResult("x", *[np.zeros(1)] * 6, np.linspace(0, 50, 200), *[np.zeros(200)] * 2, 0, -1)
     flat = replace(grow, backlog=np.abs(np.sin(np.arange(200.0))))
@@ -98,14 +98,17 @@ def test_backlog_carries_over_and_unstable_runs_are_flagged():
 
 
 @pytest.mark.slow
-def test_larger_V_lower_cost_larger_queue():
+def test_larger_V_lower_cost():
     # a tight latency target so the queue is active on a short run
     cfg = CacheConfig(slots=300, L_bar=26.0)
     env = make_environment(cfg, 3)
     small = simulate(cfg.with_(V=1.0), "oo", 3, env=env)
     large = simulate(cfg.with_(V=1800.0), "oo", 3, env=env)
     assert large.penalty.mean() < small.penalty.mean()
-    assert large.queue.mean() > small.queue.mean()
+    # the future value is weighed by V: with V = 1 against a large queue, almost nothing is worth a write.
+    # (Revision 2 also asserted a larger queue at larger V; with the MHz link the caching that V buys
+    # lowers latency enough that the queue is smaller instead: docs/results-caching.md.)
+    assert large.stores > 10 * max(small.stores, 1)
 
 
 def test_unknown_policy():

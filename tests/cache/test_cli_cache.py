@@ -34,6 +34,17 @@ def test_cache_sim_json(capsys):
     }
 
 
+def test_cache_sim_bandwidth_unit(capsys):
+    """The 5G link (MHz) is the default; kHz (revision 2's reading) makes every transfer 1000x slower."""
+    args = ["cache-sim", "--policy", "oo", "--slots", "60", "--seed", "2", "--json"]
+    out = {}
+    for unit in (None, "MHz", "kHz"):
+        assert main(args + ([] if unit is None else ["--bandwidth-unit", unit])) == 0
+        out[unit] = json.loads(capsys.readouterr().out)["mean_response_time_s"]
+    assert out[None] == out["MHz"]
+    assert out["kHz"] > out["MHz"] + 0.5
+
+
 def test_cache_sim_text(capsys):
     assert main(["cache-sim", "--policy", "ncldc", "--slots", "50"]) == 0
     text = capsys.readouterr().out
@@ -50,6 +61,7 @@ def test_cache_sim_text(capsys):
         (["--policy", "lru", "--capacity-gb", "0.0001"], "--capacity-gb must be 0 (no cache) or hold at least one"),
         (["--policy", "lru", "--V", "nan"], "must be >= 0.0"),
         (["--policy", "lru", "--slots", "ten"], "expected an integer"),
+        (["--policy", "lru", "--bandwidth-unit", "GHz"], "argument --bandwidth-unit: invalid choice: 'GHz'"),
         (["--policy"], "argument --policy: expected one argument"),  # --policy itself defaults to lcbfu
     ],
 )

@@ -94,7 +94,7 @@ def test_one_list_of_rule_names():
 class SortingStore(EdgeCache):
     """The store as it was before its heap: every eviction orders all entries."""
 
-    def _evict_one(self) -> None:
+    def _evict_one(self, t: int = 0) -> None:
         self._evict_by_sort()
 
 

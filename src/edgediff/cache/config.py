@@ -7,6 +7,9 @@ from dataclasses import dataclass, fields, replace
 
 from edgediff.errors import InputError
 
+# the units the paper's bandwidth "[80, 100]" may be read in (docs/caching-model.md, "The link")
+BANDWIDTH_UNITS: dict[str, float] = {"MHz": 1e6, "kHz": 1e3}
+
 
 class CacheConfigError(InputError):
     """A Part B parameter is invalid; the message names it."""
@@ -34,8 +37,11 @@ class CacheConfig:
     # channel
     tx_power_w: float = 50.0
     noise_w: float = 1e-13
-    bandwidth_min_hz: float = 80e3
-    bandwidth_max_hz: float = 100e3
+    # (r3) the paper's "[80, 100]" in its 5G setting carries no unit: read as MHz (5G NR carriers) by
+    # default; bandwidth_unit_hz=1e3 is the kHz reading of revision 2, a sensitivity case
+    bandwidth_min: float = 80.0
+    bandwidth_max: float = 100.0
+    bandwidth_unit_hz: float = 1e6
     g0: float = 1e-3
     pathloss_exp: float = 3.0
     distance_min_m: float = 50.0
@@ -47,7 +53,11 @@ class CacheConfig:
     # Lyapunov
     V: float = 1800.0
     L_bar: float = 28.0  # long-term latency target (s); see docs/caching-model.md
-    value_horizon_slots: float = 300.0  # H, the future-value horizon of a cached entry
+    # (r3) what a second of new edge work costs the jobs of later slots: it delays about
+    # later_delay_factor x (the unfinished edge jobs) of them by that second (docs/caching-model.md,
+    # "What the per-slot objective missed"); 0 is revision 2's objective
+    later_delay_factor: float = 4.0
+    value_horizon_slots: float = 100.0  # H, the future-value horizon of a cached entry (r3: was 300)
     rate_memory_slots: float = 2_000.0  # memory of the online request-rate estimates (decayed counts)
 
     def __post_init__(self) -> None:
@@ -57,11 +67,15 @@ class CacheConfig:
                 raise CacheConfigError(f"{f.name} must be a finite number, got {value!r}")
             if f.type == "int" and not isinstance(value, int):
                 raise CacheConfigError(f"{f.name} must be an integer, got {value!r}")
-        positive = [f.name for f in fields(self) if f.name not in ("V", "L_bar", "write_cost_s", "capacity_bytes")]
+        positive = [
+            f.name
+            for f in fields(self)
+            if f.name not in ("V", "L_bar", "write_cost_s", "capacity_bytes", "later_delay_factor")
+        ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise CacheConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("V", "L_bar", "write_cost_s", "capacity_bytes"):
+        for name in ("V", "L_bar", "write_cost_s", "capacity_bytes", "later_delay_factor"):
             if getattr(self, name) < 0:
                 raise CacheConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if 0 < self.capacity_bytes < self.output_bytes:
@@ -80,11 +94,19 @@ class CacheConfig:
                 raise CacheConfigError(f"{name} must be <= 1, got {getattr(self, name)}")
         for lo, hi in (
             ("f_min", "f_max"),
-            ("bandwidth_min_hz", "bandwidth_max_hz"),
+            ("bandwidth_min", "bandwidth_max"),
             ("distance_min_m", "distance_max_m"),
         ):
             if getattr(self, lo) > getattr(self, hi):
                 raise CacheConfigError(f"{lo} must be <= {hi}")
+
+    @property
+    def bandwidth_min_hz(self) -> float:
+        return self.bandwidth_min * self.bandwidth_unit_hz
+
+    @property
+    def bandwidth_max_hz(self) -> float:
+        return self.bandwidth_max * self.bandwidth_unit_hz
 
     @property
     def capacity_entries(self) -> int:

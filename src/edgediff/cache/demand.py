@@ -37,7 +37,14 @@ class DemandEstimator:
         self.topic_ok = topic_reusable_steps(cfg)
 
     def observe(self, t: int, cls: np.ndarray, edge_jobs: int) -> None:
-        """Count slot ``t``'s requests (after its decision) and the jobs that shared the edge."""
+        """Count slot ``t``'s requests and the jobs that shared the edge."""
+        self.count(t, cls)
+        self.observe_load(edge_jobs)
+
+    def count(self, t: int, cls: np.ndarray) -> None:
+        """Count slot ``t``'s requests. The simulator counts them when they arrive, before the slot's
+        decision: a request is itself evidence that its class is in demand (docs/caching-model.md,
+        "What the value estimate missed")."""
         weight = self.decay ** -(t - self.t0)
         np.add.at(self.class_count, cls, weight)
         np.add.at(self.topic_count, self.topic[cls], weight)
@@ -45,6 +52,9 @@ class DemandEstimator:
             self.class_count /= weight
             self.topic_count /= weight
             self.t0 = t
+
+    def observe_load(self, edge_jobs: int) -> None:
+        """The jobs that shared the edge after a slot's decision (a running mean)."""
         if edge_jobs > 0:
             self.sharing += 0.01 * (edge_jobs - self.sharing)
 

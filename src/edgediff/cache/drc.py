@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import Slot, latencies, objective, valid_store
+from edgediff.cache.model import (
+    Slot,
+    best_store,
+    latencies,
+    latency_weight,
+    later_delay_per_step,
+    objective,
+    valid_store,
+)
 from edgediff.cache.policies import CachePolicy
 
 GLOBAL_FEATURES = 4
@@ -40,6 +48,8 @@ class DrcConfig:
     batch_size: int = 128
     train_interval: int = 10
     k_interval: int = 32  # DROO's Delta: how often K adapts
+    k_min: int = 1  # the least K may fall to
+    model_candidate: bool = True  # (r3) the critic also scores the model's greedy stop steps
     init_std: float = 0.1  # zero-mean normal initialization (Sec. 4.3)
 
 
@@ -77,6 +87,7 @@ class Actor(nn.Module):
 class DrcPolicy(CachePolicy):
     eviction = "value"
     single_candidate = False
+    complete_stores = True
 
     def __init__(self, name: str, cfg: CacheConfig, seed: int = 0, drc: DrcConfig | None = None) -> None:
         super().__init__(name, cfg, seed)
@@ -114,12 +125,13 @@ class DrcPolicy(CachePolicy):
         cfg, u, s = self.cfg, slot.users, self.s_star
         f = np.zeros((cfg.users, self.per_user_in), dtype=np.float32)
         f[u, 0] = 1.0
-        f[u, 1] = slot.rate / 2e6
+        f[u, 1] = slot.rate / (2e3 * cfg.bandwidth_unit_hz)  # ~1 at either unit of the link (r3)
         f[u, 2] = slot.f_local / cfg.f_max
         alone = latencies(
             cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0
         )
         own = np.diagonal(alone, axis1=1, axis2=2).T  # (n, S*): user r alone offloading to m
+        own = own + later_delay_per_step(cfg, slot) * (np.arange(1, s + 1)[None, :] - slot.cached_step[:, 1:])
         local = cfg.steps * cfg.cycles_per_step / slot.f_local
         f[u, 3 : 3 + s] = (local[:, None] - own) / 10.0
         f[u, 3 + s : 3 + 2 * s] = slot.cached_step[:, 1:] / s
@@ -159,10 +171,35 @@ class DrcPolicy(CachePolicy):
         k = 1 if self.single_candidate else min(self.k, mine.size + 1)
         cands = quantize(mine, k).reshape(-1, slot.n, 2 * self.s_star)
         m, stored = self.decode(slot, cands)
+        k = m.shape[0]
+        if self.hp.model_candidate and not self.single_candidate:
+            m = np.concatenate([m, self.greedy_steps(slot)[None, :]])
+            stored = np.concatenate([stored, np.zeros((1, slot.n), dtype=stored.dtype)])
+        if self.complete_stores:  # each candidate's stop steps again, with the best stores for them
+            m = np.concatenate([m, m])
+            stored = np.concatenate([stored, best_store(self.cfg, slot, m[: m.shape[0] // 2])])
         best = int(np.argmin(objective(self.cfg, slot, m, stored)))
-        self._winners.append(best)
+        source = best % (m.shape[0] // 2 if self.complete_stores else m.shape[0])
+        self._winners.append(source if source < k else 0)  # K adapts to the quantized candidates only
         self._last_x = x
         return m[best], stored[best]
+
+    def greedy_steps(self, slot: Slot) -> np.ndarray:
+        """The model's candidate: requests in turn take the stop step of least added objective given the
+        ones before them (``optimum.level_costs`` plus the processor sharing with the jobs chosen so far)."""
+        from edgediff.cache.optimum import level_costs
+
+        cost, step = level_costs(self.cfg, slot)
+        share = latency_weight(self.cfg, slot) * self.cfg.cycles_per_step / self.cfg.f_es
+        running = np.zeros(cost.shape[1])  # running[l]: jobs chosen so far whose work reaches level l
+        m = np.zeros(slot.n, dtype=np.int64)
+        for r in range(slot.n):
+            # adding a job of level e raises sum_l N_l^2 by sum_{l <= e} (2 N_l + 1)
+            added = np.concatenate([[0.0], np.cumsum(2.0 * running[1:] + 1.0)]) * share
+            e = int(np.argmin(cost[r] + added))
+            running[1 : e + 1] += 1
+            m[r] = step[r, e]
+        return m
 
     # ------------------------------------------------------------------ learn
     def learn(self, slot: Slot, m: np.ndarray, stored: np.ndarray) -> None:
@@ -181,7 +218,7 @@ class DrcPolicy(CachePolicy):
             self.train_step()
         if not self.single_candidate and self._slots_seen % self.hp.k_interval == 0:
             # DROO's adaptive K: one more than the largest winning index (1-based) of the interval
-            self.k = max(self._winners) + 2
+            self.k = max(max(self._winners) + 2, self.hp.k_min)
             self._winners.clear()
             self.k_history.append(self.k)
 
@@ -204,3 +241,4 @@ class DnnPolicy(DrcPolicy):
     """DNN: the actor's rounded output is the decision (no candidate search)."""
 
     single_candidate = True
+    complete_stores = False

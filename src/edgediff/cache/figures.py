@@ -1,11 +1,13 @@
-"""Seed 002's experiments (docs/caching-model.md, revision 2) as ``edgediff reproduce cache-fig*``:
+"""Seed 002's experiments (docs/caching-model.md, revision 3) as ``edgediff reproduce cache-fig*``:
 PNG + CSV + Markdown.
 
-Every comparison figure runs every policy on the same seeded environment per point (common
-random numbers) and adds two reference rows: offloading with no cache (``oo`` at 0 GB) and the
-all-hit floor; it plots response time, hit rate, time saved per request and the edge backlog.
-``quick`` shortens the runs (fewer slots, fewer points) for smoke tests; its numbers are not
-the paper-scale results.
+Every comparison figure runs every policy on the same seeded environment per point and seed
+(common random numbers) and adds two reference rows: offloading with no cache (``oo`` at 0 GB)
+and the all-hit floor; it plots response time, hit rate, time saved per request and the edge
+backlog. **(r3)** Every point is the mean over :data:`FIGURE_SEEDS` seeds, ``seed`` to
+``seed + 4``, with its 95 % confidence interval (the ``*_ci`` columns, error bars); ``workers``
+runs them in that many processes. ``quick`` shortens the runs (fewer slots, fewer points, one
+seed) for smoke tests; its numbers are not the paper-scale results.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.policies import CACHE_POLICIES
-from edgediff.cache.simulator import all_hit_floor, make_environment, simulate
+from edgediff.cache.policies import COMPARED_POLICIES
+from edgediff.cache.simulator import make_environment, simulate
+from edgediff.cache.sweep import FLOOR, OFFLOAD_ONLY, mean_ci, run_point
 from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 
 log = logging.getLogger(__name__)
@@ -28,35 +31,45 @@ METRICS = (
     ("time_saved_per_request_s", "time saved per request vs NCLDC (s)"),
     ("mean_backlog_s", "mean edge backlog (s of work)"),
 )
-OFFLOAD_ONLY = "0 GB (oo)"  # reference row: the per-slot optimum with no cache
-FLOOR = "all-hit floor"  # reference row: every request served from an output S* steps deep
+FIGURE_SEEDS = 5  # seeds per point (SPEC r3: at least 5)
+SUMMARY_KEYS = (
+    "mean_response_time_s",
+    "p95_response_time_s",
+    "hit_rate",
+    "time_saved_per_request_s",
+    "mean_queue",
+    "decision_time_ms",
+    "mean_backlog_s",
+    "p95_backlog_s",
+    "final_backlog_s",
+)
+
+
+def figure_seeds(seed: int, quick: bool) -> list[int]:
+    """The seeds of every point: ``seed`` alone when ``quick``, else ``seed .. seed + 4``."""
+    return [seed] if quick else list(range(seed, seed + FIGURE_SEEDS))
+
+
+def aggregate(per_seed: list[dict], **point) -> dict:
+    """One figure row from one policy's per-seed summaries: means, ``*_ci`` (95 % half-widths) of the
+    plotted metrics, p95 and final backlog of the worst seed, unstable runs counted."""
+    row = {**point, "policy": per_seed[0]["policy"]}
+    for key in SUMMARY_KEYS:
+        values = [r.get(key, float("nan") if key in ("mean_queue", "decision_time_ms") else 0.0) for r in per_seed]
+        row[key], ci = mean_ci(values)
+        if key in dict(METRICS):
+            row[f"{key}_ci"] = ci
+    row["p95_backlog_s"] = max(r.get("p95_backlog_s", 0.0) for r in per_seed)
+    row["final_backlog_s"] = max(r.get("final_backlog_s", 0.0) for r in per_seed)
+    row["unstable"] = int(sum(bool(r.get("unstable", False)) for r in per_seed))
+    full = [r.get("cache_full_slot", -1) for r in per_seed]
+    row["cache_full_slot"] = float(np.mean(full)) if min(full) >= 0 else -1
+    row["seeds"] = len(per_seed)
+    return row
 
 
 def _base(quick: bool) -> CacheConfig:
     return CacheConfig(slots=300 if quick else 10_000)
-
-
-def _reference_rows(cfg: CacheConfig, seed: int, env) -> list[dict]:
-    """The two reference rows of every comparison: offloading with no cache, and the all-hit floor."""
-    no_cache = simulate(cfg.with_(capacity_bytes=0.0), "oo", seed, env=env)
-    floor = all_hit_floor(cfg, env)
-    return [
-        {**no_cache.summary(), "policy": OFFLOAD_ONLY},
-        {
-            "policy": FLOOR,
-            "mean_response_time_s": float(floor.mean()),
-            "p95_response_time_s": float(np.percentile(floor, 95)),
-            "hit_rate": 1.0,
-            "time_saved_per_request_s": float((no_cache.local_latency - floor).mean()),
-            "mean_queue": float("nan"),
-            "decision_time_ms": float("nan"),
-            "mean_backlog_s": 0.0,
-            "p95_backlog_s": 0.0,
-            "final_backlog_s": 0.0,
-            "unstable": False,
-            "cache_full_slot": -1,
-        },
-    ]
 
 
 def draw_sweep(rows: list[dict], param: str, label: str):
@@ -64,7 +77,8 @@ def draw_sweep(rows: list[dict], param: str, label: str):
     from its rows, every policy and the two reference rows."""
     fig, axes = pyplot().subplots(1, 4, figsize=(20, 4.2))
     for ax, (key, ylabel) in zip(axes, METRICS):
-        for policy in (*CACHE_POLICIES, OFFLOAD_ONLY, FLOOR):
+        present = {r["policy"] for r in rows}
+        for policy in [p for p in (*COMPARED_POLICIES, OFFLOAD_ONLY, FLOOR) if p in present]:
             if policy == FLOOR and key in ("hit_rate", "mean_backlog_s"):
                 continue
             pts = [r for r in rows if r["policy"] == policy]
@@ -73,7 +87,9 @@ def draw_sweep(rows: list[dict], param: str, label: str):
                 if policy in (OFFLOAD_ONLY, FLOOR)
                 else {}
             )
-            ax.plot([r[param] for r in pts], [r[key] for r in pts], marker="o", label=policy, **style)
+            err = [r.get(f"{key}_ci", 0.0) for r in pts]
+            xs, ys = [r[param] for r in pts], [r[key] for r in pts]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=policy, **style)
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -87,42 +103,42 @@ def draw_sweep(rows: list[dict], param: str, label: str):
     return fig
 
 
-def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
+def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, workers=1) -> Figure:
     rows = []
+    seeds = figure_seeds(seed, quick)
     for value, cfg in zip(values, cfgs):
-        env = make_environment(cfg, seed)
-        for policy in CACHE_POLICIES:
-            summary = simulate(cfg, policy, seed, env=env).summary()
-            log.info("%s %s=%s %s: %.3f s", name, param, value, policy, summary["mean_response_time_s"])
-            rows.append({param: value, **summary})
-        rows += [{param: value, **r} for r in _reference_rows(cfg, seed, env)]
+        runs = run_point(cfg, seeds, COMPARED_POLICIES, jobs=max(1, int(workers or 1)))
+        for policy, per_seed in runs.items():
+            rows.append(aggregate(per_seed, **{param: value}))
+            log.info("%s %s=%s %s: %.3f s", name, param, value, policy, rows[-1]["mean_response_time_s"])
     fig = draw_sweep(rows, param, label)
-    fig.suptitle(f"{title} ({cfgs[0].slots} slots, seed {seed})")
-    unstable = sorted({f"{r['policy']} at {param} = {r[param]}" for r in rows if r["unstable"]})
+    fig.suptitle(f"{title} ({cfgs[0].slots} slots, seeds {seeds}, 95 % CI)")
+    unstable = sorted({f"{r['policy']} at {param} = {r[param]} ({r['unstable']} seeds)" for r in rows if r["unstable"]})
     lines = [
-        f"{cfgs[0].slots} slots per run, seed {seed}, every policy on the same requests. "
+        f"{cfgs[0].slots} slots per run, means over seeds {seeds} with 95 % confidence intervals, "
+        "every policy on the same requests per seed; backlog p95 and final: worst seed. "
         f"Reference rows: `{OFFLOAD_ONLY}` is the per-slot optimum with no cache (offloading only); "
         f"`{FLOOR}` serves every request from an output S* steps deep (or all local if faster).",
         "",
         *markdown_table(
-            [param, "policy", "response time (s)", "hit rate", "saved/request (s)",
+            [param, "policy", "response time (s), 95% CI", "hit rate", "saved/request (s)",
              "edge backlog mean / p95 / final (s)", "cache full at slot", "mean Q", "decision (ms)"],
             [
                 [
                     r[param],
                     r["policy"],
-                    r["mean_response_time_s"],
+                    f"{r['mean_response_time_s']:.3f} ± {r['mean_response_time_s_ci']:.3f}",
                     r["hit_rate"],
                     r["time_saved_per_request_s"],
                     f"{r['mean_backlog_s']:.2f} / {r['p95_backlog_s']:.2f} / {r['final_backlog_s']:.2f}"
                     + (" UNSTABLE" if r["unstable"] else ""),
-                    r["cache_full_slot"] if r["cache_full_slot"] >= 0 else "never",
+                    f"{r['cache_full_slot']:.0f}" if r["cache_full_slot"] >= 0 else "never",
                     r["mean_queue"],
                     r["decision_time_ms"],
                 ]
                 for r in rows
             ],
-            ["", "", ".3f", ".3f", ".3f", "", "", ".1f", ".3f"],
+            ["", "", "", ".3f", ".3f", "", "", ".1f", ".3f"],
         ),
         "",
         "Runs flagged unstable (edge backlog growing): " + (", ".join(unstable) if unstable else "none") + ".",
@@ -139,14 +155,17 @@ def _sweep(name, param, label, values, cfgs, seed, title) -> Figure:
     return Figure(name, rows, fig, markdown(f"{name}: {title}", lines))
 
 
-def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
+def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
     users = [5, 15, 25] if quick else [5, 10, 15, 20, 25]
     base = _base(quick)
     cfgs = [base.with_(users=u) for u in users]
-    return _sweep("cache-fig8", "users", "number of users", users, cfgs, seed, "Impact of the number of users")
+    return _sweep(
+        "cache-fig8", "users", "number of users", users, cfgs, seed, "Impact of the number of users",
+        quick=quick, workers=workers,
+    )  # fmt: skip
 
 
-def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
+def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
     s_star = [5, 7, 9] if quick else [5, 6, 7, 8, 9]
     base = _base(quick).with_(users=20)
     cfgs = [base.with_(reusable_steps=s) for s in s_star]
@@ -158,10 +177,12 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
         cfgs,
         seed,
         "Impact of the maximum reusable step (20 users)",
+        quick=quick,
+        workers=workers,
     )
 
 
-def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
+def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
     gb = [1, 3, 5] if quick else [1, 2, 3, 4, 5]
     base = _base(quick)
     cfgs = [base.with_(capacity_bytes=g * 1e9) for g in gb]
@@ -173,27 +194,38 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
         cfgs,
         seed,
         "Impact of the cache capacity",
+        quick=quick,
+        workers=workers,
     )
 
 
 def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     cfg = CacheConfig(slots=600 if quick else 3000)
-    losses = simulate(cfg, "drc", seed).losses
-    rows = [{"training_step": i + 1, "bce_loss": v} for i, v in enumerate(losses)]
+    seeds = figure_seeds(seed, quick)
+    per_seed = [simulate(cfg, "drc", s).losses for s in seeds]
+    steps = min(len(v) for v in per_seed)
+    rows = []
+    for i in range(steps):
+        mean, ci = mean_ci(v[i] for v in per_seed)
+        rows.append({"training_step": i + 1, "bce_loss": mean, "bce_loss_ci": ci})
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    ax.plot([r["training_step"] for r in rows], [r["bce_loss"] for r in rows], label="DRC actor, BCE (eq. 38)")
+    x = np.array([r["training_step"] for r in rows])
+    y, ci = np.array([r["bce_loss"] for r in rows]), np.array([r["bce_loss_ci"] for r in rows])
+    ax.plot(x, y, label=f"DRC actor, BCE (eq. 38), mean of {len(seeds)} seeds")
+    ax.fill_between(x, y - ci, y + ci, alpha=0.3, label="95 % CI")
     ax.set_xlabel("training step (one per 10 slots)")
     ax.set_ylabel("training loss")
-    ax.set_title(f"DRC training loss ({cfg.slots} slots, seed {seed})")
+    ax.set_title(f"DRC training loss ({cfg.slots} slots, seeds {seeds})")
     ax.legend()
     ax.grid(alpha=0.3)
-    tail = np.mean(losses[-20:]) if losses else float("nan")
+    tails = [float(np.mean(v[-20:])) for v in per_seed if v]
+    tail, tail_ci = mean_ci(tails)
     summary = markdown(
         "cache-fig5: DRC training loss",
         [
-            f"{cfg.slots} slots, {len(losses)} training steps, seed {seed}.",
-            f"First loss {losses[0] if losses else float('nan'):.4f}, mean of the last 20 {tail:.4f} "
-            "(the paper reports about 0.03 after 3000 iterations).",
+            f"{cfg.slots} slots, {steps} training steps, seeds {seeds}.",
+            f"First loss {y[0] if steps else float('nan'):.4f}, mean of the last 20 {tail:.4f} ± {tail_ci:.4f} "
+            "(95 % CI over seeds; the paper reports about 0.03 after 3000 iterations).",
         ],
     )
     return Figure("cache-fig5", rows or [{"training_step": 0, "bce_loss": float("nan")}], fig, summary)
@@ -203,41 +235,49 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     # The paper's range 1000..2000, plus smaller V to show the direction of the trade-off.
     values = [1, 100, 1000, 2000] if quick else [1, 10, 100, 1000, 1200, 1400, 1600, 1800, 2000]
     base = _base(quick)
-    env = make_environment(base, seed)
+    seeds = figure_seeds(seed, quick)
+    envs = {s: make_environment(base, s) for s in seeds}
     rows = []
     for V in values:
-        res = simulate(base.with_(V=float(V)), "drc", seed, env=env)
-        rows.append(
-            {
-                "V": V,
-                "mean_queue": float(res.queue.mean()),
-                "system_cost": float(res.penalty.mean()),
-                "mean_response_time_s": float(res.latency.mean()),
-                "mean_backlog_s": float(res.backlog.mean()),
-            }
-        )
+        runs = [simulate(base.with_(V=float(V)), "drc", s, env=envs[s]) for s in seeds]
+        row = {"V": V, "seeds": len(seeds)}
+        for key, of in (
+            ("mean_queue", lambda r: r.queue.mean()),
+            ("system_cost", lambda r: r.penalty.mean()),
+            ("mean_response_time_s", lambda r: r.latency.mean()),
+            ("mean_backlog_s", lambda r: r.backlog.mean()),
+        ):
+            row[key], row[f"{key}_ci"] = mean_ci(float(of(r)) for r in runs)
+        rows.append(row)
     fig, ax = pyplot().subplots(figsize=(6.5, 4))
-    ax.plot(values, [r["mean_queue"] for r in rows], "o-", color="tab:blue", label="queue backlog Q")
+    ax.errorbar(values, [r["mean_queue"] for r in rows], yerr=[r["mean_queue_ci"] for r in rows], fmt="o-",
+                capsize=3, color="tab:blue", label="queue backlog Q")  # fmt: skip
     ax.set_xlabel("Lyapunov control parameter V (log scale)")
     ax.set_xscale("log")
     ax.set_ylabel("time-average queue backlog Q (s)")
     ax2 = ax.twinx()
-    ax2.plot(values, [r["system_cost"] for r in rows], "s--", color="tab:red", label="system cost")
+    ax2.errorbar(values, [r["system_cost"] for r in rows], yerr=[r["system_cost_ci"] for r in rows], fmt="s--",
+                 capsize=3, color="tab:red", label="system cost")  # fmt: skip
     ax2.set_ylabel("time-average system cost per slot (s)")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="best")
-    ax.set_title(f"DRC: impact of V ({base.slots} slots, L_bar = {base.L_bar} s)")
-    table = [[r["V"], r["mean_queue"], r["system_cost"], r["mean_response_time_s"], r["mean_backlog_s"]] for r in rows]
+    ax.set_title(f"DRC: impact of V ({base.slots} slots, L_bar = {base.L_bar} s, seeds {seeds})")
+    table = [
+        [r["V"]] + [f"{r[k]:.3f} ± {r[k + '_ci']:.3f}" for k in ("mean_queue", "system_cost", "mean_response_time_s",
+                                                               "mean_backlog_s")]
+        for r in rows
+    ]  # fmt: skip
     summary = markdown(
         "cache-fig6: impact of V on DRC",
         [
+            f"Means over seeds {seeds} with 95 % confidence intervals. "
             "System cost = time-average per-slot penalty: the predicted latency sum L(t) (with the delay added to "
             "the edge backlog) minus the future value of what was stored.",
             "",
             *markdown_table(
                 ["V", "mean Q", "system cost (s)", "response time (s)", "edge backlog (s)"],
                 table,
-                ["", ".2f", ".3f", ".3f", ".3f"],
+                ["", "", "", "", ""],
             ),
         ],
     )

@@ -155,10 +155,19 @@ def latencies(cfg: CacheConfig, slot: Slot, m: np.ndarray, stored: np.ndarray) -
     return np.where(m > 0, edge + transmission_s(cfg, slot.rate) + write, 0.0) + local
 
 
+def later_delay_per_step(cfg: CacheConfig, slot: Slot) -> float:
+    """(r3) The delay one step of new edge work adds to the jobs of later slots (s): it holds the
+    edge ``w / f_es`` seconds longer for about ``later_delay_factor`` x the unfinished jobs' count."""
+    return cfg.later_delay_factor * slot.edge_jobs * cfg.cycles_per_step / cfg.f_es
+
+
 def slot_latency(cfg: CacheConfig, slot: Slot, m: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """``L(t)``: the slot's predicted latency sum plus the delay its edge work adds to unfinished jobs."""
-    delay_to_backlog = slot.backlog_wait[edge_work(slot, m)].sum(axis=-1)
-    return latencies(cfg, slot, m, stored).sum(axis=-1) + delay_to_backlog
+    """``L(t)``: the slot's predicted latency sum plus the delay its edge work adds to unfinished jobs
+    and (r3) to the jobs of later slots."""
+    e = edge_work(slot, m)
+    delay_to_backlog = slot.backlog_wait[e].sum(axis=-1)
+    delay_to_later = later_delay_per_step(cfg, slot) * e.sum(axis=-1)
+    return latencies(cfg, slot, m, stored).sum(axis=-1) + delay_to_backlog + delay_to_later
 
 
 def storable(slot: Slot, m: np.ndarray) -> np.ndarray:

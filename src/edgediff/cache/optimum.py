@@ -30,13 +30,29 @@ import math
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.model import Slot, best_store, latency_weight, storable, store_gain, transmission_s
+from edgediff.cache.model import (
+    Slot,
+    best_store,
+    edge_work,
+    latency_weight,
+    later_delay_per_step,
+    storable,
+    store_gain,
+    transmission_s,
+)
 from edgediff.cache.policies import CachePolicy
 
+ADMISSIONS = ("value", "deepest")
 
-def level_costs(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
+
+def level_costs(cfg: CacheConfig, slot: Slot, admission: str = "value") -> tuple[np.ndarray, np.ndarray]:
     """Per request and work level: the cheapest objective share (without the new jobs' mutual sharing)
     and its stop step.
+
+    ``admission="value"`` (oo): the stored step is free, chosen by its store gain (future value
+    against the write cost). ``admission="deepest"`` (the fair classic caches, SPEC r3): the
+    admission is fixed — every request whose edge runs a step stores the deepest one it computes
+    and pays the write — and no future value is counted (a usage rule has no value estimate).
 
     Returns ``cost (n, S*+1)`` (inf where no stop step has that level) and ``step (n, S*+1)``.
     """
@@ -44,14 +60,25 @@ def level_costs(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
     steps = np.broadcast_to(np.arange(s1), (n, s1))
     level = steps - slot.cached_step  # edge work of each (request, stop step)
     alpha = latency_weight(cfg, slot)
+    tx = transmission_s(cfg, slot.rate)[:, None]
+    local = (cfg.steps - steps) * cfg.cycles_per_step / slot.f_local[:, None]
+    lat = np.where(steps > 0, tx + 2.0 * slot.backlog_wait[level], 0.0) + local
+    lat = lat + later_delay_per_step(cfg, slot) * level  # (r3) the delay to later slots' jobs
+    if admission == "deepest":
+        writes = (level > 0) & (cfg.capacity_entries > 0)
+        return _cheapest_per_level(alpha * (lat + writes * cfg.write_cost_s), level)
+    if admission != "value":
+        raise ValueError(f"unknown admission {admission!r}; choose from {', '.join(ADMISSIONS)}")
     # the best stored step of each (request, stop step): argmax of the store gain over j(m) < m' <= m
     ok = storable(slot, steps.T).transpose(1, 0, 2)  # (n, stop step, stored step)
     g = np.where(ok, store_gain(cfg, slot)[:, None, :], -np.inf).max(axis=2)
     store_gain_best = np.where(g > 0, g, 0.0)  # (n, S*+1): what the best store takes off, 0 if none pays
-    tx = transmission_s(cfg, slot.rate)[:, None]
-    local = (cfg.steps - steps) * cfg.cycles_per_step / slot.f_local[:, None]
-    lat = np.where(steps > 0, tx + 2.0 * slot.backlog_wait[level], 0.0) + local
-    option = alpha * lat - store_gain_best
+    return _cheapest_per_level(alpha * lat - store_gain_best, level)
+
+
+def _cheapest_per_level(option: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``option (n, S*+1)`` per stop step to the cheapest per work level, and its stop step."""
+    n, s1 = option.shape
     cost = np.full((n, s1), np.inf)
     best = np.zeros((n, s1), dtype=np.int64)
     for m in range(s1):  # S*+1 columns: keep the cheapest stop step per level
@@ -65,16 +92,25 @@ def level_costs(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
 DP_STATES = 50_000  # above this many histogram states, the min-cost flow is faster
 
 
-def solve_slot(cfg: CacheConfig, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
-    """The stop steps and stored steps minimizing ``model.objective`` for this slot."""
+def solve_slot(cfg: CacheConfig, slot: Slot, admission: str = "value") -> tuple[np.ndarray, np.ndarray]:
+    """The stop steps and stored steps minimizing ``model.objective`` for this slot; with
+    ``admission="deepest"``, the stop steps minimizing the drift-plus-penalty latency when every
+    request the edge computes for stores its deepest computed step (:func:`level_costs`)."""
     n, s1 = slot.n, cfg.reusable_steps + 1
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    cost, best = level_costs(cfg, slot)
+    cost, best = level_costs(cfg, slot, admission)
     solve = _levels_by_flow if math.comb(n + s1 - 1, s1 - 1) > DP_STATES else _levels_by_dp
     level = solve(cost, latency_weight(cfg, slot) * cfg.cycles_per_step / cfg.f_es)
     m = best[np.arange(n), level]
+    if admission == "deepest":
+        return m, deepest_store(cfg, slot, m)
     return m, best_store(cfg, slot, m)
+
+
+def deepest_store(cfg: CacheConfig, slot: Slot, m: np.ndarray) -> np.ndarray:
+    """The classic caches' admission: the deepest step the edge computes (``m`` where it runs a step), else 0."""
+    return np.where((edge_work(slot, m) > 0) & (cfg.capacity_entries > 0), m, 0)
 
 
 def _levels_by_dp(cost: np.ndarray, share_weight: float) -> np.ndarray:

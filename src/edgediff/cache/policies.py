@@ -18,6 +18,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.model import Slot, edge_work, transmission_s
+from edgediff.cache.store import COST_BENEFIT
 from edgediff.errors import InputError
 
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -25,11 +26,28 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "oo": ("edgediff.cache.optimum:OnlineOptimal", "exact per-slot optimum of the drift-plus-penalty objective"),
     "dnn": ("edgediff.cache.drc:DnnPolicy", "the actor alone: one rounded candidate"),
     "ncldc": ("edgediff.cache.policies:NoCacheLocal", "no cache, every step local"),
-    "lru": ("edgediff.cache.policies:ClassicCache", "store the deepest computed step, evict least recently used"),
-    "lfu": ("edgediff.cache.policies:ClassicCache", "store the deepest computed step, evict least frequently used"),
-    "lcbfu": ("edgediff.cache.policies:ClassicCache", "NIRVANA: store the deepest step, evict least beneficial x used"),
+    "lru": (
+        "edgediff.cache.policies:ClassicCache",
+        "oo's offloading, store the deepest step, evict least recently used",
+    ),
+    "lfu": (
+        "edgediff.cache.policies:ClassicCache",
+        "oo's offloading, store the deepest step, evict least frequently used",
+    ),
+    "lcbfu": (
+        "edgediff.cache.policies:ClassicCache",
+        "oo's offloading, store the deepest step, evict by NIRVANA's cost-benefit (steps x hit rate)",
+    ),
+    "lru-greedy": ("edgediff.cache.policies:GreedyClassicCache", "lru with revision 2's greedy per-request split"),
+    "lfu-greedy": ("edgediff.cache.policies:GreedyClassicCache", "lfu with revision 2's greedy per-request split"),
+    "lcbfu-greedy": ("edgediff.cache.policies:GreedyClassicCache", "lcbfu with revision 2's greedy per-request split"),
 }
 CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
+# the fair classic caches (SPEC r3): oo's offloading, their own admission and eviction
+CLASSIC_POLICIES: tuple[str, ...] = ("lru", "lfu", "lcbfu")
+GREEDY_POLICIES: tuple[str, ...] = tuple(f"{p}-greedy" for p in CLASSIC_POLICIES)
+# what every comparison runs: the greedy variants are extra rows, run on request
+COMPARED_POLICIES: tuple[str, ...] = tuple(p for p in CACHE_POLICIES if p not in GREEDY_POLICIES)
 
 
 class UnknownCachePolicy(InputError):
@@ -62,17 +80,31 @@ class NoCacheLocal(CachePolicy):
 
 
 class ClassicCache(CachePolicy):
-    """A standard cache replacement rule with greedy per-request offloading.
+    """A standard cache with ``oo``'s offloading (SPEC r3): each slot's stop steps are the per-slot
+    optimum of the drift-plus-penalty latency (``optimum.solve_slot``) with the admission fixed —
+    every request the edge computes for stores its deepest computed step — and the rule (LRU,
+    LFU, LCBFU) picks evictions. Only admission and eviction differ from ``oo``.
+    """
+
+    def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
+        super().__init__(name, cfg, seed)
+        rule = name.removesuffix("-greedy")
+        self.eviction = COST_BENEFIT if rule == "lcbfu" else rule
+
+    def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
+        from edgediff.cache.optimum import solve_slot
+
+        return solve_slot(self.cfg, slot, admission="deepest")
+
+
+class GreedyClassicCache(ClassicCache):
+    """A standard cache replacement rule with greedy per-request offloading (revision 2's baselines).
 
     Requests are decided one after another; each picks the stop step that minimizes its own
     predicted latency under processor sharing with the edge backlog and the jobs of the slot
     decided before it. The deepest step the edge computes for it is stored (always admit), and
     the rule (LRU, LFU, LCBFU) picks evictions.
     """
-
-    def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:
-        super().__init__(name, cfg, seed)
-        self.eviction = name
 
     def decide(self, slot: Slot) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg

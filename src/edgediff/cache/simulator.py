@@ -159,6 +159,7 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
             ids = np.arange(nxt, nxt + n)
             nxt += n
             cls = env.cls[t, users]
+            demand.count(t, cls)  # (r3) on arrival: a request is evidence of its class's demand
             cached = cache.cached_steps(cls) if pol.uses_cache else np.zeros((n, s1), dtype=np.int64)
             slot = Slot(
                 t=t,
@@ -196,7 +197,7 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
             resolved.append(ids[now_done])
             edge.add(ids[~now_done], e[~now_done] * step_s)
             pol.learn(slot, m, st)
-            demand.observe(t, cls, edge.jobs)
+            demand.observe_load(edge.jobs)
         done, finish = edge.run(1.0)
         latency[done] = (t - arrival[done]) + finish + after_edge[done]
         resolved.append(done)

@@ -16,15 +16,23 @@ from collections.abc import Callable
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.eviction import EntryStats, check_rule, sort_key, victim
+from edgediff.cache.eviction import EVICTION_RULES, EntryStats, check_rule, sort_key, victim
 from edgediff.cache.model import Catalog, topic_reusable_steps
 
 ValueFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+# (r3) NIRVANA's cost-benefit rule as SPEC B.2 states it, for the Part B simulator's ``lcbfu`` policy:
+# evict the lowest (steps the entry saves x its hit rate since it was stored) per byte, then least
+# recent. The hit rate moves with the clock, so this rule sorts instead of keeping a heap. The
+# shared ``lcbfu`` rule of :mod:`edgediff.cache.eviction` (hits x steps, no clock) is the service's.
+COST_BENEFIT = "lcbfu-rate"
+STORE_RULES: tuple[str, ...] = (*EVICTION_RULES, COST_BENEFIT)
+SORTED_RULES = ("value", COST_BENEFIT)
+
 
 class EdgeCache:
     def __init__(self, cfg: CacheConfig, catalog: Catalog, rule: str, value_fn: ValueFn | None = None) -> None:
-        self.cfg, self.catalog, self.rule = cfg, catalog, check_rule(rule)
+        self.cfg, self.catalog, self.rule = cfg, catalog, check_rule(rule, STORE_RULES)
         self.value_fn = value_fn
         cap = cfg.capacity_entries
         self.capacity_bytes = cfg.capacity_bytes
@@ -35,6 +43,7 @@ class EdgeCache:
         self.value = np.zeros(cap)
         self.last_used = np.zeros(cap, dtype=np.int64)
         self.uses = np.zeros(cap, dtype=np.int64)
+        self.inserted = np.zeros(cap, dtype=np.int64)
         self.key_index: dict[tuple[int, int], int] = {}
         self.topic_index: dict[tuple[int, int], set[int]] = {}
         s1 = cfg.reusable_steps + 1
@@ -100,7 +109,7 @@ class EdgeCache:
 
     def _push(self, i: int) -> None:
         """(Re)index slot ``i`` under its current key (usage rules only)."""
-        if self.rule == "value":
+        if self.rule in SORTED_RULES:
             return
         self._stamp[i] += 1
         heapq.heappush(self._heap, self._heap_item(i))
@@ -111,7 +120,9 @@ class EdgeCache:
         self._heap = [self._heap_item(j) for j in np.flatnonzero(self.valid).tolist()]
         heapq.heapify(self._heap)
 
-    def _evict_one(self) -> None:
+    def _evict_one(self, t: int = 0) -> None:
+        if self.rule == COST_BENEFIT:
+            return self._evict_cost_benefit(t)
         if self.rule != "value":
             while True:
                 *_, i, stamp = heapq.heappop(self._heap)
@@ -125,6 +136,12 @@ class EdgeCache:
         idx = np.flatnonzero(self.valid)
         stats = EntryStats(self.last_used[idx], self.uses[idx], self.step[idx], self.value[idx])
         self._remove(int(idx[victim(self.rule, stats)]))
+
+    def _evict_cost_benefit(self, t: int) -> None:
+        """NIRVANA's rule at time ``t``: the lowest ``step * uses / (t - inserted + 1) / size``, then least recent."""
+        idx = np.flatnonzero(self.valid)
+        benefit = self.step[idx] * self.uses[idx] / (t - self.inserted[idx] + 1.0) / self.size[idx]
+        self._remove(int(idx[np.lexsort((self.last_used[idx], benefit))[0]]))
 
     def _remove(self, i: int) -> None:
         c, s = int(self.cls[i]), int(self.step[i])
@@ -146,7 +163,7 @@ class EdgeCache:
             return False
         size = self.cfg.output_bytes
         while self.bytes_used + size > self.capacity_bytes and self._count:
-            self._evict_one()
+            self._evict_one(t)
         if self.bytes_used + size > self.capacity_bytes or not self._free:
             return False
         i = heapq.heappop(self._free)
@@ -154,7 +171,7 @@ class EdgeCache:
         self._count += 1
         self.cls[i], self.step[i], self.size[i] = cls, step, size
         self._bytes += size
-        self.last_used[i], self.uses[i] = t, 0
+        self.last_used[i], self.uses[i], self.inserted[i] = t, 0, t
         self._push(i)
         self.key_index[(cls, step)] = i
         self.class_steps[cls, step] = True

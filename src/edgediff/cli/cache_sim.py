@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from edgediff.cache.config import CacheConfig, CacheConfigError
+from edgediff.cache.config import BANDWIDTH_UNITS, CacheConfig, CacheConfigError
 from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
 
 DEFAULT_POLICY = "lcbfu"
@@ -46,6 +46,13 @@ def add_parsers(sub) -> None:
         default=d["V"],
         help="Lyapunov control parameter V: weight of latency against the queue",
     )
+    p.add_argument(
+        "--bandwidth-unit",
+        choices=list(BANDWIDTH_UNITS),
+        default="MHz",
+        help="the unit of the paper's bandwidth [80, 100]: MHz (5G NR carriers) or kHz (revision 2's reading, "
+        "a sensitivity case; docs/caching-model.md)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the requests and the policy")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=run)
@@ -61,6 +68,7 @@ def run(args) -> None:
             capacity_bytes=args.capacity_gb * 1e9,
             reusable_steps=args.reusable_steps,
             V=args.V,
+            bandwidth_unit_hz=BANDWIDTH_UNITS[args.bandwidth_unit],
         )
     except CacheConfigError as err:  # name the option, not the field
         message = str(err).replace("reusable_steps", "--reusable-steps").replace("capacity_bytes", "--capacity-gb")
