@@ -127,9 +127,8 @@ class DrcPolicy(CachePolicy):
         f[u, 0] = 1.0
         f[u, 1] = slot.rate / (2e3 * cfg.bandwidth_unit_hz)  # ~1 at either unit of the link (r3)
         f[u, 2] = slot.f_local / cfg.f_max
-        alone = latencies(
-            cfg, slot, np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None], 0
-        )
+        each_alone = np.diag(np.ones(slot.n, dtype=np.int64))[None] * np.arange(1, s + 1)[:, None, None]
+        alone = latencies(cfg, slot, each_alone, np.asarray(0))
         own = np.diagonal(alone, axis1=1, axis2=2).T  # (n, S*): user r alone offloading to m
         own = own + later_delay_per_step(cfg, slot) * (np.arange(1, s + 1)[None, :] - slot.cached_step[:, 1:])
         local = cfg.steps * cfg.cycles_per_step / slot.f_local

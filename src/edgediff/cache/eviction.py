@@ -57,7 +57,7 @@ def check_rule(rule: str, rules: tuple[str, ...] = EVICTION_RULES) -> str:
 def sort_key(rule: str, last_used: int, uses: int, step: int) -> tuple:
     """One entry's sort key under a usage ``rule`` (what :func:`victim` orders by), for
     stores that keep their entries in a heap instead of re-sorting them at each eviction."""
-    return _KEYS[rule](EntryStats(last_used, uses, step))
+    return _KEYS[rule](EntryStats(np.asarray(last_used), np.asarray(uses), np.asarray(step)))
 
 
 def victim(rule: str, stats: EntryStats) -> int:

@@ -145,7 +145,7 @@ def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, worker
     ]  # fmt: skip
     for value in values:
         at = {r["policy"]: r["mean_response_time_s"] for r in rows if r[param] == value}
-        best = min(("lru", "lfu", "lcbfu"), key=at.get)
+        best = min(("lru", "lfu", "lcbfu"), key=lambda name: at[name])
         lines.append(
             f"\n{param} = {value}: drc {100 * (at['drc'] / at['ncldc'] - 1):+.2f} % vs ncldc, "
             f"{100 * (at['drc'] / at[best] - 1):+.2f} % vs {best} (best classic), "
@@ -206,13 +206,13 @@ def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     steps = min(len(v) for v in per_seed)
     rows = []
     for i in range(steps):
-        mean, ci = mean_ci(v[i] for v in per_seed)
+        mean, ci = mean_ci(float(v[i]) for v in per_seed)
         rows.append({"training_step": i + 1, "bce_loss": mean, "bce_loss_ci": ci})
     fig, ax = pyplot().subplots(figsize=(6, 4))
     x = np.array([r["training_step"] for r in rows])
-    y, ci = np.array([r["bce_loss"] for r in rows]), np.array([r["bce_loss_ci"] for r in rows])
+    y, band = np.array([r["bce_loss"] for r in rows]), np.array([r["bce_loss_ci"] for r in rows])
     ax.plot(x, y, label=f"DRC actor, BCE (eq. 38), mean of {len(seeds)} seeds")
-    ax.fill_between(x, y - ci, y + ci, alpha=0.3, label="95 % CI")
+    ax.fill_between(x, y - band, y + band, alpha=0.3, label="95 % CI")
     ax.set_xlabel("training step (one per 10 slots)")
     ax.set_ylabel("training loss")
     ax.set_title(f"DRC training loss ({cfg.slots} slots, seeds {seeds})")
@@ -240,7 +240,7 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     rows = []
     for V in values:
         runs = [simulate(base.with_(V=float(V)), "drc", s, env=envs[s]) for s in seeds]
-        row = {"V": V, "seeds": len(seeds)}
+        row: dict[str, float] = {"V": V, "seeds": len(seeds)}
         for key, of in (
             ("mean_queue", lambda r: r.queue.mean()),
             ("system_cost", lambda r: r.penalty.mean()),

@@ -182,9 +182,9 @@ def _levels_by_flow(cost: np.ndarray, share_weight: float) -> np.ndarray:
     chosen = flow > 0.5
     if not np.allclose(flow, chosen, atol=1e-6) or np.bincount(r_idx[chosen], minlength=n).tolist() != [1] * n:
         raise RuntimeError("oo's min-cost flow returned a fractional vertex")  # cannot happen on a TU matrix
-    level = np.zeros(n, dtype=np.int64)
-    level[r_idx[chosen]] = e_idx[chosen]
-    return level
+    chosen_level = np.zeros(n, dtype=np.int64)
+    chosen_level[r_idx[chosen]] = e_idx[chosen]
+    return chosen_level
 
 
 class OnlineOptimal(CachePolicy):
