@@ -7,7 +7,7 @@
    time with its 95 % confidence interval over the seeds (Student t), p95, hit rate, time saved per
    request against ``ncldc``, edge backlog (mean; p95 and final, worst seed), runs flagged unstable;
    plus the reference rows "0 GB (oo)" (offloading only) and "all-hit floor".
-2. The targets (SPEC r3, issue 29), each from per-seed paired ratios (mean and 95 % CI, and every
+2. The targets (docs/results-caching.md, revision 3), each from per-seed paired ratios (mean and 95 % CI, and every
    seed): drc <= the best fair classic cache (lru, lfu, lcbfu with oo's offloading); drc within 2 %
    of oo on every seed; drc >= 20 % below ncldc at 3 GB and 17 % at 1 GB; no seed overloads the
    edge; caching's share of the gap from the 0 GB row to the all-hit floor.

@@ -95,7 +95,8 @@ def test_compare_writes_csv_and_json(tmp_path, capsys):
     args = ["compare", "--users", "4,6", "--gpus", "8", "--cases", "3", "--policies", "exact,ga,b2", "--seed", "1"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
-    assert list(rows[0]) == ["users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s"]
+    columns = ["users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s", "note"]
+    assert list(rows[0]) == columns and all(r["note"] == "" for r in rows)  # every policy decided every case
     assert [(r["users"], r["policy"]) for r in rows] == [(u, p) for u in ("4", "6") for p in ("exact", "ga", "b2")]
     exact = [r for r in rows if r["policy"] == "exact"]
     assert all(float(r["mean_score"]) == pytest.approx(1.0) for r in exact)

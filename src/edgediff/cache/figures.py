@@ -31,7 +31,7 @@ METRICS = (
     ("time_saved_per_request_s", "time saved per request vs NCLDC (s)"),
     ("mean_backlog_s", "mean edge backlog (s of work)"),
 )
-FIGURE_SEEDS = 5  # seeds per point (SPEC r3: at least 5)
+FIGURE_SEEDS = 5  # seeds per point (at least 5: docs/caching-model.md, revision 3)
 SUMMARY_KEYS = (
     "mean_response_time_s",
     "p95_response_time_s",

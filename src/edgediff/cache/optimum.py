@@ -50,7 +50,7 @@ def level_costs(cfg: CacheConfig, slot: Slot, admission: str = "value") -> tuple
     and its stop step.
 
     ``admission="value"`` (oo): the stored step is free, chosen by its store gain (future value
-    against the write cost). ``admission="deepest"`` (the fair classic caches, SPEC r3): the
+    against the write cost). ``admission="deepest"`` (the fair classic caches, revision 3 of docs/caching-model.md): the
     admission is fixed — every request whose edge runs a step stores the deepest one it computes
     and pays the write — and no future value is counted (a usage rule has no value estimate).
 

@@ -43,7 +43,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "lcbfu-greedy": ("edgediff.cache.policies:GreedyClassicCache", "lcbfu with revision 2's greedy per-request split"),
 }
 CACHE_POLICIES: tuple[str, ...] = tuple(REGISTRY)
-# the fair classic caches (SPEC r3): oo's offloading, their own admission and eviction
+# the fair classic caches (docs/caching-model.md, revision 3): oo's offloading, their own admission and eviction
 CLASSIC_POLICIES: tuple[str, ...] = ("lru", "lfu", "lcbfu")
 GREEDY_POLICIES: tuple[str, ...] = tuple(f"{p}-greedy" for p in CLASSIC_POLICIES)
 # what every comparison runs: the greedy variants are extra rows, run on request
@@ -80,7 +80,7 @@ class NoCacheLocal(CachePolicy):
 
 
 class ClassicCache(CachePolicy):
-    """A standard cache with ``oo``'s offloading (SPEC r3): each slot's stop steps are the per-slot
+    """A standard cache with ``oo``'s offloading (docs/caching-model.md, revision 3): each slot's stop steps are the per-slot
     optimum of the drift-plus-penalty latency (``optimum.solve_slot``) with the admission fixed —
     every request the edge computes for stores its deepest computed step — and the rule (LRU,
     LFU, LCBFU) picks evictions. Only admission and eviction differ from ``oo``.

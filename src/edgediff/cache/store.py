@@ -21,7 +21,7 @@ from edgediff.cache.model import Catalog, topic_reusable_steps
 
 ValueFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-# (r3) NIRVANA's cost-benefit rule as SPEC B.2 states it, for the Part B simulator's ``lcbfu`` policy:
+# (r3) NIRVANA's cost-benefit rule (docs/caching-model.md, eviction), for the Part B simulator's ``lcbfu`` policy:
 # evict the lowest (steps the entry saves x its hit rate since it was stored) per byte, then least
 # recent. The hit rate moves with the clock, so this rule sorts instead of keeping a heap. The
 # shared ``lcbfu`` rule of :mod:`edgediff.cache.eviction` (hits x steps, no clock) is the service's.

@@ -1,4 +1,4 @@
-"""Part B runs over several seeds (SPEC r3): every point a mean over seeds with a 95 % confidence
+"""Part B runs over several seeds (docs/caching-model.md, revision 3): every point a mean over seeds with a 95 % confidence
 interval, every policy on the same requests per seed (common random numbers), so differences
 between policies are paired per seed.
 
