@@ -41,8 +41,7 @@ class EdgeEngine:
     the edge calibrated (unless ``config.edge_profile``), the embedder loaded when the cache
     is on (or ``embedder`` given). ``site`` names the engine as one site behind a front door
     (:mod:`edgediff.service.cluster`): its request ids start with ``<site>-`` and a request
-    naming another site is refused. What a window decides is :mod:`edgediff.service.scheduler`'s;
-    this class is the threads and I/O around it.
+    naming another site is refused (what a window decides: :mod:`edgediff.service.scheduler`).
     """
 
     def __init__(
@@ -55,6 +54,7 @@ class EdgeEngine:
     ):
         from edgediff.service.window import window_policy
 
+        policy = window_policy(config.site)  # a bad policy or checkpoint fails before anything starts
         self.config, self.site = config, site
         self._id_prefix = "" if site is None else f"{site}-"
         self.metrics = metrics or ServiceMetrics()
@@ -92,7 +92,7 @@ class EdgeEngine:
         self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
         self.scheduler = WindowScheduler(
             config.site,
-            window_policy(config.site),
+            policy,
             self.batch,
             self.caches if self.cache.enabled else None,
             edge_profile=(self.edge_k, self.edge_h),
