@@ -80,10 +80,11 @@ class NoCacheLocal(CachePolicy):
 
 
 class ClassicCache(CachePolicy):
-    """A standard cache with ``oo``'s offloading (docs/caching-model.md, revision 3): each slot's stop steps are the per-slot
-    optimum of the drift-plus-penalty latency (``optimum.solve_slot``) with the admission fixed —
-    every request the edge computes for stores its deepest computed step — and the rule (LRU,
-    LFU, LCBFU) picks evictions. Only admission and eviction differ from ``oo``.
+    """A standard cache with ``oo``'s offloading (docs/caching-model.md, revision 3): each slot's
+    stop steps are the per-slot optimum of the drift-plus-penalty latency
+    (``optimum.solve_slot``) with the admission fixed — every request the edge computes for
+    stores its deepest computed step — and the rule (LRU, LFU, LCBFU) picks evictions. Only
+    admission and eviction differ from ``oo``.
     """
 
     def __init__(self, name: str, cfg: CacheConfig, seed: int = 0) -> None:

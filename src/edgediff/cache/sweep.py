@@ -1,6 +1,6 @@
-"""Part B runs over several seeds (docs/caching-model.md, revision 3): every point a mean over seeds with a 95 % confidence
-interval, every policy on the same requests per seed (common random numbers), so differences
-between policies are paired per seed.
+"""Part B runs over several seeds (docs/caching-model.md, revision 3): every point a mean over
+seeds with a 95 % confidence interval, every policy on the same requests per seed (common
+random numbers), so differences between policies are paired per seed.
 
 :func:`run_point` runs the policies and the two reference rows (offloading with no cache, the
 all-hit floor) on each seed, optionally in worker processes; :func:`mean_ci` and
