@@ -22,8 +22,12 @@ def test_simulate_writes_the_outputs(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "requests over 2 site(s)" in text and "wrote" in text
+    total = json.loads((out / "twin.json").read_text())
+    assert f"failed {total['failed']}, rejected (queue full) {total['rejected']}" in text
     names = {p.name for p in out.iterdir()}
     assert {"twin-sites.csv", "twin-bins.csv", "twin-requests.csv", "twin.png", "twin.md", "twin.json"} <= names
+    header = next(line for line in (out / "twin.md").read_text().splitlines() if line.startswith("| site"))
+    assert "| failed | rejected |" in header  # the main table shows what did not get an answer from the edge
 
 
 @pytest.mark.slow

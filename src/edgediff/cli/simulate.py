@@ -188,7 +188,8 @@ def run(args) -> None:
         return
     print(
         f"{total['requests']} requests over {len(sites)} site(s), {result.end:.0f} s simulated: "
-        f"grant rate {total['grant_rate']:.3f}, latency p50/p90/p99 {total['latency_p50_s']:.2f}/"
+        f"grant rate {total['grant_rate']:.3f}, failed {total['failed']}, rejected (queue full) {total['rejected']}, "
+        f"latency p50/p90/p99 {total['latency_p50_s']:.2f}/"
         f"{total['latency_p90_s']:.2f}/{total['latency_p99_s']:.2f} s, mean utility {total['utility_mean']:.3f}, "
         f"mean PAI {total['pai_mean']:.3f}, edge utilization {total['edge_utilization']:.3f}, "
         f"cache hit rate {total['cache_hit_rate']:.3f}"

@@ -242,8 +242,8 @@ class TwinResult:
 
     def summary_markdown(self, sites: list[dict]) -> str:
         total = sites[-1]
-        cols = ["site", "requests", "grant_rate", "latency_p50_s", "latency_p90_s", "latency_p99_s",
-                "utility_mean", "pai_mean", "edge_utilization", "cache_hit_rate"]  # fmt: skip
+        cols = ["site", "requests", "grant_rate", "failed", "rejected", "latency_p50_s", "latency_p90_s",
+                "latency_p99_s", "utility_mean", "pai_mean", "edge_utilization", "cache_hit_rate"]  # fmt: skip
         shown = sites if len(sites) <= 11 else [*sites[:10], total]
         lines = [
             f"{total['requests']} requests over {len(self.sites)} site(s), {self.end:.1f} s simulated, "
