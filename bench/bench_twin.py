@@ -1,7 +1,7 @@
 """Digital twin benchmark (issue 18): prints the figures, asserts nothing about wall time.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_twin.py [--requests 1000000] [--sites 100]
-        [--cache-gb 0] [--sweep] [--validate]
+        [--cache-gb 0] [--sweep] [--validate [--trace-requests 150] [--seed 0]]
 
 1. Scale: ``--requests`` Poisson requests over ``--sites`` identical H100 sites (G = 8,
    B_max = 20, window 1 s, ``exact``, N = 50, 2 requests/s per site), one process on one
@@ -71,14 +71,14 @@ def sweep(seed: int) -> None:
     print(f"  rows identical for 1 and 2 workers: {repr(rows[1]) == repr(rows[2])}")  # repr: nan == nan
 
 
-def validate(seed: int) -> None:
+def validate(seed: int, requests: int) -> None:
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
     from edgediff.runtime.models import load_model
     from edgediff.twin.validate import compare, validation_case
 
     model = load_model("tiny")
     profile = calibrate(model, CalibrationConfig(batches=(1, 2, 4, 8), repeats=5, warmup=1))
-    arrivals, config, prompts = validation_case((profile.k, profile.h), requests=150, seed=seed)
+    arrivals, config, prompts = validation_case((profile.k, profile.h), requests=requests, seed=seed)
     result = compare(arrivals, config, model, prompts=prompts)
     print(
         f"validate: {len(arrivals)} requests over {arrivals.time.max():.0f} s, tiny model, "
@@ -102,9 +102,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--validate", action="store_true")
+    parser.add_argument(
+        "--trace-requests", type=int, default=150, help="--validate: about this many requests (the test's case: 40)"
+    )
     args = parser.parse_args()
     if args.validate:
-        validate(args.seed)
+        validate(args.seed, args.trace_requests)
     if args.sweep:
         sweep(args.seed)
     if not (args.validate or args.sweep):

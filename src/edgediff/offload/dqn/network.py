@@ -15,6 +15,15 @@ from torch import nn
 from edgediff.offload.dqn.env import NUM_INDICATORS, SET_GLOBAL_FEATURES, SET_USER_FEATURES, SET_VALID, feature_counts
 
 
+def q_values(head: nn.Linear, value: nn.Linear | None, hidden: torch.Tensor) -> torch.Tensor:
+    """The two actions' Q-values from the body's output: the head's, or with a dueling
+    ``value`` head the state value plus the centred advantages."""
+    q = head(hidden)
+    if value is not None:
+        q = value(hidden) + q - q.mean(dim=1, keepdim=True)
+    return q
+
+
 class QNetwork(nn.Module):
     def __init__(
         self,
@@ -45,11 +54,7 @@ class QNetwork(nn.Module):
         indicator = self.embedding(local[..., nl].long())
         encoded = torch.cat([local[..., :nl], indicator], dim=2).flatten(1)
         hidden = self.body(torch.cat([encoded, obs[:, -ng:]], dim=1))
-        q = self.head(hidden)
-        if self.dueling:
-            assert self.value is not None  # built with dueling
-            q = self.value(hidden) + q - q.mean(dim=1, keepdim=True)
-        return q
+        return q_values(self.head, self.value, hidden)
 
 
 class SetQNetwork(nn.Module):
@@ -79,8 +84,4 @@ class SetQNetwork(nn.Module):
         encoded = torch.relu(self.encoder(local)) * valid
         mean = encoded.sum(1) / valid.sum(1).clamp(min=1.0)
         hidden = self.body(torch.cat([encoded[:, 0], mean, encoded.max(1).values, obs[:, -ng:]], dim=1))
-        q = self.head(hidden)
-        if self.dueling:
-            assert self.value is not None  # built with dueling
-            q = self.value(hidden) + q - q.mean(dim=1, keepdim=True)
-        return q
+        return q_values(self.head, self.value, hidden)
