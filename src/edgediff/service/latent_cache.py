@@ -560,11 +560,11 @@ class TenantCaches:
     (a request without one neither reads nor writes the cache). Counts hits and misses in the
     metrics and on the status board."""
 
-    def __init__(self, config, metrics=None, board=None):
+    def __init__(self, config, metrics=None, board=None, ledger=None):
         owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
         share = config.cache_bytes // len(owners)
         self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
-        self.metrics, self.board = metrics, board
+        self.metrics, self.board, self.ledger = metrics, board, ledger
         self.latent_shape: tuple | None = None  # the model's latent shape, set by the engine
 
     @property
@@ -600,10 +600,17 @@ class TenantCaches:
         if job.embedding is None:
             return None
         hit = self.of(job).lookup(job.embedding, job.steps, self.latent_shape, reach, reusable)
+        tenant = getattr(job, "tenant", None)
         if self.board is not None:
-            self.board.lookup(hit is not None)
+            self.board.lookup(hit is not None, tenant)
         if self.metrics is not None:
-            (self.metrics.cache_misses if hit is None else self.metrics.cache_hits).inc()
+            self.metrics.looked_up(tenant, hit is not None)
+        counts = None if self.ledger is None else self.ledger.of(tenant)
+        if counts is not None:
+            if hit is None:
+                counts.cache_misses += 1
+            else:
+                counts.cache_hits += 1
         return Hit(0) if hit is None else Hit(hit.step, hit.state)
 
     def store(self, job, step: int, state) -> None:
