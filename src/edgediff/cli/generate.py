@@ -62,7 +62,11 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--server",
         help="edge service URL with its scheme, e.g. http://127.0.0.1:8000: the edge decides the split and "
-        "runs the first steps (API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
+        "runs the first steps",
+    )
+    p.add_argument(
+        "--api-key",
+        help="with --server: the service's API key if it needs one (default: environment variable EDGEDIFF_API_KEY)",
     )
     p.add_argument(
         "--timeout",
@@ -170,7 +174,7 @@ def _run_remote(args) -> None:
         measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
         device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
     try:
-        with EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
+        with EdgeClient(args.server, api_key=args.api_key or os.environ.get("EDGEDIFF_API_KEY") or None) as client:
             result = generate_remote(
                 client,
                 request,
@@ -183,11 +187,14 @@ def _run_remote(args) -> None:
     except ServiceTimeout:  # its own exit code (4), not bad input
         raise
     except ServiceError as err:  # the service refused or failed: reported like bad input, in one line
+        if err.status_code == 401:
+            raise UsageError(f"{err}: pass --api-key KEY or set EDGEDIFF_API_KEY") from None
         raise UsageError(str(err)) from None
     size = _save(result.image, args.out, args.native_size)
     st = result.status
     if st["status"] == "done":
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
+        hit += f", cache miss: {st['cache_miss']}" if st.get("cache_miss") else ""
         where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
     elif st["status"] == "denied":
         where = f"denied ({st.get('reason')}): all steps local"

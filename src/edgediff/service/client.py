@@ -57,7 +57,7 @@ class EdgeClient:
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
         headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S), headers=headers)
-        self.rejections = 0  # 503s seen (queue full), each retried
+        self.rejections = 0  # 503s (queue full) and 429s (over quota) seen, each retried
 
     def close(self) -> None:
         self.http.close()
@@ -110,10 +110,10 @@ class EdgeClient:
             response = self._call("POST", "/v1/requests", json=body)
             if response.status_code == 202:
                 return response.json()
-            if response.status_code == 503 and attempt < self.retries:
+            if response.status_code in (429, 503) and attempt < self.retries:  # over quota, queue full
                 self.rejections += 1
                 wait = min(float(response.headers.get("Retry-After", 1)), self.max_retry_wait_s)
-                log.info("edge queue full; retrying in %.1f s", wait)
+                log.info("edge refused (%d: %s); retrying in %.1f s", response.status_code, _error_text(response), wait)
                 time.sleep(wait)
                 continue
             raise ServiceError(f"edge refused the request: {_error_text(response)}", response.status_code)

@@ -89,7 +89,7 @@ class EdgeEngine:
             raise
         self.embedder = embedder
         self.caches.latent_shape = self.denoiser.latent_shape
-        self.prep = PromptPrep(self.model.backend, embedder if self.cache.enabled else None)
+        self.prep = PromptPrep(self.model.backend, embedder if self.cache.enabled else None, config.tenants)
         self.batch = EdgeBatch(self.model)
         self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
         self.scheduler = WindowScheduler(

@@ -50,6 +50,7 @@ class JobSnapshot:
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
+    cache_miss: str | None = None
     reason: str | None = None
     decided_at: float | None = None
     finished_at: float | None = None
@@ -71,6 +72,7 @@ class JobSnapshot:
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
+            "cache_miss": self.cache_miss,
             "reason": self.reason,
             "queued_s": None if self.decided_at is None else self.decided_at - self.arrived,
             "edge_s": None

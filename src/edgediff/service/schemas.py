@@ -71,7 +71,9 @@ class SubmitRequest(BaseModel):
 
 class JobStatus(BaseModel):
     """A request's state. ``split`` is the decision (``N`` when denied: run locally);
-    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in."""
+    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in;
+    ``cache_miss`` says why a granted request started from noise with the cache on (the
+    reuse rule that refused every cached latent)."""
 
     id: str
     status: Literal[STATUSES]  # type: ignore[valid-type]
@@ -83,6 +85,7 @@ class JobStatus(BaseModel):
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
+    cache_miss: str | None = None
     reason: str | None = None
     queued_s: float | None = None
     edge_s: float | None = None
