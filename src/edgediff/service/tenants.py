@@ -72,15 +72,15 @@ def _quota(where: str, options: list[str]) -> Quota:
     values: dict[str, float | int] = {}
     for option in options:
         name, _, text = option.partition("=")
+        if name not in ("rps", "concurrent"):
+            raise ApiKeyError(f"{where}: unknown option {option!r} (rps=R, concurrent=N)")
         try:
             if name == "rps":
                 value: float | int = float(text)
                 ok = math.isfinite(value) and value > 0
-            elif name == "concurrent":
+            else:
                 value = int(text)
                 ok = value >= 1
-            else:
-                raise ApiKeyError(f"{where}: unknown option {option!r} (rps=R, concurrent=N)")
         except ValueError:
             ok = False
         if not ok:
