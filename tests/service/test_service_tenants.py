@@ -1,12 +1,18 @@
 """API keys: each tenant sees only itself (its requests, its counts, by default its own latent
 cache), quotas hold a flooding tenant back, the operator key sees every tenant."""
 
+import collections
+import itertools
 import json
 import logging
+import os
+import signal
+import subprocess
 import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from edgediff.service.client import EdgeClient
@@ -239,3 +245,85 @@ def test_a_tenant_sees_nothing_of_another_that_submits_repeats_and_floods(start_
         assert sum(float(line.split()[-1]) for line in rejected if 'tenant="bob"' in line) == len(refusals)
         assert all(line.endswith(" 0.0") for line in rejected if 'tenant="alice"' in line)
         assert 'edgediff_request_seconds_count{tenant="bob"}' in metrics
+
+
+@pytest.mark.slow
+def test_after_sigkill_and_a_journal_restart_ids_stay_with_their_tenants(serve_subprocess, start_service, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text(QUOTA_KEYS)
+    journal = tmp_path / "journal.jsonl"
+    options = ["--window", "0.3", "--cache-gb", "0", "--edge-profile", "0.01,0.004", "--journal", str(journal)]
+    process, url = serve_subprocess(*options, "--api-keys", str(keys), output=subprocess.DEVNULL)
+    ops = {"Authorization": f"Bearer {OPS}"}
+    ids: dict[str, list] = {"alice": [], "bob": []}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        engine_pid = http.get("/v1/info", headers=ops).json()["workers"]["each"][0]["pid"]
+        body = {"alpha": 1.0, "profile": {"k": SLOW[0], "h": SLOW[1]}, "prompt": "a private prompt"}
+        for name, headers in (("alice", ALICE), ("bob", BOB)):  # one finished each, one in flight at the kill
+            ids[name].append(http.post("/v1/requests", json={**body, "steps": 4}, headers=headers).json()["id"])
+        for name, headers in (("alice", ALICE), ("bob", BOB)):
+            http.get(f"/v1/requests/{ids[name][0]}", params={"wait": 30}, headers=headers)
+            ids[name].append(http.post("/v1/requests", json={**body, "steps": 200}, headers=headers).json()["id"])
+    os.kill(engine_pid, signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    service, _ = start_service(cache_gb=0, journal=journal, **load_keys_file(keys).options())
+    with httpx.Client(base_url=service.url, timeout=10) as http:
+        for name, headers, other in (("alice", ALICE, "bob"), ("bob", BOB, "alice")):
+            mine = [http.get(f"/v1/requests/{i}", headers=headers) for i in ids[name]]
+            assert [a.json()["status"] for a in mine] == ["done", "failed"]  # the second: lost in restart
+            for i in ids[other]:  # another tenant's id is still as unknown as an id never issued
+                answer = http.get(f"/v1/requests/{i}", headers=headers)
+                assert answer.status_code == 404 and answer.json() == {"error": f"unknown request id {i!r}"}
+        assert all(http.get(f"/v1/requests/{i}", headers=ops).status_code == 200 for i in ids["alice"] + ids["bob"])
+
+
+def flood(url: str, body: dict, requests: int, flooders: int, pause_s: float = 0.02):
+    """Alice's submit-to-answer seconds for ``requests`` requests one after another, while
+    ``flooders`` threads of bob post a request every ``pause_s`` (ignoring Retry-After); and
+    bob's answers by status code. (bench/bench_tenants.py runs the same at a larger size.)"""
+    codes: collections.Counter = collections.Counter()
+    stop = threading.Event()
+
+    def bob(i):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                answer = http.post("/v1/requests", json={**body, "prompt": f"flood {i}", "seed": n}, headers=BOB)
+                codes[answer.status_code] += 1
+                time.sleep(pause_s)
+
+    threads = [threading.Thread(target=bob, args=(i,)) for i in range(flooders)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    try:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            time.sleep(0.5 if flooders else 0)  # the flood is under way
+            for n in range(requests):
+                start = time.perf_counter()
+                job = http.post("/v1/requests", json={**body, "prompt": "alice", "seed": n}, headers=ALICE).json()
+                status = http.get(f"/v1/requests/{job['id']}", params={"wait": 30}, headers=ALICE).json()
+                assert status["status"] in ("done", "denied"), status
+                latencies.append(time.perf_counter() - start)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return latencies, codes
+
+
+@pytest.mark.slow
+def test_a_flooding_tenant_over_its_quota_leaves_the_others_p95_near_its_unloaded_value(start_service, tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text(QUOTA_KEYS)
+    service, _ = start_service(cache_gb=0, **load_keys_file(path).options())
+    body = {"alpha": 1.0, "profile": {"k": SLOW[0], "h": SLOW[1]}, "steps": 8}
+    alone, _ = flood(service.url, body, requests=8, flooders=0)
+    flooded, codes = flood(service.url, body, requests=8, flooders=4)
+    p95_alone, p95_flooded = np.percentile(alone, 95), np.percentile(flooded, 95)
+    # bob (concurrent=2, rps=2) was refused most of his flood; alice's p95 stays within 2x her unloaded p95
+    # plus one window (measured on a loaded 2-core host: docs/service.md, "Tenants")
+    assert codes[429] > codes[202] > 0
+    assert p95_flooded <= 2 * p95_alone + 0.2, (alone, flooded)
