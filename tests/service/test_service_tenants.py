@@ -82,17 +82,22 @@ def test_the_latent_cache_is_per_tenant_unless_shared(start_service, tmp_path, c
     service, engine = start_service(cache_gb=0.01, api_keys=_keys(tmp_path), cache_sharing=sharing)
     prompt = "a castle on a hill"
 
-    def hit_step(key, seed):
+    misses = []
+
+    def hit_step(key, seed, guidance=7.5):
         with EdgeClient(service.url, api_key=key) as client:
-            job = client.submit(prompt, alpha=5.0, profile=SLOW, steps=20, seed=seed)["id"]
+            job = client.submit(prompt, alpha=5.0, profile=SLOW, steps=20, seed=seed, guidance_scale=guidance)["id"]
             status = client.status(job, wait=30)
             assert status["status"] == "done"
+            assert (status["cache_miss"] is None) == (status["cache_hit_step"] > 0)  # a miss says why
+            misses.append(status["cache_miss"])
             return status["cache_hit_step"]
 
     assert hit_step("alice-key-0123456789", 1) == 0
+    assert misses[-1].startswith("nothing cached for 20-step requests")
     # a prober with another key learns nothing from cache_hit_step unless sharing is switched on
     assert hit_step("bob-key-0123456789ab", 2) == (6 if sharing else 0)
-    assert hit_step("alice-key-0123456789", 3) == 6
+    assert hit_step("alice-key-0123456789", 3, guidance=2.0) == 6  # another seed and guidance: still a hit
     assert engine.info()["cache"]["per_tenant"] is not sharing
     assert caplog.text and prompt not in caplog.text  # the logs carry no prompt
 
@@ -327,3 +332,20 @@ def test_a_flooding_tenant_over_its_quota_leaves_the_others_p95_near_its_unloade
     # plus one window (measured on a loaded 2-core host: docs/service.md, "Tenants")
     assert codes[429] > codes[202] > 0
     assert p95_flooded <= 2 * p95_alone + 0.2, (alone, flooded)
+
+
+@pytest.mark.slow
+def test_generate_sends_api_key_and_its_401_names_the_flag_and_the_variable(
+    start_service, tmp_path, capsys, monkeypatch
+):
+    from edgediff.cli import main
+
+    service, engine = start_service(cache_gb=0, api_keys=_keys(tmp_path))
+    monkeypatch.delenv("EDGEDIFF_API_KEY", raising=False)
+    args = ["generate", "--prompt", "a lighthouse", "--steps", "4", "--server", service.url, "--preset", "row9"]
+    args += ["--out", str(tmp_path / "a.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "missing API key" in err and "--api-key KEY" in err and "EDGEDIFF_API_KEY" in err
+    assert main([*args, "--api-key", "bob-key-0123456789ab"]) == 0
+    assert [job.tenant for job in engine.jobs()] == ["bob"]
