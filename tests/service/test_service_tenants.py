@@ -349,3 +349,43 @@ def test_generate_sends_api_key_and_its_401_names_the_flag_and_the_variable(
     assert "missing API key" in err and "--api-key KEY" in err and "EDGEDIFF_API_KEY" in err
     assert main([*args, "--api-key", "bob-key-0123456789ab"]) == 0
     assert [job.tenant for job in engine.jobs()] == ["bob"]
+
+
+@pytest.mark.slow  # torch's import, on a loaded host
+def test_prompt_memos_are_per_tenant(monkeypatch):
+    """A prompt memoized for one tenant is computed afresh for another: how fast a request is
+    prepared depends only on its own tenant's requests."""
+    import types
+
+    import torch
+
+    from edgediff.runtime import executor
+    from edgediff.runtime.request import GenerationRequest
+    from edgediff.service.embedding import HashEmbedder
+    from edgediff.service.prep import PromptPrep
+
+    encoded = []
+
+    def conditioning(backend, request):
+        encoded.append(request.prompt)
+        return types.SimpleNamespace(tensors={"rows": torch.zeros(2, 4)})
+
+    monkeypatch.setattr(executor, "request_conditioning", conditioning)
+    embedder = HashEmbedder()
+    calls = []
+    monkeypatch.setattr(
+        embedder, "encode", lambda prompts, encode=embedder.encode: calls.append(prompts) or encode(prompts)
+    )
+    prep = PromptPrep(None, embedder, ("alice", "bob"))
+
+    def job(tenant, n):
+        request = GenerationRequest("the same prompt", steps=4)
+        return types.SimpleNamespace(id=f"{tenant}{n}", tenant=tenant, prompt=request.prompt, request=request,
+                                     prepared=None, embedding=None, conditioning=None)  # fmt: skip
+
+    prep.wait([job("alice", 0)])
+    prep.wait([job("alice", 1)])  # memoized for alice
+    assert encoded == ["the same prompt"] and len(calls) == 1
+    bob = job("bob", 0)
+    prep.wait([bob])  # not in bob's memos: encoded again
+    assert encoded == ["the same prompt"] * 2 and len(calls) == 2 and bob.embedding is not None

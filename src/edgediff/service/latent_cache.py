@@ -638,7 +638,7 @@ class TenantCaches:
             else:
                 counts.cache_hits += 1
         if hit is None:
-            miss = self.of(job).explain_miss(job.embedding, job.steps, self.latent_shape, reach, reusable)
+            miss = self.of(job).explain_miss(job.embedding, job.steps, self.latent_shape or (), reach, reusable)
             return Hit(0, miss=miss)
         return Hit(hit.step, hit.state)
 
