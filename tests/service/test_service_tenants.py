@@ -329,9 +329,10 @@ def test_a_flooding_tenant_over_its_quota_leaves_the_others_p95_near_its_unloade
     flooded, codes = flood(service.url, body, requests=8, flooders=4)
     p95_alone, p95_flooded = np.percentile(alone, 95), np.percentile(flooded, 95)
     # bob (concurrent=2, rps=2) was refused most of his flood; alice's p95 stays within 2x her unloaded p95
-    # plus one window (measured on a loaded 2-core host: docs/service.md, "Tenants")
-    assert codes[429] > codes[202] > 0
-    assert p95_flooded <= 2 * p95_alone + 0.2, (alone, flooded)
+    # plus 1 s: loose, for a shared 2-core host (8 samples: the p95 is about the worst); without the quota
+    # the same flood took it to ~9 s (bench/bench_tenants.py; docs/service.md, "Tenants")
+    assert codes[429] > codes[202] > 0, codes
+    assert p95_flooded <= 2 * p95_alone + 1.0, (alone, flooded)
 
 
 @pytest.mark.slow
