@@ -36,7 +36,7 @@ first third's, and 0.2 s more). Latencies of unanswered requests are counted up 
 (so the figures of a broken run are lower bounds, marked ``>``).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_peers.py [--quick] [--model tiny|sd-random|tiny32|DIR]
-        [--loads 0.5,1.5,3] [--duration 10] [--traces poisson,bursty] [--steps 10,20,30] [--window 0.5] [--bmax 16]
+        [--loads 0.5,1,1.5,3] [--duration 10] [--traces poisson,bursty] [--steps 10,20,30] [--window 0.5] [--bmax 16]
 """
 
 from __future__ import annotations
@@ -573,7 +573,9 @@ def summarize(run: Run, arrivals, edge: Edge) -> dict:
     drain_s = last_answer - float(run.submitted.max())
     growing = run.config != "device" and drain_s > 0.25 * float(run.submitted.max()) + 1.0
     unanswered = int(n - answered.sum()) if run.config != "device" else 0
-    breaks = bool(unanswered or run.rejected or growing or run.errors)
+    # the same-work comparison holds only while every request runs on the edge
+    denied = int((run.split >= arrivals.steps).sum()) if run.config == "edgediff-same" else 0
+    breaks = bool(unanswered or run.rejected or growing or run.errors or denied)
     return {
         "config": run.config,
         "requests": n,
@@ -592,6 +594,7 @@ def summarize(run: Run, arrivals, edge: Edge) -> dict:
         "cache_hits": run.cache_hits,
         "growing": bool(growing),
         "drain_s": drain_s,
+        "denied": denied,
         "breaks": breaks,
     }
 
@@ -659,6 +662,8 @@ def print_table(title: str, rows: list[dict], twins: dict) -> None:
             why.append(f"drained {r['drain_s']:.1f} s after the last arrival")
         if r["errors"]:
             why.append(f"{r['errors']} errors")
+        if r["denied"]:
+            why.append(f"{r['denied']} denied (not the peers' work)")
         print(
             f"| {r['config']} | {r['answered']}/{r['requests']} | {fmt(r['latency_mean_s'], b)} "
             f"| {fmt(r['latency_p50_s'], b)} | {fmt(r['latency_p95_s'], b)} | {fmt(r['throughput'])} "
@@ -795,7 +800,7 @@ def bench(args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny", help="tiny (default), tiny32, sd-random, or a pipeline directory")
-    parser.add_argument("--loads", default="0.5,1.5,3", help="offered loads, x the plain server's capacity")
+    parser.add_argument("--loads", default="0.5,1,1.5,3", help="offered loads, x the plain server's capacity")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of arrivals per trace")
     parser.add_argument("--traces", default="poisson,bursty")
     parser.add_argument("--configs", default=",".join(CONFIGS))
