@@ -105,6 +105,7 @@ def test_replay_answers_every_request_of_the_trace_once(start_service):
     assert (run.answer_bytes[granted] > 0).all() and (run.answer_bytes[~granted] == 0).all()
 
 
+@pytest.mark.slow  # the twin's workload generator's imports (SciPy) on first use
 def test_summary_counts_unanswered_requests_and_the_device_schedule():
     edge = bench_peers.Edge(0.01, 0.0, intermediate_bits=1000, decode_s=0.002, pai=(0.0413, 71.44))
     arrivals = bench_peers.make_trace("poisson", 4.0, 3.0, (10,), edge, ARGS, seed=1)
