@@ -592,6 +592,7 @@ def summarize(run: Run, arrivals, edge: Edge) -> dict:
         "utility_mean": float(utility_of(latency, run.split, arrivals, edge).mean()),
         "offloaded": float(np.mean(run.split < arrivals.steps)),
         "cache_hits": run.cache_hits,
+        "step_scale": run.step_scale,
         "growing": bool(growing),
         "drain_s": drain_s,
         "denied": denied,
@@ -789,6 +790,11 @@ def bench(args) -> dict:
                 )
                 print()
                 print_ratios(rows)
+                paces = ", ".join(f"{c} {r['step_scale']:.2f}" for c, r in rows.items() if c.startswith("edgediff"))
+                if paces:
+                    print(
+                        f"- edgediff's steps took these times the calibrated L(b) (the policy decides with it): {paces}"
+                    )
                 for r in rows.values():
                     if r["first_error"]:
                         print(f"  {r['config']} first error: {r['first_error']}")
