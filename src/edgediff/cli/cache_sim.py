@@ -1,88 +1,126 @@
 """``edgediff cache-sim``: simulate intermediate-output caching (docs/caching-model.md);
-defaults are ``CacheConfig``'s."""
+defaults are ``CacheConfig``'s, or a cache scenario file's (docs/formats.md)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from edgediff.cache.config import BANDWIDTH_UNITS, CacheConfig, CacheConfigError
-from edgediff.cli._args import UsageError, add_policy_options, defaults, listing, number, positive_int
+from edgediff.cli._args import UsageError, defaults, listing, number, policy_option, positive_int
 
 DEFAULT_POLICY = "lcbfu"
+EXAMPLES = """
+examples:
+  edgediff cache-sim --slots 2000 --policy lru
+  edgediff cache-sim --scenario campus.toml --policy oo --plot run.png
+  edgediff cache-sim --policy examples/policies/value_aware_cache.py:decide --policy-option margin=2
+"""
 
 
 def add_parsers(sub) -> None:
     from edgediff.cache.policies import REGISTRY
 
     d = defaults(CacheConfig)
+    note = "\n  module:attr, file.py:attr  your own policy (docs/your-policy.md)\n" + EXAMPLES
     p = sub.add_parser(
         "cache-sim",
         help="simulate intermediate-output caching for T slots (docs/caching-model.md)",
-        **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 6),
+        **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 12, note),
     )
     p.add_argument(
         "--policy",
         default=DEFAULT_POLICY,
-        help="a policy name below; the default is fast, needs no torch and is the service's eviction rule",
+        help="a policy name below, or your own as module:attr or file.py:attr; the default is fast, needs no "
+        "torch and is the service's eviction rule",
     )
-    add_policy_options(p, "the policy (its constructor's keyword parameters)")
-    p.add_argument("--users", type=positive_int, default=d["users"], help="users U")
-    p.add_argument("--slots", type=positive_int, default=d["slots"], help="time slots T")
+    p.add_argument(
+        "--policy-option",
+        dest="policy_options",
+        metavar="KEY=VALUE",
+        type=policy_option,
+        action="append",
+        default=[],
+        help="an option of the policy (its class's or function's keyword parameters), e.g. margin=2 for the "
+        "value-aware example of docs/your-policy.md; VALUE is JSON when it parses, else text; repeatable",
+    )
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        help="cache scenario file (JSON or .toml, docs/formats.md): the Part B parameters; the options below "
+        "override it",
+    )
+    p.add_argument("--users", type=positive_int, help=f"users U (default: {d['users']}, or the scenario's)")
+    p.add_argument("--slots", type=positive_int, help=f"time slots T (default: {d['slots']}, or the scenario's)")
     p.add_argument(
         "--capacity-gb",
         type=number(float, 0.0),
-        default=d["capacity_bytes"] / 1e9,
-        help="edge cache capacity in GB",
+        help=f"edge cache capacity in GB (default: {d['capacity_bytes'] / 1e9:g}, or the scenario's)",
     )
     p.add_argument(
         "--reusable-steps",
         type=positive_int,
-        default=d["reusable_steps"],
-        help="reusable bound S*: steps whose latents can be reused",
+        help=f"reusable bound S*: steps whose latents can be reused (default: {d['reusable_steps']}, or the "
+        "scenario's)",
     )
     p.add_argument(
         "--V",
         type=number(float, 0.0),
-        default=d["V"],
-        help="Lyapunov control parameter V: weight of latency against the queue",
+        help=f"Lyapunov control parameter V: weight of latency against the queue (default: {d['V']:g}, or the "
+        "scenario's)",
     )
     p.add_argument(
         "--bandwidth-unit",
         choices=list(BANDWIDTH_UNITS),
-        default="MHz",
-        help="the unit of the paper's bandwidth [80, 100]: MHz (5G NR carriers) or kHz (revision 2's reading, "
-        "a sensitivity case; docs/caching-model.md)",
+        help="the unit of the paper's bandwidth [80, 100]: MHz (5G NR carriers, the default) or kHz (revision "
+        "2's reading, a sensitivity case; docs/caching-model.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the requests and the policy")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="also draw the run slot by slot into this PNG")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(handler=run)
+
+
+def _config(args) -> CacheConfig:
+    from edgediff.cache.scenario import load_cache_scenario
+
+    cfg = CacheConfig() if args.scenario is None else load_cache_scenario(args.scenario)
+    given = {
+        "users": args.users,
+        "slots": args.slots,
+        "capacity_bytes": None if args.capacity_gb is None else args.capacity_gb * 1e9,
+        "reusable_steps": args.reusable_steps,
+        "V": args.V,
+        "bandwidth_unit_hz": None if args.bandwidth_unit is None else BANDWIDTH_UNITS[args.bandwidth_unit],
+    }
+    try:
+        return cfg.with_(**{k: v for k, v in given.items() if v is not None})
+    except CacheConfigError as err:  # name the option, not the field
+        message = str(err).replace("reusable_steps", "--reusable-steps").replace("capacity_bytes", "--capacity-gb")
+        raise UsageError(message) from None
 
 
 def run(args) -> None:
     from edgediff.cache.policies import cache_policy_spec
 
-    try:
-        cfg = CacheConfig(
-            users=args.users,
-            slots=args.slots,
-            capacity_bytes=args.capacity_gb * 1e9,
-            reusable_steps=args.reusable_steps,
-            V=args.V,
-            bandwidth_unit_hz=BANDWIDTH_UNITS[args.bandwidth_unit],
-        )
-    except CacheConfigError as err:  # name the option, not the field
-        message = str(err).replace("reusable_steps", "--reusable-steps").replace("capacity_bytes", "--capacity-gb")
-        raise UsageError(message) from None
+    cfg = _config(args)
     cache_policy_spec(args.policy)  # UnknownCachePolicy before any work, without loading torch
-    from edgediff.cache.simulator import simulate
+    if args.plot is not None and not args.plot.parent.is_dir():
+        raise UsageError(f"--plot: no directory {str(args.plot.parent)!r}")
+    from edgediff.cache.report import format_summary, never_filled_note, plot_run
+    from edgediff.cache.simulator import make_environment, simulate
 
-    result = simulate(cfg, args.policy, args.seed, **dict(args.policy_options)).summary()
+    env = make_environment(cfg, args.seed)
+    result = simulate(cfg, args.policy, args.seed, env=env, **dict(args.policy_options))
+    summary = result.summary()
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(summary))
     else:
-        print(
-            "\n".join(
-                f"{key:<26} {value:.4f}" if isinstance(value, float) else f"{key:<26} {value}"
-                for key, value in result.items()
-            )
-        )
+        print(format_summary(summary))
+        note = never_filled_note(result.cache_full_slot, cfg.slots) if cfg.capacity_entries else ""
+        if note:
+            print(f"note: {note}")
+    if args.plot is not None:
+        path = plot_run(result, env.request.sum(axis=1), args.plot)
+        if not args.json:
+            print(f"wrote {path}")
