@@ -164,7 +164,7 @@ def test_a_cache_scenario_file_sets_the_parameters_and_the_options_override_it(t
 
 def test_a_run_whose_cache_never_fills_says_so(capsys):
     assert main(["cache-sim", "--slots", "20", "--users", "3", "--policy", "lru"]) == 0
-    assert "note: the cache never filled in 20 slots" in capsys.readouterr().out
+    assert "note: lru: the cache never filled in 20 slots" in capsys.readouterr().out
 
 
 def test_cache_sim_refuses_an_infeasible_plugin_in_one_line(tmp_path, capsys):
@@ -174,3 +174,31 @@ def test_cache_sim_refuses_an_infeasible_plugin_in_one_line(tmp_path, capsys):
     assert main(["cache-sim", "--slots", "10", "--policy", f"{path}:decide"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stop step m[0] = 9 is out of range 0..S* (6)" in err[0]
+
+
+@pytest.mark.slow  # four short runs and argparse's exit
+def test_several_policies_share_the_requests_and_one_that_fails_gets_n_a(tmp_path, capsys):
+    bad = write(tmp_path, "def decide(slot, cfg):\n    raise RuntimeError('no idea')\n")
+    args = ["cache-sim", "--slots", "30", "--users", "4", "--policies", f"ncldc,{bad}:decide,lru", "--json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["policy"] for r in rows] == ["ncldc", "lru"]  # the failed one has no figures
+    assert main(args[:-1]) == 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "failed at slot 0: RuntimeError: no idea" in out and "response_s" in out
+    with pytest.raises(SystemExit):  # one or the other
+        main(["cache-sim", "--policy", "lru", "--policies", "lru,lfu"])
+
+
+@pytest.mark.slow  # matplotlib's import
+def test_a_cache_figure_whose_cache_never_filled_says_so():
+    from edgediff.cache.figures import _note_never_filled
+    from edgediff.figure_io import pyplot
+
+    fig, lines = pyplot().figure(), []
+    rows = [{"users": 5, "policy": "lru", "cache_full_slot": -1}, {"users": 9, "policy": "lru", "cache_full_slot": 40}]
+    _note_never_filled(fig, lines, rows, "users")
+    assert "never filled at users = 5:" in lines[-1] and "lru, lfu and lcbfu coincide" in lines[-1]
+    assert len(fig.texts) == 1
+    _note_never_filled(fig, lines, rows[1:], "users")
+    assert len(lines) == 1

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.cache.simulator import SimResult
+from edgediff.cache.config import CacheConfig
+from edgediff.cache.simulator import SimResult, make_environment, simulate
+from edgediff.errors import InputError
 from edgediff.figure_io import pyplot
 
 # the unit of each ``SimResult.summary`` key, printed beside its value (the JSON keys carry none)
@@ -45,39 +47,94 @@ def never_filled_note(cache_full_slot: int, slots: int) -> str:
     )
 
 
-def plot_run(result: SimResult, requests_per_slot: np.ndarray, path: str | Path, window: int = 50) -> Path:
-    """The run slot by slot (PNG at ``path``): response time and hit rate (means over ``window``
-    slots of the requests arriving then), the virtual queue Q and the edge backlog.
-    ``requests_per_slot``: the environment's request count of each slot (requests are numbered
-    in arrival order)."""
+def run_policies(
+    cfg: CacheConfig, policies: list[str], seed: int, options: dict | None = None
+) -> tuple[list[SimResult], dict[str, str], np.ndarray]:
+    """Every policy on the same requests (the environment of ``seed``): their results, the
+    policies that could not run (``{policy: why}``; a plugin that raises or is refused does not
+    stop the others) and the request count of each slot. Each policy gets the ``options`` it
+    takes; an option no policy takes is an error."""
+    from edgediff.cache.policies import cache_policy_option_names, cache_policy_spec
+
+    for name in policies:
+        cache_policy_spec(name)
+    options = dict(options or {})
+    takes = {name: cache_policy_option_names(name) for name in policies}
+    for key in options:
+        if not any(key in names for names in takes.values()):
+            raise InputError(f"no policy of {','.join(policies)} takes the option {key!r}")
+    env = make_environment(cfg, seed)
+    results, failed = [], {}
+    for name in policies:
+        mine = {k: v for k, v in options.items() if k in takes[name]}
+        try:
+            results.append(simulate(cfg, name, seed, env=env, **mine))
+        except InputError as err:
+            if len(policies) == 1:
+                raise
+            failed[name] = str(err)
+    return results, failed, env.request.sum(axis=1)
+
+
+TABLE_KEYS = (
+    ("mean_response_time_s", "response_s"),
+    ("hit_rate", "hit_rate"),
+    ("time_saved_per_request_s", "saved_s"),
+    ("mean_queue", "mean_Q_s"),
+    ("mean_backlog_s", "backlog_s"),
+    ("decision_time_ms", "decision_ms"),
+    ("cache_full_slot", "full_at_slot"),
+)
+
+
+def format_table(results: list[SimResult], failed: dict[str, str], policies: list[str]) -> str:
+    """One row per policy (units in the headers: s, ms), ``n/a`` for a policy that could not run."""
+    from edgediff.offload.report import format_table as table
+
+    by_name = {r.policy: r.summary() for r in results}
+    rows = [
+        [name, *([by_name[name][k] for k, _ in TABLE_KEYS] if name in by_name else ["n/a"] * len(TABLE_KEYS))]
+        for name in policies
+    ]
+    lines = [table(["policy", *(h for _, h in TABLE_KEYS)], rows)]
+    lines += [f"n/a {name}: {why}" for name, why in failed.items()]
+    return "\n".join(lines)
+
+
+def plot_runs(results: list[SimResult], requests_per_slot: np.ndarray, path: str | Path, window: int = 50) -> Path:
+    """The runs slot by slot (PNG at ``path``), one line per policy: response time and hit rate
+    (means over ``window`` slots of the requests arriving then), the virtual queue Q and the
+    edge backlog. ``requests_per_slot``: the environment's request count of each slot
+    (requests are numbered in arrival order)."""
     plt = pyplot()
     path = Path(path)
     slots = len(requests_per_slot)
     arrival = np.repeat(np.arange(slots), requests_per_slot)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     t = np.arange(slots)
-    per_slot = np.bincount(arrival, minlength=slots)
-    sums = np.bincount(arrival, weights=result.latency, minlength=slots)
-    hits = np.bincount(arrival, weights=result.hit.astype(float), minlength=slots)
     kernel = np.ones(min(window, slots))
-    count = np.convolve(per_slot, kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        axes[0].plot(t, np.convolve(sums, kernel, mode="same") / count)
-        axes[1].plot(t, np.convolve(hits, kernel, mode="same") / count)
+    count = np.convolve(np.bincount(arrival, minlength=slots), kernel, mode="same")
+    for result in results:
+        sums = np.bincount(arrival, weights=result.latency, minlength=slots)
+        hits = np.bincount(arrival, weights=result.hit.astype(float), minlength=slots)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            (line,) = axes[0].plot(t, np.convolve(sums, kernel, mode="same") / count, label=result.policy)
+            axes[1].plot(t, np.convolve(hits, kernel, mode="same") / count, color=line.get_color())
+        axes[2].plot(t, result.queue, color=line.get_color())
+        axes[3].plot(t, result.backlog, color=line.get_color())
+        if result.cache_full_slot >= 0:  # where this policy's cache filled
+            for ax in axes:
+                ax.axvline(result.cache_full_slot, color=line.get_color(), linestyle=":", linewidth=1)
     axes[0].set(xlabel="slot", ylabel=f"response time (s, mean over {kernel.size} slots)")
     axes[1].set(xlabel="slot", ylabel=f"hit rate (mean over {kernel.size} slots)")
-    axes[2].plot(t, result.queue, label="virtual queue Q (s)")
-    axes[2].plot(t, result.backlog, label="edge backlog (s of work)")
-    axes[2].set(xlabel="slot", ylabel="s")
-    axes[2].legend(fontsize=8)
+    axes[2].set(xlabel="slot", ylabel="virtual queue Q (s)")
+    axes[3].set(xlabel="slot", ylabel="edge backlog (s of work)")
+    axes[0].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    if result.cache_full_slot >= 0:
-        for ax in axes:
-            ax.axvline(result.cache_full_slot, color="gray", linestyle=":")
-    note = never_filled_note(result.cache_full_slot, slots)
-    full = f"cache full from slot {result.cache_full_slot} (dotted)" if not note else note.split(":")[0]
-    fig.suptitle(f"cache-sim: {result.policy}, {slots} slots; {full}", fontsize=9)
+    never = [r.policy for r in results if r.cache_full_slot < 0]
+    full = "dotted: the slot each cache filled" + (f"; never filled: {', '.join(never)}" if never else "")
+    fig.suptitle(f"cache-sim: {slots} slots, the same requests for every policy; {full}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from edgediff.cache.config import BANDWIDTH_UNITS, CacheConfig, CacheConfigError
-from edgediff.cli._args import UsageError, defaults, listing, number, policy_option, positive_int
+from edgediff.cli._args import UsageError, defaults, listing, name_list, number, policy_option, positive_int
 
 DEFAULT_POLICY = "lcbfu"
 EXAMPLES = """
 examples:
   edgediff cache-sim --slots 2000 --policy lru
   edgediff cache-sim --scenario campus.toml --policy oo --plot run.png
+  edgediff cache-sim --slots 500 --policies oo,lcbfu,ncldc
   edgediff cache-sim --policy examples/policies/value_aware_cache.py:decide --policy-option margin=2
 """
 
@@ -28,11 +29,18 @@ def add_parsers(sub) -> None:
         help="simulate intermediate-output caching for T slots (docs/caching-model.md)",
         **listing("policies", {name: summary for name, (_, summary) in REGISTRY.items()}, 12, note),
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--policy",
         default=DEFAULT_POLICY,
         help="a policy name below, or your own as module:attr or file.py:attr; the default is fast, needs no "
         "torch and is the service's eviction rule",
+    )
+    which.add_argument(
+        "--policies",
+        type=name_list,
+        help="several policies on the same requests, one table row each (a policy that fails gets n/a and the "
+        "others run)",
     )
     p.add_argument(
         "--policy-option",
@@ -101,26 +109,22 @@ def _config(args) -> CacheConfig:
 
 
 def run(args) -> None:
-    from edgediff.cache.policies import cache_policy_spec
+    from edgediff.cache.report import format_summary, format_table, never_filled_note, plot_runs, run_policies
 
     cfg = _config(args)
-    cache_policy_spec(args.policy)  # UnknownCachePolicy before any work, without loading torch
+    policies = args.policies or [args.policy]
     if args.plot is not None and not args.plot.parent.is_dir():
         raise UsageError(f"--plot: no directory {str(args.plot.parent)!r}")
-    from edgediff.cache.report import format_summary, never_filled_note, plot_run
-    from edgediff.cache.simulator import make_environment, simulate
-
-    env = make_environment(cfg, args.seed)
-    result = simulate(cfg, args.policy, args.seed, env=env, **dict(args.policy_options))
-    summary = result.summary()
+    results, failed, requests = run_policies(cfg, policies, args.seed, dict(args.policy_options))
+    summaries = [r.summary() for r in results]
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summaries if args.policies else summaries[0]))
     else:
-        print(format_summary(summary))
-        note = never_filled_note(result.cache_full_slot, cfg.slots) if cfg.capacity_entries else ""
-        if note:
-            print(f"note: {note}")
+        print(format_table(results, failed, policies) if args.policies else format_summary(summaries[0]))
+        never = [r.policy for r in results if r.cache_full_slot < 0 and r.stores]
+        if never and cfg.capacity_entries:
+            print(f"note: {', '.join(never)}: {never_filled_note(-1, cfg.slots)}")
     if args.plot is not None:
-        path = plot_run(result, env.request.sum(axis=1), args.plot)
+        path = plot_runs(results, requests, args.plot)
         if not args.json:
             print(f"wrote {path}")
