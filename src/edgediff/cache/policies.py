@@ -295,12 +295,12 @@ class PluginCachePolicy(CachePolicy):
 
 def _plugin_target(name: str) -> Any:
     """The function or class ``name`` stands for, imported now."""
-    from edgediff.offload.policies import UnknownPolicy, _import_target
+    from edgediff.plugins import PluginNotFound, import_target
 
     target = cache_policy_spec(name)[0]
     try:
-        module, attr = _import_target(target)
-    except UnknownPolicy as err:
+        module, attr = import_target(target)
+    except PluginNotFound as err:
         raise UnknownCachePolicy(str(err)) from None
     found = getattr(module, attr, None)
     if not callable(found):

@@ -9,7 +9,7 @@ import numpy as np
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.simulator import SimResult, make_environment, simulate
 from edgediff.errors import InputError
-from edgediff.figure_io import pyplot
+from edgediff.figure_io import pyplot, text_table, write_png
 
 # the unit of each ``SimResult.summary`` key, printed beside its value (the JSON keys carry none)
 UNITS: dict[str, str] = {
@@ -53,13 +53,15 @@ def run_policies(
     """Every policy on the same requests (the environment of ``seed``): their results, the
     policies that could not run (``{policy: why}``; a plugin that raises or is refused does not
     stop the others) and the request count of each slot. Each policy gets the ``options`` it
-    takes; an option no policy takes is an error."""
+    takes; an option no policy takes is an error (a single policy gets them all)."""
     from edgediff.cache.policies import cache_policy_option_names, cache_policy_spec
 
     for name in policies:
         cache_policy_spec(name)
     options = dict(options or {})
     takes = {name: cache_policy_option_names(name) for name in policies}
+    if len(policies) == 1:  # one policy gets every option: one it does not take is its own error
+        takes = {policies[0]: tuple(options)}
     for key in options:
         if not any(key in names for names in takes.values()):
             raise InputError(f"no policy of {','.join(policies)} takes the option {key!r}")
@@ -89,14 +91,12 @@ TABLE_KEYS = (
 
 def format_table(results: list[SimResult], failed: dict[str, str], policies: list[str]) -> str:
     """One row per policy (units in the headers: s, ms), ``n/a`` for a policy that could not run."""
-    from edgediff.offload.report import format_table as table
-
     by_name = {r.policy: r.summary() for r in results}
     rows = [
         [name, *([by_name[name][k] for k, _ in TABLE_KEYS] if name in by_name else ["n/a"] * len(TABLE_KEYS))]
         for name in policies
     ]
-    lines = [table(["policy", *(h for _, h in TABLE_KEYS)], rows)]
+    lines = [text_table(["policy", *(h for _, h in TABLE_KEYS)], rows)]
     lines += [f"n/a {name}: {why}" for name, why in failed.items()]
     return "\n".join(lines)
 
@@ -135,7 +135,4 @@ def plot_runs(results: list[SimResult], requests_per_slot: np.ndarray, path: str
     never = [r.policy for r in results if r.cache_full_slot < 0]
     full = "dotted: the slot each cache filled" + (f"; never filled: {', '.join(never)}" if never else "")
     fig.suptitle(f"cache-sim: {slots} slots, the same requests for every policy; {full}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return write_png(fig, path, dpi=100)

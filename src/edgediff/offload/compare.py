@@ -272,8 +272,4 @@ def plot_rows(rows: Sequence[CompareRow], path: str | Path) -> Path:
     cases = sorted({r.cases for r in rows})
     title = f"compare: mean over {'/'.join(map(str, cases))} cases per point, band: 10th to 90th percentile"
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return figure_io.write_png(fig, path)
