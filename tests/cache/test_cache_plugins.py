@@ -202,3 +202,13 @@ def test_a_cache_figure_whose_cache_never_filled_says_so():
     assert len(fig.texts) == 1
     _note_never_filled(fig, lines, rows[1:], "users")
     assert len(lines) == 1
+
+
+def test_an_installed_package_adds_a_cache_policy_name(monkeypatch):
+    import edgediff.cache.policies as policies
+
+    monkeypatch.setattr(policies, "_installed", lambda: {"mine": "edgediff.cache.policies:NoCacheLocal"})
+    assert policies.cache_policy_spec("mine") == ("edgediff.cache.policies:NoCacheLocal", "installed plugin")
+    assert simulate(SMALL, "mine", seed=3).hit.sum() == 0
+    with pytest.raises(UnknownCachePolicy, match="choose from drc, .*, mine, or name your own"):
+        policies.cache_policy_spec("yours")
