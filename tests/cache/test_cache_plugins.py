@@ -212,3 +212,11 @@ def test_an_installed_package_adds_a_cache_policy_name(monkeypatch):
     assert simulate(SMALL, "mine", seed=3).hit.sum() == 0
     with pytest.raises(UnknownCachePolicy, match="choose from drc, .*, mine, or name your own"):
         policies.cache_policy_spec("yours")
+
+
+def test_the_shipped_cache_scenarios_load():
+    shipped = sorted((Path(__file__).parents[2] / "examples" / "cache-scenarios").glob("*"))
+    assert shipped
+    for path in shipped:
+        cfg = load_cache_scenario(path)
+        assert cfg != CacheConfig(), path.name  # it changes something
