@@ -40,7 +40,8 @@ def add_parsers(sub) -> None:
         "--policies",
         type=name_list,
         default=["exact", "ga", "milp", "b1", "b2", "b3"],
-        help="comma-separated policy names (see edgediff solve --help)",
+        help="comma-separated policy names (see edgediff solve --help), your own among them as module:function "
+        "or file.py:function (docs/your-policy.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the instances (each case has its own stream)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
