@@ -95,6 +95,9 @@ def test_a_plugin_class_with_its_eviction_rule_and_learning(tmp_path):
     assert policy.eviction == "lru" and cache_policy_option_names(f"{path}:Deepest") == ("depth",)
     result = simulate(SMALL, policy, seed=0)
     assert set(result.stop_step.tolist()) == {3} and policy.inner.seen == result.latency.size
+    built = type(policy.inner)("mine", SMALL, depth=7)  # built by you, outside make_cache_policy: guarded too
+    with pytest.raises(CacheDecisionError, match="policy 'mine' failed at slot 0: IndexError"):
+        simulate(SMALL, built, seed=0)
 
 
 def test_a_plugin_that_raises_is_one_error_naming_it_and_the_slot(tmp_path):

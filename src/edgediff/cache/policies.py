@@ -155,7 +155,10 @@ def make_cache_policy(name_or_policy: str | CachePolicy, cfg: CacheConfig, *, se
     if isinstance(name_or_policy, CachePolicy):
         if options:
             raise UnknownCachePolicy(f"option {next(iter(options))!r} applies to a policy name, not a built policy")
-        return name_or_policy
+        if type(name_or_policy).__module__.startswith("edgediff.cache."):  # built-in, or already wrapped
+            return name_or_policy
+        # your own, built by you: its decisions are checked as a named plugin's are
+        return PluginCachePolicy(name_or_policy.name, name_or_policy.cfg, name_or_policy, {}, name_or_policy.seed)
     if name_or_policy not in REGISTRY:
         return make_plugin_cache_policy(name_or_policy, cfg, seed=seed, **options)
     module, cls = cache_policy_spec(name_or_policy)[0].split(":")
