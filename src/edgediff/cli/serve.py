@@ -105,11 +105,7 @@ def add_parsers(sub) -> None:
         default=d["journal_fsync"],
         help="force each acceptance to disk before its 202 (off: survives a crash, not a power loss)",
     )
-    p.add_argument(
-        "--api-keys",
-        type=Path,
-        help="file of 'TENANT KEY [rps=R] [concurrent=N]' lines (and '@operator KEY'): tenants are apart",
-    )
+    p.add_argument("--api-keys", type=Path, help="'TENANT KEY [rps=R] [concurrent=N]' lines, '@operator KEY'")
     p.add_argument(
         "--share-cache",
         action="store_true",
