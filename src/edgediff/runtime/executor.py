@@ -42,7 +42,15 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     noise, _ = _seeded_noise(request.seed, (1, backend.latent_channels, side, side))
     latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
     steps = len(scheduler.timesteps)
-    return LatentState(latent, request, steps, backend.scheduler_class, backend.scheduler_config, schedule_steps=steps)
+    return LatentState(
+        latent,
+        request,
+        steps,
+        backend.scheduler_class,
+        backend.scheduler_config,
+        schedule_steps=steps,
+        latent_space=model.latent_space,
+    )
 
 
 def _seeded_noise(seed: int, shape: tuple):
@@ -79,6 +87,7 @@ class _Member:
     seeded: object  # the generator's state right after drawing the request's initial noise
     conditioning: Conditioning  # rows [uncond, cond] when guided, else [cond]
     latent: object = field(repr=False)
+    latent_space: dict | None = field(default=None, repr=False)  # the fingerprint of the model stepping it
 
     @property
     def position(self) -> int:  # index of the next timestep in scheduler.timesteps
@@ -103,6 +112,7 @@ class _Member:
             scheduler_state,
             generator_state,
             self.start.steps,
+            self.latent_space,
         )
 
 
@@ -195,7 +205,18 @@ class BatchedExecutor:
         with torch.inference_mode():
             latent = latent.clone()
         self._members[key] = _Member(
-            key, request, state, state.split, stop, scheduler, reference, generator, seeded, conditioning, latent
+            key,
+            request,
+            state,
+            state.split,
+            stop,
+            scheduler,
+            reference,
+            generator,
+            seeded,
+            conditioning,
+            latent,
+            self.model.latent_space,
         )
 
     def _reference(self, state: LatentState):

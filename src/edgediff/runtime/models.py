@@ -73,6 +73,7 @@ class DiffusionModel:
     # runs the executor's batched denoiser calls on G replicas (runtime.workers); None: in this process
     workers: object = None
     _step_counts: dict = field(default_factory=dict, init=False, repr=False)  # steps -> error or None
+    _latent_space: dict | None = field(default=None, init=False, repr=False)
 
     @property
     def device(self) -> str:
@@ -105,6 +106,16 @@ class DiffusionModel:
     @property
     def scheduler_config(self) -> dict:
         return self.backend.scheduler_config
+
+    @property
+    def latent_space(self) -> dict:
+        """The latent-space fingerprint (:func:`edgediff.runtime.latent_space.fingerprint`),
+        computed once: what a device's model must share to finish this model's latents."""
+        if self._latent_space is None:
+            from edgediff.runtime.latent_space import fingerprint
+
+            self._latent_space = fingerprint(self)
+        return dict(self._latent_space)
 
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler (see :meth:`DenoiserBackend.new_scheduler`)."""
@@ -160,6 +171,12 @@ def backend_class(family: str) -> type[DenoiserBackend]:
         return BACKENDS[family]
     except KeyError:
         raise ModelLoadError(f"unknown model family {family!r}; known families: {', '.join(BACKENDS)}") from None
+
+
+def family_name(backend: DenoiserBackend) -> str:
+    """The family (key of :data:`BACKENDS`) whose backend class ``backend`` is; its class name
+    for a backend no family lists."""
+    return next((family for family, cls in BACKENDS.items() if type(backend) is cls), type(backend).__name__)
 
 
 def family_of(index: dict) -> str:

@@ -65,7 +65,8 @@ class LatentState:
     ``schedule_steps`` is the length of the scheduler's timestep schedule for
     ``request.steps`` inference steps: equal to it for most schedulers, more for those that
     call the denoiser twice per step (Heun: ``2N - 1``; PNDM: ``N + 1``). A step of the split
-    convention is one denoiser call, so ``split`` counts those."""
+    convention is one denoiser call, so ``split`` counts those. ``latent_space`` is the
+    fingerprint of the model that made the latent, which a device checks before finishing."""
 
     latent: object = field(repr=False)  # torch.Tensor (1, C, h, w)
     request: GenerationRequest
@@ -75,6 +76,8 @@ class LatentState:
     scheduler_state: dict = field(default_factory=dict, repr=False)
     generator_state: object = field(default=None, repr=False)  # torch.ByteTensor of a CPU torch.Generator
     schedule_steps: int | None = None  # None: request.steps
+    # the latent-space fingerprint of the model that made it (runtime.latent_space); None: unknown
+    latent_space: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.schedule_steps is not None and (not _is_int(self.schedule_steps) or self.schedule_steps < 1):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from edgediff.runtime.executor import BatchedExecutor, initial_state
+from edgediff.runtime.latent_space import check as check_latent_space
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
@@ -30,7 +31,11 @@ def run_edge(
 
 
 def run_local(model: DiffusionModel, state: LatentState) -> LatentState:
-    """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished state."""
+    """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished
+    state. Raises :class:`~edgediff.runtime.latent_space.LatentSpaceMismatch` (before any
+    step) if the state was made by a model whose latent space ``model`` does not share."""
+    if state.latent_space is not None and not state.finished:
+        check_latent_space(state.latent_space, model)
     return _run_one(model, state.request, 0, state)
 
 

@@ -119,6 +119,13 @@ class EdgeClient:
             raise ServiceError(f"edge refused the request: {_error_text(response)}", response.status_code)
         raise AssertionError("unreachable")
 
+    def info(self) -> dict:
+        """``GET /v1/info``: the edge's model, its latent space, policy and counters."""
+        response = self._call("GET", "/v1/info")
+        if response.status_code != 200:
+            raise ServiceError(_error_text(response), response.status_code)
+        return response.json()
+
     def status(self, job_id: str, wait: float = 0.0, until: str = "finished") -> dict:
         response = self._call("GET", f"/v1/requests/{job_id}", params={"wait": wait, "until": until})
         if response.status_code != 200:
@@ -152,6 +159,53 @@ class EdgeClient:
                 raise ServiceError(_error_text(response), response.status_code)
             if remaining <= 0:
                 raise ServiceTimeout(f"no latent for request {job_id} within {timeout:g} s")
+
+
+def edge_latent_space(info: dict) -> dict | None:
+    """The edge's latent-space fingerprint from its ``/v1/info`` (``None`` if it publishes
+    none, e.g. an older edgediff); raises :class:`ServiceError` if it is malformed."""
+    from edgediff.errors import InputError
+    from edgediff.runtime.latent_space import validate
+
+    space = info.get("latent_space") if isinstance(info, dict) else None
+    if space is None:
+        return None
+    try:
+        return validate(space, "the edge's /v1/info latent_space")
+    except InputError as err:
+        raise ServiceError(str(err)) from None
+
+
+def load_edge_model(info: dict, device: str = "cpu", loader=None):
+    """The edge's own model, loaded here, for a device given no model of its own (the edge's
+    model id names a built-in model, or a directory or file this machine has too). Raises
+    :class:`~edgediff.runtime.backends.ModelLoadError` in one line when it cannot be loaded:
+    finishing with any other model would silently give wrong images."""
+    from edgediff.errors import InputError
+    from edgediff.runtime.backends import ModelLoadError
+    from edgediff.runtime.models import ModelSpec, load_model
+
+    space = edge_latent_space(info)
+    source = (space or {}).get("model") or info.get("model")
+    if not isinstance(source, str) or not source:
+        raise ModelLoadError("--model is needed: the edge does not say which model it serves")
+    try:
+        return (loader or (lambda src: load_model(ModelSpec(src, device=device))))(source)
+    except InputError as err:
+        raise ModelLoadError(
+            f"--model is needed: the edge serves model {source!r}, which this machine cannot load ({err}); "
+            "pass --model with a model of the edge's latent space (`edgediff check-model`)"
+        ) from None
+
+
+def check_edge_model(info: dict, model) -> None:
+    """Before submitting: refuse (:class:`~edgediff.runtime.latent_space.LatentSpaceMismatch`,
+    one line naming both models) a device ``model`` that cannot finish the edge's latents."""
+    from edgediff.runtime.latent_space import check
+
+    space = edge_latent_space(info)
+    if space is not None:
+        check(space, model)
 
 
 @dataclass(frozen=True)

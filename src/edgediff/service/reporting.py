@@ -26,11 +26,13 @@ def load(engine) -> dict:
 
 
 def info(engine) -> dict:
-    """``/v1/info``: the model, policy, limits, calibration, workers, cache and the stats."""
+    """``/v1/info``: the model and its latent space (what a device's model must share), the
+    policy, limits, calibration, workers, cache and the stats."""
     cfg = engine.config
     used, entries = engine.caches.usage()
     return {
         "model": engine.model.name,
+        "latent_space": engine.model.latent_space,
         **({} if engine.site is None else {"site": engine.site}),
         "policy": cfg.policy,
         "window_s": cfg.window_s,
