@@ -62,14 +62,14 @@ def fingerprint(model) -> dict:
     from edgediff.runtime.models import family_name
 
     backend = model.backend
-    vae_config = backend.vae.config
-    shift = vae_config.get("shift_factor")
+    vae_config = getattr(getattr(backend, "vae", None), "config", {})  # a family without a VAE has no scaling
+    shift, scaling = vae_config.get("shift_factor"), vae_config.get("scaling_factor")
     return {
         "family": family_name(backend),
         "latent_channels": int(backend.latent_channels),
         "latent_size": int(backend.image_size // backend.vae_scale_factor),
         "vae_scale_factor": int(backend.vae_scale_factor),
-        "vae_scaling_factor": float(vae_config.scaling_factor),
+        "vae_scaling_factor": None if scaling is None else float(scaling),
         "vae_shift_factor": None if shift is None else float(shift),
         "noise_schedule": noise_schedule(backend.scheduler_config),
         "model": str(model.name),
@@ -89,7 +89,7 @@ def validate(value, where: str = "latent_space") -> dict:
             raise InputError(f"{where} {key} must be an integer")
     for key in ("vae_scaling_factor", "vae_shift_factor"):
         number = value[key]
-        if number is None and key == "vae_shift_factor":
+        if number is None:
             continue
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
             raise InputError(f"{where} {key} must be a finite number")
@@ -119,7 +119,7 @@ def describe(space: dict) -> str:
     return (
         f"{space.get('model')!r} ({space.get('family')}, {space.get('latent_channels')}x{space.get('latent_size')}"
         f"x{space.get('latent_size')} latents, VAE /{space.get('vae_scale_factor')} scaling "
-        f"{space.get('vae_scaling_factor'):.6g}{shift}, noise schedule {space.get('noise_schedule')})"
+        f"{_show(space.get('vae_scaling_factor'))}{shift}, noise schedule {space.get('noise_schedule')})"
     )
 
 

@@ -274,12 +274,32 @@ def _load_directory(path: Path) -> DenoiserBackend:
         for name in backend_type.components:
             if not (path / name).is_dir():
                 raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
+            _check_weights(path, name, index[name][0])
         pipeline = _diffusers_pipeline(index.get("_class_name") or backend_type.pipelines[0])
         if pipeline is None:  # a family whose pipeline is not a diffusers class: load part by part
             parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
         else:
             parts = _load_pipeline(path, index, backend_type, pipeline)
         return backend_type.from_components(path, parts)
+
+
+# the weights file a part is saved as, by library: safetensors first (what save_pretrained writes)
+_WEIGHTS = {
+    "diffusers": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "transformers": ("model.safetensors", "pytorch_model.bin"),
+}
+
+
+def _check_weights(path: Path, name: str, library: str) -> None:
+    """A model part (a folder with ``config.json``) without any weights file is named as it is:
+    diffusers' own error names the ``.bin`` fallback when the ``.safetensors`` file is missing."""
+    folder = path / name
+    if library not in _WEIGHTS or not (folder / "config.json").is_file():
+        return
+    if any(f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json") for f in folder.iterdir()):
+        return
+    safetensors, legacy = _WEIGHTS[library]
+    raise ModelLoadError(f"{str(path)!r}: {name}/{safetensors} is missing (nor is there {name}/{legacy})")
 
 
 def _diffusers_pipeline(name: str):
