@@ -134,3 +134,45 @@ def test_members_of_different_sizes_share_a_step_in_groups(tiny):
     assert done["wide"].latent.shape[-1] == 2 * done["small"].latent.shape[-1]
     for key, request in requests.items():  # each size group is a batch of one here: bit for bit
         assert torch.equal(done[key].latent, run_local(tiny, initial_state(tiny, request)).latent)
+
+
+@pytest.mark.slow
+def test_generate_cli_takes_the_options_and_loads_quietly(sd_dir, tmp_path):
+    """Issue 32.3/32.4: the CLI's options; no library chatter on stderr unless -v (the scheduler
+    config holds PNDM's skip_prk_steps, which diffusers' DDIM would warn about on each use)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from helpers import run_cli
+
+    model = shutil.copytree(sd_dir, tmp_path / "pipe")
+    config = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    config["_class_name"] = "DDIMScheduler"
+    (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    out = tmp_path / "a.png"
+    args = ["generate", "--model", str(model), "--prompt", "a boat", "--steps", "3", "--split", "1"]
+    args += ["--width", "48", "--height", "32", "--eta", "0.5", "--dtype", "bfloat16", "--native-size"]
+    result = run_cli(*args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no transformers/diffusers warnings
+    assert Image.open(out).size == (48, 32)
+    bad = run_cli(*args, "--scheduler", "EulerDiscreteScheduler", "--scheduler-option", "nope=1", "--out", str(out))
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith(
+        "edgediff generate: error: scheduler_options: EulerDiscreteScheduler has no option 'nope'"
+    )
+    assert "use_karras_sigmas" in lines[0]  # the options it does take are listed
+
+
+def test_a_missing_weights_file_is_named_as_it_is(sd_dir, tmp_path):
+    import shutil
+
+    from edgediff.runtime.backends import ModelLoadError
+
+    model = shutil.copytree(sd_dir, tmp_path / "pipe")
+    (model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"unet/diffusion_pytorch_model\.safetensors is missing"):
+        load_model(str(model))

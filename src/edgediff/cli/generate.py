@@ -18,6 +18,7 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
+from edgediff.cli._generation import add_generation_options, generation_fields
 from edgediff.runtime.request import GenerationRequest
 
 
@@ -31,6 +32,7 @@ def add_parsers(sub) -> None:
         "or a .safetensors file (default: tiny; with --server: the edge's model, if this machine can load it)",
     )
     add_model_config(p)
+    add_generation_options(p)
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
     p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
@@ -91,6 +93,7 @@ def _request(args) -> GenerationRequest:
         seed=args.seed,
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
+        **generation_fields(args),
     )
 
 
@@ -129,10 +132,10 @@ def run(args) -> None:
 
     request = _request(args)
     args.model = args.model or "tiny"
-    model = load_model(args.model, args.device, args.model_config)
+    model = load_model(args.model, args.device, args.model_config, args.dtype)
     edge_model = model
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
-        edge_model = load_model(args.edge_model, args.device, args.model_config)
+        edge_model = load_model(args.edge_model, args.device, args.model_config, args.dtype)
     loaded_s = time.perf_counter() - started
     result = generate(request, model, args.split, edge_model, args.payload_dtype)
     size = _save(result.image, args.out, args.native_size)
@@ -166,9 +169,11 @@ def _run_remote(args) -> None:
         with edge.EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
             info = client.info()  # the edge's latent space: checked before anything runs
             if args.model is None:
-                model = edge.load_edge_model(info, args.device, lambda src: load_model(src, args.device))
+                model = edge.load_edge_model(
+                    info, args.device, lambda src: load_model(src, args.device, dtype=args.dtype)
+                )
             else:
-                model = load_model(args.model, args.device, args.model_config)
+                model = load_model(args.model, args.device, args.model_config, args.dtype)
             edge.check_edge_model(info, model)
             device_profile = args.profile
             if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2, median of 5

@@ -20,6 +20,8 @@ from edgediff.errors import WaitTimeout
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 20.0
+# GenerationRequest fields beyond the prompt, steps, seed and guidance that a request sends
+GENERATION_OPTIONS = ("width", "height", "eta", "guidance_rescale", "clip_skip", "scheduler", "scheduler_options")
 
 
 class ServiceError(RuntimeError):
@@ -88,10 +90,13 @@ class EdgeClient:
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         site: str | None = None,
+        **options,
     ) -> dict:
         """Queue a request (behind a front door: at ``site``, else where it routes); returns
         its status (``queued``). A full queue (503) is retried after ``Retry-After`` up to
-        ``retries`` times; any other refusal raises :class:`ServiceError`."""
+        ``retries`` times; any other refusal raises :class:`ServiceError`. ``options``: diffusers'
+        generation options (``width``, ``height``, ``eta``, ``guidance_rescale``, ``clip_skip``,
+        ``scheduler``, ``scheduler_options``), sent when given."""
         body = {
             "prompt": prompt,
             "steps": steps,
@@ -99,6 +104,7 @@ class EdgeClient:
             "alpha": alpha,
             "guidance_scale": guidance_scale,
             "negative_prompt": negative_prompt,
+            **{name: value for name, value in options.items() if value not in (None, 0.0, {})},
         }
         if profile is not None:
             body["profile"] = {"k": profile[0], "h": profile[1]}
@@ -267,6 +273,7 @@ def request_edge(
         seed=request.seed,
         guidance_scale=request.guidance_scale,
         negative_prompt=request.negative_prompt,
+        **{name: getattr(request, name) for name in GENERATION_OPTIONS},
     )
     decision = client.wait_decision(submitted["id"], timeout=timeout)
     payload, final = (None, decision)

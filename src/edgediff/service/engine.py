@@ -187,6 +187,12 @@ class EdgeEngine:
     closing = property(lambda self: self._closing)
 
     # ------------------------------------------------------------------ requests
+    def _latent_area(self, request) -> float:
+        """``request``'s latent area over the model's native one (what the window scales costs by)."""
+        native = self.model.image_size
+        height, width = request.image_shape(native)
+        return height * width / native**2
+
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
         """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
         ShuttingDown; RequestError for steps the model cannot run)."""
@@ -205,12 +211,26 @@ class EdgeEngine:
             seed=body.seed,
             guidance_scale=body.guidance_scale,
             negative_prompt=body.negative_prompt,
+            **body.generation_options(),
         )
+        if body.generation_options():
+            from edgediff.runtime.executor import initial_state
+
+            initial_state(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
         with self._cond:
             if self._closing:
                 self.metrics.rejected.labels("shutting_down").inc()
                 raise ShuttingDown("the service is shutting down")
-            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            job = Job(
+                self._id_prefix + uuid.uuid4().hex,
+                body,
+                request,
+                k,
+                h,
+                time.perf_counter(),
+                tenant=tenant,
+                area=self._latent_area(request),
+            )
             if not self.scheduler.submit(job):
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
