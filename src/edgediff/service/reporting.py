@@ -32,6 +32,7 @@ def info(engine) -> dict:
     used, entries = engine.caches.usage()
     return {
         "model": engine.model.name,
+        "dtype": engine.model.dtype,
         "latent_space": engine.model.latent_space,
         **({} if engine.site is None else {"site": engine.site}),
         "policy": cfg.policy,
