@@ -10,7 +10,7 @@ from edgediff.runtime.executor import BatchedExecutor, initial_state
 from edgediff.runtime.models import load_model
 from edgediff.runtime.payload import decode_latent, encode_latent
 from edgediff.runtime.request import GenerationRequest, RequestError
-from edgediff.runtime.split import run_edge, run_local
+from edgediff.runtime.split import image_requests, run_edge, run_local
 
 STEPS = 4
 
@@ -86,6 +86,23 @@ def test_option_equals_diffusers_and_split_is_exact(pair, name):
 
 
 @pytest.mark.slow
+def test_images_per_prompt_equal_diffusers_with_one_generator_each(pair):
+    model, pipe = pair
+    request = GenerationRequest("a red boat", steps=STEPS, seed=3)
+    ours = [model.decode(run_local(model, initial_state(model, r)).latent)[0] for r in image_requests(request, 2)]
+    images = pipe(
+        "a red boat",
+        num_inference_steps=STEPS,
+        num_images_per_prompt=2,
+        generator=[torch.Generator("cpu").manual_seed(3 + i) for i in range(2)],
+        output_type="np",
+    ).images
+    for mine, theirs in zip(ours, images):
+        assert np.abs(mine.astype(float) - (theirs * 255).round()).max() <= 1
+    assert not np.array_equal(ours[0], ours[1])
+
+
+@pytest.mark.slow
 def test_lcm_distilled_unet_gets_the_guidance_embedding(sd_dir, tmp_path):
     """A UNet with ``time_cond_proj_dim``: no classifier-free guidance, ``timestep_cond`` instead."""
     base = diffusers.StableDiffusionPipeline.from_pretrained(str(sd_dir), local_files_only=True)
@@ -158,6 +175,10 @@ def test_generate_cli_takes_the_options_and_loads_quietly(sd_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no transformers/diffusers warnings
     assert Image.open(out).size == (48, 32)
+    two = run_cli(*args, "--images", "2", "--out", str(tmp_path / "b.png"))
+    assert two.returncode == 0 and two.stdout.count("wrote ") == 2
+    first, second = (np.asarray(Image.open(tmp_path / f"b-{i}.png")) for i in (1, 2))
+    assert np.array_equal(first, np.asarray(Image.open(out))) and not np.array_equal(first, second)
     bad = run_cli(*args, "--scheduler", "EulerDiscreteScheduler", "--scheduler-option", "nope=1", "--out", str(out))
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1

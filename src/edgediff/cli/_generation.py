@@ -31,6 +31,12 @@ def scheduler_option(text: str) -> tuple[str, object]:
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """diffusers' ``__call__`` options: image size, eta, guidance rescale, clip skip, scheduler."""
     add_dtype(parser)
+    parser.add_argument(
+        "--images",
+        type=positive_int,
+        default=1,
+        help="images per prompt, seeds --seed, --seed + 1, ... (OUT-1.png ...)",
+    )
     parser.add_argument("--width", type=positive_int, help="image width in pixels (default: the model's)")
     parser.add_argument("--height", type=positive_int, help="image height in pixels (default: the model's)")
     parser.add_argument(

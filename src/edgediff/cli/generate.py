@@ -128,7 +128,7 @@ def run(args) -> None:
     started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
-    from edgediff.runtime.split import generate
+    from edgediff.runtime.split import generate, image_requests
 
     request = _request(args)
     args.model = args.model or "tiny"
@@ -137,23 +137,27 @@ def run(args) -> None:
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
         edge_model = load_model(args.edge_model, args.device, args.model_config, args.dtype)
     loaded_s = time.perf_counter() - started
-    result = generate(request, model, args.split, edge_model, args.payload_dtype)
-    size = _save(result.image, args.out, args.native_size)
-    where = (
-        "all local"
-        if result.offloaded_steps == 0
-        else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
-    )
-    print(
-        f"wrote {args.out}: {size}, {result.steps} steps "
-        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
-        f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
-    )
+    for i, one in enumerate(image_requests(request, args.images)):  # seeds s, s+1, ...: one image each
+        out = args.out if args.images == 1 else args.out.with_name(f"{args.out.stem}-{i + 1}.png")
+        result = generate(one, model, args.split, edge_model, args.payload_dtype)
+        size = _save(result.image, out, args.native_size)
+        where = (
+            "all local"
+            if result.offloaded_steps == 0
+            else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
+        )
+        print(
+            f"wrote {out}: {size}, {result.steps} steps "
+            f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
+            f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
+        )
 
 
 def _run_remote(args) -> None:
     if not args.server.startswith(("http://", "https://")):
         raise UsageError(f"--server needs a URL with its scheme, e.g. http://{args.server}; got {args.server!r}")
+    if args.images != 1:
+        raise UsageError("--images applies without --server; with it, send one request per image")
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
     if args.profile is not None and args.preset is not None:

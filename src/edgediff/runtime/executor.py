@@ -33,21 +33,8 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     its ``generator`` — so the same seed gives the same noise on every machine; scaled by the
     scheduler's initial sigma. The same generator then feeds stochastic schedulers' steps."""
     backend = model.backend
-    height, width = request.image_shape(backend.image_size)
-    for name, side, given in (("height", height, request.height), ("width", width, request.width)):
-        if side % backend.size_multiple:
-            name = "size" if given is None and request.size is not None else name
-            raise RequestError(
-                f"{name} must be a multiple of {backend.size_multiple} for model {model.name!r}, got {side}"
-            )
-    if request.guidance_rescale and not backend.supports_guidance_rescale:
-        raise RequestError(f"guidance_rescale: model {model.name!r} ({type(backend).__name__}) has none in diffusers")
-    model.check_steps(request.steps)
-    scheduler_class, scheduler_config = request_scheduler(model, request)
-    try:
-        scheduler = fresh_scheduler(scheduler_class, scheduler_config, request.steps, backend.device)
-    except (ValueError, TypeError, ZeroDivisionError) as err:
-        raise RequestError(f"scheduler {scheduler_class} cannot run {request.steps} steps: {err}") from None
+    height, width, scheduler_class, scheduler_config = check_request(model, request)
+    scheduler = fresh_scheduler(scheduler_class, scheduler_config, request.steps, backend.device)
     shape = (1, backend.latent_channels, height // backend.vae_scale_factor, width // backend.vae_scale_factor)
     noise, _ = _seeded_noise(request.seed, shape)
     latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
@@ -61,6 +48,32 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
         schedule_steps=steps,
         latent_space=model.latent_space,
     )
+
+
+def check_request(model: DiffusionModel, request: GenerationRequest) -> tuple[int, int, str, dict]:
+    """``(height, width, scheduler class, scheduler config)`` of ``request`` on ``model``, or
+    :class:`RequestError` naming the field it cannot run (a size, the steps, the scheduler)."""
+    backend = model.backend
+    height, width = request.image_shape(backend.image_size)
+    for name, side, given in (("height", height, request.height), ("width", width, request.width)):
+        if side % backend.size_multiple:
+            name = "size" if given is None and request.size is not None else name
+            raise RequestError(
+                f"{name} must be a multiple of {backend.size_multiple} for model {model.name!r}, got {side}"
+            )
+    if request.guidance_rescale and not backend.supports_guidance_rescale:
+        raise RequestError(f"guidance_rescale: model {model.name!r} ({type(backend).__name__}) has none in diffusers")
+    model.check_steps(request.steps)
+    scheduler_class, scheduler_config = request_scheduler(model, request)
+    try:
+        fresh_scheduler(scheduler_class, scheduler_config, request.steps, backend.device)
+    except Exception as err:  # diffusers raises many types for a config it cannot build (NotImplementedError, ...)
+        where = "scheduler_options" if request.scheduler_options else "scheduler"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RequestError(
+            f"{where}: {scheduler_class} cannot run {request.steps} steps with this config: {first}"
+        ) from None
+    return height, width, scheduler_class, scheduler_config
 
 
 def request_scheduler(model: DiffusionModel, request: GenerationRequest) -> tuple[str, dict]:

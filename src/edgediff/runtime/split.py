@@ -11,7 +11,7 @@ for bit the unsplit one: both halves run through the same single-member executor
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgediff.runtime.executor import BatchedExecutor, initial_state
 from edgediff.runtime.latent_space import check as check_latent_space
@@ -48,6 +48,17 @@ def _run_one(model: DiffusionModel, request: GenerationRequest, stop: int, start
 def finish(model: DiffusionModel, state: LatentState):
     """Run the remaining steps and decode: a uint8 RGB image ``(H, W, 3)``."""
     return model.decode(run_local(model, state).latent)[0]
+
+
+def image_requests(request: GenerationRequest, images: int) -> list[GenerationRequest]:
+    """``images`` images of one prompt: the request with seeds ``seed, seed + 1, ...``, which
+    equal diffusers' ``num_images_per_prompt=images`` with one generator per image
+    (``generator=[torch.Generator().manual_seed(seed + i) ...]``)."""
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise RequestError(f"images must be an integer >= 1, got {images!r}")
+    if request.seed + images > 2**63:
+        raise RequestError(f"seed + images must stay below 2^63, got {request.seed} + {images}")
+    return [replace(request, seed=request.seed + i) for i in range(images)]
 
 
 @dataclass(frozen=True)

@@ -214,9 +214,9 @@ class EdgeEngine:
             **body.generation_options(),
         )
         if body.generation_options():
-            from edgediff.runtime.executor import initial_state
+            from edgediff.runtime.executor import check_request
 
-            initial_state(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
+            check_request(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
         with self._cond:
             if self._closing:
                 self.metrics.rejected.labels("shutting_down").inc()

@@ -16,7 +16,7 @@ from edgediff.core.profiles import PRESETS
 MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
-MAX_SIDE = 8192  # pixels: far above any model's size, below what would exhaust memory on a typo
+MAX_SIDE = 4096  # pixels: above any model's trained size, below what would exhaust an edge's memory on a typo
 STATUSES = ("queued", "running", "done", "denied", "failed")
 TERMINAL = ("done", "denied", "failed")
 SITE_NAME = r"^[a-z0-9_]+$"  # no "-": a request id is "<site>-<hex>"
