@@ -29,6 +29,7 @@ def metadata_of(data: bytes) -> dict:
     return json.loads(data[8 : 8 + length])["__metadata__"]
 
 
+@pytest.mark.slow
 def test_every_payload_carries_the_fingerprint_and_the_device_refuses_a_foreign_one(sd, tiny, foreign_payload):
     space = json.loads(metadata_of(foreign_payload)["latent_space"])
     assert space == sd.latent_space and space["model"] == str(sd.name)
@@ -65,6 +66,8 @@ def test_a_malformed_payload_fingerprint_is_refused(foreign_payload):
 def test_without_a_model_the_device_loads_the_edges_or_refuses(tiny):
     space = tiny.latent_space
     assert load_edge_model({"latent_space": space}, loader=lambda src: tiny) is tiny
+    front_door = {"sites": {"s0": {"up": False, "info": None}, "s1": {"info": {"latent_space": space}}}}
+    assert load_edge_model(front_door, loader=lambda src: src) == "tiny"  # serve --ray: a site's model
     unknown = {**space, "model": "/the/edge/only/model"}
     with pytest.raises(ValueError) as err:
         load_edge_model({"latent_space": unknown})

@@ -139,6 +139,7 @@ def test_bad_options_name_their_field(tiny):
             GenerationRequest("x", **fields)
 
 
+@pytest.mark.slow
 def test_members_of_different_sizes_share_a_step_in_groups(tiny):
     requests = {
         "small": GenerationRequest("1", steps=3, seed=1),

@@ -168,12 +168,19 @@ class EdgeClient:
 
 
 def edge_latent_space(info: dict) -> dict | None:
-    """The edge's latent-space fingerprint from its ``/v1/info`` (``None`` if it publishes
-    none, e.g. an older edgediff); raises :class:`ServiceError` if it is malformed."""
+    """The edge's latent-space fingerprint from its ``/v1/info`` (a front door's: its first
+    site's that says; ``None`` if none does, e.g. an older edgediff); raises
+    :class:`ServiceError` if it is malformed."""
     from edgediff.errors import InputError
     from edgediff.runtime.latent_space import validate
 
-    space = info.get("latent_space") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return None
+    space = info.get("latent_space")
+    if space is None:  # a front door (serve --ray): its sites serve one model; the first that says
+        sites = info.get("sites") if isinstance(info.get("sites"), dict) else {}
+        found = (view.get("info") for view in sites.values() if isinstance(view, dict))
+        space = next((i["latent_space"] for i in found if isinstance(i, dict) and "latent_space" in i), None)
     if space is None:
         return None
     try:
