@@ -86,6 +86,19 @@ def test_option_equals_diffusers_and_split_is_exact(pair, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_dtype_equals_diffusers_loaded_in_it(sd_dir, dtype):
+    from edgediff.runtime.models import ModelSpec
+
+    model = load_model(ModelSpec(str(sd_dir), dtype=dtype))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        str(sd_dir), torch_dtype=getattr(torch, dtype), local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    check_against_diffusers(model, pipe, GenerationRequest("a red boat", steps=STEPS, seed=3))
+
+
+@pytest.mark.slow
 def test_images_per_prompt_equal_diffusers_with_one_generator_each(pair):
     model, pipe = pair
     request = GenerationRequest("a red boat", steps=STEPS, seed=3)

@@ -218,7 +218,8 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
         backend = _load_directory(path)
         identifier = _identifier(path)
     _check_finite(backend, spec.source)
-    backend.place(spec.device, spec.dtype)
+    with quiet_third_party():  # diffusers warns on a dtype cast of a model it did not load in that dtype
+        backend.place(spec.device, spec.dtype)
     return DiffusionModel(str(spec.source), backend, identifier)
 
 
