@@ -126,9 +126,9 @@ class ConditioningMemo:
 
     def get(self, backend, request):
         """``request_conditioning(backend, request)``, computed once per prompt and negative prompt."""
-        from edgediff.runtime.executor import request_conditioning
+        from edgediff.runtime.executor import conditioning_key, request_conditioning
 
-        key = (request.prompt, request.negative_prompt if request.guided else None)
+        key = conditioning_key(backend, request)
         with self._lock:
             if key in self._rows:
                 self._rows.move_to_end(key)

@@ -196,6 +196,12 @@ class EdgeEngine:
     closing = property(lambda self: self._closing)
 
     # ------------------------------------------------------------------ requests
+    def _latent_area(self, request) -> float:
+        """``request``'s latent area over the model's native one (what the window scales costs by)."""
+        native = self.model.image_size
+        height, width = request.image_shape(native)
+        return height * width / native**2
+
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
         """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
         ShuttingDown / OverQuota; RequestError for steps the model cannot run)."""
@@ -214,7 +220,12 @@ class EdgeEngine:
             seed=body.seed,
             guidance_scale=body.guidance_scale,
             negative_prompt=body.negative_prompt,
+            **body.generation_options(),
         )
+        if body.generation_options():
+            from edgediff.runtime.executor import check_request
+
+            check_request(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
         with self._cond:
             now = time.perf_counter()
             if self._closing:
@@ -225,7 +236,16 @@ class EdgeEngine:
             except OverQuota as err:
                 self._refused(tenant, err.reason)
                 raise
-            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, now, tenant=tenant)
+            job = Job(
+                self._id_prefix + uuid.uuid4().hex,
+                body,
+                request,
+                k,
+                h,
+                now,
+                tenant=tenant,
+                area=self._latent_area(request),
+            )
             if not self.scheduler.submit(job):
                 self._refused(tenant, "queue_full")
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))

@@ -103,6 +103,7 @@ class Job:
     async_finished: asyncio.Event | None = field(default=None, repr=False)
     collected: bool = False  # its terminal answer (latent, or denied/failed status) was served
     tenant: str | None = None  # who sent it (with API keys)
+    area: float = 1.0  # its latent area over the model's native one (the window scales its costs by it)
 
     def __post_init__(self):
         self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)

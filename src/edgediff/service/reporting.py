@@ -26,7 +26,8 @@ def load(engine) -> dict:
 
 
 def info(engine, tenant: str | None = None) -> dict:
-    """``/v1/info``: the model, policy, limits, calibration, workers, cache and the stats.
+    """``/v1/info``: the model and its latent space (what a device's model must share), the
+    policy, limits, calibration, workers, cache and the stats.
     With tenants on, a tenant (``tenant``) sees the edge's settings and only its own counts,
     cache and queue; the operator (:data:`~edgediff.service.tenants.OPERATOR`) sees the whole
     edge and each tenant's counts (docs/service.md, "Tenants")."""
@@ -44,6 +45,8 @@ def info(engine, tenant: str | None = None) -> dict:
         workers = {key: workers[key] for key in ("configured", "alive", "threads")}  # no rows: the edge's work
     answer = {
         "model": engine.model.name,
+        "dtype": engine.model.dtype,
+        "latent_space": engine.model.latent_space,
         **({} if engine.site is None else {"site": engine.site}),
         **({"tenant": tenant} if own else {}),
         "policy": cfg.policy,
