@@ -65,7 +65,7 @@ def test_cli_generate_writes_png(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--split", "9"], "--split must be in [0, --steps = 4]"),
+        (["--split", "9"], "--split must be in [0, 4]"),
         (["--split", "-1"], "--split"),
         (["--steps", "0"], "--steps"),
         (["--out", "{d}/img.jpg"], ".png"),

@@ -33,7 +33,12 @@ def add_parsers(sub) -> None:
     )
     add_model_config(p)
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
-    p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
+    p.add_argument(
+        "--split",
+        type=non_negative_int,
+        help="split n: denoiser calls N..n+1 at the edge, N the calls of the scheduler's schedule for "
+        "--steps (default N: all local)",
+    )
     p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
     p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
     p.add_argument(
@@ -112,8 +117,6 @@ def _save(image, out: Path, native: bool) -> str:
 
 
 def run(args) -> None:
-    if args.split is not None and args.split > args.steps:
-        raise UsageError(f"--split must be in [0, --steps = {args.steps}], got {args.split}")
     check_model_config(args.model_config, args.model, args.edge_model)
     if args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must name a .png file, got {str(args.out)!r}")
@@ -130,6 +133,12 @@ def run(args) -> None:
 
     request = _request(args)
     model = load_model(args.model, args.device, args.model_config)
+    calls = _schedule_length(model, request.steps)
+    if args.split is not None and args.split > calls:
+        raise UsageError(
+            f"--split must be in [0, {calls}] (the denoiser calls of {request.steps} steps with {model.name}'s "
+            f"scheduler), got {args.split}"
+        )
     edge_model = model
     if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
         edge_model = load_model(args.edge_model, args.device, args.model_config)
@@ -142,7 +151,7 @@ def run(args) -> None:
         else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
     )
     print(
-        f"wrote {args.out}: {size}, {result.steps} steps "
+        f"wrote {args.out}: {size}, {request.steps} steps = {result.steps} denoiser calls "
         f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
         f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
     )
@@ -188,19 +197,32 @@ def _run_remote(args) -> None:
     st = result.status
     if st["status"] == "done":
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
-        where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
+        where = f"granted: {st['offloaded_steps']} at the edge{hit}, payload {result.payload_bits} bits"
     elif st["status"] == "denied":
         where = f"denied ({st.get('reason')}): all steps local"
     else:
         where = f"edge failed ({st.get('reason')}): all steps local"
     predicted = st.get("predicted_latency_s")
     print(
-        f"wrote {args.out}: {size}, {request.steps} steps ({where}; {result.split} local on {model.name}); "
+        f"wrote {args.out}: {size}, {request.steps} steps = {result.steps} denoiser calls "
+        f"({where}; {result.split} local on {model.name}); "
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
         f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )
     declared = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
     print(_step_time_note(declared, result.local_s, result.split))
+
+
+def _schedule_length(model, steps: int) -> int:
+    """The denoiser calls of ``steps`` steps with ``model``'s scheduler (the unit of ``--split``)."""
+    from edgediff.errors import InputError
+    from edgediff.runtime.schedulers import schedule_length
+
+    try:
+        model.check_steps(steps)
+    except InputError as err:
+        raise UsageError(f"--steps: {err}") from None
+    return schedule_length(model.backend.scheduler_class, model.backend.scheduler_config, steps)
 
 
 def _step_time_note(declared_s: float, local_s: float, local_steps: int) -> str:

@@ -161,8 +161,8 @@ class RemoteResult:
 
     image: object  # uint8 (H, W, 3)
     status: dict  # the request's final status from the edge
-    split: int  # steps n..1 ran on the device
-    steps: int
+    split: int  # denoiser calls n..1 ran on the device
+    steps: int  # N: the schedule's denoiser calls (the unit of split; the request's own steps may be fewer)
     payload_bits: int
     predicted_latency_s: float | None
     measured_latency_s: float
@@ -254,7 +254,7 @@ def generate_remote(
         image=image,
         status=answer.status,
         split=answer.state.split,
-        steps=request.steps,
+        steps=answer.state.steps,
         payload_bits=answer.payload_bits,
         predicted_latency_s=answer.status.get("predicted_latency_s"),
         measured_latency_s=answer.elapsed_s + local_s,

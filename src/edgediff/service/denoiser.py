@@ -135,6 +135,13 @@ class EdgeDenoiser:
             k, h = per_member, 0.0
         return k, h
 
+    def schedule_length(self, steps: int) -> int:
+        """``N`` of a request of ``steps`` inference steps: its schedule's denoiser calls."""
+        from edgediff.runtime.schedulers import schedule_length
+
+        backend = self.model.backend
+        return schedule_length(backend.scheduler_class, backend.scheduler_config, steps)
+
     def ideal_step_s(self, batch: int) -> float:
         """The calibrated time of one step of ``batch`` members with the ``G`` alive now."""
         return self.k * batch / self.live_gpus() + self.h

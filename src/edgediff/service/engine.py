@@ -199,6 +199,7 @@ class EdgeEngine:
             )
             raise RequestError(f"site: unknown site {body.site!r} ({where})")
         self.model.check_steps(body.steps)  # RequestError naming steps: the model's scheduler cannot run them
+        calls = self.denoiser.schedule_length(body.steps)  # N: what the edge plans and runs in
         request = GenerationRequest(
             body.prompt,
             steps=body.steps,
@@ -210,7 +211,9 @@ class EdgeEngine:
             if self._closing:
                 self.metrics.rejected.labels("shutting_down").inc()
                 raise ShuttingDown("the service is shutting down")
-            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            job = Job(
+                self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), calls, tenant=tenant
+            )
             if not self.scheduler.submit(job):
                 self.metrics.rejected.labels("queue_full").inc()
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
@@ -218,7 +221,7 @@ class EdgeEngine:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
             if journal is not None:  # written ahead, before the job can run or finish
-                journal.accepted(job.id, job.steps, tenant)
+                journal.accepted(job.id, job.request.steps, tenant, job.calls)
             self._jobs.add(job)
             self.stats.accepted += 1
             self.metrics.accepted.inc()

@@ -41,7 +41,7 @@ class JobSnapshot:
     """A request's status at one moment (the fields of ``JobStatus`` and the payload)."""
 
     id: str
-    steps: int
+    steps: int  # the inference steps the client asked for
     arrived: float
     status: str = "queued"
     window: int | None = None
@@ -54,6 +54,12 @@ class JobSnapshot:
     decided_at: float | None = None
     finished_at: float | None = None
     payload: bytes | None = field(default=None, repr=False)
+    calls: int | None = None  # N: the schedule's denoiser calls (None: ``steps``), the unit of ``split``
+
+    @property
+    def N(self) -> int:
+        """Denoiser calls of the whole schedule: the unit of ``split`` (docs/service.md)."""
+        return self.steps if self.calls is None else self.calls
 
     @property
     def terminal(self) -> bool:
@@ -67,7 +73,8 @@ class JobSnapshot:
             "window": self.window,
             "granted": self.granted,
             "split": self.split,
-            "offloaded_steps": None if self.split is None else self.steps - self.split,
+            "calls": self.N,
+            "offloaded_steps": None if self.split is None else self.N - self.split,
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
@@ -90,6 +97,7 @@ class Job:
     k: float
     h: float
     arrived: float
+    calls: int = 0  # N: the denoiser calls of the request's schedule (0: ``request.steps``)
     snapshot: JobSnapshot = field(init=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
     cached_steps: int = 0  # d_i: steps of the cached latent it could start from, seen before its window's decision
@@ -103,11 +111,14 @@ class Job:
     tenant: str | None = None  # who sent it (with API keys)
 
     def __post_init__(self):
-        self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
+        self.calls = self.calls or self.request.steps
+        self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived, calls=self.calls)
 
     @property
     def steps(self) -> int:
-        return self.request.steps
+        """``N`` of the window's instance: denoiser calls of the schedule, the unit the edge
+        plans, runs and reports split points in (``request.steps`` is what the client asked)."""
+        return self.calls
 
     @property
     def alpha(self) -> float:
@@ -139,8 +150,11 @@ class RestoredJob:
     def from_record(cls, record: dict, status: str, reason: str | None) -> RestoredJob:
         """The request of an earlier run from its journal ``record``, answered ``status``."""
         steps, split = record["steps"], record.get("split")  # replay returns only valid records
-        granted = None if split is None else split < steps
-        snapshot = JobSnapshot(record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason)
+        calls = record.get("calls") or steps
+        granted = None if split is None else split < calls
+        snapshot = JobSnapshot(
+            record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason, calls=calls
+        )
         return cls(snapshot, record.get("tenant"))
 
     @property

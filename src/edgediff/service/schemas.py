@@ -70,8 +70,11 @@ class SubmitRequest(BaseModel):
 
 
 class JobStatus(BaseModel):
-    """A request's state. ``split`` is the decision (``N`` when denied: run locally);
-    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in."""
+    """A request's state. ``steps`` is what the client asked for; ``calls`` (``N``) the
+    denoiser calls of its schedule, the unit of ``split``, ``offloaded_steps`` (``N - split``,
+    the calls the edge runs) and ``cache_hit_step``. ``split`` is the decision (``N`` when
+    denied: run locally); ``cache_hit_step`` > 0 means the edge started from a cached latent
+    that many calls in."""
 
     id: str
     status: Literal[STATUSES]  # type: ignore[valid-type]
@@ -80,6 +83,7 @@ class JobStatus(BaseModel):
     granted: bool | None = None
     split: int | None = None
     offloaded_steps: int | None = None
+    calls: int | None = None
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0

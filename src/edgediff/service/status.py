@@ -70,7 +70,7 @@ class StatusBoard:
             handoff = None
             if s.granted and s.predicted_latency_s is not None:  # the edge's part: minus the local steps
                 handoff = s.predicted_latency_s - s.split * (job.k + job.h)
-            members.append((job.id, s.status, s.split, s.steps, handoff))
+            members.append((job.id, s.status, s.split, s.steps, handoff, s.N))
         now = time.perf_counter()
         with self._lock:
             if len(self._windows) == WINDOWS:  # the oldest window leaves: stop tracking its members
@@ -149,7 +149,7 @@ class StatusBoard:
         for w in reversed(windows):
             granted = [m for m in w.members if m[1] not in ("denied", "failed")]
             measured, predicted = [], []
-            for job_id, _, _, _, handoff in granted:
+            for job_id, *_, handoff, _ in granted:
                 if measured_of.get(job_id) is not None:
                     measured.append(measured_of[job_id])
                     predicted.append(handoff)
@@ -163,6 +163,7 @@ class StatusBoard:
                     "failed": sum(m[1] == "failed" for m in w.members),
                     "splits": sorted(m[2] for m in granted),
                     "steps": sorted({m[3] for m in w.members}),
+                    "calls": sorted({m[5] for m in w.members}),
                     "decision_ms": round(w.decision_s * 1e3, 2),
                     "predicted_handoff_s": _mean([m[4] for m in granted]),
                     "measured_handoff_s": _mean(measured),
