@@ -1,12 +1,13 @@
 """The window scheduler alone: fake executor, fake cache, time as an argument (no HTTP, no
 threads, no sleeps, no model). Each test takes milliseconds."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from edgediff.core.model import Decision
+from edgediff.core.model import Decision, evaluate
 from edgediff.service.config import ServiceConfig
 from edgediff.service.scheduler import Hit, WindowScheduler
 
@@ -248,3 +249,27 @@ def test_groups_are_decided_in_order_of_first_arrival_sharing_the_slots():
 @pytest.mark.parametrize("since", [10.0, 10.49])
 def test_a_look_before_the_end_is_not_due(since):
     assert not scheduler().due(since, since=since)
+
+
+def test_a_window_sees_the_members_still_running_step_by_step():
+    """``r_s``: earlier members in each of the window's edge steps, the step in flight done;
+    a later group of the same window also sees what an earlier group granted."""
+    policy = GrantFirst()
+    ex = FakeExecutor()
+    s = scheduler(policy, ex, b_max=4)
+    s.submit(job("a", 10.1, steps=20))  # split N_hat = 8: 12 edge steps
+    s.submit(job("b", 10.2, steps=10))  # N_hat = 4: 6 edge steps
+    s.decide(s.take(10.5, since=10.0))
+    assert policy.instances[0].running.size == 0  # nothing ran before
+    assert policy.instances[1].running.tolist() == [1] * 12  # "a", granted first in this window
+    ex.steps = 3  # three steps launched since, the third in flight
+    s.submit(job("c", 10.6, steps=20))
+    (answer,) = s.decide(s.take(11.0, since=10.5)).answers
+    instance = policy.instances[2]
+    assert instance.running.tolist() == [2, 2, 2, 1, 1, 1, 1, 1, 1]  # b: 3 left, a: 9 left
+    decision = Decision(np.array([True]), np.array([answer.split]))
+    alone = evaluate(replace(instance, running=None), decision, "timeline").latency[0]
+    k_g = EDGE[0] / instance.G
+    assert answer.predicted_latency_s == pytest.approx(alone + k_g * 12)  # R(12) = 2+2+2+6*1
+    s.drop(["a"])
+    assert sorted(s.edge_steps_left()) == [3, 12]  # b, and c admitted now

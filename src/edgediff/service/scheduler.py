@@ -158,6 +158,7 @@ class WindowScheduler:
         self.K, self.phase = config.window_s, phase
         self.queue: list = []
         self.running: dict[str, Any] = {}  # id -> job: admitted, not yet out of the batch
+        self._leaves_at: dict[str, int] = {}  # id -> the executor's step count after its last edge step
         self.windows = 0
         self._captures: list[tuple[int, int, int, int, Any]] = []  # (due step count, rank, step, seq, job)
         self._seq = itertools.count()
@@ -213,6 +214,7 @@ class WindowScheduler:
             intermediate_bits=self.intermediate_bits,
             gpus=gpus,
             running=len(self.executor),
+            edge_steps_left=self.edge_steps_left(),
         )
         answers: list[Answer] = []
         errors: list[Exception] = []
@@ -244,6 +246,12 @@ class WindowScheduler:
                     answers.append(replace(answer, reason=reason))
         return Decided(answers, errors)
 
+    def edge_steps_left(self) -> list[int]:
+        """Each running member's edge steps still to run after the step in flight (a member
+        admitted now runs its first step in the next one): the window's ``r_s``."""
+        now = self.executor.steps
+        return [at - now for key, at in self._leaves_at.items() if key in self.running and at > now]
+
     def _peek(self, jobs: list) -> None:
         """Each job's ``cached_steps``: how deep a cached output it could start from, so that
         the decision sees the cache (docs/offloading-model.md, "Cached steps")."""
@@ -269,6 +277,7 @@ class WindowScheduler:
         except Exception as err:
             return replace(answer, status="failed", reason=f"edge could not start: {err}", cache_hit_step=hit_step)
         self.running[job.id] = job
+        self._leaves_at[job.id] = self.executor.steps + max(0, job.steps - split - hit_step)
         if hit is not None:
             # stored once the member has run step m: the executor's count then is now's + m - hit
             launched, rank = self.executor.steps, self.cache.order(job)  # type: ignore[union-attr]
@@ -294,6 +303,8 @@ class WindowScheduler:
 
     def drop(self, keys) -> list:
         """Take the members ``keys`` out of the running set; returns those that were in it."""
+        for key in keys:
+            self._leaves_at.pop(key, None)
         return [job for job in (self.running.pop(key, None) for key in keys) if job is not None]
 
     def store(self, job, step: int, state) -> None:

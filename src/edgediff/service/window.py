@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgediff.core.instance import Instance
-from edgediff.core.model import Decision, Evaluation, evaluate
+from edgediff.core.model import Decision, Evaluation, edge_steps_to_run, evaluate
 from edgediff.core.pai import PaiCurve
 from edgediff.service.config import SiteConfig
 
@@ -33,6 +33,7 @@ def window_instance(
     edge_profile: tuple[float, float],
     intermediate_bits: int,
     gpus: int | None = None,
+    running=None,
 ) -> Instance:
     """The instance of ``jobs`` (of one step count ``N``) in the window
     that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
@@ -44,6 +45,8 @@ def window_instance(
     default ``config.gpus``. The paper's
     ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
     ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
+    ``running``: ``r_s``, the members of earlier windows still in the batch at the window's
+    ``s``-th edge step (docs/offloading-model.md, "The running batch"; default none).
     """
     steps = {job.steps for job in jobs}
     if len(steps) != 1:
@@ -70,7 +73,19 @@ def window_instance(
         eta=config.eta,
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
+        running=running,
     )
+
+
+def running_profile(edge_steps_left) -> np.ndarray:
+    """``r_s`` for ``s = 1..max``: how many of the members with ``edge_steps_left`` edge steps
+    still to run (after the step in flight) are in the batch at the next ``s``-th step."""
+    left = np.asarray(edge_steps_left, dtype=np.int64)
+    left = left[left > 0]
+    if not left.size:
+        return np.zeros(0, np.int64)
+    leaving_after = np.bincount(left, minlength=int(left.max()) + 1)  # members whose last step is s
+    return left.size - np.cumsum(leaving_after)[:-1]
 
 
 def window_slots(config: SiteConfig, running: int) -> int:
@@ -121,14 +136,19 @@ def decide_window(
     intermediate_bits: int,
     gpus: int | None = None,
     running: int = 0,
+    edge_steps_left=(),
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` (the model has one
     ``N``), groups in order of first arrival sharing the window's slots, each decided by
     ``policy`` (anything with ``decide(instance) -> Decision``), with ``G = gpus`` (default
     ``config.gpus``). The slots: ``config.b_max``, and with ``config.max_batch`` no more than
-    the running batch (``running`` members of earlier windows) has free. A policy that raises
-    on a group (e.g. a learned policy that cannot take the instance) fails that group only."""
+    the running batch (``running`` members of earlier windows) has free. ``edge_steps_left``:
+    each running member's edge steps still to run after the step in flight; every instance sees
+    them as ``r_s``, and a later group also the members an earlier group of the window granted
+    (they share its steps). A policy that raises on a group (e.g. a learned policy that cannot
+    take the instance) fails that group only."""
     remaining = window_slots(config, running)
+    left = [int(m) for m in edge_steps_left]
     groups: dict[int, list] = {}
     for job in jobs:
         groups.setdefault(job.steps, []).append(job)
@@ -143,6 +163,7 @@ def decide_window(
                 edge_profile=edge_profile,
                 intermediate_bits=intermediate_bits,
                 gpus=gpus,
+                running=running_profile(left),
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")
@@ -150,5 +171,6 @@ def decide_window(
             decided.append(GroupDecision(group, error=err))
             continue
         remaining -= decision.granted_count
+        left.extend(edge_steps_to_run(instance, decision)[decision.granted].tolist())
         decided.append(GroupDecision(group, instance, decision, outcome))
     return decided
