@@ -250,7 +250,8 @@ class WindowScheduler:
         """Each running member's edge steps still to run after the step in flight (a member
         admitted now runs its first step in the next one): the window's ``r_s``."""
         now = self.executor.steps
-        return [at - now for key, at in self._leaves_at.items() if key in self.running and at > now]
+        leaves = list(self._leaves_at.items())  # one copy: a front door's load report reads it from its thread
+        return [at - now for key, at in leaves if key in self.running and at > now]
 
     def _peek(self, jobs: list) -> None:
         """Each job's ``cached_steps``: how deep a cached output it could start from, so that
