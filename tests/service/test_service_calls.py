@@ -11,7 +11,7 @@ import pytest
 from edgediff.runtime.request import GenerationRequest
 from edgediff.runtime.schedulers import schedule_length
 from edgediff.runtime.split import finish, generate
-from edgediff.service.client import EdgeClient, request_edge
+from edgediff.service.client import EdgeClient, ServiceError, generate_remote, request_edge
 
 SLOW_DEVICE = (0.25, 0.02)
 STEPS = 5
@@ -64,3 +64,34 @@ def test_predicted_edge_calls_are_the_calls_the_edge_runs(start_service, tiny, f
     assert np.array_equal(image, generate(request, model, split=status["split"]).image)
     windows = engine.board.snapshot(engine, thumbnails=False)["windows"]
     assert windows[0]["calls"] == [N] and windows[0]["splits"] == [status["split"]]
+
+
+@pytest.mark.slow
+def test_the_prediction_error_is_measured_end_to_end(start_service, tiny):
+    """The device reports its submit-to-image time; the edge's prediction of the edge time, the
+    hand-off and the total is compared with what was measured: status, /metrics, status page."""
+    import httpx
+
+    service, engine = start_service(cache_gb=0)
+    request = GenerationRequest("a lighthouse at dusk", steps=8, seed=1)
+    with EdgeClient(service.url) as client:
+        result = generate_remote(client, request, tiny, alpha=5.0, profile=SLOW_DEVICE)
+        status = client.status(result.status["id"])
+        with pytest.raises(ServiceError, match="already reported"):
+            client.report_latency(status["id"], 1.0)  # once per request
+    assert status["status"] == "done" and status["measured_latency_s"] == pytest.approx(result.measured_latency_s)
+    assert 0 < status["predicted_edge_s"] < status["predicted_handoff_s"] < status["predicted_latency_s"]
+    assert status["handoff_s"] > status["edge_s"] > 0
+    with httpx.Client(base_url=service.url) as http:
+        text = http.get("/metrics").text
+        for part in ("edge", "handoff", "total"):
+            assert f'edgediff_prediction_error_ratio_count{{part="{part}"}} 1.0' in text
+        bad = http.post(f"/v1/requests/{status['id']}/measured", json={"latency_s": -1})
+        assert bad.status_code == 422 and "latency_s" in bad.json()["error"]
+        unknown = http.post("/v1/requests/nope/measured", json={"latency_s": 1.0})
+        assert unknown.status_code == 404
+        page = http.get("/v1/status").json()["prediction_error"]
+    total = (result.measured_latency_s - status["predicted_latency_s"]) / status["predicted_latency_s"]
+    assert page["total"]["count"] == 1 and page["total"]["mean"] == pytest.approx(total, abs=1e-4)
+    edge = (status["edge_s"] - status["predicted_edge_s"]) / status["predicted_edge_s"]
+    assert page["edge"]["mean"] == pytest.approx(edge, abs=1e-4)

@@ -38,7 +38,7 @@ from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine
 from edgediff.service.face import Answer, Face
 from edgediff.service.job import QueueFull, ShuttingDown
-from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
+from edgediff.service.schemas import ErrorBody, JobStatus, MeasuredLatency, SubmitRequest
 from edgediff.service.tenants import digest, presented_key
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,16 @@ class EngineFace:
             return Answer(200, snap.payload, headers)
         return Answer(409 if snap.terminal else 202, snap.to_status())
 
+    async def measured(self, job_id: str, tenant: str | None, latency_s: float) -> Answer:
+        """The device's total latency for a request the edge finished: 200 with the status;
+        404 if unknown, 409 if not finished at the edge or already reported."""
+        taken = self.engine.measured(job_id, latency_s, tenant)
+        if taken is None:
+            return unknown_id(job_id)
+        if not taken:
+            return Answer(409, {"error": f"request {job_id!r} was not finished at the edge, or was already reported"})
+        return Answer(200, self.engine.get(job_id, tenant).to_status())
+
     async def info(self) -> dict:
         return self.engine.info()
 
@@ -320,6 +330,12 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     ):
         """The intermediate latent of a granted request, once the edge has run its steps."""
         return (await face.latent(job_id, tenant, wait)).response()
+
+    @app.post("/v1/requests/{job_id}/measured", response_model=JobStatus, responses=_ERRORS)
+    async def measured(job_id: str, body: MeasuredLatency, tenant: Tenant):
+        """The device reports the request's total latency (submit to decoded image), once: the
+        prediction's error is then measured end to end (``/metrics``, the status page)."""
+        return (await face.measured(job_id, tenant, body.latency_s)).response()
 
     @app.get("/v1/info", responses={401: _ERRORS[401]})
     async def info(tenant: Tenant):

@@ -124,6 +124,9 @@ class SiteActor:
                 finished[job_id] = job.to_status()
         return self.engine.load(), finished
 
+    async def measured(self, job_id: str, tenant, latency_s: float) -> Answer:
+        return await self.face.measured(job_id, tenant, latency_s)
+
     async def info(self) -> dict:
         return await self.face.info()
 
@@ -384,6 +387,12 @@ class FrontDoor:
 
     async def latent(self, job_id: str, tenant, wait: float) -> Answer:
         return await self._forward(job_id, tenant, "latent", wait)
+
+    async def measured(self, job_id: str, tenant, latency_s: float) -> Answer:
+        site = self._site_of(job_id)
+        if site is not None and site.lost is not None and self._final(job_id, tenant) is not None:
+            return Answer(409, {"error": f"{site.lost}; request {job_id!r} cannot take a report"})
+        return await self._forward(job_id, tenant, "measured", latency_s)
 
     async def _forward(self, job_id: str, tenant, call: str, *args) -> Answer:
         import ray

@@ -242,6 +242,14 @@ class EdgeEngine:
         with self._cond:
             return self._jobs.get(job_id)
 
+    def measured(self, job_id: str, latency_s: float, tenant: str | None = None) -> bool | None:
+        """The device's report of request ``job_id``'s total latency (None: unknown id; False:
+        not a request the edge finished, or already reported)."""
+        job = self.get(job_id, tenant)
+        if job is None or not isinstance(job, Job):
+            return None
+        return self.publish.measured(job, latency_s)
+
     def jobs(self) -> list[Job]:
         with self._cond:
             return self._jobs.all()

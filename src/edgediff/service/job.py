@@ -55,6 +55,9 @@ class JobSnapshot:
     finished_at: float | None = None
     payload: bytes | None = field(default=None, repr=False)
     calls: int | None = None  # N: the schedule's denoiser calls (None: ``steps``), the unit of ``split``
+    predicted_handoff_s: float | None = None
+    predicted_edge_s: float | None = None
+    measured_latency_s: float | None = None  # the device's submit-to-image time, as its client reported it
 
     @property
     def N(self) -> int:
@@ -84,6 +87,27 @@ class JobSnapshot:
             if self.finished_at is None or self.decided_at is None or not self.granted
             else self.finished_at - self.decided_at,
             "payload_bytes": None if self.payload is None else len(self.payload),
+            "predicted_handoff_s": self.predicted_handoff_s,
+            "predicted_edge_s": self.predicted_edge_s,
+            "handoff_s": None if self.finished_at is None or self.status != "done" else self.finished_at - self.arrived,
+            "measured_latency_s": self.measured_latency_s,
+        }
+
+    def prediction_errors(self) -> dict[str, float]:
+        """``(measured - predicted) / predicted`` of the parts measured so far, for a request
+        the edge finished (``done``): ``edge`` (decision to latent), ``handoff`` (arrival to
+        latent) and ``total`` (what the device reported, submit to image)."""
+        if self.status != "done" or self.finished_at is None or self.decided_at is None:
+            return {}
+        pairs = {
+            "edge": (self.finished_at - self.decided_at, self.predicted_edge_s),
+            "handoff": (self.finished_at - self.arrived, self.predicted_handoff_s),
+            "total": (self.measured_latency_s, self.predicted_latency_s),
+        }
+        return {
+            part: (measured - predicted) / predicted
+            for part, (measured, predicted) in pairs.items()
+            if measured is not None and predicted is not None and predicted > 0
         }
 
 

@@ -109,6 +109,8 @@ class Answer:
     predicted_pai: float | None = None
     cache_hit_step: int = 0
     window_granted: int = 0
+    predicted_handoff_s: float | None = None  # arrival to the latent handed off (latency less the device's steps)
+    predicted_edge_s: float | None = None  # decision to the latent handed off (its edge steps and the link)
 
     def decision(self) -> dict:
         """The fields a status snapshot takes (none when no decision was made)."""
@@ -120,6 +122,8 @@ class Answer:
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
+            "predicted_handoff_s": self.predicted_handoff_s,
+            "predicted_edge_s": self.predicted_edge_s,
         }
 
 
@@ -228,6 +232,9 @@ class WindowScheduler:
             decision, outcome, instance = group.decision, group.outcome, group.instance
             assert decision is not None and outcome is not None and instance is not None
             b = decision.granted_count
+            # the prediction's parts: the device's steps after the hand-off, the wait before the decision
+            handoff = outcome.latency - decision.split * instance.local_step_latency
+            edge = handoff - instance.waiting_latency
             for i, job in enumerate(group.jobs):
                 granted, split = bool(decision.granted[i]), int(decision.split[i])
                 answer = Answer(
@@ -238,6 +245,8 @@ class WindowScheduler:
                     predicted_latency_s=float(outcome.latency[i]),
                     predicted_pai=float(outcome.pai[i]),
                     window_granted=b if granted else 0,
+                    predicted_handoff_s=float(handoff[i]) if granted else None,
+                    predicted_edge_s=float(edge[i]) if granted else None,
                 )
                 if granted:
                     answers.append(self._admit(answer))

@@ -91,6 +91,17 @@ class JobStatus(BaseModel):
     queued_s: float | None = None
     edge_s: float | None = None
     payload_bytes: int | None = None
+    predicted_handoff_s: float | None = None
+    predicted_edge_s: float | None = None
+    handoff_s: float | None = None
+    measured_latency_s: float | None = None
+
+
+class MeasuredLatency(BaseModel):
+    """What the device measured of a request the edge helped with: submit to decoded image."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class ErrorBody(BaseModel):

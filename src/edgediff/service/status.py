@@ -51,6 +51,8 @@ class StatusBoard:
         self._seconds: deque[list] = deque(maxlen=SECONDS)
         self._latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
         self._lookups: deque[bool] = deque(maxlen=LATENCIES)
+        # (measured - predicted) / predicted of recent finished requests, by part (metrics.PREDICTION_PARTS)
+        self._errors: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("edge", "handoff", "total")}
         self._pending = None  # (job id, latent) of the newest hand-off not yet decoded
         self._thumbnails: deque[dict] = deque(maxlen=THUMBNAILS)
         self._next_thumbnail = 0.0
@@ -101,6 +103,12 @@ class StatusBoard:
                 if s.status == "done" and job.id in self._measured:
                     self._measured[job.id] = s.finished_at - s.arrived
 
+    def prediction(self, errors: dict[str, float]) -> None:
+        """A finished request's measured-against-predicted errors, by part."""
+        with self._lock:
+            for part, error in errors.items():
+                self._errors[part].append(error)
+
     def handoff(self, state) -> None:
         """A granted member left the batch with ``state``: the next thumbnail candidate."""
         with self._lock:
@@ -143,6 +151,7 @@ class StatusBoard:
             seconds = [list(b) for b in self._seconds]
             latency = {k: np.array(v) for k, v in self._latency.items()}
             lookups = list(self._lookups)
+            errors = {k: np.array(v) for k, v in self._errors.items()}
             images = list(self._thumbnails) if thumbnails else []
         uptime = now - self.started
         recent = []
@@ -206,6 +215,7 @@ class StatusBoard:
                 "hit_rate": round(sum(lookups) / len(lookups), 4) if lookups else None,
             },
             "latency_s": {k: _percentiles(v) for k, v in latency.items()},
+            "prediction_error": {k: _errors(v) for k, v in errors.items()},
             "thumbnails": images,
         }
 
@@ -213,6 +223,16 @@ class StatusBoard:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(float(np.mean(values)), 4) if values else None
+
+
+def _errors(values: np.ndarray) -> dict:
+    """Relative errors ``(measured - predicted) / predicted``: their mean (the bias) and the
+    median and p90 of their size."""
+    if not len(values):
+        return {"count": 0, "mean": None, "abs_p50": None, "abs_p90": None}
+    p50, p90 = np.percentile(np.abs(values), [50, 90])
+    return {"count": int(len(values)), "mean": round(float(values.mean()), 4),
+            "abs_p50": round(float(p50), 4), "abs_p90": round(float(p90), 4)}  # fmt: skip
 
 
 def _percentiles(values: np.ndarray) -> dict:
