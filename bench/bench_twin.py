@@ -126,13 +126,23 @@ def validate(seed: int, requests: int) -> None:
         f"calibrated L(b) = {profile.k * 1e3:.2f} b + "
         f"{profile.h * 1e3:.2f} ms; steps during the run took {result.service.step_scale:.2f} x that"
     )
-    print("  | measure | service | twin | twin vs service | twin, unscaled calibration | vs service |")
-    print("  | --- | --- | --- | --- | --- | --- |")
+    print("  | measure | basis | service | twin | twin vs service | twin, unscaled calibration | vs service |")
+    print("  | --- | --- | --- | --- | --- | --- | --- |")
     for r in result.rows:
         print(
-            f"  | {r['measure']} | {r['service']:.3f} | {r['twin']:.3f} | {100 * r['relative_difference']:+.1f} % "
-            f"| {r['twin_calibrated']:.3f} | {100 * r['relative_difference_calibrated']:+.1f} % |"
+            f"  | {r['measure']} | {r['basis']} | {r['service']:.3f} | {r['twin']:.3f} "
+            f"| {100 * r['relative_difference']:+.1f} % | {r['twin_calibrated']:.3f} "
+            f"| {100 * r['relative_difference_calibrated']:+.1f} % |"
         )
+    answers = [r for r in result.rows if r["measure"] in ("answer_p50_s", "answer_p90_s")]
+    met = all(abs(r["relative_difference"]) <= 0.10 for r in answers)
+    print(f"  target: answer p50 and p90 (measured) within 10 % of the service's: {'met' if met else 'NOT met'}")
+    error = result.service.prediction_error()
+    print(
+        f"  the service's own prediction of the hand-off (arrival to latent, measured), {error['count']} granted: "
+        f"bias {100 * error['mean']:+.1f} %, median |error| {100 * error['abs_p50']:.1f} %, "
+        f"p90 {100 * error['abs_p90']:.1f} % (target: median <= 10 %)"
+    )
 
 
 def main() -> None:

@@ -273,3 +273,31 @@ def test_a_window_sees_the_members_still_running_step_by_step():
     assert answer.predicted_latency_s == pytest.approx(alone + k_g * 12)  # R(12) = 2+2+2+6*1
     s.drop(["a"])
     assert sorted(s.edge_steps_left()) == [3, 12]  # b, and c admitted now
+
+
+def test_later_windows_members_are_expected_from_the_recent_ones():
+    """f_s: each later window adds the recent windows' members per window, every K / L_e(b)
+    steps, each staying for edge steps drawn like theirs."""
+    from edgediff.service.window import joiners_profile
+
+    f = joiners_profile(2.0, [4, 4], steps_per_window=3.0, horizon=10)
+    # window 1 joins after step 3 (steps 4..7), window 2 after step 6 (7..10), window 3 after 9
+    assert f.tolist() == [0, 0, 0, 2, 2, 2, 4, 2, 2, 4]
+    assert joiners_profile(0.0, [4], 3.0, 10).size == 0
+    policy = GrantFirst()
+    s = scheduler(policy, FakeExecutor(), b_max=4, phase=10.0)
+    for w in range(3):  # three windows of two requests, each granted 12 edge steps (N 20, N_hat 8)
+        s.submit(job(f"a{w}", 10.1 + 0.5 * w))
+        s.submit(job(f"b{w}", 10.2 + 0.5 * w))
+        s.decide(s.take(10.5 + 0.5 * w, since=10.0 + 0.5 * w))
+    assert policy.instances[1].running.tolist() == [2] * 12  # one window of history: nothing expected yet
+    s.submit(job("c", 11.6))
+    s.decide(s.take(12.0, since=11.5))
+    per_window, step_s = 6 / 3, EDGE[0] * (6 + 2) / 1 + EDGE[1]  # 2 members a window; batch 6 + 2
+    later = joiners_profile(per_window, [12] * 6, 0.5 / step_s, 20)
+    assert later.sum() > 0
+    assert policy.instances[-1].running == pytest.approx(np.pad([6.0] * 12, (0, 8)) + later)
+    s.expect_joiners = False
+    s.submit(job("d", 12.1))
+    s.decide(s.take(12.5, since=12.0))
+    assert policy.instances[-1].running.tolist() == [7] * 12  # the members running, nothing more

@@ -92,7 +92,7 @@ class _InstanceSchema(_Strict):
     edge: _EdgeSchema = _EdgeSchema(k=DEFAULT_EDGE.k, h=DEFAULT_EDGE.h)
     link: _LinkSchema = _LinkSchema()
     pai: _PaiSchema = _PaiSchema()
-    running: list[Annotated[int, Field(ge=0)]] = []
+    running: list[NonNegativeFloat] = []
     users: Annotated[list[_UserSchema], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -173,8 +173,8 @@ class Instance:
     pai: PaiCurve = field(default_factory=PaiCurve)
     # d_i: steps of a usable cached output; None (no cache) becomes zeros when built
     cached_steps: np.ndarray = None  # type: ignore[assignment]
-    # r_s, s = 1..len: members of earlier windows still in the batch at this window's s-th edge
-    # step (0 beyond); None (nothing running) becomes an empty array when built
+    # r_s, s = 1..len: members of other windows in the batch at this window's s-th edge step
+    # (0 beyond; an expectation, so not always whole); None (nothing running): an empty array
     running: np.ndarray = None  # type: ignore[assignment]
     _running_work: np.ndarray = field(init=False, repr=False)  # R(m) for m = 0..len(running)
 
@@ -191,13 +191,13 @@ class Instance:
             )
         cached.setflags(write=False)
         object.__setattr__(self, "cached_steps", cached)
-        running = np.zeros(0, np.int64) if self.running is None else np.asarray(self.running, dtype=np.int64)
-        if running.ndim != 1 or np.any(running < 0):
+        running = np.zeros(0) if self.running is None else np.asarray(self.running, dtype=float)
+        if running.ndim != 1 or not np.all(np.isfinite(running) & (running >= 0)):
             raise InstanceError(f"running must be a list of member counts >= 0, got shape {running.shape}")
         running = np.trim_zeros(running, "b")  # r_s = 0 beyond the array: the same instance
         running.setflags(write=False)
         object.__setattr__(self, "running", running)
-        cumulative = np.concatenate(([0], np.cumsum(running)))
+        cumulative = np.concatenate(([0.0], np.cumsum(running)))
         cumulative.setflags(write=False)
         object.__setattr__(self, "_running_work", cumulative)
 
@@ -261,7 +261,7 @@ class Instance:
             prompt_bits=np.array([u.prompt_bits for u in users]),
             intermediate_bits=np.array([u.intermediate_bits for u in users]),
             cached_steps=np.array([u.cached_steps for u in users]),
-            running=np.array(s.running, dtype=np.int64),
+            running=np.array(s.running, dtype=float),
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,

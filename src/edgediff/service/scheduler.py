@@ -27,14 +27,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from edgediff.service.config import SiteConfig
-from edgediff.service.window import decide_window, denial_reason
+from edgediff.service.window import decide_window, denial_reason, joiners_profile
 
 EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
+HISTORY = 16  # recent decided windows from which later windows' members are expected
 
 
 class StepExecutor(Protocol):
@@ -163,6 +165,10 @@ class WindowScheduler:
         self.queue: list = []
         self.running: dict[str, Any] = {}  # id -> job: admitted, not yet out of the batch
         self._leaves_at: dict[str, int] = {}  # id -> the executor's step count after its last edge step
+        # whether a window's prediction counts the members later windows are expected to add
+        # (from the recent ones: docs/offloading-model.md, "The running batch")
+        self.expect_joiners = True
+        self._history: deque[tuple[float, list[int]]] = deque(maxlen=HISTORY)  # (window start, members' edge steps)
         self.windows = 0
         self._captures: list[tuple[int, int, int, int, Any]] = []  # (due step count, rank, step, seq, job)
         self._seq = itertools.count()
@@ -209,6 +215,8 @@ class WindowScheduler:
         requests it was deciding: the window's requests of that step count (one instance);
         the window's other step counts are decided as usual."""
         self._peek(window.jobs)
+        gpus_now = self.config.gpus if gpus is None else gpus
+        joiners = self.expected_joiners(window, gpus_now) if self.expect_joiners else None
         groups = decide_window(
             window.jobs,
             self.config,
@@ -219,9 +227,11 @@ class WindowScheduler:
             gpus=gpus,
             running=len(self.executor),
             edge_steps_left=self.edge_steps_left(),
+            joiners=joiners,
         )
         answers: list[Answer] = []
         errors: list[Exception] = []
+        admitted: list[int] = []
         for group in groups:
             if group.error is not None:
                 err = group.error
@@ -250,10 +260,29 @@ class WindowScheduler:
                 )
                 if granted:
                     answers.append(self._admit(answer))
+                    admitted.append(max(0, job.steps - split - answers[-1].cache_hit_step))
                 else:
                     reason = denial_reason(instance, b, self.config.policy)
                     answers.append(replace(answer, reason=reason))
+        self._history.append((window.start, admitted))
         return Decided(answers, errors)
+
+    def expected_joiners(self, window: Window, gpus: int):
+        """``f_s``: the members later windows are expected to add to each of this window's edge
+        steps (:func:`~edgediff.service.window.joiners_profile`), from the recent windows: the
+        members they admitted per window (windows with no request count as 0) and those
+        members' edge steps; a later window decides every ``K / L_e(b)`` steps, ``b`` the batch
+        now plus that many. None until two windows have been decided."""
+        if len(self._history) < 2 or not window.jobs:
+            return None
+        first = self._history[0][0]
+        windows = max(1.0, (window.start - first) / self.K)  # window slots from the first recorded to this one
+        steps = [m for _, ms in self._history for m in ms]
+        per_window = len([m for m in steps if m > 0]) / windows
+        k, h = self.edge_profile
+        step_s = k * (len(self.running) + per_window) / gpus + h
+        horizon = max(job.steps for job in window.jobs)
+        return joiners_profile(per_window, steps, self.K / step_s if step_s > 0 else horizon, horizon)
 
     def edge_steps_left(self) -> list[int]:
         """Each running member's edge steps still to run after the step in flight (a member

@@ -77,6 +77,32 @@ def window_instance(
     )
 
 
+def joiners_profile(
+    per_window: float, edge_steps, steps_per_window: float, horizon: int, windows: int = 64
+) -> np.ndarray:
+    """Expected members of *later* windows in each of this window's next ``horizon`` edge
+    steps: ``per_window`` members join at each later decision, every ``steps_per_window``
+    steps, and stay for edge steps drawn like ``edge_steps`` (recent members')::
+
+        f_s = per_window * sum_{w >= 1, w D < s} P(M >= s - w D)
+
+    (docs/offloading-model.md, "The running batch": what a window cannot know, estimated)."""
+    steps = np.asarray(edge_steps, dtype=np.int64)
+    steps = steps[steps > 0]
+    if per_window <= 0 or not steps.size or horizon < 1:
+        return np.zeros(0)
+    survival = (steps[None, :] >= np.arange(1, horizon + 1)[:, None]).mean(axis=1)  # P(M >= j), j = 1..horizon
+    s = np.arange(1, horizon + 1)
+    expected = np.zeros(horizon)
+    for w in range(1, windows + 1):
+        offset = s - w * max(steps_per_window, 1.0)  # steps since window w's members joined
+        present = offset >= 1
+        if not present.any():
+            break
+        expected[present] += per_window * survival[np.minimum(offset[present].astype(np.int64), horizon) - 1]
+    return expected
+
+
 def running_profile(edge_steps_left) -> np.ndarray:
     """``r_s`` for ``s = 1..max``: how many of the members with ``edge_steps_left`` edge steps
     still to run (after the step in flight) are in the batch at the next ``s``-th step."""
@@ -137,6 +163,7 @@ def decide_window(
     gpus: int | None = None,
     running: int = 0,
     edge_steps_left=(),
+    joiners=None,
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` (the model has one
     ``N``), groups in order of first arrival sharing the window's slots, each decided by
@@ -146,9 +173,11 @@ def decide_window(
     each running member's edge steps still to run after the step in flight; every instance sees
     them as ``r_s``, and a later group also the members an earlier group of the window granted
     (they share its steps). A policy that raises on a group (e.g. a learned policy that cannot
-    take the instance) fails that group only."""
+    take the instance) fails that group only. ``joiners``: the expected members of later
+    windows in each step (:func:`joiners_profile`), added to every group's ``r_s``."""
     remaining = window_slots(config, running)
     left = [int(m) for m in edge_steps_left]
+    expected = np.zeros(0) if joiners is None else np.asarray(joiners, dtype=float)
     groups: dict[int, list] = {}
     for job in jobs:
         groups.setdefault(job.steps, []).append(job)
@@ -163,7 +192,7 @@ def decide_window(
                 edge_profile=edge_profile,
                 intermediate_bits=intermediate_bits,
                 gpus=gpus,
-                running=running_profile(left),
+                running=_add(running_profile(left), expected),
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")
@@ -174,3 +203,11 @@ def decide_window(
         left.extend(edge_steps_to_run(instance, decision)[decision.granted].tolist())
         decided.append(GroupDecision(group, instance, decision, outcome))
     return decided
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two per-step profiles summed (the shorter one is 0 beyond its end)."""
+    out = np.zeros(max(a.size, b.size))
+    out[: a.size] += a
+    out[: b.size] += b
+    return out
