@@ -331,7 +331,16 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
         """The intermediate latent of a granted request, once the edge has run its steps."""
         return (await face.latent(job_id, tenant, wait)).response()
 
-    @app.post("/v1/requests/{job_id}/measured", response_model=JobStatus, responses=_ERRORS)
+    @app.post(
+        "/v1/requests/{job_id}/measured",
+        response_model=JobStatus,
+        responses={
+            **_ERRORS,
+            400: {"model": ErrorBody, "description": "body is not decodable"},
+            409: {"model": ErrorBody, "description": "not done at the edge, or already reported"},
+            413: {"model": ErrorBody, "description": "body too large"},
+        },
+    )
     async def measured(job_id: str, body: MeasuredLatency, tenant: Tenant):
         """The device reports the request's total latency (submit to decoded image), once: the
         prediction's error is then measured end to end (``/metrics``, the status page)."""
