@@ -32,6 +32,7 @@ def running_instance(seed: int, users: int, N: int = 8, N_hat: int = 3) -> Insta
         edge_k=inst.edge_k * 5,  # a step's batch matters: the running members cost something
         cached_steps=rng.integers(0, N + 1, users) * (rng.uniform(size=users) < 0.3),
         running=running,
+        start_delay=float(rng.choice([0.0, rng.uniform(0, 2.0)])),  # a step in flight at the decision
     )
 
 
@@ -48,7 +49,7 @@ def latency_by_steps(inst: Instance, granted, split, model: str) -> np.ndarray:
             ours = b if model == "paper" else int((m[granted] >= s).sum())
             r = int(inst.running[s - 1]) if s <= inst.running.size else 0
             edge += inst.edge_k * (ours + r) / inst.G + inst.edge_h
-        latency[i] += edge + inst.payload_bits[i] * b / (inst.eta * inst.W_max)
+        latency[i] += edge + inst.payload_bits[i] * b / (inst.eta * inst.W_max) + inst.start_delay
     return latency
 
 

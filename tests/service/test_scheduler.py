@@ -301,3 +301,16 @@ def test_later_windows_members_are_expected_from_the_recent_ones():
     s.submit(job("d", 12.1))
     s.decide(s.take(12.5, since=12.0))
     assert policy.instances[-1].running.tolist() == [7] * 12  # the members running, nothing more
+
+
+def test_a_step_in_flight_delays_the_members_admitted_now():
+    policy = GrantFirst()
+    ex = FakeExecutor(running=3)
+    ex.in_flight = 3  # the engine decides while a step of 3 members runs
+    s = scheduler(policy, ex)
+    s.submit(job("a", 10.1))
+    (answer,) = s.decide(s.take(10.5, since=10.0)).answers
+    instance = policy.instances[0]
+    assert instance.start_delay == pytest.approx(EDGE[0] * 3 / instance.G + EDGE[1])
+    alone = evaluate(replace(instance, start_delay=0.0), Decision(np.array([True]), np.array([answer.split])))
+    assert answer.predicted_latency_s == pytest.approx(alone.latency[0] + instance.start_delay)

@@ -93,6 +93,7 @@ class _InstanceSchema(_Strict):
     link: _LinkSchema = _LinkSchema()
     pai: _PaiSchema = _PaiSchema()
     running: list[NonNegativeFloat] = []
+    start_delay: NonNegativeFloat = 0.0
     users: Annotated[list[_UserSchema], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -177,6 +178,8 @@ class Instance:
     # (0 beyond; an expectation, so not always whole); None (nothing running): an empty array
     running: np.ndarray = None  # type: ignore[assignment]
     _running_work: np.ndarray = field(init=False, repr=False)  # R(m) for m = 0..len(running)
+    # seconds from the decision to this window's first edge step (a step already in flight)
+    start_delay: float = 0.0
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
@@ -262,6 +265,7 @@ class Instance:
             intermediate_bits=np.array([u.intermediate_bits for u in users]),
             cached_steps=np.array([u.cached_steps for u in users]),
             running=np.array(s.running, dtype=float),
+            start_delay=s.start_delay,
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,
@@ -285,6 +289,7 @@ class Instance:
             "link": {"eta": self.eta, "W_max": self.W_max},
             "pai": {"a": self.pai.a, "b": self.pai.b},
             **({"running": self.running.tolist()} if self.has_running else {}),
+            **({"start_delay": self.start_delay} if self.start_delay else {}),
             "users": [
                 {
                     "id": self.ids[i],

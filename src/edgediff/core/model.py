@@ -14,7 +14,8 @@ A user whose request can start from a cached output ``d_i`` steps deep has only
 
 Members of earlier windows still running (``r_s`` at the window's ``s``-th edge step) are in
 every step's batch too: since ``L_e`` is linear in the batch size, they add
-``(k_e/G) R(m_i)``, ``R(m) = sum_{s <= m} r_s``, to a granted user's edge time in both models.
+``(k_e/G) R(m_i)``, ``R(m) = sum_{s <= m} r_s``, to a granted user's edge time in both models;
+a step already in flight when the window is decided delays every granted user by ``start_delay``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,6 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
         else:
             edge = edge_latency_timeline(edge_steps[g], instance.G, instance.edge_k, instance.edge_h)
         tx = transmission_latency(instance.payload_bits[g], b, instance.eta, instance.W_max)
-        latency[g] += edge + running_latency(instance, edge_steps[g]) + tx
+        latency[g] += edge + running_latency(instance, edge_steps[g]) + tx + instance.start_delay
     pai = instance.pai(n)
     return Evaluation(latency=latency, pai=pai, utility=instance.alpha * pai - latency, latency_model=latency_model)

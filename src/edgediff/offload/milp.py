@@ -39,6 +39,7 @@ def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
         + steps * (instance.local_step_latency - instance.edge_h)
         + (steps - edge_steps) * instance.edge_h
         - running_latency(instance, edge_steps)
+        - instance.start_delay
     )
     slope = transmission_latency(instance.payload_bits, 1, instance.eta, instance.W_max)
     slope = slope + edge_steps * instance.edge_k / instance.G

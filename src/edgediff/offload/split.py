@@ -109,7 +109,7 @@ def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.
     edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
     best, value = best_split_for_edge_latency(instance, edge, users)
     link = transmission_latency(instance.payload_bits[users, None], b, instance.eta, instance.W_max)
-    return best, value - instance.waiting_latency[users, None] - link
+    return best, value - instance.waiting_latency[users, None] - link - instance.start_delay
 
 
 def optimize_splits(instance: Instance, granted) -> Decision:

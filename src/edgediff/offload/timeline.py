@@ -85,13 +85,14 @@ def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) 
     slope_min = float(link_slope(instance).min())
     slack = rounding_slack(instance, 2 * max_batch - 1)
     waiting, denied = instance.waiting_latency[:, None], denied_utility(instance)[:, None]
+    delay = instance.start_delay  # a granted user's, whatever its rank and split
     split, gain = np.zeros((instance.num_users, 0), np.int64), np.zeros((instance.num_users, 0))
     best_total, best = 0.0, Decision.all_local(instance)
     for b in range(1, max_batch + 1):
         if gain.shape[1] < min(b + 1, max_batch):  # ranks 1..b, and b + 1 for the bound; grow by doubling
             ranks = np.arange(gain.shape[1] + 1, min(max(2 * gain.shape[1], 32), max_batch) + 1)
             more_split, value = _rank_values(instance, ranks, split_grid)
-            split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied])
+            split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied - delay])
             rank_best = gain.max(axis=0)  # C_r: no user gains more at rank r, nor at any later rank
         link = transmission_latency(instance.payload_bits, b, instance.eta, instance.W_max)
         weight = gain[:, :b] - link[:, None]
@@ -148,7 +149,11 @@ def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: i
             instance.payload_bits[None, :], np.maximum(count, 1)[:, None], instance.eta, instance.W_max
         )
         split = np.where(granted, n, instance.N)
-        latency = instance.waiting_latency + split * instance.local_step_latency + np.where(granted, edge + link, 0.0)
+        latency = (
+            instance.waiting_latency
+            + split * instance.local_step_latency
+            + np.where(granted, edge + link + instance.start_delay, 0.0)
+        )
         value = np.where(granted, instance.alpha * instance.pai(split) - latency, denied).sum(axis=1)
         value[count > instance.max_granted] = -np.inf
         at = int(np.argmax(value))

@@ -330,6 +330,7 @@ class EdgeEngine:
         with self.stats.timed("step"):
             pending = batch.executor.launch(self._denoiser_thread)
         batch.steps += 1
+        batch.in_flight = members
         return pending, members, time.perf_counter()
 
     def _complete(self, batch: EdgeBatch, launched) -> list:
@@ -337,6 +338,7 @@ class EdgeEngine:
         taken now: the next step moves on) and the members that left. A failure no member's own
         fails every member still running, and a fresh executor takes over."""
         pending, members, start = launched
+        batch.in_flight = 0
         try:
             with self.stats.timed("step"):
                 left = batch.executor.complete(pending)

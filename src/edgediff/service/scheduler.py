@@ -52,6 +52,12 @@ class StepExecutor(Protocol):
         runs its first step in the next one)."""
         ...
 
+    @property
+    def in_flight(self) -> int:
+        """Members of a batched step launched and not yet completed (0: none): a member added
+        now first waits for it (the engine decides while a step runs; the twin between steps)."""
+        ...
+
     def add(self, job: Any, split: int, start: Any) -> None:
         """Start ``job``'s edge part, from ``start`` (a cache hit's state, or None: noise), to
         run until ``split``; raises if the member cannot start (it then fails alone)."""
@@ -228,6 +234,7 @@ class WindowScheduler:
             running=len(self.executor),
             edge_steps_left=self.edge_steps_left(),
             joiners=joiners,
+            start_delay=self.step_in_flight_s(gpus_now),
         )
         answers: list[Answer] = []
         errors: list[Exception] = []
@@ -283,6 +290,12 @@ class WindowScheduler:
         step_s = k * (len(self.running) + per_window) / gpus + h
         horizon = max(job.steps for job in window.jobs)
         return joiners_profile(per_window, steps, self.K / step_s if step_s > 0 else horizon, horizon)
+
+    def step_in_flight_s(self, gpus: int) -> float:
+        """The calibrated time of the step in flight, which a member admitted now waits for."""
+        members = getattr(self.executor, "in_flight", 0)
+        k, h = self.edge_profile
+        return k * members / gpus + h if members else 0.0
 
     def edge_steps_left(self) -> list[int]:
         """Each running member's edge steps still to run after the step in flight (a member

@@ -34,6 +34,7 @@ def window_instance(
     intermediate_bits: int,
     gpus: int | None = None,
     running=None,
+    start_delay: float = 0.0,
 ) -> Instance:
     """The instance of ``jobs`` (of one step count ``N``) in the window
     that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
@@ -74,6 +75,7 @@ def window_instance(
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
         running=running,
+        start_delay=start_delay,
     )
 
 
@@ -164,6 +166,7 @@ def decide_window(
     running: int = 0,
     edge_steps_left=(),
     joiners=None,
+    start_delay: float = 0.0,
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` (the model has one
     ``N``), groups in order of first arrival sharing the window's slots, each decided by
@@ -174,7 +177,8 @@ def decide_window(
     them as ``r_s``, and a later group also the members an earlier group of the window granted
     (they share its steps). A policy that raises on a group (e.g. a learned policy that cannot
     take the instance) fails that group only. ``joiners``: the expected members of later
-    windows in each step (:func:`joiners_profile`), added to every group's ``r_s``."""
+    windows in each step (:func:`joiners_profile`), added to every group's ``r_s``;
+    ``start_delay``: seconds until the step in flight ends, before any granted member's first."""
     remaining = window_slots(config, running)
     left = [int(m) for m in edge_steps_left]
     expected = np.zeros(0) if joiners is None else np.asarray(joiners, dtype=float)
@@ -193,6 +197,7 @@ def decide_window(
                 intermediate_bits=intermediate_bits,
                 gpus=gpus,
                 running=_add(running_profile(left), expected),
+                start_delay=start_delay,
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")

@@ -264,6 +264,8 @@ class SimBatch:
     """:class:`SimExecutor` as the window scheduler's executor: a member joins with its edge
     steps after its cache hit's depth."""
 
+    in_flight = 0  # the twin decides between steps: a member added now runs in the next one
+
     def __init__(self, executor: SimExecutor):
         self.executor = executor
 
