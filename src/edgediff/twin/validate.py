@@ -74,7 +74,7 @@ def replay(arrivals: Arrivals, config: ServiceConfig, model, *, prompts: list[st
 
         def _complete(self, batch, launched):
             handoff = super()._complete(batch, launched)
-            _, members, start = launched
+            _, members, start, _ = launched  # (pending, members, start, tenants): EdgeEngine._launch
             if members:
                 self.step_s += time.perf_counter() - start
                 self.ideal_s += self.denoiser.ideal_step_s(members)
