@@ -48,6 +48,6 @@ def test_reproduce_cache_fig7_quick(tmp_path):
     paths = reproduce("cache-fig7", tmp_path, quick=True, seed=0)
     assert sorted(p.name for p in paths) == ["cache-fig7.csv", "cache-fig7.md", "cache-fig7.png"]
     rows = (tmp_path / "cache-fig7.csv").read_text().splitlines()
-    assert rows[0].startswith("policy,step,psnr_db") and len(rows) == 1 + (3 + 2) * 6  # (3 policies + 2 topic-hit rows) x S* steps
+    assert rows[0].startswith("policy,step,psnr_db") and len(rows) == 1 + (3 + 2) * 6  # 3 policies + 2 topic-hit rows
     ncldc = [r.split(",") for r in rows[1:] if r.startswith("ncldc")]
     assert all(r[6] == "0" for r in ncldc)  # all local: nothing reused
