@@ -43,12 +43,16 @@ class Face(Protocol):
         """A request's latent payload once done (else its status)."""
         ...
 
-    async def info(self) -> dict:
-        """``/v1/info``."""
+    async def measured(self, job_id: str, tenant: str | None, latency_s: float) -> Answer:
+        """Record the device's total latency of a request the edge finished (its status)."""
         ...
 
-    async def status_data(self) -> dict:
-        """The status page's data."""
+    async def info(self, tenant: str | None) -> dict:
+        """``/v1/info`` as ``tenant`` sees it (None: keys off; the operator: everything)."""
+        ...
+
+    async def status_data(self, tenant: str | None) -> dict:
+        """The status page's data as ``tenant`` sees it."""
         ...
 
     async def health(self) -> Answer:
