@@ -55,6 +55,9 @@ REGISTRY: dict[str, FigureSpec] = {
     # Part B, caching (seed 002)
     "cache-fig5": FigureSpec("edgediff.cache.figures:fig5", "DRC training loss"),
     "cache-fig6": FigureSpec("edgediff.cache.figures:fig6", "V from 1000 to 2000: queue backlog and system cost"),
+    "cache-fig7": FigureSpec(
+        "edgediff.personalize.cache_quality:fig7", "PSNR of the denoised outputs against the step, per policy"
+    ),
     "cache-fig8": FigureSpec("edgediff.cache.figures:fig8", "users 5..25: response time, hit rate, time saved"),
     "cache-fig9": FigureSpec("edgediff.cache.figures:fig9", "S* 5..9: response time, hit rate, time saved"),
     "cache-fig10": FigureSpec("edgediff.cache.figures:fig10", "capacity 1..5 GB: response time, hit rate, time saved"),

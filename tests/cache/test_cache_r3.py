@@ -144,3 +144,21 @@ def test_run_point_same_in_workers_and_in_process():
         assert [r[key] for r in a[p]] == [r[key] for r in b[p]]
     floor = [r["mean_response_time_s"] for r in a["all-hit floor"]]
     assert all(f < r["mean_response_time_s"] for f, r in zip(floor, a["lfu"]))
+
+
+def test_an_entry_hit_long_ago_outranks_a_one_off_request():
+    """Issue 29's fix: an entry stays in a 3 GB cache ~3,000 slots; the rate memory must not
+    forget its hits by then, or the value rule evicts proven entries before one-off ones."""
+    from edgediff.cache.demand import DemandEstimator
+
+    for memory, hit_entry_first in ((2_000.0, False), (CacheConfig().rate_memory_slots, True)):
+        cfg = CacheConfig(classes=100, topics=4, rate_memory_slots=memory)
+        demand = DemandEstimator(cfg, np.arange(100) % 4)
+        demand.count(0, np.array([7]))  # stored, then hit once
+        demand.count(1, np.array([7]))
+        demand.count(3_000, np.array([9]))  # a one-off request now
+        value = demand.value(3_000, np.array([7, 9]), np.array([6, 6]))
+        assert (value[0] > value[1]) == hit_entry_first
+    # H moved with M (H / M as at 100 / 2,000), so a first request's future value H * v is as before
+    cfg = CacheConfig()
+    assert cfg.value_horizon_slots / cfg.rate_memory_slots == pytest.approx(100 / 2_000)

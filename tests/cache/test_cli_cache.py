@@ -74,8 +74,8 @@ def test_cache_sim_bad_input_exit_2(args, message):
 
 
 def test_reproduce_unknown_figure_exit_2(tmp_path):
-    proc = run_cli("reproduce", "cache-fig7", "--out", str(tmp_path))
-    assert proc.returncode == 2 and "unknown figure 'cache-fig7'" in proc.stderr
+    proc = run_cli("reproduce", "cache-fig99", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "unknown figure 'cache-fig99'" in proc.stderr
 
 
 @pytest.mark.slow

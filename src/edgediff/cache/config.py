@@ -57,8 +57,13 @@ class CacheConfig:
     # later_delay_factor x (the unfinished edge jobs) of them by that second (docs/caching-model.md,
     # "What the per-slot objective missed"); 0 is revision 2's objective
     later_delay_factor: float = 4.0
-    value_horizon_slots: float = 100.0  # H, the future-value horizon of a cached entry (r3: was 300)
-    rate_memory_slots: float = 2_000.0  # memory of the online request-rate estimates (decayed counts)
+    # H, the future-value horizon of a cached entry, and M, the memory of the online request-rate
+    # estimates (decayed counts). (r3, issue 29) M = 10,000 (was 2,000): demand is stationary and an
+    # entry stays thousands of slots, so a short memory forgot an entry's hits and evicted it before
+    # never-hit ones; H moves with M (H / M = 0.05 as before) so that one request still clears the
+    # write cost (docs/caching-model.md, "What the value estimate missed")
+    value_horizon_slots: float = 500.0
+    rate_memory_slots: float = 10_000.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -98,6 +98,10 @@ class SimResult:
     losses: list[float] = field(default_factory=list)  # actor training losses (drc, dnn)
     max_cache_bytes: float = 0.0
     k_history: list[int] = field(default_factory=list)  # drc's number of candidates K as it adapts
+    reused_step: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (requests,) j (0: miss)
+    shared_hit: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=bool)
+    )  # (requests,) served by another class
 
     @property
     def unstable(self) -> bool:
@@ -143,6 +147,8 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
     hit = np.zeros(total, dtype=bool)
     stop = np.zeros(total, dtype=np.int64)
     stored = np.zeros(total, dtype=np.int64)
+    reused = np.zeros(total, dtype=np.int64)
+    shared = np.zeros(total, dtype=bool)
     cls_of = np.zeros(total, dtype=np.int64)
     arrival = np.zeros(total, dtype=np.int64)
     after_edge = np.zeros(total)  # transmission + write + local, added when the edge work ends
@@ -190,7 +196,9 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
             local_all[ids] = cfg.steps * cfg.cycles_per_step / slot.f_local
             hit[ids], stop[ids], stored[ids], cls_of[ids], arrival[ids] = h, m, st, cls, t
             penalty[t] = float(slot_latency(cfg, slot, m, st) - future_value(cfg, slot, st))
+            reused[ids] = np.where(h, j, 0)
             for r in np.flatnonzero(h):
+                shared[ids[r]] = (int(cls[r]), int(j[r])) not in cache.key_index  # a topic neighbour's entry
                 cache.touch(int(cls[r]), int(j[r]), t)
             now_done = e == 0
             latency[ids[now_done]] = after_edge[ids[now_done]]
@@ -231,4 +239,6 @@ def simulate(cfg: CacheConfig, policy: str, seed: int, env: Environment | None =
         list(getattr(pol, "losses", [])),
         max_bytes,
         list(getattr(pol, "k_history", [])),
+        reused,
+        shared,
     )
