@@ -18,6 +18,7 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
+from edgediff.cli._lora import add_lora
 from edgediff.runtime.request import GenerationRequest
 
 
@@ -32,7 +33,8 @@ def add_parsers(sub) -> None:
         "or a .safetensors file",
     )
     add_model_config(p)
-    p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
+    add_lora(p, "the device's model only (the edge runs the plain model)")
+    p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model, without --lora)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
     p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
     p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
@@ -129,10 +131,10 @@ def run(args) -> None:
     from edgediff.runtime.split import generate
 
     request = _request(args)
-    model = load_model(args.model, args.device, args.model_config)
+    model = load_model(args.model, args.device, args.model_config, args.lora)
     edge_model = model
-    if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
-        edge_model = load_model(args.edge_model, args.device, args.model_config)
+    if args.split is not None and (args.lora or args.edge_model not in (None, args.model)):
+        edge_model = load_model(args.edge_model or args.model, args.device, args.model_config)
     loaded_s = time.perf_counter() - started
     result = generate(request, model, args.split, edge_model, args.payload_dtype)
     size = _save(result.image, args.out, args.native_size)
@@ -162,7 +164,7 @@ def _run_remote(args) -> None:
     from edgediff.service.client import EdgeClient, ServiceError, ServiceTimeout, generate_remote
 
     request = _request(args)
-    model = load_model(args.model, args.device, args.model_config)
+    model = load_model(args.model, args.device, args.model_config, args.lora)
     device_profile = args.profile
     if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2 steps, median of 5
         from edgediff.runtime.calibrate import CalibrationConfig, calibrate
