@@ -16,7 +16,6 @@ from edgediff.cli._args import (
     number,
     positive_int,
 )
-from edgediff.cli._lora import lora_option
 from edgediff.personalize.reuse import OUTPUTS, ReuseConfig
 
 
@@ -99,6 +98,11 @@ def run_pai(args) -> None:
         raise UsageError("give --personal or --personal-lora (one of them)")
     if len(args.personal or args.personal_lora) < 2:
         raise UsageError("--personal needs at least two models (personalization compares users' images)")
+    from edgediff.runtime.lora import LoraWeights, lora_file
+
+    loras = [LoraWeights.parse(name) for name in args.personal_lora or ()]
+    for lora in loras:  # a missing or wrong file is named before any model loads
+        lora_file(lora.path)
     prompts = _read_prompts(args.prompts)
     from edgediff.personalize.data import prompt_digit
 
@@ -117,7 +121,7 @@ def run_pai(args) -> None:
     if args.personal is not None:
         personal = [load_model(name) for name in args.personal]
     else:  # the edge's model with one user's adapter each
-        personal = [load_model(args.cluster, loras=[lora_option(name)]) for name in args.personal_lora]
+        personal = [load_model(args.cluster, loras=[lora]) for lora in loras]
     try:
         result = measure_pai(cluster, personal, prompts, config, classifier)
     except ValueError as err:

@@ -102,10 +102,10 @@ def shipped_loras() -> tuple[str, ...]:
     return tuple(sorted(f"{p.stem}{LORA_SUFFIX}" for p in LORA_DIR.glob("*.safetensors")))
 
 
-def read_lora(path: str | Path) -> LoraInfo | None:
+def read_lora(path: str | Path, strict: bool = False) -> LoraInfo | None:
     """What the ``.safetensors`` file ``path`` adapts, or None when it is no LoRA file (e.g. a
-    full checkpoint). Reads tensor names and shapes only. Raises :class:`ModelLoadError` for a
-    file that cannot be read."""
+    full checkpoint). Reads tensor names and shapes only. A file that cannot be read is None
+    too (its loader names the problem), or with ``strict`` a :class:`ModelLoadError`."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -120,6 +120,8 @@ def read_lora(path: str | Path) -> LoraInfo | None:
                 if match:
                     downs[match["layer"]] = f.get_slice(key).get_shape()[0]
     except Exception as err:  # OSError or safetensors' own error (its class moved between versions)
+        if not strict:
+            return None
         raise ModelLoadError(f"cannot read {str(path)!r} as a safetensors file: {err}") from None
     if not downs:
         return None
@@ -144,7 +146,7 @@ def lora_file(path: str | Path) -> LoraInfo:
     if not Path(path).is_file():
         known = ", ".join(shipped_loras()) or "none"
         raise ModelLoadError(f"LoRA file {str(path)!r} does not exist (shipped LoRAs: {known})")
-    info = read_lora(path)
+    info = read_lora(path, strict=True)
     if info is None:
         raise ModelLoadError(f"{str(path)!r} is not a LoRA file (.safetensors with lora_A/lora_down tensors)")
     return info
