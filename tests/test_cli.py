@@ -93,10 +93,14 @@ def test_bad_arguments_exit_2(tmp_path, args):
 @pytest.mark.slow
 def test_compare_writes_csv_and_json(tmp_path, capsys):
     args = ["compare", "--users", "4,6", "--gpus", "8", "--cases", "3", "--policies", "exact,ga,b2", "--seed", "1"]
-    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert main([*args, "--out", str(tmp_path), "--plot"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "compare.csv")))
     columns = ["users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s", "note"]
-    assert list(rows[0]) == columns and all(r["note"] == "" for r in rows)  # every policy decided every case
+    spread = ["score_p10", "score_p90", "decision_time_p10_s", "decision_time_p90_s"]
+    assert list(rows[0]) == columns + spread and all(r["note"] == "" for r in rows)  # every policy decided every case
+    for r in rows:  # the mean lies within the spread over cases
+        assert float(r["score_p10"]) - 1e-9 <= float(r["mean_score"]) <= float(r["score_p90"]) + 1e-9
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [(r["users"], r["policy"]) for r in rows] == [(u, p) for u in ("4", "6") for p in ("exact", "ga", "b2")]
     exact = [r for r in rows if r["policy"] == "exact"]
     assert all(float(r["mean_score"]) == pytest.approx(1.0) for r in exact)

@@ -67,15 +67,39 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], formats: Se
     return lines + ["| " + " | ".join(cell(v, s) for v, s in zip(row, formats)) + " |" for row in rows]
 
 
+def text_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """Right-aligned plain-text table; floats with 4 significant decimals."""
+
+    def cell(v):
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
+        return str(v)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[c]) for r in text)) if text else len(h) for c, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in text]
+    return "\n".join(lines)
+
+
+def write_png(figure: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG at ``path`` (laid out tight) and close it."""
+    path = Path(path)
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+    return path
+
+
 def write_figure(figure: Figure, out_dir: str | Path) -> list[Path]:
     """Write ``figure``'s files into ``out_dir`` (which must exist); returns their paths."""
     out_dir = Path(out_dir)
     paths = []
     if figure.figure is not None:
-        paths.append(out_dir / f"{figure.name}.png")
-        figure.figure.tight_layout()
-        figure.figure.savefig(paths[-1], dpi=figure.dpi)
-        pyplot().close(figure.figure)
+        paths.append(write_png(figure.figure, out_dir / f"{figure.name}.png", figure.dpi))
     if figure.data is not None:
         paths.append(out_dir / f"{figure.name}.json")
         paths[-1].write_text(json.dumps(figure.data, indent=2) + "\n")

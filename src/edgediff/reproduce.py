@@ -66,6 +66,9 @@ REGISTRY: dict[str, FigureSpec] = {
 
 
 ALL = "all"  # every registered figure, in registry order
+# the figures that compare policies on drawn instances: they take ``policies`` (your own among them,
+# ``exact`` always beside) and ``scenario`` (the distribution the instances are drawn from)
+SCENARIO_FIGURES: tuple[str, ...] = ("fig11a", "fig11b", "fig11c")
 
 
 class UnknownFigure(InputError):
@@ -99,6 +102,13 @@ def reproduce(
     """
     if isinstance(figure, str):
         specs = {name: REGISTRY[name] for name in figure_names(figure)}
+        given = [key for key in ("policies", "scenario") if (options or {}).get(key) or keywords.get(key)]
+        other = [name for name in specs if name not in SCENARIO_FIGURES]
+        if given and other:
+            verb = "takes" if len(other) == 1 else "take"
+            raise UnknownFigure(
+                f"{' and '.join(given)} apply to {', '.join(SCENARIO_FIGURES)}; {', '.join(other)} {verb} neither"
+            )
     else:
         spec = figure if isinstance(figure, FigureSpec) else FigureSpec(figure)
         specs = {getattr(spec.target, "__name__", spec.target): spec}

@@ -136,3 +136,10 @@ def test_the_library_compare_draws_at_the_scenario_s_b_max(monkeypatch):
     module.compare([6], 8, 2, ["b1"], scenario=scenario)
     module.compare([6], 8, 1, ["b1"], scenario=scenario, B_max=5)
     assert seen == [3, 3, 5]
+
+
+def test_compare_plot_needs_an_output_directory(capsys):
+    from edgediff.cli import main
+
+    assert main(["compare", "--users", "4", "--cases", "1", "--plot"]) == 2
+    assert "--plot draws compare.png beside compare.csv: give --out DIR" in capsys.readouterr().err

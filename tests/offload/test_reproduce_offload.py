@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,23 @@ def test_reproduce_cli_errors(tmp_path):
         assert result.stderr.strip().splitlines()[-1].startswith("edgediff reproduce: error:")
     result = run("fig11a", "--quick", "--out", str(tmp_path), "--ray", f"127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot connect to the Ray cluster" in result.stderr
+
+
+@pytest.mark.slow
+def test_your_policy_appears_in_the_paper_s_figure_beside_the_optimum_on_your_scenario(tmp_path):
+    from edgediff.core.scenario import scenario_from_dict
+    from edgediff.reproduce import UnknownFigure
+
+    mine = f"{Path(__file__).parents[2] / 'examples' / 'policies' / 'slowest_first.py'}:solve"
+    scenario = scenario_from_dict({"name": "campus", "G": 4, "B_max": 3, "users": [4, 6]})
+    options = {"policies": [mine, "b1"], "scenario": scenario, "workers": 1}
+    reproduce("fig11a", tmp_path, quick=True, seed=2, options=options)
+    rows = list(csv.DictReader(open(tmp_path / "fig11a.csv")))
+    assert {(r["users"], r["gpus"], r["policy"]) for r in rows} == {
+        (u, "4", p) for u in ("4", "6") for p in (mine, "b1", "exact")
+    }
+    for r in rows:  # exact is the optimum of the scenario's instances (B_max 3 binds at 6 users)
+        assert float(r["mean_score"]) <= 1.0 + 1e-9
+    assert "drawn from scenario campus" in (tmp_path / "fig11a.md").read_text()
+    with pytest.raises(UnknownFigure, match="policies apply to fig11a, fig11b, fig11c; fig8a takes neither"):
+        reproduce("fig8a", tmp_path, options={"policies": ["b1"]})

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgediff.cache.config import CacheConfig
-from edgediff.cache.policies import COMPARED_POLICIES
+from edgediff.cache.policies import CLASSIC_POLICIES, COMPARED_POLICIES
 from edgediff.cache.simulator import make_environment, simulate
 from edgediff.cache.sweep import FLOOR, OFFLOAD_ONLY, mean_ci, run_point
 from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
@@ -122,7 +122,7 @@ def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, worker
         "",
         *markdown_table(
             [param, "policy", "response time (s), 95% CI", "hit rate", "saved/request (s)",
-             "edge backlog mean / p95 / final (s)", "cache full at slot", "mean Q", "decision (ms)"],
+             "edge backlog mean / p95 / final (s)", "cache full at slot", "mean Q (s)", "decision (ms)"],
             [
                 [
                     r[param],
@@ -152,7 +152,22 @@ def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, worker
             f"{100 * (at['drc'] / at['oo'] - 1):+.2f} % vs oo, {100 * (at['drc'] / at[OFFLOAD_ONLY] - 1):+.2f} % vs "
             f"{OFFLOAD_ONLY}, {100 * (at['drc'] / at['dnn'] - 1):+.2f} % vs dnn."
         )
+    _note_never_filled(fig, lines, rows, param)
     return Figure(name, rows, fig, markdown(f"{name}: {title}", lines))
+
+
+def _note_never_filled(fig, lines: list[str], rows: list[dict], param: str) -> None:
+    """Say so, in the figure and its summary, where a classic cache never filled: with no
+    eviction, lru, lfu and lcbfu store the same and their lines overlap."""
+    never = sorted({r[param] for r in rows if r["policy"] in CLASSIC_POLICIES and r.get("cache_full_slot", 0) < 0})
+    if not never:
+        return
+    text = (
+        f"The cache never filled at {param} = {', '.join(map(str, never))}: no entry was evicted, so lru, lfu "
+        "and lcbfu coincide there (their lines overlap); longer runs or less capacity tell the rules apart."
+    )
+    lines.append(f"\n**{text}**")
+    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=8, color="tab:red")
 
 
 def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
@@ -275,7 +290,7 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
             "the edge backlog) minus the future value of what was stored.",
             "",
             *markdown_table(
-                ["V", "mean Q", "system cost (s)", "response time (s)", "edge backlog (s)"],
+                ["V", "mean Q (s)", "system cost (s)", "response time (s)", "edge backlog (s)"],
                 table,
                 ["", "", "", "", ""],
             ),

@@ -40,12 +40,18 @@ def add_parsers(sub) -> None:
         "--policies",
         type=name_list,
         default=["exact", "ga", "milp", "b1", "b2", "b3"],
-        help="comma-separated policy names (see edgediff solve --help)",
+        help="comma-separated policy names (see edgediff solve --help), your own among them as module:function "
+        "or file.py:function (docs/your-policy.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the instances (each case has its own stream)")
     p.add_argument("--checkpoint", type=Path, help="dqn checkpoint directory (default: the shipped one)")
     add_policy_options(p, "every listed policy that takes KEY (at least one must)")
     p.add_argument("--out", type=Path, help="directory for compare.csv (decision time in seconds there)")
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="also draw compare.png beside compare.csv (needs --out): score and decision time against users",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(handler=run)
 
@@ -59,6 +65,8 @@ def run(args) -> None:
 
     for name in args.policies:  # fail before any work
         policy_spec(name)
+    if args.plot and args.out is None:
+        raise UsageError("--plot draws compare.png beside compare.csv: give --out DIR")
     if args.instances is not None:
         rows = _compare_directory(args)
     else:
@@ -85,6 +93,10 @@ def run(args) -> None:
         )
     if args.out is not None:
         write_csv(args.out / "compare.csv", rows)
+    if args.plot:
+        from edgediff.offload.compare import plot_rows
+
+        plot_rows(rows, args.out / "compare.png")
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
         return
@@ -108,6 +120,8 @@ def run(args) -> None:
                 print(f"n/a {r.policy}: {r.note}")
     if args.out is not None:
         print(f"\nwrote {args.out / 'compare.csv'} (mean_decision_time_s in seconds)")
+    if args.plot:
+        print(f"wrote {args.out / 'compare.png'}")
 
 
 def _compare_directory(args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edgediff.cli._args import UsageError, listing, positive_int
+from edgediff.cli._args import UsageError, listing, name_list, positive_int
 
 
 def add_parsers(sub) -> None:
@@ -22,17 +22,37 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every instance and run")
     p.add_argument("--workers", type=positive_int, help="local processes for sweeps (default: one per CPU)")
     p.add_argument("--ray", metavar="ADDRESS", help="run sweeps on an existing Ray cluster (pip install edgediff[ray])")
+    p.add_argument(
+        "--policies",
+        type=name_list,
+        help="fig11a-c: these policies (names, module:function or file.py:function) instead of the paper's; "
+        "exact is always drawn beside them",
+    )
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        help="fig11a-c: draw the instances from this scenario file (docs/formats.md): its users, G and B_max",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
+    from edgediff.core.scenario import load_scenario
+    from edgediff.offload.policies import policy_spec
     from edgediff.parallel import SweepError
     from edgediff.reproduce import figure_names, reproduce
 
     figure_names(args.name)  # UnknownFigure before any work
+    for name in args.policies or ():
+        policy_spec(name)
+    options = {"workers": args.workers, "ray": args.ray}
+    if args.policies:
+        options["policies"] = args.policies
+    if args.scenario is not None:
+        options["scenario"] = load_scenario(args.scenario)
     logging.getLogger("edgediff").setLevel(logging.INFO)  # long runs show which figure and step they are on
     try:
-        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, workers=args.workers, ray=args.ray)
+        paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, options=options)
     except OSError as err:
         raise UsageError(f"cannot write to {str(args.out)!r}: {err.strerror}") from None
     except SweepError as err:  # a sweep worker failed: one line, exit 2 as before

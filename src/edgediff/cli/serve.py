@@ -22,7 +22,7 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
-from edgediff.service.config import ServiceConfig, service_pai_curve
+from edgediff.service.config import ServiceConfig, service_options, service_pai_curve
 
 PAGES = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
 
@@ -40,6 +40,9 @@ def add_parsers(sub) -> None:
         help="the cluster-wide model: a built-in one, a pipeline directory or a .safetensors file",
     )
     add_model_config(p)
+    p.add_argument(
+        "--config", type=Path, help="a config file (JSON or .toml; docs/service.md): flags given override it"
+    )
     p.add_argument("--window", type=positive_float, default=d["window_s"], help="decision window K in seconds")
     p.add_argument(
         "--policy",
@@ -169,7 +172,7 @@ def run(args) -> None:
     if args.ray is not None and args.journal is not None:
         raise UsageError("--journal is not supported with --ray (each site would need its own file)")
     pai = service_pai_curve(args.pai, args.model)
-    config = ServiceConfig(
+    flags = dict(
         model=args.model,
         device=args.device,
         window_s=args.window,
@@ -196,6 +199,7 @@ def run(args) -> None:
         body_timeout_s=args.body_timeout,
         linger_s=args.linger,
     )
+    config = ServiceConfig(**service_options(args.config, flags))
     if args.ray is None and config.workers > 1:  # not enough GPUs: one line before the model loads
         check_worker_devices(args.device, config.workers)
     sock = bind(args.host, args.port)  # a taken port: one line before the model loads

@@ -68,7 +68,7 @@ def add_parsers(sub) -> None:
     edge.add_argument("--gpus", type=positive_int, help="G per site (default: 8)")
     edge.add_argument("--bmax", type=non_negative_int, help=f"B_max per window (default: {d['b_max']})")
     edge.add_argument("--window", type=positive_float, help="window K in seconds (default: 1)")
-    edge.add_argument("--policy", default=d["policy"], help="a Part A policy")
+    edge.add_argument("--policy", default=d["policy"], help="a Part A policy, or your own: file.py:function")
     add_policy_options(edge)
     edge.add_argument(
         "--cache-gb",

@@ -39,7 +39,9 @@ def add_parsers(sub) -> None:
         ),
     )
     p.add_argument("file", type=Path, help="instance JSON (docs/formats.md)")
-    p.add_argument("--policy", default="exact", help="a policy name below")
+    p.add_argument(
+        "--policy", default="exact", help="a policy name below, or your own: module:function, file.py:function"
+    )
     p.add_argument(
         "--latency-model",
         choices=LATENCY_MODELS,

@@ -14,7 +14,20 @@ from edgediff.core.model import evaluate
 from edgediff.core.scenario import PAPER_SCENARIO, Scenario, draw_instance
 from edgediff.offload.policies import UnknownPolicyOption, make_policy, policy_option_names
 
-CSV_COLUMNS = ("users", "gpus", "policy", "cases", "mean_objective", "mean_score", "mean_decision_time_s", "note")
+CSV_COLUMNS = (
+    "users",
+    "gpus",
+    "policy",
+    "cases",
+    "mean_objective",
+    "mean_score",
+    "mean_decision_time_s",
+    "note",
+    "score_p10",
+    "score_p90",
+    "decision_time_p10_s",
+    "decision_time_p90_s",
+)
 SCORE_REFERENCES = ("exact", "b3")
 
 
@@ -28,6 +41,11 @@ class CompareRow:
     mean_score: float
     mean_decision_time_s: float
     note: str = ""  # why a policy has no figures here (n/a): it could not decide a case
+    # the spread over cases: 10th and 90th percentiles (NaN where the policy has no figures)
+    score_p10: float = float("nan")
+    score_p90: float = float("nan")
+    decision_time_p10_s: float = float("nan")
+    decision_time_p90_s: float = float("nan")
 
     @property
     def mean_decision_ms(self) -> float:
@@ -128,7 +146,14 @@ def _rows(users: int, gpus: int, policies: Sequence[str], results: Results) -> l
     for name in policies:
         score = normalized_score(objective[name], objective["exact"], objective["b3"])
         means = (float(objective[name].mean()), float(score.mean()), float(merged[name][1].mean()))
-        row = CompareRow(users, gpus, name, objective[name].size, *means, note=failed.get(name, ""))
+        low, high = np.percentile(np.stack([score, merged[name][1]]), [10, 90], axis=1)
+        spread = {
+            "score_p10": float(low[0]),
+            "score_p90": float(high[0]),
+            "decision_time_p10_s": float(low[1]),
+            "decision_time_p90_s": float(high[1]),
+        }
+        row = CompareRow(users, gpus, name, objective[name].size, *means, note=failed.get(name, ""), **spread)
         rows.append(row)
     return rows
 
@@ -217,3 +242,34 @@ def compare_instances(
 def write_csv(path: str | Path, rows: Sequence[CompareRow]) -> Path:
     """``rows`` as CSV (``edgediff compare --out``), in :data:`CSV_COLUMNS` order."""
     return figure_io.write_csv(path, [asdict(r) for r in rows], CSV_COLUMNS)
+
+
+def plot_rows(rows: Sequence[CompareRow], path: str | Path) -> Path:
+    """``edgediff compare --plot``: normalized score and decision time against users, one line
+    per policy (and per ``G`` when the rows have several), the mean over the cases and a band
+    from their 10th to 90th percentile; a policy without figures at a point (n/a) has a gap there."""
+    plt = figure_io.pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    several_g = len({r.gpus for r in rows}) > 1
+    lines = dict.fromkeys((r.policy, r.gpus) for r in rows)
+    for policy, gpus in lines:
+        pts = sorted((r for r in rows if (r.policy, r.gpus) == (policy, gpus)), key=lambda r: r.users)
+        users = np.array([r.users for r in pts])
+        label = f"{policy} (G = {gpus})" if several_g else policy
+        for ax, keys, scale in (
+            (left, ("mean_score", "score_p10", "score_p90"), 1.0),
+            (right, ("mean_decision_time_s", "decision_time_p10_s", "decision_time_p90_s"), 1e3),
+        ):
+            mean, low, high = (np.array([getattr(r, k) for r in pts]) * scale for k in keys)
+            (line,) = ax.plot(users, mean, marker="o", label=label)
+            ax.fill_between(users, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    left.set(xlabel="users", ylabel="normalized score (1 = exact, 0 = all local)")
+    right.set(xlabel="users", ylabel="decision time (ms)", yscale="log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted({r.users for r in rows}))
+    left.legend(fontsize=8)
+    cases = sorted({r.cases for r in rows})
+    title = f"compare: mean over {'/'.join(map(str, cases))} cases per point, band: 10th to 90th percentile"
+    fig.suptitle(title, fontsize=9)
+    return figure_io.write_png(fig, path)

@@ -137,6 +137,18 @@ def paper_checkpoint() -> str:
     return str(PAPER)
 
 
+def _policies(default: list[str], options) -> list[str]:
+    """The figure's policies: ``options["policies"]`` (``reproduce --policies``, your own among
+    them) with ``exact`` always beside them, else the paper's ``default``."""
+    given = options.get("policies")
+    return default if not given else list(dict.fromkeys([*given, "exact"]))
+
+
+def _settings(options) -> str:
+    scenario = options.get("scenario")
+    return PAPER_SETTINGS if scenario is None else f"scenario {scenario.name or '(unnamed)'}, B_max={scenario.B_max}"
+
+
 def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed, options) -> Figure:
     rows = compare_points(
         points,
@@ -148,6 +160,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
         progress=options.get("progress"),
         checkpoint=paper_checkpoint() if "dqn" in policies else None,
         policy_options=PAPER_DQN if "dqn" in policies else None,
+        scenario=options.get("scenario"),
     )
     records = [{**asdict(r), "mean_objective_per_user": r.mean_objective / r.users} for r in rows]
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
@@ -163,7 +176,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend()
-    fig.suptitle(f"{name}: {title} ({cases} cases per point, seed {seed}; {PAPER_SETTINGS})", fontsize=9)
+    fig.suptitle(f"{name}: {title} ({cases} cases per point, seed {seed}; {_settings(options)})", fontsize=9)
     exact = {r[x_key]: r["mean_objective"] for r in records if r["policy"] == "exact"}
     excess = max(r["mean_objective"] - exact[r[x_key]] for r in records)
     table = [
@@ -173,7 +186,7 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
     summary = markdown(
         f"{name}: {title}",
         [
-            f"{cases} random instances per point (docs/offloading-model.md), seed {seed}; every policy on the same "
+            f"{cases} random instances per point ({_source(options)}), seed {seed}; every policy on the same "
             "instances."
             + (" `dqn` is the paper's agent: one greedy episode (`beam_width` 1)." if "dqn" in policies else ""),
             f"Largest mean objective above `exact` over all points and policies: {excess:.3g} "
@@ -185,16 +198,27 @@ def _comparison(name: str, points, policies, cases, x_key, x_label, title, seed,
     return Figure(name, records, fig, summary)
 
 
+def _source(options) -> str:
+    scenario = options.get("scenario")
+    return "docs/offloading-model.md" if scenario is None else f"drawn from scenario {scenario.name or '(unnamed)'}"
+
+
+def _user_points(paper: list[int], options) -> tuple[list[int], int]:
+    """User counts and G of a figure against users: the paper's at G = 8, or a scenario's."""
+    scenario = options.get("scenario")
+    return (paper, 8) if scenario is None else (sorted(scenario.users), scenario.G)
+
+
 def fig11a(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
-    users = [4, 12, 20] if quick else [4, 6, 8, 10, 12, 14, 16, 18, 20]
+    users, gpus = _user_points([4, 12, 20] if quick else [4, 6, 8, 10, 12, 14, 16, 18, 20], options)
     return _comparison(
         "fig11a",
-        [(u, 8) for u in users],
-        ["dqn", "b1", "b2", "b3", "exact"],
+        [(u, gpus) for u in users],
+        _policies(["dqn", "b1", "b2", "b3", "exact"], options),
         10 if quick else 100,
         "users",
         "number of users",
-        "average performance vs users, G = 8",
+        f"average performance vs users, G = {gpus}",
         seed,
         options,
     )
@@ -202,29 +226,30 @@ def fig11a(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> F
 
 def fig11b(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
     gpus = [1, 8, 16] if quick else [1, 2, 4, 6, 8, 10, 12, 14, 16]
+    users = 20 if options.get("scenario") is None else max(options["scenario"].users)
     return _comparison(
         "fig11b",
-        [(20, g) for g in gpus],
-        ["dqn", "b1", "b2", "b3", "exact"],
+        [(users, g) for g in gpus],
+        _policies(["dqn", "b1", "b2", "b3", "exact"], options),
         10 if quick else 100,
         "gpus",
         "GPUs at the edge G",
-        "average performance vs edge GPUs, 20 users",
+        f"average performance vs edge GPUs, {users} users",
         seed,
         options,
     )
 
 
 def fig11c(out_dir: Path, *, quick: bool = False, seed: int = 0, **options) -> Figure:
-    users = [4, 12, 20] if quick else [4, 8, 12, 16, 20]
+    users, gpus = _user_points([4, 12, 20] if quick else [4, 8, 12, 16, 20], options)
     return _comparison(
         "fig11c",
-        [(u, 8) for u in users],
-        ["dqn", "milp", "ga", "exact"],
+        [(u, gpus) for u in users],
+        _policies(["dqn", "milp", "ga", "exact"], options),
         5 if quick else 100,
         "users",
         "number of users",
-        "DRL-convex hybrid vs B&B (milp) vs GA, G = 8",
+        f"DRL-convex hybrid vs B&B (milp) vs GA, G = {gpus}",
         seed,
         options,
     )

@@ -17,16 +17,12 @@ line naming the broken constraint, never evaluated.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.metadata
-import importlib.util
 import inspect
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edgediff.core.model import Decision
@@ -145,30 +141,12 @@ def policy_spec(name: str) -> PolicySpec:
 def _import_target(target: str) -> tuple[Any, str]:
     """The module of ``module:function`` or ``path/to/file.py:function`` (imported now) and the
     function's name; :class:`UnknownPolicy` naming what is missing."""
-    where, _, func = target.rpartition(":")
-    if not where or not func:
-        raise UnknownPolicy(f"policy {target!r}: expected module:function or file.py:function")
-    if where.endswith(".py"):
-        path = Path(where).resolve()
-        if not path.is_file():
-            raise UnknownPolicy(f"policy {target!r}: no file {where}")
-        # a stable module name per file, so that a worker process imports the same module
-        module_name = "edgediff_plugin_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-        if module_name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception:
-                del sys.modules[module_name]
-                raise
-        return sys.modules[module_name], func
+    from edgediff.plugins import PluginNotFound, import_target
+
     try:
-        return importlib.import_module(where), func
-    except ModuleNotFoundError as err:
-        raise UnknownPolicy(f"policy {target!r}: cannot import {where!r} ({err})") from None
+        return import_target(target)
+    except PluginNotFound as err:
+        raise UnknownPolicy(str(err)) from None
 
 
 def _solver(name: str) -> tuple[Any, Callable[..., Decision]]:

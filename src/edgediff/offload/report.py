@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgediff.core.instance import Instance
 from edgediff.core.model import Decision, Evaluation
+from edgediff.figure_io import text_table as format_table  # the name the commands import
 
 
 def decision_report(
@@ -30,24 +31,6 @@ def decision_report(
             for i in range(instance.num_users)
         ],
     }
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    """Right-aligned plain-text table; floats with 4 significant decimals."""
-
-    def cell(v):
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4g}"
-        return str(v)
-
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[c]) for r in text)) if text else len(h) for c, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in text]
-    return "\n".join(lines)
 
 
 def format_decision(report: dict) -> str:

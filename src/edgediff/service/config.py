@@ -215,14 +215,21 @@ class _Composed:
         for key in options:
             if key not in owner and key not in self.PARTS:
                 close = difflib.get_close_matches(key, owner, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = f"; did you mean {close[0]!r} ({owner[close[0]]}.{close[0]})?" if close else ""
                 raise ServiceConfigError(f"unknown parameter {key!r}{hint}")
         for part, cls in self.PARTS.items():
             mine = {key: value for key, value in options.items() if owner.get(key) == part}
             base = options.get(part)
             if base is not None and not isinstance(base, cls):
                 raise ServiceConfigError(f"{part} must be a {cls.__name__}, got {type(base).__name__}")
-            object.__setattr__(self, part, cls(**mine) if base is None else replace(base, **mine))
+            try:
+                value = cls(**mine) if base is None else replace(base, **mine)
+            except ServiceConfigError as err:  # name the field by its dotted path: scheduling.window_s
+                message = str(err)
+                first = message.replace(":", " ").split(" ", 1)[0]
+                named = first in {f.name for f in fields(cls)}
+                raise ServiceConfigError(f"{part}.{message}" if named else message) from None
+            object.__setattr__(self, part, value)
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -298,6 +305,64 @@ class ServiceConfig(_Composed):
     def site(self) -> SiteConfig:
         """The parts a site's windows are decided with (what the digital twin takes)."""
         return SiteConfig(scheduling=self.scheduling, caching=self.caching)
+
+
+def load_service_config(path: str | Path) -> dict[str, Any]:
+    """The flat options of a service config file (``serve --config``; JSON, or TOML when the
+    name ends in ``.toml``): flat keys (``window_s = 1``) and/or part sections
+    (``[scheduling] window_s = 1``), validated by building a :class:`ServiceConfig`. A bad file
+    is one :class:`ServiceConfigError` naming the field as a dotted path, with the closest
+    valid name for a misspelt one."""
+    import json
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except OSError as err:
+        raise ServiceConfigError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ServiceConfigError(
+            f"{path.name}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {err}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ServiceConfigError(f"{path.name}: expected an object of parameters, got {type(data).__name__}")
+    parts = {part: {f.name for f in fields(cls)} for part, cls in ServiceConfig.PARTS.items()}
+    owner = {name: part for part, names in parts.items() for name in names}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in parts and isinstance(value, dict):
+            for name, inner in value.items():
+                if name not in parts[key]:
+                    close = difflib.get_close_matches(name, parts[key], n=1)
+                    where = f"; it belongs in [{owner[name]}]" if name in owner else ""
+                    hint = f"; did you mean {close[0]!r}?" if close else where
+                    raise ServiceConfigError(f"{path.name}: {key}.{name}: unknown field{hint}")
+                flat[name] = inner
+        elif key in owner:
+            flat[key] = value
+        else:
+            close = difflib.get_close_matches(key, [*owner, *parts], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ServiceConfigError(f"{path.name}: {key}: unknown field{hint}")
+    if isinstance(flat.get("edge_profile"), list):
+        flat["edge_profile"] = tuple(flat["edge_profile"])
+    try:
+        ServiceConfig(**flat)
+    except (ServiceConfigError, TypeError, ValueError) as err:
+        raise ServiceConfigError(f"{path.name}: {err}") from None
+    return flat
+
+
+def service_options(path: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """``serve``'s options over a config file: a flag given with a value other than its default
+    overrides the file; the file overrides the defaults."""
+    if path is None:
+        return flags
+    given = load_service_config(path)
+    default = ServiceConfig.defaults()
+    return {**given, **{k: v for k, v in flags.items() if k not in given or k not in default or v != default[k]}}
 
 
 def service_pai_curve(path=None, model: str = "tiny"):
