@@ -40,6 +40,28 @@ def test_generate_with_server_writes_the_split_image(start_service, tiny, tmp_pa
     assert (engine.jobs()[2].k, engine.jobs()[2].h) == (0.02, 0.005)
 
 
+@pytest.mark.slow
+def test_generate_with_server_checks_the_models_match(start_service, tiny, tmp_path, capsys):
+    """Issue 32.1: the edge serves another latent space (tiny-random: another VAE scaling)."""
+    import httpx
+
+    from edgediff.runtime.models import load_model
+
+    edge_model = load_model("tiny-random")
+    service, engine = start_service(model=edge_model, cache_gb=0)
+    info = httpx.get(f"{service.url}/v1/info").json()
+    assert info["latent_space"] == edge_model.latent_space and info["latent_space"]["model"] == "tiny-random"
+    args = ["generate", "--prompt", "a boat", "--steps", "4", "--server", service.url, "--preset", "row9"]
+    assert main([*args, "--model", "tiny", "--out", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model mismatch: the edge's model 'tiny-random'" in err[0]
+    assert "the device's model 'tiny'" in err[0] and "vae_scaling_factor" in err[0]
+    assert engine.jobs() == [] and not (tmp_path / "a.png").exists()  # refused before submitting
+    # without --model the device loads the edge's model (a built-in one here) and finishes with it
+    assert main([*args, "--alpha", "3", "--out", str(tmp_path / "b.png")]) == 0
+    assert "local on tiny-random" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -181,7 +203,7 @@ def test_generate_timeout_has_its_own_exit_code(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0"]
+        args = ["generate", "--server", url, "--prompt", "x", "--steps", "4", "--profile", "0.1,0", "--model", "tiny"]
         args += ["--timeout", "1", "--out", str(tmp_path / "a.png")]
         result = run_cli(*args)
     finally:

@@ -265,6 +265,39 @@ def test_cache_hit_covering_every_offloaded_step_is_published_at_once(start_serv
     assert waited < 5  # a window (0.2 s) and a decision, not a wait for other traffic
 
 
+@pytest.mark.slow
+def test_diffusers_options_travel_through_the_service(start_service, tiny):
+    """Issue 32.3: width/height, eta, a scheduler with options over HTTP equal the in-process run."""
+    import httpx
+
+    service, engine = start_service(cache_gb=0)
+    request = GenerationRequest(
+        "a lighthouse",
+        steps=6,
+        seed=2,
+        width=32,
+        height=16,
+        eta=1.0,
+        scheduler="DDIMScheduler",
+        scheduler_options={"timestep_spacing": "trailing"},
+    )
+    with EdgeClient(service.url) as client:
+        result = generate_remote(client, request, tiny, alpha=5.0, profile=SLOW_DEVICE)
+    assert result.status["status"] == "done" and result.image.shape == (16, 32, 3)
+    assert engine.jobs()[0].area == 2.0  # 32 x 16 pixels over the native 16 x 16
+    assert np.array_equal(result.image, generate(request, tiny, split=result.split).image)
+    body = {"prompt": "a dog", "steps": 8, "alpha": 1.0, "profile": {"k": 0.1, "h": 0.01}}
+    for extra, message in [
+        ({"width": 30}, "body.width must be a multiple of"),
+        ({"scheduler": "NoSuch"}, "body.scheduler: 'NoSuch' is not a diffusers scheduler class"),
+        ({"scheduler_options": {"nope": 1}}, "body.scheduler_options: DDIMScheduler has no option 'nope'"),
+        ({"eta": 2}, "body.eta"),
+    ]:
+        answer = httpx.post(f"{service.url}/v1/requests", json={**body, **extra})
+        assert answer.status_code == 422 and answer.json()["error"].startswith(message), answer.json()
+    assert engine.stats.accepted == 1
+
+
 def test_a_single_site_service_refuses_a_named_site(start_service):
     import httpx
 

@@ -144,4 +144,5 @@ def test_with_api_keys_the_status_needs_a_key_and_shows_no_images(start_service,
     status = httpx.get(f"{service.url}/v1/status", headers=headers).json()
     assert status["terminal"]["done"] == 1 and status["thumbnails"] == []
     assert "private" not in json.dumps(status)
-    assert httpx.get(f"{service.url}/").status_code == 200  # the page itself holds no data
+    page = httpx.get(f"{service.url}/")
+    assert page.status_code == 200 and 'id="keyform"' in page.text  # no data; it asks for a key on a 401

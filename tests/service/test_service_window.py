@@ -271,3 +271,20 @@ def test_prompts_are_embedded_and_encoded_off_the_engine_thread(start_service, m
     assert encoders == ["edgediff-prep_0"]
     (job,) = engine.jobs()
     assert job.conditioning is None and job.embedding is None  # a finished record keeps no prompt work
+
+
+def test_a_larger_image_costs_in_proportion_to_its_latent_area():
+    """Issue 32.3: a member of 4x the native latent area is decided with 4x the per-member
+    costs (edge k_e, the device's k and h, the payload), in its own group; h_e stays."""
+    native, large = job("a", 100.1), dataclasses.replace(job("b", 100.2), area=4.0)
+    inst = window_instance([large], CONFIG, start=100.0, b_max=7, edge_profile=EDGE, intermediate_bits=4096)
+    assert (inst.edge_k, inst.edge_h) == (pytest.approx(0.04), 0.004)
+    assert inst.k.tolist() == [pytest.approx(0.8)] and inst.h.tolist() == [pytest.approx(0.04)]
+    assert inst.intermediate_bits.tolist() == [4 * 4096]
+    with pytest.raises(ValueError, match="one image size"):
+        window_instance([native, large], CONFIG, start=100.0, b_max=7, edge_profile=EDGE, intermediate_bits=1)
+    groups = decide_window(
+        [native, large], CONFIG, make_policy("exact"), start=100.0, edge_profile=EDGE, intermediate_bits=4096
+    )
+    assert [[j.id for j in g.jobs] for g in groups] == [["a"], ["b"]]
+    assert groups[0].instance.edge_k == pytest.approx(0.01) and groups[1].instance.edge_k == pytest.approx(0.04)

@@ -78,12 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries(verbose: bool) -> None:
+    """Unless ``-v``: diffusers' and transformers' warnings (transformers' "requires
+    torchvision" on every import, diffusers' config notes, their deprecation warnings) are
+    hidden, so that a user sees edgediff's one line per problem. Set by environment for the
+    libraries not imported yet (and the worker processes), directly for those already imported."""
+    import os
+    import warnings
+
+    level = "warning" if verbose else "error"
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        if verbose or os.environ.get(name) in (None, "warning"):
+            os.environ[name] = level
+    for library in ("transformers", "diffusers"):
+        if f"{library}.utils.logging" in sys.modules:
+            getattr(sys.modules[f"{library}.utils.logging"], f"set_verbosity_{level}")()
+    if not verbose:
+        warnings.filterwarnings("ignore", module=r"(diffusers|transformers|huggingface_hub)(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     # each call sets edgediff's level afresh: a command that raised it (reproduce, serve) must not
     # leave the next in-process call verbose
     logging.getLogger("edgediff").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    quiet_libraries(args.verbose)
     set_default_threads()
     from edgediff.offload.policies import SolverError
 

@@ -17,6 +17,7 @@ from edgediff.cli._args import (
     positive_int,
     refuse_overwrite,
 )
+from edgediff.cli._generation import add_dtype
 
 
 def add_parsers(sub) -> None:
@@ -30,6 +31,7 @@ def add_parsers(sub) -> None:
         "or arch:sd15 / arch:sdxl (the real architecture with seeded random weights)",
     )
     add_model_config(p)
+    add_dtype(p)
     p.add_argument("--batches", type=int_list, default=[1, 2, 4, 8, 16], help="batch sizes")
     p.add_argument("--repeats", type=positive_int, default=7, help="timed steps per batch size (their median is used)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
@@ -62,9 +64,9 @@ def run(args) -> None:
         if len(set(args.workers)) != len(args.workers):
             raise UsageError(f"--workers: each count once, got {','.join(map(str, args.workers))}")
         check_worker_devices(args.device, max(args.workers))
-        model = load_model(args.model, args.device, args.model_config)
+        model = load_model(args.model, args.device, args.model_config, args.dtype)
         return _report_workers(args, calibrate_workers(model, args.workers, config, args.worker_threads))
-    profile = calibrate(load_model(args.model, args.device, args.model_config), config)
+    profile = calibrate(load_model(args.model, args.device, args.model_config, args.dtype), config)
     if profile.k < 0:
         print(
             f"edgediff calibrate: warning: fitted k = {profile.k:.3g} s < 0 (timings too noisy); "

@@ -10,10 +10,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "check-model",
         help="check that a device's personalized model can finish the cluster-wide model's latents",
-        description="Loads both models and compares their latent space (channels, VAE factor, VAE scaling "
-        "factor) and VAE weights. Exit 0 when the device's model can continue the edge's latents, 1 when not "
-        "(docs/serve-your-model.md). A LoRA file as --model is described (what it adapts) and checked on "
-        "the cluster-wide model.",
+        description="Loads both models and compares their latent space (family, latent channels and size, VAE "
+        "factor, scaling and shift, training noise schedule) and VAE weights. Exit 0 when the device's model "
+        "can continue the edge's latents, 1 when not (docs/serve-your-model.md). A LoRA file as --model is "
+        "described (what it adapts) and checked on the cluster-wide model.",
     )
     p.add_argument(
         "--model", required=True, help="the device's model: a name, a pipeline directory, a file or a LoRA file"

@@ -18,6 +18,7 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
+from edgediff.cli._generation import add_generation_options, generation_fields
 from edgediff.cli._lora import add_lora
 from edgediff.runtime.request import GenerationRequest
 
@@ -28,11 +29,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", required=True, help="the text prompt")
     p.add_argument(
         "--model",
-        default="tiny",
         help="the device's model: a built-in one (tiny, tiny-italic, tiny-bold, tiny-small), a pipeline directory "
-        "or a .safetensors file",
+        "or a .safetensors file (default: tiny; with --server: the edge's model, if this machine can load it)",
     )
     add_model_config(p)
+    add_generation_options(p)
     add_lora(p, "the device's model only (the edge runs the plain model)")
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model, without --lora)")
     p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
@@ -64,7 +65,11 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--server",
         help="edge service URL with its scheme, e.g. http://127.0.0.1:8000: the edge decides the split and "
-        "runs the first steps (API key, if the service needs one: the EDGEDIFF_API_KEY environment variable)",
+        "runs the first steps",
+    )
+    p.add_argument(
+        "--api-key",
+        help="with --server: the service's API key if it needs one (default: environment variable EDGEDIFF_API_KEY)",
     )
     p.add_argument(
         "--timeout",
@@ -94,6 +99,7 @@ def _request(args) -> GenerationRequest:
         seed=args.seed,
         guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt,
+        **generation_fields(args),
     )
 
 
@@ -128,31 +134,36 @@ def run(args) -> None:
     started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
-    from edgediff.runtime.split import generate
+    from edgediff.runtime.split import generate, image_requests
 
     request = _request(args)
-    model = load_model(args.model, args.device, args.model_config, args.lora)
+    args.model = args.model or "tiny"
+    model = load_model(args.model, args.device, args.model_config, args.dtype, args.lora)
     edge_model = model
     if args.split is not None and (args.lora or args.edge_model not in (None, args.model)):
-        edge_model = load_model(args.edge_model or args.model, args.device, args.model_config)
+        edge_model = load_model(args.edge_model or args.model, args.device, args.model_config, args.dtype)
     loaded_s = time.perf_counter() - started
-    result = generate(request, model, args.split, edge_model, args.payload_dtype)
-    size = _save(result.image, args.out, args.native_size)
-    where = (
-        "all local"
-        if result.offloaded_steps == 0
-        else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
-    )
-    print(
-        f"wrote {args.out}: {size}, {result.steps} steps "
-        f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
-        f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
-    )
+    for i, one in enumerate(image_requests(request, args.images)):  # seeds s, s+1, ...: one image each
+        out = args.out if args.images == 1 else args.out.with_name(f"{args.out.stem}-{i + 1}.png")
+        result = generate(one, model, args.split, edge_model, args.payload_dtype)
+        size = _save(result.image, out, args.native_size)
+        where = (
+            "all local"
+            if result.offloaded_steps == 0
+            else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
+        )
+        print(
+            f"wrote {out}: {size}, {result.steps} steps "
+            f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
+            f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
+        )
 
 
 def _run_remote(args) -> None:
     if not args.server.startswith(("http://", "https://")):
         raise UsageError(f"--server needs a URL with its scheme, e.g. http://{args.server}; got {args.server!r}")
+    if args.images != 1:
+        raise UsageError("--images applies without --server; with it, send one request per image")
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
     if args.profile is not None and args.preset is not None:
@@ -161,19 +172,26 @@ def _run_remote(args) -> None:
 
     if args.preset is not None and args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    from edgediff.service.client import EdgeClient, ServiceError, ServiceTimeout, generate_remote
+    from edgediff.service import client as edge
 
     request = _request(args)
-    model = load_model(args.model, args.device, args.model_config, args.lora)
-    device_profile = args.profile
-    if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2 steps, median of 5
-        from edgediff.runtime.calibrate import CalibrationConfig, calibrate
-
-        measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
-        device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
     try:
-        with EdgeClient(args.server, api_key=os.environ.get("EDGEDIFF_API_KEY") or None) as client:
-            result = generate_remote(
+        with edge.EdgeClient(args.server, api_key=args.api_key or os.environ.get("EDGEDIFF_API_KEY") or None) as client:
+            info = client.info()  # the edge's latent space: checked before anything runs
+            if args.model is None:
+                model = edge.load_edge_model(
+                    info, args.device, lambda src: load_model(src, args.device, dtype=args.dtype, loras=args.lora)
+                )
+            else:
+                model = load_model(args.model, args.device, args.model_config, args.dtype, args.lora)
+            edge.check_edge_model(info, model)
+            device_profile = args.profile
+            if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2, median of 5
+                from edgediff.runtime.calibrate import CalibrationConfig, calibrate
+
+                measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
+                device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
+            result = edge.generate_remote(
                 client,
                 request,
                 model,
@@ -182,14 +200,17 @@ def _run_remote(args) -> None:
                 preset=args.preset,
                 timeout=args.timeout,
             )
-    except ServiceTimeout:  # its own exit code (4), not bad input
+    except edge.ServiceTimeout:  # its own exit code (4), not bad input
         raise
-    except ServiceError as err:  # the service refused or failed: reported like bad input, in one line
+    except edge.ServiceError as err:  # the service refused or failed: reported like bad input, in one line
+        if err.status_code == 401:
+            raise UsageError(f"{err}: pass --api-key KEY or set EDGEDIFF_API_KEY") from None
         raise UsageError(str(err)) from None
     size = _save(result.image, args.out, args.native_size)
     st = result.status
     if st["status"] == "done":
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
+        hit += f", cache miss: {st['cache_miss']}" if st.get("cache_miss") else ""
         where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
     elif st["status"] == "denied":
         where = f"denied ({st.get('reason')}): all steps local"
@@ -201,20 +222,22 @@ def _run_remote(args) -> None:
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
         f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )
-    declared = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
-    print(_step_time_note(declared, result.local_s, result.split))
+    told = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
+    calibrated = args.profile is None and args.preset is None
+    print(_step_time_note(told, result.local_s, result.split, calibrated))
 
 
-def _step_time_note(declared_s: float, local_s: float, local_steps: int) -> str:
+def _step_time_note(told_s: float, local_s: float, local_steps: int, calibrated: bool = False) -> str:
     """The device step time the edge was told against the one this run measured: the edge's
-    prediction is only as good as the declared profile."""
+    prediction is only as good as the profile. ``calibrated``: the profile was measured here
+    before submitting (no --profile/--preset), so it is called measured, not declared."""
+    told = f"calibrated {told_s:.3f} s (measured before submitting)" if calibrated else f"declared {told_s:.3f} s"
     if local_steps == 0:
-        return f"device step: declared {declared_s:.3f} s (no step ran on the device)"
+        return f"device step: {told} (no step ran on the device)"
     measured = local_s / local_steps
-    note = (
-        f"device step: declared {declared_s:.3f} s, measured {measured:.3f} s"
-        f" (local time incl. decoding / {local_steps} steps)"
-    )
-    if not 0.5 <= measured / declared_s <= 2.0:
-        note += "; the declared profile does not fit this device: pass --profile from `edgediff calibrate --out FILE`"
+    note = f"device step: {told}, {'this run ' if calibrated else ''}measured {measured:.3f} s"
+    note += f" (local time incl. decoding / {local_steps} steps)"
+    if not 0.5 <= measured / told_s <= 2.0:
+        what = "calibrated" if calibrated else "declared"
+        note += f"; the {what} profile does not fit this device: pass --profile from `edgediff calibrate --out FILE`"
     return note

@@ -105,7 +105,7 @@ def add_parsers(sub) -> None:
         default=d["journal_fsync"],
         help="force each acceptance to disk before its 202 (off: survives a crash, not a power loss)",
     )
-    p.add_argument("--api-keys", type=Path, help="file of 'TENANT KEY' lines: requests need a key, tenants are apart")
+    p.add_argument("--api-keys", type=Path, help="'TENANT KEY [rps=R] [concurrent=N]' lines, '@operator KEY'")
     p.add_argument(
         "--share-cache",
         action="store_true",
@@ -155,15 +155,15 @@ def run(args) -> None:
     from edgediff.offload.policies import policy_spec
     from edgediff.service.journal import check_journal
     from edgediff.service.server import bind
-    from edgediff.service.tenants import load_api_keys
+    from edgediff.service.tenants import load_keys_file
 
     policy_spec(args.policy)  # UnknownPolicy: exit 2 before any work
     check_model_config(args.model_config, args.model)
     # everything that can be refused is refused before the model loads (each one line, exit 2)
     if args.journal is not None:
         check_journal(args.journal)
-    api_keys = None if args.api_keys is None else load_api_keys(args.api_keys)
-    if args.share_cache and api_keys is None:
+    keys = {} if args.api_keys is None else load_keys_file(args.api_keys).options()
+    if args.share_cache and not keys:
         raise UsageError("--share-cache needs --api-keys")
     if args.ray is None and (args.sites != 1 or args.health_interval != 1.0):
         raise UsageError("--sites and --health-interval need --ray ADDRESS")
@@ -192,7 +192,7 @@ def run(args) -> None:
         edge_profile=args.edge_profile,
         journal=args.journal,
         journal_fsync=args.journal_fsync,
-        api_keys=api_keys,
+        **keys,
         cache_sharing=args.share_cache,
         max_connections=args.max_connections,
         header_timeout_s=args.header_timeout,

@@ -70,6 +70,9 @@ class DenoiserBackend(ABC):
     #: parts loaded when the directory has them (``None`` otherwise), e.g. SD3's T5 encoder
     optional_components: ClassVar[tuple[str, ...]] = ()
 
+    #: whether diffusers' pipeline of this family has ``guidance_rescale``
+    supports_guidance_rescale: ClassVar[bool] = True
+
     scheduler: object
     device: str
     dtype: str
@@ -105,9 +108,20 @@ class DenoiserBackend(ABC):
         """Image sides must be a multiple of this many pixels."""
 
     @abstractmethod
-    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
+    def condition(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] = (), clip_skip: int | None = None
+    ) -> Conditioning:
         """Conditioning rows ``[*negative_prompts, *prompts]``: the unconditional rows of
-        classifier-free guidance first, as diffusers orders them (none when unguided)."""
+        classifier-free guidance first, as diffusers orders them (none when unguided).
+        ``clip_skip``: the prompts' embeddings from that many CLIP layers before the last
+        (diffusers' ``clip_skip``, applied where its pipeline applies it)."""
+
+    @property
+    def guidance_embedding_dim(self) -> int | None:
+        """For a guidance-distilled denoiser (LCM: ``time_cond_proj_dim`` set), the size of the
+        guidance-scale embedding it takes as ``timestep_cond``; then, as in diffusers, there is
+        no classifier-free guidance. ``None`` for an ordinary denoiser."""
+        return None
 
     @abstractmethod
     def predict(self, latents, timesteps, conditioning: Conditioning):
@@ -157,10 +171,10 @@ class DenoiserBackend(ABC):
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler: the template's, or the one described by ``class_name``/``config``
         (so that a device continues on exactly the edge's timestep schedule)."""
-        from edgediff.runtime.schedulers import scheduler_type
+        from edgediff.runtime.schedulers import from_config, scheduler_type
 
         class_name = class_name or self.scheduler_class
-        return scheduler_type(class_name).from_config(self.scheduler_config if config is None else config)
+        return from_config(scheduler_type(class_name), self.scheduler_config if config is None else config)
 
     def initial_latent(self, noise, scheduler):
         """The first latent from the request's noise ``(1, C, h, w)`` (float32, CPU), as the
@@ -171,16 +185,26 @@ class DenoiserBackend(ABC):
         """A member's latent as the denoiser's input at ``timestep``."""
         return scheduler.scale_model_input(latent, timestep)
 
-    def guide(self, uncond, cond, scale: float):
-        """Classifier-free guidance: the output of one guided member from its two rows."""
-        return uncond + scale * (cond - uncond)
+    def guide(self, uncond, cond, scale: float, rescale: float = 0.0):
+        """Classifier-free guidance: the output of one guided member from its two rows;
+        ``rescale`` > 0: diffusers' ``guidance_rescale`` (``rescale_noise_cfg``)."""
+        guided = uncond + scale * (cond - uncond)
+        if rescale > 0:
+            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-    def step(self, scheduler, output, timestep, latent, generator=None):
-        """A member's scheduler step: its latent after ``timestep``. ``generator`` (the
-        member's) is passed to schedulers that draw noise, as diffusers pipelines pass theirs."""
-        from edgediff.runtime.schedulers import accepts_generator
+            guided = rescale_noise_cfg(guided, cond, guidance_rescale=rescale)
+        return guided
+
+    def step(self, scheduler, output, timestep, latent, generator=None, eta: float = 0.0):
+        """A member's scheduler step: its latent after ``timestep``. As diffusers' pipelines
+        (``prepare_extra_step_kwargs``) do, ``eta`` goes to schedulers whose ``step`` takes it
+        (DDIM's η, TCD's γ: diffusers passes 0.0, not TCD's own 0.3) and ``generator`` (the
+        member's) to those that draw noise."""
+        from edgediff.runtime.schedulers import accepts_eta, accepts_generator
 
         extra = {"generator": generator} if generator is not None and accepts_generator(scheduler) else {}
+        if accepts_eta(scheduler):
+            extra["eta"] = eta
         return scheduler.step(output, timestep, latent, **extra).prev_sample
 
 
@@ -286,8 +310,9 @@ class UNetBackend(DenoiserBackend):
         # the UNet halves the latent once per block after the first
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
-    def encode_prompt(self, prompts: Sequence[str]):
-        """Text-encoder hidden states ``(len(prompts), tokens, hidden)``."""
+    def encode_prompt(self, prompts: Sequence[str], clip_skip: int | None = None):
+        """Text-encoder hidden states ``(len(prompts), tokens, hidden)``; ``clip_skip``: those
+        of that many layers before the last, through the final layer norm (as diffusers)."""
         import torch
 
         ids = self.tokenizer(
@@ -298,11 +323,29 @@ class UNetBackend(DenoiserBackend):
             return_tensors="pt",
         ).input_ids
         with torch.inference_mode():
-            return self.text_encoder(ids.to(self.device))[0].to(self.torch_dtype())
+            if clip_skip is None:
+                return self.text_encoder(ids.to(self.device))[0].to(self.torch_dtype())
+            hidden = self.text_encoder(ids.to(self.device), output_hidden_states=True)[-1][-(clip_skip + 1)]
+            # transformers 5 dropped CLIPTextModel.text_model (diffusers 0.42 still reaches for it)
+            norm = getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm
+            return norm(hidden).to(self.torch_dtype())
 
-    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
-        # one text-encoder call for all rows
-        return Conditioning({"encoder_hidden_states": self.encode_prompt([*negative_prompts, *prompts])})
+    def condition(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] = (), clip_skip: int | None = None
+    ) -> Conditioning:
+        if clip_skip is None:  # one text-encoder call for all rows
+            return Conditioning({"encoder_hidden_states": self.encode_prompt([*negative_prompts, *prompts])})
+        import torch
+
+        # diffusers' StableDiffusionPipeline skips CLIP layers for the prompt, not the negative prompt
+        rows = [self.encode_prompt(negative_prompts)] if negative_prompts else []
+        rows.append(self.encode_prompt(prompts, clip_skip))
+        return Conditioning({"encoder_hidden_states": torch.cat(rows)})
+
+    @property
+    def guidance_embedding_dim(self) -> int | None:
+        dim = self.unet.config.get("time_cond_proj_dim")
+        return None if dim is None else int(dim)
 
     def predict(self, latents, timesteps, conditioning: Conditioning):
         import torch
@@ -312,6 +355,7 @@ class UNetBackend(DenoiserBackend):
                 latents,
                 timesteps.to(self.device),
                 encoder_hidden_states=conditioning["encoder_hidden_states"],
+                timestep_cond=conditioning.tensors.get("timestep_cond"),
             ).sample
 
     def decode(self, latents):

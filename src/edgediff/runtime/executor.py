@@ -33,16 +33,73 @@ def initial_state(model: DiffusionModel, request: GenerationRequest) -> LatentSt
     its ``generator`` — so the same seed gives the same noise on every machine; scaled by the
     scheduler's initial sigma. The same generator then feeds stochastic schedulers' steps."""
     backend = model.backend
-    size = backend.image_size if request.size is None else request.size
-    if size % backend.size_multiple:
-        raise RequestError(f"size must be a multiple of {backend.size_multiple} for model {model.name!r}, got {size}")
-    model.check_steps(request.steps)
-    scheduler = fresh_scheduler(backend.scheduler_class, backend.scheduler_config, request.steps, backend.device)
-    side = size // backend.vae_scale_factor
-    noise, _ = _seeded_noise(request.seed, (1, backend.latent_channels, side, side))
+    height, width, scheduler_class, scheduler_config = check_request(model, request)
+    scheduler = fresh_scheduler(scheduler_class, scheduler_config, request.steps, backend.device)
+    shape = (1, backend.latent_channels, height // backend.vae_scale_factor, width // backend.vae_scale_factor)
+    noise, _ = _seeded_noise(request.seed, shape)
     latent = backend.initial_latent(noise, scheduler).to(backend.device, backend.torch_dtype())
     steps = len(scheduler.timesteps)
-    return LatentState(latent, request, steps, backend.scheduler_class, backend.scheduler_config, schedule_steps=steps)
+    return LatentState(
+        latent,
+        request,
+        steps,
+        scheduler_class,
+        scheduler_config,
+        schedule_steps=steps,
+        latent_space=model.latent_space,
+    )
+
+
+def check_request(model: DiffusionModel, request: GenerationRequest) -> tuple[int, int, str, dict]:
+    """``(height, width, scheduler class, scheduler config)`` of ``request`` on ``model``, or
+    :class:`RequestError` naming the field it cannot run (a size, the steps, the scheduler)."""
+    backend = model.backend
+    height, width = request.image_shape(backend.image_size)
+    for name, side, given in (("height", height, request.height), ("width", width, request.width)):
+        if side % backend.size_multiple:
+            name = "size" if given is None and request.size is not None else name
+            raise RequestError(
+                f"{name} must be a multiple of {backend.size_multiple} for model {model.name!r}, got {side}"
+            )
+    if request.guidance_rescale and not backend.supports_guidance_rescale:
+        raise RequestError(f"guidance_rescale: model {model.name!r} ({type(backend).__name__}) has none in diffusers")
+    model.check_steps(request.steps)
+    scheduler_class, scheduler_config = request_scheduler(model, request)
+    try:
+        fresh_scheduler(scheduler_class, scheduler_config, request.steps, backend.device)
+    except Exception as err:  # diffusers raises many types for a config it cannot build (NotImplementedError, ...)
+        where = "scheduler_options" if request.scheduler_options else "scheduler"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RequestError(
+            f"{where}: {scheduler_class} cannot run {request.steps} steps with this config: {first}"
+        ) from None
+    return height, width, scheduler_class, scheduler_config
+
+
+def request_scheduler(model: DiffusionModel, request: GenerationRequest) -> tuple[str, dict]:
+    """The scheduler class and config of ``request``: the model's, or the class it names
+    with its config and the request's options (``Scheduler.from_config(config, **options)``,
+    as a diffusers user swaps ``pipe.scheduler``). Raises :class:`RequestError` naming
+    ``scheduler``/``scheduler_options`` for an unknown class or option."""
+    from edgediff.runtime.schedulers import SchedulerStateError, scheduler_options, scheduler_type
+
+    backend = model.backend
+    if request.scheduler is None and not request.scheduler_options:
+        return backend.scheduler_class, backend.scheduler_config
+    name = request.scheduler or backend.scheduler_class
+    try:
+        cls = scheduler_type(name)
+    except SchedulerStateError as err:
+        raise RequestError(f"scheduler: {err}") from None
+    accepted = scheduler_options(cls)
+    unknown = sorted(set(request.scheduler_options) - accepted)
+    if unknown:
+        raise RequestError(
+            f"scheduler_options: {name} has no option {unknown[0]!r} (it has {', '.join(sorted(accepted))})"
+        )
+    # keys of another class's config would be ignored by from_config (with a warning): leave them out
+    config = {k: v for k, v in backend.scheduler_config.items() if k in accepted}
+    return name, {**config, **request.scheduler_options}
 
 
 def _seeded_noise(seed: int, shape: tuple):
@@ -53,9 +110,38 @@ def _seeded_noise(seed: int, shape: tuple):
     return torch.randn(shape, generator=generator, dtype=torch.float32), generator
 
 
+def uses_guidance(backend, request: GenerationRequest) -> bool:
+    """Whether ``request`` runs classifier-free guidance on ``backend``: ``guidance_scale > 1``
+    and an ordinary denoiser (a guidance-distilled one takes the scale as an embedding)."""
+    return request.guided and backend.guidance_embedding_dim is None
+
+
+def conditioning_key(backend, request: GenerationRequest) -> tuple:
+    """What a request's conditioning depends on (for a memo of conditionings)."""
+    embedded = backend.guidance_embedding_dim is not None
+    negative = request.negative_prompt if uses_guidance(backend, request) else None
+    return request.prompt, negative, request.clip_skip, request.guidance_scale if embedded else None
+
+
 def request_conditioning(backend, request: GenerationRequest):
-    """A member's conditioning rows: its prompt, after its negative prompt when guided."""
-    return backend.condition([request.prompt], [request.negative_prompt] if request.guided else ())
+    """A member's conditioning rows: its prompt, after its negative prompt when guided; for a
+    guidance-distilled (LCM) denoiser also ``timestep_cond``, the embedding of
+    ``guidance_scale - 1``, as diffusers' pipelines make it."""
+    negative = [request.negative_prompt] if uses_guidance(backend, request) else []
+    if request.clip_skip is None:
+        conditioning = backend.condition([request.prompt], negative)
+    else:
+        conditioning = backend.condition([request.prompt], negative, clip_skip=request.clip_skip)
+    dim = backend.guidance_embedding_dim
+    if dim is None:
+        return conditioning
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    scale = torch.tensor([request.guidance_scale - 1.0])
+    embedding = StableDiffusionPipeline.get_guidance_scale_embedding(None, scale, embedding_dim=dim)  # type: ignore[arg-type]
+    embedding = embedding.to(backend.device, backend.torch_dtype())
+    return Conditioning({**conditioning.tensors, "timestep_cond": embedding.expand(len(conditioning), dim)})
 
 
 class GenerationFailed(RequestError):
@@ -79,6 +165,7 @@ class _Member:
     seeded: object  # the generator's state right after drawing the request's initial noise
     conditioning: Conditioning  # rows [uncond, cond] when guided, else [cond]
     latent: object = field(repr=False)
+    latent_space: dict | None = field(default=None, repr=False)  # the fingerprint of the model stepping it
 
     @property
     def position(self) -> int:  # index of the next timestep in scheduler.timesteps
@@ -103,6 +190,7 @@ class _Member:
             scheduler_state,
             generator_state,
             self.start.steps,
+            self.latent_space,
         )
 
 
@@ -195,7 +283,18 @@ class BatchedExecutor:
         with torch.inference_mode():
             latent = latent.clone()
         self._members[key] = _Member(
-            key, request, state, state.split, stop, scheduler, reference, generator, seeded, conditioning, latent
+            key,
+            request,
+            state,
+            state.split,
+            stop,
+            scheduler,
+            reference,
+            generator,
+            seeded,
+            conditioning,
+            latent,
+            self.model.latent_space,
         )
 
     def _reference(self, state: LatentState):
@@ -279,20 +378,26 @@ class BatchedExecutor:
         return x.expand(copies, *x.shape[1:]), t.reshape(1).expand(copies)
 
     def _call(self, group: list, inputs: dict) -> dict:
-        """One batched denoiser call for the members in ``group``: their output rows."""
+        """The denoiser output rows of the members in ``group``: one batched call per latent
+        size (members of different image sizes cannot share a tensor; those of one size do)."""
         import torch
 
-        pool = self.model.workers  # G worker replicas (runtime.workers), or this process
-        with torch.inference_mode():  # thread-local: set here too, for a call on another thread
-            outputs = (self.backend if pool is None else pool).predict(
-                torch.cat([inputs[m][0] for m in group]),
-                torch.cat([inputs[m][1] for m in group]),
-                Conditioning.cat([m.conditioning for m in group]),
-            )
-        rows, row = {}, 0
+        sizes: dict[tuple, list] = {}
         for m in group:
-            rows[m] = outputs[row : row + len(m.conditioning)]
-            row += len(m.conditioning)
+            sizes.setdefault(tuple(inputs[m][0].shape[1:]), []).append(m)
+        pool = self.model.workers  # G worker replicas (runtime.workers), or this process
+        rows = {}
+        for members in sizes.values():
+            with torch.inference_mode():  # thread-local: set here too, for a call on another thread
+                outputs = (self.backend if pool is None else pool).predict(
+                    torch.cat([inputs[m][0] for m in members]),
+                    torch.cat([inputs[m][1] for m in members]),
+                    Conditioning.cat([m.conditioning for m in members]),
+                )
+            row = 0
+            for m in members:
+                rows[m] = outputs[row : row + len(m.conditioning)]
+                row += len(m.conditioning)
         return rows
 
     def _predict(self, inputs: dict, future=None) -> dict:
@@ -322,10 +427,10 @@ class BatchedExecutor:
         raises :class:`NonFiniteLatent` if the new latent has NaN or infinity (never an image)."""
         import torch
 
-        if m.request.guided:
-            output = self.backend.guide(output[:1], output[1:2], m.request.guidance_scale)
+        if len(m.conditioning) == 2:  # guided: rows [uncond, cond]
+            output = self.backend.guide(output[:1], output[1:2], m.request.guidance_scale, m.request.guidance_rescale)
         t = m.scheduler.timesteps[m.position]
-        latent = self.backend.step(m.scheduler, output, t, m.latent, m.generator)
+        latent = self.backend.step(m.scheduler, output, t, m.latent, m.generator, m.request.eta)
         if not bool(torch.isfinite(latent).all()):
             raise NonFiniteLatent("the latent became non-finite (NaN or infinity in the model's output)")
         m.latent = latent

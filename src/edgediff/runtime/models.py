@@ -81,6 +81,7 @@ class DiffusionModel:
     # runs the executor's batched denoiser calls on G replicas (runtime.workers); None: in this process
     workers: object = None
     _step_counts: dict = field(default_factory=dict, init=False, repr=False)  # steps -> error or None
+    _latent_space: dict | None = field(default=None, init=False, repr=False)
 
     @property
     def device(self) -> str:
@@ -113,6 +114,16 @@ class DiffusionModel:
     @property
     def scheduler_config(self) -> dict:
         return self.backend.scheduler_config
+
+    @property
+    def latent_space(self) -> dict:
+        """The latent-space fingerprint (:func:`edgediff.runtime.latent_space.fingerprint`),
+        computed once: what a device's model must share to finish this model's latents."""
+        if self._latent_space is None:
+            from edgediff.runtime.latent_space import fingerprint
+
+            self._latent_space = fingerprint(self)
+        return dict(self._latent_space)
 
     def new_scheduler(self, class_name: str | None = None, config: dict | None = None):
         """A fresh scheduler (see :meth:`DenoiserBackend.new_scheduler`)."""
@@ -170,6 +181,12 @@ def backend_class(family: str) -> type[DenoiserBackend]:
         raise ModelLoadError(f"unknown model family {family!r}; known families: {', '.join(BACKENDS)}") from None
 
 
+def family_name(backend: DenoiserBackend) -> str:
+    """The family (key of :data:`BACKENDS`) whose backend class ``backend`` is; its class name
+    for a backend no family lists."""
+    return next((family for family, cls in BACKENDS.items() if type(backend) is cls), type(backend).__name__)
+
+
 def family_of(index: dict) -> str:
     """The family of a pipeline directory: the one whose backend names the pipeline class of
     its ``model_index.json`` (``_class_name``); :data:`DEFAULT_FAMILY` when it names none.
@@ -211,7 +228,8 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
     with quiet_third_party():
         identifier = apply_loras(backend, spec.loras, spec.source) or identifier
     _check_finite(backend, spec.source)
-    backend.place(spec.device, spec.dtype)
+    with quiet_third_party():  # diffusers warns on a dtype cast of a model it did not load in that dtype
+        backend.place(spec.device, spec.dtype)
     return DiffusionModel(spec.name, backend, identifier)
 
 
@@ -268,12 +286,32 @@ def _load_directory(path: Path) -> DenoiserBackend:
         for name in backend_type.components:
             if not (path / name).is_dir():
                 raise ModelLoadError(f"{str(path)!r} is not a complete pipeline: no {name}/ folder")
+            _check_weights(path, name, index[name][0])
         pipeline = _diffusers_pipeline(index.get("_class_name") or backend_type.pipelines[0])
         if pipeline is None:  # a family whose pipeline is not a diffusers class: load part by part
             parts = {name: _load_component(path, name, cls) for name, cls in classes.items()}
         else:
             parts = _load_pipeline(path, index, backend_type, pipeline)
         return backend_type.from_components(path, parts)
+
+
+# the weights file a part is saved as, by library: safetensors first (what save_pretrained writes)
+_WEIGHTS = {
+    "diffusers": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
+    "transformers": ("model.safetensors", "pytorch_model.bin"),
+}
+
+
+def _check_weights(path: Path, name: str, library: str) -> None:
+    """A model part (a folder with ``config.json``) without any weights file is named as it is:
+    diffusers' own error names the ``.bin`` fallback when the ``.safetensors`` file is missing."""
+    folder = path / name
+    if library not in _WEIGHTS or not (folder / "config.json").is_file():
+        return
+    if any(f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json") for f in folder.iterdir()):
+        return
+    safetensors, legacy = _WEIGHTS[library]
+    raise ModelLoadError(f"{str(path)!r}: {name}/{safetensors} is missing (nor is there {name}/{legacy})")
 
 
 def _diffusers_pipeline(name: str):

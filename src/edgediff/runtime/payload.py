@@ -21,6 +21,11 @@ key                  value
 ``scheduler_config`` JSON object (the edge's scheduler; the device continues on it)
 ``scheduler_state``  JSON object: attribute -> encoded value (see :func:`_pack`)
 ``request``          JSON object: prompt, steps, seed, guidance_scale, negative_prompt, size
+``latent_space``     JSON object: the fingerprint of the model that made the latent
+                     (family, latent channels and size, VAE factor, scaling and shift,
+                     noise-schedule digest, model id; :mod:`edgediff.runtime.latent_space`).
+                     Written by every edgediff that has it; a payload without it is
+                     read, but the device cannot check that its model fits
 ==================== ==========================================================
 
 float16 halves the latent; the device upcasts, so a float16 payload is not bit-identical to
@@ -36,6 +41,7 @@ import re
 import struct
 
 from edgediff.errors import InputError
+from edgediff.runtime.latent_space import validate as validate_latent_space
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 from edgediff.runtime.schedulers import SchedulerStateError, fresh_scheduler, scheduler_type
 
@@ -95,6 +101,8 @@ def encode_latent(state: LatentState, dtype: str = "float32") -> bytes:
         "scheduler_state": json.dumps(scheduler_state, sort_keys=True),
         "request": json.dumps(state.request.to_dict(), sort_keys=True),
     }
+    if state.latent_space is not None:
+        metadata["latent_space"] = json.dumps(state.latent_space, sort_keys=True)
     return save(tensors, metadata=metadata)
 
 
@@ -167,6 +175,12 @@ def decode_latent(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> LatentStat
     scheduler_config = _json(metadata, "scheduler_config", dict)
     packed_state = _json(metadata, "scheduler_state", dict)
     request_fields = _json(metadata, "request", dict)
+    space = None
+    if "latent_space" in metadata:
+        try:
+            space = validate_latent_space(_json(metadata, "latent_space", dict), "payload latent_space")
+        except InputError as err:
+            raise PayloadError(str(err)) from None
     try:
         request = GenerationRequest(**request_fields)
     except (TypeError, RequestError) as err:
@@ -216,6 +230,7 @@ def decode_latent(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> LatentStat
             scheduler_state,
             generator_state,
             steps,
+            space,
         )
     except RequestError as err:
         raise PayloadError(f"payload is inconsistent: {err}") from None

@@ -21,7 +21,14 @@ class RequestError(InputError):
 @dataclass(frozen=True)
 class GenerationRequest:
     """One text-to-image request. ``guidance_scale > 1`` turns on classifier-free guidance
-    (as in diffusers); ``size`` ``None`` means the model's native image size."""
+    (as in diffusers); ``size`` ``None`` means the model's native image size.
+
+    diffusers' generation options, with diffusers' defaults and meaning: ``width`` and
+    ``height`` (pixels; default ``size``, else native), ``eta`` (passed to schedulers whose
+    ``step`` takes it: DDIM's η, TCD's γ; diffusers' pipelines pass 0.0), ``guidance_rescale``
+    (φ of "Common Diffusion Noise Schedules...", 0: off), ``clip_skip`` (skip that many final
+    CLIP layers), ``scheduler`` (a diffusers scheduler class name, default the model's) and
+    ``scheduler_options`` (config overrides, as ``Scheduler.from_config(config, **options)``)."""
 
     prompt: str
     steps: int = 50
@@ -29,6 +36,13 @@ class GenerationRequest:
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    eta: float = 0.0
+    guidance_rescale: float = 0.0
+    clip_skip: int | None = None
+    scheduler: str | None = None
+    scheduler_options: dict = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
         if not isinstance(self.prompt, str):
@@ -43,8 +57,27 @@ class GenerationRequest:
             raise RequestError(f"guidance_scale must be a number, got {self.guidance_scale!r}")
         if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
             raise RequestError(f"guidance_scale must be finite and >= 0, got {self.guidance_scale!r}")
-        if self.size is not None and (not _is_int(self.size) or self.size < 1):
-            raise RequestError(f"size must be a positive integer, got {self.size!r}")
+        for name in ("size", "width", "height", "clip_skip"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise RequestError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("eta", "guidance_rescale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise RequestError(f"{name} must be a number in [0, 1], got {value!r}")
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler):
+            raise RequestError(f"scheduler must be a diffusers scheduler class name, got {self.scheduler!r}")
+        options = self.scheduler_options
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise RequestError("scheduler_options must be an object of option name -> value")
+        for key, value in options.items():
+            if not (value is None or isinstance(value, (bool, int, str)) or _finite(value)):
+                raise RequestError(f"scheduler_options {key} must be a string, a finite number, a boolean or null")
+
+    def image_shape(self, native: int) -> tuple[int, int]:
+        """``(height, width)`` in pixels: ``height``/``width``, else ``size``, else ``native``."""
+        side = native if self.size is None else self.size
+        return (side if self.height is None else self.height), (side if self.width is None else self.width)
 
     @property
     def guided(self) -> bool:
@@ -65,7 +98,8 @@ class LatentState:
     ``schedule_steps`` is the length of the scheduler's timestep schedule for
     ``request.steps`` inference steps: equal to it for most schedulers, more for those that
     call the denoiser twice per step (Heun: ``2N - 1``; PNDM: ``N + 1``). A step of the split
-    convention is one denoiser call, so ``split`` counts those."""
+    convention is one denoiser call, so ``split`` counts those. ``latent_space`` is the
+    fingerprint of the model that made the latent, which a device checks before finishing."""
 
     latent: object = field(repr=False)  # torch.Tensor (1, C, h, w)
     request: GenerationRequest
@@ -75,6 +109,8 @@ class LatentState:
     scheduler_state: dict = field(default_factory=dict, repr=False)
     generator_state: object = field(default=None, repr=False)  # torch.ByteTensor of a CPU torch.Generator
     schedule_steps: int | None = None  # None: request.steps
+    # the latent-space fingerprint of the model that made it (runtime.latent_space); None: unknown
+    latent_space: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.schedule_steps is not None and (not _is_int(self.schedule_steps) or self.schedule_steps < 1):
@@ -98,6 +134,10 @@ class LatentState:
     @property
     def finished(self) -> bool:
         return self.split == 0
+
+
+def _finite(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_int(value) -> bool:

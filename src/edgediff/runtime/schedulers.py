@@ -49,9 +49,29 @@ def fresh_scheduler(class_name: str, config: dict, steps: int, device: str = "cp
     return copy.deepcopy(_scheduler_template(class_name, json.dumps(config, sort_keys=True), steps, str(device)))
 
 
+def from_config(cls, config: dict):
+    """``cls.from_config(config)`` without the keys ``cls`` does not take: diffusers would
+    ignore them anyway, with a warning each time ("config attributes ... will be ignored"),
+    e.g. PNDM's ``skip_prk_steps`` in a config saved after swapping to another scheduler."""
+    if _takes_any(cls):
+        return cls.from_config(config)
+    return cls.from_config({k: v for k, v in config.items() if k in scheduler_options(cls)})
+
+
+@functools.cache
+def _takes_any(cls) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+
+@functools.cache
+def scheduler_options(cls) -> frozenset:
+    """The config options scheduler class ``cls`` takes (its ``__init__`` parameters)."""
+    return frozenset(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+
+
 @functools.lru_cache(maxsize=64)
 def _scheduler_template(class_name: str, config: str, steps: int, device: str):
-    scheduler = scheduler_type(class_name).from_config(json.loads(config))
+    scheduler = from_config(scheduler_type(class_name), json.loads(config))
     scheduler.set_timesteps(steps, device=device)
     return scheduler
 
@@ -59,6 +79,11 @@ def _scheduler_template(class_name: str, config: str, steps: int, device: str):
 def accepts_generator(scheduler) -> bool:
     """Whether ``scheduler.step`` draws noise (takes a ``generator``), as diffusers pipelines check."""
     return "generator" in _step_parameters(type(scheduler))
+
+
+def accepts_eta(scheduler) -> bool:
+    """Whether ``scheduler.step`` takes ``eta`` (DDIM, TCD, ...), as diffusers pipelines check."""
+    return "eta" in _step_parameters(type(scheduler))
 
 
 @functools.cache

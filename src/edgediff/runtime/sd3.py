@@ -34,6 +34,7 @@ class SD3Backend(DenoiserBackend):
     )
     optional_components: ClassVar[tuple[str, ...]] = ("text_encoder_3", "tokenizer_3")
     pipelines: ClassVar[tuple[str, ...]] = ("StableDiffusion3Pipeline",)
+    supports_guidance_rescale: ClassVar[bool] = False
 
     transformer: object
     vae: object
@@ -84,7 +85,9 @@ class SD3Backend(DenoiserBackend):
     def size_multiple(self) -> int:
         return self.vae_scale_factor * int(self.transformer.config.patch_size)
 
-    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
+    def condition(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] = (), clip_skip: int | None = None
+    ) -> Conditioning:
         import torch
 
         guided = bool(negative_prompts)
@@ -98,6 +101,7 @@ class SD3Backend(DenoiserBackend):
                 device=self.device,
                 do_classifier_free_guidance=guided,
                 negative_prompt=list(negative_prompts) if guided else None,
+                clip_skip=clip_skip,
             )
         if guided:
             embeds, pooled = torch.cat([negative_embeds, embeds]), torch.cat([negative_pooled, pooled])

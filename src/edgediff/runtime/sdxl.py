@@ -66,7 +66,9 @@ class SDXLBackend(UNetBackend):
     def modules(self) -> tuple:
         return self.unet, self.vae, self.text_encoder, self.text_encoder_2
 
-    def condition(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> Conditioning:
+    def condition(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] = (), clip_skip: int | None = None
+    ) -> Conditioning:
         import torch
 
         guided = bool(negative_prompts)
@@ -76,7 +78,11 @@ class SDXLBackend(UNetBackend):
         negative = None if all(n == "" for n in negative_prompts) else list(negative_prompts)
         with torch.inference_mode():
             embeds, negative_embeds, pooled, negative_pooled = self.pipeline.encode_prompt(
-                list(prompts), device=self.device, do_classifier_free_guidance=guided, negative_prompt=negative
+                list(prompts),
+                device=self.device,
+                do_classifier_free_guidance=guided,
+                negative_prompt=negative,
+                clip_skip=clip_skip,
             )
         dtype = self.torch_dtype()
         if guided:
@@ -99,6 +105,7 @@ class SDXLBackend(UNetBackend):
                     "text_embeds": conditioning["text_embeds"],
                     "time_ids": time_ids.expand(len(latents), 6),
                 },
+                timestep_cond=conditioning.tensors.get("timestep_cond"),
             ).sample
 
     def save(self, directory: str | Path) -> None:

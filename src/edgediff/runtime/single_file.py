@@ -76,9 +76,11 @@ def load_single_file(spec: ModelSpec | str | Path, config: str | Path | None) ->
 
 
 def latent_space(model: DiffusionModel) -> dict:
-    """What a split request's latent means: channels, VAE factor, the VAE's scaling factor,
-    and a digest of the VAE weights (equal digests: the device decodes exactly as the edge's
-    model would). Two models continue each other's latents only if the first three agree."""
+    """What a split request's latent means: the model's latent-space fingerprint
+    (:mod:`edgediff.runtime.latent_space`: family, latent channels and size, VAE factor,
+    scaling and shift, training noise schedule) and a digest of the VAE weights (equal
+    digests: the device decodes exactly as the edge's model would). Two models continue each
+    other's latents only if all but the digest agree."""
     import torch
 
     vae = model.backend.vae
@@ -86,16 +88,13 @@ def latent_space(model: DiffusionModel) -> dict:
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {
-        "latent_channels": model.latent_channels,
-        "vae_scale_factor": model.vae_scale_factor,
-        "vae_scaling_factor": float(vae.config.scaling_factor),
-        "vae_sha256": digest.hexdigest()[:16],
-    }
+    space = {k: v for k, v in model.latent_space.items() if k != "model"}
+    return {**space, "vae_sha256": digest.hexdigest()[:16]}
 
 
 def latent_space_mismatches(device: DiffusionModel, cluster: DiffusionModel) -> list[str]:
     """Why ``device`` cannot continue ``cluster``'s latents (empty: it can): each differing
-    field of :func:`latent_space` other than the VAE digest, as ``"name a vs b"``."""
-    a, b = latent_space(device), latent_space(cluster)
-    return [f"{name} {a[name]} vs {b[name]}" for name in a if name != "vae_sha256" and a[name] != b[name]]
+    field of the fingerprint, as ``"name a vs b"`` (device's first)."""
+    from edgediff.runtime.latent_space import mismatches
+
+    return mismatches(device.latent_space, cluster.latent_space)

@@ -11,9 +11,10 @@ for bit the unsplit one: both halves run through the same single-member executor
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgediff.runtime.executor import BatchedExecutor, initial_state
+from edgediff.runtime.latent_space import check as check_latent_space
 from edgediff.runtime.models import DiffusionModel
 from edgediff.runtime.request import GenerationRequest, LatentState, RequestError
 
@@ -30,7 +31,11 @@ def run_edge(
 
 
 def run_local(model: DiffusionModel, state: LatentState) -> LatentState:
-    """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished state."""
+    """The remaining steps ``state.split``..1 on the device's ``model``; returns the finished
+    state. Raises :class:`~edgediff.runtime.latent_space.LatentSpaceMismatch` (before any
+    step) if the state was made by a model whose latent space ``model`` does not share."""
+    if state.latent_space is not None and not state.finished:
+        check_latent_space(state.latent_space, model)
     return _run_one(model, state.request, 0, state)
 
 
@@ -43,6 +48,17 @@ def _run_one(model: DiffusionModel, request: GenerationRequest, stop: int, start
 def finish(model: DiffusionModel, state: LatentState):
     """Run the remaining steps and decode: a uint8 RGB image ``(H, W, 3)``."""
     return model.decode(run_local(model, state).latent)[0]
+
+
+def image_requests(request: GenerationRequest, images: int) -> list[GenerationRequest]:
+    """``images`` images of one prompt: the request with seeds ``seed, seed + 1, ...``, which
+    equal diffusers' ``num_images_per_prompt=images`` with one generator per image
+    (``generator=[torch.Generator().manual_seed(seed + i) ...]``)."""
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise RequestError(f"images must be an integer >= 1, got {images!r}")
+    if request.seed + images > 2**63:
+        raise RequestError(f"seed + images must stay below 2^63, got {request.seed} + {images}")
+    return [replace(request, seed=request.seed + i) for i in range(images)]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
   ``GET /metrics`` (Prometheus text format).
 * ``GET /`` the live status page (self-contained HTML; it polls ``GET /v1/status``).
 
-With API keys (``ServiceConfig.api_keys``) every ``/v1/`` route needs one (401 otherwise)
-and a tenant sees only its own requests (another tenant's id is 404, as an unknown one).
+With API keys (``ServiceConfig.api_keys``) every ``/v1/`` route needs one (401 otherwise),
+a tenant sees only itself (another tenant's id is 404, as an unknown one; ``/v1/info`` and
+``/v1/status`` count only its own requests), a tenant over its quota gets 429 +
+``Retry-After``, and ``/metrics`` needs an operator key (docs/service.md, "Tenants").
 """
 
 import asyncio
@@ -24,7 +26,7 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +41,7 @@ from edgediff.service.engine import EdgeEngine
 from edgediff.service.face import Answer, Face
 from edgediff.service.job import QueueFull, ShuttingDown
 from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
-from edgediff.service.tenants import digest, presented_key
+from edgediff.service.tenants import OPERATOR, OverQuota, digest, presented_key
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ STATUS_PAGE = files("edgediff.service").joinpath("status.html").read_text(encodi
 
 _ERRORS = {
     401: {"model": ErrorBody, "description": "API keys are on and no valid key was presented"},
+    403: {"model": ErrorBody, "description": "the operator key, where a tenant's key is needed"},
     404: {"model": ErrorBody, "description": "unknown request id (or another tenant's)"},
     422: {"model": ErrorBody, "description": "invalid input; the message names the field"},
 }
@@ -163,6 +166,8 @@ class EngineFace:
                 job = engine.submit(body, tenant)
         except QueueFull as err:
             return Answer(503, {"error": str(err)}, {"Retry-After": str(err.retry_after)})
+        except OverQuota as err:
+            return Answer(429, {"error": str(err)}, {"Retry-After": str(err.retry_after)})
         except ShuttingDown as err:
             return Answer(503, {"error": str(err)}, {"Retry-After": str(max(1, round(engine.config.window_s)))})
         except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
@@ -176,7 +181,7 @@ class EngineFace:
             return unknown_id(job_id)
         await _wait(job.async_decided if until == "decided" else job.async_finished, wait)
         status = job.to_status()
-        if status["status"] in ("denied", "failed"):  # the answer is the status itself
+        if status["status"] in ("denied", "failed") and tenant != OPERATOR:  # the answer is the status itself
             job.collected = True
         return Answer(200, status)
 
@@ -194,17 +199,19 @@ class EngineFace:
             return Answer(200, snap.payload, headers)
         return Answer(409 if snap.terminal else 202, snap.to_status())
 
-    async def info(self) -> dict:
-        return self.engine.info()
+    async def info(self, tenant: str | None) -> dict:
+        return self.engine.info(tenant)
 
-    async def status_data(self) -> dict:
+    async def status_data(self, tenant: str | None) -> dict:
         engine = self.engine
-        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None)
+        return engine.board.snapshot(engine, thumbnails=engine.config.api_keys is None, tenant=tenant)
 
     async def health(self) -> Answer:
         if self.engine.closing:
             return Answer(503, {"status": "draining"})
-        return Answer(200, {"status": "ok", "queued": self.engine.info()["stats"]["queued"]})
+        if self.engine.config.api_keys is not None:  # unauthenticated: the queue is every tenant's
+            return Answer(200, {"status": "ok"})
+        return Answer(200, {"status": "ok", "queued": self.engine.queue_state()[0]})
 
     async def metrics(self) -> bytes:
         engine = self.engine
@@ -223,9 +230,11 @@ def install_common(app: FastAPI, config: ServiceConfig):
     """What every face of the service shares (a site's app here, the front door's in
     :mod:`edgediff.service.cluster`): the body limit, the error bodies (``{"error": ...}``,
     a 422 naming the field) and the API-key check. Returns the ``Tenant`` dependency: the
-    tenant of the request's key (None when keys are off), 401 without a valid one."""
+    tenant of the request's key (None when keys are off; :data:`OPERATOR` for an operator
+    key), 401 without a valid one."""
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     keys = dict(config.api_keys or ())
+    keys.update(dict.fromkeys(config.operator_keys, OPERATOR))
 
     def tenant_of(request: Request) -> str | None:
         if not keys:
@@ -279,6 +288,7 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     Returns the ``Tenant`` dependency (:func:`install_common`) for further routes."""
     max_wait = config.max_wait_s
     Tenant = install_common(app, config)
+    tenant_dependency = get_args(Tenant)[1].dependency
 
     @app.post(
         "/v1/requests",
@@ -288,11 +298,14 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
             **_ERRORS,
             400: {"model": ErrorBody, "description": "body is not decodable"},
             413: {"model": ErrorBody, "description": "body too large"},
+            429: {"model": ErrorBody, "description": "the tenant is over its quota (see Retry-After)"},
             503: {"model": ErrorBody, "description": "queue full or draining (see Retry-After)"},
         },
     )
     async def submit(body: SubmitRequest, tenant: Tenant):
         """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
+        if tenant == OPERATOR:
+            raise HTTPException(403, "the operator key submits no requests: use a tenant's key")
         return (await face.submit(body, tenant)).response()
 
     @app.get("/v1/requests/{job_id}", response_model=JobStatus, responses=_ERRORS)
@@ -319,12 +332,15 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
         job_id: str, tenant: Tenant, wait: Annotated[float, Query(ge=0, le=max_wait, allow_inf_nan=False)] = 0.0
     ):
         """The intermediate latent of a granted request, once the edge has run its steps."""
+        if tenant == OPERATOR:  # the operator sees every request's status, not tenants' content
+            raise HTTPException(403, "the operator key fetches no latents: use the tenant's key")
         return (await face.latent(job_id, tenant, wait)).response()
 
     @app.get("/v1/info", responses={401: _ERRORS[401]})
     async def info(tenant: Tenant):
-        """Model, edge profile, policy, window, cache and counters."""
-        return await face.info()
+        """Model, edge profile, policy, window, cache and counters (a tenant's own; the
+        operator's: the whole edge and every tenant's)."""
+        return await face.info(tenant)
 
     @app.get("/", response_class=HTMLResponse)
     async def status_page():
@@ -334,8 +350,9 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     @app.get("/v1/status", responses={401: _ERRORS[401]})
     async def status_data(tenant: Tenant):
         """The status page's data: recent windows, occupancy, queue, cache, latency, thumbnails
-        (with API keys: any tenant's key, and no thumbnails, which are tenants' content)."""
-        return await face.status_data()
+        (with API keys: a tenant's own part of them, the operator's: the whole edge; no
+        thumbnails, which are tenants' content)."""
+        return await face.status_data(tenant)
 
     @app.get("/healthz", responses={503: {"description": "draining"}})
     async def healthz():
@@ -345,9 +362,18 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     # HEAD answers as GET does; one route per method keeps OpenAPI's operation ids unique
     app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
-    @app.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-    async def metrics():
-        """Prometheus metrics, names prefixed ``edgediff_``."""
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: _ERRORS[401], 403: _ERRORS[403]},
+    )
+    async def metrics(request: Request):
+        """Prometheus metrics, names prefixed ``edgediff_`` (with API keys: the operator key's;
+        request counters and latencies then carry a ``tenant`` label)."""
+        if config.api_keys is not None:
+            caller = tenant_dependency(request)
+            if caller != OPERATOR:
+                raise HTTPException(403, "/metrics needs the operator key (@operator in the keys file)")
         return Response(await face.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return Tenant

@@ -20,6 +20,8 @@ from edgediff.errors import WaitTimeout
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 20.0
+# GenerationRequest fields beyond the prompt, steps, seed and guidance that a request sends
+GENERATION_OPTIONS = ("width", "height", "eta", "guidance_rescale", "clip_skip", "scheduler", "scheduler_options")
 
 
 class ServiceError(RuntimeError):
@@ -57,7 +59,7 @@ class EdgeClient:
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
         headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout + LONG_POLL_S), headers=headers)
-        self.rejections = 0  # 503s seen (queue full), each retried
+        self.rejections = 0  # 503s (queue full) and 429s (over quota) seen, each retried
 
     def close(self) -> None:
         self.http.close()
@@ -88,10 +90,13 @@ class EdgeClient:
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         site: str | None = None,
+        **options,
     ) -> dict:
         """Queue a request (behind a front door: at ``site``, else where it routes); returns
         its status (``queued``). A full queue (503) is retried after ``Retry-After`` up to
-        ``retries`` times; any other refusal raises :class:`ServiceError`."""
+        ``retries`` times; any other refusal raises :class:`ServiceError`. ``options``: diffusers'
+        generation options (``width``, ``height``, ``eta``, ``guidance_rescale``, ``clip_skip``,
+        ``scheduler``, ``scheduler_options``), sent when given."""
         body = {
             "prompt": prompt,
             "steps": steps,
@@ -99,6 +104,7 @@ class EdgeClient:
             "alpha": alpha,
             "guidance_scale": guidance_scale,
             "negative_prompt": negative_prompt,
+            **{name: value for name, value in options.items() if value not in (None, 0.0, {})},
         }
         if profile is not None:
             body["profile"] = {"k": profile[0], "h": profile[1]}
@@ -110,14 +116,21 @@ class EdgeClient:
             response = self._call("POST", "/v1/requests", json=body)
             if response.status_code == 202:
                 return response.json()
-            if response.status_code == 503 and attempt < self.retries:
+            if response.status_code in (429, 503) and attempt < self.retries:  # over quota, queue full
                 self.rejections += 1
                 wait = min(float(response.headers.get("Retry-After", 1)), self.max_retry_wait_s)
-                log.info("edge queue full; retrying in %.1f s", wait)
+                log.info("edge refused (%d: %s); retrying in %.1f s", response.status_code, _error_text(response), wait)
                 time.sleep(wait)
                 continue
             raise ServiceError(f"edge refused the request: {_error_text(response)}", response.status_code)
         raise AssertionError("unreachable")
+
+    def info(self) -> dict:
+        """``GET /v1/info``: the edge's model, its latent space, policy and counters."""
+        response = self._call("GET", "/v1/info")
+        if response.status_code != 200:
+            raise ServiceError(_error_text(response), response.status_code)
+        return response.json()
 
     def status(self, job_id: str, wait: float = 0.0, until: str = "finished") -> dict:
         response = self._call("GET", f"/v1/requests/{job_id}", params={"wait": wait, "until": until})
@@ -152,6 +165,60 @@ class EdgeClient:
                 raise ServiceError(_error_text(response), response.status_code)
             if remaining <= 0:
                 raise ServiceTimeout(f"no latent for request {job_id} within {timeout:g} s")
+
+
+def edge_latent_space(info: dict) -> dict | None:
+    """The edge's latent-space fingerprint from its ``/v1/info`` (a front door's: its first
+    site's that says; ``None`` if none does, e.g. an older edgediff); raises
+    :class:`ServiceError` if it is malformed."""
+    from edgediff.errors import InputError
+    from edgediff.runtime.latent_space import validate
+
+    if not isinstance(info, dict):
+        return None
+    space = info.get("latent_space")
+    if space is None:  # a front door (serve --ray): its sites serve one model; the first that says
+        sites = info.get("sites") if isinstance(info.get("sites"), dict) else {}
+        found = (view.get("info") for view in sites.values() if isinstance(view, dict))
+        space = next((i["latent_space"] for i in found if isinstance(i, dict) and "latent_space" in i), None)
+    if space is None:
+        return None
+    try:
+        return validate(space, "the edge's /v1/info latent_space")
+    except InputError as err:
+        raise ServiceError(str(err)) from None
+
+
+def load_edge_model(info: dict, device: str = "cpu", loader=None):
+    """The edge's own model, loaded here, for a device given no model of its own (the edge's
+    model id names a built-in model, or a directory or file this machine has too). Raises
+    :class:`~edgediff.runtime.backends.ModelLoadError` in one line when it cannot be loaded:
+    finishing with any other model would silently give wrong images."""
+    from edgediff.errors import InputError
+    from edgediff.runtime.backends import ModelLoadError
+    from edgediff.runtime.models import ModelSpec, load_model
+
+    space = edge_latent_space(info)
+    source = (space or {}).get("model") or info.get("model")
+    if not isinstance(source, str) or not source:
+        raise ModelLoadError("--model is needed: the edge does not say which model it serves")
+    try:
+        return (loader or (lambda src: load_model(ModelSpec(src, device=device))))(source)
+    except InputError as err:
+        raise ModelLoadError(
+            f"--model is needed: the edge serves model {source!r}, which this machine cannot load ({err}); "
+            "pass --model with a model of the edge's latent space (`edgediff check-model`)"
+        ) from None
+
+
+def check_edge_model(info: dict, model) -> None:
+    """Before submitting: refuse (:class:`~edgediff.runtime.latent_space.LatentSpaceMismatch`,
+    one line naming both models) a device ``model`` that cannot finish the edge's latents."""
+    from edgediff.runtime.latent_space import check
+
+    space = edge_latent_space(info)
+    if space is not None:
+        check(space, model)
 
 
 @dataclass(frozen=True)
@@ -213,6 +280,7 @@ def request_edge(
         seed=request.seed,
         guidance_scale=request.guidance_scale,
         negative_prompt=request.negative_prompt,
+        **{name: getattr(request, name) for name in GENERATION_OPTIONS},
     )
     decision = client.wait_decision(submitted["id"], timeout=timeout)
     payload, final = (None, decision)

@@ -124,11 +124,11 @@ class SiteActor:
                 finished[job_id] = job.to_status()
         return self.engine.load(), finished
 
-    async def info(self) -> dict:
-        return await self.face.info()
+    async def info(self, tenant=None) -> dict:
+        return await self.face.info(tenant)
 
-    async def status_data(self) -> dict:
-        return await self.face.status_data()
+    async def status_data(self, tenant=None) -> dict:
+        return await self.face.status_data(tenant)
 
     async def metrics(self) -> bytes:
         return await self.face.metrics()
@@ -407,31 +407,37 @@ class FrontDoor:
             return Answer(409, status)
         return Answer(200, status)
 
-    async def info(self) -> dict:
-        infos = await self._each("info")
+    async def info(self, tenant: str | None) -> dict:
+        infos = await self._each("info", tenant)
         return {
             "front_door": {"health_interval_s": self.health_s, "routing": "least expected latency"},
-            "sites": {name: self._view(name, info=infos.get(name)) for name in self.sites},
+            "sites": {name: self._view(name, tenant, info=infos.get(name)) for name in self.sites},
         }
 
-    async def status_data(self) -> dict:
-        return {"sites": {name: self._view(name) for name in self.sites}}
+    async def status_data(self, tenant: str | None) -> dict:
+        return {"sites": {name: self._view(name, tenant) for name in self.sites}}
 
-    async def site_status(self, name: str) -> dict | None:
-        """The status page data of site ``name`` (None: no such site or it is gone)."""
+    async def site_status(self, name: str, tenant: str | None = None) -> dict | None:
+        """The status page data of site ``name`` as ``tenant`` sees it (None: no such site or it is gone)."""
         site = self.sites.get(name)
         if site is None or site.lost is not None:
             return None
-        return await _awaitable(site.handle.status_data.remote())
+        return await _awaitable(site.handle.status_data.remote(tenant))
 
-    def _view(self, name: str, **extra) -> dict:
+    def _view(self, name: str, tenant: str | None = None, **extra) -> dict:
+        """A site as the front door sees it; a tenant's view leaves out its load and open
+        requests (every tenant's)."""
+        from edgediff.service.tenants import OPERATOR
+
         site = self.sites[name]
+        if self.config.api_keys is not None and tenant != OPERATOR:
+            return {"up": site.up, "lost": site.lost, **extra}
         return {"up": site.up, "lost": site.lost, "pid": site.pid, "open": len(site.open), "load": site.load, **extra}
 
-    async def _each(self, call: str) -> dict:
+    async def _each(self, call: str, *args) -> dict:
         """``call`` on every live site, ``None`` for one that fails."""
         live = [s for s in self.sites.values() if s.lost is None]
-        results = await asyncio.gather(*(_awaitable(getattr(s.handle, call).remote()) for s in live),
+        results = await asyncio.gather(*(_awaitable(getattr(s.handle, call).remote(*args)) for s in live),
                                        return_exceptions=True)  # fmt: skip
         return {s.name: None if isinstance(r, BaseException) else r for s, r in zip(live, results)}
 
@@ -490,7 +496,7 @@ def create_front_app(front: FrontDoor):
 
     @app.get("/sites/{name}/v1/status", include_in_schema=False)
     async def site_status(name: str, tenant: str | None = api_key):
-        data = await front.site_status(name)
+        data = await front.site_status(name, tenant)
         if data is None:
             return Answer(404, {"error": f"no live site {name!r}"}).response()
         return data

@@ -177,11 +177,21 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class TenancySettings:
-    """API keys (``(SHA-256 of a key, tenant)`` pairs, :mod:`edgediff.service.tenants`) and
-    whether tenants share one latent cache (a membership oracle between them)."""
+    """API keys (``(SHA-256 of a key, tenant)`` pairs, :mod:`edgediff.service.tenants`),
+    whether tenants share one latent cache (a membership oracle between them), the operator
+    keys' digests (they see every tenant) and the tenants' quotas (``(tenant, Quota)``)."""
 
     api_keys: tuple[tuple[str, str], ...] | None = None
     cache_sharing: bool = False
+    operator_keys: tuple[str, ...] = ()
+    quotas: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        if (self.operator_keys or self.quotas) and self.api_keys is None:
+            raise ServiceConfigError("operator_keys and quotas need api_keys")
+        unknown = sorted({t for t, _ in self.quotas} - set(self.tenants))
+        if unknown:
+            raise ServiceConfigError(f"quotas: unknown tenant {unknown[0]!r}")
 
     @property
     def tenants(self) -> tuple[str, ...]:

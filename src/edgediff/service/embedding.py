@@ -84,7 +84,9 @@ class EmbeddingMemo:
     run through the model again (on a loaded edge the model is most of a window's decision
     time). Same model, same text: the same vector up to batching's float rounding."""
 
-    def __init__(self, limit: int = 10_000):
+    LIMIT = 10_000  # prompts kept (split between tenants with API keys)
+
+    def __init__(self, limit: int = LIMIT):
         self.limit = limit
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the engine's prep thread and, before its start, the engine thread
@@ -107,13 +109,16 @@ class EmbeddingMemo:
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
+MEMO_BYTES = 64 << 20  # the conditioning memo's bytes (split between tenants with API keys)
+
+
 class ConditioningMemo:
     """The model's text conditionings of the most recently seen prompts, up to ``max_bytes``:
     a repeated prompt is not tokenized and run through the text encoder again (per request,
     that was the largest piece of the engine's prompt work under load). The tensors are
     shared between the members that use them; nothing writes into a conditioning."""
 
-    def __init__(self, max_bytes: int = 64 << 20):
+    def __init__(self, max_bytes: int = MEMO_BYTES):
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._rows: OrderedDict[tuple, object] = OrderedDict()
@@ -121,9 +126,9 @@ class ConditioningMemo:
 
     def get(self, backend, request):
         """``request_conditioning(backend, request)``, computed once per prompt and negative prompt."""
-        from edgediff.runtime.executor import request_conditioning
+        from edgediff.runtime.executor import conditioning_key, request_conditioning
 
-        key = (request.prompt, request.negative_prompt if request.guided else None)
+        key = conditioning_key(backend, request)
         with self._lock:
             if key in self._rows:
                 self._rows.move_to_end(key)

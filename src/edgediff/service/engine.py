@@ -30,6 +30,7 @@ from edgediff.service.publish import Publisher
 from edgediff.service.scheduler import WindowScheduler
 from edgediff.service.schemas import SubmitRequest
 from edgediff.service.status import StatusBoard
+from edgediff.service.tenants import OPERATOR, OverQuota, TenantLedger
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,14 @@ class EdgeEngine:
         policy = window_policy(config.site)  # a bad policy or checkpoint fails before anything starts
         self.config, self.site = config, site
         self._id_prefix = "" if site is None else f"{site}-"
-        self.metrics = metrics or ServiceMetrics()
+        self.metrics = metrics or ServiceMetrics(config.tenants)
         self.stats = EdgeStats()
-        self.board = StatusBoard(config.b_max)
-        self.caches = TenantCaches(config, self.metrics, self.board)
+        self.ledger = TenantLedger(config.tenants, config.quotas)  # each tenant's own counts and quotas
+        self.board = StatusBoard(config.b_max, config.tenants)
+        self.caches = TenantCaches(config, self.metrics, self.board, self.ledger)
         self.cache = self.caches.first  # the only one, or the first tenant's
         self._cond = threading.Condition()
-        self.publish = Publisher(self._cond, self.stats, self.metrics, self.board)
+        self.publish = Publisher(self._cond, self.stats, self.metrics, self.board, self.ledger)
         self._jobs = JobTable(config.record_limit)
         self._closing = self._abort = False
         self._thread: threading.Thread | None = None
@@ -87,7 +89,7 @@ class EdgeEngine:
             raise
         self.embedder = embedder
         self.caches.latent_shape = self.denoiser.latent_shape
-        self.prep = PromptPrep(self.model.backend, embedder if self.cache.enabled else None)
+        self.prep = PromptPrep(self.model.backend, embedder if self.cache.enabled else None, config.tenants)
         self.batch = EdgeBatch(self.model)
         self._since = time.perf_counter()  # the engine thread's last look at the window clock (reset at start)
         self.scheduler = WindowScheduler(
@@ -121,6 +123,13 @@ class EdgeEngine:
 
     def live_gpus(self) -> int:
         return self.denoiser.live_gpus()
+
+    def tenant_load(self, tenant: str | None) -> tuple[int, int]:
+        """``tenant``'s requests queued and its members in the batch."""
+        with self._cond:
+            queued = sum(job.tenant == tenant for job in self.scheduler.queue)
+            members = sum(job.tenant == tenant for job in list(self.scheduler.running.values()))
+        return queued, members
 
     def queue_state(self) -> tuple[int, float]:
         """Requests queued, and seconds to the next window's decision."""
@@ -187,9 +196,15 @@ class EdgeEngine:
     closing = property(lambda self: self._closing)
 
     # ------------------------------------------------------------------ requests
+    def _latent_area(self, request) -> float:
+        """``request``'s latent area over the model's native one (what the window scales costs by)."""
+        native = self.model.image_size
+        height, width = request.image_shape(native)
+        return height * width / native**2
+
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
         """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
-        ShuttingDown; RequestError for steps the model cannot run)."""
+        ShuttingDown / OverQuota; RequestError for steps the model cannot run)."""
         from edgediff.runtime.request import GenerationRequest, RequestError
 
         k, h = body.device_profile()
@@ -205,14 +220,34 @@ class EdgeEngine:
             seed=body.seed,
             guidance_scale=body.guidance_scale,
             negative_prompt=body.negative_prompt,
+            **body.generation_options(),
         )
+        if body.generation_options():
+            from edgediff.runtime.executor import check_request
+
+            check_request(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
         with self._cond:
+            now = time.perf_counter()
             if self._closing:
-                self.metrics.rejected.labels("shutting_down").inc()
+                self._refused(tenant, "shutting_down")
                 raise ShuttingDown("the service is shutting down")
-            job = Job(self._id_prefix + uuid.uuid4().hex, body, request, k, h, time.perf_counter(), tenant=tenant)
+            try:
+                self.ledger.check(tenant, now, retry_concurrent=max(1, math.ceil(self.config.window_s)))
+            except OverQuota as err:
+                self._refused(tenant, err.reason)
+                raise
+            job = Job(
+                self._id_prefix + uuid.uuid4().hex,
+                body,
+                request,
+                k,
+                h,
+                now,
+                tenant=tenant,
+                area=self._latent_area(request),
+            )
             if not self.scheduler.submit(job):
-                self.metrics.rejected.labels("queue_full").inc()
+                self._refused(tenant, "queue_full")
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
             if self.publish.loop is not None:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
@@ -221,17 +256,23 @@ class EdgeEngine:
                 journal.accepted(job.id, job.steps, tenant)
             self._jobs.add(job)
             self.stats.accepted += 1
-            self.metrics.accepted.inc()
+            self.ledger.accepted(tenant, now)
+            self.metrics.admitted(tenant)
             self.metrics.queue_depth.set(len(self.scheduler.queue))
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
         self.prep.submit(job)
         return job
 
+    def _refused(self, tenant: str | None, reason: str) -> None:
+        self.metrics.refused(tenant, reason)
+        self.ledger.rejected(tenant, reason)
+
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
-        """The job ``job_id``; with API keys only if ``tenant`` sent it (else as unknown)."""
+        """The job ``job_id``; with API keys only if ``tenant`` sent it or is the operator
+        (else as unknown)."""
         job = self._get(job_id)
-        if job is not None and self.config.api_keys is not None and job.tenant != tenant:
+        if job is not None and self.config.api_keys is not None and tenant not in (job.tenant, OPERATOR):
             return None
         return job
 
@@ -301,14 +342,23 @@ class EdgeEngine:
             decided = self.scheduler.decide(window, gpus)
         for err in decided.policy_errors:  # e.g. a learned policy that cannot take this instance
             log.error("window %d: policy %s failed", index, self.config.policy, exc_info=err)
+        indices = {}  # with tenants, a tenant's requests carry its own window number
+        if self.config.api_keys is not None:
+            with self._cond:
+                for tenant in {job.tenant for job in window.jobs}:
+                    counts = self.ledger.of(tenant)
+                    if counts is not None:
+                        indices[tenant] = counts.windows
+                        counts.windows += 1
         with self.stats.timed("admit"):
             for answer in decided.answers:
                 if answer.status == "running":
                     self.metrics.grants.inc()
-                self.publish.decided(answer.job, index, answer.status, answer.reason, **answer.decision())
+                number = indices.get(answer.job.tenant, index)
+                self.publish.decided(answer.job, number, answer.status, answer.reason, **answer.decision())
         elapsed = time.perf_counter() - start
         self.metrics.decision_latency.observe(elapsed)
-        self.board.window(index, window.jobs, elapsed)
+        self.board.window(index, window.jobs, elapsed, indices)
         log.info("window %d: %d requests decided in %.3f s (G = %d)", index, len(window.jobs), elapsed, gpus)
 
     def _launch(self, batch: EdgeBatch):
@@ -316,16 +366,20 @@ class EdgeEngine:
         thread (so the host-side work of :meth:`_run` overlaps it)."""
         members = len(batch)
         self.metrics.in_flight.set(members)
+        tenants: dict = {}  # members by tenant (with tenants): each tenant's share of the step
+        if self.config.api_keys is not None:
+            for job in self.scheduler.running.values():
+                tenants[job.tenant] = tenants.get(job.tenant, 0) + 1
         with self.stats.timed("step"):
             pending = batch.executor.launch(self._denoiser_thread)
         batch.steps += 1
-        return pending, members, time.perf_counter()
+        return pending, members, time.perf_counter(), tenants
 
     def _complete(self, batch: EdgeBatch, launched) -> list:
         """Finish the launched step; returns its hand-off: the outputs due for the cache (states
         taken now: the next step moves on) and the members that left. A failure no member's own
         fails every member still running, and a fresh executor takes over."""
-        pending, members, start = launched
+        pending, members, start, tenants = launched
         try:
             with self.stats.timed("step"):
                 left = batch.executor.complete(pending)
@@ -344,7 +398,14 @@ class EdgeEngine:
             self.stats.ideal_s += self.denoiser.ideal_step_s(members)
             self.metrics.batch_size.observe(members)
             self.metrics.step_latency.observe(elapsed)
-            self.board.step(members, elapsed)
+            self.board.step(members, elapsed, tenants)
+            with self._cond:
+                for tenant, count in tenants.items():
+                    counts = self.ledger.of(tenant)
+                    if counts is not None:
+                        counts.steps += 1
+                        counts.member_steps += count
+                        counts.busy_s += elapsed
         for job in self.scheduler.drop([key for key, _ in failed]):
             self.publish.finish(job, "failed", f"edge step failed: {dict(failed)[job.id]}")
         states = dict(left)
@@ -396,5 +457,5 @@ class EdgeEngine:
     def load(self) -> dict:
         return reporting.load(self)
 
-    def info(self) -> dict:
-        return reporting.info(self)
+    def info(self, tenant: str | None = None) -> dict:
+        return reporting.info(self, tenant)

@@ -251,21 +251,21 @@ class EngineProcess:
     async def health(self) -> Answer:
         return await self._answer("health")
 
-    async def info(self) -> dict:
-        return await self._data("info")
+    async def info(self, tenant) -> dict:
+        return await self._data("info", tenant)
 
-    async def status_data(self) -> dict:
-        return await self._data("status_data")
+    async def status_data(self, tenant) -> dict:
+        return await self._data("status_data", tenant)
 
     async def metrics(self) -> bytes:
         return await self._data("metrics")
 
-    async def _data(self, name: str):
+    async def _data(self, name: str, *args):
         """A route that answers with data, not an :class:`Answer`: 503 once the engine is gone."""
         from fastapi import HTTPException
 
         try:
-            return await self.call(name)
+            return await self.call(name, *args)
         except EngineProcessError as err:
             raise HTTPException(503, str(err), {"Retry-After": "1"}) from None
 

@@ -43,12 +43,12 @@ class Face(Protocol):
         """A request's latent payload once done (else its status)."""
         ...
 
-    async def info(self) -> dict:
-        """``/v1/info``."""
+    async def info(self, tenant: str | None) -> dict:
+        """``/v1/info`` as ``tenant`` sees it (None: keys off; the operator: everything)."""
         ...
 
-    async def status_data(self) -> dict:
-        """The status page's data."""
+    async def status_data(self, tenant: str | None) -> dict:
+        """The status page's data as ``tenant`` sees it."""
         ...
 
     async def health(self) -> Answer:

@@ -50,6 +50,7 @@ class JobSnapshot:
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
+    cache_miss: str | None = None
     reason: str | None = None
     decided_at: float | None = None
     finished_at: float | None = None
@@ -71,6 +72,7 @@ class JobSnapshot:
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
+            "cache_miss": self.cache_miss,
             "reason": self.reason,
             "queued_s": None if self.decided_at is None else self.decided_at - self.arrived,
             "edge_s": None
@@ -101,6 +103,7 @@ class Job:
     async_finished: asyncio.Event | None = field(default=None, repr=False)
     collected: bool = False  # its terminal answer (latent, or denied/failed status) was served
     tenant: str | None = None  # who sent it (with API keys)
+    area: float = 1.0  # its latent area over the model's native one (the window scales its costs by it)
 
     def __post_init__(self):
         self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)

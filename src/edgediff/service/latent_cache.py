@@ -427,6 +427,32 @@ class LatentCache:
             found = self._find(embedding, steps, shape, max_step, reusable_steps)
             return 0 if found is None else found[2]
 
+    def explain_miss(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int) -> str:
+        """Why :meth:`lookup` found no usable entry (the reuse rule that refused it), in a line."""
+        with self._lock:
+            g = self._groups.get((steps, tuple(shape)))
+            if g is None or not g.count:
+                return f"nothing cached for {steps}-step requests (an entry serves only requests of its step count)"
+            top = min(max_step, reusable_steps)
+            if top < 1:
+                return "the edge runs none of this request's first reusable steps"
+            query = np.ascontiguousarray(embedding, np.float32).reshape(-1)
+            rows, sims = self._candidates(g, query, _digest(query))
+            if not rows.size:
+                return f"no cached prompt is similar enough (each needs similarity >= theta_min = {self.theta_min:g})"
+            best = int(np.argmax(sims))
+            stored = np.flatnonzero(g.slot_at[rows[best], 1:] >= 0) + 1
+            need = theta(stored, reusable_steps, self.theta_min)
+        if stored.size and stored.min() > top:
+            return (
+                f"the closest cached prompt (similarity {sims[best]:.3f}) has steps {stored.min()}+ stored; "
+                f"this request reuses at most step {top} (its edge steps, S* = {reusable_steps})"
+            )
+        return (
+            f"the closest cached prompt has similarity {sims[best]:.3f}, below theta(m) of each of its stored steps "
+            f"m (theta({int(stored[0])}) = {need[0]:.3f}; theta rises from {self.theta_min:g} at m = 1 to 1 at S*)"
+        )
+
     def lookup(self, embedding: np.ndarray, steps: int, shape: tuple, max_step: int, reusable_steps: int):
         """The best usable entry with at most ``max_step`` steps done, or ``None``."""
         from edgediff.runtime.request import LatentState
@@ -560,11 +586,11 @@ class TenantCaches:
     (a request without one neither reads nor writes the cache). Counts hits and misses in the
     metrics and on the status board."""
 
-    def __init__(self, config, metrics=None, board=None):
+    def __init__(self, config, metrics=None, board=None, ledger=None):
         owners = config.tenants if config.tenants and not config.cache_sharing else (None,)
         share = config.cache_bytes // len(owners)
         self.caches = {o: LatentCache(share, config.theta_min, config.cache_eviction) for o in owners}
-        self.metrics, self.board = metrics, board
+        self.metrics, self.board, self.ledger = metrics, board, ledger
         self.latent_shape: tuple | None = None  # the model's latent shape, set by the engine
 
     @property
@@ -600,11 +626,21 @@ class TenantCaches:
         if job.embedding is None:
             return None
         hit = self.of(job).lookup(job.embedding, job.steps, self.latent_shape, reach, reusable)
+        tenant = getattr(job, "tenant", None)
         if self.board is not None:
-            self.board.lookup(hit is not None)
+            self.board.lookup(hit is not None, tenant)
         if self.metrics is not None:
-            (self.metrics.cache_misses if hit is None else self.metrics.cache_hits).inc()
-        return Hit(0) if hit is None else Hit(hit.step, hit.state)
+            self.metrics.looked_up(tenant, hit is not None)
+        counts = None if self.ledger is None else self.ledger.of(tenant)
+        if counts is not None:
+            if hit is None:
+                counts.cache_misses += 1
+            else:
+                counts.cache_hits += 1
+        if hit is None:
+            miss = self.of(job).explain_miss(job.embedding, job.steps, self.latent_shape or (), reach, reusable)
+            return Hit(0, miss=miss)
+        return Hit(hit.step, hit.state)
 
     def store(self, job, step: int, state) -> None:
         if self.of(job).insert(job.embedding, state, step, job.request.prompt) and self.metrics is not None:

@@ -10,22 +10,40 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from edgediff.service.schemas import TERMINAL
+from edgediff.service.tenants import QUOTA_REASONS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 REJECT_REASONS = ("queue_full", "shutting_down")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0)
+
+
 class ServiceMetrics:
-    def __init__(self):
+    """``tenants`` (the keys file's, sorted; empty without API keys): the request counters,
+    the request latency histogram and the cache's hit and miss counters then carry a
+    ``tenant`` label, one series per tenant of the keys file (bounded), all made at start-up.
+    Count through :meth:`finished`, :meth:`refused`, :meth:`admitted` and :meth:`looked_up`."""
+
+    def __init__(self, tenants: tuple[str, ...] = ()):
         r = self.registry = CollectorRegistry()
+        self.tenants = tuple(tenants)
+        by = ["tenant"] if self.tenants else []
         self.requests = Counter(
-            "edgediff_requests", "Requests by terminal outcome (done, denied, failed)", ["outcome"], registry=r
+            "edgediff_requests", "Requests by terminal outcome (done, denied, failed)", ["outcome", *by], registry=r
         )
         self.rejected = Counter(
-            "edgediff_rejected_requests", "Requests refused before acceptance, by reason", ["reason"], registry=r
+            "edgediff_rejected_requests", "Requests refused before acceptance, by reason", ["reason", *by], registry=r
         )
-        self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", registry=r)
+        self.accepted = Counter("edgediff_accepted_requests", "Requests accepted into the queue", by, registry=r)
+        self.request_latency = Histogram(
+            "edgediff_request_seconds",
+            "Arrival to answer (the latent ready, or denied) of each done or denied request",
+            by,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.lost = Counter(
             "edgediff_lost_in_restart",
             "Requests accepted before a restart that never finished (answered failed)",
@@ -42,8 +60,10 @@ class ServiceMetrics:
         self.decision_latency = Histogram(
             "edgediff_decision_seconds", "Wall time of one window's policy decision", buckets=STEP_BUCKETS, registry=r
         )
-        self.cache_hits = Counter("edgediff_cache_hits", "Granted requests started from a cached latent", registry=r)
-        self.cache_misses = Counter("edgediff_cache_misses", "Granted requests with no usable latent", registry=r)
+        self.cache_hits = Counter(
+            "edgediff_cache_hits", "Granted requests started from a cached latent", by, registry=r
+        )
+        self.cache_misses = Counter("edgediff_cache_misses", "Granted requests with no usable latent", by, registry=r)
         self.cache_bytes = Gauge("edgediff_cache_bytes", "Bytes held by the latent cache", registry=r)
         self.cache_entries = Gauge("edgediff_cache_entries", "Entries in the latent cache", registry=r)
         self.queue_depth = Gauge("edgediff_queue_depth", "Requests waiting for the next window", registry=r)
@@ -61,10 +81,36 @@ class ServiceMetrics:
         )
 
         # every labelled series exists at zero from start-up (a rate() over it needs no first event)
-        for outcome in TERMINAL:
-            self.requests.labels(outcome)
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
+        reasons = REJECT_REASONS + (QUOTA_REASONS if self.tenants else ())
+        for tenant in self.tenants or (None,):
+            for outcome in TERMINAL:
+                self._of(self.requests, tenant, outcome)
+            for reason in reasons:
+                self._of(self.rejected, tenant, reason)
+            if tenant is not None:
+                for metric in (self.accepted, self.request_latency, self.cache_hits, self.cache_misses):
+                    self._of(metric, tenant)
+
+    def _of(self, metric, tenant: str | None, *labels: str):
+        """``metric``'s series for ``labels`` (and ``tenant`` when tenants are on)."""
+        if self.tenants:
+            return metric.labels(*labels, str(tenant))
+        return metric.labels(*labels) if labels else metric
+
+    def finished(self, tenant: str | None, outcome: str, latency_s: float | None = None) -> None:
+        """A request of ``tenant`` reached ``outcome``, ``latency_s`` after its arrival."""
+        self._of(self.requests, tenant, outcome).inc()
+        if latency_s is not None:
+            self._of(self.request_latency, tenant).observe(latency_s)
+
+    def refused(self, tenant: str | None, reason: str) -> None:
+        self._of(self.rejected, tenant, reason).inc()
+
+    def admitted(self, tenant: str | None) -> None:
+        self._of(self.accepted, tenant).inc()
+
+    def looked_up(self, tenant: str | None, hit: bool) -> None:
+        self._of(self.cache_hits if hit else self.cache_misses, tenant).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,8 @@
 """The requests' prompt work, off the engine thread: each request's prompt embedding (the
 latent cache's key) and the model's text conditioning, computed on a prep thread as requests
-arrive, with memos of recent prompts' embeddings and conditionings."""
+arrive, with memos of recent prompts' embeddings and conditionings: one pair of memos per
+tenant (with API keys; the memos' sizes split between them), so whether a prompt is memoized,
+and so how fast its request is prepared, depends only on the tenant's own requests."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from edgediff.service.denoiser import name_os_thread
-from edgediff.service.embedding import ConditioningMemo, EmbeddingMemo
+from edgediff.service.embedding import MEMO_BYTES, ConditioningMemo, EmbeddingMemo
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +20,20 @@ class PromptPrep:
     """``submit(job)`` as it arrives, ``wait(jobs)`` before their window is decided. Without
     ``embedder`` (the cache off) only the conditionings are computed."""
 
-    def __init__(self, backend, embedder=None):
+    def __init__(self, backend, embedder=None, tenants: tuple[str, ...] = ()):
         self.backend, self.embedder = backend, embedder
-        self._embeddings = EmbeddingMemo()
-        self._conditionings = ConditioningMemo()
+        share = max(1, len(tenants))
+        self._memos = {
+            owner: (EmbeddingMemo(max(1, EmbeddingMemo.LIMIT // share)), ConditioningMemo(MEMO_BYTES // share))
+            for owner in tenants or (None,)
+        }
         self._lock = threading.Lock()
         self._pending: list = []  # submitted, not yet taken by the prep thread
         self._thread: ThreadPoolExecutor | None = None
+
+    def _memo(self, job) -> tuple[EmbeddingMemo, ConditioningMemo]:
+        """The memos of ``job``'s tenant (the only pair without API keys)."""
+        return self._memos.get(job.tenant) or next(iter(self._memos.values()))
 
     def start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="edgediff-prep", initializer=name_os_thread)
@@ -63,14 +72,19 @@ class PromptPrep:
         """The requests' prompt work, done once: their embeddings (none if the embedder fails,
         then they run without the cache), in one embedder call, and the model's text encodings
         (none if one fails: the executor then encodes it and fails that member only)."""
+        by_memo: dict = {}
+        for job in jobs:
+            by_memo.setdefault(id(self._memo(job)), []).append(job)
         if self.embedder is not None and jobs:
             try:
-                for job, vector in zip(jobs, self._embeddings.encode(self.embedder, [j.prompt for j in jobs])):
-                    job.embedding = vector
+                for mine in by_memo.values():
+                    memo = self._memo(mine[0])[0]
+                    for job, vector in zip(mine, memo.encode(self.embedder, [j.prompt for j in mine])):
+                        job.embedding = vector
             except Exception as err:  # a broken embedder must not take the window down: no cache this time
                 log.exception("prompt embedding failed; %d requests run without the cache: %s", len(jobs), err)
         for job in jobs:
             try:
-                job.conditioning = self._conditionings.get(self.backend, job.request)
+                job.conditioning = self._memo(job)[1].get(self.backend, job.request)
             except Exception:
                 log.debug("text encoding ahead failed for %s; the executor retries it", job.id, exc_info=True)

@@ -19,6 +19,7 @@ from edgediff.service.journal import Journal
 from edgediff.service.metrics import EdgeStats, ServiceMetrics
 from edgediff.service.schemas import TERMINAL
 from edgediff.service.status import StatusBoard
+from edgediff.service.tenants import TenantLedger
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,16 @@ class Publisher:
     """``decided`` and ``finish`` for the jobs of one engine; ``journal`` (optional) and
     ``loop`` (where asyncio waiters live) may be set after construction."""
 
-    def __init__(self, lock: threading.Condition, stats: EdgeStats, metrics: ServiceMetrics, board: StatusBoard):
+    def __init__(
+        self,
+        lock: threading.Condition,
+        stats: EdgeStats,
+        metrics: ServiceMetrics,
+        board: StatusBoard,
+        ledger: TenantLedger | None = None,
+    ):
         self.lock, self.stats, self.metrics, self.board = lock, stats, metrics, board
+        self.ledger = ledger or TenantLedger(())
         self.journal: Journal | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -60,8 +69,12 @@ class Publisher:
                 job.snapshot, status=status, reason=reason, finished_at=time.perf_counter(), **changes
             )
             self.stats.terminal[status] += 1
+            self.ledger.finished(job.tenant, status)
         job.conditioning = job.embedding = None  # a kept record holds its answer, not its prompt work
-        self.metrics.requests.labels(status).inc()
+        latency = None  # arrival to answer, of the requests answered (done or denied)
+        if status in ("done", "denied") and snapshot.finished_at is not None:
+            latency = snapshot.finished_at - snapshot.arrived
+        self.metrics.finished(job.tenant, status, latency)
         if status == "failed":
             log.warning("request %s failed: %s", job.id, reason)
         if self.journal is not None:

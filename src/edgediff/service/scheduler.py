@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from edgediff.service.config import SiteConfig
 from edgediff.service.window import decide_window, denial_reason
 
+NO_KEY = "no prompt embedding (the embedder failed): the request neither reads nor writes the cache"
 EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
 
 
@@ -62,6 +63,7 @@ class Hit:
 
     step: int
     state: Any = None
+    miss: str | None = None  # at step 0: why nothing cached was usable (the reuse rule that refused it)
 
 
 class WindowCache(Protocol):
@@ -109,6 +111,7 @@ class Answer:
     predicted_pai: float | None = None
     cache_hit_step: int = 0
     window_granted: int = 0
+    cache_miss: str | None = None  # a granted request that started from noise: why no cached latent was used
 
     def decision(self) -> dict:
         """The fields a status snapshot takes (none when no decision was made)."""
@@ -120,6 +123,7 @@ class Answer:
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
+            "cache_miss": self.cache_miss,
         }
 
 
@@ -264,6 +268,9 @@ class WindowScheduler:
             reach = min(reusable, job.steps - split)
             hit = self.cache.lookup(job, reach, reusable)
         hit_step = 0 if hit is None else hit.step
+        miss = None
+        if self.cache is not None and not hit_step:
+            miss = NO_KEY if hit is None else hit.miss
         try:
             self.executor.add(job, split, None if hit is None else hit.state)
         except Exception as err:
@@ -274,7 +281,7 @@ class WindowScheduler:
             launched, rank = self.executor.steps, self.cache.order(job)  # type: ignore[union-attr]
             for m in range(hit_step + 1, reach + 1):
                 heapq.heappush(self._captures, (launched + m - hit_step, rank, m, next(self._seq), job))
-        return replace(answer, cache_hit_step=hit_step)
+        return replace(answer, cache_hit_step=hit_step, cache_miss=miss)
 
     # ------------------------------------------------------------------ the running batch
     def step_done(self, steps: int, left: Sequence[str] = (), failed: Sequence[str] = ()) -> list[tuple[Any, int]]:

@@ -16,6 +16,7 @@ from edgediff.core.profiles import PRESETS
 MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
+MAX_SIDE = 4096  # pixels: above any model's trained size, below what would exhaust an edge's memory on a typo
 STATUSES = ("queued", "running", "done", "denied", "failed")
 TERMINAL = ("done", "denied", "failed")
 SITE_NAME = r"^[a-z0-9_]+$"  # no "-": a request id is "<site>-<hex>"
@@ -53,6 +54,14 @@ class SubmitRequest(BaseModel):
     preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
     negative_prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] = ""
     guidance_scale: Annotated[float, Field(ge=0, le=MAX_GUIDANCE, allow_inf_nan=False)] = 7.5
+    # diffusers' generation options (docs/service.md, "HTTP API"); omitted: diffusers' defaults
+    width: Annotated[int, Field(ge=1, le=MAX_SIDE)] | None = None
+    height: Annotated[int, Field(ge=1, le=MAX_SIDE)] | None = None
+    eta: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    guidance_rescale: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    clip_skip: Annotated[int, Field(ge=1, le=64)] | None = None
+    scheduler: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_]+$")] | None = None
+    scheduler_options: dict[str, bool | int | Annotated[float, Field(allow_inf_nan=False)] | str | None] = {}
     # behind a front door (edgediff serve --ray): the site to run at; omitted, the front door picks one
     site: Annotated[str, Field(min_length=1, max_length=SITE_NAME_CHARS, pattern=SITE_NAME)] | None = None
 
@@ -61,6 +70,11 @@ class SubmitRequest(BaseModel):
         if (self.profile is None) == (self.preset is None):
             raise ValueError("give exactly one of profile {k, h} and preset")
         return self
+
+    def generation_options(self) -> dict:
+        """The diffusers options given (not at their defaults), as ``GenerationRequest`` fields."""
+        names = ("width", "height", "eta", "guidance_rescale", "clip_skip", "scheduler", "scheduler_options")
+        return {name: getattr(self, name) for name in names if getattr(self, name) not in (None, 0.0, {})}
 
     def device_profile(self) -> tuple[float, float]:
         if self.profile is not None:
@@ -71,7 +85,9 @@ class SubmitRequest(BaseModel):
 
 class JobStatus(BaseModel):
     """A request's state. ``split`` is the decision (``N`` when denied: run locally);
-    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in."""
+    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in;
+    ``cache_miss`` says why a granted request started from noise with the cache on (the
+    reuse rule that refused every cached latent)."""
 
     id: str
     status: Literal[STATUSES]  # type: ignore[valid-type]
@@ -83,6 +99,7 @@ class JobStatus(BaseModel):
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
+    cache_miss: str | None = None
     reason: str | None = None
     queued_s: float | None = None
     edge_s: float | None = None

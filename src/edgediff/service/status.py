@@ -40,66 +40,99 @@ class _Window:
     decision_s: float
 
 
+class _View:
+    """The rings of one view of the edge: the whole edge, or one tenant's part of it."""
+
+    def __init__(self):
+        self.windows: deque[_Window] = deque(maxlen=WINDOWS)
+        self.measured: dict[str, float | None] = {}  # granted members of those windows -> hand-off s
+        # one bucket per second: [second, batched steps, member-steps, step seconds, max queue]
+        self.seconds: deque[list] = deque(maxlen=SECONDS)
+        self.latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
+        self.lookups: deque[bool] = deque(maxlen=LATENCIES)
+
+    def bucket(self, second: int) -> list:
+        if not self.seconds or self.seconds[-1][0] != second:
+            self.seconds.append([second, 0, 0, 0.0, 0])
+        return self.seconds[-1]
+
+
 class StatusBoard:
-    def __init__(self, b_max: int):
+    """The events of the edge, kept for the whole edge and, with ``tenants``, for each tenant
+    apart (its own windows, steps with its members, latencies, lookups): a tenant's view is
+    its own rings, so another tenant's traffic neither shows in it nor pushes its entries out."""
+
+    def __init__(self, b_max: int, tenants: tuple[str, ...] = ()):
         self.b_max = b_max
         self.started = time.perf_counter()
         self._lock = threading.Lock()
-        self._windows: deque[_Window] = deque(maxlen=WINDOWS)
-        self._measured: dict[str, float | None] = {}  # granted members of those windows -> hand-off s
-        # one bucket per second: [second, batched steps, member-steps, step seconds, max queue]
-        self._seconds: deque[list] = deque(maxlen=SECONDS)
-        self._latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
-        self._lookups: deque[bool] = deque(maxlen=LATENCIES)
+        self._views: dict[str | None, _View] = {t: _View() for t in (None, *tenants)}
         self._pending = None  # (job id, latent) of the newest hand-off not yet decoded
         self._thumbnails: deque[dict] = deque(maxlen=THUMBNAILS)
         self._next_thumbnail = 0.0
 
-    def _bucket(self, now: float) -> list:
-        second = int(now - self.started)
-        if not self._seconds or self._seconds[-1][0] != second:
-            self._seconds.append([second, 0, 0, 0.0, 0])
-        return self._seconds[-1]
+    def _of(self, tenant) -> list[_View]:
+        """The views an event of ``tenant`` goes to: the whole edge's, and the tenant's."""
+        own = self._views.get(tenant) if tenant is not None else None
+        return [self._views[None]] if own is None else [self._views[None], own]
+
+    def _second(self, now: float) -> int:
+        return int(now - self.started)
 
     # ------------------------------------------------------------------ events (engine thread)
-    def window(self, index: int, jobs: list, decision_s: float) -> None:
-        """A window was decided: ``jobs`` carry their decided snapshots."""
-        members = []
+    def window(self, index: int, jobs: list, decision_s: float, indices: dict | None = None) -> None:
+        """A window was decided: ``jobs`` carry their decided snapshots; ``indices``: each
+        tenant's own number for it (a tenant's view numbers only its own windows)."""
+        members: dict[str | None, list] = {None: []}
         for job in jobs:
             s = job.snapshot
             handoff = None
             if s.granted and s.predicted_latency_s is not None:  # the edge's part: minus the local steps
                 handoff = s.predicted_latency_s - s.split * (job.k + job.h)
-            members.append((job.id, s.status, s.split, s.steps, handoff))
+            member = (job.id, s.status, s.split, s.steps, handoff)
+            members[None].append(member)
+            if job.tenant is not None and job.tenant in self._views:
+                members.setdefault(job.tenant, []).append(member)
         now = time.perf_counter()
         with self._lock:
-            if len(self._windows) == WINDOWS:  # the oldest window leaves: stop tracking its members
-                for member in self._windows[0].members:
-                    self._measured.pop(member[0], None)
-            self._windows.append(_Window(index, now - self.started, len(jobs), members, decision_s))
-            self._measured.update((m[0], None) for m in members if m[4] is not None)
-            bucket = self._bucket(now)
-            bucket[4] = max(bucket[4], len(jobs))
+            for owner, mine in members.items():
+                view = self._views[owner]
+                if len(view.windows) == WINDOWS:  # the oldest window leaves: stop tracking its members
+                    for member in view.windows[0].members:
+                        view.measured.pop(member[0], None)
+                at = (indices or {}).get(owner, index) if owner is not None else index
+                view.windows.append(_Window(at, now - self.started, len(mine), mine, decision_s))
+                view.measured.update((m[0], None) for m in mine if m[4] is not None)
+                bucket = view.bucket(self._second(now))
+                bucket[4] = max(bucket[4], len(mine))
 
-    def step(self, batch: int, elapsed: float) -> None:
+    def step(self, batch: int, elapsed: float, tenants: dict | None = None) -> None:
+        """A batched step of ``batch`` members (``tenants``: members by tenant) took ``elapsed`` s."""
+        second = self._second(time.perf_counter())
         with self._lock:
-            bucket = self._bucket(time.perf_counter())
-            bucket[1] += 1
-            bucket[2] += batch
-            bucket[3] += elapsed
+            for owner, members in {None: batch, **(tenants or {})}.items():
+                view = self._views.get(owner)
+                if view is None:
+                    continue
+                bucket = view.bucket(second)
+                bucket[1] += 1
+                bucket[2] += members
+                bucket[3] += elapsed
 
-    def lookup(self, hit: bool) -> None:
+    def lookup(self, hit: bool, tenant: str | None = None) -> None:
         with self._lock:
-            self._lookups.append(hit)
+            for view in self._of(tenant):
+                view.lookups.append(hit)
 
     def finished(self, job) -> None:
         """A request reached a terminal state: its arrival-to-answer time (done or denied)."""
         s = job.snapshot
         if s.status in ("done", "denied") and s.finished_at is not None:
             with self._lock:
-                self._latency["granted" if s.status == "done" else "denied"].append(s.finished_at - s.arrived)
-                if s.status == "done" and job.id in self._measured:
-                    self._measured[job.id] = s.finished_at - s.arrived
+                for view in self._of(getattr(job, "tenant", None)):
+                    view.latency["granted" if s.status == "done" else "denied"].append(s.finished_at - s.arrived)
+                    if s.status == "done" and job.id in view.measured:
+                        view.measured[job.id] = s.finished_at - s.arrived
 
     def handoff(self, state) -> None:
         """A granted member left the batch with ``state``: the next thumbnail candidate."""
@@ -134,15 +167,17 @@ class StatusBoard:
         return True
 
     # ------------------------------------------------------------------ the page's data (HTTP thread)
-    def snapshot(self, engine, thumbnails: bool = True) -> dict:
-        """The page's data; ``thumbnails=False`` leaves the hand-off images out."""
+    def snapshot(self, engine, thumbnails: bool = True, tenant: str | None = None) -> dict:
+        """The page's data: the whole edge's, or with ``tenant`` (one of the board's tenants)
+        that tenant's own; ``thumbnails=False`` leaves the hand-off images out."""
         now = time.perf_counter()
+        view = self._views[tenant if tenant in self._views else None]
         with self._lock:
-            windows = list(self._windows)
-            measured_of = dict(self._measured)
-            seconds = [list(b) for b in self._seconds]
-            latency = {k: np.array(v) for k, v in self._latency.items()}
-            lookups = list(self._lookups)
+            windows = list(view.windows)
+            measured_of = dict(view.measured)
+            seconds = [list(b) for b in view.seconds]
+            latency = {k: np.array(v) for k, v in view.latency.items()}
+            lookups = list(view.lookups)
             images = list(self._thumbnails) if thumbnails else []
         uptime = now - self.started
         recent = []
@@ -181,17 +216,18 @@ class StatusBoard:
             }
             for b in seconds
         ]
-        info = engine.info()
+        info = engine.info(tenant)
         cache = info["cache"]
         return {
             "uptime_s": round(uptime, 1),
+            **({"tenant": info["tenant"]} if "tenant" in info else {}),
             "model": info["model"],
             "policy": info["policy"],
             "window_s": info["window_s"],
             "b_max": self.b_max,
             "closing": engine.closing,
             "queue": info["stats"]["queued"],
-            "batch_members": engine.batch_members,
+            "batch_members": info["stats"].get("members", engine.batch_members),
             "workers": {key: info["workers"][key] for key in ("configured", "alive")},
             "accepted": info["stats"]["accepted"],
             "terminal": info["stats"]["terminal"],

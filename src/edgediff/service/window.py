@@ -4,7 +4,13 @@ jobs; the digital twin (:mod:`edgediff.twin`) runs the same functions on simulat
 
 A job is anything with ``id``, ``steps`` (``N``), ``k``, ``h``, ``alpha``, ``prompt`` and
 ``arrived`` (seconds on the clock of the window's ``start``), and optionally ``cached_steps``
-(the depth of a cached output it could start from; 0 when absent).
+(the depth of a cached output it could start from; 0 when absent) and ``area`` (its latent
+area over the model's native one; 1 when absent).
+
+Image size: a member's denoiser rows cost in proportion to its latent area (docs/service.md,
+"Image sizes", says what was measured), so a group of area ``a`` is decided with the edge's
+per-member ``k_e``, the device's ``k`` and ``h`` (both profiled at the native size) and the
+payload bits scaled by ``a``; the edge's per-call ``h_e`` is not.
 """
 
 from __future__ import annotations
@@ -49,12 +55,18 @@ def window_instance(
     if len(steps) != 1:
         raise ValueError(f"a window instance has one step count N, got {sorted(steps)}")
     (N,) = steps
+    areas = {getattr(job, "area", 1.0) for job in jobs}
+    if len(areas) != 1:
+        raise ValueError(f"a window instance has one image size, got latent areas {sorted(areas)}")
+    (area,) = areas
     K = config.window_s
     edge_k, edge_h = edge_profile
+    edge_k *= area
+    intermediate_bits = round(intermediate_bits * area)
     return Instance(
         ids=tuple(job.id for job in jobs),
-        k=np.array([job.k for job in jobs]),
-        h=np.array([job.h for job in jobs]),
+        k=np.array([job.k * area for job in jobs]),
+        h=np.array([job.h * area for job in jobs]),
         alpha=np.array([job.alpha for job in jobs]),
         request_time=np.array([min(max(job.arrived - start, 0.0), LATEST_ARRIVAL * K) for job in jobs]),
         prompt_bits=np.array([8 * len(job.prompt.encode()) for job in jobs]),
@@ -122,16 +134,16 @@ def decide_window(
     gpus: int | None = None,
     running: int = 0,
 ) -> list[GroupDecision]:
-    """The window's decisions: one Part A instance per step count ``N`` (the model has one
-    ``N``), groups in order of first arrival sharing the window's slots, each decided by
+    """The window's decisions: one Part A instance per step count ``N`` and latent area,
+    groups in order of first arrival sharing the window's slots, each decided by
     ``policy`` (anything with ``decide(instance) -> Decision``), with ``G = gpus`` (default
     ``config.gpus``). The slots: ``config.b_max``, and with ``config.max_batch`` no more than
     the running batch (``running`` members of earlier windows) has free. A policy that raises
     on a group (e.g. a learned policy that cannot take the instance) fails that group only."""
     remaining = window_slots(config, running)
-    groups: dict[int, list] = {}
-    for job in jobs:
-        groups.setdefault(job.steps, []).append(job)
+    groups: dict[tuple, list] = {}
+    for job in jobs:  # one instance per step count and image size
+        groups.setdefault((job.steps, getattr(job, "area", 1.0)), []).append(job)
     decided = []
     for group in groups.values():
         try:
