@@ -1,7 +1,7 @@
 """Digital twin benchmark (issue 18): prints the figures, asserts nothing about wall time.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_twin.py [--requests 1000000] [--sites 100]
-        [--cache-gb 0] [--sweep] [--validate [--trace-requests 150] [--seed 0]]
+        [--cache-gb 0] [--sweep] [--validate [--trace-requests 150] [--seed 0]] [--prediction]
 
 1. Scale: ``--requests`` Poisson requests over ``--sites`` identical H100 sites (G = 8,
    B_max = 20, window 1 s, ``exact``, N = 50, 2 requests/s per site), one process on one
@@ -11,6 +11,11 @@
    worker processes; prints whether the rows are identical (per-case seeds).
 3. ``--validate``: the same trace through the real service on loopback (tiny model, its
    calibration) and through the twin; prints the comparison (docs/results-twin.md).
+4. ``--prediction``: the twin at 1-16 requests/s and K from 0.125 to 1 s (one H100 site,
+   ``exact``, N = 50, 120 s each): the median and p90 of |total latency - predicted| /
+   predicted over the granted requests, and the signed mean (bias), against the targets
+   (median <= 3 %, p90 <= 10 %). Errors come from the per-request rows, so the same script
+   measures any revision.
 """
 
 from __future__ import annotations
@@ -71,6 +76,42 @@ def sweep(seed: int) -> None:
     print(f"  rows identical for 1 and 2 workers: {repr(rows[1]) == repr(rows[2])}")  # repr: nan == nan
 
 
+PREDICTION_TARGETS = (0.03, 0.10)  # median, p90 of |error| of total latency
+
+
+def prediction(seed: int) -> None:
+    import numpy as np
+
+    from edgediff.twin.sweep import SweepCase, case_seeds
+
+    cases = [
+        SweepCase(sites=1, rate=rate, duration_s=120.0, window_s=window, steps=50)
+        for rate in (1.0, 4.0, 16.0)
+        for window in (0.125, 0.25, 0.5, 1.0)
+    ]
+    print("prediction: | rate /s | K s | granted | mean batch | bias | median abs | p90 abs | targets met |")
+    worst = [0.0, 0.0]
+    for case, case_seed in zip(cases, case_seeds(cases, seed)):
+        sites = case.site_list()
+        arrivals = generate(
+            WorkloadConfig(rate=case.rate, duration_s=case.duration_s, steps=case.steps), sites[0], case_seed
+        )
+        result = simulate(TwinConfig(tuple(sites), seed=case_seed), arrivals)
+        rows = [r for r in result.request_rows() if r["outcome"] == "granted"]
+        measured = np.array([r["latency_s"] for r in rows])
+        predicted = np.array([r["predicted_latency_s"] for r in rows])
+        error = (measured - predicted) / predicted if rows else np.full(1, np.nan)
+        med, p90 = np.percentile(np.abs(error), [50, 90])
+        worst = [max(worst[0], med), max(worst[1], p90)]
+        met = med <= PREDICTION_TARGETS[0] and p90 <= PREDICTION_TARGETS[1]
+        batch = result.site_rows()[-1]["batch_members_mean"]
+        print(
+            f"  | {case.rate:g} | {case.window_s:g} | {len(rows)} | {batch:.1f} | {100 * np.mean(error):+.2f} % "
+            f"| {100 * med:.2f} % | {100 * p90:.2f} % | {'yes' if met else 'NO'} |"
+        )
+    print(f"  worst median {100 * worst[0]:.2f} %, worst p90 {100 * worst[1]:.2f} % (targets 3 %, 10 %)")
+
+
 def validate(seed: int, requests: int) -> None:
     from edgediff.runtime.calibrate import CalibrationConfig, calibrate
     from edgediff.runtime.models import load_model
@@ -85,13 +126,23 @@ def validate(seed: int, requests: int) -> None:
         f"calibrated L(b) = {profile.k * 1e3:.2f} b + "
         f"{profile.h * 1e3:.2f} ms; steps during the run took {result.service.step_scale:.2f} x that"
     )
-    print("  | measure | service | twin | twin vs service | twin, unscaled calibration | vs service |")
-    print("  | --- | --- | --- | --- | --- | --- |")
+    print("  | measure | basis | service | twin | twin vs service | twin, unscaled calibration | vs service |")
+    print("  | --- | --- | --- | --- | --- | --- | --- |")
     for r in result.rows:
         print(
-            f"  | {r['measure']} | {r['service']:.3f} | {r['twin']:.3f} | {100 * r['relative_difference']:+.1f} % "
-            f"| {r['twin_calibrated']:.3f} | {100 * r['relative_difference_calibrated']:+.1f} % |"
+            f"  | {r['measure']} | {r['basis']} | {r['service']:.3f} | {r['twin']:.3f} "
+            f"| {100 * r['relative_difference']:+.1f} % | {r['twin_calibrated']:.3f} "
+            f"| {100 * r['relative_difference_calibrated']:+.1f} % |"
         )
+    answers = [r for r in result.rows if r["measure"] in ("answer_p50_s", "answer_p90_s")]
+    met = all(abs(r["relative_difference"]) <= 0.10 for r in answers)
+    print(f"  target: answer p50 and p90 (measured) within 10 % of the service's: {'met' if met else 'NOT met'}")
+    error = result.service.prediction_error()
+    print(
+        f"  the service's own prediction of the hand-off (arrival to latent, measured), {error['count']} granted: "
+        f"bias {100 * error['mean']:+.1f} %, median |error| {100 * error['abs_p50']:.1f} %, "
+        f"p90 {100 * error['abs_p90']:.1f} % (target: median <= 10 %)"
+    )
 
 
 def main() -> None:
@@ -102,6 +153,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--validate", action="store_true")
+    parser.add_argument("--prediction", action="store_true")
     parser.add_argument(
         "--trace-requests", type=int, default=150, help="--validate: about this many requests (the test's case: 40)"
     )
@@ -110,7 +162,9 @@ def main() -> None:
         validate(args.seed, args.trace_requests)
     if args.sweep:
         sweep(args.seed)
-    if not (args.validate or args.sweep):
+    if args.prediction:
+        prediction(args.seed)
+    if not (args.validate or args.sweep or args.prediction):
         scale(args.requests, args.sites, args.cache_gb, args.seed)
 
 

@@ -50,7 +50,7 @@ def test_cli_generate_writes_png(tmp_path, capsys):
     out = tmp_path / "img.png"
     args = ["generate", "--prompt", "a dog", "--steps", "4", "--seed", "1", "--out", str(out)]
     assert main([*args, "--split", "2", "--edge-model", "tiny", "--native-size"]) == 0
-    assert "16x16, 4 steps (2 at the edge on tiny" in capsys.readouterr().out
+    assert "16x16, 4 steps = 4 denoiser calls (2 at the edge on tiny" in capsys.readouterr().out
     split = np.asarray(Image.open(out))
     assert split.shape == (16, 16, 3)
     assert main(args) == 0  # default: enlarged to a viewable size, nearest neighbour
@@ -65,7 +65,7 @@ def test_cli_generate_writes_png(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--split", "9"], "--split must be in [0, --steps = 4]"),
+        (["--split", "9"], "--split must be in [0, 4]"),
         (["--split", "-1"], "--split"),
         (["--steps", "0"], "--steps"),
         (["--out", "{d}/img.jpg"], ".png"),

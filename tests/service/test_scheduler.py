@@ -1,12 +1,13 @@
 """The window scheduler alone: fake executor, fake cache, time as an argument (no HTTP, no
 threads, no sleeps, no model). Each test takes milliseconds."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from edgediff.core.model import Decision
+from edgediff.core.model import Decision, evaluate
 from edgediff.service.config import ServiceConfig
 from edgediff.service.scheduler import Hit, WindowScheduler
 
@@ -248,3 +249,68 @@ def test_groups_are_decided_in_order_of_first_arrival_sharing_the_slots():
 @pytest.mark.parametrize("since", [10.0, 10.49])
 def test_a_look_before_the_end_is_not_due(since):
     assert not scheduler().due(since, since=since)
+
+
+def test_a_window_sees_the_members_still_running_step_by_step():
+    """``r_s``: earlier members in each of the window's edge steps, the step in flight done;
+    a later group of the same window also sees what an earlier group granted."""
+    policy = GrantFirst()
+    ex = FakeExecutor()
+    s = scheduler(policy, ex, b_max=4)
+    s.submit(job("a", 10.1, steps=20))  # split N_hat = 8: 12 edge steps
+    s.submit(job("b", 10.2, steps=10))  # N_hat = 4: 6 edge steps
+    s.decide(s.take(10.5, since=10.0))
+    assert policy.instances[0].running.size == 0  # nothing ran before
+    assert policy.instances[1].running.tolist() == [1] * 12  # "a", granted first in this window
+    ex.steps = 3  # three steps launched since, the third in flight
+    s.submit(job("c", 10.6, steps=20))
+    (answer,) = s.decide(s.take(11.0, since=10.5)).answers
+    instance = policy.instances[2]
+    assert instance.running.tolist() == [2, 2, 2, 1, 1, 1, 1, 1, 1]  # b: 3 left, a: 9 left
+    decision = Decision(np.array([True]), np.array([answer.split]))
+    alone = evaluate(replace(instance, running=None), decision, "timeline").latency[0]
+    k_g = EDGE[0] / instance.G
+    assert answer.predicted_latency_s == pytest.approx(alone + k_g * 12)  # R(12) = 2+2+2+6*1
+    s.drop(["a"])
+    assert sorted(s.edge_steps_left()) == [3, 12]  # b, and c admitted now
+
+
+def test_later_windows_members_are_expected_from_the_recent_ones():
+    """f_s: each later window adds the recent windows' members per window, every K / L_e(b)
+    steps, each staying for edge steps drawn like theirs."""
+    from edgediff.service.window import joiners_profile
+
+    f = joiners_profile(2.0, [4, 4], steps_per_window=3.0, horizon=10)
+    # window 1 joins after step 3 (steps 4..7), window 2 after step 6 (7..10), window 3 after 9
+    assert f.tolist() == [0, 0, 0, 2, 2, 2, 4, 2, 2, 4]
+    assert joiners_profile(0.0, [4], 3.0, 10).size == 0
+    policy = GrantFirst()
+    s = scheduler(policy, FakeExecutor(), b_max=4, phase=10.0)
+    for w in range(3):  # three windows of two requests, each granted 12 edge steps (N 20, N_hat 8)
+        s.submit(job(f"a{w}", 10.1 + 0.5 * w))
+        s.submit(job(f"b{w}", 10.2 + 0.5 * w))
+        s.decide(s.take(10.5 + 0.5 * w, since=10.0 + 0.5 * w))
+    assert policy.instances[1].running.tolist() == [2] * 12  # one window of history: nothing expected yet
+    s.submit(job("c", 11.6))
+    s.decide(s.take(12.0, since=11.5))
+    per_window, step_s = 6 / 3, EDGE[0] * (6 + 2) / 1 + EDGE[1]  # 2 members a window; batch 6 + 2
+    later = joiners_profile(per_window, [12] * 6, 0.5 / step_s, 20)
+    assert later.sum() > 0
+    assert policy.instances[-1].running == pytest.approx(np.pad([6.0] * 12, (0, 8)) + later)
+    s.expect_joiners = False
+    s.submit(job("d", 12.1))
+    s.decide(s.take(12.5, since=12.0))
+    assert policy.instances[-1].running.tolist() == [7] * 12  # the members running, nothing more
+
+
+def test_a_step_in_flight_delays_the_members_admitted_now():
+    policy = GrantFirst()
+    ex = FakeExecutor(running=3)
+    ex.in_flight = 3  # the engine decides while a step of 3 members runs
+    s = scheduler(policy, ex)
+    s.submit(job("a", 10.1))
+    (answer,) = s.decide(s.take(10.5, since=10.0)).answers
+    instance = policy.instances[0]
+    assert instance.start_delay == pytest.approx(EDGE[0] * 3 / instance.G + EDGE[1])
+    alone = evaluate(replace(instance, start_delay=0.0), Decision(np.array([True]), np.array([answer.split])))
+    assert answer.predicted_latency_s == pytest.approx(alone.latency[0] + instance.start_delay)

@@ -184,3 +184,23 @@ def test_sigkill_under_load_then_restart_answers_every_accepted_request(serve_su
             assert body["status"] == "failed" and body["reason"] == LOST
         else:
             assert body["status"] in ("done", "denied", "failed") and body["reason"] != LOST
+
+
+def test_a_schedule_longer_than_its_steps_keeps_its_split_in_calls(tmp_path):
+    """Heun, KDPM2, PNDM: the acceptance line carries ``calls`` (the unit of the split), and a
+    split past ``steps`` but within ``calls`` is a valid record of a granted request."""
+    from edgediff.service.job import RestoredJob
+    from edgediff.service.journal import Journal
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path, fsync=False)
+    journal.accepted("h", 10, calls=19)
+    journal.accepted("d", 10, calls=10)
+    journal.finished("h", "done", None, 0, 12)  # 7 calls at the edge
+    journal.finished("d", "done", None, 0, 12)  # past its 10 calls: not a record
+    journal.close()
+    assert "calls" not in json.loads(path.read_text().splitlines()[1])  # only where it differs
+    (record,) = replay(path, keep=10).finished
+    status = RestoredJob.from_record(record, "done", None).to_status()
+    assert (status["steps"], status["calls"], status["split"], status["offloaded_steps"]) == (10, 19, 12, 7)
+    assert status["granted"] is True

@@ -372,6 +372,7 @@ def test_prompt_memos_are_per_tenant(monkeypatch):
         return types.SimpleNamespace(tensors={"rows": torch.zeros(2, 4)})
 
     monkeypatch.setattr(executor, "request_conditioning", conditioning)
+    monkeypatch.setattr(executor, "conditioning_key", lambda backend, request: (request.prompt,))  # no backend here
     embedder = HashEmbedder()
     calls = []
     monkeypatch.setattr(

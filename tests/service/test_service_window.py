@@ -140,7 +140,7 @@ def test_decide_window_fails_only_the_group_whose_policy_raised():
 
 def test_snapshot_is_immutable_and_starts_queued():
     snap = job("a", 5.0).snapshot
-    assert snap == JobSnapshot("a", 20, 5.0) and snap.status == "queued" and not snap.terminal
+    assert snap == JobSnapshot("a", 20, 5.0, calls=20) and snap.status == "queued" and not snap.terminal
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.granted = True
 

@@ -19,6 +19,9 @@ def test_the_twin_matches_the_real_service_on_loopback():
     rows = {r["measure"]: r for r in result.rows}
     assert len(arrivals) >= 15
     assert 0.2 < rows["granted"]["service"] / len(arrivals) < 0.95  # the policy had choices to make
-    assert abs(rows["latency_p50_s"]["relative_difference"]) <= 0.15, result.rows
-    assert abs(rows["latency_p90_s"]["relative_difference"]) <= 0.15, result.rows
+    # measured times only (the latency rows add the twin's own formula to the service's side);
+    # the 10 % target is the bench's (bench_twin.py --validate): this bound leaves room for a loaded machine
+    assert rows["answer_p50_s"]["basis"] == rows["answer_p90_s"]["basis"] == "measured"
+    assert abs(rows["answer_p50_s"]["relative_difference"]) <= 0.2, result.rows
+    assert abs(rows["answer_p90_s"]["relative_difference"]) <= 0.2, result.rows
     assert abs(rows["granted"]["relative_difference"]) <= 0.05, result.rows

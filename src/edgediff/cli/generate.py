@@ -36,7 +36,12 @@ def add_parsers(sub) -> None:
     add_generation_options(p)
     add_lora(p, "the device's model only (the edge runs the plain model)")
     p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model, without --lora)")
-    p.add_argument("--split", type=non_negative_int, help="split n: steps N..n+1 at the edge (default N: all local)")
+    p.add_argument(
+        "--split",
+        type=non_negative_int,
+        help="split n: denoiser calls N..n+1 at the edge, N the calls of the scheduler's schedule for "
+        "--steps (default N: all local)",
+    )
     p.add_argument("--steps", type=positive_int, default=request["steps"], help="denoising steps N")
     p.add_argument("--seed", type=non_negative_int, default=request["seed"], help="seed of the initial noise")
     p.add_argument(
@@ -103,25 +108,7 @@ def _request(args) -> GenerationRequest:
     )
 
 
-def _save(image, out: Path, native: bool) -> str:
-    """Write ``image`` (enlarged to a viewable size unless ``native``); return what was written."""
-    from PIL import Image
-
-    from edgediff.runtime.images import enlarge
-
-    picture = Image.fromarray(image) if native else enlarge(image)
-    try:
-        picture.save(out)
-    except OSError as err:
-        raise UsageError(f"cannot write {str(out)!r}: {err.strerror or err}") from None
-    h, w = image.shape[:2]
-    size = f"{picture.width}x{picture.height}"
-    return size if picture.width == w else f"{size} (the model's {w}x{h}, enlarged {picture.width // w}x)"
-
-
 def run(args) -> None:
-    if args.split is not None and args.split > args.steps:
-        raise UsageError(f"--split must be in [0, --steps = {args.steps}], got {args.split}")
     check_model_config(args.model_config, args.model, args.edge_model)
     if args.out.suffix.lower() != ".png":
         raise UsageError(f"--out must name a .png file, got {str(args.out)!r}")
@@ -134,11 +121,21 @@ def run(args) -> None:
     started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
+    from edgediff.runtime.images import save_image
     from edgediff.runtime.split import generate, image_requests
 
     request = _request(args)
     args.model = args.model or "tiny"
     model = load_model(args.model, args.device, args.model_config, args.dtype, args.lora)
+    from edgediff.runtime.executor import request_calls
+
+    model.check_steps(request.steps)  # one line naming steps if its scheduler cannot run them
+    calls = request_calls(model, request)
+    if args.split is not None and args.split > calls:
+        raise UsageError(
+            f"--split must be in [0, {calls}] (the denoiser calls of {request.steps} steps with the request's "
+            f"scheduler), got {args.split}"
+        )
     edge_model = model
     if args.split is not None and (args.lora or args.edge_model not in (None, args.model)):
         edge_model = load_model(args.edge_model or args.model, args.device, args.model_config, args.dtype)
@@ -146,14 +143,14 @@ def run(args) -> None:
     for i, one in enumerate(image_requests(request, args.images)):  # seeds s, s+1, ...: one image each
         out = args.out if args.images == 1 else args.out.with_name(f"{args.out.stem}-{i + 1}.png")
         result = generate(one, model, args.split, edge_model, args.payload_dtype)
-        size = _save(result.image, out, args.native_size)
+        size = save_image(result.image, out, args.native_size)
         where = (
             "all local"
             if result.offloaded_steps == 0
             else (f"{result.offloaded_steps} at the edge on {edge_model.name}, payload {result.payload_bits} bits")
         )
         print(
-            f"wrote {out}: {size}, {result.steps} steps "
+            f"wrote {out}: {size}, {one.steps} steps = {result.steps} denoiser calls "
             f"({where}; {result.split} local on {model.name}) in {result.edge_s + result.local_s:.2f} s "
             f"(denoising, payload and decoding; importing torch and loading the model took {loaded_s:.2f} s before)"
         )
@@ -206,19 +203,22 @@ def _run_remote(args) -> None:
         if err.status_code == 401:
             raise UsageError(f"{err}: pass --api-key KEY or set EDGEDIFF_API_KEY") from None
         raise UsageError(str(err)) from None
-    size = _save(result.image, args.out, args.native_size)
+    from edgediff.runtime.images import save_image
+
+    size = save_image(result.image, args.out, args.native_size)
     st = result.status
     if st["status"] == "done":
         hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
         hit += f", cache miss: {st['cache_miss']}" if st.get("cache_miss") else ""
-        where = f"granted: {st['offloaded_steps']} steps at the edge{hit}, payload {result.payload_bits} bits"
+        where = f"granted: {st['offloaded_steps']} at the edge{hit}, payload {result.payload_bits} bits"
     elif st["status"] == "denied":
         where = f"denied ({st.get('reason')}): all steps local"
     else:
         where = f"edge failed ({st.get('reason')}): all steps local"
     predicted = st.get("predicted_latency_s")
     print(
-        f"wrote {args.out}: {size}, {request.steps} steps ({where}; {result.split} local on {model.name}); "
+        f"wrote {args.out}: {size}, {request.steps} steps = {result.steps} denoiser calls "
+        f"({where}; {result.split} local on {model.name}); "
         f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
         f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )

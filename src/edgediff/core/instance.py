@@ -92,6 +92,8 @@ class _InstanceSchema(_Strict):
     edge: _EdgeSchema = _EdgeSchema(k=DEFAULT_EDGE.k, h=DEFAULT_EDGE.h)
     link: _LinkSchema = _LinkSchema()
     pai: _PaiSchema = _PaiSchema()
+    running: list[NonNegativeFloat] = []
+    start_delay: NonNegativeFloat = 0.0
     users: Annotated[list[_UserSchema], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -172,6 +174,12 @@ class Instance:
     pai: PaiCurve = field(default_factory=PaiCurve)
     # d_i: steps of a usable cached output; None (no cache) becomes zeros when built
     cached_steps: np.ndarray = None  # type: ignore[assignment]
+    # r_s, s = 1..len: members of other windows in the batch at this window's s-th edge step
+    # (0 beyond; an expectation, so not always whole); None (nothing running): an empty array
+    running: np.ndarray = None  # type: ignore[assignment]
+    _running_work: np.ndarray = field(init=False, repr=False)  # R(m) for m = 0..len(running)
+    # seconds from the decision to this window's first edge step (a step already in flight)
+    start_delay: float = 0.0
 
     def __post_init__(self):
         for name in ("k", "h", "alpha", "request_time", "prompt_bits", "intermediate_bits"):
@@ -186,6 +194,27 @@ class Instance:
             )
         cached.setflags(write=False)
         object.__setattr__(self, "cached_steps", cached)
+        running = np.zeros(0) if self.running is None else np.asarray(self.running, dtype=float)
+        if running.ndim != 1 or not np.all(np.isfinite(running) & (running >= 0)):
+            raise InstanceError(f"running must be a list of member counts >= 0, got shape {running.shape}")
+        running = np.trim_zeros(running, "b")  # r_s = 0 beyond the array: the same instance
+        running.setflags(write=False)
+        object.__setattr__(self, "running", running)
+        cumulative = np.concatenate(([0.0], np.cumsum(running)))
+        cumulative.setflags(write=False)
+        object.__setattr__(self, "_running_work", cumulative)
+
+    @property
+    def has_running(self) -> bool:
+        """Whether members of earlier windows share this window's edge steps (docs/offloading-model.md,
+        "The running batch")."""
+        return bool(self.running.size)
+
+    def running_members(self, m) -> np.ndarray:
+        """``R(m) = sum_{s <= m} r_s``: member-steps of earlier windows' members that run beside a
+        granted user's ``m`` edge steps (``m`` any integer array, ``>= 0``)."""
+        work = self._running_work
+        return work[np.minimum(np.asarray(m, dtype=np.int64), len(work) - 1)]
 
     @property
     def has_cached_steps(self) -> bool:
@@ -235,6 +264,8 @@ class Instance:
             prompt_bits=np.array([u.prompt_bits for u in users]),
             intermediate_bits=np.array([u.intermediate_bits for u in users]),
             cached_steps=np.array([u.cached_steps for u in users]),
+            running=np.array(s.running, dtype=float),
+            start_delay=s.start_delay,
             N=s.N,
             N_hat=s.N_hat,
             B_max=s.B_max,
@@ -257,6 +288,8 @@ class Instance:
             "edge": {"k": self.edge_k, "h": self.edge_h},
             "link": {"eta": self.eta, "W_max": self.W_max},
             "pai": {"a": self.pai.a, "b": self.pai.b},
+            **({"running": self.running.tolist()} if self.has_running else {}),
+            **({"start_delay": self.start_delay} if self.start_delay else {}),
             "users": [
                 {
                     "id": self.ids[i],

@@ -11,6 +11,11 @@ A decision grants or denies each user and gives each a split point ``n``: steps
 
 A user whose request can start from a cached output ``d_i`` steps deep has only
 ``m_i = max(0, N - n_i - d_i)`` edge steps to run (in both models; ``d_i = 0`` without a cache).
+
+Members of earlier windows still running (``r_s`` at the window's ``s``-th edge step) are in
+every step's batch too: since ``L_e`` is linear in the batch size, they add
+``(k_e/G) R(m_i)``, ``R(m) = sum_{s <= m} r_s``, to a granted user's edge time in both models;
+a step already in flight when the window is decided delays every granted user by ``start_delay``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,14 @@ def edge_steps_to_run(instance: Instance, decision: Decision) -> np.ndarray:
     return np.maximum(decision.offloaded_steps(instance) - instance.cached_steps, 0)
 
 
+def running_latency(instance: Instance, edge_steps) -> np.ndarray:
+    """``(k_e/G) R(m)``: what the members of earlier windows add to the edge time of a granted
+    user running ``m`` edge steps (docs/offloading-model.md, "The running batch")."""
+    if not instance.has_running:
+        return np.zeros(np.shape(edge_steps))
+    return instance.edge_k / instance.G * instance.running_members(edge_steps)
+
+
 def denied_latency(instance: Instance) -> np.ndarray:
     """``L_i = l_R,i + N L_i(1)``: the latency of every user if denied."""
     return instance.waiting_latency + instance.N * instance.local_step_latency
@@ -128,6 +141,6 @@ def evaluate(instance: Instance, decision: Decision, latency_model: LatencyModel
         else:
             edge = edge_latency_timeline(edge_steps[g], instance.G, instance.edge_k, instance.edge_h)
         tx = transmission_latency(instance.payload_bits[g], b, instance.eta, instance.W_max)
-        latency[g] += edge + tx
+        latency[g] += edge + running_latency(instance, edge_steps[g]) + tx + instance.start_delay
     pai = instance.pai(n)
     return Evaluation(latency=latency, pai=pai, utility=instance.alpha * pai - latency, latency_model=latency_model)

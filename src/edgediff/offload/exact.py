@@ -9,7 +9,9 @@ Two scans return the same decision. :func:`full_scan` builds the whole ``(I, B)`
 and sorts every column: fastest for small windows. :func:`bounded_scan` is for city-scale
 windows: gains only fall as ``b`` grows, so it evaluates each batch size only for the users
 that can be among its best ``b + 1``, and stops at the batch size past which no larger one can
-beat the incumbent. Proofs: docs/offloading-model.md.
+beat the incumbent. Members of earlier windows still running add ``(k_e/G) R(m_i)`` to a
+granted user's edge time, a term of its own split alone: the decomposition, the falling gains
+and so both scans stay exact (the splits are then enumerated). Proofs: docs/offloading-model.md.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
-from edgediff.core.model import Decision, denied_latency
+from edgediff.core.model import Decision, denied_latency, running_latency
 from edgediff.core.profiles import edge_step_latency
 from edgediff.offload.split import best_splits
 
@@ -101,6 +103,7 @@ def rounding_slack(instance: Instance, edge_batch: int) -> float:
     largest_term = (
         np.max(instance.alpha + instance.waiting_latency + instance.N * np.abs(instance.local_step_latency))
         + instance.N * abs(edge_step_latency(edge_batch, instance.G, instance.edge_k, instance.edge_h))
+        + abs(float(running_latency(instance, instance.N)))
         + np.max(transmission_latency(instance.payload_bits, batch, instance.eta, instance.W_max))
     )
     return ROUNDING_SLACK * batch * float(largest_term)

@@ -10,7 +10,9 @@ runs ``e_i = max(0, N - N_hat - d_i)`` steps: ``A_i`` gains ``(N - N_hat - e_i) 
 ``y_ij = x_i x_j`` (i < j) are linearized in the standard way (Glover & Woolsey): since
 their cost ``B_i + B_j`` is non-negative, ``y_ij >= x_i + x_j - 1, y_ij >= 0`` suffices.
 The resulting grant vector (split ``N_hat``) is what the policy returns; its objective is
-then computed by the true model like every other policy's.
+then computed by the true model like every other policy's. Members of earlier windows still
+running add ``(k_e/G) R(e_i)`` to a granted user's edge time, a constant of ``x`` at the fixed
+split: ``A_i`` loses it (docs/offloading-model.md, "The running batch").
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
-from edgediff.core.model import Decision
+from edgediff.core.model import Decision, running_latency
 from edgediff.offload.policies import SolverError
 
 
@@ -36,6 +38,8 @@ def solve_milp(instance: Instance, time_limit: float | None = None) -> Decision:
         instance.alpha * (pai(instance.N_hat) - pai(instance.N))
         + steps * (instance.local_step_latency - instance.edge_h)
         + (steps - edge_steps) * instance.edge_h
+        - running_latency(instance, edge_steps)
+        - instance.start_delay
     )
     slope = transmission_latency(instance.payload_bits, 1, instance.eta, instance.W_max)
     slope = slope + edge_steps * instance.edge_k / instance.G

@@ -9,6 +9,10 @@ up to the larger root ``n+`` and decreases after it, so over the integers of
 ``[N_hat, N]`` its maximum is at ``N_hat``, ``N``, ``floor(n+)`` or ``ceil(n+)`` (clipped).
 This holds whether or not ``N_hat > b_F`` (the paper's concavity condition), and needs
 no numerical root finding (the paper uses SciPy's solver because it missed the closed form).
+
+With members of earlier windows running, ``O`` also loses ``(k_e/G) R(N - n - d)``, a term of
+no closed shape: every integer split of ``[N_hat, N]`` is then evaluated (still exact;
+docs/offloading-model.md, "The running batch").
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
-from edgediff.core.model import Decision
+from edgediff.core.model import Decision, running_latency
 from edgediff.core.profiles import edge_step_latency
+
+ENUMERATION_CELLS = 4_000_000
+"""Values evaluated at once when every split is enumerated (users are taken in chunks)."""
 
 
 def _best_on_interval(instance: Instance, alpha, saving, lo, hi) -> np.ndarray:
@@ -48,6 +55,8 @@ def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)
     ``alpha F(n) - n L_i(1)`` on ``n >= N - d``; each piece has the shape above, so the best of
     the two pieces' closed-form candidates is the optimum (docs/offloading-model.md, "Cached steps").
     """
+    if instance.has_running:
+        return _best_by_enumeration(instance, edge_step, users)
     alpha = instance.alpha[users, None]
     local = instance.local_step_latency[users, None]
     N, N_hat = float(instance.N), float(instance.N_hat)
@@ -66,6 +75,30 @@ def best_split_for_edge_latency(instance: Instance, edge_step, users=slice(None)
     return best.astype(np.int64), alpha * instance.pai(best) - (instance.N - best) * edge_step - best * local
 
 
+def _best_by_enumeration(instance: Instance, edge_step, users) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_split_for_edge_latency` by evaluating every split ``N..N_hat`` (ties: the
+    larger ``n``), the running members' ``(k_e/G) R(m)`` included."""
+    alpha = instance.alpha[users]
+    local = instance.local_step_latency[users]
+    cached = instance.cached_steps[users]
+    edge_step = np.asarray(edge_step, dtype=float)
+    shape = np.broadcast_shapes(alpha[:, None].shape, edge_step.shape)
+    edge_step = np.broadcast_to(edge_step, shape)
+    n = np.arange(instance.N, instance.N_hat - 1, -1)  # descending: argmax keeps the larger n on ties
+    best, value = np.empty(shape, np.int64), np.empty(shape)
+    chunk = max(1, ENUMERATION_CELLS // (shape[1] * n.size))
+    for lo in range(0, shape[0], chunk):
+        rows = slice(lo, lo + chunk)
+        m = np.maximum(instance.N - n[None, :] - cached[rows, None], 0)  # users x splits
+        fixed = alpha[rows, None] * instance.pai(n)[None, :] - n[None, :] * local[rows, None]
+        fixed = fixed - running_latency(instance, m)
+        values = fixed[:, None, :] - m[:, None, :] * edge_step[rows, :, None]  # users x B x splits
+        at = values.argmax(axis=2)
+        best[rows] = n[at]
+        value[rows] = np.take_along_axis(values, at[..., None], axis=2)[..., 0]
+    return best, value
+
+
 def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """Best split and granted utility of each of ``users`` (default: all) for every batch size.
 
@@ -76,7 +109,7 @@ def best_splits(instance: Instance, batch_sizes, users=slice(None)) -> tuple[np.
     edge = edge_step_latency(b, instance.G, instance.edge_k, instance.edge_h)
     best, value = best_split_for_edge_latency(instance, edge, users)
     link = transmission_latency(instance.payload_bits[users, None], b, instance.eta, instance.W_max)
-    return best, value - instance.waiting_latency[users, None] - link
+    return best, value - instance.waiting_latency[users, None] - link - instance.start_delay
 
 
 def optimize_splits(instance: Instance, granted) -> Decision:

@@ -16,7 +16,9 @@ that latency. One assignment per ``b`` (SciPy's ``linear_sum_assignment``), keep
 For large windows each assignment runs over the users among some rank's best ``b`` only (an
 optimal assignment never needs another), the rank table grows in doubling blocks, and the scan
 stops at the ``b`` past which no larger one can beat the incumbent (docs/offloading-model.md,
-"Large windows").
+"Large windows"). Members of earlier windows still running add ``(k_e/G) R(m_i)`` to a user's
+edge time, a term of its own split alone: each cell prices it and the assignment stays exact
+(docs/offloading-model.md, "The running batch").
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from edgediff.core.instance import Instance
 from edgediff.core.link import transmission_latency
-from edgediff.core.model import Decision
+from edgediff.core.model import Decision, running_latency
 from edgediff.core.profiles import edge_step_latency
 from edgediff.errors import InputError
 from edgediff.offload.exact import (
@@ -56,6 +58,7 @@ def _rank_values(instance: Instance, ranks: np.ndarray, split_grid: Sequence[int
     n = grid[None, None, :]  # users x ranks x grid
     remaining = np.maximum(instance.N - n - instance.cached_steps[:, None, None], 0)  # after a cache hit
     value = instance.alpha[:, None, None] * instance.pai(n) - remaining * edge[..., None] - n * local
+    value = value - running_latency(instance, remaining)
     best = value.argmax(axis=2)
     return grid[best], np.take_along_axis(value, best[..., None], axis=2)[..., 0]
 
@@ -82,13 +85,14 @@ def solve_timeline(instance: Instance, split_grid: Sequence[int] | None = None) 
     slope_min = float(link_slope(instance).min())
     slack = rounding_slack(instance, 2 * max_batch - 1)
     waiting, denied = instance.waiting_latency[:, None], denied_utility(instance)[:, None]
+    delay = instance.start_delay  # a granted user's, whatever its rank and split
     split, gain = np.zeros((instance.num_users, 0), np.int64), np.zeros((instance.num_users, 0))
     best_total, best = 0.0, Decision.all_local(instance)
     for b in range(1, max_batch + 1):
         if gain.shape[1] < min(b + 1, max_batch):  # ranks 1..b, and b + 1 for the bound; grow by doubling
             ranks = np.arange(gain.shape[1] + 1, min(max(2 * gain.shape[1], 32), max_batch) + 1)
             more_split, value = _rank_values(instance, ranks, split_grid)
-            split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied])
+            split, gain = np.hstack([split, more_split]), np.hstack([gain, value - waiting - denied - delay])
             rank_best = gain.max(axis=0)  # C_r: no user gains more at rank r, nor at any later rank
         link = transmission_latency(instance.payload_bits, b, instance.eta, instance.W_max)
         weight = gain[:, :b] - link[:, None]
@@ -130,6 +134,9 @@ def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: i
         count = granted.sum(axis=1)
         m = np.where(granted, np.maximum(instance.N - n - instance.cached_steps, 0), 0)  # edge steps still to run
         batch = (m[:, None, :] >= s[None, :, None]).sum(axis=2)  # b_s per candidate
+        running = np.zeros(steps, np.int64)  # earlier windows' members in each step, from the instance's r_s
+        running[: min(steps, instance.running.size)] = instance.running[:steps]
+        batch = batch + running[None, :]
         elapsed = np.concatenate(
             [
                 np.zeros((len(m), 1)),
@@ -142,7 +149,11 @@ def brute_force_timeline(instance: Instance, split_grid: Sequence[int], chunk: i
             instance.payload_bits[None, :], np.maximum(count, 1)[:, None], instance.eta, instance.W_max
         )
         split = np.where(granted, n, instance.N)
-        latency = instance.waiting_latency + split * instance.local_step_latency + np.where(granted, edge + link, 0.0)
+        latency = (
+            instance.waiting_latency
+            + split * instance.local_step_latency
+            + np.where(granted, edge + link + instance.start_delay, 0.0)
+        )
         value = np.where(granted, instance.alpha * instance.pai(split) - latency, denied).sum(axis=1)
         value[count > instance.max_granted] = -np.inf
         at = int(np.argmax(value))

@@ -76,6 +76,14 @@ def check_request(model: DiffusionModel, request: GenerationRequest) -> tuple[in
     return height, width, scheduler_class, scheduler_config
 
 
+def request_calls(model: DiffusionModel, request: GenerationRequest) -> int:
+    """``N`` of ``request``: the denoiser calls of its schedule (its steps with its scheduler),
+    the unit of split points (docs/runtime.md, "One unit")."""
+    from edgediff.runtime.schedulers import schedule_length
+
+    return schedule_length(*request_scheduler(model, request), request.steps)
+
+
 def request_scheduler(model: DiffusionModel, request: GenerationRequest) -> tuple[str, dict]:
     """The scheduler class and config of ``request``: the model's, or the class it names
     with its config and the request's options (``Scheduler.from_config(config, **options)``,

@@ -47,3 +47,20 @@ def labelled_grid(images: Sequence, labels: Sequence[Sequence[str]], columns: in
         for j, line in enumerate(label):
             draw.text((x, y + tile.height + pad + j * (font_px + pad)), line, fill="black", font=font)
     return grid
+
+
+def save_image(image, out, native: bool = False) -> str:
+    """Write ``image`` to ``out`` (enlarged to a viewable size unless ``native``); return what
+    was written. An unwritable path is one :class:`~edgediff.errors.InputError`."""
+    from PIL import Image
+
+    from edgediff.errors import InputError
+
+    picture = Image.fromarray(image) if native else enlarge(image)
+    try:
+        picture.save(out)
+    except OSError as err:
+        raise InputError(f"cannot write {str(out)!r}: {err.strerror or err}") from None
+    h, w = image.shape[:2]
+    size = f"{picture.width}x{picture.height}"
+    return size if picture.width == w else f"{size} (the model's {w}x{h}, enlarged {picture.width // w}x)"

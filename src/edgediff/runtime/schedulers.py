@@ -69,6 +69,14 @@ def scheduler_options(cls) -> frozenset:
     return frozenset(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
 
 
+def schedule_length(class_name: str, config: dict, steps: int) -> int:
+    """Denoiser calls (model evaluations) of a request of ``steps`` inference steps: the length
+    of the scheduler's own timestep schedule (``steps`` for first-order and multistep solvers,
+    ``2 steps - 1`` for Heun and KDPM2, ``steps + 1`` for PNDM with its warm-up). The edge plans,
+    runs and reports split points in this unit (docs/runtime.md, "One unit")."""
+    return len(_scheduler_template(class_name, json.dumps(config, sort_keys=True), steps, "cpu").timesteps)
+
+
 @functools.lru_cache(maxsize=64)
 def _scheduler_template(class_name: str, config: str, steps: int, device: str):
     scheduler = from_config(scheduler_type(class_name), json.loads(config))

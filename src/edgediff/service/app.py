@@ -40,7 +40,7 @@ from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine
 from edgediff.service.face import Answer, Face
 from edgediff.service.job import QueueFull, ShuttingDown
-from edgediff.service.schemas import ErrorBody, JobStatus, SubmitRequest
+from edgediff.service.schemas import ErrorBody, JobStatus, MeasuredLatency, SubmitRequest
 from edgediff.service.tenants import OPERATOR, OverQuota, digest, presented_key
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,16 @@ class EngineFace:
             return Answer(200, snap.payload, headers)
         return Answer(409 if snap.terminal else 202, snap.to_status())
 
+    async def measured(self, job_id: str, tenant: str | None, latency_s: float) -> Answer:
+        """The device's total latency for a request the edge finished: 200 with the status;
+        404 if unknown, 409 if not finished at the edge or already reported."""
+        taken = self.engine.measured(job_id, latency_s, tenant)
+        if taken is None:
+            return unknown_id(job_id)
+        if not taken:
+            return Answer(409, {"error": f"request {job_id!r} was not finished at the edge, or was already reported"})
+        return Answer(200, self.engine.get(job_id, tenant).to_status())
+
     async def info(self, tenant: str | None) -> dict:
         return self.engine.info(tenant)
 
@@ -335,6 +345,21 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
         if tenant == OPERATOR:  # the operator sees every request's status, not tenants' content
             raise HTTPException(403, "the operator key fetches no latents: use the tenant's key")
         return (await face.latent(job_id, tenant, wait)).response()
+
+    @app.post(
+        "/v1/requests/{job_id}/measured",
+        response_model=JobStatus,
+        responses={
+            **_ERRORS,
+            400: {"model": ErrorBody, "description": "body is not decodable"},
+            409: {"model": ErrorBody, "description": "not done at the edge, or already reported"},
+            413: {"model": ErrorBody, "description": "body too large"},
+        },
+    )
+    async def measured(job_id: str, body: MeasuredLatency, tenant: Tenant):
+        """The device reports the request's total latency (submit to decoded image), once: the
+        prediction's error is then measured end to end (``/metrics``, the status page)."""
+        return (await face.measured(job_id, tenant, body.latency_s)).response()
 
     @app.get("/v1/info", responses={401: _ERRORS[401]})
     async def info(tenant: Tenant):

@@ -149,6 +149,14 @@ class EdgeClient:
             if remaining <= 0:
                 raise ServiceTimeout(f"no decision for request {job_id} within {timeout:g} s")
 
+    def report_latency(self, job_id: str, latency_s: float) -> dict:
+        """Tell the edge what this device measured (submit to decoded image), once per request:
+        the edge measures its prediction's error end to end. Returns the request's status."""
+        response = self._call("POST", f"/v1/requests/{job_id}/measured", json={"latency_s": latency_s})
+        if response.status_code != 200:
+            raise ServiceError(_error_text(response), response.status_code)
+        return response.json()
+
     def fetch_latent(self, job_id: str, timeout: float = 300.0) -> tuple[bytes | None, dict | None]:
         """Long-poll for the latent: ``(payload, None)`` when done, ``(None, status)`` when the
         request was denied or failed (the device then runs everything)."""
@@ -228,8 +236,8 @@ class RemoteResult:
 
     image: object  # uint8 (H, W, 3)
     status: dict  # the request's final status from the edge
-    split: int  # steps n..1 ran on the device
-    steps: int
+    split: int  # denoiser calls n..1 ran on the device
+    steps: int  # N: the schedule's denoiser calls (the unit of split; the request's own steps may be fewer)
     payload_bits: int
     predicted_latency_s: float | None
     measured_latency_s: float
@@ -318,13 +326,19 @@ def generate_remote(
     local_start = time.perf_counter()
     image = finish(model, answer.state)
     local_s = time.perf_counter() - local_start
+    measured = answer.elapsed_s + local_s
+    if answer.status.get("status") == "done":  # the edge's prediction is checked against what this device saw
+        try:
+            client.report_latency(answer.status["id"], measured)
+        except ServiceError as err:  # a report is a courtesy: the image is made
+            log.warning("could not report the measured latency of %s: %s", answer.status["id"], err)
     return RemoteResult(
         image=image,
         status=answer.status,
         split=answer.state.split,
-        steps=request.steps,
+        steps=answer.state.steps,
         payload_bits=answer.payload_bits,
         predicted_latency_s=answer.status.get("predicted_latency_s"),
-        measured_latency_s=answer.elapsed_s + local_s,
+        measured_latency_s=measured,
         local_s=local_s,
     )

@@ -47,7 +47,7 @@ from edgediff.errors import InputError
 from edgediff.service.app import EngineFace, unknown_id
 from edgediff.service.config import ServiceConfig
 from edgediff.service.face import Answer
-from edgediff.service.routing import least_expected_latency
+from edgediff.service.routing import least_expected_latency, running_work
 from edgediff.service.schemas import SITE_NAME, TERMINAL, SubmitRequest
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,9 @@ class SiteActor:
                 finished[job_id] = job.to_status()
         return self.engine.load(), finished
 
+    async def measured(self, job_id: str, tenant, latency_s: float) -> Answer:
+        return await self.face.measured(job_id, tenant, latency_s)
+
     async def info(self, tenant=None) -> dict:
         return await self.face.info(tenant)
 
@@ -149,6 +152,7 @@ class _Site:
     up: bool = True  # routed to
     lost: str | None = None  # why the actor is gone for good
     open: dict = field(default_factory=dict)  # id -> (tenant, last status) of requests not seen terminal
+    sending: int = 0  # requests routed here whose submit has not answered yet (not in ``load``)
 
     @property
     def name(self) -> str:
@@ -315,19 +319,27 @@ class FrontDoor:
     def route(self, steps: int) -> _Site | None:
         """The up site of least expected latency for a request of ``steps`` steps (None: no
         site is up). A site's wait is its last reported time to the next window end, moved
-        on by the time since the report (window by window)."""
+        on by the time since the report (window by window); its queue counts the requests
+        routed there whose submit has not answered yet, its batch each running member's
+        edge steps left (:mod:`edgediff.service.routing`)."""
         up = [s for s in self.sites.values() if s.up and s.lost is None]
         if not up:
             return None
         now = time.monotonic()
-        load = {key: np.array([s.load[key] for s in up], float) for key in up[0].load if key != "closing"}
+        keys = ("queued", "members", "next_window_s", "window_s", "k", "h", "gpus", "queue_limit", "n_hat_fraction")
+        load = {key: np.array([s.load[key] for s in up], float) for key in keys}
         age = np.array([now - s.seen_at for s in up])
         late = age - load["next_window_s"]  # > 0: that window end has passed
         wait = np.where(late > 0, (-late) % load["window_s"], -late)
         offloaded = steps - np.minimum(steps, np.round(load["n_hat_fraction"] * steps))
+        work = [
+            s.load["members"] * m if "running_steps" not in s.load else running_work(s.load["running_steps"], m)
+            for s, m in zip(up, offloaded)
+        ]
+        queued = load["queued"] + np.array([s.sending for s in up])
         k_g = load["k"] / load["gpus"]
         index = least_expected_latency(
-            wait, offloaded, k_g, load["h"], load["members"], load["queued"], load["queue_limit"]
+            wait, offloaded, k_g, load["h"], load["members"], queued, load["queue_limit"], work
         )
         return up[index]
 
@@ -347,11 +359,14 @@ class FrontDoor:
             if not site.up:
                 why = site.lost or "not answering its health polls"
                 return Answer(503, {"error": f"site {site.name} is down ({why})"}, retry)
+            site.sending += 1
             try:
                 answer, load = await _awaitable(site.handle.submit.remote(body, tenant))
             except ray.exceptions.RayActorError as err:  # died since the last poll: route again
                 self._lose(site, err)
                 continue
+            finally:
+                site.sending -= 1
             site.load, site.seen_at = load, time.monotonic()
             if answer.status_code == 202:
                 site.open[answer.content["id"]] = (tenant, answer.content)
@@ -372,6 +387,12 @@ class FrontDoor:
 
     async def latent(self, job_id: str, tenant, wait: float) -> Answer:
         return await self._forward(job_id, tenant, "latent", wait)
+
+    async def measured(self, job_id: str, tenant, latency_s: float) -> Answer:
+        site = self._site_of(job_id)
+        if site is not None and site.lost is not None and self._final(job_id, tenant) is not None:
+            return Answer(409, {"error": f"{site.lost}; request {job_id!r} cannot take a report"})
+        return await self._forward(job_id, tenant, "measured", latency_s)
 
     async def _forward(self, job_id: str, tenant, call: str, *args) -> Answer:
         import ray

@@ -159,6 +159,7 @@ class EdgeBatch:
         from edgediff.runtime.executor import BatchedExecutor
 
         self.model, self.executor, self.steps = model, BatchedExecutor(model), 0
+        self.in_flight = 0  # members of the step launched and not yet completed
 
     def __len__(self) -> int:
         return len(self.executor)

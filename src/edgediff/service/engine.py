@@ -222,10 +222,11 @@ class EdgeEngine:
             negative_prompt=body.negative_prompt,
             **body.generation_options(),
         )
-        if body.generation_options():
-            from edgediff.runtime.executor import check_request
+        from edgediff.runtime.executor import check_request, request_calls
 
+        if body.generation_options():
             check_request(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
+        calls = request_calls(self.model, request)  # N: what the edge plans and runs in
         with self._cond:
             now = time.perf_counter()
             if self._closing:
@@ -243,6 +244,7 @@ class EdgeEngine:
                 k,
                 h,
                 now,
+                calls,
                 tenant=tenant,
                 area=self._latent_area(request),
             )
@@ -253,7 +255,7 @@ class EdgeEngine:
                 job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
             if journal is not None:  # written ahead, before the job can run or finish
-                journal.accepted(job.id, job.steps, tenant)
+                journal.accepted(job.id, job.request.steps, tenant, job.calls)
             self._jobs.add(job)
             self.stats.accepted += 1
             self.ledger.accepted(tenant, now)
@@ -279,6 +281,14 @@ class EdgeEngine:
     def _get(self, job_id: str) -> Job | None:
         with self._cond:
             return self._jobs.get(job_id)
+
+    def measured(self, job_id: str, latency_s: float, tenant: str | None = None) -> bool | None:
+        """The device's report of request ``job_id``'s total latency (None: unknown id; False:
+        not a request the edge finished, or already reported)."""
+        job = self.get(job_id, tenant)
+        if job is None or not isinstance(job, Job):
+            return None
+        return self.publish.measured(job, latency_s)
 
     def jobs(self) -> list[Job]:
         with self._cond:
@@ -373,6 +383,7 @@ class EdgeEngine:
         with self.stats.timed("step"):
             pending = batch.executor.launch(self._denoiser_thread)
         batch.steps += 1
+        batch.in_flight = members
         return pending, members, time.perf_counter(), tenants
 
     def _complete(self, batch: EdgeBatch, launched) -> list:
@@ -380,6 +391,7 @@ class EdgeEngine:
         taken now: the next step moves on) and the members that left. A failure no member's own
         fails every member still running, and a fresh executor takes over."""
         pending, members, start, tenants = launched
+        batch.in_flight = 0
         try:
             with self.stats.timed("step"):
                 left = batch.executor.complete(pending)

@@ -248,6 +248,9 @@ class EngineProcess:
     async def latent(self, job_id: str, tenant, wait: float) -> Answer:
         return await self._answer("latent", job_id, tenant, wait)
 
+    async def measured(self, job_id: str, tenant, latency_s: float) -> Answer:
+        return await self._answer("measured", job_id, tenant, latency_s)
+
     async def health(self) -> Answer:
         return await self._answer("health")
 

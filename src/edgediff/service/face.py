@@ -43,6 +43,10 @@ class Face(Protocol):
         """A request's latent payload once done (else its status)."""
         ...
 
+    async def measured(self, job_id: str, tenant: str | None, latency_s: float) -> Answer:
+        """Record the device's total latency of a request the edge finished (its status)."""
+        ...
+
     async def info(self, tenant: str | None) -> dict:
         """``/v1/info`` as ``tenant`` sees it (None: keys off; the operator: everything)."""
         ...

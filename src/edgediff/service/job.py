@@ -41,7 +41,7 @@ class JobSnapshot:
     """A request's status at one moment (the fields of ``JobStatus`` and the payload)."""
 
     id: str
-    steps: int
+    steps: int  # the inference steps the client asked for
     arrived: float
     status: str = "queued"
     window: int | None = None
@@ -55,6 +55,15 @@ class JobSnapshot:
     decided_at: float | None = None
     finished_at: float | None = None
     payload: bytes | None = field(default=None, repr=False)
+    calls: int | None = None  # N: the schedule's denoiser calls (None: ``steps``), the unit of ``split``
+    predicted_handoff_s: float | None = None
+    predicted_edge_s: float | None = None
+    measured_latency_s: float | None = None  # the device's submit-to-image time, as its client reported it
+
+    @property
+    def N(self) -> int:
+        """Denoiser calls of the whole schedule: the unit of ``split`` (docs/service.md)."""
+        return self.steps if self.calls is None else self.calls
 
     @property
     def terminal(self) -> bool:
@@ -68,7 +77,8 @@ class JobSnapshot:
             "window": self.window,
             "granted": self.granted,
             "split": self.split,
-            "offloaded_steps": None if self.split is None else self.steps - self.split,
+            "calls": self.N,
+            "offloaded_steps": None if self.split is None else self.N - self.split,
             "predicted_latency_s": self.predicted_latency_s,
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
@@ -79,6 +89,27 @@ class JobSnapshot:
             if self.finished_at is None or self.decided_at is None or not self.granted
             else self.finished_at - self.decided_at,
             "payload_bytes": None if self.payload is None else len(self.payload),
+            "predicted_handoff_s": self.predicted_handoff_s,
+            "predicted_edge_s": self.predicted_edge_s,
+            "handoff_s": None if self.finished_at is None or self.status != "done" else self.finished_at - self.arrived,
+            "measured_latency_s": self.measured_latency_s,
+        }
+
+    def prediction_errors(self) -> dict[str, float]:
+        """``(measured - predicted) / predicted`` of the parts measured so far, for a request
+        the edge finished (``done``): ``edge`` (decision to latent), ``handoff`` (arrival to
+        latent) and ``total`` (what the device reported, submit to image)."""
+        if self.status != "done" or self.finished_at is None or self.decided_at is None:
+            return {}
+        pairs = {
+            "edge": (self.finished_at - self.decided_at, self.predicted_edge_s),
+            "handoff": (self.finished_at - self.arrived, self.predicted_handoff_s),
+            "total": (self.measured_latency_s, self.predicted_latency_s),
+        }
+        return {
+            part: (measured - predicted) / predicted
+            for part, (measured, predicted) in pairs.items()
+            if measured is not None and predicted is not None and predicted > 0
         }
 
 
@@ -92,6 +123,7 @@ class Job:
     k: float
     h: float
     arrived: float
+    calls: int = 0  # N: the denoiser calls of the request's schedule (0: ``request.steps``)
     snapshot: JobSnapshot = field(init=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
     cached_steps: int = 0  # d_i: steps of the cached latent it could start from, seen before its window's decision
@@ -106,11 +138,14 @@ class Job:
     area: float = 1.0  # its latent area over the model's native one (the window scales its costs by it)
 
     def __post_init__(self):
-        self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived)
+        self.calls = self.calls or self.request.steps
+        self.snapshot = JobSnapshot(self.id, self.request.steps, self.arrived, calls=self.calls)
 
     @property
     def steps(self) -> int:
-        return self.request.steps
+        """``N`` of the window's instance: denoiser calls of the schedule, the unit the edge
+        plans, runs and reports split points in (``request.steps`` is what the client asked)."""
+        return self.calls
 
     @property
     def alpha(self) -> float:
@@ -142,8 +177,11 @@ class RestoredJob:
     def from_record(cls, record: dict, status: str, reason: str | None) -> RestoredJob:
         """The request of an earlier run from its journal ``record``, answered ``status``."""
         steps, split = record["steps"], record.get("split")  # replay returns only valid records
-        granted = None if split is None else split < steps
-        snapshot = JobSnapshot(record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason)
+        calls = record.get("calls") or steps
+        granted = None if split is None else split < calls
+        snapshot = JobSnapshot(
+            record["id"], steps, 0.0, status, record.get("window"), granted, split, reason=reason, calls=calls
+        )
         return cls(snapshot, record.get("tenant"))
 
     @property

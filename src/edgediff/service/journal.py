@@ -53,6 +53,7 @@ class Accepted(BaseModel):
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)]
     time: Annotated[float, Field(allow_inf_nan=False)] | None = None
     tenant: str | None = None
+    calls: Annotated[int, Field(ge=1)] | None = None  # N in denoiser calls, the unit of split (None: steps)
 
 
 class Finished(BaseModel):
@@ -105,12 +106,17 @@ def replay(path: str | Path, keep: int, *, warn: bool = True) -> Replay:
                     pending[record.id] = record.model_dump()
                     continue
                 accepted = None if record is None else pending.get(record.id)
-                if record is None or accepted is None or (record.split or 0) > accepted["steps"]:
+                if record is None or accepted is None or (record.split or 0) > (accepted["calls"] or accepted["steps"]):
                     skipped += 1  # not a record, a terminal one never accepted or one splitting past its steps
                     continue
                 del pending[record.id]
                 finished.pop(record.id, None)
-                finished[record.id] = {**record.model_dump(), "steps": accepted["steps"], "tenant": accepted["tenant"]}
+                finished[record.id] = {
+                    **record.model_dump(),
+                    "steps": accepted["steps"],
+                    "calls": accepted["calls"],
+                    "tenant": accepted["tenant"],
+                }
                 if len(finished) > keep:
                     finished.popitem(last=False)
         except OSError as err:
@@ -152,9 +158,12 @@ class Journal:
         if created and fsync:  # the new file's directory entry, too
             _fsync_directory(self.path.parent)
 
-    def accepted(self, job_id: str, steps: int, tenant: str | None = None) -> None:
-        """Write ahead: ``job_id`` was accepted. Call :meth:`sync` before the client hears so."""
+    def accepted(self, job_id: str, steps: int, tenant: str | None = None, calls: int | None = None) -> None:
+        """Write ahead: ``job_id`` was accepted (``steps`` asked, ``calls`` its schedule's
+        denoiser calls, the unit of its split). Call :meth:`sync` before the client hears so."""
         record = {"id": job_id, "status": "queued", "steps": steps, "time": time.time()}
+        if calls is not None and calls != steps:
+            record["calls"] = calls
         if tenant is not None:
             record["tenant"] = tenant
         self._write(record)

@@ -15,6 +15,9 @@ from edgediff.service.tenants import QUOTA_REASONS
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 REJECT_REASONS = ("queue_full", "shutting_down")
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# (measured - predicted) / predicted: symmetric around 0, finer near it
+ERROR_BUCKETS = (-0.5, -0.25, -0.1, -0.05, -0.03, -0.01, 0.01, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
+PREDICTION_PARTS = ("edge", "handoff", "total")
 
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0)
@@ -79,6 +82,17 @@ class ServiceMetrics:
         self.worker_rows = Gauge(
             "edgediff_worker_rows", "Denoiser rows the worker has computed (0 without a pool)", ["worker"], registry=r
         )
+
+        self.prediction_error = Histogram(
+            "edgediff_prediction_error_ratio",
+            "(measured - predicted) / predicted of a granted request's edge time (decision to latent), "
+            "hand-off (arrival to latent) and total latency (the device's report)",
+            ["part"],
+            buckets=ERROR_BUCKETS,
+            registry=r,
+        )
+        for part in PREDICTION_PARTS:
+            self.prediction_error.labels(part)
 
         # every labelled series exists at zero from start-up (a rate() over it needs no first event)
         reasons = REJECT_REASONS + (QUOTA_REASONS if self.tenants else ())

@@ -60,6 +60,27 @@ class Publisher:
         job.decided.set()
         self._signal(job.async_decided)
 
+    def measured(self, job: Job, latency_s: float) -> bool:
+        """The device's report of ``job``'s total latency (submit to image): kept in its status
+        and counted in the prediction's error, once; False if not a request the edge finished
+        or already reported."""
+        with self.lock:
+            snapshot = job.snapshot
+            if snapshot.status != "done" or snapshot.measured_latency_s is not None:
+                return False
+            job.snapshot = snapshot = replace(snapshot, measured_latency_s=latency_s)
+        error = snapshot.prediction_errors().get("total")
+        if error is not None:
+            self.prediction_errors({"total": error}, job.tenant)
+        return True
+
+    def prediction_errors(self, errors: dict[str, float], tenant: str | None) -> None:
+        """Count measured-against-predicted errors in ``/metrics`` and on the status page
+        (``tenant``'s view too)."""
+        for part, error in errors.items():
+            self.metrics.prediction_error.labels(part).observe(error)
+        self.board.prediction(errors, tenant)
+
     def finish(self, job: Job, status: str, reason: str | None = None, **changes) -> None:
         """Publish a terminal ``status`` (with any other ``changes``) unless already terminal."""
         with self.lock:
@@ -79,6 +100,7 @@ class Publisher:
             log.warning("request %s failed: %s", job.id, reason)
         if self.journal is not None:
             self.journal.finished(job.id, status, reason, snapshot.window, snapshot.split)
+        self.prediction_errors(snapshot.prediction_errors(), job.tenant)
         self.board.finished(job)
         if not job.decided.is_set():
             job.decided.set()

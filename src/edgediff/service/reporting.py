@@ -14,6 +14,7 @@ def load(engine) -> dict:
     return {
         "queued": queued,
         "members": engine.batch_members,
+        "running_steps": engine.scheduler.edge_steps_left(),
         "next_window_s": wait,
         "window_s": cfg.window_s,
         "k": engine.edge_k,

@@ -27,15 +27,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from edgediff.service.config import SiteConfig
-from edgediff.service.window import decide_window, denial_reason
+from edgediff.service.window import decide_window, denial_reason, joiners_profile
 
 NO_KEY = "no prompt embedding (the embedder failed): the request neither reads nor writes the cache"
 EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
+HISTORY = 16  # recent decided windows from which later windows' members are expected
 
 
 class StepExecutor(Protocol):
@@ -49,6 +51,12 @@ class StepExecutor(Protocol):
     def steps(self) -> int:
         """Batched steps started so far, the one in flight included (a member added now
         runs its first step in the next one)."""
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """Members of a batched step launched and not yet completed (0: none): a member added
+        now first waits for it (the engine decides while a step runs; the twin between steps)."""
         ...
 
     def add(self, job: Any, split: int, start: Any) -> None:
@@ -112,6 +120,8 @@ class Answer:
     cache_hit_step: int = 0
     window_granted: int = 0
     cache_miss: str | None = None  # a granted request that started from noise: why no cached latent was used
+    predicted_handoff_s: float | None = None  # arrival to the latent handed off (latency less the device's steps)
+    predicted_edge_s: float | None = None  # decision to the latent handed off (its edge steps and the link)
 
     def decision(self) -> dict:
         """The fields a status snapshot takes (none when no decision was made)."""
@@ -124,6 +134,8 @@ class Answer:
             "predicted_pai": self.predicted_pai,
             "cache_hit_step": self.cache_hit_step,
             "cache_miss": self.cache_miss,
+            "predicted_handoff_s": self.predicted_handoff_s,
+            "predicted_edge_s": self.predicted_edge_s,
         }
 
 
@@ -162,6 +174,11 @@ class WindowScheduler:
         self.K, self.phase = config.window_s, phase
         self.queue: list = []
         self.running: dict[str, Any] = {}  # id -> job: admitted, not yet out of the batch
+        self._leaves_at: dict[str, int] = {}  # id -> the executor's step count after its last edge step
+        # whether a window's prediction counts the members later windows are expected to add
+        # (from the recent ones: docs/offloading-model.md, "The running batch")
+        self.expect_joiners = True
+        self._history: deque[tuple[float, list[int]]] = deque(maxlen=HISTORY)  # (window start, members' edge steps)
         self.windows = 0
         self._captures: list[tuple[int, int, int, int, Any]] = []  # (due step count, rank, step, seq, job)
         self._seq = itertools.count()
@@ -208,6 +225,8 @@ class WindowScheduler:
         requests it was deciding: the window's requests of that step count (one instance);
         the window's other step counts are decided as usual."""
         self._peek(window.jobs)
+        gpus_now = self.config.gpus if gpus is None else gpus
+        joiners = self.expected_joiners(window, gpus_now) if self.expect_joiners else None
         groups = decide_window(
             window.jobs,
             self.config,
@@ -217,9 +236,13 @@ class WindowScheduler:
             intermediate_bits=self.intermediate_bits,
             gpus=gpus,
             running=len(self.executor),
+            edge_steps_left=self.edge_steps_left(),
+            joiners=joiners,
+            start_delay=self.step_in_flight_s(gpus_now),
         )
         answers: list[Answer] = []
         errors: list[Exception] = []
+        admitted: list[int] = []
         for group in groups:
             if group.error is not None:
                 err = group.error
@@ -230,6 +253,9 @@ class WindowScheduler:
             decision, outcome, instance = group.decision, group.outcome, group.instance
             assert decision is not None and outcome is not None and instance is not None
             b = decision.granted_count
+            # the prediction's parts: the device's steps after the hand-off, the wait before the decision
+            handoff = outcome.latency - decision.split * instance.local_step_latency
+            edge = handoff - instance.waiting_latency
             for i, job in enumerate(group.jobs):
                 granted, split = bool(decision.granted[i]), int(decision.split[i])
                 answer = Answer(
@@ -240,13 +266,47 @@ class WindowScheduler:
                     predicted_latency_s=float(outcome.latency[i]),
                     predicted_pai=float(outcome.pai[i]),
                     window_granted=b if granted else 0,
+                    predicted_handoff_s=float(handoff[i]) if granted else None,
+                    predicted_edge_s=float(edge[i]) if granted else None,
                 )
                 if granted:
                     answers.append(self._admit(answer))
+                    admitted.append(max(0, job.steps - split - answers[-1].cache_hit_step))
                 else:
                     reason = denial_reason(instance, b, self.config.policy)
                     answers.append(replace(answer, reason=reason))
+        self._history.append((window.start, admitted))
         return Decided(answers, errors)
+
+    def expected_joiners(self, window: Window, gpus: int):
+        """``f_s``: the members later windows are expected to add to each of this window's edge
+        steps (:func:`~edgediff.service.window.joiners_profile`), from the recent windows: the
+        members they admitted per window (windows with no request count as 0) and those
+        members' edge steps; a later window decides every ``K / L_e(b)`` steps, ``b`` the batch
+        now plus that many. None until two windows have been decided."""
+        if len(self._history) < 2 or not window.jobs:
+            return None
+        first = self._history[0][0]
+        windows = max(1.0, (window.start - first) / self.K)  # window slots from the first recorded to this one
+        steps = [m for _, ms in self._history for m in ms]
+        per_window = len([m for m in steps if m > 0]) / windows
+        k, h = self.edge_profile
+        step_s = k * (len(self.running) + per_window) / gpus + h
+        horizon = max(job.steps for job in window.jobs)
+        return joiners_profile(per_window, steps, self.K / step_s if step_s > 0 else horizon, horizon)
+
+    def step_in_flight_s(self, gpus: int) -> float:
+        """The calibrated time of the step in flight, which a member admitted now waits for."""
+        members = getattr(self.executor, "in_flight", 0)
+        k, h = self.edge_profile
+        return k * members / gpus + h if members else 0.0
+
+    def edge_steps_left(self) -> list[int]:
+        """Each running member's edge steps still to run after the step in flight (a member
+        admitted now runs its first step in the next one): the window's ``r_s``."""
+        now = self.executor.steps
+        leaves = list(self._leaves_at.items())  # one copy: a front door's load report reads it from its thread
+        return [at - now for key, at in leaves if key in self.running and at > now]
 
     def _peek(self, jobs: list) -> None:
         """Each job's ``cached_steps``: how deep a cached output it could start from, so that
@@ -276,6 +336,7 @@ class WindowScheduler:
         except Exception as err:
             return replace(answer, status="failed", reason=f"edge could not start: {err}", cache_hit_step=hit_step)
         self.running[job.id] = job
+        self._leaves_at[job.id] = self.executor.steps + max(0, job.steps - split - hit_step)
         if hit is not None:
             # stored once the member has run step m: the executor's count then is now's + m - hit
             launched, rank = self.executor.steps, self.cache.order(job)  # type: ignore[union-attr]
@@ -301,6 +362,8 @@ class WindowScheduler:
 
     def drop(self, keys) -> list:
         """Take the members ``keys`` out of the running set; returns those that were in it."""
+        for key in keys:
+            self._leaves_at.pop(key, None)
         return [job for job in (self.running.pop(key, None) for key in keys) if job is not None]
 
     def store(self, job, step: int, state) -> None:

@@ -84,10 +84,12 @@ class SubmitRequest(BaseModel):
 
 
 class JobStatus(BaseModel):
-    """A request's state. ``split`` is the decision (``N`` when denied: run locally);
-    ``cache_hit_step`` > 0 means the edge started from a cached latent that many steps in;
-    ``cache_miss`` says why a granted request started from noise with the cache on (the
-    reuse rule that refused every cached latent)."""
+    """A request's state. ``steps`` is what the client asked for; ``calls`` (``N``) the
+    denoiser calls of its schedule, the unit of ``split``, ``offloaded_steps`` (``N - split``,
+    the calls the edge runs) and ``cache_hit_step``. ``split`` is the decision (``N`` when
+    denied: run locally); ``cache_hit_step`` > 0 means the edge started from a cached latent
+    that many calls in; ``cache_miss`` says why a granted request started from noise with
+    the cache on (the reuse rule that refused every cached latent)."""
 
     id: str
     status: Literal[STATUSES]  # type: ignore[valid-type]
@@ -96,6 +98,7 @@ class JobStatus(BaseModel):
     granted: bool | None = None
     split: int | None = None
     offloaded_steps: int | None = None
+    calls: int | None = None
     predicted_latency_s: float | None = None
     predicted_pai: float | None = None
     cache_hit_step: int = 0
@@ -104,6 +107,17 @@ class JobStatus(BaseModel):
     queued_s: float | None = None
     edge_s: float | None = None
     payload_bytes: int | None = None
+    predicted_handoff_s: float | None = None
+    predicted_edge_s: float | None = None
+    handoff_s: float | None = None
+    measured_latency_s: float | None = None
+
+
+class MeasuredLatency(BaseModel):
+    """What the device measured of a request the edge helped with: submit to decoded image."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class ErrorBody(BaseModel):

@@ -36,7 +36,7 @@ class _Window:
     index: int
     at: float  # seconds since start
     queued: int
-    members: list  # (job id, status, split, steps, predicted hand-off s)
+    members: list  # (job id, status, split, steps, predicted hand-off s, calls N)
     decision_s: float
 
 
@@ -50,6 +50,8 @@ class _View:
         self.seconds: deque[list] = deque(maxlen=SECONDS)
         self.latency: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("granted", "denied")}
         self.lookups: deque[bool] = deque(maxlen=LATENCIES)
+        # (measured - predicted) / predicted of recent finished requests, by part (metrics.PREDICTION_PARTS)
+        self.errors: dict[str, deque] = {k: deque(maxlen=LATENCIES) for k in ("edge", "handoff", "total")}
 
     def bucket(self, second: int) -> list:
         if not self.seconds or self.seconds[-1][0] != second:
@@ -89,7 +91,7 @@ class StatusBoard:
             handoff = None
             if s.granted and s.predicted_latency_s is not None:  # the edge's part: minus the local steps
                 handoff = s.predicted_latency_s - s.split * (job.k + job.h)
-            member = (job.id, s.status, s.split, s.steps, handoff)
+            member = (job.id, s.status, s.split, s.steps, handoff, s.N)
             members[None].append(member)
             if job.tenant is not None and job.tenant in self._views:
                 members.setdefault(job.tenant, []).append(member)
@@ -133,6 +135,13 @@ class StatusBoard:
                     view.latency["granted" if s.status == "done" else "denied"].append(s.finished_at - s.arrived)
                     if s.status == "done" and job.id in view.measured:
                         view.measured[job.id] = s.finished_at - s.arrived
+
+    def prediction(self, errors: dict[str, float], tenant: str | None = None) -> None:
+        """A finished request's measured-against-predicted errors, by part."""
+        with self._lock:
+            for view in self._of(tenant):
+                for part, error in errors.items():
+                    view.errors[part].append(error)
 
     def handoff(self, state) -> None:
         """A granted member left the batch with ``state``: the next thumbnail candidate."""
@@ -178,13 +187,14 @@ class StatusBoard:
             seconds = [list(b) for b in view.seconds]
             latency = {k: np.array(v) for k, v in view.latency.items()}
             lookups = list(view.lookups)
+            errors = {k: np.array(v) for k, v in view.errors.items()}
             images = list(self._thumbnails) if thumbnails else []
         uptime = now - self.started
         recent = []
         for w in reversed(windows):
             granted = [m for m in w.members if m[1] not in ("denied", "failed")]
             measured, predicted = [], []
-            for job_id, _, _, _, handoff in granted:
+            for job_id, *_, handoff, _ in granted:
                 if measured_of.get(job_id) is not None:
                     measured.append(measured_of[job_id])
                     predicted.append(handoff)
@@ -198,6 +208,7 @@ class StatusBoard:
                     "failed": sum(m[1] == "failed" for m in w.members),
                     "splits": sorted(m[2] for m in granted),
                     "steps": sorted({m[3] for m in w.members}),
+                    "calls": sorted({m[5] for m in w.members}),
                     "decision_ms": round(w.decision_s * 1e3, 2),
                     "predicted_handoff_s": _mean([m[4] for m in granted]),
                     "measured_handoff_s": _mean(measured),
@@ -241,6 +252,7 @@ class StatusBoard:
                 "hit_rate": round(sum(lookups) / len(lookups), 4) if lookups else None,
             },
             "latency_s": {k: _percentiles(v) for k, v in latency.items()},
+            "prediction_error": {k: _errors(v) for k, v in errors.items()},
             "thumbnails": images,
         }
 
@@ -248,6 +260,16 @@ class StatusBoard:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(float(np.mean(values)), 4) if values else None
+
+
+def _errors(values: np.ndarray) -> dict:
+    """Relative errors ``(measured - predicted) / predicted``: their mean (the bias) and the
+    median and p90 of their size."""
+    if not len(values):
+        return {"count": 0, "mean": None, "abs_p50": None, "abs_p90": None}
+    p50, p90 = np.percentile(np.abs(values), [50, 90])
+    return {"count": int(len(values)), "mean": round(float(values.mean()), 4),
+            "abs_p50": round(float(p50), 4), "abs_p90": round(float(p90), 4)}  # fmt: skip
 
 
 def _percentiles(values: np.ndarray) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgediff.core.instance import Instance
-from edgediff.core.model import Decision, Evaluation, evaluate
+from edgediff.core.model import Decision, Evaluation, edge_steps_to_run, evaluate
 from edgediff.core.pai import PaiCurve
 from edgediff.service.config import SiteConfig
 
@@ -39,6 +39,8 @@ def window_instance(
     edge_profile: tuple[float, float],
     intermediate_bits: int,
     gpus: int | None = None,
+    running=None,
+    start_delay: float = 0.0,
 ) -> Instance:
     """The instance of ``jobs`` (of one step count ``N``) in the window
     that opened at ``start`` (the clock of their ``arrived``), with ``b_max`` batch slots left.
@@ -50,6 +52,8 @@ def window_instance(
     default ``config.gpus``. The paper's
     ``N = 200`` constants scaled to ``N``: ``N_hat`` by ``config.n_hat`` and the PAI curve
     ``config.pai_a, pai_b`` over the fraction of local steps (:meth:`PaiCurve.for_steps`).
+    ``running``: ``r_s``, the members of earlier windows still in the batch at the window's
+    ``s``-th edge step (docs/offloading-model.md, "The running batch"; default none).
     """
     steps = {job.steps for job in jobs}
     if len(steps) != 1:
@@ -82,7 +86,46 @@ def window_instance(
         eta=config.eta,
         W_max=config.W_max,
         pai=PaiCurve(config.pai_a, config.pai_b).for_steps(N),
+        running=running,
+        start_delay=start_delay,
     )
+
+
+def joiners_profile(
+    per_window: float, edge_steps, steps_per_window: float, horizon: int, windows: int = 64
+) -> np.ndarray:
+    """Expected members of *later* windows in each of this window's next ``horizon`` edge
+    steps: ``per_window`` members join at each later decision, every ``steps_per_window``
+    steps, and stay for edge steps drawn like ``edge_steps`` (recent members')::
+
+        f_s = per_window * sum_{w >= 1, w D < s} P(M >= s - w D)
+
+    (docs/offloading-model.md, "The running batch": what a window cannot know, estimated)."""
+    steps = np.asarray(edge_steps, dtype=np.int64)
+    steps = steps[steps > 0]
+    if per_window <= 0 or not steps.size or horizon < 1:
+        return np.zeros(0)
+    survival = (steps[None, :] >= np.arange(1, horizon + 1)[:, None]).mean(axis=1)  # P(M >= j), j = 1..horizon
+    s = np.arange(1, horizon + 1)
+    expected = np.zeros(horizon)
+    for w in range(1, windows + 1):
+        offset = s - w * max(steps_per_window, 1.0)  # steps since window w's members joined
+        present = offset >= 1
+        if not present.any():
+            break
+        expected[present] += per_window * survival[np.minimum(offset[present].astype(np.int64), horizon) - 1]
+    return expected
+
+
+def running_profile(edge_steps_left) -> np.ndarray:
+    """``r_s`` for ``s = 1..max``: how many of the members with ``edge_steps_left`` edge steps
+    still to run (after the step in flight) are in the batch at the next ``s``-th step."""
+    left = np.asarray(edge_steps_left, dtype=np.int64)
+    left = left[left > 0]
+    if not left.size:
+        return np.zeros(0, np.int64)
+    leaving_after = np.bincount(left, minlength=int(left.max()) + 1)  # members whose last step is s
+    return left.size - np.cumsum(leaving_after)[:-1]
 
 
 def window_slots(config: SiteConfig, running: int) -> int:
@@ -133,14 +176,24 @@ def decide_window(
     intermediate_bits: int,
     gpus: int | None = None,
     running: int = 0,
+    edge_steps_left=(),
+    joiners=None,
+    start_delay: float = 0.0,
 ) -> list[GroupDecision]:
     """The window's decisions: one Part A instance per step count ``N`` and latent area,
     groups in order of first arrival sharing the window's slots, each decided by
     ``policy`` (anything with ``decide(instance) -> Decision``), with ``G = gpus`` (default
     ``config.gpus``). The slots: ``config.b_max``, and with ``config.max_batch`` no more than
-    the running batch (``running`` members of earlier windows) has free. A policy that raises
-    on a group (e.g. a learned policy that cannot take the instance) fails that group only."""
+    the running batch (``running`` members of earlier windows) has free. ``edge_steps_left``:
+    each running member's edge steps still to run after the step in flight; every instance sees
+    them as ``r_s``, and a later group also the members an earlier group of the window granted
+    (they share its steps). A policy that raises on a group (e.g. a learned policy that cannot
+    take the instance) fails that group only. ``joiners``: the expected members of later
+    windows in each step (:func:`joiners_profile`), added to every group's ``r_s``;
+    ``start_delay``: seconds until the step in flight ends, before any granted member's first."""
     remaining = window_slots(config, running)
+    left = [int(m) for m in edge_steps_left]
+    expected = np.zeros(0) if joiners is None else np.asarray(joiners, dtype=float)
     groups: dict[tuple, list] = {}
     for job in jobs:  # one instance per step count and image size
         groups.setdefault((job.steps, getattr(job, "area", 1.0)), []).append(job)
@@ -155,6 +208,8 @@ def decide_window(
                 edge_profile=edge_profile,
                 intermediate_bits=intermediate_bits,
                 gpus=gpus,
+                running=_add(running_profile(left), expected),
+                start_delay=start_delay,
             )
             decision = policy.decide(instance)
             outcome = evaluate(instance, decision, "timeline")
@@ -162,5 +217,14 @@ def decide_window(
             decided.append(GroupDecision(group, error=err))
             continue
         remaining -= decision.granted_count
+        left.extend(edge_steps_to_run(instance, decision)[decision.granted].tolist())
         decided.append(GroupDecision(group, instance, decision, outcome))
     return decided
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two per-step profiles summed (the shorter one is 0 beyond its end)."""
+    out = np.zeros(max(a.size, b.size))
+    out[: a.size] += a
+    out[: b.size] += b
+    return out

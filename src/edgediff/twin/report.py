@@ -131,10 +131,10 @@ class TwinResult:
         looked = granted & np.array(cached)[np.maximum(rec.site[rows], 0)]
         row["cache_hit_rate"] = float((rec.hit[rows][looked] > 0).mean()) if looked.any() else float("nan")
         pred = rec.predicted_latency[rows][granted]
-        if pred.size:
-            row["predicted_error_mean"] = float(np.mean((lat[granted] - pred) / pred))
-        else:
-            row["predicted_error_mean"] = float("nan")
+        error = (lat[granted] - pred) / pred if pred.size else np.full(1, np.nan)
+        row["predicted_error_mean"] = float(np.mean(error))  # the bias, signed
+        for p in (50, 90):  # |measured - predicted| / predicted of the granted requests' total latency
+            row[f"predicted_error_abs_p{p}"] = float(np.percentile(np.abs(error), p))
         return row
 
     def site_rows(self) -> list[dict]:

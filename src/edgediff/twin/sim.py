@@ -22,7 +22,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.store import EdgeCache
-from edgediff.service.routing import least_expected_latency
+from edgediff.service.routing import least_expected_latency, running_work
 from edgediff.service.scheduler import EPS, Hit, WindowScheduler
 from edgediff.service.window import window_policy
 from edgediff.twin.config import Site, TwinConfig, TwinError
@@ -264,6 +264,8 @@ class SimBatch:
     """:class:`SimExecutor` as the window scheduler's executor: a member joins with its edge
     steps after its cache hit's depth."""
 
+    in_flight = 0  # the twin decides between steps: a member added now runs in the next one
+
     def __init__(self, executor: SimExecutor):
         self.executor = executor
 
@@ -307,7 +309,10 @@ class Router:
     def route(self, t: float, offloaded: int) -> int:
         grid = self.phase + self.K * np.maximum(1, np.floor((t - self.phase) / self.K + EPS) + 1)
         wait = np.where(np.isnan(self.event), grid, self.event) - t
-        return least_expected_latency(wait, offloaded, self.k_g, self.h, self.members, self.queued, self.limit)
+        work = [
+            running_work([at - s.executor.step_index for at, _ in s.executor.members], offloaded) for s in self.sites
+        ]
+        return least_expected_latency(wait, offloaded, self.k_g, self.h, self.members, self.queued, self.limit, work)
 
 
 def simulate(config: TwinConfig, arrivals: Arrivals, *, progress: bool = False):
