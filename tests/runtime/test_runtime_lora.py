@@ -119,6 +119,7 @@ def test_kohya_file_converted_by_diffusers_gives_the_same_images(lora_path, tmp_
     assert np.abs(image - diffusers_image(path, 1.0)).max() <= 1
 
 
+@pytest.mark.slow  # the module's LoRA fixture loads and adapts tiny
 def test_lora_file_described_and_parsed(lora_path, tmp_path):
     info = read_lora(lora_path)
     assert (info.layout, info.layers, info.ranks, info.identifier) == (
