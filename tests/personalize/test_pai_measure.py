@@ -133,6 +133,23 @@ def test_train_tiny_quick_writes_loadable_models(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["N"] == 2
 
 
+@pytest.mark.slow
+def test_train_tiny_lora_quick_writes_loras_measure_pai_loads(tmp_path, capsys):
+    from safetensors import safe_open
+
+    assert main(["train-tiny", "--lora", "--quick", "--out", str(tmp_path)]) == 0
+    assert "tiny-italic-lora" in capsys.readouterr().out
+    files = [tmp_path / "lora" / f"tiny-{style}.safetensors" for style in ("italic", "bold", "small")]
+    with safe_open(str(files[1]), "pt") as f:
+        assert f.metadata()["edgediff.identifier"] == "zwx"
+        assert all(k.startswith(("unet.", "text_encoder.")) and ".lora_" in k for k in f.keys())
+    report = json.loads((tmp_path / "lora" / "lora_report.json").read_text())
+    assert set(report["personal"]) == {"tiny-italic-lora", "tiny-bold-lora", "tiny-small-lora"}
+    argv = ["measure-pai", "--cluster", "tiny", "--personal-lora", f"{files[0]}:0.5,{files[1]}"]
+    assert main([*argv, "--splits", "0:2:1", "--samples", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["N"] == 2
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -148,6 +165,11 @@ def test_train_tiny_quick_writes_loadable_models(tmp_path, capsys):
         (["measure-reuse", "--model", "tiny", "--output", "x0"], "--output"),
         (["measure-reuse", "--model", "{d}"], "not a diffusers pipeline"),
         (["train-tiny", "--out", "{d}/file.txt/sub"], "cannot create"),
+        (["train-tiny", "--out", "{d}/w", "--base", "{d}"], "--base applies only with --lora"),
+        (["train-tiny", "--out", "{d}/w", "--lora", "--base", "{d}"], "not a train-tiny output"),
+        (["measure-pai", "--cluster", "tiny"], "give --personal or --personal-lora"),
+        (["measure-pai", "--cluster", "tiny", "--personal", PERSONAL, "--personal-lora", "a,b"], "one of them"),
+        (["measure-pai", "--cluster", "tiny", "--personal-lora", "{d}/x.safetensors,y"], "does not exist"),
     ],
 )
 def test_cli_errors_exit_2(tmp_path, capsys, argv, message):

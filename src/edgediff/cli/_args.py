@@ -222,14 +222,14 @@ def check_model_config(config: Path | None, *sources: str | None) -> None:
         raise UsageError("--model-config applies only to a single-file checkpoint (.safetensors/.ckpt) as a model")
 
 
-def load_model(source: str, device: str | None = None, config: Path | None = None, dtype: str = "float32"):
-    """A runtime model (``tiny``, a folder, or a single-file checkpoint read with the pipeline
-    directory ``config``); any failure to load it is the user's input."""
+def load_model(source: str, device: str | None = None, config: Path | None = None, dtype: str = "float32", loras=()):
+    """A runtime model (``tiny``, a folder, a single-file checkpoint read with the pipeline directory
+    ``config``) with ``loras`` loaded; any failure to load it is the user's input."""
     from edgediff.runtime.models import ModelSpec, load_model
     from edgediff.runtime.single_file import is_single_file, load_single_file
 
     check_device(device)
-    spec = ModelSpec(source, dtype=dtype) if device is None else ModelSpec(source, dtype=dtype, device=device)
+    spec = ModelSpec(source, dtype=dtype, device=device or "cpu", loras=tuple(loras))
     try:
         return load_single_file(spec, config) if is_single_file(source) else load_model(spec)
     except (FileNotFoundError, ValueError) as err:

@@ -19,6 +19,7 @@ from edgediff.cli._args import (
     profile,
 )
 from edgediff.cli._generation import add_generation_options, generation_fields
+from edgediff.cli._lora import add_lora
 from edgediff.runtime.request import GenerationRequest
 
 
@@ -33,7 +34,8 @@ def add_parsers(sub) -> None:
     )
     add_model_config(p)
     add_generation_options(p)
-    p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model)")
+    add_lora(p, "the device's model only (the edge runs the plain model)")
+    p.add_argument("--edge-model", help="the edge's cluster-wide model (default: --model, without --lora)")
     p.add_argument(
         "--split",
         type=non_negative_int,
@@ -124,7 +126,7 @@ def run(args) -> None:
 
     request = _request(args)
     args.model = args.model or "tiny"
-    model = load_model(args.model, args.device, args.model_config, args.dtype)
+    model = load_model(args.model, args.device, args.model_config, args.dtype, args.lora)
     from edgediff.runtime.executor import request_calls
 
     model.check_steps(request.steps)  # one line naming steps if its scheduler cannot run them
@@ -135,8 +137,8 @@ def run(args) -> None:
             f"scheduler), got {args.split}"
         )
     edge_model = model
-    if args.edge_model is not None and args.edge_model != args.model and args.split is not None:
-        edge_model = load_model(args.edge_model, args.device, args.model_config, args.dtype)
+    if args.split is not None and (args.lora or args.edge_model not in (None, args.model)):
+        edge_model = load_model(args.edge_model or args.model, args.device, args.model_config, args.dtype)
     loaded_s = time.perf_counter() - started
     for i, one in enumerate(image_requests(request, args.images)):  # seeds s, s+1, ...: one image each
         out = args.out if args.images == 1 else args.out.with_name(f"{args.out.stem}-{i + 1}.png")
@@ -175,10 +177,10 @@ def _run_remote(args) -> None:
             info = client.info()  # the edge's latent space: checked before anything runs
             if args.model is None:
                 model = edge.load_edge_model(
-                    info, args.device, lambda src: load_model(src, args.device, dtype=args.dtype)
+                    info, args.device, lambda src: load_model(src, args.device, dtype=args.dtype, loras=args.lora)
                 )
             else:
-                model = load_model(args.model, args.device, args.model_config, args.dtype)
+                model = load_model(args.model, args.device, args.model_config, args.dtype, args.lora)
             edge.check_edge_model(info, model)
             device_profile = args.profile
             if device_profile is None and args.preset is None:  # measure this device: batch 1 and 2, median of 5

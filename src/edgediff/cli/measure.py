@@ -23,7 +23,14 @@ def add_parsers(sub) -> None:
     # PaiConfig's module imports SciPy, so measure-pai's defaults are written here.
     p = sub.add_parser("measure-pai", help="hybrid inference at many splits: accuracy, personalization, PAI fit")
     p.add_argument("--cluster", required=True, help="cluster-wide (edge) model: 'tiny' or a model directory")
-    p.add_argument("--personal", type=name_list, required=True, help="personalized models P1,P2,P3 (>= 2)")
+    p.add_argument("--personal", type=name_list, help="personalized models P1,P2,P3 (>= 2)")
+    p.add_argument(
+        "--personal-lora",
+        type=name_list,
+        metavar="L1,L2,...",
+        help="instead of --personal: LoRA personalizations (files or shipped names, e.g. tiny-italic-lora); "
+        "user i's model is --cluster with Li loaded",
+    )
     p.add_argument(
         "--splits",
         help="split points START:STOP:STEP (STOP = N included) or a comma list (default 0:200:20; 0:50:5 with --quick)",
@@ -87,8 +94,15 @@ def run_pai(args) -> None:
         )
     except ValueError as err:
         raise UsageError(f"--splits: {err}") from None
-    if len(args.personal) < 2:
+    if (args.personal is None) == (args.personal_lora is None):
+        raise UsageError("give --personal or --personal-lora (one of them)")
+    if len(args.personal or args.personal_lora) < 2:
         raise UsageError("--personal needs at least two models (personalization compares users' images)")
+    from edgediff.runtime.lora import LoraWeights, lora_file
+
+    loras = [LoraWeights.parse(name) for name in args.personal_lora or ()]
+    for lora in loras:  # a missing or wrong file is named before any model loads
+        lora_file(lora.path)
     prompts = _read_prompts(args.prompts)
     from edgediff.personalize.data import prompt_digit
 
@@ -104,7 +118,10 @@ def run_pai(args) -> None:
 
     classifier = shipped_classifier(args.cluster)
     cluster = load_model(args.cluster)
-    personal = [load_model(name) for name in args.personal]
+    if args.personal is not None:
+        personal = [load_model(name) for name in args.personal]
+    else:  # the edge's model with one user's adapter each
+        personal = [load_model(args.cluster, loras=[lora]) for lora in loras]
     try:
         result = measure_pai(cluster, personal, prompts, config, classifier)
     except ValueError as err:

@@ -59,6 +59,10 @@ class TrainConfig:
     sample_steps: int = 25  # DDIM steps for class images and the evaluation samples
     guidance_scale: float = 3.0
     eval_per_digit: int = 10
+    # train-tiny --lora (personalize.lora): adapters on the frozen cluster-wide model instead of fine-tunes
+    lora_rank: int = 4
+    lora_steps: int = 400
+    lora_lr: float = 2e-3
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -74,6 +78,7 @@ class TrainConfig:
             cluster_steps=5,
             cluster_batch=16,
             personal_steps=3,
+            lora_steps=3,
             personal_batch=8,
             prior_images_per_digit=1,
             sample_steps=3,

@@ -137,6 +137,11 @@ class DenoiserBackend(ABC):
     def save(self, directory: str | Path) -> None:
         """Write a diffusers pipeline directory that this family loads back."""
 
+    def diffusers_pipeline(self):
+        """The family's diffusers pipeline made of these modules (shared, not copied), e.g.
+        for its ``load_lora_weights``; None for a family without one."""
+        return getattr(self, "pipeline", None)
+
     def place(self, device: str, dtype: str, only_denoiser: bool = False) -> None:
         """Move the modules to ``device`` and ``dtype``, in eval mode without gradients;
         ``only_denoiser``: the denoiser alone, the first of :attr:`modules` (a denoiser worker
@@ -356,10 +361,13 @@ class UNetBackend(DenoiserBackend):
     def decode(self, latents):
         return decode_vae(self.vae, latents, self.device, self.torch_dtype())
 
-    def save(self, directory: str | Path) -> None:
+    def diffusers_pipeline(self):
+        pipeline = getattr(self, "pipeline", None)  # SDXL keeps its own
+        if pipeline is not None:
+            return pipeline
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline(
+        return StableDiffusionPipeline(
             vae=self.vae,
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
@@ -369,4 +377,6 @@ class UNetBackend(DenoiserBackend):
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe.save_pretrained(str(directory), safe_serialization=True)
+
+    def save(self, directory: str | Path) -> None:
+        self.diffusers_pipeline().save_pretrained(str(directory), safe_serialization=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgediff.runtime import architectures
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
+from edgediff.runtime.lora import LoraWeights, apply_loras, lora_name, not_a_model
 from edgediff.runtime.request import RequestError
 from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
@@ -44,12 +45,14 @@ class ModelSpec:
     ``"tiny-italic"``/``"tiny-bold"``/``"tiny-small"``, ``"tiny-random"``), a pipeline
     directory, one model's folder of a ``train-tiny`` output, or a real architecture with
     seeded random weights (``arch:sd15``, ``arch:sdxl``). ``tiny`` configures
-    ``tiny-random`` only (the trained weights carry their own config)."""
+    ``tiny-random`` only (the trained weights carry their own config). ``loras``: LoRA
+    files loaded into the model (:mod:`edgediff.runtime.lora`), e.g. a device's personalization."""
 
     source: str = TINY_NAME
     dtype: str = "float32"
     device: str = "cpu"
     tiny: TinyConfig = TinyConfig()
+    loras: tuple[LoraWeights, ...] = ()
 
     def __post_init__(self):
         if not self.source:
@@ -60,6 +63,11 @@ class ModelSpec:
     @property
     def is_tiny(self) -> bool:
         return self.source in EMBEDDED
+
+    @property
+    def name(self) -> str:
+        """The source, with ``+`` and the name of each LoRA (``tiny+tiny-italic-lora``)."""
+        return "".join([self.source, *(f"+{lora_name(lora.path)}" for lora in self.loras)])
 
 
 @dataclass(eq=False)
@@ -217,10 +225,12 @@ def load_model(spec: ModelSpec | str | Path = TINY_NAME) -> DiffusionModel:
     else:
         backend = _load_directory(path)
         identifier = _identifier(path)
+    with quiet_third_party():
+        identifier = apply_loras(backend, spec.loras, spec.source) or identifier
     _check_finite(backend, spec.source)
     with quiet_third_party():  # diffusers warns on a dtype cast of a model it did not load in that dtype
         backend.place(spec.device, spec.dtype)
-    return DiffusionModel(str(spec.source), backend, identifier)
+    return DiffusionModel(spec.name, backend, identifier)
 
 
 def _check_finite(backend: DenoiserBackend, source: str) -> None:
@@ -254,6 +264,7 @@ def _load_directory(path: Path) -> DenoiserBackend:
             f"model directory {str(path)!r} does not exist; the built-in models are {', '.join(EMBEDDED)}{hint}"
         )
     if not path.is_dir():
+        not_a_model(path)
         raise ModelLoadError(f"model {str(path)!r} is not a directory (expected 'tiny' or a diffusers pipeline)")
     index_file = path / "model_index.json"
     if not index_file.is_file():

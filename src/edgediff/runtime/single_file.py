@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 from edgediff.runtime.backends import ModelLoadError, UNetBackend
+from edgediff.runtime.lora import apply_loras, not_a_model
 from edgediff.runtime.models import DiffusionModel, ModelSpec, _identifier
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -36,6 +37,7 @@ def load_single_file(spec: ModelSpec | str | Path, config: str | Path | None) ->
     path = Path(spec.source)
     if not path.is_file():
         raise ModelLoadError(f"checkpoint file {str(path)!r} does not exist")
+    not_a_model(path)
     if config is None:
         raise ModelLoadError(
             f"{str(path)!r} is a single-file checkpoint: name a local pipeline directory of the same "
@@ -68,8 +70,9 @@ def load_single_file(spec: ModelSpec | str | Path, config: str | Path | None) ->
             diffusers_logging.enable_progress_bar()
     parts = {name: getattr(pipe, name) for name in UNetBackend.components}
     backend = UNetBackend.from_components(path, parts)
+    identifier = apply_loras(backend, spec.loras, str(path)) or _identifier(config)
     backend.place(spec.device, spec.dtype)
-    return DiffusionModel(str(path), backend, _identifier(config))
+    return DiffusionModel(spec.name, backend, identifier)
 
 
 def latent_space(model: DiffusionModel) -> dict:
