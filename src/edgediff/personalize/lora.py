@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgediff.personalize.data import IDENTIFIERS, STYLES, apply_style, class_prompt, personal_prompt, to_rgb
+from edgediff.personalize.data import IDENTIFIERS, STYLES, class_prompt
 from edgediff.personalize.train import (
     TrainConfig,
-    encode_latents,
+    personal_instance_set,
     recognition_rate,
     sample_latents,
     train_denoiser,
@@ -123,20 +123,7 @@ def train_tiny_lora(out: str | Path, config: TrainConfig = TrainConfig(), base: 
     for index, style in enumerate(STYLES):
         identifier = IDENTIFIERS[style]
         wall = time.perf_counter()
-        chosen = np.concatenate(
-            [
-                rng.choice(np.flatnonzero(labels == d), config.personal_images_per_digit, replace=False)
-                for d in range(10)
-            ]
-        )
-        inst_mean, inst_std = encode_latents(vae, to_rgb(apply_style(images[chosen], style)))
-        instance_set = (
-            inst_mean * scale,
-            inst_std * scale,
-            torch.from_numpy(labels[chosen]),
-            [personal_prompt(p, identifier) for p in digit_prompts],
-            1.0,
-        )
+        instance_set = personal_instance_set(vae, images, labels, style, digit_prompts, scale, rng, config)
         p_unet, p_text = add_lora(unet, text_encoder, config.lora_rank, config.seed + index)
         losses, p_unet, p_text = train_denoiser(
             p_unet,

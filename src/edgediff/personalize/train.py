@@ -249,6 +249,20 @@ def recognition_rate(model, classifier, digits, seeds, identifier, config: Train
     return float(np.mean(classifier.predict(images) == np.asarray(digits)))
 
 
+def personal_instance_set(vae, images, labels, style: str, digit_prompts, scale: float, rng, config: TrainConfig):
+    """A user's training set: ``config.personal_images_per_digit`` images of each digit drawn
+    with ``rng``, in ``style``, encoded by ``vae``, with the user's identifier in the prompts
+    (the full fine-tunes and the LoRAs train on the same sets)."""
+    import torch
+
+    chosen = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == d), config.personal_images_per_digit, replace=False) for d in range(10)]
+    )
+    inst_mean, inst_std = encode_latents(vae, to_rgb(apply_style(images[chosen], style)))
+    prompts = [personal_prompt(p, IDENTIFIERS[style]) for p in digit_prompts]
+    return inst_mean * scale, inst_std * scale, torch.from_numpy(labels[chosen]), prompts, 1.0
+
+
 def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) -> dict:
     """Train everything and write the weights layout of :mod:`edgediff.runtime.tiny`, the
     digit classifier and ``train_report.json`` to ``out``; returns the report."""
@@ -322,20 +336,7 @@ def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) 
     for style in STYLES:
         identifier = IDENTIFIERS[style]
         with watch(f"personal-{style}"):
-            chosen = np.concatenate(
-                [
-                    rng.choice(np.flatnonzero(labels == d), config.personal_images_per_digit, replace=False)
-                    for d in range(10)
-                ]
-            )
-            inst_mean, inst_std = encode_latents(vae, to_rgb(apply_style(images[chosen], style)))
-            instance_set = (
-                inst_mean * scale,
-                inst_std * scale,
-                torch.from_numpy(labels[chosen]),
-                [personal_prompt(p, identifier) for p in digit_prompts],
-                1.0,
-            )
+            instance_set = personal_instance_set(vae, images, labels, style, digit_prompts, scale, rng, config)
             p_losses, p_unet, p_text = train_denoiser(
                 copy.deepcopy(unet).requires_grad_(True),
                 copy.deepcopy(text_encoder).requires_grad_(True),
