@@ -72,6 +72,10 @@ ALL = "all"  # every registered figure, in registry order
 # the figures that compare policies on drawn instances: they take ``policies`` (your own among them,
 # ``exact`` always beside) and ``scenario`` (the distribution the instances are drawn from)
 SCENARIO_FIGURES: tuple[str, ...] = ("fig11a", "fig11b", "fig11c")
+# the caching figures that sweep a parameter: they take cache ``policies`` (``oo`` and ``ncldc`` always
+# beside)
+# and a cache ``scenario`` (the Part B parameters the sweep starts from)
+CACHE_SCENARIO_FIGURES: tuple[str, ...] = ("cache-fig8", "cache-fig9", "cache-fig10")
 
 
 class UnknownFigure(InputError):
@@ -85,6 +89,23 @@ def figure_names(name: str) -> list[str]:
     if name not in REGISTRY:
         raise UnknownFigure(f"unknown figure {name!r}; choose from {', '.join(REGISTRY)} or {ALL}")
     return [name]
+
+
+def check_figure_options(names: list[str], given: list[str]) -> str | None:
+    """Which part's ``policies``/``scenario`` the figures ``names`` take (``"offload"`` or
+    ``"cache"``; None when none is ``given``); one :class:`UnknownFigure` line if they take none
+    or the figures differ."""
+    if not given:
+        return None
+    for part, takers in (("offload", SCENARIO_FIGURES), ("cache", CACHE_SCENARIO_FIGURES)):
+        if all(name in takers for name in names):
+            return part
+    other = [name for name in names if name not in (*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES)]
+    takers = ", ".join((*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES))
+    if not other:
+        raise UnknownFigure(f"{' and '.join(given)}: give them for offloading or caching figures, not both")
+    verb = "takes" if len(other) == 1 else "take"
+    raise UnknownFigure(f"{' and '.join(given)} apply to {takers}; {', '.join(other)} {verb} neither")
 
 
 def reproduce(
@@ -105,13 +126,9 @@ def reproduce(
     """
     if isinstance(figure, str):
         specs = {name: REGISTRY[name] for name in figure_names(figure)}
-        given = [key for key in ("policies", "scenario") if (options or {}).get(key) or keywords.get(key)]
-        other = [name for name in specs if name not in SCENARIO_FIGURES]
-        if given and other:
-            verb = "takes" if len(other) == 1 else "take"
-            raise UnknownFigure(
-                f"{' and '.join(given)} apply to {', '.join(SCENARIO_FIGURES)}; {', '.join(other)} {verb} neither"
-            )
+        check_figure_options(
+            list(specs), [k for k in ("policies", "scenario") if {**(options or {}), **keywords}.get(k)]
+        )
     else:
         spec = figure if isinstance(figure, FigureSpec) else FigureSpec(figure)
         specs = {getattr(spec.target, "__name__", spec.target): spec}

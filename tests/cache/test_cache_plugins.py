@@ -223,3 +223,24 @@ def test_the_shipped_cache_scenarios_load():
     for path in shipped:
         cfg = load_cache_scenario(path)
         assert cfg != CacheConfig(), path.name  # it changes something
+
+
+@pytest.mark.slow
+def test_your_cache_policy_in_a_sweep_figure_on_your_scenario(tmp_path, capsys):
+    scenario = Path(__file__).parents[2] / "examples" / "cache-scenarios" / "campus.toml"
+    mine = f"{EXAMPLE}:decide"
+    args = ["reproduce", "cache-fig10", "--quick", "--out", str(tmp_path), "--workers", "1"]
+    assert main([*args, "--policies", mine, "--scenario", str(scenario)]) == 0
+    rows = (tmp_path / "cache-fig10.csv").read_text().splitlines()
+    policies = {row.split(",")[1] for row in rows[1:]}
+    assert {mine, "oo"} <= policies and "lru" not in policies  # yours, oo beside, not the compared set
+    assert "300 slots" in (tmp_path / "cache-fig10.md").read_text()
+    capsys.readouterr()
+    for bad, message in (
+        (["cache-fig5", "--policies", mine], "cache-fig5 takes neither"),
+        (["cache-fig8", "--policies", "nope"], "nope"),
+        (["fig11a", "--policies", "oo"], "oo"),  # an offloading figure takes offloading policies
+    ):
+        assert main(["reproduce", *bad, "--quick", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

@@ -189,5 +189,8 @@ def test_your_policy_appears_in_the_paper_s_figure_beside_the_optimum_on_your_sc
     for r in rows:  # exact is the optimum of the scenario's instances (B_max 3 binds at 6 users)
         assert float(r["mean_score"]) <= 1.0 + 1e-9
     assert "drawn from scenario campus" in (tmp_path / "fig11a.md").read_text()
-    with pytest.raises(UnknownFigure, match="policies apply to fig11a, fig11b, fig11c; fig8a takes neither"):
+    with pytest.raises(
+        UnknownFigure,
+        match="policies apply to fig11a, fig11b, fig11c, cache-fig8, cache-fig9, cache-fig10; fig8a takes neither",
+    ):
         reproduce("fig8a", tmp_path, options={"policies": ["b1"]})

@@ -68,8 +68,20 @@ def aggregate(per_seed: list[dict], **point) -> dict:
     return row
 
 
-def _base(quick: bool) -> CacheConfig:
-    return CacheConfig(slots=300 if quick else 10_000)
+def _base(quick: bool, scenario: CacheConfig | None = None) -> CacheConfig:
+    """The figures' configuration: the paper's defaults (10,000 slots), or a cache scenario's
+    (with its own slots); ``quick``: 300 slots."""
+    if scenario is None:
+        return CacheConfig(slots=300 if quick else 10_000)
+    return scenario.with_(slots=300) if quick else scenario
+
+
+def sweep_policies(policies=None) -> tuple[str, ...]:
+    """The policies a sweep figure draws: the compared set, or ``policies`` (your own among
+    them) with ``oo`` (the per-slot optimum) and ``ncldc`` (no cache) always beside."""
+    if not policies:
+        return COMPARED_POLICIES
+    return tuple(dict.fromkeys([*policies, "oo", "ncldc"]))
 
 
 def draw_sweep(rows: list[dict], param: str, label: str):
@@ -103,11 +115,11 @@ def draw_sweep(rows: list[dict], param: str, label: str):
     return fig
 
 
-def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, workers=1) -> Figure:
+def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, workers=1, policies=None) -> Figure:
     rows = []
     seeds = figure_seeds(seed, quick)
     for value, cfg in zip(values, cfgs):
-        runs = run_point(cfg, seeds, COMPARED_POLICIES, jobs=max(1, int(workers or 1)))
+        runs = run_point(cfg, seeds, sweep_policies(policies), jobs=max(1, int(workers or 1)))
         for policy, per_seed in runs.items():
             rows.append(aggregate(per_seed, **{param: value}))
             log.info("%s %s=%s %s: %.3f s", name, param, value, policy, rows[-1]["mean_response_time_s"])
@@ -145,15 +157,26 @@ def _sweep(name, param, label, values, cfgs, seed, title, *, quick=False, worker
     ]  # fmt: skip
     for value in values:
         at = {r["policy"]: r["mean_response_time_s"] for r in rows if r[param] == value}
-        best = min(("lru", "lfu", "lcbfu"), key=lambda name: at[name])
-        lines.append(
-            f"\n{param} = {value}: drc {100 * (at['drc'] / at['ncldc'] - 1):+.2f} % vs ncldc, "
-            f"{100 * (at['drc'] / at[best] - 1):+.2f} % vs {best} (best classic), "
-            f"{100 * (at['drc'] / at['oo'] - 1):+.2f} % vs oo, {100 * (at['drc'] / at[OFFLOAD_ONLY] - 1):+.2f} % vs "
-            f"{OFFLOAD_ONLY}, {100 * (at['drc'] / at['dnn'] - 1):+.2f} % vs dnn."
-        )
+        lines.append(f"\n{param} = {value}: " + _margins(at))
     _note_never_filled(fig, lines, rows, param)
     return Figure(name, rows, fig, markdown(f"{name}: {title}", lines))
+
+
+def _margins(at: dict[str, float]) -> str:
+    """drc against the others (the paper's policies), or each policy you gave against the
+    references beside it (a sweep with ``policies``)."""
+
+    def pct(a: str, b: str) -> str:
+        return f"{100 * (at[a] / at[b] - 1):+.2f} % vs {b}"
+
+    if set(COMPARED_POLICIES) <= set(at):
+        best = min(CLASSIC_POLICIES, key=lambda name: at[name])
+        return (
+            f"drc {pct('drc', 'ncldc')}, {pct('drc', best)} (best classic), {pct('drc', 'oo')}, "
+            f"{pct('drc', OFFLOAD_ONLY)}, {pct('drc', 'dnn')}."
+        )
+    yours = [p for p in at if p not in ("oo", "ncldc", OFFLOAD_ONLY, FLOOR)]
+    return "; ".join(f"{p} {pct(p, 'ncldc')}, {pct(p, 'oo')}, {pct(p, OFFLOAD_ONLY)}" for p in yours) + "."
 
 
 def _note_never_filled(fig, lines: list[str], rows: list[dict], param: str) -> None:
@@ -170,19 +193,23 @@ def _note_never_filled(fig, lines: list[str], rows: list[dict], param: str) -> N
     fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=8, color="tab:red")
 
 
-def fig8(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
+def fig8(
+    out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, policies=None, scenario=None, **_
+) -> Figure:
     users = [5, 15, 25] if quick else [5, 10, 15, 20, 25]
-    base = _base(quick)
+    base = _base(quick, scenario)
     cfgs = [base.with_(users=u) for u in users]
     return _sweep(
         "cache-fig8", "users", "number of users", users, cfgs, seed, "Impact of the number of users",
-        quick=quick, workers=workers,
+        quick=quick, workers=workers, policies=policies,
     )  # fmt: skip
 
 
-def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
+def fig9(
+    out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, policies=None, scenario=None, **_
+) -> Figure:
     s_star = [5, 7, 9] if quick else [5, 6, 7, 8, 9]
-    base = _base(quick).with_(users=20)
+    base = _base(quick, scenario).with_(users=20)
     cfgs = [base.with_(reusable_steps=s) for s in s_star]
     return _sweep(
         "cache-fig9",
@@ -194,12 +221,15 @@ def fig9(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1,
         "Impact of the maximum reusable step (20 users)",
         quick=quick,
         workers=workers,
+        policies=policies,
     )
 
 
-def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, **_) -> Figure:
+def fig10(
+    out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, policies=None, scenario=None, **_
+) -> Figure:
     gb = [1, 3, 5] if quick else [1, 2, 3, 4, 5]
-    base = _base(quick)
+    base = _base(quick, scenario)
     cfgs = [base.with_(capacity_bytes=g * 1e9) for g in gb]
     return _sweep(
         "cache-fig10",
@@ -211,6 +241,7 @@ def fig10(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1
         "Impact of the cache capacity",
         quick=quick,
         workers=workers,
+        policies=policies,
     )
 
 

@@ -23,5 +23,5 @@ def add_lora(parser: argparse.ArgumentParser, whose: str = "the device's model")
         action="append",
         default=[],
         help=f"a LoRA file (diffusers/PEFT or kohya .safetensors, or a shipped one: tiny-italic-lora, "
-        f"tiny-bold-lora, tiny-small-lora) loaded into {whose}, at SCALE (default 1); repeatable",
+        f"tiny-bold-lora, tiny-small-lora) loaded into {whose}, at SCALE (1 if no :SCALE); repeatable",
     )

@@ -25,31 +25,37 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--policies",
         type=name_list,
-        help="fig11a-c: these policies (names, module:function or file.py:function) instead of the paper's; "
-        "exact is always drawn beside them",
+        help="fig11a-c: these policies (names, module:function or file.py:function) instead of the paper's, "
+        "exact always beside; cache-fig8-10: these cache policies, oo and ncldc always beside",
     )
     p.add_argument(
         "--scenario",
         type=Path,
-        help="fig11a-c: draw the instances from this scenario file (docs/formats.md): its users, G and B_max",
+        help="fig11a-c: draw the instances from this scenario file (docs/formats.md): its users, G and B_max; "
+        "cache-fig8-10: a cache scenario file, the parameters the sweep starts from",
     )
     p.set_defaults(handler=run)
 
 
 def run(args) -> None:
-    from edgediff.core.scenario import load_scenario
-    from edgediff.offload.policies import policy_spec
     from edgediff.parallel import SweepError
-    from edgediff.reproduce import figure_names, reproduce
+    from edgediff.reproduce import check_figure_options, figure_names, reproduce
 
-    figure_names(args.name)  # UnknownFigure before any work
-    for name in args.policies or ():
-        policy_spec(name)
+    given = [key for key in ("policies", "scenario") if getattr(args, key)]
+    part = check_figure_options(figure_names(args.name), given)  # UnknownFigure before any work
     options = {"workers": args.workers, "ray": args.ray}
+    if part == "cache":
+        from edgediff.cache.policies import cache_policy_spec
+        from edgediff.cache.scenario import load_cache_scenario as load
+    else:
+        from edgediff.core.scenario import load_scenario as load
+        from edgediff.offload.policies import policy_spec
+    for name in args.policies or ():
+        (cache_policy_spec if part == "cache" else policy_spec)(name)
     if args.policies:
         options["policies"] = args.policies
     if args.scenario is not None:
-        options["scenario"] = load_scenario(args.scenario)
+        options["scenario"] = load(args.scenario)
     logging.getLogger("edgediff").setLevel(logging.INFO)  # long runs show which figure and step they are on
     try:
         paths = reproduce(args.name, args.out, quick=args.quick, seed=args.seed, options=options)
