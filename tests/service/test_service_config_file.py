@@ -54,3 +54,21 @@ def test_serve_refuses_a_bad_config_file_in_one_line(tmp_path, capsys):
     assert main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scheduling.windw_s: unknown field; did you mean 'window_s'?" in err[0]
+
+
+def test_the_edge_model_dtype_is_a_checked_setting(tmp_path, capsys):
+    with pytest.raises(ServiceConfigError, match="runtime.dtype must be one of float32, float16, bfloat16, got 'f8'"):
+        ServiceConfig(dtype="f8")
+    assert ServiceConfig(dtype="bfloat16").runtime.dtype == "bfloat16"
+    with pytest.raises(SystemExit):  # argparse's choices: one line, exit 2
+        main(["serve", "--dtype", "float64"])
+    assert "--dtype: invalid choice: 'float64'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_edge_runs_its_model_in_the_configured_dtype():
+    from edgediff.service.denoiser import EdgeDenoiser
+    from edgediff.service.metrics import ServiceMetrics
+
+    config = ServiceConfig(dtype="bfloat16", edge_profile=(0.01, 0.01), engine_process=False)
+    assert str(EdgeDenoiser(config, ServiceMetrics()).model.dtype).endswith("bfloat16")

@@ -7,14 +7,11 @@ import argparse
 import json
 
 from edgediff.cli._args import number, positive_int
+from edgediff.runtime.request import DTYPES
 
-DTYPES = ("float32", "float16", "bfloat16")  # edgediff.runtime.models.DTYPES, without importing the runtime here
 
-
-def add_dtype(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="the model's dtype (float16/bfloat16 as on a GPU)"
-    )
+def add_dtype(parser: argparse.ArgumentParser, help: str = "the model's dtype (float16/bfloat16 as on a GPU)") -> None:
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help=help)
 
 
 def scheduler_option(text: str) -> tuple[str, object]:

@@ -22,6 +22,7 @@ from edgediff.cli._args import (
     positive_int,
     profile,
 )
+from edgediff.cli._generation import add_dtype
 from edgediff.service.config import ServiceConfig, service_options, service_pai_curve
 
 PAGES = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
@@ -57,12 +58,8 @@ def add_parsers(sub) -> None:
         default=d["workers"],
         help="denoiser replicas, one per GPU (cuda:0..G-1) or CPU process; G is then the workers alive",
     )
-    p.add_argument(
-        "--worker-threads",
-        type=positive_int,
-        default=d["worker_threads"],
-        help="torch threads of each CPU worker",
-    )
+    p.add_argument("--worker-threads", type=positive_int, default=d["worker_threads"], help="each CPU worker's threads")
+    add_dtype(p, "the edge model's dtype (float16/bfloat16 as on a GPU; calibrate with the same)")
     p.add_argument(
         "--engine-process",
         action=argparse.BooleanOptionalAction,
@@ -175,6 +172,7 @@ def run(args) -> None:
     flags = dict(
         model=args.model,
         device=args.device,
+        dtype=args.dtype,
         window_s=args.window,
         policy=args.policy,
         policy_options=dict(args.policy_options),
@@ -207,7 +205,7 @@ def run(args) -> None:
         return _run_front_door(args, config, sock)
     if config.engine_process:
         return _run_engine_process(args, config, sock)
-    model = load_model(args.model, args.device, args.model_config)
+    model = load_model(args.model, args.device, args.model_config, config.dtype)
     embedder = None
     if config.cache_bytes > 0:  # load the prompt embedder now: a missing package is one line, not a traceback
         from edgediff.service.embedding import load_prompt_embedder
@@ -230,7 +228,9 @@ def _run_engine_process(args, config: ServiceConfig, sock) -> None:
 
     logging.getLogger("edgediff.service").setLevel(logging.INFO)
     print(f"edgediff serve: {_url(args, sock)} once ready: {PAGES}", file=sys.stderr)
-    serve_engine_process(EngineProcess(config, partial(load_model, args.model, args.device, args.model_config)), sock)
+    serve_engine_process(
+        EngineProcess(config, partial(load_model, args.model, args.device, args.model_config, config.dtype)), sock
+    )
 
 
 def _url(args, sock) -> str:

@@ -21,12 +21,11 @@ from pathlib import Path
 from edgediff.runtime import architectures
 from edgediff.runtime.backends import DenoiserBackend, ModelLoadError, UNetBackend
 from edgediff.runtime.lora import LoraWeights, apply_loras, lora_name, not_a_model
-from edgediff.runtime.request import RequestError
+from edgediff.runtime.request import DTYPES, RequestError
 from edgediff.runtime.sd3 import SD3Backend
 from edgediff.runtime.sdxl import SDXLBackend
 from edgediff.runtime.tiny import EMBEDDED, PERSONALIZATION_FILE, TINY_NAME, TinyConfig, is_weights_folder, load_tiny
 
-DTYPES = ("float32", "float16", "bfloat16")
 # Model families: name -> backend class. A new family is its backend module plus one line here.
 BACKENDS: dict[str, type[DenoiserBackend]] = {
     "stable-diffusion": UNetBackend,

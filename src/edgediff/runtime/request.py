@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 from edgediff.errors import InputError
 
+DTYPES = ("float32", "float16", "bfloat16")  # a model's dtypes (the executor runs members in the model's)
+
 
 class RequestError(InputError):
     """A generation request or state is invalid; the message names the field."""

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from edgediff.cache.eviction import USAGE_RULES
 from edgediff.errors import InputError
+from edgediff.runtime.request import DTYPES
 
 
 class ServiceConfigError(InputError):
@@ -55,12 +56,15 @@ class ModelSettings:
 
     model: str = "tiny"
     device: str = "cpu"
+    dtype: str = "float32"  # the edge model's (docs/runtime.md, "Generation options")
     workers: int = 1
     worker_threads: int = 1
     engine_process: bool = True
 
     def __post_init__(self):
         _check_numbers(self)
+        if self.dtype not in DTYPES:
+            raise ServiceConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("workers", "worker_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -55,7 +55,11 @@ class EdgeDenoiser:
         from edgediff.runtime.request import GenerationRequest
 
         self.config, self.metrics = config, metrics
-        self.model = model if model is not None else load_model(ModelSpec(config.model, device=config.device))
+        self.model = (
+            model
+            if model is not None
+            else load_model(ModelSpec(config.model, device=config.device, dtype=config.dtype))
+        )
         self.pool: WorkerPool | None = None
         self._start_workers()
         try:
