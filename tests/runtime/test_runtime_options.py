@@ -211,3 +211,26 @@ def test_a_missing_weights_file_is_named_as_it_is(sd_dir, tmp_path):
     (model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelLoadError, match=r"unet/diffusion_pytorch_model\.safetensors is missing"):
         load_model(str(model))
+
+
+
+@pytest.mark.slow
+def test_t5_keeps_its_float32_layers_as_transformers_loads_it(tmp_path):
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    from edgediff.runtime.backends import cast_module
+
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path
+    )
+    for dtype in (torch.float16, torch.bfloat16):
+        ours = T5EncoderModel.from_pretrained(tmp_path)
+        cast_module(ours, dtype)
+        theirs = T5EncoderModel.from_pretrained(tmp_path, dtype=dtype)  # what diffusers' pipelines get
+        dtypes = {name: p.dtype for name, p in ours.named_parameters()}
+        assert dtypes == {name: p.dtype for name, p in theirs.named_parameters()}
+        assert (torch.float32 in dtypes.values()) == (dtype == torch.float16)  # T5's wo in float16
+        tokens = torch.tensor([[1, 2, 3]])
+        assert torch.equal(ours(tokens).last_hidden_state, theirs(tokens).last_hidden_state)

@@ -151,8 +151,7 @@ class DenoiserBackend(ABC):
         torch_dtype = self.torch_dtype()
         for module in self.modules[:1] if only_denoiser else self.modules:
             module.to(device)
-            if module.dtype != torch_dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
-                module.to(dtype=torch_dtype)
+            cast_module(module, torch_dtype)
             module.eval().requires_grad_(False)
 
     def torch_dtype(self):
@@ -380,3 +379,23 @@ class UNetBackend(DenoiserBackend):
 
     def save(self, directory: str | Path) -> None:
         self.diffusers_pipeline().save_pretrained(str(directory), safe_serialization=True)
+
+
+def cast_module(module, torch_dtype) -> None:
+    """``module`` in ``torch_dtype``, except the layers transformers keeps in float32 when it
+    loads a model in that dtype (``_keep_in_fp32_modules`` in float16, e.g. T5's ``wo``;
+    ``_keep_in_fp32_modules_strict`` in float16 and bfloat16), as diffusers' pipelines get them."""
+    import torch
+
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ()) if torch_dtype == torch.float16 else set()
+    if torch_dtype in (torch.float16, torch.bfloat16):
+        keep |= set(getattr(module, "_keep_in_fp32_modules_strict", None) or ())
+    if not keep:
+        if module.dtype != torch_dtype:  # diffusers warns on a no-op dtype cast, so cast only when needed
+            module.to(dtype=torch_dtype)
+        return
+    for name, layer in module.named_modules():  # tensor by tensor: a kept layer is never rounded
+        dtype = torch.float32 if keep & set(name.split(".")) else torch_dtype
+        for tensor in [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(dtype)
