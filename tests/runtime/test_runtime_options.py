@@ -213,7 +213,6 @@ def test_a_missing_weights_file_is_named_as_it_is(sd_dir, tmp_path):
         load_model(str(model))
 
 
-
 @pytest.mark.slow
 def test_t5_keeps_its_float32_layers_as_transformers_loads_it(tmp_path):
     import torch
