@@ -169,3 +169,25 @@ def test_non_finite_latent_fails_that_member_only(tiny):
 def test_unknown_architecture_named_with_the_known_ones():
     with pytest.raises(ModelLoadError, match="unknown architecture 'arch:sd9'; known: arch:sd15, arch:sdxl"):
         load_model("arch:sd9")
+
+
+@pytest.mark.slow
+def test_sdxl_at_another_size_equals_its_pipeline(sdxl_dir):
+    """SDXL's size and crop time ids follow the request's width and height, as in diffusers."""
+    model = load_model(sdxl_dir)
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(sdxl_dir), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    generation = GenerationRequest("a cat", steps=3, seed=2, guidance_scale=5.0, width=48, height=24)
+    unsplit = run_local(model, initial_state(model, generation)).latent
+    theirs = pipe(
+        generation.prompt,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        width=48,
+        height=24,
+        generator=torch.Generator().manual_seed(2),
+        output_type="latent",
+    ).images
+    assert unsplit.shape == theirs.shape and close(unsplit, theirs)
+    received = decode_latent(encode_latent(run_edge(model, generation, 1)))
+    assert torch.equal(run_local(model, received).latent, unsplit)
