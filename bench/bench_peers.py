@@ -125,7 +125,7 @@ def peer_app(model_dir: str, mode: str, window_s: float, b_max: int):
         return {"ok": True}
 
     @app.get("/stats")
-    def get_stats() -> dict:
+    async def get_stats() -> dict:  # on the event loop: the plain server's blocked requests can fill the thread pool
         return stats
 
     if mode == "plain":
@@ -473,9 +473,9 @@ def edge_counters(url: str, config: str) -> np.ndarray:
     import httpx
 
     if config.startswith("edgediff"):
-        stats = httpx.get(f"{url}/v1/info").json()["stats"]
+        stats = httpx.get(f"{url}/v1/info", timeout=60).json()["stats"]
         return np.array([stats["engine_busy_s"], stats["busy_s"], stats["ideal_s"]])
-    return np.array([httpx.get(f"{url}/stats").json()["busy_s"], 0.0, 0.0])
+    return np.array([httpx.get(f"{url}/stats", timeout=60).json()["busy_s"], 0.0, 0.0])
 
 
 SERVICE_OPTIONS = {  # the service's settings per configuration (ServiceConfig keys)
