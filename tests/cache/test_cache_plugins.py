@@ -234,7 +234,8 @@ def test_your_cache_policy_in_a_sweep_figure_on_your_scenario(tmp_path, capsys):
     rows = (tmp_path / "cache-fig10.csv").read_text().splitlines()
     policies = {row.split(",")[1] for row in rows[1:]}
     assert {mine, "oo"} <= policies and "lru" not in policies  # yours, oo beside, not the compared set
-    assert "300 slots" in (tmp_path / "cache-fig10.md").read_text()
+    summary = (tmp_path / "cache-fig10.md").read_text()
+    assert "300 slots" in summary and "The cache never filled at capacity_gb = 1, 3, 5" in summary
     capsys.readouterr()
     for bad, message in (
         (["cache-fig5", "--policies", mine], "cache-fig5 takes neither"),

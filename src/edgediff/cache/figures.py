@@ -180,14 +180,19 @@ def _margins(at: dict[str, float]) -> str:
 
 
 def _note_never_filled(fig, lines: list[str], rows: list[dict], param: str) -> None:
-    """Say so, in the figure and its summary, where a classic cache never filled: with no
-    eviction, lru, lfu and lcbfu store the same and their lines overlap."""
-    never = sorted({r[param] for r in rows if r["policy"] in CLASSIC_POLICIES and r.get("cache_full_slot", 0) < 0})
+    """Say so, in the figure and its summary, where a cache never filled: with no eviction,
+    the eviction rules store the same (lru, lfu and lcbfu's lines overlap)."""
+    caching = [r for r in rows if r["policy"] not in ("ncldc", OFFLOAD_ONLY, FLOOR)]
+    classic = any(r["policy"] in CLASSIC_POLICIES for r in caching)
+    never = sorted(
+        {r[param] for r in caching if (r["policy"] in CLASSIC_POLICIES or not classic) and r["cache_full_slot"] < 0}
+    )
     if not never:
         return
+    alike = "lru, lfu and lcbfu coincide there (their lines overlap)" if classic else "eviction made no difference"
     text = (
-        f"The cache never filled at {param} = {', '.join(map(str, never))}: no entry was evicted, so lru, lfu "
-        "and lcbfu coincide there (their lines overlap); longer runs or less capacity tell the rules apart."
+        f"The cache never filled at {param} = {', '.join(map(str, never))}: no entry was evicted, so {alike}; "
+        "longer runs or less capacity tell the rules apart."
     )
     lines.append(f"\n**{text}**")
     fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=8, color="tab:red")
