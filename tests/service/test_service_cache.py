@@ -124,3 +124,26 @@ def test_embedding_memo_encodes_each_prompt_once_and_stays_bounded():
     memo.encode(embedder, ["c", "d"])  # limit 3: the least recent ("b") goes
     memo.encode(embedder, ["b"])
     assert embedder.seen == ["a", "b", "c", "d", "b"]
+
+
+def test_requests_of_another_size_or_scheduler_neither_read_nor_write_the_cache():
+    import types
+
+    from edgediff.runtime.request import GenerationRequest
+    from edgediff.service.config import ServiceConfig
+    from edgediff.service.latent_cache import OWN_SIZE_OR_SCHEDULER, TenantCaches
+
+    caches = TenantCaches(ServiceConfig(cache_gb=0.01))
+    caches.latent_shape = (4, 8, 8)  # the model's, as the engine sets it
+    vector = np.ones(8, np.float32) / np.sqrt(8)
+
+    def job(**options):
+        request = GenerationRequest("a cat", steps=4, **options)
+        return types.SimpleNamespace(embedding=vector, steps=4, request=request, tenant=None)
+
+    for other in (job(width=48, height=32), job(scheduler="EulerDiscreteScheduler")):
+        assert caches.peek([other], [2]) == [0]
+        assert caches.lookup(other, 2, 2).miss == OWN_SIZE_OR_SCHEDULER
+        caches.store(other, 2, None)  # not stored (a state of another size or schedule)
+        assert caches.usage() == (0, 0)
+    assert caches.lookup(job(), 2, 2).miss != OWN_SIZE_OR_SCHEDULER  # the model's own: looked up as usual

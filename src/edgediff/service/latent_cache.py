@@ -616,7 +616,7 @@ class TenantCaches:
 
     def peek(self, jobs, reusable) -> list[int]:
         return [
-            0 if job.embedding is None else self.of(job).peek(job.embedding, job.steps, self.latent_shape, r, r)
+            self.of(job).peek(job.embedding, job.steps, self.latent_shape, r, r) if _cacheable(job) else 0
             for job, r in zip(jobs, reusable)
         ]
 
@@ -625,6 +625,8 @@ class TenantCaches:
 
         if job.embedding is None:
             return None
+        if not _cacheable(job):
+            return Hit(0, miss=OWN_SIZE_OR_SCHEDULER)
         hit = self.of(job).lookup(job.embedding, job.steps, self.latent_shape, reach, reusable)
         tenant = getattr(job, "tenant", None)
         if self.board is not None:
@@ -643,6 +645,8 @@ class TenantCaches:
         return Hit(hit.step, hit.state)
 
     def store(self, job, step: int, state) -> None:
+        if not _cacheable(job):
+            return
         if self.of(job).insert(job.embedding, state, step, job.request.prompt) and self.metrics is not None:
             used, entries = self.usage()
             self.metrics.cache_bytes.set(used)
@@ -650,3 +654,18 @@ class TenantCaches:
 
     def order(self, job) -> int:
         return 0  # outputs due at the same step are stored in their members' admission order
+
+
+OWN_SIZE_OR_SCHEDULER = (
+    "the cache keeps latents of the model's own size and scheduler; this request sets its size or scheduler"
+)
+
+
+def _cacheable(job) -> bool:
+    """A request the cache serves and stores: with an embedding, at the model's native size and
+    with its scheduler (a cached latent of another size or schedule would be a wrong start)."""
+    request = getattr(job, "request", None)
+    if job.embedding is None or request is None:
+        return job.embedding is not None
+    own = getattr(request, "width", None) is None and getattr(request, "height", None) is None
+    return own and getattr(request, "scheduler", None) is None and not getattr(request, "scheduler_options", None)
