@@ -25,9 +25,9 @@ import numpy as np
 from edgediff.personalize.data import IDENTIFIERS, STYLES, class_prompt
 from edgediff.personalize.train import (
     TrainConfig,
+    class_prior_set,
     personal_instance_set,
     recognition_rate,
-    sample_latents,
     train_denoiser,
 )
 
@@ -108,15 +108,7 @@ def train_tiny_lora(out: str | Path, config: TrainConfig = TrainConfig(), base: 
     rng = np.random.default_rng(config.seed)  # drawn as train_tiny draws: the same users' images
     images, labels = load_digits_16()
     digit_prompts = [class_prompt(d) for d in range(10)]
-    prior_digits = [d for d in range(10) for _ in range(config.prior_images_per_digit)]
-    prior = sample_latents(
-        cluster,
-        [class_prompt(d) for d in prior_digits],
-        [20_000 + i for i in range(len(prior_digits))],
-        config.sample_steps,
-        config.guidance_scale,
-    )
-    prior_set = (prior, torch.zeros_like(prior), torch.tensor(prior_digits), digit_prompts, config.prior_weight)
+    prior_set = class_prior_set(cluster, digit_prompts, config)
     eval_digits = [d for d in range(10) for _ in range(config.eval_per_digit)]
     eval_seeds = [10_000 + i for i in range(len(eval_digits))]
     report: dict = {"config": asdict(config), "base": str(base) if base else "shipped tiny", "personal": {}}

@@ -249,6 +249,23 @@ def recognition_rate(model, classifier, digits, seeds, identifier, config: Train
     return float(np.mean(classifier.predict(images) == np.asarray(digits)))
 
 
+def class_prior_set(cluster, digit_prompts, config: TrainConfig):
+    """The prior-preservation set: ``config.prior_images_per_digit`` class images of each digit
+    sampled from the frozen cluster-wide model, weighted ``config.prior_weight`` (the full
+    fine-tunes and the LoRAs share it)."""
+    import torch
+
+    prior_digits = [d for d in range(10) for _ in range(config.prior_images_per_digit)]
+    prior = sample_latents(
+        cluster,
+        [class_prompt(d) for d in prior_digits],
+        [20_000 + i for i in range(len(prior_digits))],
+        config.sample_steps,
+        config.guidance_scale,
+    )
+    return prior, torch.zeros_like(prior), torch.tensor(prior_digits), digit_prompts, config.prior_weight
+
+
 def personal_instance_set(vae, images, labels, style: str, digit_prompts, scale: float, rng, config: TrainConfig):
     """A user's training set: ``config.personal_images_per_digit`` images of each digit drawn
     with ``rng``, in ``style``, encoded by ``vae``, with the user's identifier in the prompts
@@ -319,20 +336,12 @@ def train_tiny(out: str | Path, config: TrainConfig = TrainConfig(), tiny=None) 
     report = {"config": asdict(config), "tiny_config": tiny.to_dict(), "classifier_test_accuracy": None}
     report["classifier_test_accuracy"] = classifier.test_accuracy
     with watch("prior"):
-        prior_digits = [d for d in range(10) for _ in range(config.prior_images_per_digit)]
-        prior = sample_latents(
-            cluster,
-            [class_prompt(d) for d in prior_digits],
-            [20_000 + i for i in range(len(prior_digits))],
-            config.sample_steps,
-            config.guidance_scale,
-        )
+        prior_set = class_prior_set(cluster, digit_prompts, config)
         report["cluster_recognition"] = recognition_rate(cluster, classifier, eval_digits, eval_seeds, None, config)
     log.info("cluster-wide model: %.1f %% of samples recognized", 100 * report["cluster_recognition"])
 
     models = {"tiny": (unet, text_encoder, None)}
     report["personal"] = {}
-    prior_set = (prior, torch.zeros_like(prior), torch.tensor(prior_digits), digit_prompts, config.prior_weight)
     for style in STYLES:
         identifier = IDENTIFIERS[style]
         with watch(f"personal-{style}"):
