@@ -48,7 +48,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,7 +59,7 @@ import numpy as np
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import RawHttp, free_port  # noqa: E402
+from bench_service import RawHttp, free_port, running_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("device", "plain", "static", "edgediff-same", "edgediff", "edgediff+cache")
@@ -215,35 +214,14 @@ def serve_main(args) -> None:
 
 @contextlib.contextmanager
 def running_server(kind: str, model_dir: str, args, options: dict | None = None, timeout_s: float = 120):
-    """This script with ``--serve kind`` in a subprocess; yields its URL once ``/healthz``
-    answers; killed afterwards (a broken run's backlog is not drained)."""
-    import httpx
-
+    """This script with ``--serve kind`` in a subprocess; yields ``(process, url)`` once
+    ``/healthz`` answers; killed afterwards (a broken run's backlog is not drained)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     command = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--model", model_dir]
     command += ["--window", str(args.window), "--bmax", str(args.bmax), "--options", json.dumps(options or {})]
     command += ["--hash-embedder"] if args.hash_embedder else []
-    log = tempfile.TemporaryFile("w+")
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"the {kind} server exited: {log.read()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {kind} server did not start")
-            time.sleep(0.2)
-        yield server, url
-    finally:
-        server.kill()
-        server.wait()
-        log.close()
+    with running_process(command, port, f"the {kind} server", timeout_s, drain=False) as started:
+        yield started
 
 
 # ---------------------------------------------------------------------------- model and trace

@@ -137,8 +137,17 @@ def running_service(options: list[str], timeout_s: float = 300):
     """``edgediff serve`` on a free loopback port in a subprocess: yields ``(process, url)``
     once ``/healthz`` answers; SIGTERM (drain) afterwards."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     command = [sys.executable, "-m", "edgediff", "serve", "--port", str(port), *options]
+    with running_process(command, port, "the service", timeout_s, drain=True) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_process(command: list[str], port: int, name: str, timeout_s: float, drain: bool):
+    """``command`` (a server on loopback ``port``, this checkout's ``src`` first, one torch
+    thread unless ``OMP_NUM_THREADS`` says otherwise) in a subprocess: yields ``(process, url)``
+    once ``/healthz`` answers; afterwards SIGTERM and a wait (``drain``) or a kill."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     # its log goes to a file: a pipe nobody reads fills after ~64 KB (13 minutes of window
     # lines) and then blocks the engine thread in a write
     log = tempfile.TemporaryFile("w+")
@@ -149,23 +158,24 @@ def running_service(options: list[str], timeout_s: float = 300):
         while True:
             if server.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"the service exited: {log.read()[-2000:]}")
-            try:
+                raise RuntimeError(f"{name} exited: {log.read()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             if time.monotonic() > deadline:
-                raise RuntimeError("service did not start")
+                raise RuntimeError(f"{name} did not start")
             time.sleep(0.2)
         yield server, url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
+        if drain:
+            server.terminate()
+            try:
+                server.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        else:
             server.kill()
-            server.wait()
+        server.wait()
         log.close()
 
 
