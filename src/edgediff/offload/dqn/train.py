@@ -8,6 +8,7 @@ updates per transition) to make CPU training fast.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -264,35 +265,25 @@ def train(
     return result
 
 
+# What made CPU training reach the target (docs/offloading-model.md, "Learned policy"): the
+# paper's network and PER, plus double DQN, dueling heads, unit state scaling, the marginal
+# reward, the convex features, 16 episodes at a time and one update per 4 steps.
+_TUNED = DqnConfig(
+    double_dqn=True,
+    dueling=True,
+    state_scaling="unit",
+    reward="marginal",
+    features="convex",
+    num_envs=16,
+    train_frequency=4,
+)
 PRESETS: dict[str, DqnConfig] = {
     "paper": DqnConfig(),
-    # What made CPU training reach the target (docs/offloading-model.md, "Learned policy"):
-    # the paper's network and PER, plus double DQN, dueling heads, unit state scaling, the
-    # marginal reward, the convex features, 16 episodes at a time and one update per 4 steps.
-    "tuned": DqnConfig(
-        double_dqn=True,
-        dueling=True,
-        state_scaling="unit",
-        reward="marginal",
-        features="convex",
-        num_envs=16,
-        train_frequency=4,
-    ),
+    "tuned": _TUNED,
     # Windows of any size (docs/offloading-model.md, "Windows of any size"): tuned's choices with
     # the set state and network (per-user encoder, pooling over users), a smaller replay memory
     # (a state holds up to 100 users) and a larger learning rate for a short CPU budget.
-    "set": DqnConfig(
-        double_dqn=True,
-        dueling=True,
-        state_scaling="unit",
-        reward="marginal",
-        features="set",
-        num_envs=16,
-        train_frequency=4,
-        hidden=128,
-        memory=100_000,
-        learning_rate=3e-4,
-    ),
+    "set": dataclasses.replace(_TUNED, features="set", hidden=128, memory=100_000, learning_rate=3e-4),
 }
 
 
