@@ -314,3 +314,74 @@ def test_a_step_in_flight_delays_the_members_admitted_now():
     assert instance.start_delay == pytest.approx(EDGE[0] * 3 / instance.G + EDGE[1])
     alone = evaluate(replace(instance, start_delay=0.0), Decision(np.array([True]), np.array([answer.split])))
     assert answer.predicted_latency_s == pytest.approx(alone.latency[0] + instance.start_delay)
+
+
+# ---------------------------------------------------------------------- the profile follows the steps
+def decided_latency(s, name="a"):
+    """One request's predicted latency and its window's instance, decided by ``s``."""
+    s.submit(job(name, 10.1))
+    (answer,) = s.decide(s.take(10.5, since=10.0)).answers
+    return answer, s.policy.instances[-1]
+
+
+def test_steps_twice_the_calibration_move_the_predicted_latency_to_the_measured():
+    k, h = EDGE
+    fresh, paced, off = scheduler(), scheduler(), scheduler(profile_from_steps=False)
+    for s in (paced, off):
+        for members in (1, 2, 4, 8) * 16:  # 64 batched steps, each twice its calibrated L(b)
+            s.observe_step(members, 2 * (k * members + h))
+    assert paced.step_scale == pytest.approx(2.0) and off.step_scale == pytest.approx(2.0)
+    before, calibrated = decided_latency(fresh)
+    after, scaled = decided_latency(paced)
+    assert (scaled.edge_k, scaled.edge_h) == pytest.approx((2 * k, 2 * h))
+    assert (calibrated.edge_k, calibrated.edge_h) == pytest.approx((k, h))
+    # what the same decision takes when every edge step takes twice its calibration
+    decision = Decision(np.array([True]), np.array([before.split]))
+    measured = evaluate(replace(calibrated, edge_k=2 * k, edge_h=2 * h), decision, "timeline").latency[0]
+    assert before.split == after.split and before.predicted_latency_s < measured
+    assert after.predicted_latency_s == pytest.approx(measured)
+    # without profile_from_steps the scale is measured but the window decides with the calibration
+    unchanged, _ = decided_latency(off)
+    assert unchanged.predicted_latency_s == pytest.approx(before.predicted_latency_s)
+
+
+def test_the_pace_is_clipped_waits_for_enough_steps_and_forgets_old_ones():
+    from edgediff.service.scheduler import PACE_CLIP, PACE_MIN_STEPS, PACE_STEPS, StepPace
+
+    k, h = EDGE
+    pace = StepPace(EDGE)
+    for _ in range(PACE_MIN_STEPS - 1):
+        pace.observe(1, 10 * (k + h))  # ten times slower: a stalled host
+    assert pace.scale == 1.0  # too few steps to move the profile
+    pace.observe(1, 10 * (k + h))
+    assert pace.scale == PACE_CLIP[1]
+    for _ in range(PACE_STEPS):
+        pace.observe(1, 0.01 * (k + h))
+    assert pace.scale == PACE_CLIP[0]
+    for _ in range(PACE_STEPS):
+        pace.observe(3, 1.5 * (3 * k + h))
+    assert pace.scale == pytest.approx(1.5)  # the older steps are out of the window
+    pace.observe(0, 1.0)  # an empty step and a bad time change nothing
+    pace.observe(2, float("nan"))
+    assert pace.scale == pytest.approx(1.5)
+
+
+def test_a_segment_of_steps_counts_as_its_steps():
+    from edgediff.service.scheduler import StepPace
+
+    k, h = EDGE
+    pace = StepPace(EDGE, steps=10, min_steps=4)
+    pace.observe(2, 3 * 3 * (2 * k + h), steps=3)  # three steps at 3x: below min_steps
+    assert pace.scale == 1.0
+    pace.observe(2, 2 * 2 * (2 * k + h), steps=2, gpus=1)
+    assert pace.scale == pytest.approx((9 + 4) / 5)
+    pace.observe(4, 8 * (4 * k / 2 + h), steps=8, gpus=2)  # G = 2: L(b) = k b / G + h
+    assert pace.scale == pytest.approx((4 + 8) / 10)  # the first segment left whole
+
+
+def test_profile_from_steps_must_be_a_boolean_and_the_error_names_the_field():
+    from edgediff.service.config import ServiceConfigError
+
+    with pytest.raises(ServiceConfigError, match=r"^scheduling\.profile_from_steps must be true or false, got 'yes'"):
+        ServiceConfig(profile_from_steps="yes")
+    assert ServiceConfig().profile_from_steps is True

@@ -31,6 +31,7 @@ def test_a_config_file_takes_flat_keys_and_part_sections(tmp_path):
         ("[scheduling]\nwindow_s = 0\n", "edge.toml: scheduling.window_s must be > 0, got 0"),
         ("cache_gb = -1\n", "edge.toml: caching.cache_gb must be >= 0, got -1"),
         ("window_s = \n", "edge.toml: not valid TOML"),
+        ("[scheduling]\nprofile_from_steps = 1\n", "edge.toml: scheduling.profile_from_steps must be true or false"),
     ],
 )
 def test_a_bad_config_file_names_the_field(tmp_path, text, message):
@@ -45,6 +46,21 @@ def test_service_config_errors_name_the_part():
         ServiceConfig(max_connections=0)
     with pytest.raises(ServiceConfigError, match=r"did you mean 'window_s' \(scheduling.window_s\)\?"):
         ServiceConfig(windw_s=1)
+
+
+def test_serve_s_profile_from_steps_flag_sets_the_config_and_overrides_the_file(tmp_path):
+    from edgediff.cli import build_parser
+    from edgediff.cli._serve_options import serve_options_flags
+
+    on, off = (
+        serve_options_flags(build_parser().parse_args(["serve", *flag])) for flag in ([], ["--no-profile-from-steps"])
+    )
+    assert on["profile_from_steps"] is True and off["profile_from_steps"] is False
+    path = tmp_path / "edge.toml"
+    path.write_text("[scheduling]\nprofile_from_steps = true\n")
+    assert service_options(path, off)["profile_from_steps"] is False  # a flag given against the default wins
+    path.write_text("[scheduling]\nprofile_from_steps = false\n")
+    assert service_options(path, on)["profile_from_steps"] is False  # a flag left at its default: the file's
 
 
 @pytest.mark.slow  # the serve command's imports

@@ -180,11 +180,15 @@ def test_metrics_health_info_and_openapi(start_service, tiny):
         "edgediff_step_latency_seconds_count",
         "edgediff_cache_hits_total",
         "edgediff_cache_bytes",
+        "edgediff_edge_step_scale",
     ):
         assert name in names
     assert 'edgediff_requests_total{outcome="done"} 1.0' in text
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert info["edge_profile"] == {"k": 0.01, "h": 0.004} and info["model"] == "tiny"
+    # every batched step's seconds are measured; the windows' profile follows them by default
+    assert engine.scheduler.pace.measured == info["stats"]["steps"] > 0 and info["profile_from_steps"] is True
+    assert f"edgediff_edge_step_scale {info['edge_step_scale']}" in text  # the gauge is the info's scale
     assert "/v1/requests" in schema["paths"] and "SubmitRequest" in schema["components"]["schemas"]
 
 

@@ -243,13 +243,27 @@ def test_sweep_seeds_come_from_the_workload_not_the_position():
 
 
 def test_a_slower_edge_than_calibrated_changes_time_not_decisions():
-    base = make_site(profile="0.02,0.004", window_s=1.0, cache_gb=0)
+    base = make_site(profile="0.02,0.004", window_s=1.0, cache_gb=0, profile_from_steps=False)
     slow = dataclasses.replace(base, step_profile=(0.04, 0.008))
     arr = arrivals([0.1, 0.35, 0.6, 0.8, 0.95, 1.2, 1.3], k=0.3, alpha=1e-3)
     a, b = simulate(TwinConfig([base]), arr), simulate(TwinConfig([slow]), arr)
     assert a.records.split.tolist() == b.records.split.tolist()
     granted = a.records.outcome == GRANTED
     assert granted.any() and (b.answer_s[granted] > a.answer_s[granted]).all()
+
+
+def test_with_profile_from_steps_the_predictions_follow_an_edge_slower_than_calibrated():
+    arr = arrivals([0.1 + w for w in range(6)], k=0.3)  # one request a window, each alone on the edge
+    errors = {}
+    for on in (True, False):
+        base = make_site(profile="0.02,0.004", window_s=1.0, cache_gb=0, profile_from_steps=on)
+        result = simulate(TwinConfig([dataclasses.replace(base, step_profile=(0.04, 0.008))]), arr)
+        assert (result.records.outcome == GRANTED).all()
+        errors[on] = result.latency - result.records.predicted_latency  # seconds later than predicted
+    assert (errors[False] > 0.1).all()  # the calibration alone: every request later than predicted
+    # each runs 5 edge steps: the first two windows are decided before PACE_MIN_STEPS (8) steps ran
+    assert errors[True][:2] == pytest.approx(errors[False][:2])
+    assert errors[True][2:] == pytest.approx(0.0, abs=1e-9)  # then at the measured pace: exactly as predicted
 
 
 @pytest.mark.parametrize(("key", "hint"), [("profil", "profile"), ("window", "window_s"), ("bmax", "b_max")])

@@ -23,6 +23,7 @@ from edgediff.cli._args import (
     profile,
 )
 from edgediff.cli._generation import add_dtype
+from edgediff.cli._serve_options import add_connection_options, add_profile_option, serve_options_flags
 from edgediff.service.config import ServiceConfig, service_options, service_pai_curve
 
 PAGES = "/ (status page), /docs (API), /v1/info, /metrics, /healthz"
@@ -86,6 +87,7 @@ def add_parsers(sub) -> None:
         "for a built-in tiny model, else the paper's fit)",
     )
     p.add_argument("--queue", type=positive_int, default=d["queue_limit"], help="queued requests before 503")
+    add_profile_option(p, d)
     p.add_argument(
         "--edge-profile",
         type=profile,
@@ -108,30 +110,7 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="with --api-keys: one latent cache for all tenants (faster; lets a tenant learn others' prompts)",
     )
-    p.add_argument(
-        "--max-connections",
-        type=positive_int,
-        default=d["max_connections"],
-        help="open connections; one more gets 503",
-    )
-    p.add_argument(
-        "--header-timeout",
-        type=positive_float,
-        default=d["header_timeout_s"],
-        help="seconds a connection has to send its request headers",
-    )
-    p.add_argument(
-        "--body-timeout",
-        type=positive_float,
-        default=d["body_timeout_s"],
-        help="seconds after the headers to send the body",
-    )
-    p.add_argument(
-        "--linger",
-        type=number(float, 0.0),
-        default=d["linger_s"],
-        help="at shutdown, seconds after the drain for clients to collect results",
-    )
+    add_connection_options(p, d)
     p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument(
         "--ray",
@@ -192,10 +171,7 @@ def run(args) -> None:
         journal_fsync=args.journal_fsync,
         **keys,
         cache_sharing=args.share_cache,
-        max_connections=args.max_connections,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        linger_s=args.linger,
+        **serve_options_flags(args),
     )
     config = ServiceConfig(**service_options(args.config, flags))
     if args.ray is None and config.workers > 1:  # not enough GPUs: one line before the model loads

@@ -337,9 +337,10 @@ class FrontDoor:
             for s, m in zip(up, offloaded)
         ]
         queued = load["queued"] + np.array([s.sending for s in up])
-        k_g = load["k"] / load["gpus"]
+        scale = np.array([s.load.get("step_scale", 1.0) for s in up], float)  # the profile the site decides with
+        k_g = scale * load["k"] / load["gpus"]
         index = least_expected_latency(
-            wait, offloaded, k_g, load["h"], load["members"], queued, load["queue_limit"], work
+            wait, offloaded, k_g, scale * load["h"], load["members"], queued, load["queue_limit"], work
         )
         return up[index]
 

@@ -80,7 +80,10 @@ class SchedulingSettings:
     start-up. ``b_max`` bounds the requests each window grants; ``max_batch`` (optional) the
     running batch, where members of earlier windows may still be: a window then grants at most
     ``min(b_max, max_batch - members running)``. ``gpus`` is the ``G`` of
-    ``L_e(b, G) = k b / G + h``."""
+    ``L_e(b, G) = k b / G + h``. ``profile_from_steps``: each window is decided with that
+    profile times the measured pace of the edge's recent batched steps (their seconds over the
+    calibrated ``L(b)``, the service's host work included), not the bare denoiser's
+    calibration alone (docs/service.md, "The profile follows the steps")."""
 
     window_s: float = 0.5
     policy: str = "exact"
@@ -96,9 +99,12 @@ class SchedulingSettings:
     W_max: float = 1e6
     edge_profile: tuple[float, float] | None = None
     seed: int = 0
+    profile_from_steps: bool = True
 
     def __post_init__(self):
         _check(self, positive=("window_s", "gpus", "queue_limit", "eta"), non_negative=("b_max", "seed"))
+        if not isinstance(self.profile_from_steps, bool):
+            raise ServiceConfigError(f"profile_from_steps must be true or false, got {self.profile_from_steps!r}")
         _check(self, unit=("n_hat_fraction",))
         if self.max_batch is not None and (
             isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1

@@ -114,6 +114,12 @@ class EdgeEngine:
     batch_members = property(lambda self: len(self.batch))
 
     @property
+    def decision_scale(self) -> float:
+        """What the windows multiply the calibrated ``k`` and ``h`` by now (1 without
+        ``profile_from_steps``)."""
+        return self.scheduler.step_scale if self.config.profile_from_steps else 1.0
+
+    @property
     def policy(self):
         return self.scheduler.policy
 
@@ -408,6 +414,8 @@ class EdgeEngine:
             self.stats.member_steps += members
             self.stats.busy_s += elapsed
             self.stats.ideal_s += self.denoiser.ideal_step_s(members)
+            self.scheduler.observe_step(members, elapsed, self.live_gpus())  # the pace the next windows plan with
+            self.metrics.step_scale.set(self.scheduler.step_scale)
             self.metrics.batch_size.observe(members)
             self.metrics.step_latency.observe(elapsed)
             self.board.step(members, elapsed, tenants)

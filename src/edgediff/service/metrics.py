@@ -60,6 +60,13 @@ class ServiceMetrics:
         self.step_latency = Histogram(
             "edgediff_step_latency_seconds", "Wall time of one batched edge step", buckets=STEP_BUCKETS, registry=r
         )
+        self.step_scale = Gauge(
+            "edgediff_edge_step_scale",
+            "The recent batched steps' wall time over the calibrated L(b) (with profile_from_steps "
+            "the windows are decided with L(b) times it)",
+            registry=r,
+        )
+        self.step_scale.set(1.0)
         self.decision_latency = Histogram(
             "edgediff_decision_seconds", "Wall time of one window's policy decision", buckets=STEP_BUCKETS, registry=r
         )

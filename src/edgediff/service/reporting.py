@@ -19,6 +19,7 @@ def load(engine) -> dict:
         "window_s": cfg.window_s,
         "k": engine.edge_k,
         "h": engine.edge_h,
+        "step_scale": engine.decision_scale,  # what the windows multiply k and h by (1: the calibration alone)
         "gpus": engine.live_gpus(),
         "queue_limit": cfg.queue_limit,
         "n_hat_fraction": cfg.n_hat_fraction,
@@ -57,6 +58,8 @@ def info(engine, tenant: str | None = None) -> dict:
         "b_max": cfg.b_max,
         "max_batch": cfg.max_batch,
         "edge_profile": {"k": engine.edge_k, "h": engine.edge_h},
+        "edge_step_scale": engine.scheduler.step_scale,  # the recent steps' seconds over L(b)
+        "profile_from_steps": cfg.profile_from_steps,  # whether windows are decided with L(b) times that scale
         "intermediate_bits": engine.intermediate_bits,
         "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
         "cache": {

@@ -38,6 +38,17 @@ from edgediff.service.window import decide_window, denial_reason, joiners_profil
 NO_KEY = "no prompt embedding (the embedder failed): the request neither reads nor writes the cache"
 EPS = 1e-9  # seconds: times closer than this are the same instant on the window clock
 HISTORY = 16  # recent decided windows from which later windows' members are expected
+# The edge's pace (profile_from_steps): the measured seconds of the last PACE_STEPS batched
+# steps over their calibrated L(b). A ratio of sums over a window of steps, not a refit of k
+# and h: one number is well posed whatever batch sizes ran (a refit needs several, and a
+# window of equal batches leaves k and h unidentified), a long step (a window decided during
+# it) weighs by its seconds, and the calibration's shape in b is kept. It is applied from
+# PACE_MIN_STEPS steps on, and clipped to PACE_CLIP: a single slow step (a page fault, a
+# collection) must not triple the profile, nor a run on a calibration made on a busier host
+# halve it below what the denoiser alone can do.
+PACE_STEPS = 64
+PACE_MIN_STEPS = 8
+PACE_CLIP = (0.5, 4.0)
 
 
 class StepExecutor(Protocol):
@@ -93,6 +104,41 @@ class WindowCache(Protocol):
     def order(self, job: Any) -> int:
         """Rank of ``job`` among the outputs due at the same step (stored in rank order)."""
         ...
+
+
+class StepPace:
+    """The edge's measured step seconds over its profile's ``L(b) = k b / G + h``, over the
+    last ``steps`` batched steps: ``scale`` (1 until ``min_steps`` were measured; clipped to
+    ``clip``). The window's latency model is the profile times ``scale``."""
+
+    def __init__(
+        self,
+        profile: tuple[float, float],
+        steps: int = PACE_STEPS,
+        min_steps: int = PACE_MIN_STEPS,
+        clip: tuple[float, float] = PACE_CLIP,
+    ):
+        self.profile, self.steps, self.min_steps, self.clip = profile, steps, min_steps, clip
+        self._recent: deque[tuple[int, float, float]] = deque()  # (steps, measured s, calibrated s)
+        self.scale = 1.0
+        self.measured = 0  # steps observed in all
+
+    def observe(self, members: int, seconds: float, gpus: int = 1, steps: int = 1) -> float:
+        """``steps`` batched steps of ``members`` members took ``seconds`` in all; returns the
+        scale now."""
+        if members <= 0 or steps <= 0 or not math.isfinite(seconds) or seconds < 0:
+            return self.scale
+        k, h = self.profile
+        self.measured += steps
+        self._recent.append((steps, seconds, steps * (k * members / gpus + h)))
+        count = sum(n for n, _, _ in self._recent)
+        while count - self._recent[0][0] >= self.steps:  # the last `steps` (a segment of the twin's whole)
+            count -= self._recent.popleft()[0]
+        calibrated = sum(c for _, _, c in self._recent)
+        if count >= self.min_steps and calibrated > 0:
+            low, high = self.clip
+            self.scale = min(high, max(low, sum(m for _, m, _ in self._recent) / calibrated))
+        return self.scale
 
 
 @dataclass(frozen=True)
@@ -154,8 +200,10 @@ class WindowScheduler:
     ``config`` gives ``K``, ``B_max``, ``max_batch``, the queue limit, the cache's reusable
     bound and the instance's constants; ``policy`` decides (``decide(instance) -> Decision``);
     ``edge_profile`` and ``intermediate_bits`` are the edge's calibration and latent size;
-    ``phase`` is when the window clock started. Not thread-safe: the engine calls it under
-    its lock or from its one engine thread.
+    ``phase`` is when the window clock started. With ``config.profile_from_steps`` each window
+    is decided with the calibration times the measured pace of the recent steps
+    (:meth:`observe_step`, :class:`StepPace`): the policy is exact for that profile. Not
+    thread-safe: the engine calls it under its lock or from its one engine thread.
     """
 
     def __init__(
@@ -171,6 +219,7 @@ class WindowScheduler:
     ):
         self.config, self.policy, self.executor, self.cache = config, policy, executor, cache
         self.edge_profile, self.intermediate_bits = edge_profile, intermediate_bits
+        self.pace = StepPace(edge_profile)  # the steps' measured pace over the calibration
         self.K, self.phase = config.window_s, phase
         self.queue: list = []
         self.running: dict[str, Any] = {}  # id -> job: admitted, not yet out of the batch
@@ -218,6 +267,26 @@ class WindowScheduler:
         self.windows += 1
         return Window(index, end - self.K, jobs)
 
+    # ------------------------------------------------------------------ the edge's pace
+    def observe_step(self, members: int, seconds: float, gpus: int = 1, steps: int = 1) -> None:
+        """``steps`` batched steps of ``members`` members took ``seconds`` (measured)."""
+        self.pace.observe(members, seconds, gpus, steps)
+
+    @property
+    def step_scale(self) -> float:
+        """The recent steps' measured seconds over the calibrated ``L(b)`` (1 before any)."""
+        return self.pace.scale
+
+    @property
+    def decision_profile(self) -> tuple[float, float]:
+        """The ``(k, h)`` windows are decided with: the calibration, times the measured pace
+        with ``profile_from_steps``."""
+        k, h = self.edge_profile
+        if not self.config.profile_from_steps:
+            return k, h
+        scale = self.pace.scale
+        return k * scale, h * scale
+
     # ------------------------------------------------------------------ a window's decision
     def decide(self, window: Window, gpus: int | None = None) -> Decided:
         """Decide ``window`` with ``G = gpus`` (default ``config.gpus``) and admit the granted
@@ -232,7 +301,7 @@ class WindowScheduler:
             self.config,
             self.policy,
             start=window.start,
-            edge_profile=self.edge_profile,
+            edge_profile=self.decision_profile,
             intermediate_bits=self.intermediate_bits,
             gpus=gpus,
             running=len(self.executor),
@@ -290,15 +359,15 @@ class WindowScheduler:
         windows = max(1.0, (window.start - first) / self.K)  # window slots from the first recorded to this one
         steps = [m for _, ms in self._history for m in ms]
         per_window = len([m for m in steps if m > 0]) / windows
-        k, h = self.edge_profile
+        k, h = self.decision_profile
         step_s = k * (len(self.running) + per_window) / gpus + h
         horizon = max(job.steps for job in window.jobs)
         return joiners_profile(per_window, steps, self.K / step_s if step_s > 0 else horizon, horizon)
 
     def step_in_flight_s(self, gpus: int) -> float:
-        """The calibrated time of the step in flight, which a member admitted now waits for."""
+        """The predicted time of the step in flight, which a member admitted now waits for."""
         members = getattr(self.executor, "in_flight", 0)
-        k, h = self.edge_profile
+        k, h = self.decision_profile
         return k * members / gpus + h if members else 0.0
 
     def edge_steps_left(self) -> list[int]:

@@ -59,6 +59,7 @@ class SimExecutor:
         self.pending: list[int] = []  # members added at their split: out with the next step
         self.left_index, self.left_time = array("q"), array("d")
         self.seg_t0, self.seg_t1, self.seg_b = array("d"), array("d"), array("d")
+        self.seg_n = array("q")  # each segment's steps
         self.steps = self.member_steps = 0
 
     def __len__(self) -> int:
@@ -99,6 +100,7 @@ class SimExecutor:
             self.seg_t0.append(t0)
             self.seg_t1.append(self.t)
             self.seg_b.append(b)
+            self.seg_n.append(run)
             if self.pending:
                 for index in self.pending:
                     self._leave(index, t0 + step)
@@ -153,6 +155,7 @@ class SimSite:
         self.failed_windows = 0
         self.first_failure: str | None = None
         self.left_seen = 0  # members out of the executor that the scheduler has been told of
+        self.seg_seen = 0  # executor segments whose pace the scheduler has been told of
         self.cache = None
         steps = set(np.unique(arrivals.steps).tolist())
         if svc.cache_bytes > 0:
@@ -254,6 +257,11 @@ class SimSite:
         """Tell the scheduler what the executor ran since the last look: the outputs now due
         are stored, the members that left are out of the running set."""
         ex = self.executor
+        if self.site.step_profile is not None:  # steps at another pace than decided with: as the engine measures it
+            for i in range(self.seg_seen, len(ex.seg_n)):
+                seconds = ex.seg_t1[i] - ex.seg_t0[i]
+                self.scheduler.observe_step(int(ex.seg_b[i]), seconds, self.service.gpus, ex.seg_n[i])
+            self.seg_seen = len(ex.seg_n)
         left = [str(i) for i in ex.left_index[self.left_seen :]]
         self.left_seen = len(ex.left_index)
         for job, step in self.scheduler.step_done(ex.step_index, left):
