@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
@@ -201,6 +202,8 @@ def serve_main(args) -> None:
         options = json.loads(args.options)
         if "edge_profile" in options:
             options["edge_profile"] = tuple(options["edge_profile"])
+        if "journal" in options:
+            options["journal"] = Path(options["journal"])
         config = ServiceConfig(model=args.model, **options)
         embedder = HashEmbedder() if options.get("cache_gb", 1.0) > 0 and args.hash_embedder else None
         engine = EdgeEngine(config, model=load_model(args.model), embedder=embedder)
@@ -354,6 +357,8 @@ class Run:
     cache_hits: int = 0
     cut_s: float = math.nan
     step_scale: float = 1.0  # edgediff: its steps' measured seconds over the calibrated L(b)
+    decision_scale: float = 1.0  # edgediff: what its windows multiplied L(b) by at the run's end (profile_from_steps)
+    denied_reasons: dict = field(default_factory=dict)  # edgediff: each denial's reason, counted
 
 
 async def replay(url: str, config: str, arrivals, cut_s: float) -> Run:
@@ -415,6 +420,7 @@ async def replay(url: str, config: str, arrivals, cut_s: float) -> Run:
     split = np.zeros(n, dtype=np.int64)
     link_b = np.ones(n)
     hits = 0
+    reasons: dict[str, int] = {}
     if edgediff:
         split[:] = arrivals.steps
         statuses = await fetch_statuses(host, int(port), ids)
@@ -423,12 +429,16 @@ async def replay(url: str, config: str, arrivals, cut_s: float) -> Run:
             if s and s.get("granted"):
                 granted_per_window[s["window"]] = granted_per_window.get(s["window"], 0) + 1
         for i, s in enumerate(statuses):
+            if s and s.get("status") == "denied":
+                reasons[s.get("reason")] = reasons.get(s.get("reason"), 0) + 1
             if s and s.get("split") is not None:
                 split[i] = s["split"]
                 hits += bool(s.get("cache_hit_step"))
                 if s.get("granted"):
                     link_b[i] = granted_per_window[s["window"]]
-    return Run(config, submitted, answered, split, sizes, link_b, math.nan, rejected[0], errors, hits, cut_s)
+    run = Run(config, submitted, answered, split, sizes, link_b, math.nan, rejected[0], errors, hits, cut_s)
+    run.denied_reasons = reasons
+    return run
 
 
 async def fetch_statuses(host: str, port: int, ids: list) -> list:
@@ -447,13 +457,16 @@ async def fetch_statuses(host: str, port: int, ids: list) -> list:
 def edge_counters(url: str, config: str) -> np.ndarray:
     """The server's busy seconds so far; for edgediff also its step seconds and their
     calibrated ideal (``/v1/info`` ``stats``: the engine thread's working time, ``busy_s``,
-    ``ideal_s``)."""
+    ``ideal_s``) and what its windows multiply ``L(b)`` by now (1 with ``profile_from_steps``
+    off)."""
     import httpx
 
     if config.startswith("edgediff"):
-        stats = httpx.get(f"{url}/v1/info", timeout=60).json()["stats"]
-        return np.array([stats["engine_busy_s"], stats["busy_s"], stats["ideal_s"]])
-    return np.array([httpx.get(f"{url}/stats", timeout=60).json()["busy_s"], 0.0, 0.0])
+        info = httpx.get(f"{url}/v1/info", timeout=60).json()
+        stats = info["stats"]
+        scale = info["edge_step_scale"] if info["profile_from_steps"] else 1.0
+        return np.array([stats["engine_busy_s"], stats["busy_s"], stats["ideal_s"], scale])
+    return np.array([httpx.get(f"{url}/stats", timeout=60).json()["busy_s"], 0.0, 0.0, 1.0])
 
 
 SERVICE_OPTIONS = {  # the service's settings per configuration (ServiceConfig keys)
@@ -463,12 +476,23 @@ SERVICE_OPTIONS = {  # the service's settings per configuration (ServiceConfig k
 }
 
 
+JOURNALS = itertools.count()  # --journal: one file per server start
+
+
 def service_options(config: str, edge: Edge, args) -> dict | None:
-    """The edgediff server's :class:`ServiceConfig` keys (``None`` for a peer)."""
+    """The edgediff server's :class:`ServiceConfig` keys (``None`` for a peer): the service as
+    shipped (its defaults, ``profile_from_steps`` included) but for the configuration's own
+    keys, the benchmark's window, ``B_max`` and queue, and the calibration measured here. With
+    ``--journal DIR`` each server start writes its journal there (``CONFIG-N.jsonl``)."""
     if config in PEERS:
         return None
+    journal = {}
+    if args.journal is not None:
+        args.journal.mkdir(parents=True, exist_ok=True)
+        journal = {"journal": str(args.journal / f"{config}-{next(JOURNALS)}.jsonl")}
     return {
         **SERVICE_OPTIONS[config],
+        **journal,
         "window_s": args.window,
         "b_max": args.bmax,
         "queue_limit": args.queue,
@@ -503,7 +527,9 @@ def run_sweep(config: str, model_dir: str, traces: list, edge: Edge, args) -> li
             cut_s = end + args.drain * max(end, 1.0)
             before = edge_counters(url, config)
             run = asyncio.run(replay(url, config, arrivals, cut_s))
-            run.busy_s, step_s, ideal_s = edge_counters(url, config) - before
+            after = edge_counters(url, config)
+            run.busy_s, step_s, ideal_s = (after - before)[:3]
+            run.decision_scale = float(after[3])
             run.step_scale = step_s / ideal_s if ideal_s > 0 else 1.0
             runs.append(run)
             if config.endswith("+cache") or not np.isfinite(run.answered).all():
@@ -571,6 +597,8 @@ def summarize(run: Run, arrivals, edge: Edge) -> dict:
         "offloaded": float(np.mean(run.split < arrivals.steps)),
         "cache_hits": run.cache_hits,
         "step_scale": run.step_scale,
+        "decision_scale": run.decision_scale,
+        "denied_reasons": run.denied_reasons,
         "growing": bool(growing),
         "drain_s": drain_s,
         "denied": denied,
@@ -768,11 +796,18 @@ def bench(args) -> dict:
                 )
                 print()
                 print_ratios(rows)
-                paces = ", ".join(f"{c} {r['step_scale']:.2f}" for c, r in rows.items() if c.startswith("edgediff"))
-                if paces:
+                ours = {c: r for c, r in rows.items() if c.startswith("edgediff")}
+                if ours:
+                    paces = ", ".join(f"{c} {r['step_scale']:.2f}" for c, r in ours.items())
+                    scales = ", ".join(f"{c} {r['decision_scale']:.2f}" for c, r in ours.items())
                     print(
-                        f"- edgediff's steps took these times the calibrated L(b) (the policy decides with it): {paces}"
+                        f"- edgediff's steps took these times the calibrated L(b): {paces}; "
+                        f"its windows decided with L(b) times (at the run's end): {scales}"
                     )
+                for c, r in ours.items():
+                    if r["denied_reasons"]:
+                        why = "; ".join(f"{n} x {reason}" for reason, n in r["denied_reasons"].items())
+                        print(f"- {c} denied: {why}")
                 for r in rows.values():
                     if r["first_error"]:
                         print(f"  {r['config']} first error: {r['first_error']}")
@@ -798,6 +833,7 @@ def main() -> int:
     parser.add_argument("--hash-embedder", action="store_true", help="cache on: the hash embedder, not MiniLM")
     parser.add_argument("--quick", action="store_true", help="one Poisson trace of 5 s at loads 0.5 and 3")
     parser.add_argument("--json", type=Path, help="write the summaries here")
+    parser.add_argument("--journal", type=Path, help="edgediff servers write their journals in this directory")
     parser.add_argument("--serve", choices=("plain", "static", "edgediff"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)

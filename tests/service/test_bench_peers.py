@@ -103,6 +103,10 @@ def test_replay_answers_every_request_of_the_trace_once(start_service):
     assert row["answered"] == row["requests"] == len(arrivals) and not row["breaks"]
     granted = run.split < arrivals.steps
     assert (run.answer_bytes[granted] > 0).all() and (run.answer_bytes[~granted] == 0).all()
+    assert sum(run.denied_reasons.values()) == (~granted).sum()  # every denial's reason, counted
+    # the service as shipped: its windows decide with L(b) times the steps' measured pace
+    *_, scale = bench_peers.edge_counters(service.url, "edgediff")
+    assert scale == engine.scheduler.step_scale and engine.config.profile_from_steps
 
 
 @pytest.mark.slow  # the twin's workload generator's imports (SciPy) on first use
