@@ -15,6 +15,9 @@ each on the real runtime; the digital twin on the same trace beside them.
    timesteps; the cache off (``edgediff``) and on (``edgediff+cache``). ``edgediff-same``
    is the same service doing the peers' work: every request granted with split 0 (policy
    ``b2`` with ``N_hat = 0``, ``B_max`` as the peers'), cache off: the batching mechanism alone.
+   Each is the service as shipped: its windows decide with the calibration times the measured
+   pace of the recent steps (``profile_from_steps``). ``edgediff-calibrated`` (only when named
+   in ``--configs``) is ``edgediff`` deciding with the start-up calibration alone.
 
 Each server runs in its own process (this script with ``--serve``), one torch thread
 (``OMP_NUM_THREADS=1``), one at a time; the clients replay the trace open-loop on asyncio
@@ -64,6 +67,7 @@ from bench_service import RawHttp, free_port, running_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("device", "plain", "static", "edgediff-same", "edgediff", "edgediff+cache")
+OPTIONAL = ("edgediff-calibrated",)  # run when named in --configs
 PEERS = ("device", "plain", "static")
 GUIDANCE = 7.5  # diffusers' default, the same for every configuration
 
@@ -473,6 +477,7 @@ SERVICE_OPTIONS = {  # the service's settings per configuration (ServiceConfig k
     "edgediff-same": {"policy": "b2", "n_hat_fraction": 0.0, "cache_gb": 0.0},
     "edgediff": {"policy": "exact", "cache_gb": 0.0},
     "edgediff+cache": {"policy": "exact", "cache_gb": 1.0},
+    "edgediff-calibrated": {"policy": "exact", "cache_gb": 0.0, "profile_from_steps": False},
 }
 
 
@@ -681,7 +686,12 @@ def print_table(title: str, rows: list[dict], twins: dict) -> None:
 
 def print_ratios(rows: dict) -> None:
     """edgediff's figures over each peer's at this load."""
-    for ours, peers in (("edgediff-same", ("plain", "static")), ("edgediff", PEERS), ("edgediff+cache", PEERS)):
+    for ours, peers in (
+        ("edgediff-same", ("plain", "static")),
+        ("edgediff", PEERS),
+        ("edgediff+cache", PEERS),
+        ("edgediff-calibrated", PEERS),
+    ):
         if ours not in rows:
             continue
         parts = []
@@ -706,7 +716,7 @@ def verdicts(results: dict) -> None:
         loads = sorted(by_load)
         carried = {
             c: max((x for x in loads if c in by_load[x] and not by_load[x][c]["breaks"]), default=None)
-            for c in CONFIGS
+            for c in CONFIGS + OPTIONAL
             if any(c in by_load[x] for x in loads)
         }
         print(f"\n{trace}: highest load carried (x the plain server's capacity): " + ", ".join(
@@ -732,7 +742,7 @@ def verdicts(results: dict) -> None:
             )
         for x in loads:
             rows = by_load[x]
-            for ours in ("edgediff", "edgediff+cache"):
+            for ours in ("edgediff", "edgediff+cache", "edgediff-calibrated"):
                 if ours not in rows:
                     continue
                 margins = {p: rows[ours]["utility_mean"] - rows[p]["utility_mean"] for p in PEERS if p in rows}
@@ -769,6 +779,9 @@ def bench(args) -> dict:
     steps = tuple(int(s) for s in args.steps.split(","))
     loads = [float(x) for x in args.loads.split(",")]
     configs = [c for c in args.configs.split(",")]
+    unknown = [c for c in configs if c not in CONFIGS + OPTIONAL]
+    if unknown:
+        raise SystemExit(f"--configs: unknown configuration {unknown[0]!r} (one of {', '.join(CONFIGS + OPTIONAL)})")
     results: dict = {}
     with tempfile.TemporaryDirectory() as root:
         model_dir = model_directory(args.model, Path(root))
