@@ -29,7 +29,8 @@ def load(engine) -> dict:
 
 def info(engine, tenant: str | None = None) -> dict:
     """``/v1/info``: the model and its latent space (what a device's model must share), the
-    policy, limits, calibration, workers, cache and the stats.
+    policy, limits, calibration (and, but for a tenant, ``edge_step_scale``: the recent steps'
+    pace over it moves with every tenant's work), workers, cache and the stats.
     With tenants on, a tenant (``tenant``) sees the edge's settings and only its own counts,
     cache and queue; the operator (:data:`~edgediff.service.tenants.OPERATOR`) sees the whole
     edge and each tenant's counts (docs/service.md, "Tenants")."""
@@ -58,8 +59,7 @@ def info(engine, tenant: str | None = None) -> dict:
         "b_max": cfg.b_max,
         "max_batch": cfg.max_batch,
         "edge_profile": {"k": engine.edge_k, "h": engine.edge_h},
-        "edge_step_scale": engine.scheduler.step_scale,  # the recent steps' seconds over L(b)
-        "profile_from_steps": cfg.profile_from_steps,  # whether windows are decided with L(b) times that scale
+        "profile_from_steps": cfg.profile_from_steps,  # whether windows are decided with L(b) times edge_step_scale
         "intermediate_bits": engine.intermediate_bits,
         "pai": {"a": cfg.pai_a, "b": cfg.pai_b, "N": 200},  # scaled to each request's N
         "cache": {
@@ -75,6 +75,7 @@ def info(engine, tenant: str | None = None) -> dict:
         queued, members = engine.tenant_load(tenant)
         answer["stats"] = {**engine.ledger.view(tenant), "queued": queued, "members": members}
         return answer
+    answer["edge_step_scale"] = engine.scheduler.step_scale  # the recent steps' seconds over L(b): the edge's work
     answer["stats"] = {**asdict(engine.stats), "queued": engine.queue_state()[0]}
     if tenant == OPERATOR:
         answer["tenants"] = {t: {**engine.ledger.view(t), **dict(zip(("queued", "members"), engine.tenant_load(t)))}
