@@ -98,21 +98,22 @@ def check_figure_options(names: list[str], given: list[str]) -> str | None:
     or the figures differ."""
     if not given:
         return None
-    for part, takers in (("offload", SCENARIO_FIGURES), ("cache", CACHE_SCENARIO_FIGURES)):
+    cache_takers = CACHE_POLICY_FIGURES if "policies" in given else CACHE_SCENARIO_FIGURES
+    for part, takers in (("offload", SCENARIO_FIGURES), ("cache", cache_takers)):
         if all(name in takers for name in names):
-            no_policies = [n for n in names if part == "cache" and n not in CACHE_POLICY_FIGURES]
-            if "policies" in given and no_policies:
-                raise UnknownFigure(
-                    f"policies apply to {', '.join(CACHE_POLICY_FIGURES)}; {', '.join(no_policies)} sweeps drc's V "
-                    "and takes a scenario only"
-                )
             return part
-    other = [name for name in names if name not in (*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES)]
-    takers = ", ".join((*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES))
+    if "policies" in given and all(name in CACHE_SCENARIO_FIGURES for name in names):
+        v_sweeps = [name for name in names if name not in CACHE_POLICY_FIGURES]
+        raise UnknownFigure(
+            f"policies apply to {', '.join(CACHE_POLICY_FIGURES)}; {', '.join(v_sweeps)} sweeps drc's V "
+            "and takes a scenario only"
+        )
+    takers_list = (*SCENARIO_FIGURES, *cache_takers)
+    other = [name for name in names if name not in takers_list]
     if not other:
         raise UnknownFigure(f"{' and '.join(given)}: give them for offloading or caching figures, not both")
     verb = "takes" if len(other) == 1 else "take"
-    raise UnknownFigure(f"{' and '.join(given)} apply to {takers}; {', '.join(other)} {verb} neither")
+    raise UnknownFigure(f"{' and '.join(given)} apply to {', '.join(takers_list)}; {', '.join(other)} {verb} neither")
 
 
 def reproduce(
