@@ -70,4 +70,4 @@ def save_image(image, out, native: bool = False) -> str:
 def image_path(out: Path, images: int, index: int) -> Path:
     """Where image ``index`` (from 0) of ``images`` goes: ``out`` itself for one image, else
     ``OUT-1.png``, ``OUT-2.png``, ... (``generate --images``, in-process and over HTTP alike)."""
-    return out if images == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+    return out if images == 1 else out.with_name(f"{out.stem}-{index + 1}.png")
