@@ -72,10 +72,11 @@ ALL = "all"  # every registered figure, in registry order
 # the figures that compare policies on drawn instances: they take ``policies`` (your own among them,
 # ``exact`` always beside) and ``scenario`` (the distribution the instances are drawn from)
 SCENARIO_FIGURES: tuple[str, ...] = ("fig11a", "fig11b", "fig11c")
-# the caching figures that sweep a parameter: they take cache ``policies`` (``oo`` and ``ncldc`` always
-# beside)
-# and a cache ``scenario`` (the Part B parameters the sweep starts from)
-CACHE_SCENARIO_FIGURES: tuple[str, ...] = ("cache-fig8", "cache-fig9", "cache-fig10")
+# the caching figures that sweep a parameter: they take a cache ``scenario`` (the Part B parameters the
+# sweep starts from); those that compare policies also take cache ``policies`` (``oo`` and ``ncldc``
+# always beside); cache-fig6 sweeps drc's V alone
+CACHE_POLICY_FIGURES: tuple[str, ...] = ("cache-fig8", "cache-fig9", "cache-fig10")
+CACHE_SCENARIO_FIGURES: tuple[str, ...] = ("cache-fig6", *CACHE_POLICY_FIGURES)
 
 
 class UnknownFigure(InputError):
@@ -97,15 +98,22 @@ def check_figure_options(names: list[str], given: list[str]) -> str | None:
     or the figures differ."""
     if not given:
         return None
-    for part, takers in (("offload", SCENARIO_FIGURES), ("cache", CACHE_SCENARIO_FIGURES)):
+    cache_takers = CACHE_POLICY_FIGURES if "policies" in given else CACHE_SCENARIO_FIGURES
+    for part, takers in (("offload", SCENARIO_FIGURES), ("cache", cache_takers)):
         if all(name in takers for name in names):
             return part
-    other = [name for name in names if name not in (*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES)]
-    takers = ", ".join((*SCENARIO_FIGURES, *CACHE_SCENARIO_FIGURES))
+    if "policies" in given and all(name in CACHE_SCENARIO_FIGURES for name in names):
+        v_sweeps = [name for name in names if name not in CACHE_POLICY_FIGURES]
+        raise UnknownFigure(
+            f"policies apply to {', '.join(CACHE_POLICY_FIGURES)}; {', '.join(v_sweeps)} sweeps drc's V "
+            "and takes a scenario only"
+        )
+    takers_list = (*SCENARIO_FIGURES, *cache_takers)
+    other = [name for name in names if name not in takers_list]
     if not other:
         raise UnknownFigure(f"{' and '.join(given)}: give them for offloading or caching figures, not both")
     verb = "takes" if len(other) == 1 else "take"
-    raise UnknownFigure(f"{' and '.join(given)} apply to {takers}; {', '.join(other)} {verb} neither")
+    raise UnknownFigure(f"{' and '.join(given)} apply to {', '.join(takers_list)}; {', '.join(other)} {verb} neither")
 
 
 def reproduce(

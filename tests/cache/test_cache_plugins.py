@@ -1,5 +1,6 @@
 """Your own cache policy, by module or file, checked; cache scenario files; cache-sim's plot."""
 
+import csv
 import json
 import textwrap
 from dataclasses import fields
@@ -239,9 +240,26 @@ def test_your_cache_policy_in_a_sweep_figure_on_your_scenario(tmp_path, capsys):
     capsys.readouterr()
     for bad, message in (
         (["cache-fig5", "--policies", mine], "cache-fig5 takes neither"),
+        (["cache-fig6", "--policies", mine], "cache-fig6 sweeps drc's V and takes a scenario only"),
         (["cache-fig8", "--policies", "nope"], "nope"),
         (["fig11a", "--policies", "oo"], "oo"),  # an offloading figure takes offloading policies
     ):
         assert main(["reproduce", *bad, "--quick", "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_the_v_sweep_runs_on_your_scenario_in_worker_processes(tmp_path):
+    scenario = tmp_path / "tight.toml"
+    scenario.write_text("[load]\nusers = 4\nslots = 400\n\n[control]\nL_bar = 5.0\n")
+    args = ["reproduce", "cache-fig6", "--quick", "--out", str(tmp_path), "--scenario", str(scenario)]
+    assert main([*args, "--workers", "2"]) == 0
+    rows = list(csv.DictReader((tmp_path / "cache-fig6.csv").open()))
+    assert [int(float(r["V"])) for r in rows] == [1, 100, 1000, 2000]
+    # L_bar = 5 s is below any latency here: the queue is active and carries the latency over L_bar
+    assert all(float(r["mean_queue"]) > 0 for r in rows)
+    assert "300 slots, 4 users, L_bar = 5.0 s" in (tmp_path / "cache-fig6.md").read_text()
+    one = tmp_path / "one"
+    assert main(["reproduce", "cache-fig6", "--quick", "--out", str(one), "--scenario", str(scenario)]) == 0
+    assert (one / "cache-fig6.csv").read_text() == (tmp_path / "cache-fig6.csv").read_text()  # workers change nothing

@@ -12,6 +12,7 @@ KEYS = {
     "hit_rate",
     "time_saved_per_request_s",
     "mean_queue",
+    "system_cost",
     "decision_time_ms",
     "mean_backlog_s",
     "p95_backlog_s",

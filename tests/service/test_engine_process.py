@@ -36,7 +36,8 @@ def test_the_engine_process_answers_the_routes_and_its_death_is_a_503(serve_subp
         info = httpx.get(f"{url}/v1/info").json()
         engine_pid = info["workers"]["each"][0]["pid"]
         assert engine_pid != process.pid  # the denoiser runs in another process than the HTTP server
-        ids = [httpx.post(f"{url}/v1/requests", json={**BODY, "seed": i}).json()["id"] for i in range(4)]
+        ids = [httpx.post(f"{url}/v1/requests", json={**BODY, "seed": i}).json()["id"] for i in range(2)]
+        ids += httpx.post(f"{url}/v1/requests", json={**BODY, "seed": 2, "images": 2}).json()["ids"]  # two jobs
         with EdgeClient(url) as client:
             for job in ids:
                 payload, status = client.fetch_latent(job, timeout=60)

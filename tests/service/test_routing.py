@@ -60,9 +60,10 @@ class FakeSite:
 
     def _submit(self, body, tenant):
         self._alive()
-        self.count += 1
-        self.load["queued"] += 1
-        status = {"id": f"{self.name}-{self.count}", "status": "queued", "steps": body.steps}
+        ids = [f"{self.name}-{self.count + i + 1}" for i in range(body.images)]  # one request per image
+        self.count += body.images
+        self.load["queued"] += body.images
+        status = {"id": ids[0], "status": "queued", "steps": body.steps, "ids": ids}
         return Answer(202, status), dict(self.load)
 
     def _poll(self, open_ids):
@@ -87,8 +88,8 @@ def front_door(loads):
     return front, fakes
 
 
-def body(steps=400):
-    return SubmitRequest(prompt="a burst", steps=steps, alpha=1.0, preset="row0")
+def body(steps=400, images=1):
+    return SubmitRequest(prompt="a burst", steps=steps, alpha=1.0, preset="row0", images=images)
 
 
 def test_a_burst_spreads_over_idle_sites():
@@ -145,3 +146,21 @@ def test_a_site_lost_with_requests_in_flight_answers_each_once_with_the_reason()
         assert gone.status_code == 409 and gone.content["reason"] == reason
     assert front.metrics_.lost.labels("s0")._value.get() == len(on_s0)  # counted once each
     assert after.status_code == 202 and after.content["id"].startswith("s1-")  # routing goes on without s0
+
+
+def test_a_request_images_go_to_one_site_and_each_ends_once_when_it_is_lost():
+    front, fakes = front_door([dict(LOAD), dict(LOAD, next_window_s=0.45)])
+
+    async def scenario():
+        sent = await front.submit(body(images=3), None)
+        site = front.sites[sent.content["id"].partition("-")[0]]
+        fakes[list(front.sites).index(site.name)].dead = True
+        await front._poll(site)
+        return sent, site, [await front.status(i, None, 0.0, "finished") for i in sent.content["ids"]]
+
+    sent, site, statuses = asyncio.run(scenario())
+    ids = sent.content["ids"]
+    assert sent.status_code == 202 and len(ids) == 3 and {i.partition("-")[0] for i in ids} == {site.name}
+    assert front.metrics_.lost.labels(site.name)._value.get() == 3  # all three were open at the site
+    assert [s.content["id"] for s in statuses] == ids and all(s.content["status"] == "failed" for s in statuses)
+    assert all("ids" not in s.content for s in statuses)  # each a request's own status

@@ -115,8 +115,8 @@ def test_window_boundaries_and_the_window_a_look_decides():
 
 def test_the_queue_limit_refuses_without_queueing():
     s = scheduler(queue_limit=2)
-    assert s.submit(job("a")) and s.submit(job("b"))
-    assert not s.submit(job("c"))
+    assert s.submit(job("a")) and not s.submit(job("b1"), job("b2"))  # a request's images: all or none
+    assert s.submit(job("b")) and not s.submit(job("c"))
     assert [j.id for j in s.queue] == ["a", "b"]
 
 

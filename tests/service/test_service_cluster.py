@@ -65,6 +65,10 @@ def test_a_request_names_its_site_and_ids_say_where(door):
             assert status["status"] == "done", status
             latent = http.get(f"/v1/requests/{job_id}/latent")
             assert latent.status_code == 200 and int(latent.headers["x-edgediff-split"]) == status["split"]
+        images = http.post("/v1/requests", json={**BODY, "images": 2}).json()["ids"]  # routed once: one site
+        assert len(images) == 2 and len({job_id.partition("-")[0] for job_id in images}) == 1
+        for job_id in images:
+            assert http.get(f"/v1/requests/{job_id}", params={"wait": 10}).json()["status"] == "done"
         assert http.get("/v1/requests/c-0123").status_code == 404
         assert http.get("/v1/requests/nodash").status_code == 404
         # per site: metrics (the sites' own series, labelled) and the status data

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgediff.cache.config import CacheConfig
 from edgediff.cache.policies import CLASSIC_POLICIES, COMPARED_POLICIES
-from edgediff.cache.simulator import make_environment, simulate
+from edgediff.cache.simulator import simulate
 from edgediff.cache.sweep import FLOOR, OFFLOAD_ONLY, mean_ci, run_point
 from edgediff.figure_io import Figure, markdown, markdown_table, pyplot
 
@@ -282,23 +282,17 @@ def fig5(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     return Figure("cache-fig5", rows or [{"training_step": 0, "bce_loss": float("nan")}], fig, summary)
 
 
-def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
+def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, scenario=None, **_) -> Figure:
     # The paper's range 1000..2000, plus smaller V to show the direction of the trade-off.
     values = [1, 100, 1000, 2000] if quick else [1, 10, 100, 1000, 1200, 1400, 1600, 1800, 2000]
-    base = _base(quick)
+    base = _base(quick, scenario)
     seeds = figure_seeds(seed, quick)
-    envs = {s: make_environment(base, s) for s in seeds}
     rows = []
     for V in values:
-        runs = [simulate(base.with_(V=float(V)), "drc", s, env=envs[s]) for s in seeds]
+        runs = run_point(base.with_(V=float(V)), seeds, ["drc"], references=False, jobs=max(1, int(workers or 1)))
         row: dict[str, float] = {"V": V, "seeds": len(seeds)}
-        for key, of in (
-            ("mean_queue", lambda r: r.queue.mean()),
-            ("system_cost", lambda r: r.penalty.mean()),
-            ("mean_response_time_s", lambda r: r.latency.mean()),
-            ("mean_backlog_s", lambda r: r.backlog.mean()),
-        ):
-            row[key], row[f"{key}_ci"] = mean_ci(float(of(r)) for r in runs)
+        for key in ("mean_queue", "system_cost", "mean_response_time_s", "mean_backlog_s"):
+            row[key], row[f"{key}_ci"] = mean_ci(r[key] for r in runs["drc"])
         rows.append(row)
     fig, ax = pyplot().subplots(figsize=(6.5, 4))
     ax.errorbar(values, [r["mean_queue"] for r in rows], yerr=[r["mean_queue_ci"] for r in rows], fmt="o-",
@@ -321,9 +315,9 @@ def fig6(out_dir: Path, *, quick: bool = False, seed: int = 0, **_) -> Figure:
     summary = markdown(
         "cache-fig6: impact of V on DRC",
         [
-            f"Means over seeds {seeds} with 95 % confidence intervals. "
-            "System cost = time-average per-slot penalty: the predicted latency sum L(t) (with the delay added to "
-            "the edge backlog) minus the future value of what was stored.",
+            f"{base.slots} slots, {base.users} users, L_bar = {base.L_bar} s; means over seeds {seeds} with 95 % "
+            "confidence intervals. System cost = time-average per-slot penalty: the predicted latency sum L(t) "
+            "(with the delay added to the edge backlog) minus the future value of what was stored.",
             "",
             *markdown_table(
                 ["V", "mean Q (s)", "system cost (s)", "response time (s)", "edge backlog (s)"],

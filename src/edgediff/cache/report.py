@@ -18,6 +18,7 @@ UNITS: dict[str, str] = {
     "hit_rate": "fraction of requests",
     "time_saved_per_request_s": "s per request, against all local (NCLDC)",
     "mean_queue": "s (virtual queue Q: latency above L_bar, accumulated)",
+    "system_cost": "s per slot (predicted latency sum minus the future value stored)",
     "decision_time_ms": "ms per slot",
     "mean_backlog_s": "s of edge work",
     "p95_backlog_s": "s of edge work",

@@ -122,6 +122,7 @@ class SimResult:
             "hit_rate": float(self.hit.mean()) if lat.size else 0.0,
             "time_saved_per_request_s": float((self.local_latency - lat).mean()) if lat.size else 0.0,
             "mean_queue": float(self.queue.mean()),
+            "system_cost": float(self.penalty.mean()),
             "decision_time_ms": float(self.decision_time_s.mean() * 1000),
             "mean_backlog_s": float(self.backlog.mean()),
             "p95_backlog_s": float(np.percentile(self.backlog, 95)),

@@ -32,7 +32,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
         "--images",
         type=positive_int,
         default=1,
-        help="images per prompt, seeds --seed, --seed + 1, ... (OUT-1.png ...)",
+        help="images per prompt, seeds --seed, --seed + 1, ... (OUT-1.png ...); with --server one request of them",
     )
     parser.add_argument("--width", type=positive_int, help="image width in pixels (default: the model's)")
     parser.add_argument("--height", type=positive_int, help="image height in pixels (default: the model's)")

@@ -80,7 +80,7 @@ def add_parsers(sub) -> None:
         "--timeout",
         type=positive_float,
         default=300.0,
-        help="with --server: seconds to wait for the edge's decision and latent; past it, exit code 4",
+        help="with --server: seconds to wait for the edge's decisions and latents (all images); past it, exit code 4",
     )
     p.add_argument(
         "--alpha",
@@ -121,7 +121,7 @@ def run(args) -> None:
     started = time.perf_counter()
     if args.profile is not None or args.preset is not None:
         raise UsageError("--profile and --preset need --server")
-    from edgediff.runtime.images import save_image
+    from edgediff.runtime.images import image_path, save_image
     from edgediff.runtime.split import generate, image_requests
 
     request = _request(args)
@@ -141,7 +141,7 @@ def run(args) -> None:
         edge_model = load_model(args.edge_model or args.model, args.device, args.model_config, args.dtype)
     loaded_s = time.perf_counter() - started
     for i, one in enumerate(image_requests(request, args.images)):  # seeds s, s+1, ...: one image each
-        out = args.out if args.images == 1 else args.out.with_name(f"{args.out.stem}-{i + 1}.png")
+        out = image_path(args.out, args.images, i)
         result = generate(one, model, args.split, edge_model, args.payload_dtype)
         size = save_image(result.image, out, args.native_size)
         where = (
@@ -159,8 +159,6 @@ def run(args) -> None:
 def _run_remote(args) -> None:
     if not args.server.startswith(("http://", "https://")):
         raise UsageError(f"--server needs a URL with its scheme, e.g. http://{args.server}; got {args.server!r}")
-    if args.images != 1:
-        raise UsageError("--images applies without --server; with it, send one request per image")
     if args.split is not None or args.edge_model is not None:
         raise UsageError("with --server the edge decides the split and runs its own model: drop --split/--edge-model")
     if args.profile is not None and args.preset is not None:
@@ -188,10 +186,11 @@ def _run_remote(args) -> None:
 
                 measured = calibrate(model, CalibrationConfig(batches=(1, 2), repeats=5, warmup=1))
                 device_profile = (max(measured.k + measured.h, 1e-6), 0.0)
-            result = edge.generate_remote(
+            results = edge.generate_remote_images(
                 client,
                 request,
                 model,
+                images=args.images,
                 alpha=args.alpha,
                 profile=device_profile,
                 preset=args.preset,
@@ -203,28 +202,17 @@ def _run_remote(args) -> None:
         if err.status_code == 401:
             raise UsageError(f"{err}: pass --api-key KEY or set EDGEDIFF_API_KEY") from None
         raise UsageError(str(err)) from None
-    from edgediff.runtime.images import save_image
+    from edgediff.runtime.images import image_path, save_image
+    from edgediff.runtime.split import image_requests
 
-    size = save_image(result.image, args.out, args.native_size)
-    st = result.status
-    if st["status"] == "done":
-        hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
-        hit += f", cache miss: {st['cache_miss']}" if st.get("cache_miss") else ""
-        where = f"granted: {st['offloaded_steps']} at the edge{hit}, payload {result.payload_bits} bits"
-    elif st["status"] == "denied":
-        where = f"denied ({st.get('reason')}): all steps local"
-    else:
-        where = f"edge failed ({st.get('reason')}): all steps local"
-    predicted = st.get("predicted_latency_s")
-    print(
-        f"wrote {args.out}: {size}, {request.steps} steps = {result.steps} denoiser calls "
-        f"({where}; {result.split} local on {model.name}); "
-        f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
-        f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
-    )
+    for i, (one, result) in enumerate(zip(image_requests(request, args.images), results)):  # as in-process
+        out = image_path(args.out, args.images, i)
+        size = save_image(result.image, out, args.native_size)
+        print(f"wrote {out}: {size}, {one.steps} steps = {result.steps} denoiser calls " + edge.describe(result, model))
     told = sum(device_profile) if device_profile is not None else PRESETS[args.preset].local_step_latency
     calibrated = args.profile is None and args.preset is None
-    print(_step_time_note(told, result.local_s, result.split, calibrated))
+    local_s, split = sum(r.local_s for r in results), sum(r.split for r in results)
+    print(_step_time_note(told, local_s, split, calibrated))
 
 
 def _step_time_note(told_s: float, local_s: float, local_steps: int, calibrated: bool = False) -> str:

@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
         "--scenario",
         type=Path,
         help="fig11a-c: draw the instances from this scenario file (docs/formats.md): its users, G and B_max; "
-        "cache-fig8-10: a cache scenario file, the parameters the sweep starts from",
+        "cache-fig6 and cache-fig8-10: a cache scenario file, the parameters the sweep starts from",
     )
     p.set_defaults(handler=run)
 

@@ -8,6 +8,7 @@ square of equal colour and nothing is invented; an image already ``min_px`` wide
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 #: the side, in pixels, ``generate`` enlarges an image to at least (``--native-size`` keeps it)
 VIEW_PX = 256
@@ -64,3 +65,9 @@ def save_image(image, out, native: bool = False) -> str:
     h, w = image.shape[:2]
     size = f"{picture.width}x{picture.height}"
     return size if picture.width == w else f"{size} (the model's {w}x{h}, enlarged {picture.width // w}x)"
+
+
+def image_path(out: Path, images: int, index: int) -> Path:
+    """Where image ``index`` (from 0) of ``images`` goes: ``out`` itself for one image, else
+    ``OUT-1.png``, ``OUT-2.png``, ... (``generate --images``, in-process and over HTTP alike)."""
+    return out if images == 1 else out.with_name(f"{out.stem}-{index + 1}.png")

@@ -2,7 +2,8 @@
 
 Routes (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
 
-* ``POST /v1/requests`` -> 202 with the request's status (``queued``); 422 naming the field
+* ``POST /v1/requests`` -> 202 with the request's status (``queued``) and ``ids`` (one
+  request id per image of ``images``, each a request of its own); 422 naming the field
   of a bad body (strict types, duplicate keys, steps the model cannot run), 400 for a body
   that is not JSON, 413 for a body over the limit, 503 + ``Retry-After`` when the queue is
   full or the service is draining.
@@ -40,7 +41,7 @@ from edgediff.service.config import ServiceConfig
 from edgediff.service.engine import EdgeEngine
 from edgediff.service.face import Answer, Face
 from edgediff.service.job import QueueFull, ShuttingDown
-from edgediff.service.schemas import ErrorBody, JobStatus, MeasuredLatency, SubmitRequest
+from edgediff.service.schemas import ErrorBody, JobStatus, MeasuredLatency, SubmitRequest, Submitted
 from edgediff.service.tenants import OPERATOR, OverQuota, digest, presented_key
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,15 @@ class EngineFace:
         self.engine = engine
 
     async def submit(self, body: SubmitRequest, tenant: str | None) -> Answer:
-        """202 with the status, 503 + ``Retry-After`` (queue full, draining), 422 for steps the
-        model cannot run or a site that is not this one."""
+        """202 with the first image's status and ``ids`` (every image's job, all accepted),
+        503 + ``Retry-After`` (queue full, draining), 429 (over quota), 422 for steps the model
+        cannot run, a site that is not this one or more images than could ever be queued."""
         engine = self.engine
         try:
             if engine.config.journal is not None and engine.config.journal_fsync:  # fsync off the event loop
-                job = await asyncio.to_thread(engine.submit, body, tenant)
+                jobs = await asyncio.to_thread(engine.submit_images, body, tenant)
             else:
-                job = engine.submit(body, tenant)
+                jobs = engine.submit_images(body, tenant)
         except QueueFull as err:
             return Answer(503, {"error": str(err)}, {"Retry-After": str(err.retry_after)})
         except OverQuota as err:
@@ -172,7 +174,10 @@ class EngineFace:
             return Answer(503, {"error": str(err)}, {"Retry-After": str(max(1, round(engine.config.window_s)))})
         except RequestError as err:  # valid JSON, but not for this model (e.g. steps its scheduler cannot run)
             return Answer(422, {"error": f"body.{err}"})
-        return Answer(202, job.to_status(), {"Location": f"/v1/requests/{job.id}"})
+        first = jobs[0]
+        return Answer(
+            202, {**first.to_status(), "ids": [job.id for job in jobs]}, {"Location": f"/v1/requests/{first.id}"}
+        )
 
     async def status(self, job_id: str, tenant: str | None, wait: float, until: str) -> Answer:
         """The status after waiting up to ``wait`` s for the decision or the end; 404 if unknown."""
@@ -303,7 +308,7 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
     @app.post(
         "/v1/requests",
         status_code=202,
-        response_model=JobStatus,
+        response_model=Submitted,
         responses={
             **_ERRORS,
             400: {"model": ErrorBody, "description": "body is not decodable"},
@@ -313,7 +318,9 @@ def add_routes(app: FastAPI, face: Face, config: ServiceConfig, page: str):
         },
     )
     async def submit(body: SubmitRequest, tenant: Tenant):
-        """Queue a request for the next window; the answer comes with ``GET /v1/requests/{id}``."""
+        """Queue a request for the next window (``images`` = n: n requests of seeds ``seed`` ..
+        ``seed + n - 1``, all accepted or none; ``ids`` lists them); each answer comes with
+        ``GET /v1/requests/{id}``."""
         if tenant == OPERATOR:
             raise HTTPException(403, "the operator key submits no requests: use a tenant's key")
         return (await face.submit(body, tenant)).response()

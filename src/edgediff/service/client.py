@@ -2,7 +2,8 @@
 the remaining steps with the device's own model.
 
 ``EdgeClient`` is the HTTP API in Python (httpx; retries a 503 after its ``Retry-After``);
-``generate_remote`` is the whole round trip, what ``edgediff generate --server URL`` runs.
+``generate_remote`` is the whole round trip (``generate_remote_images``: several images of
+one prompt in one request), what ``edgediff generate --server URL`` runs.
 A denied request ("run locally"), or one the edge failed, is generated entirely on the
 device from the same seed, so the user always gets an image.
 """
@@ -90,13 +91,16 @@ class EdgeClient:
         guidance_scale: float = 7.5,
         negative_prompt: str = "",
         site: str | None = None,
+        images: int = 1,
         **options,
     ) -> dict:
         """Queue a request (behind a front door: at ``site``, else where it routes); returns
-        its status (``queued``). A full queue (503) is retried after ``Retry-After`` up to
-        ``retries`` times; any other refusal raises :class:`ServiceError`. ``options``: diffusers'
-        generation options (``width``, ``height``, ``eta``, ``guidance_rescale``, ``clip_skip``,
-        ``scheduler``, ``scheduler_options``), sent when given."""
+        its status (``queued``) and ``ids``: with ``images`` = n, the ids of its n requests,
+        seeds ``seed`` .. ``seed + n - 1`` (accepted together or not at all). A full queue
+        (503) is retried after ``Retry-After`` up to ``retries`` times; any other refusal
+        raises :class:`ServiceError`. ``options``: diffusers' generation options (``width``,
+        ``height``, ``eta``, ``guidance_rescale``, ``clip_skip``, ``scheduler``,
+        ``scheduler_options``), sent when given."""
         body = {
             "prompt": prompt,
             "steps": steps,
@@ -112,6 +116,8 @@ class EdgeClient:
             body["preset"] = preset
         if site is not None:
             body["site"] = site
+        if images != 1:  # one image: the body as before ``images`` existed
+            body["images"] = images
         for attempt in range(self.retries + 1):
             response = self._call("POST", "/v1/requests", json=body)
             if response.status_code == 202:
@@ -275,10 +281,27 @@ def request_edge(
 ) -> EdgeAnswer:
     """Submit ``request`` (a ``GenerationRequest``) and wait for the decision and the latent,
     at most ``timeout`` seconds in all (then :class:`ServiceTimeout`)."""
-    from edgediff.runtime.executor import initial_state
-    from edgediff.runtime.payload import decode_latent
+    return request_edge_images(client, request, model, alpha=alpha, profile=profile, preset=preset, timeout=timeout)[0]
+
+
+def request_edge_images(
+    client: EdgeClient,
+    request,
+    model,
+    *,
+    images: int = 1,
+    alpha: float,
+    profile: tuple[float, float] | None = None,
+    preset: str | None = None,
+    timeout: float = 300.0,
+) -> list[EdgeAnswer]:
+    """Submit ``request`` with ``images`` images in one request (seeds ``seed``, ``seed + 1``,
+    ... as in-process ``generate --images``; the edge decides each as a request of its own)
+    and wait for every image's decision and latent, at most ``timeout`` seconds in all."""
+    from edgediff.runtime.split import image_requests
 
     start = time.perf_counter()
+    wanted = image_requests(request, images)
     submitted = client.submit(
         request.prompt,
         alpha=alpha,
@@ -288,21 +311,41 @@ def request_edge(
         seed=request.seed,
         guidance_scale=request.guidance_scale,
         negative_prompt=request.negative_prompt,
+        images=images,
         **{name: getattr(request, name) for name in GENERATION_OPTIONS},
     )
-    decision = client.wait_decision(submitted["id"], timeout=timeout)
-    payload, final = (None, decision)
-    if decision["status"] in ("running", "done"):
-        left = max(0.0, timeout - (time.perf_counter() - start))
-        payload, final = client.fetch_latent(submitted["id"], timeout=left)
+    ids = submitted.get("ids", [submitted["id"]])
+    if len(ids) != images:
+        raise ServiceError(f"the edge accepted {len(ids)} request(s) for {images} images")
+    return [_edge_answer(client, job_id, one, model, start, timeout) for job_id, one in zip(ids, wanted)]
+
+
+def _edge_answer(client: EdgeClient, job_id: str, request, model, start: float, timeout: float) -> EdgeAnswer:
+    """Request ``job_id``'s (of ``request``) decision and latent, by ``start + timeout``."""
+    from edgediff.runtime.executor import initial_state
+    from edgediff.runtime.payload import decode_latent
+
+    def left() -> float:
+        return max(0.0, timeout - (time.perf_counter() - start))
+
+    try:
+        decision = client.wait_decision(job_id, timeout=left())
+        payload, final = (None, decision)
+        if decision["status"] in ("running", "done"):
+            payload, final = client.fetch_latent(job_id, timeout=left())
+    except ServiceTimeout as err:  # the wait ran out: said against the time allowed, not the part of it left
+        what = str(err).split()[1]  # "no decision ...", "no latent ..."
+        if what not in ("decision", "latent"):
+            raise
+        raise ServiceTimeout(f"no {what} for request {job_id} within {timeout:g} s") from None
     if payload is not None:
-        final = client.status(submitted["id"])
+        final = client.status(job_id)
         state = decode_latent(payload)
         if state.request != request:
             raise ServiceError(f"the edge returned a latent for another request: {state.request}")
     else:
         if final["status"] == "failed":
-            log.warning("edge failed request %s (%s); generating locally", submitted["id"], final.get("reason"))
+            log.warning("edge failed request %s (%s); generating locally", job_id, final.get("reason"))
         state = initial_state(model, request)
     bits = 0 if payload is None else 8 * len(payload)
     return EdgeAnswer(state, final, bits, time.perf_counter() - start)
@@ -320,25 +363,73 @@ def generate_remote(
 ) -> RemoteResult:
     """Submit ``request`` (a ``GenerationRequest``), receive the decision and the latent, finish
     on ``model`` (the device's), decode. Denied or failed at the edge: everything local."""
+    return generate_remote_images(client, request, model, alpha=alpha, profile=profile, preset=preset,
+                                  timeout=timeout)[0]  # fmt: skip
+
+
+def generate_remote_images(
+    client: EdgeClient,
+    request,
+    model,
+    *,
+    images: int = 1,
+    alpha: float,
+    profile: tuple[float, float] | None = None,
+    preset: str | None = None,
+    timeout: float = 300.0,
+) -> list[RemoteResult]:
+    """:func:`generate_remote` for ``images`` images of one prompt, sent as one request (seeds
+    ``seed``, ``seed + 1``, ...: the images of in-process ``generate --images``). Every
+    image's answer is received first (``timeout`` for all), then each is finished on
+    ``model`` in turn. An image's measured latency is its edge answer's wait plus its own
+    local steps and decoding: what a device finishing that image alone would see, the
+    latency the edge predicted (the images finished before it on this device are not in it)."""
     from edgediff.runtime.split import finish
 
-    answer = request_edge(client, request, model, alpha=alpha, profile=profile, preset=preset, timeout=timeout)
-    local_start = time.perf_counter()
-    image = finish(model, answer.state)
-    local_s = time.perf_counter() - local_start
-    measured = answer.elapsed_s + local_s
-    if answer.status.get("status") == "done":  # the edge's prediction is checked against what this device saw
-        try:
-            client.report_latency(answer.status["id"], measured)
-        except ServiceError as err:  # a report is a courtesy: the image is made
-            log.warning("could not report the measured latency of %s: %s", answer.status["id"], err)
-    return RemoteResult(
-        image=image,
-        status=answer.status,
-        split=answer.state.split,
-        steps=answer.state.steps,
-        payload_bits=answer.payload_bits,
-        predicted_latency_s=answer.status.get("predicted_latency_s"),
-        measured_latency_s=measured,
-        local_s=local_s,
+    answers = request_edge_images(
+        client, request, model, images=images, alpha=alpha, profile=profile, preset=preset, timeout=timeout
+    )
+    results = []
+    for answer in answers:
+        local_start = time.perf_counter()
+        image = finish(model, answer.state)
+        local_s = time.perf_counter() - local_start
+        measured = answer.elapsed_s + local_s
+        if answer.status.get("status") == "done":  # the edge's prediction is checked against what this device saw
+            try:
+                client.report_latency(answer.status["id"], measured)
+            except ServiceError as err:  # a report is a courtesy: the image is made
+                log.warning("could not report the measured latency of %s: %s", answer.status["id"], err)
+        results.append(
+            RemoteResult(
+                image=image,
+                status=answer.status,
+                split=answer.state.split,
+                steps=answer.state.steps,
+                payload_bits=answer.payload_bits,
+                predicted_latency_s=answer.status.get("predicted_latency_s"),
+                measured_latency_s=measured,
+                local_s=local_s,
+            )
+        )
+    return results
+
+
+def describe(result: RemoteResult, model) -> str:
+    """How ``result``'s image was made, in words: the edge's decision, the device's part, the
+    latency predicted and measured (``generate --server`` prints it per image)."""
+    st = result.status
+    if st["status"] == "done":
+        hit = f", cache hit at step {st['cache_hit_step']}" if st["cache_hit_step"] else ""
+        hit += f", cache miss: {st['cache_miss']}" if st.get("cache_miss") else ""
+        where = f"granted: {st['offloaded_steps']} at the edge{hit}, payload {result.payload_bits} bits"
+    elif st["status"] == "denied":
+        where = f"denied ({st.get('reason')}): all steps local"
+    else:
+        where = f"edge failed ({st.get('reason')}): all steps local"
+    predicted = result.predicted_latency_s
+    return (
+        f"({where}; {result.split} local on {model.name}); "
+        f"latency predicted {'n/a' if predicted is None else f'{predicted:.2f} s'}, "
+        f"measured {result.measured_latency_s:.2f} s (submit to decoded image)"
     )

@@ -360,18 +360,20 @@ class FrontDoor:
             if not site.up:
                 why = site.lost or "not answering its health polls"
                 return Answer(503, {"error": f"site {site.name} is down ({why})"}, retry)
-            site.sending += 1
-            try:
+            site.sending += body.images
+            try:  # a request's images go to one site, whose engine takes them all or none
                 answer, load = await _awaitable(site.handle.submit.remote(body, tenant))
             except ray.exceptions.RayActorError as err:  # died since the last poll: route again
                 self._lose(site, err)
                 continue
             finally:
-                site.sending -= 1
+                site.sending -= body.images
             site.load, site.seen_at = load, time.monotonic()
             if answer.status_code == 202:
-                site.open[answer.content["id"]] = (tenant, answer.content)
-                self.metrics_.routed.labels(site.name).inc()
+                status = {key: value for key, value in answer.content.items() if key != "ids"}
+                for job_id in answer.content.get("ids", [status["id"]]):  # each image is a request of its own
+                    site.open[job_id] = (tenant, {**status, "id": job_id})
+                    self.metrics_.routed.labels(site.name).inc()
             return answer
 
     def _site_of(self, job_id: str) -> _Site | None:

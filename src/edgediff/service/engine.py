@@ -209,9 +209,18 @@ class EdgeEngine:
         return height * width / native**2
 
     def submit(self, body: SubmitRequest, tenant: str | None = None) -> Job:
-        """Queue a validated request of ``tenant`` for the next window (raises QueueFull /
-        ShuttingDown / OverQuota; RequestError for steps the model cannot run)."""
+        """Queue a validated request of ``tenant`` for the next window; its first image's job
+        (:meth:`submit_images` returns all of them)."""
+        return self.submit_images(body, tenant)[0]
+
+    def submit_images(self, body: SubmitRequest, tenant: str | None = None) -> list[Job]:
+        """Queue a validated request of ``tenant`` for the next window: one job per image
+        (``body.images``, seeds ``seed``, ``seed + 1``, ... as in-process ``generate
+        --images``), all accepted or none (raises QueueFull / ShuttingDown / OverQuota for
+        all; RequestError naming the field for steps, a size or a scheduler the model cannot
+        run, or more images than the queue or the tenant's quota could ever hold)."""
         from edgediff.runtime.request import GenerationRequest, RequestError
+        from edgediff.runtime.split import image_requests
 
         k, h = body.device_profile()
         if body.site is not None and body.site != self.site:
@@ -232,49 +241,53 @@ class EdgeEngine:
 
         if body.generation_options():
             check_request(self.model, request)  # RequestError naming the field: a size or scheduler it cannot run
+        count = body.images
+        if count > self.config.queue_limit:  # would never fit: a 503 would be retried in vain
+            raise RequestError(f"images: {count} images exceed this edge's queue limit of {self.config.queue_limit}")
+        try:
+            requests = image_requests(request, count)
+        except RequestError as err:
+            raise RequestError(f"images: {err}") from None
         calls = request_calls(self.model, request)  # N: what the edge plans and runs in
+        area = self._latent_area(request)
         with self._cond:
             now = time.perf_counter()
             if self._closing:
-                self._refused(tenant, "shutting_down")
+                self._refused(tenant, "shutting_down", count)
                 raise ShuttingDown("the service is shutting down")
             try:
-                self.ledger.check(tenant, now, retry_concurrent=max(1, math.ceil(self.config.window_s)))
+                self.ledger.check(tenant, now, max(1, math.ceil(self.config.window_s)), count)
             except OverQuota as err:
-                self._refused(tenant, err.reason)
+                self._refused(tenant, err.reason, count)
                 raise
-            job = Job(
-                self._id_prefix + uuid.uuid4().hex,
-                body,
-                request,
-                k,
-                h,
-                now,
-                calls,
-                tenant=tenant,
-                area=self._latent_area(request),
-            )
-            if not self.scheduler.submit(job):
-                self._refused(tenant, "queue_full")
+            jobs = [
+                Job(self._id_prefix + uuid.uuid4().hex, body, one, k, h, now, calls, tenant=tenant, area=area)
+                for one in requests
+            ]
+            if not self.scheduler.submit(*jobs):  # all or none
+                self._refused(tenant, "queue_full", count)
                 raise QueueFull(max(1, math.ceil(self.config.window_s)))
-            if self.publish.loop is not None:
-                job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
             journal = self._journal
-            if journal is not None:  # written ahead, before the job can run or finish
-                journal.accepted(job.id, job.request.steps, tenant, job.calls)
-            self._jobs.add(job)
-            self.stats.accepted += 1
-            self.ledger.accepted(tenant, now)
-            self.metrics.admitted(tenant)
+            for job in jobs:
+                if self.publish.loop is not None:
+                    job.async_decided, job.async_finished = asyncio.Event(), asyncio.Event()
+                if journal is not None:  # written ahead, before the job can run or finish
+                    journal.accepted(job.id, job.request.steps, tenant, job.calls)
+                self._jobs.add(job)
+                self.metrics.admitted(tenant)
+            self.stats.accepted += count
+            self.ledger.accepted(tenant, now, count)
             self.metrics.queue_depth.set(len(self.scheduler.queue))
         if journal is not None:  # on the disk before the client hears of it (fsync policy)
             journal.sync()
-        self.prep.submit(job)
-        return job
+        for job in jobs:
+            self.prep.submit(job)
+        return jobs
 
-    def _refused(self, tenant: str | None, reason: str) -> None:
-        self.metrics.refused(tenant, reason)
-        self.ledger.rejected(tenant, reason)
+    def _refused(self, tenant: str | None, reason: str, count: int = 1) -> None:
+        """``count`` refused: each image counts, as each accepted one does."""
+        self.metrics.refused(tenant, reason, count)
+        self.ledger.rejected(tenant, reason, count)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         """The job ``job_id``; with API keys only if ``tenant`` sent it or is the operator

@@ -124,8 +124,8 @@ class ServiceMetrics:
         if latency_s is not None:
             self._of(self.request_latency, tenant).observe(latency_s)
 
-    def refused(self, tenant: str | None, reason: str) -> None:
-        self._of(self.rejected, tenant, reason).inc()
+    def refused(self, tenant: str | None, reason: str, count: int = 1) -> None:
+        self._of(self.rejected, tenant, reason).inc(count)
 
     def admitted(self, tenant: str | None) -> None:
         self._of(self.accepted, tenant).inc()

@@ -246,11 +246,12 @@ class WindowScheduler:
         return now >= self.window_end_after(since)
 
     # ------------------------------------------------------------------ requests
-    def submit(self, job) -> bool:
-        """Queue ``job`` for the next window; False if the queue is at its limit (not queued)."""
-        if len(self.queue) >= self.config.queue_limit:
+    def submit(self, *jobs) -> bool:
+        """Queue ``jobs`` (one request's images) for the next window, all or none: False if
+        they would take the queue past its limit (none queued)."""
+        if len(self.queue) + len(jobs) > self.config.queue_limit:
             return False
-        self.queue.append(job)
+        self.queue.extend(jobs)
         return True
 
     def take(self, now: float, since: float | None) -> Window | None:

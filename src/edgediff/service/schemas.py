@@ -17,6 +17,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 1000
 MAX_GUIDANCE = 100.0
 MAX_SIDE = 4096  # pixels: above any model's trained size, below what would exhaust an edge's memory on a typo
+MAX_IMAGES = 8  # images per request: each is a job of its own in the window
 STATUSES = ("queued", "running", "done", "denied", "failed")
 TERMINAL = ("done", "denied", "failed")
 SITE_NAME = r"^[a-z0-9_]+$"  # no "-": a request id is "<site>-<hex>"
@@ -42,13 +43,15 @@ class SubmitRequest(BaseModel):
 
     Exactly one of ``profile`` (measured ``k``, ``h``) and ``preset`` (a row of the paper's
     profile table, ``row3`` .. ``row10``, or ``edge-h100``) must be given. ``site`` names the
-    site to run at behind a front door (docs/service.md, "Deployment").
+    site to run at behind a front door (docs/service.md, "Deployment"). ``images`` = n makes
+    n requests of seeds ``seed`` .. ``seed + n - 1``, accepted together or not at all.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
     steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 50
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] = 1  # seeds seed, seed + 1, ...: one job each
     alpha: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
     profile: Profile | None = None
     preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
@@ -111,6 +114,13 @@ class JobStatus(BaseModel):
     predicted_edge_s: float | None = None
     handoff_s: float | None = None
     measured_latency_s: float | None = None
+
+
+class Submitted(JobStatus):
+    """The 202 of ``POST /v1/requests``: the first image's status and ``ids``, every image's
+    request id in seed order (``ids[0] == id``); each is polled as a request of its own."""
+
+    ids: list[str]
 
 
 class MeasuredLatency(BaseModel):

@@ -178,24 +178,36 @@ class TenantLedger:
     def of(self, tenant: str | None) -> TenantCounts | None:
         return None if tenant is None else self.counts.get(tenant)
 
-    def check(self, tenant: str | None, now: float, retry_concurrent: int) -> None:
-        """Raise :class:`OverQuota` if a request of ``tenant`` now is over its quota."""
+    def check(self, tenant: str | None, now: float, retry_concurrent: int, count: int = 1) -> None:
+        """Raise :class:`OverQuota` if ``count`` requests of ``tenant`` now (one request's
+        images, taken together or not at all) are over its quota (``RequestError`` naming
+        ``images`` if they would be at any time: more than ``concurrent``). The rate bucket must hold
+        ``count`` tokens, or be full when ``count`` exceeds it (:meth:`accepted` then leaves
+        it in debt, so the long-run rate stays ``rps``)."""
         quota, counts = self.quotas.get(tenant or ""), self.of(tenant)
         if quota is None or counts is None:
             return
-        if quota.concurrent is not None and counts.open >= quota.concurrent:
+        if quota.concurrent is not None and count > quota.concurrent:  # never fits: the request is wrong
+            from edgediff.runtime.request import RequestError
+
+            raise RequestError(
+                f"images: {count} images exceed tenant {tenant!r}'s quota of concurrent={quota.concurrent}"
+            )
+        if quota.concurrent is not None and counts.open + count > quota.concurrent:
+            asked = "" if count == 1 else f" and asks for {count} more"
             raise OverQuota(
-                f"tenant {tenant!r} has {counts.open} requests open, its quota is concurrent={quota.concurrent}; "
-                f"retry after {retry_concurrent} s",
+                f"tenant {tenant!r} has {counts.open} requests open{asked}, its quota is "
+                f"concurrent={quota.concurrent}; retry after {retry_concurrent} s",
                 "over_concurrent",
                 retry_concurrent,
             )
         if quota.rps is not None:
-            tokens = self._tokens(tenant, quota.rps, now)
-            if tokens < 1:
-                wait = max(1, math.ceil((1 - tokens) / quota.rps))
+            tokens, need = self._tokens(tenant, quota.rps, now), min(count, max(1.0, quota.rps))
+            if tokens < need:
+                wait = max(1, math.ceil((need - tokens) / quota.rps))
+                asked = "" if count == 1 else f" for {count} images"
                 raise OverQuota(
-                    f"tenant {tenant!r} is over its quota of rps={quota.rps:g}; retry after {wait} s",
+                    f"tenant {tenant!r} is over its quota of rps={quota.rps:g}{asked}; retry after {wait} s",
                     "over_rate",
                     wait,
                 )
@@ -205,20 +217,20 @@ class TenantLedger:
         tokens, at = self._bucket.get(tenant, (burst, now))
         return min(burst, tokens + (now - at) * rps)
 
-    def accepted(self, tenant: str | None, now: float) -> None:
+    def accepted(self, tenant: str | None, now: float, count: int = 1) -> None:
         counts = self.of(tenant)
         if counts is None:
             return
-        counts.accepted += 1
-        counts.open += 1
+        counts.accepted += count
+        counts.open += count
         quota = self.quotas.get(tenant or "")
         if quota is not None and quota.rps is not None:
-            self._bucket[tenant] = (self._tokens(tenant, quota.rps, now) - 1, now)  # type: ignore[index]
+            self._bucket[tenant] = (self._tokens(tenant, quota.rps, now) - count, now)  # type: ignore[index]
 
-    def rejected(self, tenant: str | None, reason: str) -> None:
+    def rejected(self, tenant: str | None, reason: str, count: int = 1) -> None:
         counts = self.of(tenant)
         if counts is not None:
-            counts.rejected[reason] = counts.rejected.get(reason, 0) + 1
+            counts.rejected[reason] = counts.rejected.get(reason, 0) + count
 
     def finished(self, tenant: str | None, status: str) -> None:
         counts = self.of(tenant)
