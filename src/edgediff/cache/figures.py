@@ -211,9 +211,18 @@ def fig8(
 
 
 def fig9(
-    out_dir: Path, *, quick: bool = False, seed: int = 0, workers: int = 1, policies=None, scenario=None, **_
+    out_dir: Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    workers: int = 1,
+    policies=None,
+    scenario=None,
+    s_star=None,
+    **_,
 ) -> Figure:
-    s_star = [5, 7, 9] if quick else [5, 6, 7, 8, 9]
+    """``s_star``: the points (default 5..9; ``quick`` 5, 7, 9)."""
+    s_star = list(s_star) if s_star else [5, 7, 9] if quick else [5, 6, 7, 8, 9]
     base = _base(quick, scenario).with_(users=20)
     cfgs = [base.with_(reusable_steps=s) for s in s_star]
     return _sweep(
