@@ -119,7 +119,8 @@ def test_a_killed_site_leaves_routing_and_its_open_requests_fail_once(door):
         # new requests go to the live site; one that names the dead site is refused
         routed = [http.post("/v1/requests", json=BODY).json()["id"] for _ in range(3)]
         assert all(job_id.startswith("a-") for job_id in routed)
-        assert all(http.get(f"/v1/requests/{i}", params={"wait": 10}).json()["status"] == "done" for i in routed)
+        # the wait is generous: on a loaded 2-core host the live site's Ray actor shares the cores
+        assert all(http.get(f"/v1/requests/{i}", params={"wait": 25}).json()["status"] == "done" for i in routed)
         down = http.post("/v1/requests", json={**BODY, "site": "b"})
         assert down.status_code == 503 and "site b is down" in down.json()["error"]
         assert 'edgediff_front_lost_requests_total{site="b"} 3.0' in http.get("/metrics").text
