@@ -114,12 +114,6 @@ class EdgeEngine:
     batch_members = property(lambda self: len(self.batch))
 
     @property
-    def decision_scale(self) -> float:
-        """What the windows multiply the calibrated ``k`` and ``h`` by now (1 without
-        ``profile_from_steps``)."""
-        return self.scheduler.step_scale if self.config.profile_from_steps else 1.0
-
-    @property
     def policy(self):
         return self.scheduler.policy
 

@@ -19,7 +19,7 @@ def load(engine) -> dict:
         "window_s": cfg.window_s,
         "k": engine.edge_k,
         "h": engine.edge_h,
-        "step_scale": engine.decision_scale,  # what the windows multiply k and h by (1: the calibration alone)
+        "step_scale": engine.scheduler.decision_scale,  # what windows multiply k and h by (1: the calibration alone)
         "gpus": engine.live_gpus(),
         "queue_limit": cfg.queue_limit,
         "n_hat_fraction": cfg.n_hat_fraction,

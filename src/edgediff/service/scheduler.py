@@ -279,13 +279,16 @@ class WindowScheduler:
         return self.pace.scale
 
     @property
+    def decision_scale(self) -> float:
+        """What windows multiply the calibrated ``k`` and ``h`` by: the measured pace with
+        ``profile_from_steps``, else 1."""
+        return self.pace.scale if self.config.profile_from_steps else 1.0
+
+    @property
     def decision_profile(self) -> tuple[float, float]:
-        """The ``(k, h)`` windows are decided with: the calibration, times the measured pace
-        with ``profile_from_steps``."""
+        """The ``(k, h)`` windows are decided with: the calibration times :attr:`decision_scale`."""
         k, h = self.edge_profile
-        if not self.config.profile_from_steps:
-            return k, h
-        scale = self.pace.scale
+        scale = self.decision_scale
         return k * scale, h * scale
 
     # ------------------------------------------------------------------ a window's decision
