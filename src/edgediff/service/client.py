@@ -144,8 +144,9 @@ class EdgeClient:
             raise ServiceError(_error_text(response), response.status_code)
         return response.json()
 
-    def wait_decision(self, job_id: str, timeout: float = 120.0) -> dict:
-        """Long-poll until the edge has decided (or failed) the request."""
+    def wait_decision(self, job_id: str, timeout: float = 120.0, allowed: float | None = None) -> dict:
+        """Long-poll until the edge has decided (or failed) the request; a timeout names
+        ``allowed`` (default ``timeout``: the part left of a longer wait names the whole)."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -153,7 +154,7 @@ class EdgeClient:
             if status["status"] != "queued":
                 return status
             if remaining <= 0:
-                raise ServiceTimeout(f"no decision for request {job_id} within {timeout:g} s")
+                raise ServiceTimeout(f"no decision for request {job_id} within {allowed or timeout:g} s")
 
     def report_latency(self, job_id: str, latency_s: float) -> dict:
         """Tell the edge what this device measured (submit to decoded image), once per request:
@@ -163,9 +164,12 @@ class EdgeClient:
             raise ServiceError(_error_text(response), response.status_code)
         return response.json()
 
-    def fetch_latent(self, job_id: str, timeout: float = 300.0) -> tuple[bytes | None, dict | None]:
+    def fetch_latent(
+        self, job_id: str, timeout: float = 300.0, allowed: float | None = None
+    ) -> tuple[bytes | None, dict | None]:
         """Long-poll for the latent: ``(payload, None)`` when done, ``(None, status)`` when the
-        request was denied or failed (the device then runs everything)."""
+        request was denied or failed (the device then runs everything); ``allowed`` as in
+        :meth:`wait_decision`."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -178,7 +182,7 @@ class EdgeClient:
             if response.status_code != 202:
                 raise ServiceError(_error_text(response), response.status_code)
             if remaining <= 0:
-                raise ServiceTimeout(f"no latent for request {job_id} within {timeout:g} s")
+                raise ServiceTimeout(f"no latent for request {job_id} within {allowed or timeout:g} s")
 
 
 def edge_latent_space(info: dict) -> dict | None:
@@ -328,16 +332,10 @@ def _edge_answer(client: EdgeClient, job_id: str, request, model, start: float, 
     def left() -> float:
         return max(0.0, timeout - (time.perf_counter() - start))
 
-    try:
-        decision = client.wait_decision(job_id, timeout=left())
-        payload, final = (None, decision)
-        if decision["status"] in ("running", "done"):
-            payload, final = client.fetch_latent(job_id, timeout=left())
-    except ServiceTimeout as err:  # the wait ran out: said against the time allowed, not the part of it left
-        what = str(err).split()[1]  # "no decision ...", "no latent ..."
-        if what not in ("decision", "latent"):
-            raise
-        raise ServiceTimeout(f"no {what} for request {job_id} within {timeout:g} s") from None
+    decision = client.wait_decision(job_id, timeout=left(), allowed=timeout)
+    payload, final = (None, decision)
+    if decision["status"] in ("running", "done"):
+        payload, final = client.fetch_latent(job_id, timeout=left(), allowed=timeout)
     if payload is not None:
         final = client.status(job_id)
         state = decode_latent(payload)
